@@ -1,0 +1,69 @@
+'use strict';
+
+// A node keeps its process alive like a listening server, and after exit() it lets the
+// process end by itself. Each case runs in a child process so that this is observable.
+
+const { test } = require('node:test');
+const assert = require('node:assert/strict');
+const { spawn } = require('node:child_process');
+const path = require('node:path');
+const { WAIT_MS, randomPorts, uniqueCluster } = require('./support.js');
+
+const CHILD = path.join(__dirname, 'fixtures', 'exit-child.js');
+
+function startChild(mode) {
+  const [port, multicastPort] = randomPorts(2);
+  const child = spawn(process.execPath, [CHILD, mode, String(port), String(multicastPort), uniqueCluster()], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.setEncoding('utf8').on('data', (text) => (stdout += text));
+  child.stderr.setEncoding('utf8').on('data', (text) => (stderr += text));
+  const exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+  const output = () => `stdout: ${JSON.stringify(stdout)}, stderr: ${JSON.stringify(stderr)}`;
+  const listening = new Promise((resolve, reject) => {
+    child.stdout.on('data', () => stdout.includes('listening\n') && resolve());
+    exited.then(() => reject(new Error(`the child ended before listening; ${output()}`)));
+  });
+  return { child, exited, listening, output };
+}
+
+// Resolves with `promise`'s value, or rejects with `message` after `ms`.
+function within(ms, promise, message) {
+  let timer;
+  const timeout = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(message())), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+const delay = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+test('a process running a node ends by itself after exit()', async () => {
+  const { child, exited, listening, output } = startChild('exit');
+  try {
+    await within(WAIT_MS, listening, () => `the child did not print "listening" within ${WAIT_MS} ms; ${output()}`);
+    const { code, signal } = await within(
+      WAIT_MS,
+      exited,
+      () => `the child was still running ${WAIT_MS} ms after exit(); ${output()}`,
+    );
+    assert.deepEqual({ code, signal }, { code: 0, signal: null }, output());
+  } finally {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  }
+});
+
+test('a running node keeps its process alive', async () => {
+  const { child, exited, listening, output } = startChild('stay');
+  try {
+    await within(WAIT_MS, listening, () => `the child did not print "listening" within ${WAIT_MS} ms; ${output()}`);
+    await delay(1500);
+    assert.equal(child.exitCode, null, `the child ended on its own; ${output()}`);
+    assert.equal(child.signalCode, null, `the child was killed; ${output()}`);
+  } finally {
+    child.kill('SIGKILL');
+    await exited;
+  }
+});

@@ -1,0 +1,213 @@
+'use strict';
+
+// Option checking is pure JS: these tests run without the native addon.
+
+const { test } = require('node:test');
+const assert = require('node:assert/strict');
+const os = require('node:os');
+const { normalizeOptions, toPublicNode, defaultLocalAddress } = require('../lib/options.js');
+
+// Asserts that `options` is refused with a TypeError carrying `code` and naming `name`.
+function rejects(options, name, code) {
+  assert.throws(
+    () => normalizeOptions(options),
+    (err) => {
+      assert.ok(err instanceof TypeError, `expected a TypeError, got ${err}`);
+      assert.equal(err.code, code);
+      assert.ok(err.message.includes(`"${name}"`), `message should name "${name}": ${err.message}`);
+      return true;
+    },
+  );
+}
+
+test('an unknown top-level option is refused by name', () => {
+  rejects({ master_eligble: true }, 'master_eligble', 'ERR_ESPIAL_UNKNOWN_OPTION');
+});
+
+test('an unknown nested option is refused with its full path', () => {
+  rejects({ network: { prot: 27272 } }, 'network.prot', 'ERR_ESPIAL_UNKNOWN_OPTION');
+  rejects({ network: { address: { global: '0.0.0.0' } } }, 'network.address.global', 'ERR_ESPIAL_UNKNOWN_OPTION');
+});
+
+test('an unknown option close to a known one suggests it', () => {
+  assert.throws(() => normalizeOptions({ network: { prot: 1 } }), {
+    message: 'espial: unknown option "network.prot" (did you mean "network.port"?)',
+  });
+});
+
+test('ports must be integers from 1 to 65535', () => {
+  rejects({ network: { port: '27272' } }, 'network.port', 'ERR_INVALID_ARG_TYPE');
+  rejects({ network: { port: 70000 } }, 'network.port', 'ERR_INVALID_ARG_VALUE');
+  rejects({ network: { port: 0 } }, 'network.port', 'ERR_INVALID_ARG_VALUE');
+  rejects({ network: { port: 27272.5 } }, 'network.port', 'ERR_INVALID_ARG_VALUE');
+  rejects({ network: { multicast_port: -1 } }, 'network.multicast_port', 'ERR_INVALID_ARG_VALUE');
+});
+
+test('addresses must be dotted unicast IPv4', () => {
+  rejects({ network: { address: { local: 'localhost' } } }, 'network.address.local', 'ERR_INVALID_ARG_VALUE');
+  rejects({ network: { address: { local: '10.0.0.256' } } }, 'network.address.local', 'ERR_INVALID_ARG_VALUE');
+  rejects({ network: { address: { local: '0.0.0.0' } } }, 'network.address.local', 'ERR_INVALID_ARG_VALUE');
+  rejects({ network: { address: { local: '239.1.1.1' } } }, 'network.address.local', 'ERR_INVALID_ARG_VALUE');
+  rejects({ network: { address: { local: 127001 } } }, 'network.address.local', 'ERR_INVALID_ARG_TYPE');
+  rejects({ network: { multicast_interface: '::1' } }, 'network.multicast_interface', 'ERR_INVALID_ARG_VALUE');
+  rejects({ network: { subnets: ['10.0.0'] } }, 'network.subnets[0]', 'ERR_INVALID_ARG_VALUE');
+  rejects({ network: { subnets: '10.0.0.0' } }, 'network.subnets', 'ERR_INVALID_ARG_TYPE');
+});
+
+test('multicast_address must be in 224.0.0.0/4', () => {
+  rejects({ network: { multicast_address: '192.168.1.1' } }, 'network.multicast_address', 'ERR_INVALID_ARG_VALUE');
+  rejects({ network: { multicast_address: '240.0.0.1' } }, 'network.multicast_address', 'ERR_INVALID_ARG_VALUE');
+  rejects({ network: { multicast_address: 'group' } }, 'network.multicast_address', 'ERR_INVALID_ARG_VALUE');
+  assert.equal(normalizeOptions({ network: { multicast_address: '224.0.0.1' } }).multicastAddress, '224.0.0.1');
+  assert.equal(normalizeOptions({ network: { multicast_address: '239.255.255.255' } }).multicastAddress, '239.255.255.255');
+});
+
+test('metadata must be a plain object of JSON values', () => {
+  rejects({ metadata: 'role=web' }, 'metadata', 'ERR_INVALID_ARG_TYPE');
+  rejects({ metadata: [1, 2] }, 'metadata', 'ERR_INVALID_ARG_TYPE');
+  rejects({ metadata: new Map() }, 'metadata', 'ERR_INVALID_ARG_TYPE');
+  rejects({ metadata: { started: new Date() } }, 'metadata.started', 'ERR_INVALID_ARG_VALUE');
+  rejects({ metadata: { load: NaN } }, 'metadata.load', 'ERR_INVALID_ARG_VALUE');
+  rejects({ metadata: { big: 1n } }, 'metadata.big', 'ERR_INVALID_ARG_VALUE');
+  rejects({ metadata: { a: { b: [1, undefined] } } }, 'metadata.a.b[1]', 'ERR_INVALID_ARG_VALUE');
+  rejects({ metadata: { blob: 'x'.repeat(64 * 1024) } }, 'metadata', 'ERR_INVALID_ARG_VALUE');
+  const circular = { a: {} };
+  circular.a.self = circular;
+  rejects({ metadata: circular }, 'metadata.a.self', 'ERR_INVALID_ARG_VALUE');
+});
+
+test('timers must be positive integers', () => {
+  rejects({ send_presence_frequency: -5 }, 'send_presence_frequency', 'ERR_INVALID_ARG_VALUE');
+  rejects({ master_election_timeout: 0 }, 'master_election_timeout', 'ERR_INVALID_ARG_VALUE');
+  rejects({ master_polling_frequency: 1.5 }, 'master_polling_frequency', 'ERR_INVALID_ARG_VALUE');
+  rejects({ master_polling_frequency: '5000' }, 'master_polling_frequency', 'ERR_INVALID_ARG_TYPE');
+  rejects({ master_election_timeout: Infinity }, 'master_election_timeout', 'ERR_INVALID_ARG_VALUE');
+});
+
+test('cluster_key must be long enough and is never echoed', () => {
+  rejects({ cluster_key: 'hunter2' }, 'cluster_key', 'ERR_INVALID_ARG_VALUE');
+  rejects({ cluster_key: Buffer.alloc(15) }, 'cluster_key', 'ERR_INVALID_ARG_VALUE');
+  rejects({ cluster_key: 1234567890123456 }, 'cluster_key', 'ERR_INVALID_ARG_TYPE');
+  assert.throws(() => normalizeOptions({ cluster_key: 'hunter2' }), (err) => !err.message.includes('hunter2'));
+});
+
+test('other wrong types are refused by name', () => {
+  rejects({ network: 'eth0' }, 'network', 'ERR_INVALID_ARG_TYPE');
+  rejects({ network: { multicast: 'yes' } }, 'network.multicast', 'ERR_INVALID_ARG_TYPE');
+  rejects({ master_eligible: 1 }, 'master_eligible', 'ERR_INVALID_ARG_TYPE');
+  rejects({ network: { host_name: '' } }, 'network.host_name', 'ERR_INVALID_ARG_VALUE');
+  rejects({ network: { host_name: 'é'.repeat(128) } }, 'network.host_name', 'ERR_INVALID_ARG_VALUE');
+  rejects({ network: { multicast_ttl: 256 } }, 'network.multicast_ttl', 'ERR_INVALID_ARG_VALUE');
+  rejects({ cluster: '' }, 'cluster', 'ERR_INVALID_ARG_VALUE');
+  rejects({ cluster: 'x'.repeat(65) }, 'cluster', 'ERR_INVALID_ARG_VALUE');
+  rejects({ cluster: 'é'.repeat(33) }, 'cluster', 'ERR_INVALID_ARG_VALUE');
+  rejects({ network: { peers: ['10.0.0.5'] } }, 'network.peers[0]', 'ERR_INVALID_ARG_VALUE');
+  rejects({ network: { peers: ['10.0.0.5:0'] } }, 'network.peers[0]', 'ERR_INVALID_ARG_VALUE');
+  rejects({ network: { peers: '10.0.0.5:27272' } }, 'network.peers', 'ERR_INVALID_ARG_TYPE');
+  assert.throws(() => normalizeOptions(42), { name: 'TypeError', code: 'ERR_INVALID_ARG_TYPE' });
+});
+
+test('defaults are the original ones plus ours', () => {
+  const local = defaultLocalAddress();
+  const expected = {
+    port: 27272,
+    address: local,
+    hostName: os.hostname(),
+    multicast: true,
+    multicastAddress: '239.255.27.27',
+    multicastPort: 27272,
+    multicastInterface: local,
+    multicastTtl: 1,
+    cluster: 'espial',
+    metadata: '{}',
+    peers: [],
+    subnets: [local],
+    masterEligible: true,
+    masterElectionTimeout: 1000,
+    masterPollingFrequency: 5000,
+    sendPresenceFrequency: 5000,
+  };
+  assert.deepEqual(normalizeOptions(), expected);
+  assert.deepEqual(normalizeOptions(null), expected);
+  assert.deepEqual(normalizeOptions({ network: { address: {} } }), expected);
+});
+
+test('the local address defaults follow it', () => {
+  const native = normalizeOptions({ network: { address: { local: '127.0.0.1' } } });
+  assert.equal(native.address, '127.0.0.1');
+  assert.equal(native.multicastInterface, '127.0.0.1');
+  assert.deepEqual(native.subnets, ['127.0.0.1']);
+});
+
+test('the default local address is the first external IPv4 one, else loopback', () => {
+  const lo = { address: '127.0.0.1', family: 'IPv4', internal: true };
+  const v6 = { address: 'fe80::1', family: 'IPv6', internal: false };
+  const eth = { address: '10.1.2.3', family: 'IPv4', internal: false };
+  assert.equal(defaultLocalAddress({ lo: [lo], eth0: [v6, eth] }), '10.1.2.3');
+  assert.equal(defaultLocalAddress({ lo: [lo], eth0: [v6] }), '127.0.0.1');
+  assert.equal(defaultLocalAddress({}), '127.0.0.1');
+});
+
+test('valid options pass through', () => {
+  const key = Buffer.from('0123456789abcdef0123456789abcdef', 'hex');
+  const native = normalizeOptions({
+    network: {
+      port: 30001,
+      address: { local: '10.0.0.2' },
+      host_name: 'web-1',
+      subnets: ['10.0.0.0', '10.0.1.0'],
+      multicast: false,
+      multicast_address: '239.1.2.3',
+      multicast_port: 30002,
+      multicast_interface: '10.0.0.2',
+      multicast_ttl: 0,
+      peers: ['10.0.0.3:30001', 'web-2.internal:30001'],
+    },
+    cluster: 'production',
+    cluster_key: key,
+    master_eligible: false,
+    master_election_timeout: 250,
+    master_polling_frequency: 1000,
+    send_presence_frequency: 2000,
+    metadata: { role: 'web', weight: 2, tags: ['a', null, true], nested: { x: 1.5 } },
+  });
+  assert.deepEqual(native, {
+    port: 30001,
+    address: '10.0.0.2',
+    hostName: 'web-1',
+    multicast: false,
+    multicastAddress: '239.1.2.3',
+    multicastPort: 30002,
+    multicastInterface: '10.0.0.2',
+    multicastTtl: 0,
+    cluster: 'production',
+    clusterKey: key,
+    metadata: '{"role":"web","weight":2,"tags":["a",null,true],"nested":{"x":1.5}}',
+    peers: ['10.0.0.3:30001', 'web-2.internal:30001'],
+    subnets: ['10.0.0.0', '10.0.1.0'],
+    masterEligible: false,
+    masterElectionTimeout: 250,
+    masterPollingFrequency: 1000,
+    sendPresenceFrequency: 2000,
+  });
+  // A copy: changing the caller's buffer later must not change a running node's key.
+  assert.notEqual(native.clusterKey, key);
+});
+
+test('a string cluster_key becomes its UTF-8 bytes', () => {
+  const native = normalizeOptions({ cluster_key: 'correct horse battery staple' });
+  assert.deepEqual(native.clusterKey, Buffer.from('correct horse battery staple'));
+});
+
+test('the caller\'s options object is not modified', () => {
+  const options = { network: { port: 30001 } };
+  normalizeOptions(options);
+  assert.deepEqual(options, { network: { port: 30001 } });
+});
+
+test('toPublicNode gives the original node object shape', () => {
+  const info = { id: 'abc', hostName: 'web-1', ip: '10.0.0.2', port: 27272, metadata: '{"role":"web"}' };
+  const node = toPublicNode(info);
+  assert.deepEqual(node, { id: 'abc', host_name: 'web-1', ip: '10.0.0.2', port: 27272, metadata: { role: 'web' } });
+  assert.notEqual(toPublicNode(info).metadata, node.metadata, 'each call hands out a fresh object');
+});

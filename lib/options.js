@@ -1,0 +1,348 @@
+'use strict';
+
+// Validation and normalisation of the user's options into the native addon's options.
+// Pure apart from reading the host name and interfaces for defaults, so it can be tested
+// without the native addon. Every mistake is caught here, by name, before anything starts:
+// the original silently ignored typos, which made misconfigured nodes hard to spot.
+
+const os = require('node:os');
+const { isIPv4 } = require('node:net');
+
+const MAX_TIMER_MS = 2 ** 31 - 1; // Node's own timer limit; also fits a u32 on the Rust side
+// These three mirror the core's bounds (MAX_CLUSTER_NAME, MAX_HOST_NAME, DEFAULT_MAX_METADATA
+// in src/core), so that a value the core would refuse is refused here, by option name.
+const MAX_CLUSTER_BYTES = 64;
+const MAX_HOST_NAME_BYTES = 255;
+const MAX_METADATA_BYTES = 64 * 1024;
+const MIN_CLUSTER_KEY = 16;
+
+const TOP_LEVEL = [
+  'network',
+  'cluster',
+  'cluster_key',
+  'master_eligible',
+  'master_election_timeout',
+  'master_polling_frequency',
+  'send_presence_frequency',
+  'metadata',
+];
+const NETWORK = [
+  'port',
+  'address',
+  'host_name',
+  'subnets',
+  'multicast',
+  'multicast_address',
+  'multicast_port',
+  'multicast_interface',
+  'multicast_ttl',
+  'peers',
+];
+const ADDRESS = ['local'];
+const ALL_NAMES = [
+  ...TOP_LEVEL,
+  ...NETWORK.map((name) => `network.${name}`),
+  ...ADDRESS.map((name) => `network.address.${name}`),
+];
+
+function optionError(code, message) {
+  const err = new TypeError(`espial: ${message}`);
+  err.code = code;
+  return err;
+}
+
+function invalidType(name, expected, value) {
+  return optionError('ERR_INVALID_ARG_TYPE', `option "${name}" must be ${expected} (received ${describe(value)})`);
+}
+
+function invalidValue(name, expected, value) {
+  return optionError('ERR_INVALID_ARG_VALUE', `option "${name}" must be ${expected} (received ${describe(value)})`);
+}
+
+function describe(value) {
+  if (value === null) return 'null';
+  if (Array.isArray(value)) return 'an array';
+  switch (typeof value) {
+    case 'string': {
+      const shown = value.length > 40 ? `${value.slice(0, 40)}…` : value;
+      return `string ${JSON.stringify(shown)}`;
+    }
+    case 'number':
+    case 'boolean':
+    case 'bigint':
+      return `${typeof value} ${String(value)}`;
+    case 'object':
+      return isPlainObject(value) || !value.constructor ? 'an object' : `an instance of ${value.constructor.name}`;
+    default:
+      return `type ${typeof value}`;
+  }
+}
+
+function isPlainObject(value) {
+  if (value === null || typeof value !== 'object') return false;
+  const proto = Object.getPrototypeOf(value);
+  return proto === Object.prototype || proto === null;
+}
+
+// Reads one level of the options tree: absent means "all defaults"; anything but a plain
+// object is refused, and so is any name we do not know.
+function section(value, path, known) {
+  if (value === undefined) return {};
+  if (!isPlainObject(value)) {
+    if (path) throw invalidType(path, 'a plain object', value);
+    throw optionError('ERR_INVALID_ARG_TYPE', `options must be a plain object (received ${describe(value)})`);
+  }
+  for (const name of Object.keys(value)) {
+    if (!known.includes(name)) throw unknownOption(path ? `${path}.${name}` : name);
+  }
+  return value;
+}
+
+function unknownOption(fullName) {
+  const guess = closest(fullName);
+  const hint = guess ? ` (did you mean "${guess}"?)` : '';
+  return optionError('ERR_ESPIAL_UNKNOWN_OPTION', `unknown option "${fullName}"${hint}`);
+}
+
+// A typo is the usual reason for an unknown name, so suggest the nearest known one.
+function closest(name) {
+  let best;
+  let bestDistance = 3; // farther than this is not a typo worth pointing at
+  for (const candidate of ALL_NAMES) {
+    const d = editDistance(name, candidate);
+    if (d < bestDistance) {
+      best = candidate;
+      bestDistance = d;
+    }
+  }
+  return best;
+}
+
+function editDistance(a, b) {
+  let previous = Array.from({ length: b.length + 1 }, (_, i) => i);
+  for (let i = 1; i <= a.length; i++) {
+    const current = [i];
+    for (let j = 1; j <= b.length; j++) {
+      const substitution = previous[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1);
+      current.push(Math.min(previous[j] + 1, current[j - 1] + 1, substitution));
+    }
+    previous = current;
+  }
+  return previous[b.length];
+}
+
+function boolean(name, value) {
+  if (typeof value !== 'boolean') throw invalidType(name, 'a boolean', value);
+  return value;
+}
+
+function integer(name, value, min, max, what = 'an integer') {
+  const expected = `${what} from ${min} to ${max}`;
+  if (typeof value !== 'number') throw invalidType(name, expected, value);
+  if (!Number.isInteger(value) || value < min || value > max) throw invalidValue(name, expected, value);
+  return value;
+}
+
+function port(name, value) {
+  return integer(name, value, 1, 65535);
+}
+
+function timer(name, value) {
+  return integer(name, value, 1, MAX_TIMER_MS, 'a whole number of milliseconds');
+}
+
+function hostName(name, value) {
+  const expected = `a string of 1 to ${MAX_HOST_NAME_BYTES} bytes (UTF-8)`;
+  if (typeof value !== 'string') throw invalidType(name, expected, value);
+  const bytes = Buffer.byteLength(value, 'utf8');
+  if (bytes < 1 || bytes > MAX_HOST_NAME_BYTES) throw invalidValue(name, expected, value);
+  return value;
+}
+
+function firstOctet(address) {
+  return Number(address.slice(0, address.indexOf('.')));
+}
+
+// An address a peer can reach us at: not 0.0.0.0, not multicast, not class E / broadcast.
+function unicastAddress(name, value) {
+  const expected = 'a unicast IPv4 address in dotted form, like "192.168.1.10"';
+  if (typeof value !== 'string') throw invalidType(name, expected, value);
+  if (!isIPv4(value) || value === '0.0.0.0' || firstOctet(value) >= 224) {
+    throw invalidValue(name, expected, value);
+  }
+  return value;
+}
+
+function multicastAddress(name, value) {
+  const expected = 'an IPv4 multicast address (224.0.0.0 to 239.255.255.255)';
+  if (typeof value !== 'string') throw invalidType(name, expected, value);
+  if (!isIPv4(value) || firstOctet(value) < 224 || firstOctet(value) > 239) {
+    throw invalidValue(name, expected, value);
+  }
+  return value;
+}
+
+function arrayOf(name, value, item) {
+  if (!Array.isArray(value)) throw invalidType(name, 'an array', value);
+  return value.map((entry, i) => item(`${name}[${i}]`, entry));
+}
+
+function subnet(name, value) {
+  const expected = 'an IPv4 address in dotted form (its /24 is scanned)';
+  if (typeof value !== 'string') throw invalidType(name, expected, value);
+  if (!isIPv4(value)) throw invalidValue(name, expected, value);
+  return value;
+}
+
+const HOST_LABEL = /^(?!-)[a-z0-9-]{1,63}(?<!-)$/i;
+
+function isHost(host) {
+  if (isIPv4(host)) return true;
+  // All digits and dots but not IPv4 ("10.0.0.256") is a mistyped address, not a name.
+  if (/^[0-9.]*$/.test(host) || host.length > 253) return false;
+  return host.split('.').every((label) => HOST_LABEL.test(label));
+}
+
+// "host:port" where host is a dotted IPv4 address or a DNS name; the native side resolves it.
+function peer(name, value) {
+  const expected = 'a "host:port" string, like "10.0.0.5:27272"';
+  if (typeof value !== 'string') throw invalidType(name, expected, value);
+  const colon = value.lastIndexOf(':');
+  const host = value.slice(0, colon);
+  const portText = value.slice(colon + 1);
+  const portNumber = /^[0-9]{1,5}$/.test(portText) ? Number(portText) : 0;
+  if (colon < 1 || !isHost(host) || portNumber < 1 || portNumber > 65535) throw invalidValue(name, expected, value);
+  return value;
+}
+
+function clusterName(name, value) {
+  const expected = `a string of 1 to ${MAX_CLUSTER_BYTES} bytes (UTF-8)`;
+  if (typeof value !== 'string') throw invalidType(name, expected, value);
+  const bytes = Buffer.byteLength(value, 'utf8');
+  if (bytes < 1 || bytes > MAX_CLUSTER_BYTES) throw invalidValue(name, expected, value);
+  return value;
+}
+
+// The key is a secret: errors say what was wrong with it, never what it was.
+function clusterKey(name, value) {
+  const expected = `a string of at least ${MIN_CLUSTER_KEY} characters or a Buffer of at least ${MIN_CLUSTER_KEY} bytes`;
+  if (typeof value === 'string') {
+    if (value.length < MIN_CLUSTER_KEY) {
+      throw optionError('ERR_INVALID_ARG_VALUE', `option "${name}" must be ${expected} (received a string of ${value.length} characters)`);
+    }
+    return Buffer.from(value, 'utf8');
+  }
+  if (value instanceof Uint8Array) {
+    if (value.byteLength < MIN_CLUSTER_KEY) {
+      throw optionError('ERR_INVALID_ARG_VALUE', `option "${name}" must be ${expected} (received ${value.byteLength} bytes)`);
+    }
+    // A copy, so that changing the caller's buffer later cannot change a running node's key.
+    return Buffer.from(value);
+  }
+  throw invalidType(name, expected, value);
+}
+
+// Metadata travels as JSON and every node must see exactly what was given, so refuse
+// anything JSON would silently drop or change (undefined, functions, NaN, Dates, Maps, …).
+function metadata(name, value) {
+  if (!isPlainObject(value)) throw invalidType(name, 'a plain object of JSON values', value);
+  checkJson(name, value, new Set());
+  const json = JSON.stringify(value);
+  const bytes = Buffer.byteLength(json, 'utf8');
+  if (bytes > MAX_METADATA_BYTES) {
+    throw optionError(
+      'ERR_INVALID_ARG_VALUE',
+      `option "${name}" must be at most ${MAX_METADATA_BYTES} bytes as JSON (received ${bytes} bytes)`,
+    );
+  }
+  return json;
+}
+
+function checkJson(path, value, ancestors) {
+  if (value === null || typeof value === 'string' || typeof value === 'boolean') return;
+  if (typeof value === 'number') {
+    if (!Number.isFinite(value)) throw invalidValue(path, 'a JSON value (a finite number)', value);
+    return;
+  }
+  const isArray = Array.isArray(value);
+  if (!isArray && !isPlainObject(value)) {
+    throw invalidValue(path, 'a JSON value (null, boolean, finite number, string, array or plain object)', value);
+  }
+  if (ancestors.has(value)) throw invalidValue(path, 'JSON-serialisable, without circular references', value);
+  ancestors.add(value);
+  if (isArray) {
+    // An index loop, not forEach, so that holes are seen (JSON would turn them into null).
+    for (let i = 0; i < value.length; i++) checkJson(`${path}[${i}]`, value[i], ancestors);
+  } else {
+    for (const key of Object.keys(value)) checkJson(`${path}.${key}`, value[key], ancestors);
+  }
+  ancestors.delete(value);
+}
+
+function given(value, fallback, check, name) {
+  return value === undefined ? fallback : check(name, value);
+}
+
+// Same rule as the original (the `ip` package): the first external IPv4 address, else loopback.
+function defaultLocalAddress(interfaces = os.networkInterfaces()) {
+  for (const addresses of Object.values(interfaces)) {
+    for (const entry of addresses || []) {
+      // Node 18.0–18.3 reported the family as a number.
+      if ((entry.family === 'IPv4' || entry.family === 4) && !entry.internal) return entry.address;
+    }
+  }
+  return '127.0.0.1';
+}
+
+/**
+ * Checks the user's options and fills in the defaults.
+ * @param {object} [options] the options given to `espial(options)`
+ * @returns {object} the NativeOptions for the addon
+ * @throws {TypeError} naming the offending option, with `code` set
+ */
+function normalizeOptions(options) {
+  // The original accepted a missing or null options object.
+  const top = section(options === null ? undefined : options, '', TOP_LEVEL);
+  const network = section(top.network, 'network', NETWORK);
+  const address = section(network.address, 'network.address', ADDRESS);
+
+  const local =
+    address.local === undefined ? defaultLocalAddress() : unicastAddress('network.address.local', address.local);
+
+  const native = {
+    port: given(network.port, 27272, port, 'network.port'),
+    address: local,
+    hostName: given(network.host_name, os.hostname(), hostName, 'network.host_name'),
+    multicast: given(network.multicast, true, boolean, 'network.multicast'),
+    multicastAddress: given(network.multicast_address, '239.255.27.27', multicastAddress, 'network.multicast_address'),
+    multicastPort: given(network.multicast_port, 27272, port, 'network.multicast_port'),
+    multicastInterface: given(network.multicast_interface, local, unicastAddress, 'network.multicast_interface'),
+    multicastTtl: given(network.multicast_ttl, 1, (n, v) => integer(n, v, 0, 255), 'network.multicast_ttl'),
+    cluster: given(top.cluster, 'espial', clusterName, 'cluster'),
+    metadata: given(top.metadata, '{}', metadata, 'metadata'),
+    peers: given(network.peers, [], (n, v) => arrayOf(n, v, peer), 'network.peers'),
+    subnets: given(network.subnets, [local], (n, v) => arrayOf(n, v, subnet), 'network.subnets'),
+    masterEligible: given(top.master_eligible, true, boolean, 'master_eligible'),
+    masterElectionTimeout: given(top.master_election_timeout, 1000, timer, 'master_election_timeout'),
+    masterPollingFrequency: given(top.master_polling_frequency, 5000, timer, 'master_polling_frequency'),
+    sendPresenceFrequency: given(top.send_presence_frequency, 5000, timer, 'send_presence_frequency'),
+  };
+  if (top.cluster_key !== undefined) native.clusterKey = clusterKey('cluster_key', top.cluster_key);
+  return native;
+}
+
+/**
+ * Turns the addon's node info into the public node object the original handed out.
+ * A fresh object every time, so a caller that changes it cannot change our state.
+ */
+function toPublicNode(info) {
+  return {
+    id: info.id,
+    host_name: info.hostName,
+    ip: info.ip,
+    port: info.port,
+    metadata: JSON.parse(info.metadata),
+  };
+}
+
+module.exports = { normalizeOptions, toPublicNode, defaultLocalAddress };

@@ -1,0 +1,175 @@
+//! Conversions between JavaScript objects and driver types, and the one place where
+//! invalid options become JavaScript errors.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use napi::bindgen_prelude::*;
+use napi_derive::napi;
+use rand_core::OsRng;
+
+use crate::core::config::Config;
+use crate::core::crypto::handshake::MAX_CLUSTER_NAME;
+use crate::core::crypto::ClusterKey;
+use crate::core::message::MAX_HOST_NAME;
+use crate::core::node::{NodeId, NodeInfo};
+use crate::driver::{MulticastConfig, NodeConfig, Notification};
+
+/// Options after `lib/options.js` has validated and defaulted them.
+#[napi(object)]
+pub struct NativeOptions {
+    pub port: u32,
+    pub address: String,
+    pub host_name: String,
+    pub multicast: bool,
+    pub multicast_address: String,
+    pub multicast_port: u32,
+    pub multicast_interface: String,
+    pub multicast_ttl: u32,
+    pub cluster: String,
+    pub cluster_key: Option<Buffer>,
+    /// JSON text.
+    pub metadata: String,
+    pub peers: Vec<String>,
+    pub subnets: Vec<String>,
+    pub master_eligible: bool,
+    pub master_election_timeout: u32,
+    pub master_polling_frequency: u32,
+    pub send_presence_frequency: u32,
+}
+
+/// A node as JavaScript receives it; `index.js` parses `metadata`.
+#[napi(object)]
+pub struct NativeNodeInfo {
+    pub id: String,
+    pub host_name: String,
+    pub ip: String,
+    pub port: u32,
+    /// JSON text.
+    pub metadata: String,
+}
+
+/// One notification; `kind` is the event name JavaScript emits.
+#[napi(object)]
+pub struct NativeEvent {
+    pub kind: String,
+    pub node: Option<NativeNodeInfo>,
+    pub port: Option<u32>,
+    pub message: Option<String>,
+    pub code: Option<String>,
+}
+
+impl From<&NodeInfo> for NativeNodeInfo {
+    fn from(n: &NodeInfo) -> Self {
+        NativeNodeInfo {
+            id: n.id.to_string(),
+            host_name: n.host_name.clone(),
+            ip: n.ip.to_string(),
+            port: u32::from(n.port),
+            metadata: n.metadata.clone(),
+        }
+    }
+}
+
+impl From<Notification> for NativeEvent {
+    fn from(n: Notification) -> Self {
+        let event = |kind: &str| NativeEvent {
+            kind: kind.to_owned(),
+            node: None,
+            port: None,
+            message: None,
+            code: None,
+        };
+        let with_node = |kind: &str, node: &NodeInfo| NativeEvent {
+            node: Some(node.into()),
+            ..event(kind)
+        };
+        match &n {
+            Notification::Listening { port } => NativeEvent {
+                port: Some(u32::from(*port)),
+                ..event("listening")
+            },
+            Notification::NodeAdded(node) => with_node("added_node", node),
+            Notification::NodeRemoved(node) => with_node("removed_node", node),
+            Notification::NodeAccepted(node) => with_node("node_accepted", node),
+            Notification::NodeRejected(node) => with_node("node_rejected", node),
+            Notification::Error { code, message } => NativeEvent {
+                message: Some(message.clone()),
+                code: Some(code.as_str().to_owned()),
+                ..event("error")
+            },
+        }
+    }
+}
+
+fn invalid(option: &str, expected: &str) -> Error {
+    Error::new(
+        Status::InvalidArg,
+        format!("espial: option \"{option}\" must be {expected}"),
+    )
+}
+
+fn ip(option: &str, text: &str) -> Result<IpAddr> {
+    text.parse()
+        .map_err(|_| invalid(option, "an IP address such as \"127.0.0.1\""))
+}
+
+fn ipv4(option: &str, text: &str) -> Result<Ipv4Addr> {
+    text.parse()
+        .map_err(|_| invalid(option, "an IPv4 address such as \"127.0.0.1\""))
+}
+
+fn port(option: &str, value: u32) -> Result<u16> {
+    u16::try_from(value).map_err(|_| invalid(option, "a port number from 0 to 65535"))
+}
+
+/// Checks what JavaScript already validated once more (the binding is public too) and
+/// builds the driver's configuration with a fresh node id.
+pub fn node_config(o: NativeOptions) -> Result<NodeConfig> {
+    if o.cluster.is_empty() || o.cluster.len() > MAX_CLUSTER_NAME {
+        return Err(invalid("cluster", "a name of 1 to 64 bytes"));
+    }
+    if o.host_name.len() > MAX_HOST_NAME {
+        return Err(invalid("network.host_name", "at most 255 bytes"));
+    }
+    let mut core = Config::lan(o.cluster.clone());
+    if o.metadata.len() > core.max_metadata {
+        return Err(Error::new(
+            Status::InvalidArg,
+            format!(
+                "espial: option \"metadata\" is {} bytes as JSON, over the {}-byte limit",
+                o.metadata.len(),
+                core.max_metadata
+            ),
+        ));
+    }
+    core.cluster_key = o.cluster_key.as_ref().map(|k| ClusterKey::derive(k));
+    let address = ip("network.address.local", &o.address)?;
+    let multicast = if o.multicast {
+        let group = ipv4("network.multicast_address", &o.multicast_address)?;
+        if !group.is_multicast() {
+            return Err(invalid(
+                "network.multicast_address",
+                "a multicast address (224.0.0.0 to 239.255.255.255)",
+            ));
+        }
+        Some(MulticastConfig {
+            group,
+            port: port("network.multicast_port", o.multicast_port)?,
+            interface: ipv4("network.multicast_interface", &o.multicast_interface)?,
+            ttl: o.multicast_ttl.min(255),
+        })
+    } else {
+        None
+    };
+    Ok(NodeConfig {
+        me: NodeInfo {
+            id: NodeId::random(&mut OsRng),
+            host_name: o.host_name,
+            ip: address,
+            port: port("network.port", o.port)?,
+            metadata: o.metadata,
+        },
+        core,
+        multicast,
+    })
+}

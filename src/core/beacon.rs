@@ -1,0 +1,116 @@
+//! Multicast beacons: the little a peer needs to dial us, and nothing more (no host name,
+//! no metadata, which travel only inside the encrypted link). The sender's address is taken
+//! from the datagram itself. In a keyed cluster each beacon carries a truncated
+//! HMAC-SHA256 under a key derived from the cluster key, so forged beacons are dropped.
+//!
+//! Layout: `"ESPB" | version | flags | cluster_len | cluster | node_id(16) | port(2) | [mac(16)]`.
+
+use hkdf::hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use super::crypto::handshake::{MAX_CLUSTER_NAME, PROTOCOL_VERSION};
+use super::crypto::ClusterKey;
+use super::node::NodeId;
+
+const MAGIC: &[u8; 4] = b"ESPB";
+const FLAG_KEYED: u8 = 1;
+const MAC_LEN: usize = 16;
+
+/// What a valid beacon says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Beacon {
+    pub id: NodeId,
+    pub port: u16,
+}
+
+fn mac(key: &ClusterKey, bytes: &[u8]) -> Hmac<Sha256> {
+    let mut m = Hmac::<Sha256>::new_from_slice(&key.beacon).expect("HMAC takes any key length");
+    m.update(bytes);
+    m
+}
+
+/// Encodes our beacon.
+pub fn encode(cluster: &str, key: Option<&ClusterKey>, beacon: Beacon) -> Vec<u8> {
+    let mut out = Vec::with_capacity(7 + cluster.len() + 18 + MAC_LEN);
+    out.extend_from_slice(MAGIC);
+    out.push(PROTOCOL_VERSION);
+    out.push(if key.is_some() { FLAG_KEYED } else { 0 });
+    out.push(cluster.len() as u8);
+    out.extend_from_slice(cluster.as_bytes());
+    out.extend_from_slice(&beacon.id.0);
+    out.extend_from_slice(&beacon.port.to_be_bytes());
+    if let Some(key) = key {
+        let tag = mac(key, &out).finalize().into_bytes();
+        out.extend_from_slice(&tag[..MAC_LEN]);
+    }
+    out
+}
+
+/// Decodes a datagram. `None` for anything that is not a beacon of our cluster, of our
+/// version, and (in a keyed cluster) authenticated: such datagrams are silently ignored,
+/// since anyone on the LAN can send them.
+pub fn decode(datagram: &[u8], cluster: &str, key: Option<&ClusterKey>) -> Option<Beacon> {
+    let rest = datagram.strip_prefix(MAGIC)?;
+    let [version, flags, cluster_len, rest @ ..] = rest else {
+        return None;
+    };
+    let cluster_len = *cluster_len as usize;
+    if *version != PROTOCOL_VERSION || cluster_len > MAX_CLUSTER_NAME {
+        return None;
+    }
+    if (*flags & FLAG_KEYED != 0) != key.is_some() {
+        return None;
+    }
+    let mac_len = if key.is_some() { MAC_LEN } else { 0 };
+    if rest.len() != cluster_len + 18 + mac_len || &rest[..cluster_len] != cluster.as_bytes() {
+        return None;
+    }
+    let body = &rest[cluster_len..];
+    if let Some(key) = key {
+        let signed = &datagram[..datagram.len() - MAC_LEN];
+        mac(key, signed)
+            .verify_truncated_left(&datagram[datagram.len() - MAC_LEN..])
+            .ok()?;
+    }
+    Some(Beacon {
+        id: NodeId(body[..16].try_into().unwrap()),
+        port: u16::from_be_bytes(body[16..18].try_into().unwrap()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const B: Beacon = Beacon {
+        id: NodeId([5; 16]),
+        port: 27272,
+    };
+
+    #[test]
+    fn unkeyed_beacons_round_trip_within_their_cluster_only() {
+        let bytes = encode("prod", None, B);
+        assert_eq!(decode(&bytes, "prod", None), Some(B));
+        assert_eq!(decode(&bytes, "staging", None), None);
+        assert_eq!(decode(&bytes[..bytes.len() - 1], "prod", None), None);
+        assert_eq!(decode(b"ESPB", "prod", None), None);
+        assert_eq!(decode(b"random junk", "prod", None), None);
+    }
+
+    #[test]
+    fn keyed_beacons_are_authenticated() {
+        let key = ClusterKey::derive(b"0123456789abcdef");
+        let other = ClusterKey::derive(b"0123456789abcdeg");
+        let bytes = encode("prod", Some(&key), B);
+        assert_eq!(decode(&bytes, "prod", Some(&key)), Some(B));
+        assert_eq!(decode(&bytes, "prod", Some(&other)), None);
+        assert_eq!(decode(&bytes, "prod", None), None);
+        // An unkeyed (forged) beacon is ignored by a keyed node.
+        assert_eq!(decode(&encode("prod", None, B), "prod", Some(&key)), None);
+        // Tampering with the advertised port breaks the MAC.
+        let mut forged = bytes.clone();
+        let port_at = forged.len() - MAC_LEN - 1;
+        forged[port_at] ^= 1;
+        assert_eq!(decode(&forged, "prod", Some(&key)), None);
+    }
+}

@@ -1,0 +1,56 @@
+//! Protocol settings of the core, as named presets rather than numbers scattered in code
+//! (after memberlist's `DefaultLANConfig`).
+
+use std::time::Duration;
+
+use super::crypto::ClusterKey;
+
+/// Settings the core needs. The binding builds one from the user's options.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Nodes only talk to nodes of the same cluster name.
+    pub cluster: String,
+    /// Optional shared secret mixed into every handshake and beacon.
+    pub cluster_key: Option<ClusterKey>,
+    /// A connection whose handshake is not complete by then is closed.
+    pub handshake_timeout: Duration,
+    /// Delays of the quick beacons sent at start, so a cluster forms fast.
+    pub beacon_burst: Vec<Duration>,
+    /// Period of beacons after the burst, so late nodes and healed partitions are found.
+    pub beacon_interval: Duration,
+    /// Least gap between two beacons, when answering a newcomer's beacon.
+    pub beacon_min_gap: Duration,
+    /// How long to wait before redialing a node whose connection failed.
+    pub redial_backoff: Duration,
+    /// Largest frame an authenticated peer may send.
+    pub max_frame: usize,
+    /// Largest metadata JSON text, in bytes.
+    pub max_metadata: usize,
+    /// Most connections still in their handshake at once; more are refused, so half-open
+    /// connections cannot exhaust memory.
+    pub max_pending_handshakes: usize,
+}
+
+/// Documented default for [`Config::max_metadata`]: 64 KiB of JSON.
+pub const DEFAULT_MAX_METADATA: usize = 64 * 1024;
+
+impl Config {
+    /// Defaults for nodes on one LAN.
+    pub fn lan(cluster: impl Into<String>) -> Self {
+        Config {
+            cluster: cluster.into(),
+            cluster_key: None,
+            handshake_timeout: Duration::from_secs(5),
+            beacon_burst: [0, 50, 150, 350, 750]
+                .into_iter()
+                .map(Duration::from_millis)
+                .collect(),
+            beacon_interval: Duration::from_secs(2),
+            beacon_min_gap: Duration::from_millis(50),
+            redial_backoff: Duration::from_secs(1),
+            max_frame: 16 * 1024 * 1024,
+            max_metadata: DEFAULT_MAX_METADATA,
+            max_pending_handshakes: 256,
+        }
+    }
+}

@@ -1,0 +1,197 @@
+//! Typed errors of the core. Each says, in words a Node.js user understands, what went wrong
+//! on which connection; none of them leaves protocol state half-changed: the caller closes
+//! the connection that produced it.
+
+use std::fmt;
+
+/// Why a frame could not be read off a byte stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FrameError {
+    /// The peer declared a frame longer than this connection allows; nothing was allocated.
+    TooLarge { declared: usize, max: usize },
+    /// The stream ended in the middle of a frame.
+    Truncated { missing: usize },
+    /// A frame of a kind that is not valid at this point of the protocol.
+    UnexpectedKind(u8),
+}
+
+impl fmt::Display for FrameError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FrameError::TooLarge { declared, max } => write!(
+                f,
+                "peer declared a {declared}-byte frame, over the {max}-byte limit"
+            ),
+            FrameError::Truncated { missing } => {
+                write!(
+                    f,
+                    "connection ended {missing} bytes short of a complete frame"
+                )
+            }
+            FrameError::UnexpectedKind(k) => write!(f, "unexpected frame kind {k}"),
+        }
+    }
+}
+
+impl std::error::Error for FrameError {}
+
+/// Why the handshake with a peer failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HandshakeError {
+    /// The peer's hello is not a well-formed espial hello.
+    Malformed(&'static str),
+    /// The peer speaks a protocol version we do not.
+    Version { ours: u8, theirs: u8 },
+    /// The peer belongs to another cluster name.
+    ClusterMismatch { ours: String, theirs: String },
+    /// The peer's public key is not a valid P-256 point.
+    BadPublicKey,
+    /// One side has a cluster key and the other has none or another one (or the handshake
+    /// was tampered with): key confirmation failed.
+    KeyMismatch,
+}
+
+impl fmt::Display for HandshakeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HandshakeError::Malformed(what) => write!(f, "malformed handshake: {what}"),
+            HandshakeError::Version { ours, theirs } => write!(
+                f,
+                "peer speaks espial protocol version {theirs}, this node speaks {ours}"
+            ),
+            HandshakeError::ClusterMismatch { ours, theirs } => write!(
+                f,
+                "peer belongs to cluster \"{theirs}\", this node to \"{ours}\""
+            ),
+            HandshakeError::BadPublicKey => write!(f, "peer sent an invalid P-256 public key"),
+            HandshakeError::KeyMismatch => write!(
+                f,
+                "key confirmation failed: the peer does not hold the same cluster_key, or the handshake was tampered with"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for HandshakeError {}
+
+/// Why an encrypted record was refused. Any of these closes the connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RecordError {
+    /// The record is shorter than its header and authentication tag.
+    Truncated,
+    /// A record with a sequence number already seen: a replay.
+    Replayed { seq: u64, expected: u64 },
+    /// A record from the future: one or more records were skipped or reordered.
+    OutOfOrder { seq: u64, expected: u64 },
+    /// Authentication failed: the record was forged or corrupted.
+    Forged,
+    /// The 64-bit nonce counter of this direction is used up; the connection must be
+    /// re-established with fresh keys rather than ever reusing a nonce.
+    NonceExhausted,
+}
+
+impl fmt::Display for RecordError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RecordError::Truncated => write!(f, "encrypted record is truncated"),
+            RecordError::Replayed { seq, expected } => write!(
+                f,
+                "replayed record: sequence {seq} already received (expected {expected})"
+            ),
+            RecordError::OutOfOrder { seq, expected } => write!(
+                f,
+                "out-of-order record: sequence {seq} arrived while {expected} was expected"
+            ),
+            RecordError::Forged => write!(f, "record failed authentication (forged or corrupted)"),
+            RecordError::NonceExhausted => {
+                write!(
+                    f,
+                    "nonce counter exhausted; the connection must be re-keyed"
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for RecordError {}
+
+/// Why a decrypted message could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// The message ended before a field did.
+    Truncated(&'static str),
+    /// A field holds a value that cannot be right.
+    Invalid(&'static str),
+    /// A field is longer than its documented bound.
+    TooLong {
+        field: &'static str,
+        len: usize,
+        max: usize,
+    },
+    /// A message type this version does not know.
+    UnknownType(u8),
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DecodeError::Truncated(field) => write!(f, "message truncated in field {field}"),
+            DecodeError::Invalid(field) => write!(f, "invalid value in field {field}"),
+            DecodeError::TooLong { field, len, max } => {
+                write!(f, "field {field} is {len} bytes, over the {max}-byte limit")
+            }
+            DecodeError::UnknownType(t) => write!(f, "unknown message type {t}"),
+        }
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+/// Any reason the core closed a connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConnectionError {
+    Frame(FrameError),
+    Handshake(HandshakeError),
+    Record(RecordError),
+    Decode(DecodeError),
+    /// The peer broke the protocol's order of messages.
+    Protocol(&'static str),
+    /// The handshake did not complete in time.
+    HandshakeTimeout,
+}
+
+impl fmt::Display for ConnectionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConnectionError::Frame(e) => e.fmt(f),
+            ConnectionError::Handshake(e) => e.fmt(f),
+            ConnectionError::Record(e) => e.fmt(f),
+            ConnectionError::Decode(e) => e.fmt(f),
+            ConnectionError::Protocol(what) => write!(f, "protocol violation: {what}"),
+            ConnectionError::HandshakeTimeout => write!(f, "handshake timed out"),
+        }
+    }
+}
+
+impl std::error::Error for ConnectionError {}
+
+macro_rules! from_error {
+    ($($variant:ident($ty:ty)),*) => {$(
+        impl From<$ty> for ConnectionError {
+            fn from(e: $ty) -> Self {
+                ConnectionError::$variant(e)
+            }
+        }
+    )*};
+}
+from_error!(
+    Frame(FrameError),
+    Handshake(HandshakeError),
+    Record(RecordError),
+    Decode(DecodeError)
+);

@@ -1,0 +1,13 @@
+//! The sans-IO core: every input arrives as a call with the current time, every effect
+//! leaves as an [`cluster::Output`]. Nothing here touches a socket, a clock or a global RNG,
+//! so the same code runs under the tokio driver and under a deterministic simulation.
+#![forbid(unsafe_code)]
+
+pub mod beacon;
+pub mod cluster;
+pub mod config;
+pub mod crypto;
+pub mod error;
+pub mod message;
+pub mod node;
+pub mod wire;

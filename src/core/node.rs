@@ -1,0 +1,99 @@
+//! Node identity and the public description of a node.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use rand_core::{CryptoRng, RngCore};
+
+/// A node's identity: 128 random bits, fresh at every start, shown as a UUID (v4 layout)
+/// as the original espial did. Ordered, so ties between nodes break the same way everywhere.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NodeId(pub [u8; 16]);
+
+impl NodeId {
+    /// A fresh random id.
+    pub fn random<R: RngCore + CryptoRng>(rng: &mut R) -> Self {
+        let mut b = [0u8; 16];
+        rng.fill_bytes(&mut b);
+        b[6] = (b[6] & 0x0f) | 0x40;
+        b[8] = (b[8] & 0x3f) | 0x80;
+        NodeId(b)
+    }
+}
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, byte) in self.0.iter().enumerate() {
+            if matches!(i, 4 | 6 | 8 | 10) {
+                f.write_str("-")?;
+            }
+            write!(f, "{byte:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "NodeId({self})")
+    }
+}
+
+/// The text was not a node id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidNodeId;
+
+impl fmt::Display for InvalidNodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("not a node id (expected a UUID such as 0b5c...-...)")
+    }
+}
+
+impl FromStr for NodeId {
+    type Err = InvalidNodeId;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let hex: Vec<u8> = s.bytes().filter(|&c| c != b'-').collect();
+        if hex.len() != 32 || s.len() != 36 {
+            return Err(InvalidNodeId);
+        }
+        let mut out = [0u8; 16];
+        for (i, pair) in hex.chunks(2).enumerate() {
+            let text = std::str::from_utf8(pair).map_err(|_| InvalidNodeId)?;
+            out[i] = u8::from_str_radix(text, 16).map_err(|_| InvalidNodeId)?;
+        }
+        Ok(NodeId(out))
+    }
+}
+
+/// What every node knows about another: the object JavaScript sees, minus nothing and plus
+/// nothing (no key material ever lives here).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeInfo {
+    pub id: NodeId,
+    pub host_name: String,
+    /// For peers, the address seen on the socket, not a claim of theirs.
+    pub ip: IpAddr,
+    /// The TCP port the node listens on.
+    pub port: u16,
+    /// JSON text, opaque to the core.
+    pub metadata: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand_chacha::rand_core::SeedableRng;
+
+    #[test]
+    fn ids_print_as_uuids_and_parse_back() {
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(9);
+        let id = NodeId::random(&mut rng);
+        let text = id.to_string();
+        assert_eq!(text.len(), 36);
+        assert_eq!(&text[14..15], "4");
+        assert_eq!(text.parse::<NodeId>(), Ok(id));
+        assert_eq!("nope".parse::<NodeId>(), Err(InvalidNodeId));
+    }
+}

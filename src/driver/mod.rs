@@ -1,0 +1,117 @@
+//! The tokio driver: one task per node owns the sans-IO [`Cluster`](crate::core::cluster::Cluster)
+//! and every socket and timer, and feeds the core (foca's agent and quinn's connection
+//! driver shape). No lock guards protocol state; other tasks talk to it through channels.
+//!
+//! Nothing here imports napi: the binding hands in an [`EventSink`] and gets a [`Handle`].
+
+mod connection;
+pub mod discovery;
+mod node;
+pub mod runtime;
+#[cfg(test)]
+mod tests;
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::core::config::Config;
+use crate::core::node::NodeInfo;
+
+/// How a node finds its peers by multicast.
+#[derive(Debug, Clone)]
+pub struct MulticastConfig {
+    pub group: Ipv4Addr,
+    pub port: u16,
+    /// Address of the interface to send and listen on; never defaulted to "any".
+    pub interface: Ipv4Addr,
+    pub ttl: u32,
+}
+
+/// Everything needed to start a node.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// This node; `ip` and `port` are where it listens (port 0 picks a free one).
+    pub me: NodeInfo,
+    pub core: Config,
+    /// `None` when multicast discovery is off.
+    pub multicast: Option<MulticastConfig>,
+}
+
+/// Stable error codes, as JavaScript sees them in `err.code`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// The TCP port could not be bound.
+    Bind,
+    /// The multicast socket could not be set up on the interface.
+    Multicast,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::Bind => "ERR_ESPIAL_BIND",
+            ErrorCode::Multicast => "ERR_ESPIAL_MULTICAST",
+        }
+    }
+}
+
+/// What the driver tells the application, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notification {
+    /// Sockets are bound; `port` is the TCP port actually listened on.
+    Listening {
+        port: u16,
+    },
+    NodeAdded(NodeInfo),
+    NodeRemoved(NodeInfo),
+    NodeAccepted(NodeInfo),
+    NodeRejected(NodeInfo),
+    /// The node could not start or hit a fatal error; it has stopped.
+    Error {
+        code: ErrorCode,
+        message: String,
+    },
+}
+
+/// Receives notifications in batches, in order. Dropped when the node has stopped, which
+/// is how the binding knows to release its hold on the Node.js event loop.
+pub trait EventSink: Send + Sync + 'static {
+    fn deliver(&self, batch: Vec<Notification>);
+}
+
+enum Command {
+    Exit(oneshot::Sender<()>),
+}
+
+/// A running node.
+pub struct Handle {
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+impl Handle {
+    /// Starts a node on the shared runtime. Start-up failures arrive as
+    /// [`Notification::Error`].
+    pub fn start(config: NodeConfig, sink: impl EventSink) -> Handle {
+        let (tx, rx) = mpsc::unbounded_channel();
+        runtime::get().spawn(node::run(config, Box::new(sink), rx));
+        Handle { commands: tx }
+    }
+
+    /// Leaves the cluster gracefully; resolves once every socket is closed.
+    pub async fn exit(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.commands.send(Command::Exit(tx)).is_ok() {
+            // An error means the node had already stopped: the goal is reached either way.
+            let _ = rx.await;
+        }
+    }
+}
+
+/// An IPv4 address, for options that only make sense with one.
+pub fn ipv4(ip: IpAddr) -> Option<Ipv4Addr> {
+    match ip {
+        IpAddr::V4(v4) => Some(v4),
+        IpAddr::V6(_) => None,
+    }
+}

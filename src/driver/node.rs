@@ -1,0 +1,253 @@
+//! The task that owns one node: binds its sockets, then loops feeding the core with socket
+//! input, commands and timer expiries, and carrying out what the core asks.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use rand_core::OsRng;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
+use tokio::time::{sleep_until, Instant};
+
+use super::connection::{self, ConnEvent, ConnHandle};
+use super::discovery::{self, Discovery};
+use super::{ipv4, Command, ErrorCode, EventSink, NodeConfig, Notification};
+use crate::core::cluster::{Cluster, ConnId, Event, Output};
+
+/// How long `exit()` waits for goodbyes to be flushed before closing regardless.
+const EXIT_FLUSH: Duration = Duration::from_secs(1);
+const MAX_DATAGRAM: usize = 1500;
+
+pub async fn run(
+    config: NodeConfig,
+    sink: Box<dyn EventSink>,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+) {
+    let local = config.me.ip;
+    let listener = match TcpListener::bind(SocketAddr::new(local, config.me.port)).await {
+        Ok(l) => l,
+        Err(e) => {
+            let message = format!(
+                "cannot listen on {local}:{}: {e}{}",
+                config.me.port,
+                hint(&e)
+            );
+            return sink.deliver(vec![Notification::Error {
+                code: ErrorCode::Bind,
+                message,
+            }]);
+        }
+    };
+    let discovery = match &config.multicast {
+        None => None,
+        Some(mc) => {
+            let bound = ipv4(local)
+                .ok_or_else(|| std::io::Error::other("multicast discovery needs an IPv4 address"))
+                .and_then(|v4| discovery::bind(mc, v4));
+            match bound {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    let message = format!(
+                        "cannot join multicast group {}:{} on interface {}: {e}",
+                        mc.group, mc.port, mc.interface
+                    );
+                    return sink.deliver(vec![Notification::Error {
+                        code: ErrorCode::Multicast,
+                        message,
+                    }]);
+                }
+            }
+        }
+    };
+    let mut me = config.me;
+    me.port = listener.local_addr().map(|a| a.port()).unwrap_or(me.port);
+    let port = me.port;
+    let mut core = Cluster::new(me, config.core, OsRng);
+    core.start(Instant::now().into_std());
+    sink.deliver(vec![Notification::Listening { port }]);
+
+    let mut driver = Driver {
+        core,
+        local,
+        discovery,
+        conns: HashMap::new(),
+        writers: JoinSet::new(),
+        events: mpsc::unbounded_channel(),
+        batch: Vec::new(),
+    };
+    let exit_waiters = driver.run(&listener, &mut commands, &*sink).await;
+    drop(listener);
+    // Close every socket before saying we are done.
+    drop(driver);
+    for w in exit_waiters {
+        let _ = w.send(());
+    }
+}
+
+struct Driver {
+    core: Cluster<OsRng>,
+    local: std::net::IpAddr,
+    discovery: Option<Discovery>,
+    conns: HashMap<ConnId, ConnHandle>,
+    writers: JoinSet<()>,
+    events: (
+        mpsc::UnboundedSender<ConnEvent>,
+        mpsc::UnboundedReceiver<ConnEvent>,
+    ),
+    batch: Vec<Notification>,
+}
+
+impl Driver {
+    /// Runs until an exit is asked for (or the handle is dropped); returns who to tell.
+    async fn run(
+        &mut self,
+        listener: &TcpListener,
+        commands: &mut mpsc::UnboundedReceiver<Command>,
+        sink: &dyn EventSink,
+    ) -> Vec<oneshot::Sender<()>> {
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        loop {
+            self.carry_out();
+            if !self.batch.is_empty() {
+                sink.deliver(std::mem::take(&mut self.batch));
+            }
+            let deadline = self.core.poll_timeout().map(Instant::from_std);
+            tokio::select! {
+                cmd = commands.recv() => match cmd {
+                    Some(Command::Exit(done)) => return self.leave(vec![done], commands, sink).await,
+                    // The handle was dropped without exit(): leave all the same.
+                    None => return self.leave(Vec::new(), commands, sink).await,
+                },
+                Some(ev) = self.events.1.recv() => self.on_conn_event(ev),
+                accepted = listener.accept() => {
+                    if let Ok((stream, addr)) = accepted {
+                        let now = Instant::now().into_std();
+                        if let Some(conn) = self.core.accept(now, addr) {
+                            self.open(conn, stream);
+                        }
+                    }
+                }
+                Some((n, from)) = recv_beacon(&self.discovery, &mut buf) => {
+                    self.core.handle_beacon(Instant::now().into_std(), from, &buf[..n]);
+                }
+                _ = sleep_until(deadline.unwrap_or_else(far_future)), if deadline.is_some() => {
+                    self.core.handle_timeout(Instant::now().into_std());
+                }
+                Some(_) = self.writers.join_next() => {}
+            }
+        }
+    }
+
+    /// Says goodbye to every peer, waits (bounded) for it to be flushed.
+    async fn leave(
+        &mut self,
+        mut waiters: Vec<oneshot::Sender<()>>,
+        commands: &mut mpsc::UnboundedReceiver<Command>,
+        sink: &dyn EventSink,
+    ) -> Vec<oneshot::Sender<()>> {
+        self.core.leave(Instant::now().into_std());
+        self.carry_out();
+        if !self.batch.is_empty() {
+            sink.deliver(std::mem::take(&mut self.batch));
+        }
+        self.conns.clear();
+        let flush = async { while self.writers.join_next().await.is_some() {} };
+        let _ = tokio::time::timeout(EXIT_FLUSH, flush).await;
+        self.writers.abort_all();
+        while let Ok(Command::Exit(done)) = commands.try_recv() {
+            waiters.push(done);
+        }
+        waiters
+    }
+
+    fn on_conn_event(&mut self, ev: ConnEvent) {
+        let now = Instant::now().into_std();
+        match ev {
+            ConnEvent::Connected(conn, stream) => {
+                self.open(conn, stream);
+                self.core.connected(now, conn);
+            }
+            ConnEvent::DialFailed(conn) => self.core.dial_failed(now, conn),
+            ConnEvent::Data(conn, bytes) => self.core.handle_bytes(now, conn, &bytes),
+            ConnEvent::Closed(conn) => {
+                self.conns.remove(&conn);
+                self.core.connection_closed(now, conn);
+            }
+        }
+    }
+
+    fn open(&mut self, conn: ConnId, stream: tokio::net::TcpStream) {
+        let handle = connection::spawn_io(conn, stream, self.events.0.clone(), &mut self.writers);
+        self.conns.insert(conn, handle);
+    }
+
+    /// Drains the core's outputs.
+    fn carry_out(&mut self) {
+        while let Some(out) = self.core.poll_output() {
+            match out {
+                Output::Transmit { conn, bytes } => {
+                    if let Some(c) = self.conns.get(&conn) {
+                        let _ = c.frames.send(bytes);
+                    }
+                }
+                Output::Close { conn } => {
+                    self.conns.remove(&conn);
+                }
+                Output::Dial { conn, addr } => {
+                    connection::dial(conn, self.local, addr, self.events.0.clone());
+                }
+                Output::Beacon(bytes) => {
+                    if let Some(d) = &self.discovery {
+                        // A full send buffer only loses one beacon; the next one follows.
+                        let _ = d.send.try_send_to(&bytes, d.group);
+                    }
+                }
+                Output::AskAdmission { conn, .. } => {
+                    // Without a connection filter every node is admitted.
+                    self.core.admit(Instant::now().into_std(), conn, true);
+                }
+                Output::Event(e) => {
+                    if let Some(n) = notification(e) {
+                        self.batch.push(n);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn notification(e: Event) -> Option<Notification> {
+    Some(match e {
+        Event::NodeAdded(n) => Notification::NodeAdded(n),
+        Event::NodeRemoved(n) => Notification::NodeRemoved(n),
+        Event::NodeAccepted(n) => Notification::NodeAccepted(n),
+        Event::NodeRejected(n) => Notification::NodeRejected(n),
+        // Failed connections are counted by the core; they are not application events.
+        Event::ConnectionFailed { .. } => return None,
+    })
+}
+
+async fn recv_beacon(d: &Option<Discovery>, buf: &mut [u8]) -> Option<(usize, SocketAddr)> {
+    match d {
+        Some(d) => d.recv.recv_from(buf).await.ok(),
+        None => std::future::pending().await,
+    }
+}
+
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(86_400)
+}
+
+fn hint(e: &std::io::Error) -> &'static str {
+    match e.kind() {
+        std::io::ErrorKind::AddrInUse => {
+            " (another espial node or program is using this port; set network.port)"
+        }
+        std::io::ErrorKind::AddrNotAvailable => {
+            " (no interface has this address; check network.address.local)"
+        }
+        _ => "",
+    }
+}

@@ -1,0 +1,100 @@
+//! The driver on real sockets, loopback only: two nodes find each other by multicast on
+//! 127.0.0.1, handshake over TCP and leave.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use rand_core::{OsRng, RngCore};
+
+use super::{ErrorCode, EventSink, Handle, MulticastConfig, NodeConfig, Notification};
+use crate::core::config::Config;
+use crate::core::node::{NodeId, NodeInfo};
+
+struct ChannelSink(mpsc::Sender<Notification>);
+
+impl EventSink for ChannelSink {
+    fn deliver(&self, batch: Vec<Notification>) {
+        for n in batch {
+            let _ = self.0.send(n);
+        }
+    }
+}
+
+const LOOPBACK: Ipv4Addr = Ipv4Addr::LOCALHOST;
+
+fn config(cluster: &str, group_port: u16, port: u16) -> NodeConfig {
+    NodeConfig {
+        me: NodeInfo {
+            id: NodeId::random(&mut OsRng),
+            host_name: "test".into(),
+            ip: IpAddr::V4(LOOPBACK),
+            port,
+            metadata: "{}".into(),
+        },
+        core: Config::lan(cluster),
+        multicast: Some(MulticastConfig {
+            group: Ipv4Addr::new(239, 255, 27, 27),
+            port: group_port,
+            interface: LOOPBACK,
+            ttl: 1,
+        }),
+    }
+}
+
+fn start(config: NodeConfig) -> (Handle, mpsc::Receiver<Notification>) {
+    let (tx, rx) = mpsc::channel();
+    (Handle::start(config, ChannelSink(tx)), rx)
+}
+
+fn next(rx: &mpsc::Receiver<Notification>) -> Notification {
+    rx.recv_timeout(Duration::from_secs(10))
+        .expect("no notification within 10 s")
+}
+
+fn random_port() -> u16 {
+    20_000 + (OsRng.next_u32() % 30_000) as u16
+}
+
+#[test]
+fn two_nodes_find_each_other_and_leave() {
+    let cluster = format!("driver-{}", OsRng.next_u64());
+    let group_port = random_port();
+    let a_cfg = config(&cluster, group_port, 0);
+    let b_cfg = config(&cluster, group_port, 0);
+    let (a_id, b_id) = (a_cfg.me.id, b_cfg.me.id);
+    let (a, a_rx) = start(a_cfg);
+    let (b, b_rx) = start(b_cfg);
+    assert!(matches!(next(&a_rx), Notification::Listening { port } if port != 0));
+    assert!(matches!(next(&b_rx), Notification::Listening { .. }));
+    for (rx, peer) in [(&a_rx, b_id), (&b_rx, a_id)] {
+        assert!(matches!(next(rx), Notification::NodeAccepted(n) if n.id == peer));
+        assert!(
+            matches!(next(rx), Notification::NodeAdded(n) if n.id == peer && n.ip == IpAddr::V4(LOOPBACK))
+        );
+    }
+    super::runtime::get().block_on(a.exit());
+    assert!(matches!(next(&b_rx), Notification::NodeRemoved(n) if n.id == a_id));
+    super::runtime::get().block_on(b.exit());
+    // Once stopped, each node drops its sink: the channel disconnects.
+    for rx in [a_rx, b_rx] {
+        assert_eq!(
+            rx.recv_timeout(Duration::from_secs(5)).unwrap_err(),
+            mpsc::RecvTimeoutError::Disconnected
+        );
+    }
+}
+
+#[test]
+fn a_port_in_use_is_reported_not_a_panic() {
+    let taken = std::net::TcpListener::bind((LOOPBACK, 0)).unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let (_node, rx) = start(config("driver-bind", random_port(), port));
+    match next(&rx) {
+        Notification::Error { code, message } => {
+            assert_eq!(code, ErrorCode::Bind);
+            assert!(message.contains("network.port"), "{message}");
+        }
+        other => panic!("expected a bind error, got {other:?}"),
+    }
+}

@@ -1,0 +1,5 @@
+//! Tests of the core driven without sockets: an in-memory network of many nodes under
+//! virtual time and seeded randomness.
+
+mod membership;
+pub mod sim;
