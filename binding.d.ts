@@ -9,12 +9,21 @@
  */
 export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-wasip1'
 
-/** One espial node, running on the shared runtime. */
+/** One espial node, running on the shared runtime once started. */
 export declare class NativeNode {
-  /** Starts a node. Invalid options throw; failures to bind arrive as an `error` event. */
+  /** Prepares a node; `start()` starts it. Invalid options throw. */
   constructor(options: NativeOptions, onEvents: (events: Array<NativeEvent>) => void)
+  /** Starts the node: failures to bind arrive as an `error` event. Idempotent. */
+  start(): void
   /** This node's own object. */
   info(): NativeNodeInfo
+  /**
+   * Installs the connection filter (`null` removes it). It applies to nodes that ask
+   * to join from now on.
+   */
+  setFilter(filter: ((node: NativeNodeInfo) => Promise<boolean>) | null): void
+  /** Replaces this node's metadata (JSON text) and tells every member. */
+  setMetadata(metadata: string): void
   /** Leaves the cluster gracefully and closes every socket and timer. */
   exit(): Promise<void>
 }
@@ -58,4 +67,5 @@ export interface NativeOptions {
   masterElectionTimeout: number
   masterPollingFrequency: number
   sendPresenceFrequency: number
+  connectionFilterTimeout: number
 }

@@ -26,10 +26,21 @@ declare namespace espial {
     master_election_timeout?: number;
     /** Milliseconds between a non-master's checks that the master is still there. Default `5000`. */
     master_polling_frequency?: number;
-    /** Milliseconds between heartbeats. Default `5000`. */
+    /**
+     * Milliseconds between heartbeats; a node silent for 3 heartbeats plus 1 s is removed
+     * (a crashed process is removed sooner, when its connection resets). Default `5000`.
+     */
     send_presence_frequency?: number;
-    /** Plain object of JSON values shared with every node. Default `{}`. */
+    /**
+     * Plain object of JSON values shared with every node; at most 64 KiB (65536 bytes) as
+     * JSON. Default `{}`.
+     */
     metadata?: Record<string, unknown>;
+    /**
+     * Milliseconds the connection filter has to answer about one node; no answer in time
+     * refuses the node. Default `5000`. (Not in the original.)
+     */
+    connection_filter_timeout?: number;
   }
 
   interface NetworkOptions {
@@ -41,7 +52,10 @@ declare namespace espial {
     };
     /** Host name reported to other nodes. Default `os.hostname()`. */
     host_name?: string;
-    /** Dotted IPv4 addresses whose /24 manual discovery scans. Default `[network.address.local]`. */
+    /**
+     * Dotted IPv4 addresses whose /24 manual discovery scans, on `network.port`, when
+     * `multicast` is `false`. Default `[network.address.local]`.
+     */
     subnets?: string[];
     /** Discover other nodes by multicast; `false` means manual discovery. Default `true`. */
     multicast?: boolean;
@@ -53,7 +67,10 @@ declare namespace espial {
     multicast_interface?: string;
     /** Time-to-live of the beacons, 0 to 255; 1 keeps them on the local network. Default `1`. (Not in the original.) */
     multicast_ttl?: number;
-    /** Nodes to dial directly, as `"host:port"` strings. Default `[]`. (Not in the original.) */
+    /**
+     * Seed nodes to dial directly, as `"host:port"` strings (host an IPv4 address or a name),
+     * with multicast or without. Default `[]`. (Not in the original.)
+     */
     peers?: string[];
   }
 
@@ -66,6 +83,23 @@ declare namespace espial {
     metadata: Record<string, unknown>;
   }
 
+  /** What the connection filter is asked about: the node, plus its host name as `host`. */
+  interface ConnectionFilterData extends EspialNode {
+    /** The same as `host_name`, under the original's name. */
+    host: string;
+  }
+
+  /**
+   * Decides whether `data`'s node may be a member together with this one. Admits it only by
+   * calling `cb(true)`, returning `true`, or returning a Promise that resolves to `true`;
+   * `false` refuses. The first answer counts. Throwing, a rejected Promise, or no answer
+   * within `connection_filter_timeout` refuses.
+   */
+  type ConnectionFilter = (
+    data: ConnectionFilterData,
+    cb: (accept: boolean) => void,
+  ) => boolean | PromiseLike<boolean> | void | PromiseLike<void>;
+
   /** The error of an `error` event; `code` is stable, e.g. `"ERR_ESPIAL_BIND"`. */
   interface EspialError extends Error {
     code: string;
@@ -76,8 +110,23 @@ declare namespace espial {
     readonly version: string;
     /** This node's own object. */
     get_node_info(): EspialNode;
-    /** The other nodes of the cluster, as announced by `added_node` and `removed_node`. */
+    /**
+     * The other nodes of the cluster, as announced by `added_node`, `updated_node` and
+     * `removed_node`; `[]` once `exit()` has completed.
+     */
     get_nodes(): EspialNode[];
+    /**
+     * Sets the filter that admits nodes, or removes it with `null`. It is asked on each
+     * member about each newcomer and on the newcomer about each member. Throws a TypeError
+     * for anything but a function or `null`.
+     */
+    connection_filter(fn: ConnectionFilter | null): void;
+    /**
+     * Replaces this node's metadata; every member emits `updated_node`. Throws a TypeError
+     * naming `metadata`, as the option does, if it is not a plain object of JSON values of
+     * at most 64 KiB as JSON.
+     */
+    set_metadata(metadata: Record<string, unknown>): void;
     /**
      * Leaves the cluster gracefully; afterwards the process can end by itself. Calling it
      * again returns the same promise.
@@ -90,7 +139,11 @@ declare namespace espial {
     on(event: 'added_node', listener: (node: EspialNode) => void): this;
     /** This node was accepted into the cluster by `node`. */
     on(event: 'node_accepted', listener: (node: EspialNode) => void): this;
-    /** Another node left the cluster. */
+    /** This node was refused by `node`'s connection filter; it joins no cluster through it. */
+    on(event: 'node_rejected', listener: (node: EspialNode) => void): this;
+    /** Another node changed its metadata; `node` is its new object. */
+    on(event: 'updated_node', listener: (node: EspialNode) => void): this;
+    /** Another node left the cluster, crashed, or stopped answering heartbeats. */
     on(event: 'removed_node', listener: (node: EspialNode) => void): this;
     /** Something failed, e.g. the node could not start. */
     on(event: 'error', listener: (err: EspialError) => void): this;
@@ -99,6 +152,8 @@ declare namespace espial {
     once(event: 'listening', listener: () => void): this;
     once(event: 'added_node', listener: (node: EspialNode) => void): this;
     once(event: 'node_accepted', listener: (node: EspialNode) => void): this;
+    once(event: 'node_rejected', listener: (node: EspialNode) => void): this;
+    once(event: 'updated_node', listener: (node: EspialNode) => void): this;
     once(event: 'removed_node', listener: (node: EspialNode) => void): this;
     once(event: 'error', listener: (err: EspialError) => void): this;
     once(event: string | symbol, listener: (...args: any[]) => void): this;
@@ -106,9 +161,15 @@ declare namespace espial {
 
   /** The module: call it like the original factory, or use it as a class with `new`. */
   interface EspialConstructor {
-    /** Starts a node; throws a TypeError naming the option if an option is wrong. */
+    /**
+     * Creates a node, which starts on the next tick; throws a TypeError naming the option if
+     * an option is wrong.
+     */
     (options?: EspialOptions | null): Espial;
-    /** Starts a node; throws a TypeError naming the option if an option is wrong. */
+    /**
+     * Creates a node, which starts on the next tick; throws a TypeError naming the option if
+     * an option is wrong.
+     */
     new (options?: EspialOptions | null): Espial;
     readonly prototype: Espial;
     /** The same as the module itself, for `const { Espial } = require('espial')`. */

@@ -67,3 +67,20 @@ test('a running node keeps its process alive', async () => {
     await exited;
   }
 });
+
+test('exit() right after the constructor never starts the node, and the process ends', async () => {
+  const { child, exited, listening, output } = startChild('exit-at-once');
+  listening.catch(() => {}); // this child never listens: that rejection is expected
+  try {
+    const { code, signal } = await within(
+      WAIT_MS,
+      exited,
+      () => `the child was still running ${WAIT_MS} ms after exit(); ${output()}`,
+    );
+    assert.deepEqual({ code, signal }, { code: 0, signal: null }, output());
+    assert.match(output(), /exited/);
+    assert.doesNotMatch(output(), /listening/);
+  } finally {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  }
+});

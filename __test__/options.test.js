@@ -5,7 +5,7 @@
 const { test } = require('node:test');
 const assert = require('node:assert/strict');
 const os = require('node:os');
-const { normalizeOptions, toPublicNode, defaultLocalAddress } = require('../lib/options.js');
+const { normalizeOptions, metadataJson, toPublicNode, defaultLocalAddress } = require('../lib/options.js');
 
 // Asserts that `options` is refused with a TypeError carrying `code` and naming `name`.
 function rejects(options, name, code) {
@@ -84,6 +84,53 @@ test('timers must be positive integers', () => {
   rejects({ master_election_timeout: Infinity }, 'master_election_timeout', 'ERR_INVALID_ARG_VALUE');
 });
 
+test('connection_filter_timeout is a positive whole number of milliseconds', () => {
+  rejects({ connection_filter_timeout: 0 }, 'connection_filter_timeout', 'ERR_INVALID_ARG_VALUE');
+  rejects({ connection_filter_timeout: -1 }, 'connection_filter_timeout', 'ERR_INVALID_ARG_VALUE');
+  rejects({ connection_filter_timeout: 2.5 }, 'connection_filter_timeout', 'ERR_INVALID_ARG_VALUE');
+  rejects({ connection_filter_timeout: 2 ** 31 }, 'connection_filter_timeout', 'ERR_INVALID_ARG_VALUE');
+  rejects({ connection_filter_timeout: NaN }, 'connection_filter_timeout', 'ERR_INVALID_ARG_VALUE');
+  rejects({ connection_filter_timeout: '300' }, 'connection_filter_timeout', 'ERR_INVALID_ARG_TYPE');
+  rejects({ connection_filter_timeout: null }, 'connection_filter_timeout', 'ERR_INVALID_ARG_TYPE');
+  assert.equal(normalizeOptions({ connection_filter_timeout: 1 }).connectionFilterTimeout, 1);
+  assert.equal(normalizeOptions({ connection_filter_timeout: 2 ** 31 - 1 }).connectionFilterTimeout, 2 ** 31 - 1);
+  assert.equal(normalizeOptions({}).connectionFilterTimeout, 5000);
+});
+
+test('a typo of connection_filter_timeout suggests it', () => {
+  assert.throws(() => normalizeOptions({ connection_filter_timout: 300 }), {
+    code: 'ERR_ESPIAL_UNKNOWN_OPTION',
+    message: 'espial: unknown option "connection_filter_timout" (did you mean "connection_filter_timeout"?)',
+  });
+});
+
+test('set_metadata() is checked like the metadata option, and names metadata', () => {
+  const refuses = (value, name, code) =>
+    assert.throws(
+      () => metadataJson(value),
+      (err) => {
+        assert.ok(err instanceof TypeError, `expected a TypeError, got ${err}`);
+        assert.equal(err.code, code);
+        assert.ok(err.message.includes(`"${name}"`), `message should name "${name}": ${err.message}`);
+        assert.ok(err.message.includes('set_metadata()'), `message should name set_metadata(): ${err.message}`);
+        return true;
+      },
+    );
+  refuses('v=2', 'metadata', 'ERR_INVALID_ARG_TYPE');
+  refuses(undefined, 'metadata', 'ERR_INVALID_ARG_TYPE');
+  refuses(null, 'metadata', 'ERR_INVALID_ARG_TYPE');
+  refuses([1], 'metadata', 'ERR_INVALID_ARG_TYPE');
+  refuses({ at: new Date() }, 'metadata.at', 'ERR_INVALID_ARG_VALUE');
+  refuses({ a: [1, () => {}] }, 'metadata.a[1]', 'ERR_INVALID_ARG_VALUE');
+  // 64 KiB of JSON is the bound: `{"blob":"…"}` is 11 bytes around the string.
+  assert.equal(Buffer.byteLength(metadataJson({ blob: 'x'.repeat(64 * 1024 - 11) })), 64 * 1024);
+  refuses({ blob: 'x'.repeat(64 * 1024 - 10) }, 'metadata', 'ERR_INVALID_ARG_VALUE');
+  // Bytes, not characters: 'é' is two bytes of UTF-8.
+  refuses({ blob: 'é'.repeat(32 * 1024) }, 'metadata', 'ERR_INVALID_ARG_VALUE');
+  assert.equal(metadataJson({ v: 2, tags: ['a', null] }), '{"v":2,"tags":["a",null]}');
+  assert.equal(metadataJson({}), '{}');
+});
+
 test('cluster_key must be long enough and is never echoed', () => {
   rejects({ cluster_key: 'hunter2' }, 'cluster_key', 'ERR_INVALID_ARG_VALUE');
   rejects({ cluster_key: Buffer.alloc(15) }, 'cluster_key', 'ERR_INVALID_ARG_VALUE');
@@ -126,6 +173,7 @@ test('defaults are the original ones plus ours', () => {
     masterElectionTimeout: 1000,
     masterPollingFrequency: 5000,
     sendPresenceFrequency: 5000,
+    connectionFilterTimeout: 5000,
   };
   assert.deepEqual(normalizeOptions(), expected);
   assert.deepEqual(normalizeOptions(null), expected);
@@ -170,6 +218,7 @@ test('valid options pass through', () => {
     master_polling_frequency: 1000,
     send_presence_frequency: 2000,
     metadata: { role: 'web', weight: 2, tags: ['a', null, true], nested: { x: 1.5 } },
+    connection_filter_timeout: 300,
   });
   assert.deepEqual(native, {
     port: 30001,
@@ -189,6 +238,7 @@ test('valid options pass through', () => {
     masterElectionTimeout: 250,
     masterPollingFrequency: 1000,
     sendPresenceFrequency: 2000,
+    connectionFilterTimeout: 300,
   });
   // A copy: changing the caller's buffer later must not change a running node's key.
   assert.notEqual(native.clusterKey, key);

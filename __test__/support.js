@@ -4,6 +4,10 @@
 // gets its own cluster name and multicast port so concurrent test files never meet.
 
 const crypto = require('node:crypto');
+const path = require('node:path');
+const { EventEmitter } = require('node:events');
+const { fork } = require('node:child_process');
+const { performance } = require('node:perf_hooks');
 
 const WAIT_MS = 10_000;
 
@@ -60,4 +64,225 @@ function waitFor(emitter, event, what, accept = () => true, ms = WAIT_MS) {
   });
 }
 
-module.exports = { WAIT_MS, randomPorts, uniqueCluster, loopbackOptions, waitFor };
+// Options for one node that discovers without multicast: only through `peers` (seeds) and a
+// scan of the /24 of each of `subnets`, which default to none, so nothing is scanned.
+function manualOptions({ port, cluster, address = '127.0.0.1', hostName, peers = [], subnets = [], ...rest }) {
+  const network = { port, address: { local: address }, multicast: false, peers, subnets };
+  if (hostName !== undefined) network.host_name = hostName;
+  return { network, cluster, ...rest };
+}
+
+const delay = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+// Resolves with `promise`'s value, or rejects with `message()` after `ms`.
+function within(ms, promise, message) {
+  let timer;
+  const timeout = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(message())), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+const EVENTS = ['listening', 'added_node', 'updated_node', 'removed_node', 'node_accepted', 'node_rejected', 'error'];
+
+// Records every event of `emitter` from now on, with the time it came, so that a wait
+// started later still sees what already happened. An `error` event fails every wait.
+class Recorder {
+  log = []; // { event, arg, at } in order; `arg` is the event's argument (none for listening)
+  #watchers = new Set();
+
+  constructor(emitter, name) {
+    this.name = name;
+    for (const event of EVENTS) {
+      emitter.on(event, (arg) => {
+        this.log.push({ event, arg, at: performance.now() });
+        for (const watcher of [...this.#watchers]) watcher();
+      });
+    }
+  }
+
+  /** The argument of every `event` so far for which `accept` holds. */
+  seen(event, accept = () => true) {
+    return this.log.filter((e) => e.event === event && accept(e.arg)).map((e) => e.arg);
+  }
+
+  /** The first `event` entry so far for which `accept` holds. */
+  first(event, accept = () => true) {
+    return this.log.find((e) => e.event === event && accept(e.arg));
+  }
+
+  /**
+   * Resolves once `predicate()` holds; checked now and after every event. Rejects, naming
+   * `what`, on an `error` event or after `ms`.
+   */
+  until(what, predicate, ms = WAIT_MS) {
+    return new Promise((resolve, reject) => {
+      const check = () => {
+        const error = this.first('error');
+        if (error) {
+          done();
+          reject(new Error(`${this.name}: error while waiting for ${what}: ${error.arg.message} (${error.arg.code})`));
+        } else if (predicate()) {
+          done();
+          resolve();
+        }
+      };
+      const timer = setTimeout(() => {
+        done();
+        reject(new Error(`${this.name}: timed out after ${ms} ms waiting for ${what}`));
+      }, ms);
+      const done = () => {
+        clearTimeout(timer);
+        this.#watchers.delete(check);
+      };
+      this.#watchers.add(check);
+      check();
+    });
+  }
+
+  /** Resolves with the first `event` entry (past or future) for which `accept` holds. */
+  async next(event, what, accept = () => true, ms = WAIT_MS) {
+    await this.until(what, () => this.first(event, accept) !== undefined, ms);
+    return this.first(event, accept);
+  }
+
+  /** Fails if any `error` event was recorded. */
+  assertNoErrors() {
+    const errors = this.seen('error').map((err) => `${err.message} (${err.code})`);
+    if (errors.length > 0) throw new Error(`${this.name}: unexpected error events: ${errors.join('; ')}`);
+  }
+}
+
+const byId = (id) => (node) => node.id === id;
+const ids = (nodes) => nodes.map((node) => node.id).sort();
+
+const MEMBER_CHILD = path.join(__dirname, 'fixtures', 'member-child.js');
+
+// A node in a child process (fixtures/member-child.js), so that it can be killed with
+// SIGKILL or block its own event loop. `events` records what it reports over IPC; its own
+// object is known once this resolves.
+async function startChild(options, name = 'child') {
+  const proc = fork(MEMBER_CHILD, [JSON.stringify(options)], { stdio: ['ignore', 'pipe', 'pipe', 'ipc'] });
+  let output = '';
+  proc.stdout.setEncoding('utf8').on('data', (text) => (output += text));
+  proc.stderr.setEncoding('utf8').on('data', (text) => (output += text));
+  const exited = new Promise((resolve) => proc.once('exit', (code, signal) => resolve({ code, signal })));
+  const relay = new EventEmitter();
+  const events = new Recorder(relay, name);
+  const replies = new Map();
+  let nextRequest = 0;
+  let gotInfo;
+  const info = new Promise((resolve) => (gotInfo = resolve));
+  proc.on('message', (msg) => {
+    if (msg.type === 'info') {
+      gotInfo(msg.node);
+    } else if (msg.type === 'event') {
+      let arg = msg.arg;
+      if (msg.event === 'error') arg = Object.assign(new Error(arg.message), { code: arg.code });
+      relay.emit(msg.event, arg);
+    } else if (msg.type === 'reply') {
+      replies.get(msg.id)?.(msg.data);
+      replies.delete(msg.id);
+    }
+  });
+  const running = () => proc.exitCode === null && proc.signalCode === null;
+  const child = {
+    name,
+    proc,
+    events,
+    exited,
+    output: () => output,
+    /** Sends `{ type, ...data }` and resolves with the child's reply, within `ms`. */
+    request(type, data = {}, ms = WAIT_MS) {
+      const id = nextRequest++;
+      const reply = new Promise((resolve) => replies.set(id, resolve));
+      proc.send({ type, id, ...data });
+      const message = () => `${name}: no reply to "${type}" within ${ms} ms; output: ${JSON.stringify(output)}`;
+      return within(ms, reply, message);
+    },
+    /** SIGKILL, at once; resolves with the time it was sent, once the process has ended. */
+    async kill() {
+      const at = performance.now();
+      proc.kill('SIGKILL');
+      await within(WAIT_MS, exited, () => `${name}: still running ${WAIT_MS} ms after SIGKILL`);
+      return at;
+    },
+    /** Ends the process however it is, for `finally`. */
+    async stop() {
+      if (running()) proc.kill('SIGKILL');
+      await within(WAIT_MS, exited, () => `${name}: still running ${WAIT_MS} ms after SIGKILL`);
+    },
+  };
+  try {
+    const endedEarly = exited.then(() => {
+      throw new Error(`${name} ended early; output: ${JSON.stringify(output)}`);
+    });
+    child.node = await within(
+      WAIT_MS,
+      Promise.race([info, endedEarly]),
+      () => `${name}: no node info within ${WAIT_MS} ms; output: ${JSON.stringify(output)}`,
+    );
+  } catch (err) {
+    await child.stop();
+    throw err;
+  }
+  return child;
+}
+
+// Runs `body(scope)` where `scope.node(options)` starts an in-process node and
+// `scope.child(options)` a child-process one; each has `.events`, a Recorder. Afterwards,
+// whatever happened, every node is exited and every child process ended, each within
+// WAIT_MS; if the body succeeded, no node may have reported an error.
+async function withNodes(body) {
+  // Loaded here, not at the top, so that fixtures using this file for its options helpers
+  // do not load the addon twice.
+  const espial = require('..');
+  const nodes = [];
+  const children = [];
+  const scope = {
+    node(options, name = `node ${nodes.length}`) {
+      const node = espial(options);
+      node.events = new Recorder(node, name);
+      node.name = name;
+      nodes.push(node);
+      return node;
+    },
+    async child(options, name = `child ${children.length}`) {
+      const child = await startChild(options, name);
+      children.push(child);
+      return child;
+    },
+  };
+  let failed = true;
+  try {
+    await body(scope);
+    failed = false;
+  } finally {
+    const ending = await Promise.allSettled([
+      ...nodes.map((node) => within(WAIT_MS, node.exit(), () => `${node.name}: exit() took over ${WAIT_MS} ms`)),
+      ...children.map((child) => child.stop()),
+    ]);
+    if (!failed) {
+      for (const result of ending) if (result.status === 'rejected') throw result.reason;
+      for (const recorder of [...nodes, ...children].map((n) => n.events)) {
+        recorder.assertNoErrors();
+      }
+    }
+  }
+}
+
+module.exports = {
+  WAIT_MS,
+  randomPorts,
+  uniqueCluster,
+  loopbackOptions,
+  manualOptions,
+  waitFor,
+  within,
+  delay,
+  Recorder,
+  byId,
+  ids,
+  startChild,
+  withNodes,
+};

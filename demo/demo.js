@@ -10,6 +10,8 @@ const crypto = require('node:crypto');
 const path = require('node:path');
 
 const NAMES = ['A', 'B', 'C'];
+const CRASHED = 'C'; // killed with SIGKILL once the cluster has formed
+const CRASH_BOUND_MS = 2_000; // the others must have removed it by then
 const DEADLINE_MS = 15_000;
 const START_GAP_MS = 500; // nodes start one after another, so joining an existing cluster shows
 
@@ -67,8 +69,14 @@ function onEvent(name, event, data) {
       state.peers.delete(data.metadata.name);
       log(name, `removed_node   ${describe(data)}`);
       break;
+    case 'updated_node':
+      log(name, `updated_node   ${describe(data)}`);
+      break;
     case 'node_accepted':
       log(name, `node_accepted  by ${describe(data)}`);
+      break;
+    case 'node_rejected':
+      log(name, `node_rejected  by ${describe(data)}`);
       break;
     case 'error':
       fail(`node ${name} reported an error: ${data.message} (${data.code})`);
@@ -125,9 +133,30 @@ const STEPS = [
     },
   },
   {
+    title: `Crash: kill -9 node ${CRASHED}; with no goodbye, the others still see it go at once`,
+    async run() {
+      const state = nodes.get(CRASHED);
+      state.leaving = true;
+      const killedAt = Date.now();
+      state.child.kill('SIGKILL');
+      log(CRASHED, 'killed with SIGKILL');
+      await state.exited;
+      nodes.delete(CRASHED);
+      // Heartbeats are every 5 s (the default send_presence_frequency), so this quick removal
+      // comes from the crash itself: the connection resets and a redial is refused.
+      const bound = setTimeout(
+        () => fail(`the others had not removed ${CRASHED} ${CRASH_BOUND_MS} ms after kill -9`),
+        CRASH_BOUND_MS,
+      );
+      await until(() => [...nodes.values()].every((other) => !other.peers.has(CRASHED)));
+      clearTimeout(bound);
+      log('', `every other node removed ${CRASHED} within ${Date.now() - killedAt} ms of the kill`);
+    },
+  },
+  {
     title: 'Leaving one by one: exit() ends each process by itself, and the others see it go',
     async run() {
-      for (const name of [...NAMES].reverse()) {
+      for (const name of [...nodes.keys()].reverse()) {
         const state = nodes.get(name);
         state.leaving = true;
         await ask(name, 'exit');

@@ -25,7 +25,7 @@ const node = espial({
 const report = (event, data) => process.connected && process.send({ type: 'event', event, data });
 
 node.on('listening', () => report('listening', node.get_node_info()));
-for (const event of ['added_node', 'node_accepted', 'removed_node']) {
+for (const event of ['added_node', 'updated_node', 'node_accepted', 'node_rejected', 'removed_node']) {
   node.on(event, (other) => report(event, other));
 }
 node.on('error', (err) => report('error', { message: err.message, code: err.code }));

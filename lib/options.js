@@ -25,6 +25,7 @@ const TOP_LEVEL = [
   'master_polling_frequency',
   'send_presence_frequency',
   'metadata',
+  'connection_filter_timeout',
 ];
 const NETWORK = [
   'port',
@@ -51,12 +52,13 @@ function optionError(code, message) {
   return err;
 }
 
-function invalidType(name, expected, value) {
-  return optionError('ERR_INVALID_ARG_TYPE', `option "${name}" must be ${expected} (received ${describe(value)})`);
+// `subject` says what is wrong: an option by default, or e.g. the argument of set_metadata().
+function invalidType(name, expected, value, subject = 'option') {
+  return optionError('ERR_INVALID_ARG_TYPE', `${subject} "${name}" must be ${expected} (received ${describe(value)})`);
 }
 
-function invalidValue(name, expected, value) {
-  return optionError('ERR_INVALID_ARG_VALUE', `option "${name}" must be ${expected} (received ${describe(value)})`);
+function invalidValue(name, expected, value, subject = 'option') {
+  return optionError('ERR_INVALID_ARG_VALUE', `${subject} "${name}" must be ${expected} (received ${describe(value)})`);
 }
 
 function describe(value) {
@@ -244,39 +246,55 @@ function clusterKey(name, value) {
 
 // Metadata travels as JSON and every node must see exactly what was given, so refuse
 // anything JSON would silently drop or change (undefined, functions, NaN, Dates, Maps, …).
-function metadata(name, value) {
-  if (!isPlainObject(value)) throw invalidType(name, 'a plain object of JSON values', value);
-  checkJson(name, value, new Set());
+// Used for the `metadata` option and for set_metadata(), whose `subject` differs.
+function metadata(name, value, subject = 'option') {
+  if (!isPlainObject(value)) throw invalidType(name, 'a plain object of JSON values', value, subject);
+  checkJson(name, value, new Set(), subject);
   const json = JSON.stringify(value);
   const bytes = Buffer.byteLength(json, 'utf8');
   if (bytes > MAX_METADATA_BYTES) {
     throw optionError(
       'ERR_INVALID_ARG_VALUE',
-      `option "${name}" must be at most ${MAX_METADATA_BYTES} bytes as JSON (received ${bytes} bytes)`,
+      `${subject} "${name}" must be at most ${MAX_METADATA_BYTES} bytes as JSON (received ${bytes} bytes)`,
     );
   }
   return json;
 }
 
-function checkJson(path, value, ancestors) {
+function checkJson(path, value, ancestors, subject) {
   if (value === null || typeof value === 'string' || typeof value === 'boolean') return;
   if (typeof value === 'number') {
-    if (!Number.isFinite(value)) throw invalidValue(path, 'a JSON value (a finite number)', value);
+    if (!Number.isFinite(value)) throw invalidValue(path, 'a JSON value (a finite number)', value, subject);
     return;
   }
   const isArray = Array.isArray(value);
   if (!isArray && !isPlainObject(value)) {
-    throw invalidValue(path, 'a JSON value (null, boolean, finite number, string, array or plain object)', value);
+    throw invalidValue(
+      path,
+      'a JSON value (null, boolean, finite number, string, array or plain object)',
+      value,
+      subject,
+    );
   }
-  if (ancestors.has(value)) throw invalidValue(path, 'JSON-serialisable, without circular references', value);
+  if (ancestors.has(value)) throw invalidValue(path, 'JSON-serialisable, without circular references', value, subject);
   ancestors.add(value);
   if (isArray) {
     // An index loop, not forEach, so that holes are seen (JSON would turn them into null).
-    for (let i = 0; i < value.length; i++) checkJson(`${path}[${i}]`, value[i], ancestors);
+    for (let i = 0; i < value.length; i++) checkJson(`${path}[${i}]`, value[i], ancestors, subject);
   } else {
-    for (const key of Object.keys(value)) checkJson(`${path}.${key}`, value[key], ancestors);
+    for (const key of Object.keys(value)) checkJson(`${path}.${key}`, value[key], ancestors, subject);
   }
   ancestors.delete(value);
+}
+
+/**
+ * Checks the argument of set_metadata() exactly like the `metadata` option.
+ * @param {unknown} value
+ * @returns {string} its JSON text
+ * @throws {TypeError} naming `metadata` (or the offending part of it), with `code` set
+ */
+function metadataJson(value) {
+  return metadata('metadata', value, 'set_metadata():');
 }
 
 function given(value, fallback, check, name) {
@@ -326,6 +344,7 @@ function normalizeOptions(options) {
     masterElectionTimeout: given(top.master_election_timeout, 1000, timer, 'master_election_timeout'),
     masterPollingFrequency: given(top.master_polling_frequency, 5000, timer, 'master_polling_frequency'),
     sendPresenceFrequency: given(top.send_presence_frequency, 5000, timer, 'send_presence_frequency'),
+    connectionFilterTimeout: given(top.connection_filter_timeout, 5000, timer, 'connection_filter_timeout'),
   };
   if (top.cluster_key !== undefined) native.clusterKey = clusterKey('cluster_key', top.cluster_key);
   return native;
@@ -345,4 +364,4 @@ function toPublicNode(info) {
   };
 }
 
-module.exports = { normalizeOptions, toPublicNode, defaultLocalAddress };
+module.exports = { normalizeOptions, metadataJson, toPublicNode, defaultLocalAddress, describe, MAX_METADATA_BYTES };

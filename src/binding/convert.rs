@@ -2,6 +2,7 @@
 //! invalid options become JavaScript errors.
 
 use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
 
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
@@ -35,6 +36,7 @@ pub struct NativeOptions {
     pub master_election_timeout: u32,
     pub master_polling_frequency: u32,
     pub send_presence_frequency: u32,
+    pub connection_filter_timeout: u32,
 }
 
 /// A node as JavaScript receives it; `index.js` parses `metadata`.
@@ -90,6 +92,7 @@ impl From<Notification> for NativeEvent {
             },
             Notification::NodeAdded(node) => with_node("added_node", node),
             Notification::NodeRemoved(node) => with_node("removed_node", node),
+            Notification::NodeUpdated(node) => with_node("updated_node", node),
             Notification::NodeAccepted(node) => with_node("node_accepted", node),
             Notification::NodeRejected(node) => with_node("node_rejected", node),
             Notification::Error { code, message } => NativeEvent {
@@ -99,6 +102,14 @@ impl From<Notification> for NativeEvent {
             },
         }
     }
+}
+
+/// The metadata is over its documented bound.
+pub fn metadata_too_large(len: usize, max: usize) -> Error {
+    Error::new(
+        Status::InvalidArg,
+        format!("espial: metadata is {len} bytes as JSON, over the {max}-byte limit"),
+    )
 }
 
 fn invalid(option: &str, expected: &str) -> Error {
@@ -133,16 +144,32 @@ pub fn node_config(o: NativeOptions) -> Result<NodeConfig> {
     }
     let mut core = Config::lan(o.cluster.clone());
     if o.metadata.len() > core.max_metadata {
-        return Err(Error::new(
-            Status::InvalidArg,
-            format!(
-                "espial: option \"metadata\" is {} bytes as JSON, over the {}-byte limit",
-                o.metadata.len(),
-                core.max_metadata
-            ),
-        ));
+        return Err(metadata_too_large(o.metadata.len(), core.max_metadata));
     }
     core.cluster_key = o.cluster_key.as_ref().map(|k| ClusterKey::derive(k));
+    let positive = |option: &str, ms: u32| {
+        if ms == 0 {
+            Err(invalid(option, "a positive number of milliseconds"))
+        } else {
+            Ok(Duration::from_millis(u64::from(ms)))
+        }
+    };
+    core.detector.interval = positive("send_presence_frequency", o.send_presence_frequency)?;
+    let filter_timeout = positive("connection_filter_timeout", o.connection_filter_timeout)?;
+    // Admission waits for the filters on both ends, then one round trip.
+    core.admission_timeout = filter_timeout + Duration::from_secs(2);
+    let listen_port = port("network.port", o.port)?;
+    let subnets = o
+        .subnets
+        .iter()
+        .map(|s| ipv4("network.subnets", s))
+        .collect::<Result<Vec<_>>>()?;
+    // As in the original, subnets are scanned only when multicast discovery is off.
+    if !o.multicast {
+        core.discovery.subnets = subnets;
+    }
+    core.discovery.scan_port = listen_port;
+    core.discovery.probe_lost = !o.multicast;
     let address = ip("network.address.local", &o.address)?;
     let multicast = if o.multicast {
         let group = ipv4("network.multicast_address", &o.multicast_address)?;
@@ -166,10 +193,12 @@ pub fn node_config(o: NativeOptions) -> Result<NodeConfig> {
             id: NodeId::random(&mut OsRng),
             host_name: o.host_name,
             ip: address,
-            port: port("network.port", o.port)?,
+            port: listen_port,
             metadata: o.metadata,
         },
         core,
         multicast,
+        seeds: o.peers,
+        filter_timeout,
     })
 }

@@ -10,11 +10,16 @@
 //! [`Cluster::admit`], which is where the application's connection filter plugs in. A node
 //! becomes a member only when both ends have admitted each other.
 //!
-//! One connection per pair: on a beacon only the node with the smaller id dials (the other
-//! answers with a beacon of its own so it is found at once). If both dial anyway, both ends
-//! keep the connection initiated by the smaller id, a rule each end evaluates alike.
+//! One connection per pair: see [`super::discovery`] for who dials. If both dial anyway,
+//! both ends keep the connection initiated by the smaller id, a rule each end evaluates
+//! alike; a replacement inherits the membership of the connection it replaces.
+//!
+//! A member whose connection drops without a goodbye becomes a suspect and is redialed at
+//! once: a crashed process refuses the redial and is removed within milliseconds, a
+//! transient break is mended without any event. A member silent past the detector's bound
+//! is removed.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -23,10 +28,12 @@ use rand_core::{CryptoRng, RngCore};
 use super::beacon::{self, Beacon};
 use super::config::Config;
 use super::crypto::{Handshake, Role, Session};
-use super::error::{ConnectionError, FrameError};
-use super::message::Message;
+use super::detector::Liveness;
+use super::discovery::{Discovery, Learned, Target};
+use super::error::ConnectionError;
+use super::message::{Message, MAX_MEMBERS};
 use super::node::{NodeId, NodeInfo};
-use super::wire::{FrameDecoder, MAX_HANDSHAKE_FRAME};
+use super::wire::{self, FrameDecoder, MAX_HANDSHAKE_FRAME};
 
 /// The core's name for a connection; the driver maps it to a socket.
 pub type ConnId = u64;
@@ -37,7 +44,8 @@ pub type ConnId = u64;
 pub enum Output {
     /// Write these bytes to the connection, in order.
     Transmit { conn: ConnId, bytes: Vec<u8> },
-    /// Flush what was transmitted, then close the connection. No input about it follows.
+    /// Flush what was transmitted, then close the connection (or abandon the dial). No
+    /// input about it follows.
     Close { conn: ConnId },
     /// Open a TCP connection; answer with [`Cluster::connected`] or [`Cluster::dial_failed`].
     Dial { conn: ConnId, addr: SocketAddr },
@@ -54,13 +62,15 @@ pub enum Output {
 pub enum Event {
     /// A node joined: both ends admitted each other.
     NodeAdded(NodeInfo),
-    /// A member left or its connection was lost.
+    /// A member left, crashed or went silent.
     NodeRemoved(NodeInfo),
+    /// A member's metadata changed.
+    NodeUpdated(NodeInfo),
     /// A node admitted this one (it is the decider).
     NodeAccepted(NodeInfo),
     /// A node refused this one (it is the decider).
     NodeRejected(NodeInfo),
-    /// A connection failed before or after the handshake; for logs and counters.
+    /// A connection failed; for logs and counters.
     ConnectionFailed {
         addr: SocketAddr,
         error: ConnectionError,
@@ -76,6 +86,7 @@ pub struct Stats {
     pub connections_refused: u64,
     pub beacons_sent: u64,
     pub beacons_ignored: u64,
+    pub nodes_rejected: u64,
 }
 
 enum Stage {
@@ -91,18 +102,29 @@ enum Stage {
     Member {
         session: Session,
         peer: NodeInfo,
+        liveness: Liveness,
     },
+    /// Transient, while a stage is being replaced.
+    Moving,
 }
 
 struct Conn {
     role: Role,
+    /// Dialed address, or the peer's source address for accepted connections.
     addr: SocketAddr,
-    /// The node a dial was meant for, known from its beacon.
+    /// The node a dial was meant for, if known.
     expect: Option<NodeId>,
     decoder: FrameDecoder,
     stage: Stage,
-    /// Handshake deadline; `None` once the node is a member.
+    /// Dial, handshake or admission deadline; `None` once the node is a member.
     deadline: Option<Instant>,
+    /// A subnet-scan dial.
+    scan: bool,
+    /// A member coming back on a new connection: admitted without asking again and
+    /// without events.
+    restore: bool,
+    /// `node_accepted` was already emitted for this peer (by this or a replaced connection).
+    accepted_told: bool,
 }
 
 impl Conn {
@@ -124,9 +146,34 @@ impl Conn {
     fn is_member(&self) -> bool {
         matches!(self.stage, Stage::Member { .. })
     }
+
+    /// The address the peer listens on, when known.
+    fn listen_addr(&self) -> Option<SocketAddr> {
+        match (self.peer(), self.role) {
+            (Some(p), _) => Some(SocketAddr::new(p.ip, p.port)),
+            (None, Role::Initiator) => Some(self.addr),
+            (None, Role::Responder) => None,
+        }
+    }
 }
 
-/// This node's state: its connections, its members, its beacons.
+/// A member whose connection dropped without a goodbye, being redialed.
+struct Suspect {
+    info: NodeInfo,
+    deadline: Instant,
+}
+
+/// Why a member is no longer one.
+enum Loss {
+    /// It said goodbye.
+    Left,
+    /// Its connection dropped: suspect it and redial.
+    Dropped,
+    /// It is gone for good (silent too long, redial failed, replaced by a new id).
+    Dead,
+}
+
+/// This node's state: its connections, its members, its discovery.
 pub struct Cluster<R> {
     me: NodeInfo,
     config: Config,
@@ -134,11 +181,10 @@ pub struct Cluster<R> {
     conns: BTreeMap<ConnId, Conn>,
     next_conn: ConnId,
     outputs: VecDeque<Output>,
-    /// When each node we heard but are not connected to was first heard; lets the node
-    /// with the larger id dial after all if the smaller one never does.
-    heard: BTreeMap<NodeId, (Instant, SocketAddr)>,
-    /// Nodes not to be dialed again before the given time.
-    backoff: BTreeMap<NodeId, Instant>,
+    discovery: Discovery,
+    suspects: BTreeMap<NodeId, Suspect>,
+    /// Addresses that turned out to reach this very node (a seed naming us, say).
+    own_addrs: BTreeSet<SocketAddr>,
     started: Option<Instant>,
     beacons_sent: usize,
     last_beacon: Option<Instant>,
@@ -157,8 +203,9 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
             conns: BTreeMap::new(),
             next_conn: 1,
             outputs: VecDeque::new(),
-            heard: BTreeMap::new(),
-            backoff: BTreeMap::new(),
+            discovery: Discovery::default(),
+            suspects: BTreeMap::new(),
+            own_addrs: BTreeSet::new(),
             started: None,
             beacons_sent: 0,
             last_beacon: None,
@@ -178,22 +225,26 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         &self.stats
     }
 
-    /// The current members, in id order.
+    /// The current members, in id order (suspects included: they have not been removed).
     pub fn members(&self) -> Vec<NodeInfo> {
         let mut m: Vec<NodeInfo> = self
             .conns
             .values()
             .filter(|c| c.is_member())
             .filter_map(|c| c.peer().cloned())
+            .chain(self.suspects.values().map(|s| s.info.clone()))
             .collect();
         m.sort_by_key(|n| n.id);
+        m.dedup_by_key(|n| n.id);
         m
     }
 
-    /// Starts beaconing; call once the sockets are bound.
+    /// Starts beaconing and discovery; call once the sockets are bound.
     pub fn start(&mut self, now: Instant) {
         self.started = Some(now);
         self.next_beacon = Some(now);
+        self.discovery.start(now, &self.config.discovery);
+        self.pump(now);
     }
 
     /// The next effect to carry out.
@@ -203,12 +254,17 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
 
     /// When [`Cluster::handle_timeout`] must next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let deadlines = self.conns.values().filter_map(|c| c.deadline);
-        let fallback = self
-            .heard
-            .values()
-            .map(|&(t, _)| t + self.config.beacon_interval * 2);
-        deadlines.chain(fallback).chain(self.next_beacon).min()
+        let detector = &self.config.detector;
+        let conns = self.conns.values().filter_map(|c| match &c.stage {
+            Stage::Member { liveness, .. } => Some(liveness.deadline(detector)),
+            _ => c.deadline,
+        });
+        let suspects = self.suspects.values().map(|s| s.deadline);
+        conns
+            .chain(suspects)
+            .chain(self.discovery.poll_timeout(&self.config.discovery))
+            .chain(self.next_beacon)
+            .min()
     }
 
     /// Handles every timer due at `now`.
@@ -220,25 +276,72 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
             .map(|(&id, _)| id)
             .collect();
         for conn in expired {
-            self.fail(now, conn, ConnectionError::HandshakeTimeout);
+            let dialing = matches!(self.conns[&conn].stage, Stage::Dialing);
+            if dialing {
+                self.dial_failed(now, conn);
+                self.outputs.push_back(Output::Close { conn });
+            } else {
+                self.fail(now, conn, ConnectionError::HandshakeTimeout);
+            }
+        }
+        self.heartbeats(now);
+        let overdue: Vec<NodeId> = self
+            .suspects
+            .iter()
+            .filter(|(_, s)| s.deadline <= now)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in overdue {
+            self.give_up_suspect(now, id);
         }
         if self.leaving {
             return;
         }
-        // A node that has heard a smaller id for two beacon periods without being dialed
-        // dials it itself (the smaller one may not reach us, or missed our beacons).
-        let overdue: Vec<(NodeId, SocketAddr)> = self
-            .heard
-            .iter()
-            .filter(|(_, &(t, _))| t + self.config.beacon_interval * 2 <= now)
-            .map(|(&id, &(_, addr))| (id, addr))
-            .collect();
-        for (id, addr) in overdue {
-            self.heard.remove(&id);
-            self.dial(now, id, addr);
-        }
+        self.pump(now);
         if self.next_beacon.is_some_and(|t| t <= now) {
             self.send_beacon(now);
+        }
+    }
+
+    /// Sends due heartbeats and removes members silent for too long.
+    fn heartbeats(&mut self, now: Instant) {
+        let detector = self.config.detector;
+        let mut dead = Vec::new();
+        for (&conn, c) in self.conns.iter_mut() {
+            let Stage::Member {
+                session, liveness, ..
+            } = &mut c.stage
+            else {
+                continue;
+            };
+            if liveness.is_dead(now, &detector) {
+                dead.push(conn);
+            } else if liveness.ping_due(now, &detector) {
+                if let Ok(bytes) = session.seal(&Message::Ping.encode()) {
+                    self.outputs.push_back(Output::Transmit { conn, bytes });
+                }
+            }
+        }
+        for conn in dead {
+            self.lose(now, conn, Loss::Dead);
+        }
+    }
+
+    /// Carries out the dials discovery wants now.
+    fn pump(&mut self, now: Instant) {
+        let scans = self
+            .conns
+            .values()
+            .filter(|c| c.scan && matches!(c.stage, Stage::Dialing))
+            .count();
+        let alone = !self.conns.values().any(|c| c.is_member());
+        for t in self
+            .discovery
+            .due(now, &self.config.discovery, scans, alone)
+        {
+            if !self.knows(t.expect, t.addr) {
+                self.dial(now, t);
+            }
         }
     }
 
@@ -252,55 +355,84 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
             self.stats.beacons_ignored += 1;
             return;
         };
-        if id == self.me.id || self.knows(id) {
+        self.learn(now, id, SocketAddr::new(from.ip(), port));
+    }
+
+    /// Node `id` listens at `addr` (from a beacon or a member list).
+    fn learn(&mut self, now: Instant, id: NodeId, addr: SocketAddr) {
+        if id == self.me.id || self.knows(Some(id), addr) {
             return;
         }
-        let addr = SocketAddr::new(from.ip(), port);
-        let (first_heard, _) = *self.heard.entry(id).or_insert((now, addr));
-        let overdue = first_heard + self.config.beacon_interval * 2 <= now;
-        if self.me.id < id || overdue {
-            self.dial(now, id, addr);
-        } else {
-            // The newcomer has the smaller id and dials us once it hears us: answer now
-            // rather than at our next periodic beacon.
-            let soonest = self
-                .last_beacon
-                .map_or(now, |t| (t + self.config.beacon_min_gap).max(now));
-            if self.next_beacon.is_none_or(|t| t > soonest) {
-                self.next_beacon = Some(soonest);
+        let cfg = &self.config.discovery;
+        match self.discovery.learn(now, cfg, self.me.id, id, addr) {
+            Some(Learned::Dial) => self.dial(
+                now,
+                Target {
+                    addr,
+                    expect: Some(id),
+                    scan: false,
+                },
+            ),
+            Some(Learned::Announce) => {
+                // It has the smaller id and dials us once it hears us: answer now rather
+                // than at our next periodic beacon.
+                let soonest = self
+                    .last_beacon
+                    .map_or(now, |t| (t + self.config.beacon_min_gap).max(now));
+                if self.next_beacon.is_none_or(|t| t > soonest) {
+                    self.next_beacon = Some(soonest);
+                }
             }
+            None => {}
         }
     }
 
-    /// True if a connection to `id` exists or is being made.
-    fn knows(&self, id: NodeId) -> bool {
-        self.conns
-            .values()
-            .any(|c| c.expect == Some(id) || c.peer().is_some_and(|p| p.id == id))
+    /// True if we are, or are connecting to, node `id` or the node listening at `addr`.
+    fn knows(&self, id: Option<NodeId>, addr: SocketAddr) -> bool {
+        if addr == SocketAddr::new(self.me.ip, self.me.port) || self.own_addrs.contains(&addr) {
+            return true;
+        }
+        if id.is_some_and(|id| self.suspects.contains_key(&id)) {
+            return true;
+        }
+        self.conns.values().any(|c| {
+            let same_id = id.is_some() && (c.expect == id || c.peer().map(|p| p.id) == id);
+            same_id || c.listen_addr() == Some(addr)
+        })
     }
 
-    fn dial(&mut self, now: Instant, id: NodeId, addr: SocketAddr) {
-        if self.backoff.get(&id).is_some_and(|&t| t > now) {
+    fn dial(&mut self, now: Instant, target: Target) {
+        if self.leaving {
             return;
         }
         if self.pending_handshakes() >= self.config.max_pending_handshakes {
             self.stats.connections_refused += 1;
             return;
         }
-        self.heard.remove(&id);
+        let timeout = if target.scan {
+            self.config.discovery.scan_dial_timeout
+        } else {
+            self.config.dial_timeout
+        };
         let conn = self.alloc_conn();
         self.conns.insert(
             conn,
             Conn {
                 role: Role::Initiator,
-                addr,
-                expect: Some(id),
+                addr: target.addr,
+                expect: target.expect,
                 decoder: FrameDecoder::new(MAX_HANDSHAKE_FRAME),
                 stage: Stage::Dialing,
-                deadline: Some(now + self.config.handshake_timeout),
+                deadline: Some(now + timeout),
+                scan: target.scan,
+                restore: false,
+                accepted_told: false,
             },
         );
-        self.outputs.push_back(Output::Dial { conn, addr });
+        self.outputs.push_back(Output::Dial {
+            conn,
+            addr: target.addr,
+        });
     }
 
     fn pending_handshakes(&self) -> usize {
@@ -329,16 +461,28 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         c.deadline = Some(now + self.config.handshake_timeout);
         self.outputs.push_back(Output::Transmit {
             conn,
-            bytes: super::wire::frame(&hello),
+            bytes: wire::frame(&hello),
         });
+        if c.scan {
+            self.pump(now);
+        }
     }
 
     /// A dial failed (refused, unreachable, timed out).
     pub fn dial_failed(&mut self, now: Instant, conn: ConnId) {
-        if let Some(c) = self.conns.remove(&conn) {
-            if let Some(id) = c.expect {
-                self.backoff.insert(id, now + self.config.redial_backoff);
+        let Some(c) = self.conns.remove(&conn) else {
+            return;
+        };
+        if let Some(id) = c.expect {
+            let backoff = self.config.discovery.redial_backoff;
+            self.discovery.failed(now, id, backoff);
+            // A suspect whose redial is refused has crashed or stopped: remove it now.
+            if self.suspects.contains_key(&id) {
+                self.give_up_suspect(now, id);
             }
+        }
+        if c.scan {
+            self.pump(now);
         }
     }
 
@@ -362,11 +506,14 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
                 decoder: FrameDecoder::new(MAX_HANDSHAKE_FRAME),
                 stage: Stage::Handshake(hs),
                 deadline: Some(now + self.config.handshake_timeout),
+                scan: false,
+                restore: false,
+                accepted_told: false,
             },
         );
         self.outputs.push_back(Output::Transmit {
             conn,
-            bytes: super::wire::frame(&hello),
+            bytes: wire::frame(&hello),
         });
         Some(conn)
     }
@@ -406,7 +553,7 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
             self.stats.frames_rejected += 1;
             self.report(c.addr, e.into());
         }
-        self.drop_conn(now, conn);
+        self.end(now, conn, Loss::Dropped);
     }
 
     /// The application's verdict on an [`Output::AskAdmission`].
@@ -421,17 +568,34 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
             return;
         }
         *ours = Some(accept);
-        let frame = session.seal(&Message::Verdict { accepted: accept }.encode());
-        match frame {
+        match session.seal(&Message::Verdict { accepted: accept }.encode()) {
             Ok(bytes) => self.outputs.push_back(Output::Transmit { conn, bytes }),
             Err(e) => return self.fail(now, conn, e.into()),
         }
         if !accept {
             // A refused node learns nothing more and is heard no more.
+            self.stats.nodes_rejected += 1;
             self.close(conn);
             return;
         }
-        self.check_admitted(conn);
+        self.check_admitted(now, conn);
+    }
+
+    /// Replaces this node's metadata (JSON text) and tells every peer.
+    pub fn set_metadata(&mut self, _now: Instant, metadata: String) {
+        self.me.metadata = metadata;
+        let update = Message::Update {
+            metadata: self.me.metadata.clone(),
+        }
+        .encode();
+        // Peers still being admitted got the old metadata in our introduction.
+        for (&conn, c) in self.conns.iter_mut() {
+            if matches!(c.stage, Stage::Admitting { .. } | Stage::Member { .. }) {
+                if let Ok(bytes) = c.session().unwrap().seal(&update) {
+                    self.outputs.push_back(Output::Transmit { conn, bytes });
+                }
+            }
+        }
     }
 
     /// Leaves the cluster: tells every peer, then closes every connection. Beacons, dials
@@ -439,12 +603,13 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
     pub fn leave(&mut self, _now: Instant) {
         self.leaving = true;
         self.next_beacon = None;
-        self.heard.clear();
+        self.discovery.stop();
+        self.suspects.clear();
         let conns: Vec<ConnId> = self.conns.keys().copied().collect();
         for conn in conns {
             let c = self.conns.get_mut(&conn).unwrap();
-            let confirmed = c.session().is_some_and(|s| s.is_confirmed());
-            if confirmed {
+            let introduced = matches!(c.stage, Stage::Admitting { .. } | Stage::Member { .. });
+            if introduced {
                 if let Ok(bytes) = c.session().unwrap().seal(&Message::Leave.encode()) {
                     self.outputs.push_back(Output::Transmit { conn, bytes });
                 }
@@ -462,7 +627,7 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         let max_frame = self.config.max_frame;
         let c = self.conns.get_mut(&conn).expect("caller checked");
         if let Stage::Handshake(_) = c.stage {
-            let Stage::Handshake(hs) = std::mem::replace(&mut c.stage, Stage::Dialing) else {
+            let Stage::Handshake(hs) = std::mem::replace(&mut c.stage, Stage::Moving) else {
                 unreachable!()
             };
             let (mut session, finished) = hs.finish(frame)?;
@@ -490,6 +655,9 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         let Some(plain) = session.open(frame)? else {
             return Ok(());
         };
+        if let Stage::Member { liveness, .. } = &mut c.stage {
+            liveness.heard(now);
+        }
         let msg = Message::decode(&plain, self.config.max_metadata)?;
         self.handle_message(now, conn, msg)
     }
@@ -511,14 +679,6 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
                     metadata,
                 },
             ) => {
-                if id == self.me.id {
-                    return Err(ConnectionError::Protocol("connected to itself"));
-                }
-                if c.expect.is_some_and(|e| e != id) {
-                    return Err(ConnectionError::Protocol(
-                        "the node at this address is not the one its beacon announced",
-                    ));
-                }
                 let peer = NodeInfo {
                     id,
                     host_name,
@@ -526,24 +686,7 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
                     port,
                     metadata,
                 };
-                let Stage::Introducing(session) = std::mem::replace(&mut c.stage, Stage::Dialing)
-                else {
-                    unreachable!()
-                };
-                c.stage = Stage::Admitting {
-                    session,
-                    peer: peer.clone(),
-                    ours: None,
-                    theirs: None,
-                };
-                self.heard.remove(&id);
-                self.backoff.remove(&id);
-                if !self.resolve_duplicate(now, conn, id) {
-                    return Ok(());
-                }
-                self.outputs
-                    .push_back(Output::AskAdmission { conn, node: peer });
-                Ok(())
+                self.introduced(now, conn, peer)
             }
             (Stage::Admitting { theirs, peer, .. }, Message::Verdict { accepted }) => {
                 if theirs.is_some() {
@@ -552,28 +695,101 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
                 *theirs = Some(accepted);
                 let peer = peer.clone();
                 if accepted {
-                    self.push_event(Event::NodeAccepted(peer));
-                    self.check_admitted(conn);
+                    if !c.restore && !c.accepted_told {
+                        c.accepted_told = true;
+                        self.push_event(Event::NodeAccepted(peer));
+                    }
+                    self.check_admitted(now, conn);
                 } else {
                     self.push_event(Event::NodeRejected(peer.clone()));
-                    // Do not redial a node that refused us until its next beacon period.
-                    self.backoff
-                        .insert(peer.id, now + self.config.beacon_interval);
+                    // Do not knock again until its next beacon period.
+                    let wait = self.config.beacon_interval;
+                    self.discovery.failed(now, peer.id, wait);
                     self.close(conn);
                 }
                 Ok(())
             }
             (Stage::Admitting { .. } | Stage::Member { .. }, Message::Leave) => {
-                self.drop_conn(now, conn);
+                self.end(now, conn, Loss::Left);
+                Ok(())
+            }
+            (Stage::Admitting { peer, .. }, Message::Update { metadata }) => {
+                peer.metadata = metadata;
+                Ok(())
+            }
+            (Stage::Member { peer, .. }, Message::Update { metadata }) => {
+                peer.metadata = metadata;
+                let peer = peer.clone();
+                self.push_event(Event::NodeUpdated(peer));
+                Ok(())
+            }
+            (Stage::Member { .. }, Message::Ping) => Ok(()),
+            (Stage::Member { .. }, Message::Members(list)) => {
+                for (id, addr) in list {
+                    self.learn(now, id, addr);
+                }
                 Ok(())
             }
             _ => Err(ConnectionError::Protocol("unexpected message")),
         }
     }
 
+    /// The peer on `conn` said who it is.
+    fn introduced(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        peer: NodeInfo,
+    ) -> Result<(), ConnectionError> {
+        let id = peer.id;
+        let c = self.conns.get_mut(&conn).expect("caller checked");
+        if id == self.me.id {
+            if c.role == Role::Initiator {
+                self.own_addrs.insert(c.addr);
+            }
+            return Err(ConnectionError::Protocol("connected to itself"));
+        }
+        if let Some(expected) = c.expect.filter(|&e| e != id) {
+            // Another node now listens where `expected` did: it restarted with a new id,
+            // or the address was reused. The old one is gone for good.
+            c.expect = None;
+            if let Some(s) = self.suspects.remove(&expected) {
+                self.push_event(Event::NodeRemoved(s.info));
+            }
+            self.discovery.forget(expected);
+        }
+        let c = self.conns.get_mut(&conn).expect("still there");
+        let Stage::Introducing(session) = std::mem::replace(&mut c.stage, Stage::Moving) else {
+            unreachable!()
+        };
+        c.stage = Stage::Admitting {
+            session,
+            peer: peer.clone(),
+            ours: None,
+            theirs: None,
+        };
+        c.deadline = Some(now + self.config.admission_timeout);
+        self.discovery.connected(id);
+        if self.suspects.get(&id).is_some_and(|s| s.info.ip == peer.ip) {
+            // A suspect is back: the member carries on, no event either way.
+            self.suspects.remove(&id);
+            self.conns.get_mut(&conn).unwrap().restore = true;
+        }
+        if !self.resolve_duplicate(now, conn, id) {
+            return Ok(());
+        }
+        if self.conns[&conn].restore {
+            self.admit(now, conn, true);
+        } else {
+            self.outputs
+                .push_back(Output::AskAdmission { conn, node: peer });
+        }
+        Ok(())
+    }
+
     /// Applies the one-connection-per-pair rule when `conn` has introduced node `id`.
     /// Returns false if `conn` itself lost and was closed.
-    fn resolve_duplicate(&mut self, now: Instant, conn: ConnId, id: NodeId) -> bool {
+    fn resolve_duplicate(&mut self, _now: Instant, conn: ConnId, id: NodeId) -> bool {
         let Some((&other, _)) = self
             .conns
             .iter()
@@ -581,7 +797,7 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         else {
             return true;
         };
-        let preferred_initiator = if self.me.id < id {
+        let preferred = if self.me.id < id {
             Role::Initiator
         } else {
             Role::Responder
@@ -589,14 +805,26 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         let this_role = self.conns[&conn].role;
         let other_role = self.conns[&other].role;
         // Same role on both (a redial while an old connection lingers): the newer wins.
-        let keep_this = this_role == preferred_initiator || this_role == other_role;
-        let loser = if keep_this { other } else { conn };
-        self.drop_conn(now, loser);
-        self.outputs.push_back(Output::Close { conn: loser });
+        let keep_this = this_role == preferred || this_role == other_role;
+        let (winner, loser) = if keep_this {
+            (conn, other)
+        } else {
+            (other, conn)
+        };
+        // The winner inherits what the loser had told the application, so the pair's
+        // events happen once.
+        let (member, restore, told) = {
+            let l = &self.conns[&loser];
+            (l.is_member(), l.restore, l.accepted_told)
+        };
+        let w = self.conns.get_mut(&winner).unwrap();
+        w.restore |= member || restore;
+        w.accepted_told |= told;
+        self.close(loser);
         keep_this
     }
 
-    fn check_admitted(&mut self, conn: ConnId) {
+    fn check_admitted(&mut self, now: Instant, conn: ConnId) {
         let c = self.conns.get_mut(&conn).expect("caller checked");
         let Stage::Admitting {
             ours: Some(true),
@@ -606,8 +834,7 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         else {
             return;
         };
-        let Stage::Admitting { session, peer, .. } =
-            std::mem::replace(&mut c.stage, Stage::Dialing)
+        let Stage::Admitting { session, peer, .. } = std::mem::replace(&mut c.stage, Stage::Moving)
         else {
             unreachable!()
         };
@@ -615,20 +842,114 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         c.stage = Stage::Member {
             session,
             peer: peer.clone(),
+            liveness: Liveness::new(now, &self.config.detector),
         };
-        self.push_event(Event::NodeAdded(peer));
+        let restore = c.restore;
+        c.restore = false;
+        // Tell the newcomer whom to connect to, and everyone else about the newcomer.
+        let others: Vec<(NodeId, SocketAddr)> = self
+            .members()
+            .into_iter()
+            .filter(|m| m.id != peer.id)
+            .take(MAX_MEMBERS)
+            .map(|m| (m.id, SocketAddr::new(m.ip, m.port)))
+            .collect();
+        self.send(now, conn, &Message::Members(others));
+        let newcomer = Message::Members(vec![(peer.id, SocketAddr::new(peer.ip, peer.port))]);
+        let member_conns: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(&k, c)| k != conn && c.is_member())
+            .map(|(&k, _)| k)
+            .collect();
+        for other in member_conns {
+            self.send(now, other, &newcomer);
+        }
+        if !restore {
+            self.push_event(Event::NodeAdded(peer));
+        }
     }
 
-    /// Removes the connection, telling the application if a member was lost. The driver
-    /// is told to close it.
-    fn drop_conn(&mut self, _now: Instant, conn: ConnId) {
+    /// Seals and queues a message on a connection with a session.
+    fn send(&mut self, now: Instant, conn: ConnId, msg: &Message) {
+        let Some(session) = self.conns.get_mut(&conn).and_then(|c| c.session()) else {
+            return;
+        };
+        match session.seal(&msg.encode()) {
+            Ok(bytes) => self.outputs.push_back(Output::Transmit { conn, bytes }),
+            Err(e) => self.fail(now, conn, e.into()),
+        }
+    }
+
+    /// Removes a connection that ended; if it carried a member, deals with the loss.
+    fn end(&mut self, now: Instant, conn: ConnId, loss: Loss) {
+        let Some(c) = self.conns.get(&conn) else {
+            return;
+        };
+        if c.is_member() {
+            return self.lose(now, conn, loss);
+        }
+        // A suspect's redial that ends before the peer introduced itself: a crashing
+        // process can accept a connection in its last instant and reset it right after.
+        // (A peer that closes our redial as a duplicate has introduced itself first, so
+        // its suspect's own deadline decides then.)
+        let unproven = matches!(
+            c.stage,
+            Stage::Dialing | Stage::Handshake(_) | Stage::Introducing(_)
+        );
+        let expected = c.expect;
+        self.close(conn);
+        if let Some(id) = expected.filter(|id| unproven && self.suspects.contains_key(id)) {
+            self.give_up_suspect(now, id);
+        }
+    }
+
+    /// A member's connection is gone.
+    fn lose(&mut self, now: Instant, conn: ConnId, loss: Loss) {
         let Some(c) = self.conns.remove(&conn) else {
             return;
         };
-        if let Stage::Member { peer, .. } = c.stage {
-            self.push_event(Event::NodeRemoved(peer));
-        }
         self.outputs.push_back(Output::Close { conn });
+        let Stage::Member { peer, .. } = c.stage else {
+            return;
+        };
+        match loss {
+            Loss::Dropped if !self.leaving => {
+                let addr = SocketAddr::new(peer.ip, peer.port);
+                self.suspects.insert(
+                    peer.id,
+                    Suspect {
+                        info: peer.clone(),
+                        deadline: now + self.config.suspect_timeout,
+                    },
+                );
+                self.dial(
+                    now,
+                    Target {
+                        addr,
+                        expect: Some(peer.id),
+                        scan: false,
+                    },
+                );
+            }
+            Loss::Left => self.push_event(Event::NodeRemoved(peer)),
+            Loss::Dropped | Loss::Dead => {
+                let addr = SocketAddr::new(peer.ip, peer.port);
+                self.discovery
+                    .lost(now, &self.config.discovery, peer.id, addr);
+                self.push_event(Event::NodeRemoved(peer));
+            }
+        }
+    }
+
+    /// A suspect did not come back in time: remove it.
+    fn give_up_suspect(&mut self, now: Instant, id: NodeId) {
+        let Some(s) = self.suspects.remove(&id) else {
+            return;
+        };
+        let addr = SocketAddr::new(s.info.ip, s.info.port);
+        self.discovery.lost(now, &self.config.discovery, id, addr);
+        self.push_event(Event::NodeRemoved(s.info));
     }
 
     fn close(&mut self, conn: ConnId) {
@@ -646,17 +967,17 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
             ConnectionError::Handshake(_) | ConnectionError::HandshakeTimeout => {
                 self.stats.handshakes_failed += 1
             }
-            ConnectionError::Frame(FrameError::TooLarge { .. })
-            | ConnectionError::Frame(_)
-            | ConnectionError::Record(_)
-            | ConnectionError::Decode(_) => self.stats.frames_rejected += 1,
+            ConnectionError::Frame(_) | ConnectionError::Record(_) | ConnectionError::Decode(_) => {
+                self.stats.frames_rejected += 1
+            }
             _ => {}
         }
         if let Some(id) = c.expect.or(c.peer().map(|p| p.id)) {
-            self.backoff.insert(id, now + self.config.redial_backoff);
+            let backoff = self.config.discovery.redial_backoff;
+            self.discovery.failed(now, id, backoff);
         }
         self.report(addr, error);
-        self.drop_conn(now, conn);
+        self.end(now, conn, Loss::Dropped);
     }
 
     fn report(&mut self, addr: SocketAddr, error: ConnectionError) {

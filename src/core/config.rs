@@ -4,6 +4,8 @@
 use std::time::Duration;
 
 use super::crypto::ClusterKey;
+use super::detector::DetectorConfig;
+use super::discovery::DiscoveryConfig;
 
 /// Settings the core needs. The binding builds one from the user's options.
 #[derive(Debug, Clone)]
@@ -14,14 +16,24 @@ pub struct Config {
     pub cluster_key: Option<ClusterKey>,
     /// A connection whose handshake is not complete by then is closed.
     pub handshake_timeout: Duration,
+    /// A dial not connected by then is given up.
+    pub dial_timeout: Duration,
+    /// A connection whose admission (the connection filter on both ends) is not complete
+    /// by then is closed; longer than the filter's own timeout.
+    pub admission_timeout: Duration,
+    /// How long a member whose connection dropped stays a suspect while we redial it,
+    /// before it is removed (a refused redial removes it at once).
+    pub suspect_timeout: Duration,
+    /// Heartbeats and when a silent peer is dead.
+    pub detector: DetectorConfig,
+    /// Seeds, scans, probes and the dial rule.
+    pub discovery: DiscoveryConfig,
     /// Delays of the quick beacons sent at start, so a cluster forms fast.
     pub beacon_burst: Vec<Duration>,
     /// Period of beacons after the burst, so late nodes and healed partitions are found.
     pub beacon_interval: Duration,
     /// Least gap between two beacons, when answering a newcomer's beacon.
     pub beacon_min_gap: Duration,
-    /// How long to wait before redialing a node whose connection failed.
-    pub redial_backoff: Duration,
     /// Largest frame an authenticated peer may send.
     pub max_frame: usize,
     /// Largest metadata JSON text, in bytes.
@@ -41,13 +53,21 @@ impl Config {
             cluster: cluster.into(),
             cluster_key: None,
             handshake_timeout: Duration::from_secs(5),
+            dial_timeout: Duration::from_secs(3),
+            admission_timeout: Duration::from_secs(7),
+            suspect_timeout: Duration::from_secs(3),
+            detector: DetectorConfig {
+                interval: Duration::from_secs(5),
+                misses: 3,
+                grace: Duration::from_secs(1),
+            },
+            discovery: DiscoveryConfig::lan(),
             beacon_burst: [0, 50, 150, 350, 750]
                 .into_iter()
                 .map(Duration::from_millis)
                 .collect(),
             beacon_interval: Duration::from_secs(2),
             beacon_min_gap: Duration::from_millis(50),
-            redial_backoff: Duration::from_secs(1),
             max_frame: 16 * 1024 * 1024,
             max_metadata: DEFAULT_MAX_METADATA,
             max_pending_handshakes: 256,

@@ -1,16 +1,23 @@
 //! Messages carried inside encrypted records. Binary and length-prefixed, with every length
 //! bounded; application payloads (metadata today, events later) stay opaque bytes.
 
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
 use super::error::DecodeError;
 use super::node::NodeId;
 
 /// Longest host name accepted (DNS names are at most 253 characters).
 pub const MAX_HOST_NAME: usize = 255;
+/// Most entries in one member list.
+pub const MAX_MEMBERS: usize = 4096;
 
 mod tag {
     pub const INTRODUCE: u8 = 1;
     pub const VERDICT: u8 = 2;
     pub const LEAVE: u8 = 3;
+    pub const PING: u8 = 4;
+    pub const MEMBERS: u8 = 5;
+    pub const UPDATE: u8 = 6;
 }
 
 /// A message between two connected nodes.
@@ -27,6 +34,12 @@ pub enum Message {
     Verdict { accepted: bool },
     /// The sender is leaving the cluster on purpose.
     Leave,
+    /// A heartbeat: the sender is alive.
+    Ping,
+    /// Nodes the sender is connected to, so the receiver can connect to them too.
+    Members(Vec<(NodeId, SocketAddr)>),
+    /// The sender's metadata changed.
+    Update { metadata: String },
 }
 
 impl Message {
@@ -52,6 +65,34 @@ impl Message {
             }
             Message::Verdict { accepted } => vec![tag::VERDICT, u8::from(*accepted)],
             Message::Leave => vec![tag::LEAVE],
+            Message::Ping => vec![tag::PING],
+            Message::Members(list) => {
+                let mut out = Vec::with_capacity(3 + list.len() * 35);
+                out.push(tag::MEMBERS);
+                out.extend_from_slice(&(list.len() as u16).to_be_bytes());
+                for (id, addr) in list {
+                    out.extend_from_slice(&id.0);
+                    match addr.ip() {
+                        IpAddr::V4(v4) => {
+                            out.push(4);
+                            out.extend_from_slice(&v4.octets());
+                        }
+                        IpAddr::V6(v6) => {
+                            out.push(6);
+                            out.extend_from_slice(&v6.octets());
+                        }
+                    }
+                    out.extend_from_slice(&addr.port().to_be_bytes());
+                }
+                out
+            }
+            Message::Update { metadata } => {
+                let mut out = Vec::with_capacity(5 + metadata.len());
+                out.push(tag::UPDATE);
+                out.extend_from_slice(&(metadata.len() as u32).to_be_bytes());
+                out.extend_from_slice(metadata.as_bytes());
+                out
+            }
         }
     }
 
@@ -79,6 +120,35 @@ impl Message {
                 _ => return Err(DecodeError::Invalid("accepted")),
             },
             tag::LEAVE => Message::Leave,
+            tag::PING => Message::Ping,
+            tag::MEMBERS => {
+                let count = u16::from_be_bytes(r.array("count")?) as usize;
+                if count > MAX_MEMBERS {
+                    return Err(DecodeError::TooLong {
+                        field: "members",
+                        len: count,
+                        max: MAX_MEMBERS,
+                    });
+                }
+                let mut list = Vec::with_capacity(count);
+                for _ in 0..count {
+                    let id = NodeId(r.array("member id")?);
+                    let ip = match r.u8("member family")? {
+                        4 => IpAddr::V4(Ipv4Addr::from(r.array::<4>("member ip")?)),
+                        6 => IpAddr::V6(Ipv6Addr::from(r.array::<16>("member ip")?)),
+                        _ => return Err(DecodeError::Invalid("member family")),
+                    };
+                    let port = u16::from_be_bytes(r.array("member port")?);
+                    list.push((id, SocketAddr::new(ip, port)));
+                }
+                Message::Members(list)
+            }
+            tag::UPDATE => {
+                let len = u32::from_be_bytes(r.array("metadata")?) as usize;
+                Message::Update {
+                    metadata: r.text("metadata", len, max_metadata)?,
+                }
+            }
             other => return Err(DecodeError::UnknownType(other)),
         };
         if !r.0.is_empty() {
@@ -138,6 +208,15 @@ mod tests {
             Message::Verdict { accepted: true },
             Message::Verdict { accepted: false },
             Message::Leave,
+            Message::Ping,
+            Message::Members(vec![
+                (NodeId([1; 16]), "10.0.0.1:27272".parse().unwrap()),
+                (NodeId([2; 16]), "[fe80::1]:9".parse().unwrap()),
+            ]),
+            Message::Members(vec![]),
+            Message::Update {
+                metadata: "{}".into(),
+            },
         ] {
             assert_eq!(Message::decode(&m.encode(), 1024), Ok(m));
         }

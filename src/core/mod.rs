@@ -7,6 +7,8 @@ pub mod beacon;
 pub mod cluster;
 pub mod config;
 pub mod crypto;
+pub mod detector;
+pub mod discovery;
 pub mod error;
 pub mod message;
 pub mod node;

@@ -11,8 +11,8 @@ use tokio::task::{AbortHandle, JoinSet};
 
 use crate::core::cluster::ConnId;
 
-/// How long a dial may take before it counts as failed.
-const DIAL_TIMEOUT: Duration = Duration::from_secs(3);
+/// A safety net only: the core gives up on a dial sooner and the task is aborted then.
+const DIAL_TIMEOUT: Duration = Duration::from_secs(30);
 const READ_BUF: usize = 64 * 1024;
 
 /// What connection tasks report to the node task.
@@ -21,6 +21,8 @@ pub enum ConnEvent {
     DialFailed(ConnId),
     Data(ConnId, Vec<u8>),
     Closed(ConnId),
+    /// The connection filter's answer about the node on this connection.
+    Verdict(ConnId, bool),
 }
 
 /// The node task's hold on a live connection. Dropping `frames` lets the writer flush and
@@ -42,7 +44,7 @@ pub fn dial(
     local: IpAddr,
     addr: SocketAddr,
     events: mpsc::UnboundedSender<ConnEvent>,
-) {
+) -> AbortHandle {
     tokio::spawn(async move {
         let attempt = async {
             let socket = match local {
@@ -57,7 +59,8 @@ pub fn dial(
             _ => ConnEvent::DialFailed(conn),
         };
         let _ = events.send(event);
-    });
+    })
+    .abort_handle()
 }
 
 /// Starts the reader and writer of an open connection. The writer runs in `writers` so

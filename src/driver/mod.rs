@@ -11,7 +11,11 @@ pub mod runtime;
 #[cfg(test)]
 mod tests;
 
+use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -36,6 +40,10 @@ pub struct NodeConfig {
     pub core: Config,
     /// `None` when multicast discovery is off.
     pub multicast: Option<MulticastConfig>,
+    /// Seed peers as `host:port`, resolved when the node starts.
+    pub seeds: Vec<String>,
+    /// A connection filter that has not answered by then has rejected.
+    pub filter_timeout: Duration,
 }
 
 /// Stable error codes, as JavaScript sees them in `err.code`.
@@ -45,6 +53,8 @@ pub enum ErrorCode {
     Bind,
     /// The multicast socket could not be set up on the interface.
     Multicast,
+    /// A seed's host name could not be resolved; the node runs without that seed.
+    Seed,
 }
 
 impl ErrorCode {
@@ -52,6 +62,7 @@ impl ErrorCode {
         match self {
             ErrorCode::Bind => "ERR_ESPIAL_BIND",
             ErrorCode::Multicast => "ERR_ESPIAL_MULTICAST",
+            ErrorCode::Seed => "ERR_ESPIAL_SEED",
         }
     }
 }
@@ -65,6 +76,7 @@ pub enum Notification {
     },
     NodeAdded(NodeInfo),
     NodeRemoved(NodeInfo),
+    NodeUpdated(NodeInfo),
     NodeAccepted(NodeInfo),
     NodeRejected(NodeInfo),
     /// The node could not start or hit a fatal error; it has stopped.
@@ -80,8 +92,16 @@ pub trait EventSink: Send + Sync + 'static {
     fn deliver(&self, batch: Vec<Notification>);
 }
 
+/// The application's connection filter: may this node join? Answering `false`, or not
+/// answering within the node's filter timeout, rejects it.
+pub trait Filter: Send + Sync + 'static {
+    fn judge(&self, node: NodeInfo) -> Pin<Box<dyn Future<Output = bool> + Send>>;
+}
+
 enum Command {
     Exit(oneshot::Sender<()>),
+    SetFilter(Option<Arc<dyn Filter>>),
+    SetMetadata(String),
 }
 
 /// A running node.
@@ -90,12 +110,26 @@ pub struct Handle {
 }
 
 impl Handle {
-    /// Starts a node on the shared runtime. Start-up failures arrive as
-    /// [`Notification::Error`].
-    pub fn start(config: NodeConfig, sink: impl EventSink) -> Handle {
+    /// Starts a node on the shared runtime, with the connection filter it starts with (so
+    /// no peer can slip in before it). Start-up failures arrive as [`Notification::Error`].
+    pub fn start(
+        config: NodeConfig,
+        sink: impl EventSink,
+        filter: Option<Arc<dyn Filter>>,
+    ) -> Handle {
         let (tx, rx) = mpsc::unbounded_channel();
-        runtime::get().spawn(node::run(config, Box::new(sink), rx));
+        runtime::get().spawn(node::run(config, Box::new(sink), filter, rx));
         Handle { commands: tx }
+    }
+
+    /// Installs (or with `None` removes) the connection filter for nodes that join from now on.
+    pub fn set_filter(&self, filter: Option<Arc<dyn Filter>>) {
+        let _ = self.commands.send(Command::SetFilter(filter));
+    }
+
+    /// Replaces this node's metadata (JSON text, already checked against the size bound).
+    pub fn set_metadata(&self, metadata: String) {
+        let _ = self.commands.send(Command::SetMetadata(metadata));
     }
 
     /// Leaves the cluster gracefully; resolves once every socket is closed.

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rand_core::OsRng;
@@ -13,7 +14,7 @@ use tokio::time::{sleep_until, Instant};
 
 use super::connection::{self, ConnEvent, ConnHandle};
 use super::discovery::{self, Discovery};
-use super::{ipv4, Command, ErrorCode, EventSink, NodeConfig, Notification};
+use super::{ipv4, Command, ErrorCode, EventSink, Filter, NodeConfig, Notification};
 use crate::core::cluster::{Cluster, ConnId, Event, Output};
 
 /// How long `exit()` waits for goodbyes to be flushed before closing regardless.
@@ -23,6 +24,7 @@ const MAX_DATAGRAM: usize = 1500;
 pub async fn run(
     config: NodeConfig,
     sink: Box<dyn EventSink>,
+    filter: Option<Arc<dyn Filter>>,
     mut commands: mpsc::UnboundedReceiver<Command>,
 ) {
     let local = config.me.ip;
@@ -64,15 +66,29 @@ pub async fn run(
     let mut me = config.me;
     me.port = listener.local_addr().map(|a| a.port()).unwrap_or(me.port);
     let port = me.port;
-    let mut core = Cluster::new(me, config.core, OsRng);
+    let mut core_config = config.core;
+    let mut notes = vec![Notification::Listening { port }];
+    for seed in &config.seeds {
+        match resolve(seed).await {
+            Ok(addrs) => core_config.discovery.seeds.extend(addrs),
+            Err(e) => notes.push(Notification::Error {
+                code: ErrorCode::Seed,
+                message: format!("cannot resolve seed \"{seed}\" (network.peers): {e}"),
+            }),
+        }
+    }
+    let mut core = Cluster::new(me, core_config, OsRng);
     core.start(Instant::now().into_std());
-    sink.deliver(vec![Notification::Listening { port }]);
+    sink.deliver(notes);
 
     let mut driver = Driver {
         core,
         local,
         discovery,
         conns: HashMap::new(),
+        dials: HashMap::new(),
+        filter,
+        filter_timeout: config.filter_timeout,
         writers: JoinSet::new(),
         events: mpsc::unbounded_channel(),
         batch: Vec::new(),
@@ -91,6 +107,10 @@ struct Driver {
     local: std::net::IpAddr,
     discovery: Option<Discovery>,
     conns: HashMap<ConnId, ConnHandle>,
+    /// Dials in progress, aborted if the core gives up on them first.
+    dials: HashMap<ConnId, tokio::task::AbortHandle>,
+    filter: Option<Arc<dyn Filter>>,
+    filter_timeout: Duration,
     writers: JoinSet<()>,
     events: (
         mpsc::UnboundedSender<ConnEvent>,
@@ -117,6 +137,10 @@ impl Driver {
             tokio::select! {
                 cmd = commands.recv() => match cmd {
                     Some(Command::Exit(done)) => return self.leave(vec![done], commands, sink).await,
+                    Some(Command::SetFilter(filter)) => self.filter = filter,
+                    Some(Command::SetMetadata(json)) => {
+                        self.core.set_metadata(Instant::now().into_std(), json);
+                    }
                     // The handle was dropped without exit(): leave all the same.
                     None => return self.leave(Vec::new(), commands, sink).await,
                 },
@@ -156,8 +180,10 @@ impl Driver {
         let flush = async { while self.writers.join_next().await.is_some() {} };
         let _ = tokio::time::timeout(EXIT_FLUSH, flush).await;
         self.writers.abort_all();
-        while let Ok(Command::Exit(done)) = commands.try_recv() {
-            waiters.push(done);
+        while let Ok(cmd) = commands.try_recv() {
+            if let Command::Exit(done) = cmd {
+                waiters.push(done);
+            }
         }
         waiters
     }
@@ -166,10 +192,15 @@ impl Driver {
         let now = Instant::now().into_std();
         match ev {
             ConnEvent::Connected(conn, stream) => {
+                self.dials.remove(&conn);
                 self.open(conn, stream);
                 self.core.connected(now, conn);
             }
-            ConnEvent::DialFailed(conn) => self.core.dial_failed(now, conn),
+            ConnEvent::DialFailed(conn) => {
+                self.dials.remove(&conn);
+                self.core.dial_failed(now, conn);
+            }
+            ConnEvent::Verdict(conn, accept) => self.core.admit(now, conn, accept),
             ConnEvent::Data(conn, bytes) => self.core.handle_bytes(now, conn, &bytes),
             ConnEvent::Closed(conn) => {
                 self.conns.remove(&conn);
@@ -194,9 +225,13 @@ impl Driver {
                 }
                 Output::Close { conn } => {
                     self.conns.remove(&conn);
+                    if let Some(dial) = self.dials.remove(&conn) {
+                        dial.abort();
+                    }
                 }
                 Output::Dial { conn, addr } => {
-                    connection::dial(conn, self.local, addr, self.events.0.clone());
+                    let dial = connection::dial(conn, self.local, addr, self.events.0.clone());
+                    self.dials.insert(conn, dial);
                 }
                 Output::Beacon(bytes) => {
                     if let Some(d) = &self.discovery {
@@ -204,10 +239,21 @@ impl Driver {
                         let _ = d.send.try_send_to(&bytes, d.group);
                     }
                 }
-                Output::AskAdmission { conn, .. } => {
+                Output::AskAdmission { conn, node } => match &self.filter {
                     // Without a connection filter every node is admitted.
-                    self.core.admit(Instant::now().into_std(), conn, true);
-                }
+                    None => self.core.admit(Instant::now().into_std(), conn, true),
+                    Some(filter) => {
+                        // Asked off the node task so a slow filter holds up nobody else.
+                        let verdict = filter.judge(node);
+                        let limit = self.filter_timeout;
+                        let events = self.events.0.clone();
+                        tokio::spawn(async move {
+                            let accept =
+                                tokio::time::timeout(limit, verdict).await.unwrap_or(false);
+                            let _ = events.send(ConnEvent::Verdict(conn, accept));
+                        });
+                    }
+                },
                 Output::Event(e) => {
                     if let Some(n) = notification(e) {
                         self.batch.push(n);
@@ -222,6 +268,7 @@ fn notification(e: Event) -> Option<Notification> {
     Some(match e {
         Event::NodeAdded(n) => Notification::NodeAdded(n),
         Event::NodeRemoved(n) => Notification::NodeRemoved(n),
+        Event::NodeUpdated(n) => Notification::NodeUpdated(n),
         Event::NodeAccepted(n) => Notification::NodeAccepted(n),
         Event::NodeRejected(n) => Notification::NodeRejected(n),
         // Failed connections are counted by the core; they are not application events.
@@ -233,6 +280,18 @@ async fn recv_beacon(d: &Option<Discovery>, buf: &mut [u8]) -> Option<(usize, So
     match d {
         Some(d) => d.recv.recv_from(buf).await.ok(),
         None => std::future::pending().await,
+    }
+}
+
+/// Resolves `host:port`, bounded in time so a dead resolver cannot hold up the start.
+async fn resolve(seed: &str) -> std::io::Result<Vec<SocketAddr>> {
+    let lookup = tokio::net::lookup_host(seed);
+    match tokio::time::timeout(Duration::from_secs(5), lookup).await {
+        Ok(addrs) => Ok(addrs?.collect()),
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "name resolution timed out",
+        )),
     }
 }
 

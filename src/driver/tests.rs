@@ -39,12 +39,14 @@ fn config(cluster: &str, group_port: u16, port: u16) -> NodeConfig {
             interface: LOOPBACK,
             ttl: 1,
         }),
+        seeds: Vec::new(),
+        filter_timeout: Duration::from_secs(5),
     }
 }
 
 fn start(config: NodeConfig) -> (Handle, mpsc::Receiver<Notification>) {
     let (tx, rx) = mpsc::channel();
-    (Handle::start(config, ChannelSink(tx)), rx)
+    (Handle::start(config, ChannelSink(tx), None), rx)
 }
 
 fn next(rx: &mpsc::Receiver<Notification>) -> Notification {

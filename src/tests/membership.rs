@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::sim::{accepted, added, removed, Sim};
+use super::sim::{accepted, added, rejected, removed, updated, Sim};
 use crate::core::config::Config;
 use crate::core::crypto::ClusterKey;
 
@@ -148,4 +148,210 @@ fn when_both_nodes_dial_at_once_both_keep_the_same_single_connection() {
             "both dials completed"
         );
     }
+}
+
+/// A config for manual discovery through the given seeds, with quick heartbeats.
+fn manual(seeds: &[usize]) -> Config {
+    let mut c = Config::lan("sim");
+    c.discovery.seeds = seeds.iter().map(|&h| super::sim::addr(h)).collect();
+    c.discovery.probe_lost = true;
+    c
+}
+
+#[test]
+fn joining_through_one_seed_gives_the_whole_membership() {
+    for seed in 0..30 {
+        let mut sim = Sim::new(200 + seed);
+        sim.add_manual(manual(&[]));
+        for _ in 0..5 {
+            sim.add_manual(manual(&[0]));
+        }
+        sim.run_for(Duration::from_secs(10));
+        full_mesh(&sim);
+        assert_eq!(
+            sim.open_links(),
+            6 * 5,
+            "seed {seed}: one connection per pair"
+        );
+    }
+}
+
+#[test]
+fn a_subnet_scan_finds_every_node() {
+    let mut sim = Sim::new(17);
+    for _ in 0..4 {
+        let mut c = Config::lan("sim");
+        c.discovery.subnets = vec!["10.0.0.1".parse().unwrap()];
+        c.discovery.scan_port = 27272;
+        sim.add_manual(c);
+    }
+    sim.run_for(Duration::from_secs(20));
+    full_mesh(&sim);
+}
+
+#[test]
+fn a_crashed_node_is_removed_at_once_everywhere_and_only_once() {
+    let mut sim = Sim::new(19);
+    for _ in 0..4 {
+        sim.add(Config::lan("sim"));
+    }
+    sim.run_for(Duration::from_secs(2));
+    let gone = sim.id(1);
+    sim.crash(1);
+    // Far less than the heartbeat bound (3 x 5 s + 1 s): the redial is refused.
+    sim.run_for(Duration::from_millis(10));
+    for h in [0, 2, 3] {
+        assert_eq!(sim.count(h, gone, removed), 1, "host {h}");
+        assert!(!sim.member_ids(h).contains(&gone));
+    }
+    sim.run_for(Duration::from_secs(60));
+    for h in [0, 2, 3] {
+        assert_eq!(sim.count(h, gone, removed), 1, "host {h}: removed once");
+    }
+}
+
+#[test]
+fn a_silent_node_is_removed_after_the_heartbeat_bound_and_not_before() {
+    let mut sim = Sim::new(23);
+    for _ in 0..3 {
+        sim.add(Config::lan("sim"));
+    }
+    sim.run_for(Duration::from_secs(2));
+    let gone = sim.id(2);
+    sim.cut(2);
+    // Silence is measured from the last heartbeat, which came at most one interval
+    // before the cut.
+    let detector = Config::lan("sim").detector;
+    let earliest = detector.dead_after() - detector.interval;
+    sim.run_for(earliest - Duration::from_millis(100));
+    for h in [0, 1] {
+        assert_eq!(sim.count(h, gone, removed), 0, "host {h} removed it early");
+    }
+    sim.run_for(detector.interval + Duration::from_millis(200));
+    for h in [0, 1] {
+        assert_eq!(sim.count(h, gone, removed), 1, "host {h}");
+    }
+    // The cut host saw everyone go silent too.
+    assert!(sim.member_ids(2).is_empty());
+    // After the link heals, beacons bring it back.
+    sim.heal(2);
+    sim.run_for(Duration::from_secs(10));
+    full_mesh_members(&sim);
+}
+
+fn full_mesh_members(sim: &Sim) {
+    for &h in sim.nodes.keys() {
+        assert_eq!(sim.member_ids(h).len(), sim.nodes.len() - 1, "host {h}");
+    }
+}
+
+#[test]
+fn a_partition_in_manual_mode_heals_by_probing_lost_members() {
+    let mut sim = Sim::new(29);
+    sim.add_manual(manual(&[]));
+    for _ in 0..3 {
+        sim.add_manual(manual(&[0]));
+    }
+    sim.run_for(Duration::from_secs(5));
+    sim.cut(3);
+    sim.run_for(Duration::from_secs(30));
+    assert!(sim.member_ids(3).is_empty());
+    sim.heal(3);
+    sim.run_for(Duration::from_secs(10));
+    full_mesh_members(&sim);
+}
+
+#[test]
+fn a_reset_connection_between_live_nodes_is_mended_without_events() {
+    let mut sim = Sim::new(31);
+    for _ in 0..3 {
+        sim.add(Config::lan("sim"));
+    }
+    sim.run_for(Duration::from_secs(2));
+    sim.reset_link(0, 1);
+    sim.run_for(Duration::from_secs(30));
+    full_mesh(&sim);
+    assert_eq!(sim.open_links(), 6);
+    for h in 0..3 {
+        assert!(
+            sim.events[&h].iter().all(|e| removed(e).is_none()),
+            "host {h}"
+        );
+    }
+}
+
+#[test]
+fn a_node_restarted_at_the_same_address_is_the_old_removed_and_a_new_added() {
+    let mut sim = Sim::new(37);
+    sim.add_manual(manual(&[]));
+    sim.add_manual(manual(&[0]));
+    sim.run_for(Duration::from_secs(3));
+    let old = sim.id(1);
+    sim.crash(1);
+    sim.restart(1, manual(&[0]));
+    let new = sim.id(1);
+    assert_ne!(old, new);
+    sim.run_for(Duration::from_secs(5));
+    assert_eq!(sim.count(0, old, removed), 1);
+    assert_eq!(sim.count(0, new, added), 1);
+    assert_eq!(sim.member_ids(0), vec![new]);
+}
+
+#[test]
+fn metadata_updates_reach_every_member() {
+    let mut sim = Sim::new(41);
+    for _ in 0..3 {
+        sim.add(Config::lan("sim"));
+    }
+    sim.run_for(Duration::from_secs(2));
+    let now = sim.now;
+    sim.nodes
+        .get_mut(&0)
+        .unwrap()
+        .set_metadata(now, r#"{"v":2}"#.into());
+    sim.run_for(Duration::from_millis(1));
+    let id = sim.id(0);
+    for h in [1, 2] {
+        assert_eq!(sim.count(h, id, updated), 1);
+        let seen = sim.nodes[&h].members();
+        let m = seen.iter().find(|n| n.id == id).unwrap();
+        assert_eq!(m.metadata, r#"{"v":2}"#);
+    }
+    // A node joining later is introduced to the new metadata.
+    let late = sim.add(Config::lan("sim"));
+    sim.run_for(Duration::from_secs(1));
+    let seen = sim.nodes[&late].members();
+    assert_eq!(
+        seen.iter().find(|n| n.id == id).unwrap().metadata,
+        r#"{"v":2}"#
+    );
+}
+
+#[test]
+fn a_rejected_node_learns_nothing_and_is_nobodys_member() {
+    // Hosts 1 and 2 join through host 0; host 3 is refused by everyone's filter.
+    let mut sim = Sim::new(43);
+    sim.add_manual(manual(&[]));
+    sim.add_manual(manual(&[0]));
+    sim.add_manual(manual(&[0]));
+    sim.run_for(Duration::from_secs(3));
+    for h in 0..3 {
+        sim.filters.insert(
+            h,
+            Box::new(|n: &crate::core::node::NodeInfo| n.host_name != "host-3"),
+        );
+    }
+    let intruder = sim.add_manual(manual(&[0]));
+    sim.run_for(Duration::from_secs(10));
+    let bad = sim.id(intruder);
+    for h in 0..3 {
+        assert!(!sim.member_ids(h).contains(&bad), "host {h}");
+        assert_eq!(sim.count(h, bad, added), 0);
+    }
+    assert!(sim.member_ids(intruder).is_empty());
+    assert!(sim.count(intruder, sim.id(0), rejected) >= 1);
+    // Only the seed was ever dialed: no member list reached the intruder.
+    assert_eq!(sim.count(intruder, sim.id(1), rejected), 0);
+    assert_eq!(sim.count(intruder, sim.id(2), rejected), 0);
+    assert!(sim.nodes[&0].stats().nodes_rejected >= 1);
 }

@@ -3,7 +3,7 @@
 //! jumps to the next wake-up when nothing is in flight (quinn-proto's `Pair::step` idea).
 //! Every choice is seeded; `BTreeMap`s keep iteration order stable.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -23,18 +23,28 @@ enum Delivery {
     Beacon { from: Host, bytes: Vec<u8> },
 }
 
+/// A connection filter: may `host` admit `node`?
+pub type Filter = Box<dyn Fn(&NodeInfo) -> bool>;
+
 /// The simulated network and its nodes.
 pub struct Sim {
     pub now: Instant,
     pub nodes: BTreeMap<Host, Cluster<ChaCha20Rng>>,
     /// Every application event each node emitted, in order.
     pub events: BTreeMap<Host, Vec<Event>>,
+    /// Connection filters by host; a host without one admits everyone.
+    pub filters: BTreeMap<Host, Filter>,
     links: BTreeMap<(Host, ConnId), (Host, ConnId)>,
     queue: VecDeque<Delivery>,
+    /// Hosts whose link is cut: nothing reaches them or leaves them, dials hang.
+    cut: BTreeSet<Host>,
+    /// Hosts with multicast off.
+    manual: BTreeSet<Host>,
     rng: ChaCha20Rng,
 }
 
-fn addr(host: Host) -> SocketAddr {
+/// The address host `host` listens at.
+pub fn addr(host: Host) -> SocketAddr {
     SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, host as u8 + 1)), 27272)
 }
 
@@ -44,16 +54,82 @@ impl Sim {
             now: Instant::now(),
             nodes: BTreeMap::new(),
             events: BTreeMap::new(),
+            filters: BTreeMap::new(),
             links: BTreeMap::new(),
             queue: VecDeque::new(),
+            cut: BTreeSet::new(),
+            manual: BTreeSet::new(),
             rng: ChaCha20Rng::seed_from_u64(seed),
         }
     }
 
     /// Adds and starts a node with the given core configuration.
     pub fn add(&mut self, config: Config) -> Host {
+        let host = self.nodes.keys().next_back().map_or(0, |h| h + 1);
+        self.start_at(host, config);
+        host
+    }
+
+    /// Adds a node with multicast off (it neither sends nor hears beacons).
+    pub fn add_manual(&mut self, config: Config) -> Host {
+        let host = self.nodes.keys().next_back().map_or(0, |h| h + 1);
+        self.manual.insert(host);
+        self.start_at(host, config);
+        host
+    }
+
+    /// Kills a node's process: the kernel closes its connections, and nothing listens at
+    /// its address any more.
+    pub fn crash(&mut self, host: Host) {
+        self.nodes.remove(&host);
+        let ends: Vec<_> = self
+            .links
+            .keys()
+            .filter(|(h, _)| *h == host)
+            .copied()
+            .collect();
+        for end in ends {
+            if let Some(to) = self.links.remove(&end) {
+                self.links.remove(&to);
+                self.queue.push_back(Delivery::Closed { to });
+            }
+        }
+    }
+
+    /// Starts a fresh node (new id) at the address of a crashed one.
+    pub fn restart(&mut self, host: Host, config: Config) {
+        assert!(!self.nodes.contains_key(&host), "crash it first");
+        self.start_at(host, config);
+    }
+
+    /// Cuts a host's link: everything to and from it is silently lost.
+    pub fn cut(&mut self, host: Host) {
+        self.cut.insert(host);
+    }
+
+    /// Restores a host's link.
+    pub fn heal(&mut self, host: Host) {
+        self.cut.remove(&host);
+    }
+
+    /// Breaks the connection between two live nodes, as a reset would: both ends see it close.
+    pub fn reset_link(&mut self, a: Host, b: Host) {
+        let ends: Vec<_> = self
+            .links
+            .iter()
+            .filter(|((h, _), (p, _))| *h == a && *p == b)
+            .map(|(&end, &to)| (end, to))
+            .collect();
+        for (end, to) in ends {
+            self.links.remove(&end);
+            self.links.remove(&to);
+            self.queue.push_back(Delivery::Closed { to });
+            self.queue.push_back(Delivery::Closed { to: end });
+        }
+    }
+
+    fn start_at(&mut self, host: Host, config: Config) {
         use rand_chacha::rand_core::RngCore;
-        let host = self.nodes.len();
         let mut rng = ChaCha20Rng::seed_from_u64(self.rng.next_u64());
         let me = NodeInfo {
             id: NodeId::random(&mut rng),
@@ -65,8 +141,7 @@ impl Sim {
         let mut node = Cluster::new(me, config, rng);
         node.start(self.now);
         self.nodes.insert(host, node);
-        self.events.insert(host, Vec::new());
-        host
+        self.events.entry(host).or_default();
     }
 
     pub fn id(&self, host: Host) -> NodeId {
@@ -117,7 +192,9 @@ impl Sim {
         match out {
             Output::Transmit { conn, bytes } => {
                 if let Some(&to) = self.links.get(&(host, conn)) {
-                    self.queue.push_back(Delivery::Bytes { to, bytes });
+                    if !self.cut.contains(&host) && !self.cut.contains(&to.0) {
+                        self.queue.push_back(Delivery::Bytes { to, bytes });
+                    }
                 }
             }
             Output::Close { conn } => {
@@ -128,6 +205,10 @@ impl Sim {
             }
             Output::Dial { conn, addr: target } => {
                 let listener = self.nodes.keys().copied().find(|&h| addr(h) == target);
+                if self.cut.contains(&host) || listener.is_some_and(|h| self.cut.contains(&h)) {
+                    // No answer at all: the core's dial timeout decides.
+                    return;
+                }
                 let accepted = listener.and_then(|h| {
                     let from = SocketAddr::new(addr(host).ip(), 40000 + conn as u16);
                     let peer_conn = self.nodes.get_mut(&h).unwrap().accept(now, from)?;
@@ -143,9 +224,14 @@ impl Sim {
                     None => node.dial_failed(now, conn),
                 }
             }
-            Output::Beacon(bytes) => self.queue.push_back(Delivery::Beacon { from: host, bytes }),
-            Output::AskAdmission { conn, .. } => {
-                self.nodes.get_mut(&host).unwrap().admit(now, conn, true);
+            Output::Beacon(bytes) => {
+                if !self.manual.contains(&host) && !self.cut.contains(&host) {
+                    self.queue.push_back(Delivery::Beacon { from: host, bytes });
+                }
+            }
+            Output::AskAdmission { conn, node } => {
+                let ok = self.filters.get(&host).is_none_or(|f| f(&node));
+                self.nodes.get_mut(&host).unwrap().admit(now, conn, ok);
             }
             Output::Event(e) => self.events.get_mut(&host).unwrap().push(e),
         }
@@ -166,8 +252,10 @@ impl Sim {
             }
             Delivery::Beacon { from, bytes } => {
                 let src = SocketAddr::new(addr(from).ip(), 50000);
-                for node in self.nodes.values_mut() {
-                    node.handle_beacon(now, src, &bytes);
+                for (h, node) in self.nodes.iter_mut() {
+                    if !self.manual.contains(h) && !self.cut.contains(h) {
+                        node.handle_beacon(now, src, &bytes);
+                    }
                 }
             }
         }
@@ -203,6 +291,20 @@ pub fn added(e: &Event) -> Option<NodeId> {
 pub fn removed(e: &Event) -> Option<NodeId> {
     match e {
         Event::NodeRemoved(n) => Some(n.id),
+        _ => None,
+    }
+}
+
+pub fn updated(e: &Event) -> Option<NodeId> {
+    match e {
+        Event::NodeUpdated(n) => Some(n.id),
+        _ => None,
+    }
+}
+
+pub fn rejected(e: &Event) -> Option<NodeId> {
+    match e {
+        Event::NodeRejected(n) => Some(n.id),
         _ => None,
     }
 }

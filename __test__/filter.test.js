@@ -1,0 +1,185 @@
+'use strict';
+
+// connection_filter with real nodes on loopback: accepting, rejecting, throwing, timing out,
+// and the ways a filter can answer. Each newcomer knows only its seed (no multicast).
+
+const { test } = require('node:test');
+const assert = require('node:assert/strict');
+const { performance } = require('node:perf_hooks');
+const { randomPorts, uniqueCluster, manualOptions, withNodes, byId, ids, delay } = require('./support.js');
+
+// The README's example, word for word.
+function readmeFilter(data, fn) {
+  return fn(data.host.match(/org.internal$/g) != null);
+}
+
+// Starts member `a` (host a.org.internal) with `filter` set right after construction, then a
+// newcomer `b` seeding it; resolves once b has been accepted or refused by a.
+async function admission(scope, { filter, newcomerHost, memberOptions = {}, newcomerFilter }) {
+  const cluster = uniqueCluster();
+  const [portA, portB] = randomPorts(2);
+  const calls = [];
+  const a = scope.node(manualOptions({ port: portA, cluster, hostName: 'a.org.internal', ...memberOptions }), 'a');
+  // Set after the constructor, as the original's users did; the node starts on the next tick.
+  a.connection_filter(function (data, cb) {
+    calls.push({ data, at: performance.now() });
+    return filter.call(this, data, cb);
+  });
+  await a.events.next('listening', 'a: listening');
+  const seed = [`127.0.0.1:${portA}`];
+  const b = scope.node(manualOptions({ port: portB, cluster, hostName: newcomerHost, peers: seed }), 'b');
+  if (newcomerFilter) b.connection_filter(newcomerFilter);
+  const aId = a.get_node_info().id;
+  const decided = (e) => (e.event === 'node_accepted' || e.event === 'node_rejected') && e.arg.id === aId;
+  await b.events.until('b: node_accepted or node_rejected from a', () => b.events.log.some(decided));
+  const decision = b.events.log.find(decided);
+  return { a, b, calls, outcome: decision.event === 'node_accepted' ? 'accepted' : 'rejected', decision };
+}
+
+// b was admitted: each side has the other, and b heard it from a.
+async function assertAdmitted({ a, b, decision }) {
+  assert.equal(decision.event, 'node_accepted');
+  assert.deepEqual(decision.arg, a.get_node_info());
+  const bId = b.get_node_info().id;
+  await Promise.all([
+    a.events.next('added_node', 'a: added_node for b', byId(bId)),
+    b.events.next('added_node', 'b: added_node for a', byId(a.get_node_info().id)),
+  ]);
+  assert.deepEqual(a.get_nodes(), [b.get_node_info()]);
+  assert.deepEqual(b.get_nodes(), [a.get_node_info()]);
+  assert.deepEqual(b.events.seen('node_rejected'), []);
+}
+
+// b was refused by a: b learnt nothing and nobody has it, even after a while.
+async function assertRefused({ a, b, decision }) {
+  assert.equal(decision.event, 'node_rejected');
+  assert.deepEqual(decision.arg, a.get_node_info(), 'node_rejected names the decider');
+  await delay(500);
+  const bId = b.get_node_info().id;
+  assert.deepEqual(b.get_nodes(), [], "the rejected node's get_nodes()");
+  assert.deepEqual(b.events.seen('added_node'), [], 'the rejected node added nobody');
+  assert.deepEqual(b.events.seen('node_accepted'), [], 'the rejected node was accepted by nobody');
+  assert.deepEqual(a.get_nodes(), [], "the decider's get_nodes()");
+  assert.deepEqual(a.events.seen('added_node', byId(bId)), [], 'the decider never added it');
+}
+
+test("the README's filter accepts a host in org.internal; both sides are asked", async () => {
+  await withNodes(async (scope) => {
+    const asked = [];
+    const result = await admission(scope, {
+      filter: readmeFilter,
+      newcomerHost: 'x.org.internal',
+      newcomerFilter: (data, cb) => {
+        asked.push(data);
+        cb(true);
+      },
+    });
+    await assertAdmitted(result);
+    const { a, b, calls } = result;
+    // The member was asked about the newcomer, with the address seen on its socket.
+    assert.ok(calls.length >= 1);
+    const { data } = calls[0];
+    assert.deepEqual(data, { ...b.get_node_info(), host: 'x.org.internal' });
+    assert.equal(data.ip, '127.0.0.1');
+    // Admission is mutual: the newcomer was asked about the member.
+    assert.ok(asked.some((d) => d.id === a.get_node_info().id && d.host === 'a.org.internal'));
+  });
+});
+
+test("the README's filter rejects evil.example: it learns no members and is in nobody's get_nodes()", async () => {
+  await withNodes(async (scope) => {
+    const cluster = uniqueCluster();
+    const [portA, portC, portB] = randomPorts(3);
+    const a = scope.node(manualOptions({ port: portA, cluster, hostName: 'a.org.internal' }), 'a');
+    a.connection_filter(readmeFilter);
+    await a.events.next('listening', 'a: listening');
+    const seed = [`127.0.0.1:${portA}`];
+    const c = scope.node(manualOptions({ port: portC, cluster, hostName: 'c.org.internal', peers: seed }), 'c');
+    c.connection_filter(readmeFilter);
+    const aId = a.get_node_info().id;
+    const cId = c.get_node_info().id;
+    await Promise.all([
+      a.events.next('added_node', 'a: added_node for c', byId(cId)),
+      c.events.next('added_node', 'c: added_node for a', byId(aId)),
+    ]);
+
+    const b = scope.node(manualOptions({ port: portB, cluster, hostName: 'evil.example', peers: seed }), 'b');
+    const { arg: decider } = await b.events.next('node_rejected', 'b: node_rejected', byId(aId));
+    assert.deepEqual(decider, a.get_node_info());
+    await delay(1000);
+
+    const bId = b.get_node_info().id;
+    assert.deepEqual(b.get_nodes(), []);
+    assert.deepEqual(b.events.seen('added_node'), []);
+    assert.deepEqual(b.events.seen('node_accepted'), []);
+    for (const member of [a, c]) {
+      assert.deepEqual(member.events.seen('added_node', byId(bId)), [], `${member.name} never added b`);
+    }
+    assert.deepEqual(ids(a.get_nodes()), [cId]);
+    assert.deepEqual(ids(c.get_nodes()), [aId]);
+  });
+});
+
+test('a filter that throws rejects, without crashing the member', async () => {
+  await withNodes(async (scope) => {
+    const result = await admission(scope, {
+      newcomerHost: 'x.org.internal',
+      filter: () => {
+        throw new Error('a bug in the filter');
+      },
+    });
+    assert.ok(result.calls.length >= 1, 'the filter was called');
+    await assertRefused(result);
+  });
+});
+
+test('a filter that does not answer within connection_filter_timeout rejects', async (t) => {
+  await withNodes(async (scope) => {
+    const late = [];
+    const result = await admission(scope, {
+      newcomerHost: 'x.org.internal',
+      memberOptions: { connection_filter_timeout: 300 },
+      filter: (data, cb) => {
+        late.push(cb); // never answers in time
+      },
+    });
+    const waited = result.decision.at - result.calls[0].at;
+    t.diagnostic(`refused ${Math.round(waited)} ms after the filter was asked`);
+    assert.ok(waited >= 250, `rejected ${Math.round(waited)} ms after the filter was asked; expected about 300`);
+    // An answer after the timeout changes nothing.
+    for (const cb of late) cb(true);
+    await assertRefused(result);
+  });
+});
+
+test('a filter may answer by returning a boolean', async () => {
+  await withNodes(async (scope) => {
+    const filter = (data) => data.host_name === 'good.test';
+    await assertAdmitted(await admission(scope, { filter, newcomerHost: 'good.test' }));
+  });
+  await withNodes(async (scope) => {
+    const filter = (data) => data.host_name === 'good.test';
+    await assertRefused(await admission(scope, { filter, newcomerHost: 'bad.test' }));
+  });
+});
+
+test('a filter may answer by returning a Promise', async () => {
+  const filter = async (data) => {
+    await delay(50);
+    return data.host.endsWith('.org.internal');
+  };
+  await withNodes(async (scope) => {
+    await assertAdmitted(await admission(scope, { filter, newcomerHost: 'x.org.internal' }));
+  });
+  await withNodes(async (scope) => {
+    await assertRefused(await admission(scope, { filter, newcomerHost: 'evil.example' }));
+  });
+  // A rejected Promise refuses.
+  await withNodes(async (scope) => {
+    const failing = async () => {
+      await delay(10);
+      throw new Error('lookup failed');
+    };
+    await assertRefused(await admission(scope, { filter: failing, newcomerHost: 'x.org.internal' }));
+  });
+});
