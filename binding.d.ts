@@ -22,19 +22,40 @@ export declare class NativeNode {
    * to join from now on.
    */
   setFilter(filter: ((node: NativeNodeInfo) => Promise<boolean>) | null): void
+  /** Makes this node master cluster-wide; `new_master` follows everywhere. */
+  promote(): void
+  /** Starts delivery of custom event `event` (the name is checked by `index.js`). */
+  join(event: string): void
+  /** Stops delivery of custom event `event`. */
+  leave(event: string): void
+  /**
+   * Sends custom event `event` to `targets` (node ids; `null` for every member that
+   * joined it). The message is queued before this returns, so messages keep the order
+   * of the calls; the Promise settles with `null` once the message is handed to every
+   * target's connection, or with the error (code and message) if it could not be sent.
+   */
+  send(event: string, payload: Buffer, binary: boolean, targets: Array<string> | null): Promise<NativeSendError | null>
   /** Replaces this node's metadata (JSON text) and tells every member. */
   setMetadata(metadata: string): void
   /** Leaves the cluster gracefully and closes every socket and timer. */
   exit(): Promise<void>
 }
 
-/** One notification; `kind` is the event name JavaScript emits. */
+/**
+ * One notification; `kind` is the event name JavaScript emits (`message` for a custom
+ * event, named in `event`).
+ */
 export interface NativeEvent {
   kind: string
   node?: NativeNodeInfo
   port?: number
   message?: string
   code?: string
+  event?: string
+  /** Sender id of a custom event. */
+  from?: string
+  payload?: Buffer
+  binary?: boolean
 }
 
 /** A node as JavaScript receives it; `index.js` parses `metadata`. */
@@ -68,4 +89,13 @@ export interface NativeOptions {
   masterPollingFrequency: number
   sendPresenceFrequency: number
   connectionFilterTimeout: number
+  /** 0 is off. */
+  masterQuorum: number
+  maxMessageSize: number
+}
+
+/** Why `send()` failed, for `index.js` to turn into an Error with this `code`. */
+export interface NativeSendError {
+  code: string
+  message: string
 }

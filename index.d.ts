@@ -27,6 +27,12 @@ declare namespace espial {
     /** Milliseconds between a non-master's checks that the master is still there. Default `5000`. */
     master_polling_frequency?: number;
     /**
+     * Least number of master-eligible nodes, counting itself, a node must see to be master;
+     * a side of a partition with fewer has no master. `0` (the default) means no quorum: a
+     * lone eligible node becomes master. (Not in the original.)
+     */
+    master_quorum?: number;
+    /**
      * Milliseconds between heartbeats; a node silent for 3 heartbeats plus 1 s is removed
      * (a crashed process is removed sooner, when its connection resets). Default `5000`.
      */
@@ -41,6 +47,12 @@ declare namespace espial {
      * refuses the node. Default `5000`. (Not in the original.)
      */
     connection_filter_timeout?: number;
+    /**
+     * Largest payload of a custom event `send()` accepts, in bytes (the JSON text, or the
+     * Buffer's bytes): 1 to 268435456 (256 MiB). Default `16777216` (16 MiB). (Not in the
+     * original.)
+     */
+    max_message_size?: number;
   }
 
   interface NetworkOptions {
@@ -105,6 +117,21 @@ declare namespace espial {
     code: string;
   }
 
+  /** The argument of `promotion`. */
+  interface Promotion {
+    /** The master before this node, or `undefined` if there was none. */
+    previous_master: EspialNode | undefined;
+  }
+
+  /**
+   * Who a custom event goes to: a node object, a node id, or an array of either; `null` or
+   * omitted means every other node that joined the event.
+   */
+  type Targets = EspialNode | string | ReadonlyArray<EspialNode | string> | null;
+
+  /** A listener of a custom event: the data sent (a Buffer if a Buffer was sent) and the sender. */
+  type CustomEventListener = (data: any, from: EspialNode) => void;
+
   interface Espial extends EventEmitter {
     /** The version of the espial package. */
     readonly version: string;
@@ -133,6 +160,46 @@ declare namespace espial {
      */
     exit(callback?: (err: Error | null) => void): Promise<void>;
 
+    /**
+     * The master's object (this node's own if it is the master), or `undefined` while the
+     * cluster has no master; agrees with the `new_master` events already emitted.
+     */
+    get_master(): EspialNode | undefined;
+    /** Whether this node is the master. */
+    is_master(): boolean;
+    /**
+     * Makes this node the master of its cluster, with a new term: `new_master` follows on
+     * every node, `demotion` on the old master and `promotion` here. Throws an Error with
+     * code `ERR_ESPIAL_NOT_ELIGIBLE` if `master_eligible` is false. Changes nothing on the
+     * master itself, or on a node that does not see its `master_quorum`.
+     */
+    promote(): void;
+
+    /**
+     * Starts emitting the custom event `event` as `(data, from)`; other nodes send it here
+     * from now on. `event` is 1 to 255 bytes of UTF-8 (else a TypeError); one of espial's
+     * own event names throws an Error with code `ERR_ESPIAL_RESERVED_EVENT`.
+     */
+    join(event: string): void;
+    /** Stops emitting the custom event `event`; other nodes stop sending it here. */
+    leave(event: string): void;
+    /**
+     * Sends the custom event `event` to every other node that joined it, or to `targets`
+     * (node objects or ids). `data` is any JSON value, or a Buffer / Uint8Array, which arrives
+     * as a Buffer. Settles, and calls `callback`, once the message is handed to every
+     * target's connection; waits while a connection is backlogged. Rejects with code
+     * `ERR_ESPIAL_UNKNOWN_TARGET` (a target is not a member),
+     * `ERR_ESPIAL_MESSAGE_TOO_LARGE` (over `max_message_size`) or `ERR_ESPIAL_NOT_RUNNING`
+     * (after `exit()`). Bad arguments, and espial's own event names, throw at once.
+     */
+    send(event: string, data: unknown, callback?: (err: Error | null) => void): Promise<void>;
+    send(
+      event: string,
+      data: unknown,
+      targets?: Targets,
+      callback?: (err: Error | null) => void,
+    ): Promise<void>;
+
     /** This node has started. */
     on(event: 'listening', listener: () => void): this;
     /** Another node joined the cluster. */
@@ -147,6 +214,17 @@ declare namespace espial {
     on(event: 'removed_node', listener: (node: EspialNode) => void): this;
     /** Something failed, e.g. the node could not start. */
     on(event: 'error', listener: (err: EspialError) => void): this;
+    /**
+     * `node` became master (it may be this node). Not emitted when the cluster is left with
+     * no master; `get_master()` is `undefined` then.
+     */
+    on(event: 'new_master', listener: (node: EspialNode) => void): this;
+    /** This node became master; `previous_master` is the one before it, if any. */
+    on(event: 'promotion', listener: (promotion: Promotion) => void): this;
+    /** This node stopped being master; `new_master` is its successor, if there is one. */
+    on(event: 'demotion', listener: (new_master: EspialNode | undefined) => void): this;
+    /** A custom event this node joined: the data sent and the sender. */
+    on(event: string, listener: CustomEventListener): this;
     on(event: string | symbol, listener: (...args: any[]) => void): this;
 
     once(event: 'listening', listener: () => void): this;
@@ -156,6 +234,10 @@ declare namespace espial {
     once(event: 'updated_node', listener: (node: EspialNode) => void): this;
     once(event: 'removed_node', listener: (node: EspialNode) => void): this;
     once(event: 'error', listener: (err: EspialError) => void): this;
+    once(event: 'new_master', listener: (node: EspialNode) => void): this;
+    once(event: 'promotion', listener: (promotion: Promotion) => void): this;
+    once(event: 'demotion', listener: (new_master: EspialNode | undefined) => void): this;
+    once(event: string, listener: CustomEventListener): this;
     once(event: string | symbol, listener: (...args: any[]) => void): this;
   }
 

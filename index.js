@@ -3,6 +3,7 @@
 const { EventEmitter } = require('node:events');
 const { NativeNode } = require('./binding.js');
 const { normalizeOptions, metadataJson, toPublicNode, describe } = require('./lib/options.js');
+const { eventName, targetIds, encodePayload, decodePayload, messageTooLarge } = require('./lib/events.js');
 const { version } = require('./package.json');
 
 class Espial extends EventEmitter {
@@ -12,6 +13,11 @@ class Espial extends EventEmitter {
   #started = false; // native.start() has been called
   #exiting; // the exit() promise, once exit has been asked for
   #left = false; // exit() has completed: this node belongs to no cluster any more
+  #masterId; // id of the master as the app has been told (possibly this node's), or undefined
+  #masterInfo; // NativeNodeInfo of that master when it was announced
+  #joined = new Set(); // custom events whose messages are emitted
+  #eligible; // master_eligible
+  #maxMessageSize; // max_message_size, in bytes
 
   /**
    * Starts a node on the next tick; `listening` follows, or `error` if it cannot start.
@@ -29,6 +35,8 @@ class Espial extends EventEmitter {
       for (const event of events) process.nextTick(() => this.#dispatch(event));
     });
     this.#info = this.#native.info();
+    this.#eligible = nativeOptions.masterEligible;
+    this.#maxMessageSize = nativeOptions.maxMessageSize;
     // Not started here but on the next tick, so that what the caller does right after the
     // constructor (connection_filter(fn), listeners) is in place before any peer can
     // connect, as in the original, where the filter was set synchronously after creation.
@@ -65,7 +73,30 @@ class Espial extends EventEmitter {
         break;
       case 'removed_node':
         this.#nodes.delete(event.node.id);
+        // A departed master is no master: get_master() says so until the next new_master.
+        if (event.node.id === this.#masterId) this.#setMaster(undefined);
         this.emit('removed_node', toPublicNode(event.node));
+        break;
+      // Mastership, like the node table, changes before the event is emitted, so that
+      // get_master() and is_master() agree with the events in every listener. promotion and
+      // demotion update it too, so that the order of the three events in a batch never
+      // matters: each states a fact the others agree with.
+      case 'new_master':
+        // Without a node: nobody is master any more. That is no new master, so no event;
+        // get_master() returns undefined from now on.
+        this.#setMaster(event.node);
+        if (event.node) this.emit('new_master', this.get_master());
+        break;
+      case 'promotion':
+        this.#setMaster(this.#info);
+        this.emit('promotion', { previous_master: event.node ? toPublicNode(event.node) : undefined });
+        break;
+      case 'demotion':
+        this.#setMaster(event.node);
+        this.emit('demotion', event.node ? this.get_master() : undefined);
+        break;
+      case 'message':
+        this.#deliver(event);
         break;
       case 'node_accepted':
         this.emit('node_accepted', toPublicNode(event.node));
@@ -84,6 +115,32 @@ class Espial extends EventEmitter {
         // ignoring it keeps a newer addon usable with this wrapper during development.
         break;
     }
+  }
+
+  #setMaster(info) {
+    this.#masterId = info ? info.id : undefined;
+    this.#masterInfo = info;
+  }
+
+  // One message of a custom event: emitted only while the event is joined (a message sent
+  // before leave() took effect at the sender may still arrive, and is dropped here).
+  #deliver({ event, from, payload, binary }) {
+    if (!this.#joined.has(event)) return;
+    let data;
+    try {
+      data = decodePayload(payload, binary);
+    } catch (cause) {
+      // Only a peer that bypasses index.js can send text that is not JSON; say so rather
+      // than drop it silently or throw from inside the event dispatch.
+      const err = new Error(`espial: a "${event}" message from node ${from} is not valid JSON (${cause.message})`);
+      err.code = 'ERR_ESPIAL_INVALID_PAYLOAD';
+      this.emit('error', err);
+      return;
+    }
+    const sender = this.#nodes.get(from);
+    // The addon only delivers messages of members, so `sender` is always known; the bare id
+    // is a fallback that keeps `from.id` usable whatever happens.
+    this.emit(event, data, sender ? toPublicNode(sender) : { id: from });
   }
 
   /** This node's own object: `{ id, host_name, ip, port, metadata }`. */
@@ -120,6 +177,119 @@ class Espial extends EventEmitter {
   }
 
   /**
+   * The master's object (this node's own if it is the master), or undefined while there is
+   * no master; agrees with the `new_master` events already emitted.
+   * @returns {object | undefined}
+   */
+  get_master() {
+    if (this.#masterId === undefined) return undefined;
+    if (this.#masterId === this.#info.id) return this.get_node_info();
+    // The member table holds the master's latest metadata (updated_node); the announced
+    // object covers a master not (or no longer) in it.
+    return toPublicNode(this.#nodes.get(this.#masterId) ?? this.#masterInfo);
+  }
+
+  /** Whether this node is the master. */
+  is_master() {
+    return this.#masterId !== undefined && this.#masterId === this.#info.id;
+  }
+
+  /**
+   * Makes this node the master of its cluster, with a new term: `new_master` follows on
+   * every node, `demotion` on the old master and `promotion` here.
+   * @throws {Error} with code ERR_ESPIAL_NOT_ELIGIBLE if master_eligible is false
+   */
+  promote() {
+    if (!this.#eligible) {
+      const err = new Error('espial: promote(): this node is not master eligible (master_eligible: false)');
+      err.code = 'ERR_ESPIAL_NOT_ELIGIBLE';
+      throw err;
+    }
+    this.#native.promote();
+  }
+
+  /**
+   * Starts emitting the custom event `event` as `(data, from)`; other nodes learn that this
+   * node wants it and send it from now on.
+   * @param {string} event 1 to 255 bytes of UTF-8, not one of espial's own event names
+   * @throws {TypeError} for a name that is not such a string
+   * @throws {Error} with code ERR_ESPIAL_RESERVED_EVENT for one of espial's own event names
+   */
+  join(event) {
+    const name = eventName('join', event);
+    if (this.#joined.has(name)) return;
+    this.#native.join(name);
+    this.#joined.add(name);
+  }
+
+  /**
+   * Stops emitting the custom event `event`; other nodes stop sending it here. Leaving an
+   * event not joined does nothing.
+   * @param {string} event
+   * @throws like join()
+   */
+  leave(event) {
+    const name = eventName('leave', event);
+    if (!this.#joined.has(name)) return;
+    // Dropped here at once, whatever is still on its way.
+    this.#joined.delete(name);
+    this.#native.leave(name);
+  }
+
+  /**
+   * Sends the custom event `event` to every other node that joined it, or to `targets`.
+   * Settles once the message is handed to every target's connection, waiting while a
+   * connection is backlogged.
+   * @param {string} event
+   * @param {unknown} data any JSON value, or a Buffer / Uint8Array (arrives as a Buffer)
+   * @param {object | string | Array<object | string> | null} [targets] node objects or ids; omitted or null: every other node
+   * @param {(err: Error | null) => void} [callback]
+   * @returns {Promise<void>} rejects with ERR_ESPIAL_UNKNOWN_TARGET (a target is no member),
+   *   ERR_ESPIAL_MESSAGE_TOO_LARGE (over max_message_size) or ERR_ESPIAL_NOT_RUNNING (after exit())
+   * @throws {TypeError} for a bad event name, data JSON cannot carry, bad targets or callback
+   * @throws {Error} with code ERR_ESPIAL_RESERVED_EVENT for one of espial's own event names
+   */
+  send(event, data, targets, callback) {
+    if (typeof targets === 'function' && callback === undefined) {
+      callback = targets;
+      targets = undefined;
+    }
+    const name = eventName('send', event);
+    if (callback !== undefined && typeof callback !== 'function') {
+      const err = new TypeError(`espial: send(): callback must be a function (received ${describe(callback)})`);
+      err.code = 'ERR_INVALID_ARG_TYPE';
+      throw err;
+    }
+    const ids = targetIds(targets);
+    const { payload, binary } = encodePayload(data);
+    let sending;
+    if (payload.length > this.#maxMessageSize) {
+      sending = Promise.reject(messageTooLarge(name, payload.length, this.#maxMessageSize));
+    } else {
+      try {
+        // The addon copies the payload and queues the message before it returns, so
+        // messages keep the order of the calls, and a Buffer changed afterwards is sent as
+        // it was. Its Promise resolves with null once the message is handed over, or with
+        // the failure ({ code, message }), which becomes the rejection here.
+        sending = this.#native.send(name, payload, binary, ids).then(sendFailure);
+      } catch (err) {
+        // The same failure, however the addon reports it.
+        sending = Promise.reject(err);
+      }
+    }
+    if (callback) {
+      // Outside the promise chain, as in exit(): an exception in the callback does not
+      // become a rejection. Handling the rejection here also means a caller who only uses
+      // the callback gets no unhandled rejection.
+      sending.then(
+        () => process.nextTick(callback, null),
+        (err) => process.nextTick(callback, err),
+      );
+    }
+    return sending;
+  }
+
+  /**
    * Replaces this node's metadata; every member receives it and emits `updated_node`.
    * @param {Record<string, unknown>} metadata a plain object of JSON values, at most 64 KiB as JSON
    * @throws {TypeError} naming `metadata`, as the `metadata` option does
@@ -152,6 +322,7 @@ class Espial extends EventEmitter {
     }).then(() => {
       this.#left = true;
       this.#nodes.clear();
+      this.#setMaster(undefined);
     });
     if (callback) {
       // Outside the promise chain, so an exception in the callback is not turned into a
@@ -163,6 +334,14 @@ class Espial extends EventEmitter {
     }
     return this.#exiting;
   }
+}
+
+// What the addon's send() Promise resolved with: null when sent, else why not.
+function sendFailure(failure) {
+  if (failure == null) return;
+  const err = new Error(failure.message);
+  err.code = failure.code;
+  throw err;
 }
 
 /**

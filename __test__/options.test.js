@@ -97,6 +97,46 @@ test('connection_filter_timeout is a positive whole number of milliseconds', () 
   assert.equal(normalizeOptions({}).connectionFilterTimeout, 5000);
 });
 
+test('master_quorum is a whole number from 0 (off, the default) up', () => {
+  rejects({ master_quorum: -1 }, 'master_quorum', 'ERR_INVALID_ARG_VALUE');
+  rejects({ master_quorum: 1.5 }, 'master_quorum', 'ERR_INVALID_ARG_VALUE');
+  rejects({ master_quorum: NaN }, 'master_quorum', 'ERR_INVALID_ARG_VALUE');
+  rejects({ master_quorum: Infinity }, 'master_quorum', 'ERR_INVALID_ARG_VALUE');
+  rejects({ master_quorum: 2 ** 31 }, 'master_quorum', 'ERR_INVALID_ARG_VALUE');
+  rejects({ master_quorum: '2' }, 'master_quorum', 'ERR_INVALID_ARG_TYPE');
+  rejects({ master_quorum: true }, 'master_quorum', 'ERR_INVALID_ARG_TYPE');
+  rejects({ master_quorum: null }, 'master_quorum', 'ERR_INVALID_ARG_TYPE');
+  assert.equal(normalizeOptions({}).masterQuorum, 0);
+  assert.equal(normalizeOptions({ master_quorum: 0 }).masterQuorum, 0);
+  assert.equal(normalizeOptions({ master_quorum: 1 }).masterQuorum, 1);
+  assert.equal(normalizeOptions({ master_quorum: 3 }).masterQuorum, 3);
+  assert.throws(() => normalizeOptions({ master_qorum: 2 }), {
+    code: 'ERR_ESPIAL_UNKNOWN_OPTION',
+    message: 'espial: unknown option "master_qorum" (did you mean "master_quorum"?)',
+  });
+});
+
+test('max_message_size is a whole number of bytes from 1 to 256 MiB, 16 MiB by default', () => {
+  rejects({ max_message_size: 0 }, 'max_message_size', 'ERR_INVALID_ARG_VALUE');
+  rejects({ max_message_size: -1 }, 'max_message_size', 'ERR_INVALID_ARG_VALUE');
+  rejects({ max_message_size: 1024.5 }, 'max_message_size', 'ERR_INVALID_ARG_VALUE');
+  rejects({ max_message_size: 256 * 1024 * 1024 + 1 }, 'max_message_size', 'ERR_INVALID_ARG_VALUE');
+  rejects({ max_message_size: Infinity }, 'max_message_size', 'ERR_INVALID_ARG_VALUE');
+  rejects({ max_message_size: '1mb' }, 'max_message_size', 'ERR_INVALID_ARG_TYPE');
+  rejects({ max_message_size: 1024n }, 'max_message_size', 'ERR_INVALID_ARG_TYPE');
+  assert.equal(normalizeOptions({}).maxMessageSize, 16 * 1024 * 1024);
+  assert.equal(normalizeOptions({ max_message_size: 1 }).maxMessageSize, 1);
+  assert.equal(normalizeOptions({ max_message_size: 1024 }).maxMessageSize, 1024);
+  assert.equal(normalizeOptions({ max_message_size: 256 * 1024 * 1024 }).maxMessageSize, 256 * 1024 * 1024);
+  assert.throws(() => normalizeOptions({ max_message_size: 0 }), {
+    message: 'espial: option "max_message_size" must be a whole number of bytes from 1 to 268435456 (received number 0)',
+  });
+  assert.throws(() => normalizeOptions({ max_mesage_size: 1024 }), {
+    code: 'ERR_ESPIAL_UNKNOWN_OPTION',
+    message: 'espial: unknown option "max_mesage_size" (did you mean "max_message_size"?)',
+  });
+});
+
 test('a typo of connection_filter_timeout suggests it', () => {
   assert.throws(() => normalizeOptions({ connection_filter_timout: 300 }), {
     code: 'ERR_ESPIAL_UNKNOWN_OPTION',
@@ -172,8 +212,10 @@ test('defaults are the original ones plus ours', () => {
     masterEligible: true,
     masterElectionTimeout: 1000,
     masterPollingFrequency: 5000,
+    masterQuorum: 0,
     sendPresenceFrequency: 5000,
     connectionFilterTimeout: 5000,
+    maxMessageSize: 16 * 1024 * 1024,
   };
   assert.deepEqual(normalizeOptions(), expected);
   assert.deepEqual(normalizeOptions(null), expected);
@@ -216,9 +258,11 @@ test('valid options pass through', () => {
     master_eligible: false,
     master_election_timeout: 250,
     master_polling_frequency: 1000,
+    master_quorum: 2,
     send_presence_frequency: 2000,
     metadata: { role: 'web', weight: 2, tags: ['a', null, true], nested: { x: 1.5 } },
     connection_filter_timeout: 300,
+    max_message_size: 1024,
   });
   assert.deepEqual(native, {
     port: 30001,
@@ -237,8 +281,10 @@ test('valid options pass through', () => {
     masterEligible: false,
     masterElectionTimeout: 250,
     masterPollingFrequency: 1000,
+    masterQuorum: 2,
     sendPresenceFrequency: 2000,
     connectionFilterTimeout: 300,
+    maxMessageSize: 1024,
   });
   // A copy: changing the caller's buffer later must not change a running node's key.
   assert.notEqual(native.clusterKey, key);

@@ -83,22 +83,42 @@ function within(ms, promise, message) {
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
-const EVENTS = ['listening', 'added_node', 'updated_node', 'removed_node', 'node_accepted', 'node_rejected', 'error'];
+const EVENTS = [
+  'listening',
+  'added_node',
+  'updated_node',
+  'removed_node',
+  'node_accepted',
+  'node_rejected',
+  'new_master',
+  'promotion',
+  'demotion',
+  'error',
+];
 
 // Records every event of `emitter` from now on, with the time it came, so that a wait
 // started later still sees what already happened. An `error` event fails every wait.
 class Recorder {
-  log = []; // { event, arg, at } in order; `arg` is the event's argument (none for listening)
+  // { event, arg, at } in order; `arg` is the event's argument (none for listening); custom
+  // events (see track) also have `from`.
+  log = [];
   #watchers = new Set();
+  #emitter;
 
   constructor(emitter, name) {
     this.name = name;
-    for (const event of EVENTS) {
-      emitter.on(event, (arg) => {
-        this.log.push({ event, arg, at: performance.now() });
-        for (const watcher of [...this.#watchers]) watcher();
-      });
-    }
+    this.#emitter = emitter;
+    for (const event of EVENTS) emitter.on(event, (arg) => this.#record({ event, arg, at: performance.now() }));
+  }
+
+  #record(entry) {
+    this.log.push(entry);
+    for (const watcher of [...this.#watchers]) watcher();
+  }
+
+  /** Records the custom event `event` from now on too, as { event, arg: data, from, at }. */
+  track(event) {
+    this.#emitter.on(event, (data, from) => this.#record({ event, arg: data, from, at: performance.now() }));
   }
 
   /** The argument of every `event` so far for which `accept` holds. */
@@ -153,7 +173,7 @@ class Recorder {
   }
 }
 
-const byId = (id) => (node) => node.id === id;
+const byId = (id) => (node) => node !== undefined && node.id === id;
 const ids = (nodes) => nodes.map((node) => node.id).sort();
 
 const MEMBER_CHILD = path.join(__dirname, 'fixtures', 'member-child.js');

@@ -18,6 +18,10 @@ class FakeNative {
     this.calls = [];
     this.metadata = options.metadata;
     this.filter = undefined;
+    this.sends = []; // { event, payload, binary, targets } of every send()
+    // What send() answers, as the addon does: a Promise of null once sent, or of the
+    // failure ({ code, message }). A test may replace it.
+    this.sendResult = () => Promise.resolve(null);
     FakeNative.last = this;
   }
 
@@ -43,6 +47,24 @@ class FakeNative {
   exit() {
     this.calls.push('exit');
     return Promise.resolve();
+  }
+
+  promote() {
+    this.calls.push('promote');
+  }
+
+  join(event) {
+    this.calls.push(`join(${event})`);
+  }
+
+  leave(event) {
+    this.calls.push(`leave(${event})`);
+  }
+
+  send(event, payload, binary, targets) {
+    this.calls.push('send');
+    this.sends.push({ event, payload, binary, targets });
+    return this.sendResult();
   }
 
   deliver(...events) {
@@ -315,4 +337,447 @@ test('after exit() get_nodes() is empty, and late news does not refill it', asyn
   await tick();
   assert.deepEqual(late, []);
   assert.deepEqual(node.get_nodes(), []);
+});
+
+// ---- master election: get_master() / is_master() follow the addon's events ----
+
+const SELF = nodeInfo('self-id', { hostName: 'self.test' });
+
+test('get_master() and is_master() follow new_master, and change before it is emitted', async () => {
+  const node = espial(OPTIONS);
+  const native = FakeNative.last;
+  assert.equal(node.get_master(), undefined);
+  assert.equal(node.is_master(), false);
+  const seen = [];
+  node.on('new_master', (master) => seen.push({ master, get: node.get_master(), is: node.is_master() }));
+
+  native.deliver({ kind: 'added_node', node: nodeInfo('a', { metadata: '{"v":1}' }) });
+  native.deliver({ kind: 'new_master', node: nodeInfo('a', { metadata: '{"v":1}' }) });
+  await tick();
+  const a = { id: 'a', host_name: 'a.org.internal', ip: '127.0.0.2', port: 30002, metadata: { v: 1 } };
+  assert.deepEqual(seen, [{ master: a, get: a, is: false }]);
+  assert.deepEqual(node.get_master(), a);
+  assert.notEqual(node.get_master(), node.get_master(), 'a fresh object every call');
+
+  // The master's new metadata shows in get_master() too.
+  native.deliver({ kind: 'updated_node', node: nodeInfo('a', { metadata: '{"v":2}' }) });
+  await tick();
+  assert.deepEqual(node.get_master().metadata, { v: 2 });
+
+  // This node as master: get_master() is its own object.
+  native.deliver({ kind: 'new_master', node: { ...native.info() } });
+  await tick();
+  assert.equal(seen.length, 2);
+  assert.deepEqual(seen[1].master, node.get_node_info());
+  assert.deepEqual(seen[1].get, node.get_node_info());
+  assert.equal(seen[1].is, true);
+  assert.equal(node.is_master(), true);
+  await node.exit();
+});
+
+test('a master not (yet) in get_nodes() is still get_master()', async () => {
+  const node = espial(OPTIONS);
+  FakeNative.last.deliver({ kind: 'new_master', node: nodeInfo('m') });
+  await tick();
+  assert.equal(node.get_master().id, 'm');
+  assert.deepEqual(node.get_nodes(), []);
+  await node.exit();
+});
+
+test('new_master without a node: no event, and get_master() is undefined', async () => {
+  const node = espial(OPTIONS);
+  const native = FakeNative.last;
+  const seen = [];
+  node.on('new_master', (master) => seen.push(master));
+  native.deliver({ kind: 'new_master', node: nodeInfo('a') });
+  await tick();
+  native.deliver({ kind: 'new_master' });
+  await tick();
+  assert.deepEqual(seen.map((n) => n.id), ['a']);
+  assert.equal(node.get_master(), undefined);
+  assert.equal(node.is_master(), false);
+  await node.exit();
+});
+
+test('removed_node of the master clears get_master() before it is emitted', async () => {
+  const node = espial(OPTIONS);
+  const native = FakeNative.last;
+  native.deliver(
+    { kind: 'added_node', node: nodeInfo('a') },
+    { kind: 'added_node', node: nodeInfo('b') },
+    { kind: 'new_master', node: nodeInfo('a') },
+  );
+  await tick();
+  const seen = [];
+  node.on('removed_node', (gone) => seen.push({ gone: gone.id, master: node.get_master() }));
+  native.deliver({ kind: 'removed_node', node: nodeInfo('b') });
+  await tick();
+  assert.deepEqual(seen, [{ gone: 'b', master: node.get_master() }]);
+  assert.equal(node.get_master().id, 'a', 'removing another node keeps the master');
+  native.deliver({ kind: 'removed_node', node: nodeInfo('a') });
+  await tick();
+  assert.deepEqual(seen[1], { gone: 'a', master: undefined });
+  assert.equal(node.get_master(), undefined);
+  await node.exit();
+});
+
+test('promotion and demotion hand out public objects, and agree with is_master()', async () => {
+  const node = espial(OPTIONS);
+  const native = FakeNative.last;
+  const seen = [];
+  node.on('promotion', (arg) => seen.push({ event: 'promotion', arg, is: node.is_master() }));
+  node.on('demotion', (arg) => seen.push({ event: 'demotion', arg, is: node.is_master() }));
+  // Whichever order the addon puts them in within a batch, the state agrees in each listener.
+  native.deliver({ kind: 'promotion' }, { kind: 'new_master', node: SELF });
+  await tick();
+  native.deliver({ kind: 'demotion', node: nodeInfo('b') }, { kind: 'new_master', node: nodeInfo('b') });
+  await tick();
+  native.deliver({ kind: 'new_master', node: SELF }, { kind: 'promotion', node: nodeInfo('b') });
+  await tick();
+  native.deliver({ kind: 'demotion' }, { kind: 'new_master' });
+  await tick();
+  const b = { id: 'b', host_name: 'b.org.internal', ip: '127.0.0.2', port: 30002, metadata: {} };
+  assert.deepEqual(seen, [
+    { event: 'promotion', arg: { previous_master: undefined }, is: true },
+    { event: 'demotion', arg: b, is: false },
+    { event: 'promotion', arg: { previous_master: b }, is: true },
+    { event: 'demotion', arg: undefined, is: false },
+  ]);
+  assert.ok('previous_master' in seen[0].arg, 'promotion always carries previous_master');
+  assert.equal(node.get_master(), undefined);
+  await node.exit();
+});
+
+test('after exit() there is no master', async () => {
+  const node = espial(OPTIONS);
+  const native = FakeNative.last;
+  native.deliver({ kind: 'new_master', node: SELF });
+  await tick();
+  assert.equal(node.is_master(), true);
+  await node.exit();
+  assert.equal(node.get_master(), undefined);
+  assert.equal(node.is_master(), false);
+  native.deliver({ kind: 'new_master', node: nodeInfo('late') });
+  await tick();
+  assert.equal(node.get_master(), undefined);
+});
+
+test('promote() reaches the addon, except on a node that is not master eligible', async () => {
+  const node = espial(OPTIONS);
+  node.promote();
+  assert.deepEqual(FakeNative.last.calls, ['promote']);
+  const ineligible = espial({ ...OPTIONS, master_eligible: false });
+  assert.throws(() => ineligible.promote(), (err) => {
+    assert.ok(err instanceof Error);
+    assert.equal(err.code, 'ERR_ESPIAL_NOT_ELIGIBLE');
+    assert.match(err.message, /master_eligible/);
+    return true;
+  });
+  assert.deepEqual(FakeNative.last.calls, []);
+  // The addon's own refusal comes through as it is.
+  const other = espial(OPTIONS);
+  const refusal = Object.assign(new Error('not eligible'), { code: 'ERR_ESPIAL_NOT_ELIGIBLE' });
+  FakeNative.last.promote = () => {
+    throw refusal;
+  };
+  assert.throws(() => other.promote(), (err) => err === refusal);
+  await Promise.all([node.exit(), ineligible.exit(), other.exit()]);
+});
+
+test('master_quorum and max_message_size reach the addon', () => {
+  espial({ ...OPTIONS, master_quorum: 2, max_message_size: 4096 });
+  assert.equal(FakeNative.last.options.masterQuorum, 2);
+  assert.equal(FakeNative.last.options.maxMessageSize, 4096);
+  espial(OPTIONS);
+  assert.equal(FakeNative.last.options.masterQuorum, 0);
+  assert.equal(FakeNative.last.options.maxMessageSize, 16 * 1024 * 1024);
+});
+
+// ---- custom events ----
+
+const RESERVED = [
+  'listening',
+  'added_node',
+  'removed_node',
+  'updated_node',
+  'node_accepted',
+  'node_rejected',
+  'new_master',
+  'promotion',
+  'demotion',
+  'error',
+  'newListener',
+  'removeListener',
+];
+
+test("espial's own event names cannot be joined, left or sent", () => {
+  const node = espial(OPTIONS);
+  const native = FakeNative.last;
+  for (const name of RESERVED) {
+    const reserved = (err) => {
+      assert.ok(err instanceof Error);
+      assert.ok(!(err instanceof TypeError), 'a reserved name is not a type error');
+      assert.equal(err.code, 'ERR_ESPIAL_RESERVED_EVENT');
+      assert.ok(err.message.includes(`"${name}"`), err.message);
+      return true;
+    };
+    assert.throws(() => node.join(name), reserved);
+    assert.throws(() => node.leave(name), reserved);
+    assert.throws(() => node.send(name, {}), reserved);
+    assert.throws(() => node.send(name, {}, () => assert.fail('no callback for a synchronous error')), reserved);
+  }
+  assert.deepEqual(native.calls, [], 'nothing reached the addon');
+});
+
+test('event names are strings of 1 to 255 bytes', () => {
+  const node = espial(OPTIONS);
+  const native = FakeNative.last;
+  for (const method of ['join', 'leave', 'send']) {
+    for (const [bad, code] of [
+      [undefined, 'ERR_INVALID_ARG_TYPE'],
+      [42, 'ERR_INVALID_ARG_TYPE'],
+      [Symbol('job'), 'ERR_INVALID_ARG_TYPE'],
+      ['', 'ERR_INVALID_ARG_VALUE'],
+      ['x'.repeat(256), 'ERR_INVALID_ARG_VALUE'],
+      ['é'.repeat(128), 'ERR_INVALID_ARG_VALUE'],
+    ]) {
+      assert.throws(() => node[method](bad, 1), { name: 'TypeError', code, message: new RegExp(`${method}\\(\\)`) });
+    }
+  }
+  assert.deepEqual(native.calls, []);
+  node.join('x'.repeat(255));
+  node.join('é'.repeat(127));
+  assert.deepEqual(native.calls, [`join(${'x'.repeat(255)})`, `join(${'é'.repeat(127)})`]);
+});
+
+test('join() and leave() reach the addon once per change', () => {
+  const node = espial(OPTIONS);
+  const native = FakeNative.last;
+  node.join('job');
+  node.join('job');
+  node.leave('job');
+  node.leave('job');
+  node.leave('never-joined');
+  node.join('job');
+  assert.deepEqual(native.calls, ['join(job)', 'leave(job)', 'join(job)']);
+});
+
+test('targets: omitted or null is everyone; node objects and ids become ids, each once', async () => {
+  const node = espial(OPTIONS);
+  const native = FakeNative.last;
+  const a = { id: 'a', host_name: 'a.test', ip: '127.0.0.2', port: 1, metadata: {} };
+  await node.send('job', 1);
+  await node.send('job', 1, undefined);
+  await node.send('job', 1, null);
+  await node.send('job', 1, a);
+  await node.send('job', 1, 'b');
+  await node.send('job', 1, [a, 'b']);
+  await node.send('job', 1, ['b', a, 'a', { id: 'b' }]);
+  await node.send('job', 1, []);
+  assert.deepEqual(
+    native.sends.map((s) => s.targets),
+    [null, null, null, ['a'], ['b'], ['a', 'b'], ['b', 'a'], []],
+  );
+  for (const [bad, name] of [
+    [42, 'targets'],
+    [true, 'targets'],
+    ['', 'targets'],
+    [{}, 'targets'],
+    [{ id: 7 }, 'targets'],
+    [Buffer.from('a'), 'targets'],
+    [[a, 42], 'targets[1]'],
+    [[null], 'targets[0]'],
+    [['a', ''], 'targets[1]'],
+  ]) {
+    assert.throws(() => node.send('job', 1, bad), (err) => {
+      assert.ok(err instanceof TypeError, `${describeValue(bad)}: ${err}`);
+      assert.match(err.code, /^ERR_INVALID_ARG_(TYPE|VALUE)$/);
+      assert.ok(err.message.includes(`send(): ${name} must be`), err.message);
+      return true;
+    });
+  }
+  assert.equal(native.sends.length, 8, 'nothing invalid reached the addon');
+});
+
+function describeValue(value) {
+  return typeof value === 'string' ? JSON.stringify(value) : String(value);
+}
+
+test('data: JSON values go as JSON text, Buffers and Uint8Arrays as their bytes', async () => {
+  const node = espial(OPTIONS);
+  const native = FakeNative.last;
+  const values = [{ a: 1, b: [true, null] }, [1, 'two'], 'text', 42, 1.5, true, false, null, ''];
+  for (const value of values) await node.send('job', value);
+  assert.deepEqual(
+    native.sends.map(({ payload, binary }) => ({ text: payload.toString('utf8'), binary })),
+    values.map((value) => ({ text: JSON.stringify(value), binary: false })),
+  );
+  assert.ok(native.sends.every(({ payload }) => Buffer.isBuffer(payload)));
+
+  native.sends.length = 0;
+  const buffer = Buffer.from([0, 1, 2, 255]);
+  const bytes = new Uint8Array([9, 8, 7, 6, 5]).subarray(1, 4);
+  await node.send('job', buffer);
+  await node.send('job', bytes);
+  await node.send('job', Buffer.alloc(0));
+  const [first, second, third] = native.sends;
+  assert.equal(first.binary, true);
+  assert.equal(first.payload, buffer, 'a Buffer is passed as it is');
+  assert.equal(second.binary, true);
+  assert.ok(Buffer.isBuffer(second.payload));
+  assert.deepEqual([...second.payload], [8, 7, 6], 'a Uint8Array view: exactly its bytes');
+  assert.equal(third.binary, true);
+  assert.equal(third.payload.length, 0);
+  // toJSON is honoured, as JSON.stringify does.
+  await node.send('job', { at: new Date(0) });
+  assert.equal(native.sends[3].payload.toString(), '{"at":"1970-01-01T00:00:00.000Z"}');
+});
+
+test('data JSON cannot carry throws a TypeError naming data', () => {
+  const node = espial(OPTIONS);
+  const native = FakeNative.last;
+  const cycle = {};
+  cycle.self = cycle;
+  for (const bad of [undefined, () => 1, Symbol('s'), 1n, cycle, { big: 2n }, new Uint16Array(2), new ArrayBuffer(4)]) {
+    assert.throws(() => node.send('job', bad), (err) => {
+      assert.ok(err instanceof TypeError, String(err));
+      assert.match(err.code, /^ERR_INVALID_ARG_(TYPE|VALUE)$/);
+      assert.match(err.message, /send\(\): data/);
+      return true;
+    });
+  }
+  assert.throws(() => node.send('job'), { name: 'TypeError', message: /data/ });
+  assert.deepEqual(native.calls, []);
+});
+
+test('a message over max_message_size is refused, by the Promise and the callback, and not sent', async () => {
+  const node = espial({ ...OPTIONS, max_message_size: 10 });
+  const native = FakeNative.last;
+  await node.send('job', Buffer.alloc(10));
+  await node.send('job', 'x'.repeat(8)); // "xxxxxxxx" with its quotes: 10 bytes
+  const tooLarge = (err) => {
+    assert.ok(err instanceof Error);
+    assert.equal(err.code, 'ERR_ESPIAL_MESSAGE_TOO_LARGE');
+    assert.match(err.message, /11 bytes/);
+    assert.match(err.message, /max_message_size \(10 bytes\)/);
+    return true;
+  };
+  await assert.rejects(node.send('job', Buffer.alloc(11)), tooLarge);
+  await assert.rejects(node.send('job', 'x'.repeat(9)), tooLarge);
+  const err = await new Promise((resolve) => node.send('job', Buffer.alloc(11), resolve));
+  tooLarge(err);
+  assert.equal(native.sends.length, 2);
+});
+
+test('send() settles its Promise and calls back, with or without targets', async () => {
+  const node = espial(OPTIONS);
+  const native = FakeNative.last;
+  const order = [];
+  const withTargets = node.send('job', 1, 'a', (err) => order.push(['targets cb', err]));
+  const withoutTargets = node.send('job', 2, (err) => order.push(['no targets cb', err]));
+  const withUndefined = node.send('job', 3, undefined, (err) => order.push(['undefined cb', err]));
+  assert.ok(withTargets instanceof Promise);
+  assert.equal(await withTargets, undefined);
+  await withoutTargets;
+  await withUndefined;
+  await tick();
+  assert.deepEqual(order, [
+    ['targets cb', null],
+    ['no targets cb', null],
+    ['undefined cb', null],
+  ]);
+  assert.deepEqual(native.sends.map((s) => s.targets), [['a'], null, null]);
+
+  // The addon's failure becomes an Error with its code and message, for both forms.
+  native.sendResult = () =>
+    Promise.resolve({ code: 'ERR_ESPIAL_UNKNOWN_TARGET', message: 'espial: send(): target zz is not a member of the cluster' });
+  const failed = (err) => {
+    assert.ok(err instanceof Error);
+    assert.equal(err.code, 'ERR_ESPIAL_UNKNOWN_TARGET');
+    assert.equal(err.message, 'espial: send(): target zz is not a member of the cluster');
+    return true;
+  };
+  await assert.rejects(node.send('job', 1, 'zz'), failed);
+  failed(await new Promise((resolve) => node.send('job', 1, 'zz', resolve)));
+
+  // A rejection of the addon's Promise reaches both too, as the same error.
+  const unknown = Object.assign(new Error('espial: send("job"): no member "zz"'), { code: 'ERR_ESPIAL_UNKNOWN_TARGET' });
+  native.sendResult = () => Promise.reject(unknown);
+  let called;
+  const rejected = node.send('job', 1, 'zz', (err) => (called = err));
+  await assert.rejects(rejected, (err) => err === unknown);
+  await tick();
+  assert.equal(called, unknown);
+  // A synchronous throw from the addon is a rejection too.
+  native.sendResult = () => {
+    throw unknown;
+  };
+  await assert.rejects(node.send('job', 1, 'zz'), (err) => err === unknown);
+  // The callback alone is enough: no unhandled rejection (the test would fail with one).
+  const cbErr = await new Promise((resolve) => node.send('job', 1, 'zz', resolve));
+  assert.equal(cbErr, unknown);
+  assert.throws(() => node.send('job', 1, 'a', 'not a function'), {
+    name: 'TypeError',
+    code: 'ERR_INVALID_ARG_TYPE',
+    message: /callback/,
+  });
+});
+
+test('messages of joined events are emitted as (data, from); others are not', async () => {
+  const node = espial(OPTIONS);
+  const native = FakeNative.last;
+  native.deliver({ kind: 'added_node', node: nodeInfo('a', { hostName: 'a.test', metadata: '{"r":1}' }) });
+  await tick();
+  const seen = [];
+  for (const event of ['job', 'other']) node.on(event, (data, from) => seen.push({ event, data, from }));
+  const message = (event, payload, binary = false, from = 'a') => ({
+    kind: 'message',
+    event,
+    from,
+    payload: Buffer.from(payload),
+    binary,
+  });
+  node.join('job');
+  native.deliver(
+    message('job', '{"n":1}'),
+    message('other', '"not joined"'),
+    message('job', [1, 2, 3], true),
+    message('job', 'null'),
+    message('job', '"from a stranger"', false, 'zz'),
+  );
+  await tick();
+  const a = { id: 'a', host_name: 'a.test', ip: '127.0.0.2', port: 30002, metadata: { r: 1 } };
+  assert.deepEqual(seen, [
+    { event: 'job', data: { n: 1 }, from: a },
+    { event: 'job', data: Buffer.from([1, 2, 3]), from: a },
+    { event: 'job', data: null, from: a },
+    { event: 'job', data: 'from a stranger', from: { id: 'zz' } },
+  ]);
+  assert.ok(Buffer.isBuffer(seen[1].data));
+
+  // After leave() nothing more, even what was already on its way.
+  node.leave('job');
+  native.deliver(message('job', '{"n":2}'));
+  await tick();
+  assert.equal(seen.length, 4);
+  await node.exit();
+  node.join('job');
+  native.deliver(message('job', '{"n":3}'));
+  await tick();
+  assert.equal(seen.length, 4, 'nothing is emitted after exit()');
+});
+
+test('a message that is not JSON is an error event, not a crash', async () => {
+  const node = espial(OPTIONS);
+  const native = FakeNative.last;
+  node.join('job');
+  const errors = [];
+  node.on('error', (err) => errors.push(err));
+  node.on('job', () => assert.fail('nothing valid arrived'));
+  native.deliver({ kind: 'message', event: 'job', from: 'a', payload: Buffer.from('{oops'), binary: false });
+  await tick();
+  assert.equal(errors.length, 1);
+  assert.equal(errors[0].code, 'ERR_ESPIAL_INVALID_PAYLOAD');
+  assert.match(errors[0].message, /"job"/);
+  await node.exit();
 });

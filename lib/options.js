@@ -15,6 +15,11 @@ const MAX_CLUSTER_BYTES = 64;
 const MAX_HOST_NAME_BYTES = 255;
 const MAX_METADATA_BYTES = 64 * 1024;
 const MIN_CLUSTER_KEY = 16;
+// max_message_size: 16 MiB by default (the core's frame limit), at most 256 MiB.
+const DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024;
+const MAX_MESSAGE_SIZE_LIMIT = 256 * 1024 * 1024;
+// master_quorum counts nodes; any bound is arbitrary, this one fits a u32 on the Rust side.
+const MAX_QUORUM = 2 ** 31 - 1;
 
 const TOP_LEVEL = [
   'network',
@@ -23,9 +28,11 @@ const TOP_LEVEL = [
   'master_eligible',
   'master_election_timeout',
   'master_polling_frequency',
+  'master_quorum',
   'send_presence_frequency',
   'metadata',
   'connection_filter_timeout',
+  'max_message_size',
 ];
 const NETWORK = [
   'port',
@@ -343,8 +350,16 @@ function normalizeOptions(options) {
     masterEligible: given(top.master_eligible, true, boolean, 'master_eligible'),
     masterElectionTimeout: given(top.master_election_timeout, 1000, timer, 'master_election_timeout'),
     masterPollingFrequency: given(top.master_polling_frequency, 5000, timer, 'master_polling_frequency'),
+    // 0 = no quorum: a lone eligible node may be master (the original's behaviour).
+    masterQuorum: given(top.master_quorum, 0, (n, v) => integer(n, v, 0, MAX_QUORUM), 'master_quorum'),
     sendPresenceFrequency: given(top.send_presence_frequency, 5000, timer, 'send_presence_frequency'),
     connectionFilterTimeout: given(top.connection_filter_timeout, 5000, timer, 'connection_filter_timeout'),
+    maxMessageSize: given(
+      top.max_message_size,
+      DEFAULT_MAX_MESSAGE_SIZE,
+      (n, v) => integer(n, v, 1, MAX_MESSAGE_SIZE_LIMIT, 'a whole number of bytes'),
+      'max_message_size',
+    ),
   };
   if (top.cluster_key !== undefined) native.clusterKey = clusterKey('cluster_key', top.cluster_key);
   return native;
@@ -364,4 +379,11 @@ function toPublicNode(info) {
   };
 }
 
-module.exports = { normalizeOptions, metadataJson, toPublicNode, defaultLocalAddress, describe, MAX_METADATA_BYTES };
+module.exports = {
+  normalizeOptions,
+  metadataJson,
+  toPublicNode,
+  defaultLocalAddress,
+  describe,
+  MAX_METADATA_BYTES,
+};

@@ -8,9 +8,12 @@ use napi::bindgen_prelude::*;
 use napi_derive::napi;
 use rand_core::OsRng;
 
+use crate::core::cluster::Event;
 use crate::core::config::Config;
 use crate::core::crypto::handshake::MAX_CLUSTER_NAME;
 use crate::core::crypto::ClusterKey;
+use crate::core::election::ElectionConfig;
+use crate::core::error::SendError;
 use crate::core::message::MAX_HOST_NAME;
 use crate::core::node::{NodeId, NodeInfo};
 use crate::driver::{MulticastConfig, NodeConfig, Notification};
@@ -37,6 +40,9 @@ pub struct NativeOptions {
     pub master_polling_frequency: u32,
     pub send_presence_frequency: u32,
     pub connection_filter_timeout: u32,
+    /// 0 is off.
+    pub master_quorum: u32,
+    pub max_message_size: u32,
 }
 
 /// A node as JavaScript receives it; `index.js` parses `metadata`.
@@ -50,7 +56,8 @@ pub struct NativeNodeInfo {
     pub metadata: String,
 }
 
-/// One notification; `kind` is the event name JavaScript emits.
+/// One notification; `kind` is the event name JavaScript emits (`message` for a custom
+/// event, named in `event`).
 #[napi(object)]
 pub struct NativeEvent {
     pub kind: String,
@@ -58,6 +65,27 @@ pub struct NativeEvent {
     pub port: Option<u32>,
     pub message: Option<String>,
     pub code: Option<String>,
+    pub event: Option<String>,
+    /// Sender id of a custom event.
+    pub from: Option<String>,
+    pub payload: Option<Buffer>,
+    pub binary: Option<bool>,
+}
+
+/// Why `send()` failed, for `index.js` to turn into an Error with this `code`.
+#[napi(object)]
+pub struct NativeSendError {
+    pub code: String,
+    pub message: String,
+}
+
+impl From<SendError> for NativeSendError {
+    fn from(e: SendError) -> Self {
+        NativeSendError {
+            code: e.code().to_owned(),
+            message: e.to_string(),
+        }
+    }
 }
 
 impl From<&NodeInfo> for NativeNodeInfo {
@@ -74,31 +102,51 @@ impl From<&NodeInfo> for NativeNodeInfo {
 
 impl From<Notification> for NativeEvent {
     fn from(n: Notification) -> Self {
-        let event = |kind: &str| NativeEvent {
+        let event = |kind: &str, node: Option<&NodeInfo>| NativeEvent {
             kind: kind.to_owned(),
-            node: None,
+            node: node.map(NativeNodeInfo::from),
             port: None,
             message: None,
             code: None,
+            event: None,
+            from: None,
+            payload: None,
+            binary: None,
         };
-        let with_node = |kind: &str, node: &NodeInfo| NativeEvent {
-            node: Some(node.into()),
-            ..event(kind)
-        };
-        match &n {
+        match n {
             Notification::Listening { port } => NativeEvent {
-                port: Some(u32::from(*port)),
-                ..event("listening")
+                port: Some(u32::from(port)),
+                ..event("listening", None)
             },
-            Notification::NodeAdded(node) => with_node("added_node", node),
-            Notification::NodeRemoved(node) => with_node("removed_node", node),
-            Notification::NodeUpdated(node) => with_node("updated_node", node),
-            Notification::NodeAccepted(node) => with_node("node_accepted", node),
-            Notification::NodeRejected(node) => with_node("node_rejected", node),
             Notification::Error { code, message } => NativeEvent {
-                message: Some(message.clone()),
+                message: Some(message),
                 code: Some(code.as_str().to_owned()),
-                ..event("error")
+                ..event("error", None)
+            },
+            Notification::Cluster(Event::Message {
+                from,
+                name,
+                binary,
+                payload,
+            }) => NativeEvent {
+                event: Some(name),
+                from: Some(from.to_string()),
+                payload: Some(payload.into()),
+                binary: Some(binary),
+                ..event("message", None)
+            },
+            Notification::Cluster(e) => match &e {
+                Event::NodeAdded(n) => event("added_node", Some(n)),
+                Event::NodeRemoved(n) => event("removed_node", Some(n)),
+                Event::NodeUpdated(n) => event("updated_node", Some(n)),
+                Event::NodeAccepted(n) => event("node_accepted", Some(n)),
+                Event::NodeRejected(n) => event("node_rejected", Some(n)),
+                Event::NewMaster(n) => event("new_master", n.as_ref()),
+                Event::Promotion { previous } => event("promotion", previous.as_ref()),
+                Event::Demotion { new } => event("demotion", new.as_ref()),
+                Event::ConnectionFailed { .. } | Event::Message { .. } => {
+                    event("connection_failed", None)
+                }
             },
         }
     }
@@ -158,6 +206,10 @@ pub fn node_config(o: NativeOptions) -> Result<NodeConfig> {
     let filter_timeout = positive("connection_filter_timeout", o.connection_filter_timeout)?;
     // Admission waits for the filters on both ends, then one round trip.
     core.admission_timeout = filter_timeout + Duration::from_secs(2);
+    if o.max_message_size == 0 {
+        return Err(invalid("max_message_size", "a positive number of bytes"));
+    }
+    core.set_max_message(o.max_message_size as usize);
     let listen_port = port("network.port", o.port)?;
     let subnets = o
         .subnets
@@ -170,6 +222,11 @@ pub fn node_config(o: NativeOptions) -> Result<NodeConfig> {
     }
     core.discovery.scan_port = listen_port;
     core.discovery.probe_lost = !o.multicast;
+    core.election = ElectionConfig {
+        eligible: o.master_eligible,
+        timeout: positive("master_election_timeout", o.master_election_timeout)?,
+        quorum: o.master_quorum as usize,
+    };
     let address = ip("network.address.local", &o.address)?;
     let multicast = if o.multicast {
         let group = ipv4("network.multicast_address", &o.multicast_address)?;
@@ -195,6 +252,7 @@ pub fn node_config(o: NativeOptions) -> Result<NodeConfig> {
             ip: address,
             port: listen_port,
             metadata: o.metadata,
+            master_eligible: o.master_eligible,
         },
         core,
         multicast,

@@ -12,10 +12,11 @@ use napi::bindgen_prelude::*;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
 
-use crate::core::node::NodeInfo;
+use crate::core::error::SendError;
+use crate::core::node::{NodeId, NodeInfo};
 use crate::driver::{EventSink, Filter, Handle, NodeConfig, Notification};
 
-pub use convert::{NativeEvent, NativeNodeInfo, NativeOptions};
+pub use convert::{NativeEvent, NativeNodeInfo, NativeOptions, NativeSendError};
 
 /// Strong (ref'd) while the node runs, so the process stays alive like a listening server;
 /// the driver drops it when the node stops, which lets the process end by itself.
@@ -57,6 +58,10 @@ enum State {
         config: Box<NodeConfig>,
         sink: JsSink,
         filter: Option<Arc<dyn Filter>>,
+        /// `promote()` was called before `start()`.
+        promote: bool,
+        /// Custom events joined before `start()`.
+        joined: Vec<String>,
     },
     Running(Arc<Handle>),
     Stopped,
@@ -86,6 +91,8 @@ impl NativeNode {
                 config: Box::new(config),
                 sink: JsSink(on_events),
                 filter: None,
+                promote: false,
+                joined: Vec::new(),
             }),
         })
     }
@@ -101,12 +108,20 @@ impl NativeNode {
             mut config,
             sink,
             filter,
+            promote,
+            joined,
         } = std::mem::replace(&mut *state, State::Stopped)
         else {
             unreachable!()
         };
         config.me.metadata = self.info.lock().unwrap().metadata.clone();
         let handle = Handle::start(*config, sink, filter);
+        if promote {
+            handle.promote();
+        }
+        for name in joined {
+            handle.join(name);
+        }
         *state = State::Running(Arc::new(handle));
     }
 
@@ -126,6 +141,95 @@ impl NativeNode {
             State::Running(handle) => handle.set_filter(filter),
             State::Stopped => {}
         }
+    }
+
+    /// Makes this node master cluster-wide; `new_master` follows everywhere.
+    #[napi]
+    pub fn promote(&self) -> Result<(), String> {
+        if !self.info.lock().unwrap().master_eligible {
+            return Err(Error::new(
+                "ERR_ESPIAL_NOT_ELIGIBLE".to_owned(),
+                "espial: promote(): this node has master_eligible: false".to_owned(),
+            ));
+        }
+        match &mut *self.state.lock().unwrap() {
+            State::Idle { promote, .. } => *promote = true,
+            State::Running(handle) => handle.promote(),
+            State::Stopped => {}
+        }
+        Ok(())
+    }
+
+    /// Starts delivery of custom event `event` (the name is checked by `index.js`).
+    #[napi]
+    pub fn join(&self, event: String) {
+        match &mut *self.state.lock().unwrap() {
+            State::Idle { joined, .. } => joined.push(event),
+            State::Running(handle) => handle.join(event),
+            State::Stopped => {}
+        }
+    }
+
+    /// Stops delivery of custom event `event`.
+    #[napi]
+    pub fn leave(&self, event: String) {
+        match &mut *self.state.lock().unwrap() {
+            State::Idle { joined, .. } => joined.retain(|e| *e != event),
+            State::Running(handle) => handle.leave(event),
+            State::Stopped => {}
+        }
+    }
+
+    /// Sends custom event `event` to `targets` (node ids; `null` for every member that
+    /// joined it). The message is queued before this returns, so messages keep the order
+    /// of the calls; the Promise settles with `null` once the message is handed to every
+    /// target's connection, or with the error (code and message) if it could not be sent.
+    #[napi(
+        ts_args_type = "event: string, payload: Buffer, binary: boolean, targets: Array<string> | null",
+        ts_return_type = "Promise<NativeSendError | null>"
+    )]
+    pub fn send<'env>(
+        &self,
+        env: &'env Env,
+        event: String,
+        payload: Buffer,
+        binary: bool,
+        targets: Option<Vec<String>>,
+    ) -> Result<PromiseRaw<'env, Option<NativeSendError>>> {
+        let sending = self.start_send(event, payload.to_vec(), binary, targets);
+        env.spawn_future(async move { Ok(sending.await.err().map(NativeSendError::from)) })
+    }
+
+    fn start_send(
+        &self,
+        event: String,
+        payload: Vec<u8>,
+        binary: bool,
+        targets: Option<Vec<String>>,
+    ) -> Pin<Box<dyn Future<Output = std::result::Result<(), SendError>> + Send>> {
+        let ids = match targets
+            .map(|t| {
+                t.into_iter()
+                    .map(|s| s.parse::<NodeId>().map_err(|_| SendError::UnknownTarget(s)))
+                    .collect::<std::result::Result<Vec<_>, _>>()
+            })
+            .transpose()
+        {
+            Ok(ids) => ids,
+            Err(e) => return Box::pin(std::future::ready(Err(e))),
+        };
+        let outcome = match &*self.state.lock().unwrap() {
+            State::Running(handle) => {
+                return Box::pin(handle.send(event, binary, payload, ids));
+            }
+            // Not started yet: there are no members to send to.
+            State::Idle { .. } => match ids.as_deref() {
+                None | Some([]) => Ok(()),
+                Some([first, ..]) => Err(SendError::UnknownTarget(first.to_string())),
+            },
+            State::Stopped => Err(SendError::NotRunning),
+        };
+        Box::pin(std::future::ready(outcome))
     }
 
     /// Replaces this node's metadata (JSON text) and tells every member.

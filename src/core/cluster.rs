@@ -30,8 +30,9 @@ use super::config::Config;
 use super::crypto::{Handshake, Role, Session};
 use super::detector::Liveness;
 use super::discovery::{Discovery, Learned, Target};
-use super::error::ConnectionError;
-use super::message::{Message, MAX_MEMBERS};
+use super::election::{Effect, Election, PromoteError};
+use super::error::{ConnectionError, SendError};
+use super::message::{self, Message, MAX_EVENT_NAME, MAX_JOINED, MAX_MEMBERS};
 use super::node::{NodeId, NodeInfo};
 use super::wire::{self, FrameDecoder, MAX_HANDSHAKE_FRAME};
 
@@ -70,6 +71,19 @@ pub enum Event {
     NodeAccepted(NodeInfo),
     /// A node refused this one (it is the decider).
     NodeRejected(NodeInfo),
+    /// The master changed: the new one (possibly this node), or nobody.
+    NewMaster(Option<NodeInfo>),
+    /// This node became master; `previous` is the master before it.
+    Promotion { previous: Option<NodeInfo> },
+    /// This node stopped being master; `new` is who is master now.
+    Demotion { new: Option<NodeInfo> },
+    /// A custom event this node joined arrived from member `from`.
+    Message {
+        from: NodeId,
+        name: String,
+        binary: bool,
+        payload: Vec<u8>,
+    },
     /// A connection failed; for logs and counters.
     ConnectionFailed {
         addr: SocketAddr,
@@ -125,6 +139,10 @@ struct Conn {
     restore: bool,
     /// `node_accepted` was already emitted for this peer (by this or a replaced connection).
     accepted_told: bool,
+    /// Custom events the peer has joined: only those are sent to it.
+    subscriptions: BTreeSet<String>,
+    /// The largest payload the peer accepts; a larger one would break the connection.
+    peer_max_message: usize,
 }
 
 impl Conn {
@@ -183,6 +201,11 @@ pub struct Cluster<R> {
     outputs: VecDeque<Output>,
     discovery: Discovery,
     suspects: BTreeMap<NodeId, Suspect>,
+    election: Election,
+    /// Custom events this node has joined.
+    joined: BTreeSet<String>,
+    /// The last node known to be master, for `promotion`'s previous master.
+    last_master: Option<NodeInfo>,
     /// Addresses that turned out to reach this very node (a seed naming us, say).
     own_addrs: BTreeSet<SocketAddr>,
     started: Option<Instant>,
@@ -195,8 +218,12 @@ pub struct Cluster<R> {
 
 impl<R: RngCore + CryptoRng> Cluster<R> {
     /// A node with identity `me` (its `ip`/`port` are where it listens).
-    pub fn new(me: NodeInfo, config: Config, rng: R) -> Self {
+    pub fn new(mut me: NodeInfo, config: Config, rng: R) -> Self {
+        me.master_eligible = config.election.eligible;
         Cluster {
+            election: Election::new(me.id, config.election),
+            joined: BTreeSet::new(),
+            last_master: None,
             me,
             config,
             rng,
@@ -244,7 +271,20 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         self.started = Some(now);
         self.next_beacon = Some(now);
         self.discovery.start(now, &self.config.discovery);
+        self.election.start(now);
         self.pump(now);
+    }
+
+    /// The master this node follows, if any.
+    pub fn master(&self) -> Option<NodeId> {
+        self.election.master()
+    }
+
+    /// Makes this node master, cluster-wide.
+    pub fn promote(&mut self, now: Instant) -> Result<(), PromoteError> {
+        self.election.promote(now)?;
+        self.run_election(now);
+        Ok(())
     }
 
     /// The next effect to carry out.
@@ -263,6 +303,7 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         conns
             .chain(suspects)
             .chain(self.discovery.poll_timeout(&self.config.discovery))
+            .chain(self.election.poll_timeout())
             .chain(self.next_beacon)
             .min()
     }
@@ -297,6 +338,8 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         if self.leaving {
             return;
         }
+        self.election.handle_timeout(now);
+        self.run_election(now);
         self.pump(now);
         if self.next_beacon.is_some_and(|t| t <= now) {
             self.send_beacon(now);
@@ -427,6 +470,8 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
                 scan: target.scan,
                 restore: false,
                 accepted_told: false,
+                subscriptions: BTreeSet::new(),
+                peer_max_message: 0,
             },
         );
         self.outputs.push_back(Output::Dial {
@@ -509,6 +554,8 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
                 scan: false,
                 restore: false,
                 accepted_told: false,
+                subscriptions: BTreeSet::new(),
+                peer_max_message: 0,
             },
         );
         self.outputs.push_back(Output::Transmit {
@@ -581,6 +628,116 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         self.check_admitted(now, conn);
     }
 
+    /// Starts delivery of custom event `name` and tells every member to send it to us.
+    pub fn join(&mut self, now: Instant, name: &str) -> Result<(), SendError> {
+        if name.is_empty() || name.len() > MAX_EVENT_NAME || self.joined.len() >= MAX_JOINED {
+            return Err(SendError::InvalidName);
+        }
+        if self.joined.insert(name.to_owned()) {
+            self.send_all(now, &Message::Subscribe(name.to_owned()));
+        }
+        Ok(())
+    }
+
+    /// Stops delivery of custom event `name`.
+    pub fn leave_event(&mut self, now: Instant, name: &str) {
+        if self.joined.remove(name) {
+            self.send_all(now, &Message::Unsubscribe(name.to_owned()));
+        }
+    }
+
+    /// Sends custom event `name` to `targets` (every member if `None`), skipping members
+    /// that have not joined it. Returns the connections it was queued on. Either every
+    /// target gets it or, on error, nobody does.
+    pub fn send_event(
+        &mut self,
+        now: Instant,
+        name: &str,
+        binary: bool,
+        payload: &[u8],
+        targets: Option<&[NodeId]>,
+    ) -> Result<Vec<ConnId>, SendError> {
+        if name.is_empty() || name.len() > MAX_EVENT_NAME {
+            return Err(SendError::InvalidName);
+        }
+        if payload.len() > self.config.max_message {
+            return Err(SendError::TooLarge {
+                len: payload.len(),
+                max: self.config.max_message,
+            });
+        }
+        let member_conn = |id: NodeId| {
+            self.conns
+                .iter()
+                .find(|(_, c)| c.is_member() && c.peer().is_some_and(|p| p.id == id))
+                .map(|(&k, _)| k)
+        };
+        let conns: Vec<ConnId> = match targets {
+            None => self
+                .conns
+                .iter()
+                .filter(|(_, c)| c.is_member())
+                .map(|(&k, _)| k)
+                .collect(),
+            Some(ids) => {
+                let mut conns = Vec::with_capacity(ids.len());
+                for &id in ids {
+                    // A suspect is still a member: its connection is being mended, and
+                    // what is sent meanwhile is lost with the old connection.
+                    match member_conn(id) {
+                        Some(conn) => conns.push(conn),
+                        None if self.suspects.contains_key(&id) => {}
+                        None => return Err(SendError::UnknownTarget(id.to_string())),
+                    }
+                }
+                conns.sort_unstable();
+                conns.dedup();
+                conns
+            }
+        };
+        let conns: Vec<ConnId> = conns
+            .into_iter()
+            .filter(|k| self.conns[k].subscriptions.contains(name))
+            .collect();
+        // A receiver closes a connection carrying more than it accepts: refuse up front.
+        if let Some(c) = conns
+            .iter()
+            .map(|k| &self.conns[k])
+            .find(|c| payload.len() > c.peer_max_message)
+        {
+            return Err(SendError::TooLarge {
+                len: payload.len(),
+                max: c.peer_max_message,
+            });
+        }
+        let encoded = message::encode_event(name, binary, payload);
+        let mut used = Vec::with_capacity(conns.len());
+        for conn in conns {
+            let c = self.conns.get_mut(&conn).expect("collected above");
+            match c.session().expect("members have sessions").seal(&encoded) {
+                Ok(bytes) => {
+                    self.outputs.push_back(Output::Transmit { conn, bytes });
+                    used.push(conn);
+                }
+                Err(e) => self.fail(now, conn, e.into()),
+            }
+        }
+        Ok(used)
+    }
+
+    /// Sends a message to every member.
+    fn send_all(&mut self, now: Instant, msg: &Message) {
+        let members: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.is_member())
+            .map(|(&k, _)| k)
+            .collect();
+        for conn in members {
+            self.send(now, conn, msg);
+        }
+    }
+
     /// Replaces this node's metadata (JSON text) and tells every peer.
     pub fn set_metadata(&mut self, _now: Instant, metadata: String) {
         self.me.metadata = metadata;
@@ -636,6 +793,8 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
                 host_name: self.me.host_name.clone(),
                 port: self.me.port,
                 metadata: self.me.metadata.clone(),
+                master_eligible: self.me.master_eligible,
+                max_message: u32::try_from(self.config.max_message).unwrap_or(u32::MAX),
             };
             let intro = session.seal(&intro.encode())?;
             c.decoder.set_max_len(max_frame);
@@ -677,14 +836,18 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
                     host_name,
                     port,
                     metadata,
+                    master_eligible,
+                    max_message,
                 },
             ) => {
+                c.peer_max_message = max_message as usize;
                 let peer = NodeInfo {
                     id,
                     host_name,
                     ip: c.addr.ip(),
                     port,
                     metadata,
+                    master_eligible,
                 };
                 self.introduced(now, conn, peer)
             }
@@ -724,6 +887,47 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
                 Ok(())
             }
             (Stage::Member { .. }, Message::Ping) => Ok(()),
+            (
+                Stage::Member { peer, .. },
+                Message::Event {
+                    name,
+                    binary,
+                    payload,
+                },
+            ) => {
+                // Sent before our Unsubscribe reached the peer: dropped here, never emitted.
+                if self.joined.contains(&name) {
+                    let from = peer.id;
+                    self.push_event(Event::Message {
+                        from,
+                        name,
+                        binary,
+                        payload,
+                    });
+                }
+                Ok(())
+            }
+            (Stage::Member { .. }, Message::Subscribe(name)) => {
+                if c.subscriptions.len() >= MAX_JOINED {
+                    return Err(ConnectionError::Protocol("too many joined events"));
+                }
+                c.subscriptions.insert(name);
+                Ok(())
+            }
+            (Stage::Member { .. }, Message::Unsubscribe(name)) => {
+                c.subscriptions.remove(&name);
+                Ok(())
+            }
+            (Stage::Member { .. }, Message::Subscriptions(names)) => {
+                c.subscriptions = names.into_iter().collect();
+                Ok(())
+            }
+            (Stage::Member { peer, .. }, Message::Election(m)) => {
+                let from = peer.id;
+                self.election.handle(now, from, m);
+                self.run_election(now);
+                Ok(())
+            }
             (Stage::Member { .. }, Message::Members(list)) => {
                 for (id, addr) in list {
                     self.learn(now, id, addr);
@@ -754,7 +958,7 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
             // or the address was reused. The old one is gone for good.
             c.expect = None;
             if let Some(s) = self.suspects.remove(&expected) {
-                self.push_event(Event::NodeRemoved(s.info));
+                self.removed(now, s.info);
             }
             self.discovery.forget(expected);
         }
@@ -855,6 +1059,8 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
             .map(|m| (m.id, SocketAddr::new(m.ip, m.port)))
             .collect();
         self.send(now, conn, &Message::Members(others));
+        let joined = Message::Subscriptions(self.joined.iter().cloned().collect());
+        self.send(now, conn, &joined);
         let newcomer = Message::Members(vec![(peer.id, SocketAddr::new(peer.ip, peer.port))]);
         let member_conns: Vec<ConnId> = self
             .conns
@@ -866,8 +1072,68 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
             self.send(now, other, &newcomer);
         }
         if !restore {
+            self.election
+                .member_added(now, peer.id, peer.master_eligible);
             self.push_event(Event::NodeAdded(peer));
+            self.run_election(now);
         }
+    }
+
+    /// Tells the application and the election that a member is gone.
+    fn removed(&mut self, now: Instant, info: NodeInfo) {
+        let id = info.id;
+        self.push_event(Event::NodeRemoved(info));
+        self.election.member_removed(now, id);
+        self.run_election(now);
+    }
+
+    /// Carries out what the election decided.
+    fn run_election(&mut self, now: Instant) {
+        while let Some(effect) = self.election.poll_effect() {
+            match effect {
+                Effect::SendAll(m) => self.send_all(now, &Message::Election(m)),
+                Effect::SendTo(id, m) => {
+                    let conn = self
+                        .conns
+                        .iter()
+                        .find(|(_, c)| c.is_member() && c.peer().is_some_and(|p| p.id == id))
+                        .map(|(&k, _)| k);
+                    if let Some(conn) = conn {
+                        self.send(now, conn, &Message::Election(m));
+                    }
+                }
+                Effect::MasterChanged { previous, current } => {
+                    let current_info = current.and_then(|id| self.info_of(id));
+                    self.push_event(Event::NewMaster(current_info.clone()));
+                    if current == Some(self.me.id) {
+                        let previous = self.last_master.clone().filter(|m| m.id != self.me.id);
+                        self.push_event(Event::Promotion { previous });
+                    }
+                    if previous == Some(self.me.id) {
+                        self.push_event(Event::Demotion {
+                            new: current_info.clone(),
+                        });
+                    }
+                    if current_info.is_some() {
+                        self.last_master = current_info;
+                    }
+                }
+            }
+        }
+    }
+
+    /// What we know of node `id`: ourselves, a member, a suspect or the last master.
+    fn info_of(&self, id: NodeId) -> Option<NodeInfo> {
+        if id == self.me.id {
+            return Some(self.me.clone());
+        }
+        self.conns
+            .values()
+            .filter_map(|c| c.peer())
+            .find(|p| p.id == id)
+            .or_else(|| self.suspects.get(&id).map(|s| &s.info))
+            .or(self.last_master.as_ref().filter(|m| m.id == id))
+            .cloned()
     }
 
     /// Seals and queues a message on a connection with a session.
@@ -932,12 +1198,12 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
                     },
                 );
             }
-            Loss::Left => self.push_event(Event::NodeRemoved(peer)),
+            Loss::Left => self.removed(now, peer),
             Loss::Dropped | Loss::Dead => {
                 let addr = SocketAddr::new(peer.ip, peer.port);
                 self.discovery
                     .lost(now, &self.config.discovery, peer.id, addr);
-                self.push_event(Event::NodeRemoved(peer));
+                self.removed(now, peer);
             }
         }
     }
@@ -949,7 +1215,7 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         };
         let addr = SocketAddr::new(s.info.ip, s.info.port);
         self.discovery.lost(now, &self.config.discovery, id, addr);
-        self.push_event(Event::NodeRemoved(s.info));
+        self.removed(now, s.info);
     }
 
     fn close(&mut self, conn: ConnId) {

@@ -6,6 +6,7 @@ use std::time::Duration;
 use super::crypto::ClusterKey;
 use super::detector::DetectorConfig;
 use super::discovery::DiscoveryConfig;
+use super::election::ElectionConfig;
 
 /// Settings the core needs. The binding builds one from the user's options.
 #[derive(Debug, Clone)]
@@ -28,14 +29,18 @@ pub struct Config {
     pub detector: DetectorConfig,
     /// Seeds, scans, probes and the dial rule.
     pub discovery: DiscoveryConfig,
+    /// Master eligibility, election timeout and quorum.
+    pub election: ElectionConfig,
     /// Delays of the quick beacons sent at start, so a cluster forms fast.
     pub beacon_burst: Vec<Duration>,
     /// Period of beacons after the burst, so late nodes and healed partitions are found.
     pub beacon_interval: Duration,
     /// Least gap between two beacons, when answering a newcomer's beacon.
     pub beacon_min_gap: Duration,
-    /// Largest frame an authenticated peer may send.
+    /// Largest frame an authenticated peer may send: a message plus its headers.
     pub max_frame: usize,
+    /// Largest custom event payload, in bytes (`max_message_size`).
+    pub max_message: usize,
     /// Largest metadata JSON text, in bytes.
     pub max_metadata: usize,
     /// Most connections still in their handshake at once; more are refused, so half-open
@@ -45,6 +50,19 @@ pub struct Config {
 
 /// Documented default for [`Config::max_metadata`]: 64 KiB of JSON.
 pub const DEFAULT_MAX_METADATA: usize = 64 * 1024;
+/// Documented default for [`Config::max_message`]: 16 MiB.
+pub const DEFAULT_MAX_MESSAGE: usize = 16 * 1024 * 1024;
+/// Room in a frame above the payload: event name, message and record headers, tag, and
+/// metadata updates, which are bounded separately.
+pub const FRAME_HEADROOM: usize = DEFAULT_MAX_METADATA + 1024;
+
+impl Config {
+    /// Sets the largest custom event payload, and the frame bound that follows from it.
+    pub fn set_max_message(&mut self, max: usize) {
+        self.max_message = max;
+        self.max_frame = max + FRAME_HEADROOM;
+    }
+}
 
 impl Config {
     /// Defaults for nodes on one LAN.
@@ -62,13 +80,19 @@ impl Config {
                 grace: Duration::from_secs(1),
             },
             discovery: DiscoveryConfig::lan(),
+            election: ElectionConfig {
+                eligible: true,
+                timeout: Duration::from_millis(1000),
+                quorum: 0,
+            },
             beacon_burst: [0, 50, 150, 350, 750]
                 .into_iter()
                 .map(Duration::from_millis)
                 .collect(),
             beacon_interval: Duration::from_secs(2),
             beacon_min_gap: Duration::from_millis(50),
-            max_frame: 16 * 1024 * 1024,
+            max_frame: DEFAULT_MAX_MESSAGE + FRAME_HEADROOM,
+            max_message: DEFAULT_MAX_MESSAGE,
             max_metadata: DEFAULT_MAX_METADATA,
             max_pending_handshakes: 256,
         }

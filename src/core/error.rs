@@ -151,6 +151,55 @@ impl fmt::Display for DecodeError {
 
 impl std::error::Error for DecodeError {}
 
+/// Why a custom event could not be sent. Nothing was sent to anyone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SendError {
+    /// A target is not a current member.
+    UnknownTarget(String),
+    /// The payload is over `max_message_size`.
+    TooLarge { len: usize, max: usize },
+    /// The event name is empty or longer than 255 bytes.
+    InvalidName,
+    /// The node is not running (not started yet, or exited).
+    NotRunning,
+}
+
+impl SendError {
+    /// The stable code JavaScript sees in `err.code`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            SendError::UnknownTarget(_) => "ERR_ESPIAL_UNKNOWN_TARGET",
+            SendError::TooLarge { .. } => "ERR_ESPIAL_MESSAGE_TOO_LARGE",
+            SendError::InvalidName => "ERR_ESPIAL_INVALID_EVENT",
+            SendError::NotRunning => "ERR_ESPIAL_NOT_RUNNING",
+        }
+    }
+}
+
+impl fmt::Display for SendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SendError::UnknownTarget(id) => {
+                write!(
+                    f,
+                    "espial: send(): target {id} is not a member of the cluster"
+                )
+            }
+            SendError::TooLarge { len, max } => write!(
+                f,
+                "espial: send(): the message is {len} bytes, over max_message_size ({max} bytes, this node's or a target's)"
+            ),
+            SendError::InvalidName => {
+                write!(f, "espial: send(): event names are 1 to 255 bytes of UTF-8")
+            }
+            SendError::NotRunning => write!(f, "espial: send(): the node is not running"),
+        }
+    }
+}
+
+impl std::error::Error for SendError {}
+
 /// Any reason the core closed a connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]

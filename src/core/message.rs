@@ -3,6 +3,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
+use super::election::{Claim, ElectionMsg};
 use super::error::DecodeError;
 use super::node::NodeId;
 
@@ -10,6 +11,10 @@ use super::node::NodeId;
 pub const MAX_HOST_NAME: usize = 255;
 /// Most entries in one member list.
 pub const MAX_MEMBERS: usize = 4096;
+/// Longest custom event name, in bytes.
+pub const MAX_EVENT_NAME: usize = 255;
+/// Most custom events one node may have joined.
+pub const MAX_JOINED: usize = 4096;
 
 mod tag {
     pub const INTRODUCE: u8 = 1;
@@ -18,6 +23,11 @@ mod tag {
     pub const PING: u8 = 4;
     pub const MEMBERS: u8 = 5;
     pub const UPDATE: u8 = 6;
+    pub const ELECTION: u8 = 7;
+    pub const EVENT: u8 = 8;
+    pub const SUBSCRIBE: u8 = 9;
+    pub const UNSUBSCRIBE: u8 = 10;
+    pub const SUBSCRIPTIONS: u8 = 11;
 }
 
 /// A message between two connected nodes.
@@ -29,6 +39,9 @@ pub enum Message {
         host_name: String,
         port: u16,
         metadata: String,
+        master_eligible: bool,
+        /// The largest custom event payload the sender accepts (`max_message_size`).
+        max_message: u32,
     },
     /// The sender's admission decision about the receiver.
     Verdict { accepted: bool },
@@ -40,6 +53,37 @@ pub enum Message {
     Members(Vec<(NodeId, SocketAddr)>),
     /// The sender's metadata changed.
     Update { metadata: String },
+    /// Master election.
+    Election(ElectionMsg),
+    /// A custom event; the payload is opaque (JSON text or bytes, as `binary` says).
+    Event {
+        name: String,
+        binary: bool,
+        payload: Vec<u8>,
+    },
+    /// The sender joined a custom event: send it that event from now on.
+    Subscribe(String),
+    /// The sender left a custom event.
+    Unsubscribe(String),
+    /// Every custom event the sender has joined (sent once to each new member).
+    Subscriptions(Vec<String>),
+}
+
+/// Encodes a custom event without building a [`Message`] (no copy of the payload into an
+/// owned value first).
+pub fn encode_event(name: &str, binary: bool, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(3 + name.len() + payload.len());
+    out.push(tag::EVENT);
+    out.push(u8::from(binary));
+    out.push(name.len() as u8);
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+fn put_name(out: &mut Vec<u8>, name: &str) {
+    out.push(name.len() as u8);
+    out.extend_from_slice(name.as_bytes());
 }
 
 impl Message {
@@ -51,10 +95,14 @@ impl Message {
                 host_name,
                 port,
                 metadata,
+                master_eligible,
+                max_message,
             } => {
                 let mut out =
                     Vec::with_capacity(1 + 16 + 2 + 1 + host_name.len() + 4 + metadata.len());
                 out.push(tag::INTRODUCE);
+                out.push(u8::from(*master_eligible));
+                out.extend_from_slice(&max_message.to_be_bytes());
                 out.extend_from_slice(&id.0);
                 out.extend_from_slice(&port.to_be_bytes());
                 out.push(host_name.len() as u8);
@@ -86,6 +134,49 @@ impl Message {
                 }
                 out
             }
+            Message::Election(msg) => {
+                let mut out = vec![tag::ELECTION];
+                let claim = |out: &mut Vec<u8>, c: &Claim| {
+                    out.extend_from_slice(&c.master.0);
+                    out.extend_from_slice(&c.term.to_be_bytes());
+                };
+                match msg {
+                    ElectionMsg::State(None) => out.push(0),
+                    ElectionMsg::State(Some(c)) => {
+                        out.push(1);
+                        claim(&mut out, c);
+                    }
+                    ElectionMsg::Nominate => out.push(2),
+                    ElectionMsg::Resign(c) => {
+                        out.push(3);
+                        claim(&mut out, c);
+                    }
+                }
+                out
+            }
+            Message::Event {
+                name,
+                binary,
+                payload,
+            } => encode_event(name, *binary, payload),
+            Message::Subscribe(name) => {
+                let mut out = vec![tag::SUBSCRIBE];
+                put_name(&mut out, name);
+                out
+            }
+            Message::Unsubscribe(name) => {
+                let mut out = vec![tag::UNSUBSCRIBE];
+                put_name(&mut out, name);
+                out
+            }
+            Message::Subscriptions(names) => {
+                let mut out = vec![tag::SUBSCRIPTIONS];
+                out.extend_from_slice(&(names.len() as u16).to_be_bytes());
+                for name in names {
+                    put_name(&mut out, name);
+                }
+                out
+            }
             Message::Update { metadata } => {
                 let mut out = Vec::with_capacity(5 + metadata.len());
                 out.push(tag::UPDATE);
@@ -101,6 +192,12 @@ impl Message {
         let mut r = Reader(bytes);
         let msg = match r.u8("type")? {
             tag::INTRODUCE => {
+                let master_eligible = match r.u8("master_eligible")? {
+                    0 => false,
+                    1 => true,
+                    _ => return Err(DecodeError::Invalid("master_eligible")),
+                };
+                let max_message = u32::from_be_bytes(r.array("max_message")?);
                 let id = NodeId(r.array("id")?);
                 let port = u16::from_be_bytes(r.array("port")?);
                 let host_len = r.u8("host_name")? as usize;
@@ -112,6 +209,8 @@ impl Message {
                     host_name,
                     port,
                     metadata,
+                    master_eligible,
+                    max_message,
                 }
             }
             tag::VERDICT => match r.u8("accepted")? {
@@ -142,6 +241,50 @@ impl Message {
                     list.push((id, SocketAddr::new(ip, port)));
                 }
                 Message::Members(list)
+            }
+            tag::ELECTION => {
+                let claim = |r: &mut Reader| -> Result<Claim, DecodeError> {
+                    Ok(Claim {
+                        master: NodeId(r.array("master")?),
+                        term: u64::from_be_bytes(r.array("term")?),
+                    })
+                };
+                Message::Election(match r.u8("election")? {
+                    0 => ElectionMsg::State(None),
+                    1 => ElectionMsg::State(Some(claim(&mut r)?)),
+                    2 => ElectionMsg::Nominate,
+                    3 => ElectionMsg::Resign(claim(&mut r)?),
+                    _ => return Err(DecodeError::Invalid("election")),
+                })
+            }
+            tag::EVENT => {
+                let binary = match r.u8("binary")? {
+                    0 => false,
+                    1 => true,
+                    _ => return Err(DecodeError::Invalid("binary")),
+                };
+                let name = r.name()?;
+                // The frame bound already limits the payload.
+                let payload = std::mem::take(&mut r.0).to_vec();
+                Message::Event {
+                    name,
+                    binary,
+                    payload,
+                }
+            }
+            tag::SUBSCRIBE => Message::Subscribe(r.name()?),
+            tag::UNSUBSCRIBE => Message::Unsubscribe(r.name()?),
+            tag::SUBSCRIPTIONS => {
+                let count = u16::from_be_bytes(r.array("count")?) as usize;
+                if count > MAX_JOINED {
+                    return Err(DecodeError::TooLong {
+                        field: "subscriptions",
+                        len: count,
+                        max: MAX_JOINED,
+                    });
+                }
+                let names = (0..count).map(|_| r.name()).collect::<Result<_, _>>()?;
+                Message::Subscriptions(names)
             }
             tag::UPDATE => {
                 let len = u32::from_be_bytes(r.array("metadata")?) as usize;
@@ -179,6 +322,15 @@ impl<'a> Reader<'a> {
         Ok(self.take(field, N)?.try_into().unwrap())
     }
 
+    fn name(&mut self) -> Result<String, DecodeError> {
+        let len = self.u8("event name")? as usize;
+        let name = self.text("event name", len, MAX_EVENT_NAME)?;
+        if name.is_empty() {
+            return Err(DecodeError::Invalid("event name"));
+        }
+        Ok(name)
+    }
+
     fn text(&mut self, field: &'static str, len: usize, max: usize) -> Result<String, DecodeError> {
         if len > max {
             return Err(DecodeError::TooLong { field, len, max });
@@ -198,6 +350,8 @@ mod tests {
             host_name: "web-1.org.internal".into(),
             port: 27272,
             metadata: r#"{"role":"web"}"#.into(),
+            master_eligible: true,
+            max_message: 1 << 24,
         }
     }
 
@@ -214,6 +368,29 @@ mod tests {
                 (NodeId([2; 16]), "[fe80::1]:9".parse().unwrap()),
             ]),
             Message::Members(vec![]),
+            Message::Election(ElectionMsg::State(None)),
+            Message::Election(ElectionMsg::State(Some(Claim {
+                master: NodeId([3; 16]),
+                term: u64::MAX,
+            }))),
+            Message::Election(ElectionMsg::Nominate),
+            Message::Event {
+                name: "job".into(),
+                binary: true,
+                payload: vec![0, 1, 2, 255],
+            },
+            Message::Event {
+                name: "x".repeat(255),
+                binary: false,
+                payload: b"{}".to_vec(),
+            },
+            Message::Subscribe("job".into()),
+            Message::Unsubscribe("job".into()),
+            Message::Subscriptions(vec!["a".into(), "b".into()]),
+            Message::Election(ElectionMsg::Resign(Claim {
+                master: NodeId([4; 16]),
+                term: 7,
+            })),
             Message::Update {
                 metadata: "{}".into(),
             },

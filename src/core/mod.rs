@@ -9,6 +9,7 @@ pub mod config;
 pub mod crypto;
 pub mod detector;
 pub mod discovery;
+pub mod election;
 pub mod error;
 pub mod message;
 pub mod node;

@@ -79,6 +79,8 @@ pub struct NodeInfo {
     pub port: u16,
     /// JSON text, opaque to the core.
     pub metadata: String,
+    /// May this node become master.
+    pub master_eligible: bool,
 }
 
 #[cfg(test)]

@@ -2,6 +2,8 @@
 //! that drains a queue of frames. The node task alone decides what they carry.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -14,6 +16,10 @@ use crate::core::cluster::ConnId;
 /// A safety net only: the core gives up on a dial sooner and the task is aborted then.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(30);
 const READ_BUF: usize = 64 * 1024;
+/// Bytes queued on a connection above which `send()` waits (backpressure)...
+pub const HIGH_WATER: usize = 8 * 1024 * 1024;
+/// ...until the writer has brought the queue below this.
+const LOW_WATER: usize = 2 * 1024 * 1024;
 
 /// What connection tasks report to the node task.
 pub enum ConnEvent {
@@ -23,13 +29,42 @@ pub enum ConnEvent {
     Closed(ConnId),
     /// The connection filter's answer about the node on this connection.
     Verdict(ConnId, bool),
+    /// The write queue fell below the low-water mark after a sender waited on it.
+    Drained,
 }
 
 /// The node task's hold on a live connection. Dropping `frames` lets the writer flush and
 /// shut the socket down.
 pub struct ConnHandle {
-    pub frames: mpsc::UnboundedSender<Vec<u8>>,
+    frames: mpsc::UnboundedSender<Vec<u8>>,
+    /// Bytes handed to the writer and not yet written.
+    queued: Arc<AtomicUsize>,
+    /// A sender waits for this queue to drain: the writer reports when it has.
+    waiting: Arc<AtomicBool>,
     reader: AbortHandle,
+}
+
+impl ConnHandle {
+    /// Queues a frame for writing.
+    pub fn write(&self, bytes: Vec<u8>) {
+        self.queued.fetch_add(bytes.len(), Ordering::Relaxed);
+        let _ = self.frames.send(bytes);
+    }
+
+    /// True if the queue is over the high-water mark; then the writer will report
+    /// [`ConnEvent::Drained`] once it is low again.
+    pub fn backlogged(&self) -> bool {
+        if self.queued.load(Ordering::Relaxed) < HIGH_WATER {
+            return false;
+        }
+        self.waiting.store(true, Ordering::Relaxed);
+        // The writer may have drained between the two loads: look again.
+        if self.queued.load(Ordering::Relaxed) < LOW_WATER {
+            self.waiting.store(false, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
 }
 
 impl Drop for ConnHandle {
@@ -74,6 +109,9 @@ pub fn spawn_io(
     let _ = stream.set_nodelay(true);
     let (mut rd, mut wr) = stream.into_split();
     let (frames, mut queue) = mpsc::unbounded_channel::<Vec<u8>>();
+    let queued = Arc::new(AtomicUsize::new(0));
+    let waiting = Arc::new(AtomicBool::new(false));
+    let drained = events.clone();
     let reader = tokio::spawn(async move {
         let mut buf = vec![0u8; READ_BUF];
         loop {
@@ -92,13 +130,23 @@ pub fn spawn_io(
         let _ = events.send(ConnEvent::Closed(conn));
     })
     .abort_handle();
+    let (left, wake) = (queued.clone(), waiting.clone());
     writers.spawn(async move {
         while let Some(bytes) = queue.recv().await {
             if wr.write_all(&bytes).await.is_err() {
                 return;
             }
+            let now_queued = left.fetch_sub(bytes.len(), Ordering::Relaxed) - bytes.len();
+            if now_queued < LOW_WATER && wake.swap(false, Ordering::Relaxed) {
+                let _ = drained.send(ConnEvent::Drained);
+            }
         }
         let _ = wr.shutdown().await;
     });
-    ConnHandle { frames, reader }
+    ConnHandle {
+        frames,
+        queued,
+        waiting,
+        reader,
+    }
 }

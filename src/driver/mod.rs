@@ -19,7 +19,10 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
+use crate::core::cluster::Event;
 use crate::core::config::Config;
+use crate::core::error::SendError;
+use crate::core::node::NodeId;
 use crate::core::node::NodeInfo;
 
 /// How a node finds its peers by multicast.
@@ -71,19 +74,11 @@ impl ErrorCode {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Notification {
     /// Sockets are bound; `port` is the TCP port actually listened on.
-    Listening {
-        port: u16,
-    },
-    NodeAdded(NodeInfo),
-    NodeRemoved(NodeInfo),
-    NodeUpdated(NodeInfo),
-    NodeAccepted(NodeInfo),
-    NodeRejected(NodeInfo),
+    Listening { port: u16 },
+    /// Membership and election news from the core.
+    Cluster(Event),
     /// The node could not start or hit a fatal error; it has stopped.
-    Error {
-        code: ErrorCode,
-        message: String,
-    },
+    Error { code: ErrorCode, message: String },
 }
 
 /// Receives notifications in batches, in order. Dropped when the node has stopped, which
@@ -102,6 +97,16 @@ enum Command {
     Exit(oneshot::Sender<()>),
     SetFilter(Option<Arc<dyn Filter>>),
     SetMetadata(String),
+    Promote,
+    Join(String),
+    Leave(String),
+    Send {
+        name: String,
+        binary: bool,
+        payload: Vec<u8>,
+        targets: Option<Vec<NodeId>>,
+        done: oneshot::Sender<Result<(), SendError>>,
+    },
 }
 
 /// A running node.
@@ -130,6 +135,44 @@ impl Handle {
     /// Replaces this node's metadata (JSON text, already checked against the size bound).
     pub fn set_metadata(&self, metadata: String) {
         let _ = self.commands.send(Command::SetMetadata(metadata));
+    }
+
+    /// Starts delivery of custom event `name`.
+    pub fn join(&self, name: String) {
+        let _ = self.commands.send(Command::Join(name));
+    }
+
+    /// Stops delivery of custom event `name`.
+    pub fn leave(&self, name: String) {
+        let _ = self.commands.send(Command::Leave(name));
+    }
+
+    /// Sends a custom event; resolves once it is handed to every target's connection and
+    /// none of those connections is backlogged.
+    pub fn send(
+        &self,
+        name: String,
+        binary: bool,
+        payload: Vec<u8>,
+        targets: Option<Vec<NodeId>>,
+    ) -> impl Future<Output = Result<(), SendError>> + Send + 'static {
+        let (done, result) = oneshot::channel();
+        let queued = self.commands.send(Command::Send {
+            name,
+            binary,
+            payload,
+            targets,
+            done,
+        });
+        async move {
+            queued.map_err(|_| SendError::NotRunning)?;
+            result.await.unwrap_or(Err(SendError::NotRunning))
+        }
+    }
+
+    /// Makes this node master cluster-wide (the caller checks it is eligible).
+    pub fn promote(&self) {
+        let _ = self.commands.send(Command::Promote);
     }
 
     /// Leaves the cluster gracefully; resolves once every socket is closed.

@@ -16,6 +16,7 @@ use super::connection::{self, ConnEvent, ConnHandle};
 use super::discovery::{self, Discovery};
 use super::{ipv4, Command, ErrorCode, EventSink, Filter, NodeConfig, Notification};
 use crate::core::cluster::{Cluster, ConnId, Event, Output};
+use crate::core::error::SendError;
 
 /// How long `exit()` waits for goodbyes to be flushed before closing regardless.
 const EXIT_FLUSH: Duration = Duration::from_secs(1);
@@ -87,6 +88,7 @@ pub async fn run(
         discovery,
         conns: HashMap::new(),
         dials: HashMap::new(),
+        waiting_sends: Vec::new(),
         filter,
         filter_timeout: config.filter_timeout,
         writers: JoinSet::new(),
@@ -109,6 +111,8 @@ struct Driver {
     conns: HashMap<ConnId, ConnHandle>,
     /// Dials in progress, aborted if the core gives up on them first.
     dials: HashMap<ConnId, tokio::task::AbortHandle>,
+    /// Sends handed to backlogged connections, answered once those drain.
+    waiting_sends: Vec<WaitingSend>,
     filter: Option<Arc<dyn Filter>>,
     filter_timeout: Duration,
     writers: JoinSet<()>,
@@ -138,6 +142,31 @@ impl Driver {
                 cmd = commands.recv() => match cmd {
                     Some(Command::Exit(done)) => return self.leave(vec![done], commands, sink).await,
                     Some(Command::SetFilter(filter)) => self.filter = filter,
+                    Some(Command::Join(name)) => {
+                        // Names were checked by the caller; a refusal changes nothing.
+                        let _ = self.core.join(Instant::now().into_std(), &name);
+                    }
+                    Some(Command::Leave(name)) => {
+                        self.core.leave_event(Instant::now().into_std(), &name);
+                    }
+                    Some(Command::Send { name, binary, payload, targets, done }) => {
+                        let now = Instant::now().into_std();
+                        let sent = self.core.send_event(now, &name, binary, &payload, targets.as_deref());
+                        match sent {
+                            Err(e) => {
+                                let _ = done.send(Err(e));
+                            }
+                            Ok(conns) => {
+                                self.carry_out();
+                                self.waiting_sends.push(WaitingSend { conns, done });
+                                self.answer_sends();
+                            }
+                        }
+                    }
+                    Some(Command::Promote) => {
+                        // Eligibility was checked by the caller; a refusal changes nothing.
+                        let _ = self.core.promote(Instant::now().into_std());
+                    }
                     Some(Command::SetMetadata(json)) => {
                         self.core.set_metadata(Instant::now().into_std(), json);
                     }
@@ -176,6 +205,10 @@ impl Driver {
         if !self.batch.is_empty() {
             sink.deliver(std::mem::take(&mut self.batch));
         }
+        // What was handed to a connection is flushed below, as far as time allows.
+        for w in self.waiting_sends.drain(..) {
+            let _ = w.done.send(Ok(()));
+        }
         self.conns.clear();
         let flush = async { while self.writers.join_next().await.is_some() {} };
         let _ = tokio::time::timeout(EXIT_FLUSH, flush).await;
@@ -201,10 +234,12 @@ impl Driver {
                 self.core.dial_failed(now, conn);
             }
             ConnEvent::Verdict(conn, accept) => self.core.admit(now, conn, accept),
+            ConnEvent::Drained => self.answer_sends(),
             ConnEvent::Data(conn, bytes) => self.core.handle_bytes(now, conn, &bytes),
             ConnEvent::Closed(conn) => {
                 self.conns.remove(&conn);
                 self.core.connection_closed(now, conn);
+                self.answer_sends();
             }
         }
     }
@@ -214,13 +249,32 @@ impl Driver {
         self.conns.insert(conn, handle);
     }
 
+    /// Answers the sends whose connections are no longer backlogged (or are gone: what was
+    /// queued on a lost connection is lost with it, as with any socket).
+    fn answer_sends(&mut self) {
+        let conns = &self.conns;
+        let mut i = 0;
+        while i < self.waiting_sends.len() {
+            let blocked = self.waiting_sends[i]
+                .conns
+                .iter()
+                .any(|c| conns.get(c).is_some_and(|h| h.backlogged()));
+            if blocked {
+                i += 1;
+            } else {
+                let w = self.waiting_sends.swap_remove(i);
+                let _ = w.done.send(Ok(()));
+            }
+        }
+    }
+
     /// Drains the core's outputs.
     fn carry_out(&mut self) {
         while let Some(out) = self.core.poll_output() {
             match out {
                 Output::Transmit { conn, bytes } => {
                     if let Some(c) = self.conns.get(&conn) {
-                        let _ = c.frames.send(bytes);
+                        c.write(bytes);
                     }
                 }
                 Output::Close { conn } => {
@@ -264,16 +318,18 @@ impl Driver {
     }
 }
 
+/// A `send()` waiting for backlogged connections to drain.
+struct WaitingSend {
+    conns: Vec<ConnId>,
+    done: oneshot::Sender<Result<(), SendError>>,
+}
+
 fn notification(e: Event) -> Option<Notification> {
-    Some(match e {
-        Event::NodeAdded(n) => Notification::NodeAdded(n),
-        Event::NodeRemoved(n) => Notification::NodeRemoved(n),
-        Event::NodeUpdated(n) => Notification::NodeUpdated(n),
-        Event::NodeAccepted(n) => Notification::NodeAccepted(n),
-        Event::NodeRejected(n) => Notification::NodeRejected(n),
+    match e {
         // Failed connections are counted by the core; they are not application events.
-        Event::ConnectionFailed { .. } => return None,
-    })
+        Event::ConnectionFailed { .. } => None,
+        e => Some(Notification::Cluster(e)),
+    }
 }
 
 async fn recv_beacon(d: &Option<Discovery>, buf: &mut [u8]) -> Option<(usize, SocketAddr)> {

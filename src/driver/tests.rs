@@ -8,6 +8,7 @@ use std::time::Duration;
 use rand_core::{OsRng, RngCore};
 
 use super::{ErrorCode, EventSink, Handle, MulticastConfig, NodeConfig, Notification};
+use crate::core::cluster::Event;
 use crate::core::config::Config;
 use crate::core::node::{NodeId, NodeInfo};
 
@@ -31,6 +32,7 @@ fn config(cluster: &str, group_port: u16, port: u16) -> NodeConfig {
             ip: IpAddr::V4(LOOPBACK),
             port,
             metadata: "{}".into(),
+            master_eligible: true,
         },
         core: Config::lan(cluster),
         multicast: Some(MulticastConfig {
@@ -54,6 +56,23 @@ fn next(rx: &mpsc::Receiver<Notification>) -> Notification {
         .expect("no notification within 10 s")
 }
 
+/// The first notification matching `pred`, skipping others (election news, say).
+fn wait_for(
+    rx: &mpsc::Receiver<Notification>,
+    pred: impl Fn(&Notification) -> bool,
+) -> Notification {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let n = rx
+            .recv_timeout(left)
+            .expect("no matching notification within 10 s");
+        if pred(&n) {
+            return n;
+        }
+    }
+}
+
 fn random_port() -> u16 {
     20_000 + (OsRng.next_u32() % 30_000) as u16
 }
@@ -70,16 +89,20 @@ fn two_nodes_find_each_other_and_leave() {
     assert!(matches!(next(&a_rx), Notification::Listening { port } if port != 0));
     assert!(matches!(next(&b_rx), Notification::Listening { .. }));
     for (rx, peer) in [(&a_rx, b_id), (&b_rx, a_id)] {
-        assert!(matches!(next(rx), Notification::NodeAccepted(n) if n.id == peer));
+        assert!(matches!(next(rx), Notification::Cluster(Event::NodeAccepted(n)) if n.id == peer));
         assert!(
-            matches!(next(rx), Notification::NodeAdded(n) if n.id == peer && n.ip == IpAddr::V4(LOOPBACK))
+            matches!(next(rx), Notification::Cluster(Event::NodeAdded(n)) if n.id == peer && n.ip == IpAddr::V4(LOOPBACK))
         );
     }
     super::runtime::get().block_on(a.exit());
-    assert!(matches!(next(&b_rx), Notification::NodeRemoved(n) if n.id == a_id));
+    wait_for(
+        &b_rx,
+        |n| matches!(n, Notification::Cluster(Event::NodeRemoved(n)) if n.id == a_id),
+    );
     super::runtime::get().block_on(b.exit());
     // Once stopped, each node drops its sink: the channel disconnects.
     for rx in [a_rx, b_rx] {
+        while rx.try_recv().is_ok() {}
         assert_eq!(
             rx.recv_timeout(Duration::from_secs(5)).unwrap_err(),
             mpsc::RecvTimeoutError::Disconnected

@@ -36,8 +36,11 @@ pub struct Sim {
     pub filters: BTreeMap<Host, Filter>,
     links: BTreeMap<(Host, ConnId), (Host, ConnId)>,
     queue: VecDeque<Delivery>,
-    /// Hosts whose link is cut: nothing reaches them or leaves them, dials hang.
-    cut: BTreeSet<Host>,
+    /// Which side of a partition each host is on (absent: side 0). Hosts on different
+    /// sides cannot reach each other: bytes are lost, dials hang, beacons do not cross.
+    side: BTreeMap<Host, u64>,
+    next_side: u64,
+    next_host: Host,
     /// Hosts with multicast off.
     manual: BTreeSet<Host>,
     rng: ChaCha20Rng,
@@ -57,7 +60,9 @@ impl Sim {
             filters: BTreeMap::new(),
             links: BTreeMap::new(),
             queue: VecDeque::new(),
-            cut: BTreeSet::new(),
+            side: BTreeMap::new(),
+            next_side: 1,
+            next_host: 0,
             manual: BTreeSet::new(),
             rng: ChaCha20Rng::seed_from_u64(seed),
         }
@@ -65,14 +70,14 @@ impl Sim {
 
     /// Adds and starts a node with the given core configuration.
     pub fn add(&mut self, config: Config) -> Host {
-        let host = self.nodes.keys().next_back().map_or(0, |h| h + 1);
+        let host = self.next_host;
         self.start_at(host, config);
         host
     }
 
     /// Adds a node with multicast off (it neither sends nor hears beacons).
     pub fn add_manual(&mut self, config: Config) -> Host {
-        let host = self.nodes.keys().next_back().map_or(0, |h| h + 1);
+        let host = self.next_host;
         self.manual.insert(host);
         self.start_at(host, config);
         host
@@ -104,12 +109,34 @@ impl Sim {
 
     /// Cuts a host's link: everything to and from it is silently lost.
     pub fn cut(&mut self, host: Host) {
-        self.cut.insert(host);
+        self.partition(&[host]);
     }
 
     /// Restores a host's link.
     pub fn heal(&mut self, host: Host) {
-        self.cut.remove(&host);
+        self.side.remove(&host);
+    }
+
+    /// Moves these hosts to a side of their own, apart from everyone else.
+    pub fn partition(&mut self, hosts: &[Host]) {
+        for &h in hosts {
+            self.side.insert(h, self.next_side);
+        }
+        self.next_side += 1;
+    }
+
+    /// Heals every partition.
+    pub fn heal_all(&mut self) {
+        self.side.clear();
+    }
+
+    /// The side of the partition a host is on.
+    pub fn side_of(&self, host: Host) -> u64 {
+        self.side.get(&host).copied().unwrap_or(0)
+    }
+
+    fn apart(&self, a: Host, b: Host) -> bool {
+        self.side_of(a) != self.side_of(b)
     }
 
     /// Breaks the connection between two live nodes, as a reset would: both ends see it close.
@@ -129,6 +156,7 @@ impl Sim {
     }
 
     fn start_at(&mut self, host: Host, config: Config) {
+        self.next_host = self.next_host.max(host + 1);
         use rand_chacha::rand_core::RngCore;
         let mut rng = ChaCha20Rng::seed_from_u64(self.rng.next_u64());
         let me = NodeInfo {
@@ -137,11 +165,13 @@ impl Sim {
             ip: addr(host).ip(),
             port: addr(host).port(),
             metadata: format!("{{\"n\":{host}}}"),
+            master_eligible: config.election.eligible,
         };
         let mut node = Cluster::new(me, config, rng);
         node.start(self.now);
         self.nodes.insert(host, node);
-        self.events.entry(host).or_default();
+        // A restarted node is a new process: its events start afresh.
+        self.events.insert(host, Vec::new());
     }
 
     pub fn id(&self, host: Host) -> NodeId {
@@ -192,7 +222,7 @@ impl Sim {
         match out {
             Output::Transmit { conn, bytes } => {
                 if let Some(&to) = self.links.get(&(host, conn)) {
-                    if !self.cut.contains(&host) && !self.cut.contains(&to.0) {
+                    if !self.apart(host, to.0) {
                         self.queue.push_back(Delivery::Bytes { to, bytes });
                     }
                 }
@@ -205,7 +235,7 @@ impl Sim {
             }
             Output::Dial { conn, addr: target } => {
                 let listener = self.nodes.keys().copied().find(|&h| addr(h) == target);
-                if self.cut.contains(&host) || listener.is_some_and(|h| self.cut.contains(&h)) {
+                if listener.is_some_and(|h| self.apart(host, h)) {
                     // No answer at all: the core's dial timeout decides.
                     return;
                 }
@@ -225,7 +255,7 @@ impl Sim {
                 }
             }
             Output::Beacon(bytes) => {
-                if !self.manual.contains(&host) && !self.cut.contains(&host) {
+                if !self.manual.contains(&host) {
                     self.queue.push_back(Delivery::Beacon { from: host, bytes });
                 }
             }
@@ -252,8 +282,10 @@ impl Sim {
             }
             Delivery::Beacon { from, bytes } => {
                 let src = SocketAddr::new(addr(from).ip(), 50000);
+                let from_side = self.side.get(&from).copied().unwrap_or(0);
                 for (h, node) in self.nodes.iter_mut() {
-                    if !self.manual.contains(h) && !self.cut.contains(h) {
+                    let side = self.side.get(h).copied().unwrap_or(0);
+                    if !self.manual.contains(h) && side == from_side {
                         node.handle_beacon(now, src, &bytes);
                     }
                 }
@@ -293,6 +325,14 @@ pub fn removed(e: &Event) -> Option<NodeId> {
         Event::NodeRemoved(n) => Some(n.id),
         _ => None,
     }
+}
+
+pub fn promoted(e: &Event) -> bool {
+    matches!(e, Event::Promotion { .. })
+}
+
+pub fn demoted(e: &Event) -> bool {
+    matches!(e, Event::Demotion { .. })
 }
 
 pub fn updated(e: &Event) -> Option<NodeId> {

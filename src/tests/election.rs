@@ -1,0 +1,366 @@
+//! Master election under the deterministic simulation: scripted scenarios, then thousands
+//! of seeded random runs (2000 by default) of joins, crashes, restarts, resets, partitions, heals and
+//! promotions, checking after each quiet period that every side of the network has exactly
+//! one master, alive and eligible, agreed by all its nodes.
+//!
+//! A failure prints its seed; `ESPIAL_SIM_SEED=<seed>` replays just that run, and
+//! `ESPIAL_SIM_RUNS=<n>` changes how many seeds run.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rand_chacha::rand_core::{RngCore, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use super::sim::{demoted, promoted, Host, Sim};
+use crate::core::config::Config;
+
+fn config(eligible: bool, quorum: usize) -> Config {
+    let mut c = Config::lan("sim");
+    c.election.eligible = eligible;
+    c.election.quorum = quorum;
+    c
+}
+
+/// Checks every side of the partition: one master, alive, eligible, agreed; or, when the
+/// side cannot have one (no eligible node, or below quorum), nobody claims mastership.
+fn check(sim: &Sim, eligible: &BTreeMap<Host, bool>, quorum: usize) -> Result<(), String> {
+    let mut sides: BTreeMap<u64, Vec<Host>> = BTreeMap::new();
+    for &h in sim.nodes.keys() {
+        sides.entry(sim.side_of(h)).or_default().push(h);
+    }
+    for (side, hosts) in sides {
+        let eligible_here = hosts.iter().filter(|h| eligible[h]).count();
+        let can_have_master = eligible_here > 0 && eligible_here >= quorum.max(1);
+        let masters: Vec<Host> = hosts
+            .iter()
+            .copied()
+            .filter(|&h| sim.nodes[&h].master() == Some(sim.id(h)))
+            .collect();
+        let views: Vec<_> = hosts.iter().map(|h| sim.nodes[h].master()).collect();
+        if !can_have_master {
+            if !masters.is_empty() || views.iter().any(|v| v.is_some()) {
+                return Err(format!(
+                    "side {side} {hosts:?} may not have a master: {views:?}"
+                ));
+            }
+            continue;
+        }
+        if masters.len() != 1 {
+            return Err(format!(
+                "side {side} {hosts:?} has masters {masters:?}: {views:?}"
+            ));
+        }
+        let master = masters[0];
+        if !eligible[&master] {
+            return Err(format!("master {master} is not eligible"));
+        }
+        if views.iter().any(|v| *v != Some(sim.id(master))) {
+            return Err(format!("side {side} {hosts:?} disagrees: {views:?}"));
+        }
+    }
+    // Promotion and demotion alternate on every node: never promoted twice for one change.
+    for (h, events) in &sim.events {
+        let mut master = false;
+        for e in events {
+            if promoted(e) {
+                if master {
+                    return Err(format!("host {h} promoted twice in a row"));
+                }
+                master = true;
+            } else if demoted(e) {
+                if !master {
+                    return Err(format!("host {h} demoted while not master"));
+                }
+                master = false;
+            }
+        }
+    }
+    Ok(())
+}
+
+const QUIET: Duration = Duration::from_secs(30);
+
+/// One random run; returns a description of the first violated property.
+fn random_run(seed: u64) -> Result<(), String> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut sim = Sim::new(seed);
+    let n = 3 + (rng.next_u32() % 5) as usize;
+    let quorum = if rng.next_u32() % 3 == 0 {
+        n / 2 + 1
+    } else {
+        0
+    };
+    let mut eligible = BTreeMap::new();
+    let mut crashed: Vec<Host> = Vec::new();
+    for i in 0..n {
+        // At least one eligible node; a few are not.
+        let e = i == 0 || rng.next_u32() % 5 != 0;
+        let h = sim.add(config(e, quorum));
+        eligible.insert(h, e);
+        sim.run_for(Duration::from_millis(u64::from(rng.next_u32() % 400)));
+    }
+    sim.run_for(QUIET);
+    check(&sim, &eligible, quorum).map_err(|e| format!("after forming: {e}"))?;
+    for step in 0..8 {
+        let live: Vec<Host> = sim.nodes.keys().copied().collect();
+        let pick =
+            |rng: &mut ChaCha8Rng, from: &[Host]| from[(rng.next_u32() as usize) % from.len()];
+        let op = rng.next_u32() % 7;
+        let what = match op {
+            0 if live.len() > 1 => {
+                // Crash the master if there is one, else anyone.
+                let m = live
+                    .iter()
+                    .copied()
+                    .find(|&h| sim.nodes[&h].master() == Some(sim.id(h)))
+                    .unwrap_or_else(|| pick(&mut rng, &live));
+                sim.crash(m);
+                crashed.push(m);
+                format!("crash {m}")
+            }
+            1 if !crashed.is_empty() => {
+                let h = crashed.remove(0);
+                sim.restart(h, config(eligible[&h], quorum));
+                format!("restart {h}")
+            }
+            2 if live.len() > 1 => {
+                let mut group: Vec<Host> = live
+                    .iter()
+                    .copied()
+                    .filter(|_| rng.next_u32() % 2 == 0)
+                    .collect();
+                if group.is_empty() {
+                    group.push(live[0]);
+                }
+                sim.partition(&group);
+                sim.run_for(QUIET + Duration::from_secs(u64::from(rng.next_u32() % 30)));
+                check(&sim, &eligible, quorum)
+                    .map_err(|e| format!("step {step} during partition {group:?}: {e}"))?;
+                sim.heal_all();
+                format!("partition {group:?} and heal")
+            }
+            3 => {
+                let candidates: Vec<Host> = live.iter().copied().filter(|h| eligible[h]).collect();
+                if candidates.is_empty() {
+                    continue;
+                }
+                let h = pick(&mut rng, &candidates);
+                let now = sim.now;
+                let _ = sim.nodes.get_mut(&h).unwrap().promote(now);
+                format!("promote {h}")
+            }
+            4 if live.len() > 1 => {
+                let a = pick(&mut rng, &live);
+                let b = pick(&mut rng, &live);
+                sim.reset_link(a, b);
+                format!("reset {a}-{b}")
+            }
+            5 => {
+                let e = rng.next_u32() % 4 != 0;
+                let h = sim.add(config(e, quorum));
+                eligible.insert(h, e);
+                format!("add {h}")
+            }
+            6 if live.len() > 1 => {
+                let h = pick(&mut rng, &live);
+                let now = sim.now;
+                sim.nodes.get_mut(&h).unwrap().leave(now);
+                sim.run_for(Duration::from_millis(10));
+                sim.crash(h);
+                format!("leave {h}")
+            }
+            _ => continue,
+        };
+        if std::env::var_os("ESPIAL_SIM_TRACE").is_some() {
+            eprintln!(
+                "step {step}: {what}; ids {:?}",
+                sim.nodes
+                    .keys()
+                    .map(|&h| (h, sim.id(h)))
+                    .collect::<Vec<_>>()
+            );
+        }
+        sim.run_for(QUIET);
+        check(&sim, &eligible, quorum).map_err(|e| format!("step {step} after {what}: {e}"))?;
+    }
+    Ok(())
+}
+
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
+}
+
+#[test]
+fn random_runs_always_settle_on_one_agreed_master() {
+    let seeds: Vec<u64> = match env_u64("ESPIAL_SIM_SEED") {
+        Some(seed) => vec![seed],
+        None => (0..env_u64("ESPIAL_SIM_RUNS").unwrap_or(2000)).collect(),
+    };
+    // Runs are independent: spread them over the machine's cores.
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let chunk = seeds.len().div_ceil(threads).max(1);
+    let mut failures: Vec<String> = std::thread::scope(|scope| {
+        let workers: Vec<_> = seeds
+            .chunks(chunk)
+            .map(|part| {
+                scope.spawn(move || {
+                    part.iter()
+                        .filter_map(|&seed| {
+                            random_run(seed).err().map(|e| {
+                                format!("seed {seed}: {e} (replay: ESPIAL_SIM_SEED={seed})")
+                            })
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().expect("a simulation thread panicked"))
+            .collect()
+    });
+    failures.sort();
+    assert!(
+        failures.is_empty(),
+        "{} of {} runs failed:\n{}",
+        failures.len(),
+        seeds.len(),
+        failures
+            .iter()
+            .take(10)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+#[test]
+fn nodes_started_together_elect_one_master_after_the_timeout() {
+    let mut sim = Sim::new(1);
+    let hosts: Vec<Host> = (0..5).map(|_| sim.add(config(true, 0))).collect();
+    sim.run_for(Duration::from_millis(900));
+    assert!(hosts.iter().all(|h| sim.nodes[h].master().is_none()));
+    sim.run_for(Duration::from_millis(300));
+    let smallest = hosts.iter().map(|&h| sim.id(h)).min();
+    for h in &hosts {
+        assert_eq!(sim.nodes[h].master(), smallest);
+    }
+}
+
+#[test]
+fn a_joining_node_adopts_the_master_and_failover_is_immediate() {
+    let mut sim = Sim::new(2);
+    for _ in 0..3 {
+        sim.add(config(true, 0));
+    }
+    sim.run_for(Duration::from_secs(3));
+    let master = sim.nodes[&0].master().unwrap();
+    // A newcomer, whatever its id, adopts the master.
+    let late = sim.add(config(true, 0));
+    sim.run_for(Duration::from_secs(3));
+    assert_eq!(sim.nodes[&late].master(), Some(master));
+    for h in 0..3 {
+        let changes = sim.events[&h]
+            .iter()
+            .filter(|e| matches!(e, crate::core::cluster::Event::NewMaster(_)))
+            .count();
+        assert_eq!(changes, 1, "host {h}: the join moved nothing");
+    }
+    // The master crashes: the others agree on a new one within milliseconds.
+    let m = (0..=late).find(|&h| sim.id(h) == master).unwrap();
+    sim.crash(m);
+    sim.run_for(Duration::from_millis(5));
+    let views: Vec<_> = sim.nodes.values().map(|n| n.master()).collect();
+    assert!(
+        views.iter().all(|v| v.is_some() && *v == views[0]),
+        "{views:?}"
+    );
+    assert_ne!(views[0], Some(master));
+}
+
+#[test]
+fn promote_moves_mastership_everywhere() {
+    let mut sim = Sim::new(3);
+    for _ in 0..4 {
+        sim.add(config(true, 0));
+    }
+    sim.run_for(Duration::from_secs(3));
+    let old = sim.nodes[&0].master().unwrap();
+    let h = (0..4).find(|&h| sim.id(h) != old).unwrap();
+    let now = sim.now;
+    sim.nodes.get_mut(&h).unwrap().promote(now).unwrap();
+    sim.run_for(Duration::from_millis(5));
+    for n in sim.nodes.values() {
+        assert_eq!(n.master(), Some(sim.id(h)));
+    }
+    let old_host = (0..4).find(|&x| sim.id(x) == old).unwrap();
+    assert!(sim.events[&old_host].iter().any(demoted));
+    assert!(sim.events[&h].iter().any(promoted));
+}
+
+#[test]
+fn without_an_eligible_node_nobody_is_master() {
+    let mut sim = Sim::new(4);
+    let e = sim.add(config(true, 0));
+    sim.add(config(false, 0));
+    sim.add(config(false, 0));
+    sim.run_for(Duration::from_secs(3));
+    assert_eq!(sim.nodes[&1].master(), Some(sim.id(e)));
+    sim.crash(e);
+    sim.run_for(Duration::from_secs(30));
+    assert!(sim.nodes.values().all(|n| n.master().is_none()));
+}
+
+#[test]
+fn after_a_heal_one_master_remains_and_the_other_is_demoted() {
+    let mut sim = Sim::new(5);
+    for _ in 0..4 {
+        sim.add(config(true, 0));
+    }
+    sim.run_for(Duration::from_secs(3));
+    let master = sim.nodes[&0].master().unwrap();
+    let m = (0..4).find(|&h| sim.id(h) == master).unwrap();
+    let others: Vec<Host> = (0..4).filter(|&h| h != m).collect();
+    sim.partition(&others[..2]);
+    sim.run_for(Duration::from_secs(30));
+    let side_master = sim.nodes[&others[0]].master().unwrap();
+    assert_ne!(
+        side_master, master,
+        "the cut-off side elected its own master"
+    );
+    sim.heal_all();
+    sim.run_for(Duration::from_secs(30));
+    let views: Vec<_> = sim.nodes.values().map(|n| n.master()).collect();
+    assert!(views.iter().all(|v| *v == views[0]), "{views:?}");
+    let loser = if views[0] == Some(master) {
+        (0..4)
+            .find(|&h| Some(sim.id(h)) == Some(side_master))
+            .unwrap()
+    } else {
+        m
+    };
+    assert!(sim.events[&loser].iter().any(demoted));
+}
+
+#[test]
+fn with_a_quorum_the_minority_side_has_no_master() {
+    let mut sim = Sim::new(6);
+    for _ in 0..5 {
+        sim.add(config(true, 3));
+    }
+    sim.run_for(Duration::from_secs(3));
+    let master = sim.nodes[&0].master().unwrap();
+    let m = (0..5).find(|&h| sim.id(h) == master).unwrap();
+    let mut minority = vec![m];
+    minority.push((0..5).find(|&h| h != m).unwrap());
+    sim.partition(&minority);
+    sim.run_for(Duration::from_secs(30));
+    for &h in &minority {
+        assert_eq!(sim.nodes[&h].master(), None, "host {h} in the minority");
+    }
+    let majority: Vec<Host> = (0..5).filter(|h| !minority.contains(h)).collect();
+    let new = sim.nodes[&majority[0]].master();
+    assert!(new.is_some());
+    assert!(majority.iter().all(|h| sim.nodes[h].master() == new));
+}
