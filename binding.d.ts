@@ -15,6 +15,8 @@ export declare class NativeNode {
   constructor(options: NativeOptions, onEvents: (events: Array<NativeEvent>) => void)
   /** Starts the node: failures to bind arrive as an `error` event. Idempotent. */
   start(): void
+  /** Counters since the node started (zeros before it starts). */
+  stats(): NativeStats
   /** This node's own object. */
   info(): NativeNodeInfo
   /**
@@ -98,4 +100,19 @@ export interface NativeOptions {
 export interface NativeSendError {
   code: string
   message: string
+}
+
+/** Counters of one node, as `espial.stats()` returns them. */
+export interface NativeStats {
+  messagesOut: number
+  messagesIn: number
+  bytesOut: number
+  bytesIn: number
+  handshakesCompleted: number
+  handshakesFailed: number
+  framesRejected: number
+  connectionsRefused: number
+  nodesRejected: number
+  beaconsSent: number
+  beaconsIgnored: number
 }

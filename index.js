@@ -143,6 +143,29 @@ class Espial extends EventEmitter {
     this.emit(event, data, sender ? toPublicNode(sender) : { id: from });
   }
 
+  /**
+   * Counters since the node started, from the native core: custom event messages and
+   * bytes in and out, handshakes completed and failed, frames rejected, connections
+   * refused, nodes rejected by the connection filter, beacons sent and ignored.
+   * @returns {Record<string, number>}
+   */
+  stats() {
+    const s = this.#native.stats();
+    return {
+      messages_out: s.messagesOut,
+      messages_in: s.messagesIn,
+      bytes_out: s.bytesOut,
+      bytes_in: s.bytesIn,
+      handshakes_completed: s.handshakesCompleted,
+      handshakes_failed: s.handshakesFailed,
+      frames_rejected: s.framesRejected,
+      connections_refused: s.connectionsRefused,
+      nodes_rejected: s.nodesRejected,
+      beacons_sent: s.beaconsSent,
+      beacons_ignored: s.beaconsIgnored,
+    };
+  }
+
   /** This node's own object: `{ id, host_name, ip, port, metadata }`. */
   get_node_info() {
     return toPublicNode(this.#info);

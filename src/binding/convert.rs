@@ -8,7 +8,7 @@ use napi::bindgen_prelude::*;
 use napi_derive::napi;
 use rand_core::OsRng;
 
-use crate::core::cluster::Event;
+use crate::core::cluster::{Event, Stats};
 use crate::core::config::Config;
 use crate::core::crypto::handshake::MAX_CLUSTER_NAME;
 use crate::core::crypto::ClusterKey;
@@ -70,6 +70,42 @@ pub struct NativeEvent {
     pub from: Option<String>,
     pub payload: Option<Buffer>,
     pub binary: Option<bool>,
+}
+
+/// Counters of one node, as `espial.stats()` returns them.
+#[napi(object)]
+pub struct NativeStats {
+    pub messages_out: i64,
+    pub messages_in: i64,
+    pub bytes_out: i64,
+    pub bytes_in: i64,
+    pub handshakes_completed: i64,
+    pub handshakes_failed: i64,
+    pub frames_rejected: i64,
+    pub connections_refused: i64,
+    pub nodes_rejected: i64,
+    pub beacons_sent: i64,
+    pub beacons_ignored: i64,
+}
+
+impl From<Stats> for NativeStats {
+    fn from(s: Stats) -> Self {
+        // Counters stay far below 2^63; saturate rather than wrap if one ever did not.
+        let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        NativeStats {
+            messages_out: n(s.messages_out),
+            messages_in: n(s.messages_in),
+            bytes_out: n(s.bytes_out),
+            bytes_in: n(s.bytes_in),
+            handshakes_completed: n(s.handshakes_completed),
+            handshakes_failed: n(s.handshakes_failed),
+            frames_rejected: n(s.frames_rejected),
+            connections_refused: n(s.connections_refused),
+            nodes_rejected: n(s.nodes_rejected),
+            beacons_sent: n(s.beacons_sent),
+            beacons_ignored: n(s.beacons_ignored),
+        }
+    }
 }
 
 /// Why `send()` failed, for `index.js` to turn into an Error with this `code`.

@@ -16,7 +16,7 @@ use crate::core::error::SendError;
 use crate::core::node::{NodeId, NodeInfo};
 use crate::driver::{EventSink, Filter, Handle, NodeConfig, Notification};
 
-pub use convert::{NativeEvent, NativeNodeInfo, NativeOptions, NativeSendError};
+pub use convert::{NativeEvent, NativeNodeInfo, NativeOptions, NativeSendError, NativeStats};
 
 /// Strong (ref'd) while the node runs, so the process stays alive like a listening server;
 /// the driver drops it when the node stops, which lets the process end by itself.
@@ -123,6 +123,15 @@ impl NativeNode {
             handle.join(name);
         }
         *state = State::Running(Arc::new(handle));
+    }
+
+    /// Counters since the node started (zeros before it starts).
+    #[napi]
+    pub fn stats(&self) -> NativeStats {
+        match &*self.state.lock().unwrap() {
+            State::Running(handle) => handle.stats().into(),
+            _ => crate::core::cluster::Stats::default().into(),
+        }
     }
 
     /// This node's own object.

@@ -94,6 +94,12 @@ pub enum Event {
 /// Counters, for `stats()` and tests.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Stats {
+    /// Custom event messages sent (one per target) and received.
+    pub messages_out: u64,
+    pub messages_in: u64,
+    /// Bytes written to and read from connections, all protocol traffic included.
+    pub bytes_out: u64,
+    pub bytes_in: u64,
     pub handshakes_completed: u64,
     pub handshakes_failed: u64,
     pub frames_rejected: u64,
@@ -289,7 +295,11 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
 
     /// The next effect to carry out.
     pub fn poll_output(&mut self) -> Option<Output> {
-        self.outputs.pop_front()
+        let out = self.outputs.pop_front();
+        if let Some(Output::Transmit { bytes, .. }) = &out {
+            self.stats.bytes_out += bytes.len() as u64;
+        }
+        out
     }
 
     /// When [`Cluster::handle_timeout`] must next be called.
@@ -570,6 +580,7 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
+        self.stats.bytes_in += bytes.len() as u64;
         c.decoder.push(bytes);
         loop {
             let Some(c) = self.conns.get_mut(&conn) else {
@@ -717,6 +728,7 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
             match c.session().expect("members have sessions").seal(&encoded) {
                 Ok(bytes) => {
                     self.outputs.push_back(Output::Transmit { conn, bytes });
+                    self.stats.messages_out += 1;
                     used.push(conn);
                 }
                 Err(e) => self.fail(now, conn, e.into()),
@@ -897,6 +909,7 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
             ) => {
                 // Sent before our Unsubscribe reached the peer: dropped here, never emitted.
                 if self.joined.contains(&name) {
+                    self.stats.messages_in += 1;
                     let from = peer.id;
                     self.push_event(Event::Message {
                         from,

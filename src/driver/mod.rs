@@ -6,6 +6,7 @@
 
 mod connection;
 pub mod discovery;
+mod log;
 mod node;
 pub mod runtime;
 #[cfg(test)]
@@ -14,12 +15,13 @@ mod tests;
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
 use crate::core::cluster::Event;
+use crate::core::cluster::Stats;
 use crate::core::config::Config;
 use crate::core::error::SendError;
 use crate::core::node::NodeId;
@@ -112,6 +114,8 @@ enum Command {
 /// A running node.
 pub struct Handle {
     commands: mpsc::UnboundedSender<Command>,
+    /// The node task's counters, refreshed after every step it takes.
+    stats: Arc<Mutex<Stats>>,
 }
 
 impl Handle {
@@ -123,8 +127,17 @@ impl Handle {
         filter: Option<Arc<dyn Filter>>,
     ) -> Handle {
         let (tx, rx) = mpsc::unbounded_channel();
-        runtime::get().spawn(node::run(config, Box::new(sink), filter, rx));
-        Handle { commands: tx }
+        let stats = Arc::new(Mutex::new(Stats::default()));
+        runtime::get().spawn(node::run(config, Box::new(sink), filter, rx, stats.clone()));
+        Handle {
+            commands: tx,
+            stats,
+        }
+    }
+
+    /// The node's counters so far.
+    pub fn stats(&self) -> Stats {
+        self.stats.lock().unwrap().clone()
     }
 
     /// Installs (or with `None` removes) the connection filter for nodes that join from now on.

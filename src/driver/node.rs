@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rand_core::OsRng;
@@ -14,8 +14,9 @@ use tokio::time::{sleep_until, Instant};
 
 use super::connection::{self, ConnEvent, ConnHandle};
 use super::discovery::{self, Discovery};
+use super::log::Log;
 use super::{ipv4, Command, ErrorCode, EventSink, Filter, NodeConfig, Notification};
-use crate::core::cluster::{Cluster, ConnId, Event, Output};
+use crate::core::cluster::{Cluster, ConnId, Event, Output, Stats};
 use crate::core::error::SendError;
 
 /// How long `exit()` waits for goodbyes to be flushed before closing regardless.
@@ -27,8 +28,10 @@ pub async fn run(
     sink: Box<dyn EventSink>,
     filter: Option<Arc<dyn Filter>>,
     mut commands: mpsc::UnboundedReceiver<Command>,
+    stats: Arc<Mutex<Stats>>,
 ) {
     let local = config.me.ip;
+    let log = Log::for_node(config.me.id);
     let listener = match TcpListener::bind(SocketAddr::new(local, config.me.port)).await {
         Ok(l) => l,
         Err(e) => {
@@ -37,6 +40,7 @@ pub async fn run(
                 config.me.port,
                 hint(&e)
             );
+            log.line(format_args!("{message}"));
             return sink.deliver(vec![Notification::Error {
                 code: ErrorCode::Bind,
                 message,
@@ -56,6 +60,7 @@ pub async fn run(
                         "cannot join multicast group {}:{} on interface {}: {e}",
                         mc.group, mc.port, mc.interface
                     );
+                    log.line(format_args!("{message}"));
                     return sink.deliver(vec![Notification::Error {
                         code: ErrorCode::Multicast,
                         message,
@@ -78,6 +83,18 @@ pub async fn run(
             }),
         }
     }
+    log.line(format_args!(
+        "listening on {local}:{port} as {} (cluster {:?}, multicast {})",
+        me.id,
+        core_config.cluster,
+        config
+            .multicast
+            .as_ref()
+            .map_or("off".to_owned(), |m| format!(
+                "{}:{} on {}",
+                m.group, m.port, m.interface
+            ))
+    ));
     let mut core = Cluster::new(me, core_config, OsRng);
     core.start(Instant::now().into_std());
     sink.deliver(notes);
@@ -89,6 +106,8 @@ pub async fn run(
         conns: HashMap::new(),
         dials: HashMap::new(),
         waiting_sends: Vec::new(),
+        log,
+        stats,
         filter,
         filter_timeout: config.filter_timeout,
         writers: JoinSet::new(),
@@ -113,6 +132,9 @@ struct Driver {
     dials: HashMap<ConnId, tokio::task::AbortHandle>,
     /// Sends handed to backlogged connections, answered once those drain.
     waiting_sends: Vec<WaitingSend>,
+    log: Log,
+    /// Shared with the [`Handle`](super::Handle) so `stats()` needs no round trip.
+    stats: Arc<Mutex<Stats>>,
     filter: Option<Arc<dyn Filter>>,
     filter_timeout: Duration,
     writers: JoinSet<()>,
@@ -137,6 +159,7 @@ impl Driver {
             if !self.batch.is_empty() {
                 sink.deliver(std::mem::take(&mut self.batch));
             }
+            self.stats.lock().unwrap().clone_from(self.core.stats());
             let deadline = self.core.poll_timeout().map(Instant::from_std);
             tokio::select! {
                 cmd = commands.recv() => match cmd {
@@ -309,12 +332,39 @@ impl Driver {
                     }
                 },
                 Output::Event(e) => {
+                    if self.log.enabled() {
+                        log_event(&self.log, &e);
+                    }
                     if let Some(n) = notification(e) {
                         self.batch.push(n);
                     }
                 }
             }
         }
+    }
+}
+
+fn log_event(log: &Log, e: &Event) {
+    let who =
+        |n: &crate::core::node::NodeInfo| format!("{} ({} {}:{})", n.id, n.host_name, n.ip, n.port);
+    let maybe =
+        |n: &Option<crate::core::node::NodeInfo>| n.as_ref().map_or("nobody".to_owned(), who);
+    match e {
+        Event::NodeAdded(n) => log.line(format_args!("added {}", who(n))),
+        Event::NodeRemoved(n) => log.line(format_args!("removed {}", who(n))),
+        Event::NodeUpdated(n) => log.line(format_args!("metadata of {} updated", who(n))),
+        Event::NodeAccepted(n) => log.line(format_args!("accepted by {}", who(n))),
+        Event::NodeRejected(n) => log.line(format_args!("rejected by {}", who(n))),
+        Event::NewMaster(n) => log.line(format_args!("master is now {}", maybe(n))),
+        Event::Promotion { previous } => log.line(format_args!(
+            "promoted to master (previous: {})",
+            maybe(previous)
+        )),
+        Event::Demotion { new } => log.line(format_args!("demoted (master now: {})", maybe(new))),
+        Event::ConnectionFailed { addr, error } => {
+            log.line(format_args!("connection with {addr} closed: {error}"))
+        }
+        Event::Message { .. } => {}
     }
 }
 
