@@ -31,12 +31,14 @@ export declare class NativeNode {
   /** Stops delivery of custom event `event`. */
   leave(event: string): void
   /**
-   * Sends custom event `event` to `targets` (node ids; `null` for every member that
-   * joined it). The message is queued before this returns, so messages keep the order
-   * of the calls; the Promise settles with `null` once the message is handed to every
-   * target's connection, or with the error (code and message) if it could not be sent.
+   * Sends custom events, in order: `events[i]` with `payloads[i]` (JSON text unless
+   * `binary[i]`) to `targets[i]` (node ids; `null` for every member that joined it).
+   * `index.js` gathers the sends of one tick into one call. They are queued before this
+   * returns, so they keep the order of the calls. The Promise settles once each is
+   * handed to every target's connection: with `null` if all were sent, else with one
+   * entry per event, `null` or the error (code and message).
    */
-  send(event: string, payload: Buffer, binary: boolean, targets: Array<string> | null): Promise<NativeSendError | null>
+  sendBatch(events: Array<string>, payloads: Array<Buffer>, binary: Array<boolean>, targets: Array<Array<string> | null>): Promise<Array<NativeSendError | null> | null>
   /** Replaces this node's metadata (JSON text) and tells every member. */
   setMetadata(metadata: string): void
   /** Leaves the cluster gracefully and closes every socket and timer. */
@@ -53,11 +55,26 @@ export interface NativeEvent {
   port?: number
   message?: string
   code?: string
-  event?: string
-  /** Sender id of a custom event. */
-  from?: string
-  payload?: Buffer
-  binary?: boolean
+  /**
+   * A run of custom event messages (`kind` is `messages`), packed so that crossing
+   * into JavaScript costs one object, not one per message.
+   */
+  messages?: NativeMessages
+}
+
+/**
+ * Consecutive custom event messages. Message `i` is event `strings[names[i]]` from node
+ * `strings[from[i]]`, its payload the next `lengths[i]` bytes of `payload`, binary if
+ * `binary[i]`.
+ */
+export interface NativeMessages {
+  /** Event names and sender ids, each once. */
+  strings: Array<string>
+  names: Array<number>
+  from: Array<number>
+  lengths: Array<number>
+  binary: Array<boolean>
+  payload: Buffer
 }
 
 /** A node as JavaScript receives it; `index.js` parses `metadata`. */

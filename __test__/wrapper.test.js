@@ -67,8 +67,42 @@ class FakeNative {
     return this.sendResult();
   }
 
+  // As the addon does: one call per tick's sends, settling with null when all went, else
+  // with one entry per message.
+  sendBatch(events, payloads, binary, targets) {
+    const each = events.map((event, i) => this.send(event, payloads[i], binary[i], targets[i]));
+    return Promise.all(each).then((results) => (results.every((r) => r == null) ? null : results));
+  }
+
+  // Events as the addon delivers them; `message` entries are packed into one `messages`
+  // event per run, as the addon packs them.
   deliver(...events) {
-    this.onEvents(events);
+    const out = [];
+    for (const e of events) {
+      if (e.kind !== 'message') {
+        out.push(e);
+        continue;
+      }
+      let last = out[out.length - 1];
+      if (!last || last.kind !== 'messages') {
+        last = { kind: 'messages', messages: { strings: [], names: [], from: [], lengths: [], binary: [], parts: [] } };
+        out.push(last);
+      }
+      const m = last.messages;
+      const intern = (s) => (m.strings.includes(s) ? m.strings.indexOf(s) : m.strings.push(s) - 1);
+      m.names.push(intern(e.event));
+      m.from.push(intern(e.from));
+      m.lengths.push(e.payload.length);
+      m.binary.push(e.binary);
+      m.parts.push(e.payload);
+    }
+    for (const e of out) {
+      if (e.kind === 'messages') {
+        e.messages.payload = Buffer.concat(e.messages.parts);
+        delete e.messages.parts;
+      }
+    }
+    this.onEvents(out);
   }
 }
 

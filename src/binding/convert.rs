@@ -1,6 +1,7 @@
 //! Conversions between JavaScript objects and driver types, and the one place where
 //! invalid options become JavaScript errors.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
@@ -65,11 +66,109 @@ pub struct NativeEvent {
     pub port: Option<u32>,
     pub message: Option<String>,
     pub code: Option<String>,
-    pub event: Option<String>,
-    /// Sender id of a custom event.
-    pub from: Option<String>,
-    pub payload: Option<Buffer>,
-    pub binary: Option<bool>,
+    /// A run of custom event messages (`kind` is `messages`), packed so that crossing
+    /// into JavaScript costs one object, not one per message.
+    pub messages: Option<NativeMessages>,
+}
+
+/// Consecutive custom event messages. Message `i` is event `strings[names[i]]` from node
+/// `strings[from[i]]`, its payload the next `lengths[i]` bytes of `payload`, binary if
+/// `binary[i]`.
+#[napi(object)]
+pub struct NativeMessages {
+    /// Event names and sender ids, each once.
+    pub strings: Vec<String>,
+    pub names: Vec<u32>,
+    pub from: Vec<u32>,
+    pub lengths: Vec<u32>,
+    pub binary: Vec<bool>,
+    pub payload: Buffer,
+}
+
+/// Builds [`NativeMessages`], interning names and ids.
+#[derive(Default)]
+struct MessagePack {
+    strings: Vec<String>,
+    index: HashMap<String, u32>,
+    names: Vec<u32>,
+    from: Vec<u32>,
+    lengths: Vec<u32>,
+    binary: Vec<bool>,
+    payload: Vec<u8>,
+}
+
+impl MessagePack {
+    fn intern(&mut self, s: String) -> u32 {
+        if let Some(&i) = self.index.get(&s) {
+            return i;
+        }
+        let i = self.strings.len() as u32;
+        self.strings.push(s.clone());
+        self.index.insert(s, i);
+        i
+    }
+
+    fn push(&mut self, from: NodeId, name: String, binary: bool, payload: &[u8]) {
+        let name = self.intern(name);
+        let from = self.intern(from.to_string());
+        self.names.push(name);
+        self.from.push(from);
+        self.lengths.push(payload.len() as u32);
+        self.binary.push(binary);
+        self.payload.extend_from_slice(payload);
+    }
+
+    fn into_event(self) -> NativeEvent {
+        NativeEvent {
+            messages: Some(NativeMessages {
+                strings: self.strings,
+                names: self.names,
+                from: self.from,
+                lengths: self.lengths,
+                binary: self.binary,
+                payload: self.payload.into(),
+            }),
+            ..plain("messages", None)
+        }
+    }
+}
+
+fn plain(kind: &str, node: Option<&NodeInfo>) -> NativeEvent {
+    NativeEvent {
+        kind: kind.to_owned(),
+        node: node.map(NativeNodeInfo::from),
+        port: None,
+        message: None,
+        code: None,
+        messages: None,
+    }
+}
+
+/// Converts a batch of notifications, packing each run of custom event messages into one.
+pub fn pack(batch: Vec<Notification>) -> Vec<NativeEvent> {
+    let mut out = Vec::new();
+    let mut pack: Option<MessagePack> = None;
+    for n in batch {
+        if let Notification::Cluster(Event::Message {
+            from,
+            name,
+            binary,
+            payload,
+        }) = n
+        {
+            pack.get_or_insert_with(MessagePack::default)
+                .push(from, name, binary, &payload);
+            continue;
+        }
+        if let Some(p) = pack.take() {
+            out.push(p.into_event());
+        }
+        out.push(NativeEvent::from(n));
+    }
+    if let Some(p) = pack {
+        out.push(p.into_event());
+    }
+    out
 }
 
 /// Counters of one node, as `espial.stats()` returns them.
@@ -138,17 +237,7 @@ impl From<&NodeInfo> for NativeNodeInfo {
 
 impl From<Notification> for NativeEvent {
     fn from(n: Notification) -> Self {
-        let event = |kind: &str, node: Option<&NodeInfo>| NativeEvent {
-            kind: kind.to_owned(),
-            node: node.map(NativeNodeInfo::from),
-            port: None,
-            message: None,
-            code: None,
-            event: None,
-            from: None,
-            payload: None,
-            binary: None,
-        };
+        let event = plain;
         match n {
             Notification::Listening { port } => NativeEvent {
                 port: Some(u32::from(port)),
@@ -159,18 +248,6 @@ impl From<Notification> for NativeEvent {
                 code: Some(code.as_str().to_owned()),
                 ..event("error", None)
             },
-            Notification::Cluster(Event::Message {
-                from,
-                name,
-                binary,
-                payload,
-            }) => NativeEvent {
-                event: Some(name),
-                from: Some(from.to_string()),
-                payload: Some(payload.into()),
-                binary: Some(binary),
-                ..event("message", None)
-            },
             Notification::Cluster(e) => match &e {
                 Event::NodeAdded(n) => event("added_node", Some(n)),
                 Event::NodeRemoved(n) => event("removed_node", Some(n)),
@@ -180,6 +257,7 @@ impl From<Notification> for NativeEvent {
                 Event::NewMaster(n) => event("new_master", n.as_ref()),
                 Event::Promotion { previous } => event("promotion", previous.as_ref()),
                 Event::Demotion { new } => event("demotion", new.as_ref()),
+                // Messages are packed by `pack`; failed connections are never delivered.
                 Event::ConnectionFailed { .. } | Event::Message { .. } => {
                     event("connection_failed", None)
                 }

@@ -14,7 +14,7 @@ use napi_derive::napi;
 
 use crate::core::error::SendError;
 use crate::core::node::{NodeId, NodeInfo};
-use crate::driver::{EventSink, Filter, Handle, NodeConfig, Notification};
+use crate::driver::{EventSink, Filter, Handle, NodeConfig, Notification, Outgoing};
 
 pub use convert::{NativeEvent, NativeNodeInfo, NativeOptions, NativeSendError, NativeStats};
 
@@ -30,7 +30,7 @@ struct JsSink(EventCallback);
 
 impl EventSink for JsSink {
     fn deliver(&self, batch: Vec<Notification>) {
-        let events = batch.into_iter().map(NativeEvent::from).collect();
+        let events = convert::pack(batch);
         // NonBlocking: the queue is unbounded, so this never fails for lack of room.
         self.0.call(events, ThreadsafeFunctionCallMode::NonBlocking);
     }
@@ -189,56 +189,77 @@ impl NativeNode {
         }
     }
 
-    /// Sends custom event `event` to `targets` (node ids; `null` for every member that
-    /// joined it). The message is queued before this returns, so messages keep the order
-    /// of the calls; the Promise settles with `null` once the message is handed to every
-    /// target's connection, or with the error (code and message) if it could not be sent.
+    /// Sends custom events, in order: `events[i]` with `payloads[i]` (JSON text unless
+    /// `binary[i]`) to `targets[i]` (node ids; `null` for every member that joined it).
+    /// `index.js` gathers the sends of one tick into one call. They are queued before this
+    /// returns, so they keep the order of the calls. The Promise settles once each is
+    /// handed to every target's connection: with `null` if all were sent, else with one
+    /// entry per event, `null` or the error (code and message).
     #[napi(
-        ts_args_type = "event: string, payload: Buffer, binary: boolean, targets: Array<string> | null",
-        ts_return_type = "Promise<NativeSendError | null>"
+        ts_args_type = "events: Array<string>, payloads: Array<Buffer>, binary: Array<boolean>, targets: Array<Array<string> | null>",
+        ts_return_type = "Promise<Array<NativeSendError | null> | null>"
     )]
-    pub fn send<'env>(
+    pub fn send_batch<'env>(
         &self,
         env: &'env Env,
-        event: String,
-        payload: Buffer,
-        binary: bool,
-        targets: Option<Vec<String>>,
-    ) -> Result<PromiseRaw<'env, Option<NativeSendError>>> {
-        let sending = self.start_send(event, payload.to_vec(), binary, targets);
-        env.spawn_future(async move { Ok(sending.await.err().map(NativeSendError::from)) })
+        events: Vec<String>,
+        payloads: Vec<Buffer>,
+        binary: Vec<bool>,
+        targets: Vec<Option<Vec<String>>>,
+    ) -> Result<PromiseRaw<'env, Option<Vec<Option<NativeSendError>>>>> {
+        let n = events.len();
+        if payloads.len() != n || binary.len() != n || targets.len() != n {
+            return Err(Error::new(
+                Status::InvalidArg,
+                "sendBatch: the four arrays must have one entry per event",
+            ));
+        }
+        let mut results: Vec<Option<SendError>> = vec![None; n];
+        let mut batch = Vec::with_capacity(n);
+        let mut positions = Vec::with_capacity(n);
+        let items = events.into_iter().zip(payloads).zip(binary).zip(targets);
+        for (i, (((name, payload), binary), targets)) in items.enumerate() {
+            match parse_targets(targets) {
+                Ok(targets) => {
+                    positions.push(i);
+                    batch.push(Outgoing {
+                        name,
+                        binary,
+                        payload: payload.to_vec(),
+                        targets,
+                    });
+                }
+                Err(e) => results[i] = Some(e),
+            }
+        }
+        let sending = self.start_send(batch);
+        env.spawn_future(async move {
+            for (at, outcome) in positions.into_iter().zip(sending.await) {
+                results[at] = outcome.err();
+            }
+            Ok(results.iter().any(Option::is_some).then(|| {
+                results
+                    .into_iter()
+                    .map(|r| r.map(NativeSendError::from))
+                    .collect()
+            }))
+        })
     }
 
-    fn start_send(
-        &self,
-        event: String,
-        payload: Vec<u8>,
-        binary: bool,
-        targets: Option<Vec<String>>,
-    ) -> Pin<Box<dyn Future<Output = std::result::Result<(), SendError>> + Send>> {
-        let ids = match targets
-            .map(|t| {
-                t.into_iter()
-                    .map(|s| s.parse::<NodeId>().map_err(|_| SendError::UnknownTarget(s)))
-                    .collect::<std::result::Result<Vec<_>, _>>()
-            })
-            .transpose()
-        {
-            Ok(ids) => ids,
-            Err(e) => return Box::pin(std::future::ready(Err(e))),
-        };
-        let outcome = match &*self.state.lock().unwrap() {
-            State::Running(handle) => {
-                return Box::pin(handle.send(event, binary, payload, ids));
-            }
+    fn start_send(&self, batch: Vec<Outgoing>) -> Sending {
+        let outcome = |m: &Outgoing| match &*self.state.lock().unwrap() {
             // Not started yet: there are no members to send to.
-            State::Idle { .. } => match ids.as_deref() {
+            State::Idle { .. } => match m.targets.as_deref() {
                 None | Some([]) => Ok(()),
                 Some([first, ..]) => Err(SendError::UnknownTarget(first.to_string())),
             },
-            State::Stopped => Err(SendError::NotRunning),
+            _ => Err(SendError::NotRunning),
         };
-        Box::pin(std::future::ready(outcome))
+        if let State::Running(handle) = &*self.state.lock().unwrap() {
+            return Box::pin(handle.send(batch));
+        }
+        let results = batch.iter().map(outcome).collect();
+        Box::pin(std::future::ready(results))
     }
 
     /// Replaces this node's metadata (JSON text) and tells every member.
@@ -276,4 +297,20 @@ impl NativeNode {
         }
         Ok(())
     }
+}
+
+/// The outcome of a batch of sends, one result per message, once they are handed over.
+type Sending = Pin<Box<dyn Future<Output = Vec<std::result::Result<(), SendError>>> + Send>>;
+
+/// Node ids from JavaScript; a string that is no id names an unknown target.
+fn parse_targets(
+    targets: Option<Vec<String>>,
+) -> std::result::Result<Option<Vec<NodeId>>, SendError> {
+    targets
+        .map(|t| {
+            t.into_iter()
+                .map(|s| s.parse::<NodeId>().map_err(|_| SendError::UnknownTarget(s)))
+                .collect()
+        })
+        .transpose()
 }

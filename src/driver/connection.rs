@@ -20,6 +20,8 @@ const READ_BUF: usize = 64 * 1024;
 pub const HIGH_WATER: usize = 8 * 1024 * 1024;
 /// ...until the writer has brought the queue below this.
 const LOW_WATER: usize = 2 * 1024 * 1024;
+/// Small frames are gathered into writes of up to this many bytes.
+const COALESCE: usize = 64 * 1024;
 
 /// What connection tasks report to the node task.
 pub enum ConnEvent {
@@ -132,13 +134,32 @@ pub fn spawn_io(
     .abort_handle();
     let (left, wake) = (queued.clone(), waiting.clone());
     writers.spawn(async move {
-        while let Some(bytes) = queue.recv().await {
+        // Frames queued together go out in one write: many small messages then cost one
+        // system call instead of one each.
+        let mut out = Vec::with_capacity(COALESCE);
+        while let Some(first) = queue.recv().await {
+            let bytes = if first.len() >= COALESCE {
+                first
+            } else {
+                out.clear();
+                out.extend_from_slice(&first);
+                while out.len() < COALESCE {
+                    match queue.try_recv() {
+                        Ok(more) => out.extend_from_slice(&more),
+                        Err(_) => break,
+                    }
+                }
+                std::mem::take(&mut out)
+            };
             if wr.write_all(&bytes).await.is_err() {
                 return;
             }
             let now_queued = left.fetch_sub(bytes.len(), Ordering::Relaxed) - bytes.len();
             if now_queued < LOW_WATER && wake.swap(false, Ordering::Relaxed) {
                 let _ = drained.send(ConnEvent::Drained);
+            }
+            if out.capacity() == 0 {
+                out = bytes;
             }
         }
         let _ = wr.shutdown().await;

@@ -172,20 +172,7 @@ impl Driver {
                     Some(Command::Leave(name)) => {
                         self.core.leave_event(Instant::now().into_std(), &name);
                     }
-                    Some(Command::Send { name, binary, payload, targets, done }) => {
-                        let now = Instant::now().into_std();
-                        let sent = self.core.send_event(now, &name, binary, &payload, targets.as_deref());
-                        match sent {
-                            Err(e) => {
-                                let _ = done.send(Err(e));
-                            }
-                            Ok(conns) => {
-                                self.carry_out();
-                                self.waiting_sends.push(WaitingSend { conns, done });
-                                self.answer_sends();
-                            }
-                        }
-                    }
+                    Some(Command::Send { batch, done }) => self.send(batch, done),
                     Some(Command::Promote) => {
                         // Eligibility was checked by the caller; a refusal changes nothing.
                         let _ = self.core.promote(Instant::now().into_std());
@@ -230,7 +217,7 @@ impl Driver {
         }
         // What was handed to a connection is flushed below, as far as time allows.
         for w in self.waiting_sends.drain(..) {
-            let _ = w.done.send(Ok(()));
+            let _ = w.done.send(w.results);
         }
         self.conns.clear();
         let flush = async { while self.writers.join_next().await.is_some() {} };
@@ -272,6 +259,36 @@ impl Driver {
         self.conns.insert(conn, handle);
     }
 
+    /// Queues a batch of custom events; answers once their connections are not backlogged.
+    fn send(
+        &mut self,
+        batch: Vec<super::Outgoing>,
+        done: oneshot::Sender<Vec<Result<(), SendError>>>,
+    ) {
+        let now = Instant::now().into_std();
+        let mut conns = Vec::new();
+        let results = batch
+            .iter()
+            .map(|m| {
+                let targets = m.targets.as_deref();
+                let used = self
+                    .core
+                    .send_event(now, &m.name, m.binary, &m.payload, targets)?;
+                conns.extend(used);
+                Ok(())
+            })
+            .collect();
+        conns.sort_unstable();
+        conns.dedup();
+        self.carry_out();
+        self.waiting_sends.push(WaitingSend {
+            conns,
+            done,
+            results,
+        });
+        self.answer_sends();
+    }
+
     /// Answers the sends whose connections are no longer backlogged (or are gone: what was
     /// queued on a lost connection is lost with it, as with any socket).
     fn answer_sends(&mut self) {
@@ -286,7 +303,7 @@ impl Driver {
                 i += 1;
             } else {
                 let w = self.waiting_sends.swap_remove(i);
-                let _ = w.done.send(Ok(()));
+                let _ = w.done.send(w.results);
             }
         }
     }
@@ -371,7 +388,8 @@ fn log_event(log: &Log, e: &Event) {
 /// A `send()` waiting for backlogged connections to drain.
 struct WaitingSend {
     conns: Vec<ConnId>,
-    done: oneshot::Sender<Result<(), SendError>>,
+    done: oneshot::Sender<Vec<Result<(), SendError>>>,
+    results: Vec<Result<(), SendError>>,
 }
 
 fn notification(e: Event) -> Option<Notification> {
