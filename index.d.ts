@@ -6,92 +6,149 @@
 import { EventEmitter } from 'node:events';
 
 declare namespace espial {
-  /** Options of `espial(options)`. Every option is optional; unknown names are refused. */
+  /**
+   * Options of `espial(options)` / `new Espial(options)`. Every option is optional. An
+   * unknown name, a value of the wrong type or an impossible value throws a `TypeError`
+   * naming the option (`code` `ERR_ESPIAL_UNKNOWN_OPTION`, `ERR_INVALID_ARG_TYPE` or
+   * `ERR_INVALID_ARG_VALUE`).
+   */
   interface EspialOptions {
+    /** Addresses, ports and discovery. */
     network?: NetworkOptions;
     /**
      * Name of the cluster; nodes only see nodes of the same cluster, so two clusters can
-     * share a LAN. 1 to 64 bytes of UTF-8. Default `"espial"`. (Not in the original.)
+     * share a LAN. 1 to 64 bytes of UTF-8. (Not in the original.)
+     * @default "espial"
      */
     cluster?: string;
     /**
      * Shared secret mixed into every key exchange; nodes without it can neither join,
      * read nor impersonate, and beacons are authenticated. A string of at least 16
-     * characters or a Buffer of at least 16 bytes. Default: none. (Not in the original.)
+     * characters or a Buffer / Uint8Array of at least 16 bytes. Default: none (any node
+     * that speaks the protocol may join). (Not in the original.)
      */
     cluster_key?: string | Uint8Array;
-    /** May this node become master. Default `true`. */
+    /**
+     * May this node become master.
+     * @default true
+     */
     master_eligible?: boolean;
-    /** Milliseconds a lone node waits before promoting itself. Default `1000`. */
+    /**
+     * Milliseconds a lone node waits before promoting itself (1 to 2147483647).
+     * @default 1000
+     */
     master_election_timeout?: number;
-    /** Milliseconds between a non-master's checks that the master is still there. Default `5000`. */
+    /**
+     * Milliseconds between a non-master's checks that the master is still there
+     * (1 to 2147483647).
+     * @default 5000
+     */
     master_polling_frequency?: number;
     /**
      * Least number of master-eligible nodes, counting itself, a node must see to be master;
-     * a side of a partition with fewer has no master. `0` (the default) means no quorum: a
-     * lone eligible node becomes master. (Not in the original.)
+     * a side of a partition with fewer has no master. `0` means no quorum: a lone eligible
+     * node becomes master. (Not in the original.)
+     * @default 0
      */
     master_quorum?: number;
     /**
      * Milliseconds between heartbeats; a node silent for 3 heartbeats plus 1 s is removed
-     * (a crashed process is removed sooner, when its connection resets). Default `5000`.
+     * (a crashed process is removed sooner, when its connection resets).
+     * @default 5000
      */
     send_presence_frequency?: number;
     /**
      * Plain object of JSON values shared with every node; at most 64 KiB (65536 bytes) as
-     * JSON. Default `{}`.
+     * JSON.
+     * @default {}
      */
     metadata?: Record<string, unknown>;
     /**
      * Milliseconds the connection filter has to answer about one node; no answer in time
-     * refuses the node. Default `5000`. (Not in the original.)
+     * refuses the node. (Not in the original.)
+     * @default 5000
      */
     connection_filter_timeout?: number;
     /**
      * Largest payload of a custom event `send()` accepts, in bytes (the JSON text, or the
-     * Buffer's bytes): 1 to 268435456 (256 MiB). Default `16777216` (16 MiB). (Not in the
-     * original.)
+     * Buffer's bytes): 1 to 268435456 (256 MiB). (Not in the original.)
+     * @default 16777216
      */
     max_message_size?: number;
   }
 
+  /** The `network` options. */
   interface NetworkOptions {
-    /** TCP port of this node. Default `27272`. */
+    /**
+     * TCP port of this node (1 to 65535). Manual discovery's subnet scan looks for other
+     * nodes on this same port.
+     * @default 27272
+     */
     port?: number;
+    /** Addresses of this node. */
     address?: {
-      /** Dotted IPv4 address this node is reached at. Default: the first non-internal IPv4 address, else `127.0.0.1`. */
+      /**
+       * Dotted unicast IPv4 address this node is reached at. Default: the first
+       * non-internal IPv4 address of the machine, else `"127.0.0.1"`.
+       */
       local?: string;
     };
-    /** Host name reported to other nodes. Default `os.hostname()`. */
+    /** Host name reported to other nodes (1 to 255 bytes). Default: `os.hostname()`. */
     host_name?: string;
     /**
      * Dotted IPv4 addresses whose /24 manual discovery scans, on `network.port`, when
-     * `multicast` is `false`. Default `[network.address.local]`.
+     * `multicast` is `false`. Default: `[network.address.local]`.
      */
     subnets?: string[];
-    /** Discover other nodes by multicast; `false` means manual discovery. Default `true`. */
+    /**
+     * Discover other nodes by multicast; `false` means manual discovery (`peers` and
+     * `subnets`).
+     * @default true
+     */
     multicast?: boolean;
-    /** Multicast group of the discovery beacons, in 224.0.0.0/4. Default `"239.255.27.27"`. (Not in the original.) */
+    /**
+     * Multicast group of the discovery beacons, in 224.0.0.0/4. (Not in the original.)
+     * @default "239.255.27.27"
+     */
     multicast_address?: string;
-    /** UDP port of the discovery beacons. Default `27272`. (Not in the original.) */
+    /**
+     * UDP port of the discovery beacons. (Not in the original.)
+     * @default 27272
+     */
     multicast_port?: number;
-    /** IPv4 address of the interface beacons use. Default `network.address.local`. (Not in the original.) */
+    /**
+     * IPv4 address of the interface beacons use. Default: `network.address.local`. (Not in
+     * the original.)
+     */
     multicast_interface?: string;
-    /** Time-to-live of the beacons, 0 to 255; 1 keeps them on the local network. Default `1`. (Not in the original.) */
+    /**
+     * Time-to-live of the beacons, 0 to 255; 1 keeps them on the local network. (Not in the
+     * original.)
+     * @default 1
+     */
     multicast_ttl?: number;
     /**
      * Seed nodes to dial directly, as `"host:port"` strings (host an IPv4 address or a name),
-     * with multicast or without. Default `[]`. (Not in the original.)
+     * with multicast or without. (Not in the original.)
+     * @default []
      */
     peers?: string[];
   }
 
-  /** A node as every event and accessor hands it out. */
+  /**
+   * A node as every event and accessor hands it out: a fresh plain object each time, with
+   * no key material.
+   */
   interface EspialNode {
+    /** The node's id, a UUID; new each time a node starts. */
     id: string;
+    /** The host name it reports (`network.host_name`). */
     host_name: string;
+    /** Its IPv4 address: for other nodes, the address seen on their connection. */
     ip: string;
+    /** Its TCP port. */
     port: number;
+    /** Its metadata, as last set (`metadata` option or `set_metadata()`). */
     metadata: Record<string, unknown>;
   }
 
@@ -112,15 +169,60 @@ declare namespace espial {
     cb: (accept: boolean) => void,
   ) => boolean | PromiseLike<boolean> | void | PromiseLike<void>;
 
-  /** The error of an `error` event; `code` is stable, e.g. `"ERR_ESPIAL_BIND"`. */
+  /**
+   * The error codes espial sets on its errors. Errors of the `error` event carry one of the
+   * codes of the native core (e.g. `"ERR_ESPIAL_BIND"`), so `code` is typed as a string.
+   */
+  type EspialErrorCode =
+    | 'ERR_ESPIAL_UNKNOWN_OPTION'
+    | 'ERR_INVALID_ARG_TYPE'
+    | 'ERR_INVALID_ARG_VALUE'
+    | 'ERR_ESPIAL_NOT_ELIGIBLE'
+    | 'ERR_ESPIAL_RESERVED_EVENT'
+    | 'ERR_ESPIAL_UNKNOWN_TARGET'
+    | 'ERR_ESPIAL_MESSAGE_TOO_LARGE'
+    | 'ERR_ESPIAL_NOT_RUNNING'
+    | 'ERR_ESPIAL_INVALID_PAYLOAD'
+    | (string & {});
+
+  /** The error of an `error` event, or of a rejected `send()`; `code` is stable. */
   interface EspialError extends Error {
-    code: string;
+    code: EspialErrorCode;
   }
 
   /** The argument of `promotion`. */
   interface Promotion {
     /** The master before this node, or `undefined` if there was none. */
     previous_master: EspialNode | undefined;
+  }
+
+  /**
+   * Counters of this node since it started (all zero before it starts), from
+   * `espial.stats()`.
+   */
+  interface EspialStats {
+    /** Custom event messages sent, one per target. */
+    messages_out: number;
+    /** Custom event messages received and emitted. */
+    messages_in: number;
+    /** Bytes written to connections, all protocol traffic included. */
+    bytes_out: number;
+    /** Bytes read from connections, all protocol traffic included. */
+    bytes_in: number;
+    /** Handshakes that completed: encrypted links set up. */
+    handshakes_completed: number;
+    /** Handshakes that failed (a wrong `cluster_key`, a different cluster, garbage, …). */
+    handshakes_failed: number;
+    /** Frames refused after the handshake (failed to decrypt, replayed, out of order, malformed). */
+    frames_rejected: number;
+    /** Incoming connections refused (e.g. over the connection limit). */
+    connections_refused: number;
+    /** Nodes this node's connection filter refused. */
+    nodes_rejected: number;
+    /** Discovery beacons sent. */
+    beacons_sent: number;
+    /** Beacons received and ignored (this node's own, another cluster's, unauthenticated, malformed). */
+    beacons_ignored: number;
   }
 
   /**
@@ -131,6 +233,45 @@ declare namespace espial {
 
   /** A listener of a custom event: the data sent (a Buffer if a Buffer was sent) and the sender. */
   type CustomEventListener = (data: any, from: EspialNode) => void;
+
+  /** espial's own events and the arguments their listeners get. */
+  interface EspialEvents {
+    /** This node has started. */
+    listening: [];
+    /** Another node joined the cluster. */
+    added_node: [node: EspialNode];
+    /** Another node changed its metadata; `node` is its new object. */
+    updated_node: [node: EspialNode];
+    /** Another node left the cluster: it exited, crashed, or stopped answering heartbeats. */
+    removed_node: [node: EspialNode];
+    /** `node` admitted this node. */
+    node_accepted: [node: EspialNode];
+    /** `node`'s connection filter refused this node. */
+    node_rejected: [node: EspialNode];
+    /** `node` became master (possibly this node). */
+    new_master: [node: EspialNode];
+    /** This node became master. */
+    promotion: [promotion: Promotion];
+    /** This node stopped being master; the argument is its successor, if there is one. */
+    demotion: [new_master: EspialNode | undefined];
+    /** Something failed, e.g. the node could not start. */
+    error: [err: EspialError];
+  }
+
+  /** The name of one of espial's own events. */
+  type EspialEventName = keyof EspialEvents;
+
+  /**
+   * A custom event name: any string but espial's own event names, so that a listener of a
+   * core event with the wrong parameters is an error instead of a custom event listener.
+   */
+  type CustomEventName<E extends string> = E extends EspialEventName | 'newListener' | 'removeListener' ? never : E;
+
+  /** A listener of EventEmitter's own `newListener` and `removeListener` events. */
+  type EmitterListener = (event: string | symbol, listener: (...args: any[]) => void) => void;
+
+  /** A listener of espial's own event `K`. */
+  type EspialListener<K extends EspialEventName> = (...args: EspialEvents[K]) => void;
 
   interface Espial extends EventEmitter {
     /** The version of the espial package. */
@@ -159,6 +300,8 @@ declare namespace espial {
      * again returns the same promise.
      */
     exit(callback?: (err: Error | null) => void): Promise<void>;
+    /** Counters since this node started: messages, bytes, handshakes, rejections, beacons. */
+    stats(): EspialStats;
 
     /**
      * The master's object (this node's own if it is the master), or `undefined` while the
@@ -204,7 +347,10 @@ declare namespace espial {
     on(event: 'listening', listener: () => void): this;
     /** Another node joined the cluster. */
     on(event: 'added_node', listener: (node: EspialNode) => void): this;
-    /** This node was accepted into the cluster by `node`. */
+    /**
+     * `node` admitted this node. Each side of a new pair admits the other: a joining node
+     * hears it from every member, and each member from the newcomer.
+     */
     on(event: 'node_accepted', listener: (node: EspialNode) => void): this;
     /** This node was refused by `node`'s connection filter; it joins no cluster through it. */
     on(event: 'node_rejected', listener: (node: EspialNode) => void): this;
@@ -224,21 +370,66 @@ declare namespace espial {
     /** This node stopped being master; `new_master` is its successor, if there is one. */
     on(event: 'demotion', listener: (new_master: EspialNode | undefined) => void): this;
     /** A custom event this node joined: the data sent and the sender. */
-    on(event: string, listener: CustomEventListener): this;
-    on(event: string | symbol, listener: (...args: any[]) => void): this;
+    /** EventEmitter's own events. */
+    on(event: 'newListener' | 'removeListener', listener: EmitterListener): this;
+    on<E extends string>(event: CustomEventName<E>, listener: CustomEventListener): this;
+    on(event: symbol, listener: (...args: any[]) => void): this;
 
+    /** This node has started. */
     once(event: 'listening', listener: () => void): this;
+    /** Another node joined the cluster. */
     once(event: 'added_node', listener: (node: EspialNode) => void): this;
+    /** `node` admitted this node. */
     once(event: 'node_accepted', listener: (node: EspialNode) => void): this;
+    /** This node was refused by `node`'s connection filter. */
     once(event: 'node_rejected', listener: (node: EspialNode) => void): this;
+    /** Another node changed its metadata; `node` is its new object. */
     once(event: 'updated_node', listener: (node: EspialNode) => void): this;
+    /** Another node left the cluster, crashed, or stopped answering heartbeats. */
     once(event: 'removed_node', listener: (node: EspialNode) => void): this;
+    /** Something failed, e.g. the node could not start. */
     once(event: 'error', listener: (err: EspialError) => void): this;
+    /** `node` became master (it may be this node). */
     once(event: 'new_master', listener: (node: EspialNode) => void): this;
+    /** This node became master; `previous_master` is the one before it, if any. */
     once(event: 'promotion', listener: (promotion: Promotion) => void): this;
+    /** This node stopped being master; `new_master` is its successor, if there is one. */
     once(event: 'demotion', listener: (new_master: EspialNode | undefined) => void): this;
-    once(event: string, listener: CustomEventListener): this;
-    once(event: string | symbol, listener: (...args: any[]) => void): this;
+    /** A custom event this node joined: the data sent and the sender. */
+    /** EventEmitter's own events. */
+    once(event: 'newListener' | 'removeListener', listener: EmitterListener): this;
+    once<E extends string>(event: CustomEventName<E>, listener: CustomEventListener): this;
+    once(event: symbol, listener: (...args: any[]) => void): this;
+
+    addListener<K extends EspialEventName>(event: K, listener: EspialListener<K>): this;
+    /** EventEmitter's own events. */
+    addListener(event: 'newListener' | 'removeListener', listener: EmitterListener): this;
+    addListener<E extends string>(event: CustomEventName<E>, listener: CustomEventListener): this;
+    addListener(event: symbol, listener: (...args: any[]) => void): this;
+
+    prependListener<K extends EspialEventName>(event: K, listener: EspialListener<K>): this;
+    /** EventEmitter's own events. */
+    prependListener(event: 'newListener' | 'removeListener', listener: EmitterListener): this;
+    prependListener<E extends string>(event: CustomEventName<E>, listener: CustomEventListener): this;
+    prependListener(event: symbol, listener: (...args: any[]) => void): this;
+
+    prependOnceListener<K extends EspialEventName>(event: K, listener: EspialListener<K>): this;
+    /** EventEmitter's own events. */
+    prependOnceListener(event: 'newListener' | 'removeListener', listener: EmitterListener): this;
+    prependOnceListener<E extends string>(event: CustomEventName<E>, listener: CustomEventListener): this;
+    prependOnceListener(event: symbol, listener: (...args: any[]) => void): this;
+
+    off<K extends EspialEventName>(event: K, listener: EspialListener<K>): this;
+    /** EventEmitter's own events. */
+    off(event: 'newListener' | 'removeListener', listener: EmitterListener): this;
+    off<E extends string>(event: CustomEventName<E>, listener: CustomEventListener): this;
+    off(event: symbol, listener: (...args: any[]) => void): this;
+
+    removeListener<K extends EspialEventName>(event: K, listener: EspialListener<K>): this;
+    /** EventEmitter's own events. */
+    removeListener(event: 'newListener' | 'removeListener', listener: EmitterListener): this;
+    removeListener<E extends string>(event: CustomEventName<E>, listener: CustomEventListener): this;
+    removeListener(event: symbol, listener: (...args: any[]) => void): this;
   }
 
   /** The module: call it like the original factory, or use it as a class with `new`. */

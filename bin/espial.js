@@ -1,0 +1,401 @@
+#!/usr/bin/env node
+'use strict';
+
+// The espial command line: look at a cluster (`members`, `watch`) or run a node (`node`).
+// Exit codes: 0 done, 1 something failed at run time (the node could not start, no node
+// found by `members`), 2 bad arguments.
+
+const net = require('node:net');
+const { parseArgs } = require('node:util');
+
+const USAGE = `Usage: espial <command> [options]
+
+Commands:
+  espial members   join as a non-eligible observer, print the cluster's nodes and master
+                   as a table, and leave
+  espial watch     print membership and election events live, until Ctrl-C or --duration
+  espial node      run a node (with --metadata) until Ctrl-C or --duration
+
+Options of every command:
+  --interface <ipv4>         IPv4 address of this node and of the interface the discovery
+                             beacons use (default: the first non-internal IPv4 address,
+                             else 127.0.0.1)
+  --port <port>              TCP port of this node (default: members and watch a free port,
+                             node 27272)
+  --multicast-port <port>    UDP port of the discovery beacons (default 27272)
+  --multicast-address <ip>   multicast group of the beacons (default 239.255.27.27)
+  --peers <host:port,...>    manual discovery: dial these seed nodes, no multicast
+  --cluster <name>           cluster name (default "espial")
+  --cluster-key <secret>     the cluster's shared secret, 16+ characters (the
+                             ESPIAL_CLUSTER_KEY environment variable keeps it out of ps)
+  --json                     machine-readable output (JSON)
+  -h, --help                 this help; \`espial <command> --help\` for a command's own
+  -v, --version              the version of espial
+
+Run \`espial <command> --help\` for the options of one command.`;
+
+const COMMON_HELP = `Options of every command: --interface <ipv4>, --port <port>, --multicast-port <port>,
+--multicast-address <ip>, --peers <host:port,...>, --cluster <name>, --cluster-key <secret>,
+--json, --help (see \`espial --help\`).`;
+
+const COMMANDS = {
+  members: {
+    help: `Usage: espial members [options]
+
+Joins the cluster as a node that can never be master (an observer), waits --wait ms for
+the membership to settle, prints every other node and which one is the master, then leaves.
+The other nodes see the observer come and go (added_node, removed_node).
+
+  --wait <ms>    how long to wait for the membership to settle (default 2000)
+
+Exits 0 with the table, or 1 if no node was found.
+
+${COMMON_HELP}`,
+    options: { wait: { type: 'string' } },
+  },
+  watch: {
+    help: `Usage: espial watch [options]
+
+Joins the cluster as a node that can never be master (an observer) and prints membership
+and election events as they happen (added_node, updated_node, removed_node, new_master,
+node_accepted, node_rejected, error), one line each, until Ctrl-C or --duration.
+
+  --duration <s>   leave after this many seconds (default: run until Ctrl-C)
+
+${COMMON_HELP}`,
+    options: { duration: { type: 'string' } },
+  },
+  node: {
+    help: `Usage: espial node [options]
+
+Runs a node of the cluster and prints its events, until Ctrl-C or --duration; Ctrl-C
+leaves the cluster gracefully.
+
+  --metadata <json>    this node's metadata, a JSON object (default {})
+  --host-name <name>   host name reported to the other nodes (default: this host's name)
+  --observer           never become master (master_eligible: false)
+  --duration <s>       leave after this many seconds (default: run until Ctrl-C)
+
+${COMMON_HELP}`,
+    options: {
+      metadata: { type: 'string' },
+      'host-name': { type: 'string' },
+      observer: { type: 'boolean' },
+      duration: { type: 'string' },
+    },
+  },
+};
+
+const COMMON_OPTIONS = {
+  interface: { type: 'string' },
+  port: { type: 'string' },
+  'multicast-port': { type: 'string' },
+  'multicast-address': { type: 'string' },
+  peers: { type: 'string' },
+  cluster: { type: 'string' },
+  'cluster-key': { type: 'string' },
+  json: { type: 'boolean' },
+  help: { type: 'boolean', short: 'h' },
+  version: { type: 'boolean', short: 'v' },
+};
+
+// Which flag sets which espial option, so that an option error names the flag.
+const FLAG_OF = {
+  'network.address.local': '--interface',
+  'network.multicast_interface': '--interface',
+  'network.port': '--port',
+  'network.multicast_port': '--multicast-port',
+  'network.multicast_address': '--multicast-address',
+  'network.peers': '--peers',
+  cluster: '--cluster',
+  cluster_key: '--cluster-key',
+  metadata: '--metadata',
+  'network.host_name': '--host-name',
+};
+
+const CORE_EVENTS = ['added_node', 'updated_node', 'removed_node', 'new_master', 'promotion', 'demotion', 'node_accepted', 'node_rejected'];
+
+class UsageError extends Error {}
+
+function usageError(message, command) {
+  const hint = command ? `espial ${command} --help` : 'espial --help';
+  return new UsageError(`espial: ${message}\nRun \`${hint}\` for usage.`);
+}
+
+function parseCommandLine(argv) {
+  const first = argv[0];
+  if (first === undefined) throw usageError('no command given (members, watch or node)');
+  if (first === '-h' || first === '--help') return { help: USAGE };
+  if (first === '-v' || first === '--version') return { version: true };
+  if (first.startsWith('-')) throw usageError(`expected a command (members, watch or node) before ${first}`);
+  const spec = COMMANDS[first];
+  if (!spec) throw usageError(`unknown command "${first}" (expected members, watch or node)`);
+  let parsed;
+  try {
+    parsed = parseArgs({ args: argv.slice(1), options: { ...COMMON_OPTIONS, ...spec.options }, strict: true, allowPositionals: false });
+  } catch (err) {
+    // parseArgs says e.g. "Unknown option '--prot'" or "Option '--port <value>' argument missing".
+    throw usageError(err.message.replace(/\. To specify a positional argument.*$/s, ''), first);
+  }
+  const values = parsed.values;
+  if (values.help) return { help: spec.help };
+  if (values.version) return { version: true };
+  return { command: first, values };
+}
+
+function integerFlag(values, name, min, max, command) {
+  const text = values[name];
+  if (text === undefined) return undefined;
+  if (!/^[0-9]+$/.test(text) || Number(text) < min || Number(text) > max) {
+    throw usageError(`--${name} must be a whole number from ${min} to ${max} (received "${text}")`, command);
+  }
+  return Number(text);
+}
+
+function secondsFlag(values, name, command) {
+  const text = values[name];
+  if (text === undefined) return undefined;
+  const seconds = Number(text);
+  if (!/^[0-9]+(\.[0-9]+)?$/.test(text) || !(seconds > 0) || seconds > 2_000_000) {
+    throw usageError(`--${name} must be a positive number of seconds (received "${text}")`, command);
+  }
+  return seconds;
+}
+
+// The espial options a command line asks for; `port` is filled in later if not given.
+function nodeOptions(command, values) {
+  const network = {};
+  if (values.interface !== undefined) {
+    network.address = { local: values.interface };
+    network.multicast_interface = values.interface;
+  }
+  network.port = integerFlag(values, 'port', 1, 65535, command);
+  network.multicast_port = integerFlag(values, 'multicast-port', 1, 65535, command);
+  if (values['multicast-address'] !== undefined) network.multicast_address = values['multicast-address'];
+  if (values.peers !== undefined) {
+    const peers = values.peers.split(',').map((p) => p.trim()).filter((p) => p !== '');
+    if (peers.length === 0) throw usageError('--peers needs at least one host:port', command);
+    // Manual discovery through the seeds alone: no multicast and no subnet scan.
+    network.multicast = false;
+    network.peers = peers;
+    network.subnets = [];
+  }
+  if (values['host-name'] !== undefined) network.host_name = values['host-name'];
+  for (const key of Object.keys(network)) if (network[key] === undefined) delete network[key];
+
+  const options = { network };
+  if (values.cluster !== undefined) options.cluster = values.cluster;
+  const key = values['cluster-key'] ?? process.env.ESPIAL_CLUSTER_KEY;
+  if (key !== undefined && key !== '') options.cluster_key = key;
+  if (command === 'members' || command === 'watch' || values.observer) options.master_eligible = false;
+  if (values.metadata !== undefined) {
+    let metadata;
+    try {
+      metadata = JSON.parse(values.metadata);
+    } catch (err) {
+      throw usageError(`--metadata is not valid JSON (${err.message})`, command);
+    }
+    if (metadata === null || typeof metadata !== 'object' || Array.isArray(metadata)) {
+      throw usageError('--metadata must be a JSON object, like \'{"role":"web"}\'', command);
+    }
+    options.metadata = metadata;
+  }
+  return options;
+}
+
+// A free TCP port on `address`, for an observer that was given no --port.
+function freePort(address) {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.unref();
+    server.once('error', reject);
+    server.listen(0, address, () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+function shortId(id) {
+  return id.slice(0, 8);
+}
+
+function describeNode(node) {
+  if (!node) return 'none';
+  return `${node.id} ${node.host_name} ${node.ip}:${node.port} ${JSON.stringify(node.metadata)}`;
+}
+
+function table(rows) {
+  const widths = rows[0].map((_, col) => Math.max(...rows.map((row) => row[col].length)));
+  return rows.map((row) => row.map((cell, col) => (col === row.length - 1 ? cell : cell.padEnd(widths[col]))).join('  ').trimEnd()).join('\n');
+}
+
+function membersTable(nodes, master, cluster) {
+  const lines = [];
+  const masterText = master ? `${master.host_name} (${shortId(master.id)})` : 'none';
+  lines.push(`cluster "${cluster}": ${nodes.length} node${nodes.length === 1 ? '' : 's'}, master: ${masterText}`);
+  if (nodes.length > 0) {
+    const rows = [['ID', 'HOST', 'ADDRESS', 'MASTER', 'METADATA']];
+    const sorted = [...nodes].sort((a, b) => a.host_name.localeCompare(b.host_name) || a.port - b.port || a.id.localeCompare(b.id));
+    for (const node of sorted) {
+      rows.push([node.id, node.host_name, `${node.ip}:${node.port}`, master && master.id === node.id ? '*' : '', JSON.stringify(node.metadata)]);
+    }
+    lines.push(table(rows));
+  }
+  return lines.join('\n');
+}
+
+function eventLine(event, arg, json) {
+  const time = new Date().toISOString();
+  let node = arg;
+  if (event === 'promotion') node = arg && arg.previous_master;
+  if (json) {
+    const record = { time, event };
+    if (event === 'promotion') record.previous_master = node ?? null;
+    else if (event === 'demotion') record.new_master = node ?? null;
+    else if (event === 'error') record.error = { code: arg.code, message: arg.message };
+    else if (node !== undefined) record.node = node;
+    return JSON.stringify(record);
+  }
+  if (event === 'error') return `${time}  ${event.padEnd(13)} ${arg.code} ${arg.message}`;
+  if (event === 'promotion') return `${time}  ${event.padEnd(13)} this node is master; previous master: ${describeNode(node)}`;
+  if (event === 'demotion') return `${time}  ${event.padEnd(13)} this node is no longer master; new master: ${describeNode(node)}`;
+  return `${time}  ${event.padEnd(13)} ${describeNode(node)}`;
+}
+
+async function run(command, values) {
+  const options = nodeOptions(command, values);
+  const json = Boolean(values.json);
+  const waitMs = command === 'members' ? (integerFlag(values, 'wait', 0, 600_000, command) ?? 2000) : undefined;
+  const durationS = command !== 'members' ? secondsFlag(values, 'duration', command) : undefined;
+
+  // Checked before anything starts: the same TypeErrors a program would get, named by flag.
+  const { normalizeOptions } = require('../lib/options.js');
+  const checked = normalizeOptions({ ...options, network: { ...options.network, port: options.network.port ?? 27272 } });
+  if (options.network.port === undefined) {
+    options.network.port = command === 'node' ? 27272 : await freePort(checked.address);
+  }
+  const espial = require('..');
+  const node = espial(options);
+  const info = node.get_node_info();
+  const cluster = options.cluster ?? 'espial';
+  const role = options.master_eligible === false ? 'observer' : 'node';
+
+  let listening = false;
+  let exitCode = 0;
+  let finishing;
+  let ended;
+  const done = new Promise((resolve) => (ended = resolve));
+  const finish = (code) => {
+    if (finishing) return finishing;
+    exitCode = Math.max(exitCode, code);
+    // Whatever happens, the process ends: exit() lets it end by itself, and this unref'd
+    // timer ends it if something were left behind.
+    setTimeout(() => process.exit(exitCode), 10_000).unref();
+    finishing = node.exit().then(
+      () => {
+        process.exitCode = exitCode;
+      },
+      (err) => {
+        console.error(`espial: leaving failed: ${err.message}`);
+        process.exitCode = 1;
+      },
+    );
+    finishing.then(ended);
+    return finishing;
+  };
+
+  let interrupted = false;
+  const onSignal = () => {
+    if (interrupted) process.exit(130); // a second Ctrl-C: leave at once
+    interrupted = true;
+    finish(0);
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+
+  node.on('error', (err) => {
+    if (!listening) {
+      console.error(`espial: cannot start: ${err.message} (${err.code})`);
+      finish(1);
+    } else if (command === 'members') {
+      console.error(`espial: ${err.message} (${err.code})`);
+    } else {
+      console.log(eventLine('error', err, json));
+    }
+  });
+
+  if (command === 'watch' || command === 'node') {
+    for (const event of CORE_EVENTS) node.on(event, (arg) => console.log(eventLine(event, arg, json)));
+  }
+
+  await new Promise((resolve) => {
+    node.once('listening', resolve);
+    node.once('error', resolve);
+  });
+  if (finishing) return finishing;
+  listening = true;
+  const where = options.network.multicast === false ? `peers ${options.network.peers.join(',')}` : `multicast ${options.network.multicast_address ?? '239.255.27.27'}:${options.network.multicast_port ?? 27272}`;
+  console.error(`espial: ${role} ${shortId(info.id)} on ${info.ip}:${info.port}, cluster "${cluster}", ${where}`);
+
+  if (command === 'members') {
+    await new Promise((resolve) => setTimeout(resolve, waitMs));
+    if (finishing) return finishing;
+    const nodes = node.get_nodes();
+    const master = node.get_master();
+    if (json) {
+      console.log(JSON.stringify({ cluster, master: master ?? null, nodes }, null, 2));
+    } else {
+      console.log(membersTable(nodes, master, cluster));
+    }
+    return finish(nodes.length === 0 ? 1 : 0);
+  }
+
+  if (durationS !== undefined) {
+    setTimeout(() => finish(0), durationS * 1000).unref();
+  }
+  // Runs until a signal or --duration; the node keeps the process alive meanwhile.
+  return done;
+}
+
+async function main(argv) {
+  let parsed;
+  try {
+    parsed = parseCommandLine(argv);
+  } catch (err) {
+    if (err instanceof UsageError) {
+      console.error(err.message);
+      return 2;
+    }
+    throw err;
+  }
+  if (parsed.help) {
+    console.log(parsed.help);
+    return 0;
+  }
+  if (parsed.version) {
+    console.log(require('../package.json').version);
+    return 0;
+  }
+  try {
+    await run(parsed.command, parsed.values);
+    return process.exitCode ?? 0;
+  } catch (err) {
+    if (err instanceof UsageError) {
+      console.error(err.message);
+      return 2;
+    }
+    if (err instanceof TypeError && /^ERR_(INVALID_ARG|ESPIAL_UNKNOWN_OPTION)/.test(err.code || '')) {
+      const name = /"([^"]+)"/.exec(err.message)?.[1]?.replace(/\[\d+\]$/, '');
+      const flag = name && FLAG_OF[name] ? ` (${FLAG_OF[name]})` : '';
+      console.error(`${err.message}${flag}\nRun \`espial ${parsed.command} --help\` for usage.`);
+      return 2;
+    }
+    console.error(`espial: ${err.stack || err}`);
+    return 1;
+  }
+}
+
+main(process.argv.slice(2)).then((code) => {
+  process.exitCode = code;
+});
