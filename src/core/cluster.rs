@@ -458,7 +458,13 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         if self.leaving {
             return;
         }
-        if self.pending_handshakes() >= self.config.max_pending_handshakes {
+        // Counted apart from incoming ones, so stalled peers cannot stop us dialing.
+        let outgoing = self
+            .conns
+            .values()
+            .filter(|c| c.role == Role::Initiator && c.deadline.is_some())
+            .count();
+        if outgoing >= self.config.max_pending_handshakes {
             self.stats.connections_refused += 1;
             return;
         }
@@ -543,10 +549,34 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
 
     /// A peer connected to our listener. Returns the id to use for it, or `None` if the
     /// connection must be closed at once (too many handshakes pending, or leaving).
+    ///
+    /// Stalled handshakes cannot lock joins out: one IP address may hold at most
+    /// `max_pending_per_ip` of them, and when every slot is taken the oldest incoming one
+    /// is closed to make room, so a newcomer always gets its turn.
     pub fn accept(&mut self, now: Instant, addr: SocketAddr) -> Option<ConnId> {
-        if self.leaving || self.pending_handshakes() >= self.config.max_pending_handshakes {
+        let incoming = |c: &Conn| c.role == Role::Responder && c.deadline.is_some();
+        let from_ip = self
+            .conns
+            .values()
+            .filter(|c| incoming(c) && c.addr.ip() == addr.ip())
+            .count();
+        if self.leaving || from_ip >= self.config.max_pending_per_ip {
             self.stats.connections_refused += 1;
             return None;
+        }
+        if self.pending_handshakes() >= self.config.max_pending_handshakes {
+            let oldest = self
+                .conns
+                .iter()
+                .filter(|(_, c)| incoming(c) && !matches!(c.stage, Stage::Admitting { .. }))
+                .min_by_key(|(_, c)| c.deadline)
+                .map(|(&k, _)| k);
+            let Some(oldest) = oldest else {
+                self.stats.connections_refused += 1;
+                return None;
+            };
+            self.stats.connections_refused += 1;
+            self.close(oldest);
         }
         let conn = self.alloc_conn();
         let key = self.config.cluster_key.as_ref();

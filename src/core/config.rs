@@ -46,6 +46,9 @@ pub struct Config {
     /// Most connections still in their handshake at once; more are refused, so half-open
     /// connections cannot exhaust memory.
     pub max_pending_handshakes: usize,
+    /// Most incoming connections still in their handshake from one IP address, so one
+    /// host cannot take every slot.
+    pub max_pending_per_ip: usize,
 }
 
 /// Documented default for [`Config::max_metadata`]: 64 KiB of JSON.
@@ -95,6 +98,7 @@ impl Config {
             max_message: DEFAULT_MAX_MESSAGE,
             max_metadata: DEFAULT_MAX_METADATA,
             max_pending_handshakes: 256,
+            max_pending_per_ip: 32,
         }
     }
 }

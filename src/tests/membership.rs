@@ -355,3 +355,31 @@ fn a_rejected_node_learns_nothing_and_is_nobodys_member() {
     assert_eq!(sim.count(intruder, sim.id(2), rejected), 0);
     assert!(sim.nodes[&0].stats().nodes_rejected >= 1);
 }
+
+#[test]
+fn stalled_handshakes_cannot_lock_a_newcomer_out() {
+    use std::net::SocketAddr;
+    let mut sim = Sim::new(51);
+    sim.add(Config::lan("sim"));
+    sim.run_for(Duration::from_millis(10));
+    let now = sim.now;
+    let node = sim.nodes.get_mut(&0).unwrap();
+    // One attacker address fills its share and no more.
+    let attacker = |port: u16| SocketAddr::new("10.9.9.9".parse().unwrap(), port);
+    let per_ip = Config::lan("sim").max_pending_per_ip;
+    let taken = (0..per_ip + 10)
+        .filter(|&i| node.accept(now, attacker(1000 + i as u16)).is_some())
+        .count();
+    assert_eq!(taken, per_ip);
+    // Many addresses fill every slot: a newcomer still gets in, the oldest stall goes.
+    for i in 0..400u32 {
+        let ip = format!("10.8.{}.{}", i / 200, i % 200 + 1);
+        let _ = node.accept(now, SocketAddr::new(ip.parse().unwrap(), 5000));
+    }
+    let _ = std::iter::from_fn(|| node.poll_output()).count();
+    assert!(node.accept(now, "10.7.7.7:6000".parse().unwrap()).is_some());
+    // And a real node joins while the stalls are still pending.
+    sim.add(Config::lan("sim"));
+    sim.run_for(Duration::from_millis(500));
+    assert_eq!(sim.member_ids(0), vec![sim.id(1)]);
+}

@@ -1,0 +1,41 @@
+//! The handshake on an arbitrary peer hello, then arbitrary records: never panics, and no
+//! record is delivered (nothing authenticates) since the fuzzer holds no session key: the
+//! first record must be a key confirmation the fuzzer cannot forge.
+#![no_main]
+
+use espial::core::crypto::{ClusterKey, Handshake, Role};
+use libfuzzer_sys::fuzz_target;
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng;
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&control, rest)) = data.split_first() else {
+        return;
+    };
+    let mut rng = ChaCha20Rng::seed_from_u64(u64::from(control));
+    let key = ClusterKey::derive(b"fuzzing cluster key material");
+    let role = if control & 1 == 0 {
+        Role::Initiator
+    } else {
+        Role::Responder
+    };
+    let key = (control & 2 != 0).then_some(&key);
+    // The hello's length from the data: first byte (up to 255 bytes), then records.
+    let Some((&hello_len, rest)) = rest.split_first() else {
+        return;
+    };
+    let hello_len = usize::from(hello_len).min(rest.len());
+    let (hello, records) = rest.split_at(hello_len);
+    let (hs, _our_hello) = Handshake::start(role, "espial", key, &mut rng);
+    let Ok((mut session, _confirmation)) = hs.finish(hello) else {
+        return;
+    };
+    // The first record must be the peer's key confirmation: the fuzzer cannot make one.
+    let Some((&len, tail)) = records.split_first() else {
+        return;
+    };
+    let len = usize::from(len).min(tail.len());
+    if let Ok(got) = session.open(&tail[..len]) {
+        panic!("a record from nowhere was accepted: {got:?}");
+    }
+});

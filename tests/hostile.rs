@@ -1,0 +1,431 @@
+//! Hostile peers against a real driver node on 127.0.0.1. The attacker speaks the protocol
+//! itself, with the crate's own handshake and record layer over a blocking `TcpStream`, so
+//! it can complete a genuine handshake and then misbehave: replay a record, flip a bit of
+//! one, declare an enormous frame, cut a frame short. The node must close such connections,
+//! emit nothing the attacker forged, and keep serving.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use espial::core::cluster::Event;
+use espial::core::config::Config;
+use espial::core::crypto::{Handshake, Role, Session};
+use espial::core::message::Message;
+use espial::core::node::{NodeId, NodeInfo};
+use espial::core::wire;
+use espial::driver::{EventSink, Handle, NodeConfig, Notification};
+use rand_core::OsRng;
+
+const LOOPBACK: Ipv4Addr = Ipv4Addr::LOCALHOST;
+const WAIT: Duration = Duration::from_secs(10);
+
+struct ChannelSink(mpsc::Sender<Notification>);
+
+impl EventSink for ChannelSink {
+    fn deliver(&self, batch: Vec<Notification>) {
+        for n in batch {
+            let _ = self.0.send(n);
+        }
+    }
+}
+
+/// A node on 127.0.0.1 with neither multicast nor seeds: only the attacker talks to it.
+struct Target {
+    handle: Handle,
+    rx: mpsc::Receiver<Notification>,
+    addr: SocketAddr,
+    cluster: String,
+    /// Every notification seen so far.
+    seen: Vec<Notification>,
+}
+
+impl Target {
+    fn start(events: &[&str]) -> Target {
+        let cluster = format!("hostile-{}", std::process::id());
+        let config = NodeConfig {
+            me: NodeInfo {
+                id: NodeId::random(&mut OsRng),
+                host_name: "target".into(),
+                ip: IpAddr::V4(LOOPBACK),
+                port: 0,
+                metadata: "{}".into(),
+                master_eligible: true,
+            },
+            core: Config::lan(cluster.clone()),
+            multicast: None,
+            seeds: Vec::new(),
+            filter_timeout: Duration::from_secs(5),
+        };
+        let (tx, rx) = mpsc::channel();
+        let handle = Handle::start(config, ChannelSink(tx), None);
+        let mut target = Target {
+            handle,
+            rx,
+            addr: SocketAddr::new(IpAddr::V4(LOOPBACK), 0),
+            cluster,
+            seen: Vec::new(),
+        };
+        let port =
+            match target.wait_for("listening", |n| matches!(n, Notification::Listening { .. })) {
+                Notification::Listening { port } => port,
+                _ => unreachable!(),
+            };
+        target.addr.set_port(port);
+        for e in events {
+            target.handle.join((*e).to_string());
+        }
+        target
+    }
+
+    fn wait_for(&mut self, what: &str, pred: impl Fn(&Notification) -> bool) -> Notification {
+        if let Some(n) = self.seen.iter().find(|n| pred(n)) {
+            return n.clone();
+        }
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let n = self
+                .rx
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("no {what} within {WAIT:?}; seen {:?}", self.seen));
+            self.seen.push(n.clone());
+            if pred(&n) {
+                return n;
+            }
+        }
+    }
+
+    /// Collects notifications for `d`.
+    fn settle(&mut self, d: Duration) {
+        let deadline = Instant::now() + d;
+        while let Ok(n) = self
+            .rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            self.seen.push(n);
+        }
+    }
+
+    fn messages(&self) -> Vec<Vec<u8>> {
+        self.seen
+            .iter()
+            .filter_map(|n| match n {
+                Notification::Cluster(Event::Message { payload, .. }) => Some(payload.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn assert_no_errors(&self) {
+        for n in &self.seen {
+            assert!(
+                !matches!(n, Notification::Error { .. }),
+                "the node reported {n:?}"
+            );
+        }
+    }
+
+    fn exit(self) {
+        espial::driver::runtime::get().block_on(self.handle.exit());
+    }
+}
+
+/// Reads one frame body, `None` at end of stream (or a reset).
+fn read_frame(s: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut len = [0u8; wire::LEN_PREFIX];
+    read_exact_or_end(s, &mut len)?;
+    let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+    read_exact_or_end(s, &mut body)?;
+    Some(body)
+}
+
+fn read_exact_or_end(s: &mut TcpStream, buf: &mut [u8]) -> Option<()> {
+    match s.read_exact(buf) {
+        Ok(()) => Some(()),
+        Err(e)
+            if matches!(
+                e.kind(),
+                ErrorKind::UnexpectedEof | ErrorKind::ConnectionReset
+            ) =>
+        {
+            None
+        }
+        Err(e) => panic!("reading from the node: {e}"),
+    }
+}
+
+/// Waits until the node closes `s` (end of stream or reset), skipping whatever it still sends.
+fn assert_closed(s: &mut TcpStream, what: &str) {
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + WAIT;
+    while Instant::now() < deadline {
+        match s.read(&mut buf) {
+            Ok(0) => return,
+            Ok(_) => continue,
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => return,
+            Err(e) => panic!("{what}: the node kept the connection open ({e})"),
+        }
+    }
+    panic!("{what}: the node kept the connection open");
+}
+
+/// A genuine peer, up to the point where it can send records the node accepts.
+struct Peer {
+    stream: TcpStream,
+    session: Session,
+    id: NodeId,
+}
+
+impl Peer {
+    /// Connects and completes the handshake and key confirmation.
+    fn handshake(target: &Target) -> Peer {
+        let mut stream = TcpStream::connect(target.addr).unwrap();
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        let (hs, hello) = Handshake::start(Role::Initiator, &target.cluster, None, &mut OsRng);
+        stream.write_all(&wire::frame(&hello)).unwrap();
+        let their_hello = read_frame(&mut stream).expect("the node's hello");
+        let (mut session, confirmation) = hs.finish(&their_hello).expect("handshake");
+        stream.write_all(&confirmation).unwrap();
+        let their_confirmation = read_frame(&mut stream).expect("the node's key confirmation");
+        assert_eq!(session.open(&their_confirmation).unwrap(), None);
+        Peer {
+            stream,
+            session,
+            id: NodeId::random(&mut OsRng),
+        }
+    }
+
+    /// Seals `msg`; returns the frame written, so it can be replayed.
+    fn send(&mut self, msg: &Message) -> Vec<u8> {
+        let frame = self.session.seal(&msg.encode()).unwrap();
+        self.stream.write_all(&frame).unwrap();
+        frame
+    }
+
+    /// Handshake, introduction and admission: the node adds us as a member.
+    fn join(target: &mut Target) -> Peer {
+        let mut peer = Peer::handshake(target);
+        peer.send(&Message::Introduce {
+            id: peer.id,
+            host_name: "attacker".into(),
+            port: 9,
+            metadata: "{}".into(),
+            master_eligible: false,
+            max_message: 1 << 20,
+        });
+        peer.send(&Message::Verdict { accepted: true });
+        let id = peer.id;
+        target.wait_for(
+            "the attacker added",
+            |n| matches!(n, Notification::Cluster(Event::NodeAdded(info)) if info.id == id),
+        );
+        // Read until the node has sent us its verdict, so later records are in order.
+        loop {
+            let frame = read_frame(&mut peer.stream).expect("the node's messages");
+            let plain = peer.session.open(&frame).unwrap().unwrap();
+            if let Ok(Message::Verdict { accepted }) = Message::decode(&plain, 1 << 20) {
+                assert!(accepted);
+                break;
+            }
+        }
+        peer
+    }
+
+    fn event(&mut self, payload: &[u8]) -> Vec<u8> {
+        self.send(&Message::Event {
+            name: "evt".into(),
+            binary: true,
+            payload: payload.to_vec(),
+        })
+    }
+}
+
+#[test]
+fn a_replayed_record_closes_the_connection_and_is_not_delivered() {
+    let mut target = Target::start(&["evt"]);
+    let mut peer = Peer::join(&mut target);
+    let frame = peer.event(b"genuine-1");
+    target.wait_for("the genuine event", |n| {
+        matches!(n, Notification::Cluster(Event::Message { payload, .. }) if payload == b"genuine-1")
+    });
+    peer.stream.write_all(&frame).unwrap();
+    assert_closed(&mut peer.stream, "after a replayed record");
+    let id = peer.id;
+    target.wait_for(
+        "the attacker removed",
+        |n| matches!(n, Notification::Cluster(Event::NodeRemoved(info)) if info.id == id),
+    );
+    target.settle(Duration::from_millis(300));
+    assert_eq!(
+        target.messages(),
+        vec![b"genuine-1".to_vec()],
+        "delivered once only"
+    );
+    target.assert_no_errors();
+    target.exit();
+}
+
+#[test]
+fn a_bit_flipped_record_closes_the_connection_and_is_not_delivered() {
+    let mut target = Target::start(&["evt"]);
+    // One bit flipped in each part of the record: the kind byte, the sequence number, the
+    // ciphertext and the tag (a fresh authenticated connection each time).
+    let body_len = 1 + 8 + (1 + 1 + 1 + 3 + 9) + 16;
+    for (i, at) in [0usize, 8, 14, body_len - 1].into_iter().enumerate() {
+        let mut peer = Peer::join(&mut target);
+        let mut frame = peer
+            .session
+            .seal(
+                &Message::Event {
+                    name: "evt".into(),
+                    binary: true,
+                    payload: b"forged-00".to_vec(),
+                }
+                .encode(),
+            )
+            .unwrap();
+        assert_eq!(frame.len(), wire::LEN_PREFIX + body_len);
+        frame[wire::LEN_PREFIX + at] ^= 0x04;
+        peer.stream.write_all(&frame).unwrap();
+        assert_closed(&mut peer.stream, &format!("flip {i} at body byte {at}"));
+        let id = peer.id;
+        target.wait_for(
+            "the attacker removed",
+            |n| matches!(n, Notification::Cluster(Event::NodeRemoved(info)) if info.id == id),
+        );
+    }
+    target.settle(Duration::from_millis(300));
+    assert_eq!(
+        target.messages(),
+        Vec::<Vec<u8>>::new(),
+        "nothing forged emitted"
+    );
+    target.assert_no_errors();
+    target.exit();
+}
+
+#[test]
+fn an_enormous_declared_length_after_the_handshake_is_refused_at_once() {
+    let mut target = Target::start(&["evt"]);
+    let mut peer = Peer::join(&mut target);
+    // 4 GiB - 1 declared, a few bytes sent: refused on the prefix, not buffered.
+    peer.stream
+        .write_all(&[0xff, 0xff, 0xff, 0xff, wire::kind::RECORD, 0, 0, 0])
+        .unwrap();
+    assert_closed(&mut peer.stream, "after a 4 GiB declared length");
+    // And the node still serves: a new peer joins and is heard.
+    let mut next = Peer::join(&mut target);
+    next.event(b"still-here");
+    target.wait_for("an event after the attack", |n| {
+        matches!(n, Notification::Cluster(Event::Message { payload, .. }) if payload == b"still-here")
+    });
+    target.assert_no_errors();
+    target.exit();
+}
+
+#[test]
+fn garbage_before_and_during_the_handshake_is_refused() {
+    let mut target = Target::start(&["evt"]);
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "random bytes",
+            (0..4096u32)
+                .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+                .collect(),
+        ),
+        (
+            "an enormous declared length",
+            vec![0xff, 0xff, 0xff, 0xff, 1, 1, 0, 0],
+        ),
+        ("a length just over the handshake bound", {
+            let mut v = ((wire::MAX_HANDSHAKE_FRAME + 1) as u32)
+                .to_be_bytes()
+                .to_vec();
+            v.push(wire::kind::HELLO);
+            v
+        }),
+        ("an empty frame", vec![0, 0, 0, 0]),
+        (
+            "a record before any hello",
+            wire::frame(&[wire::kind::RECORD; 40]),
+        ),
+        (
+            "a hello of the wrong length",
+            wire::frame(&[wire::kind::HELLO, 1, 0, 0, 3, b'a']),
+        ),
+    ];
+    for (what, bytes) in cases {
+        let mut s = TcpStream::connect(target.addr).unwrap();
+        s.write_all(&bytes).unwrap();
+        assert_closed(&mut s, what);
+    }
+    // A truncated hello, then the end of the stream: the node closes its side too.
+    let mut s = TcpStream::connect(target.addr).unwrap();
+    let (_hs, hello) = Handshake::start(Role::Initiator, &target.cluster, None, &mut OsRng);
+    let framed = wire::frame(&hello);
+    s.write_all(&framed[..framed.len() / 2]).unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    assert_closed(&mut s, "a truncated hello");
+    // A truncated record after a genuine handshake.
+    let mut peer = Peer::join(&mut target);
+    let frame = peer.event(b"never-whole");
+    // (the event above went whole; now half of another one, then the end)
+    let half = peer
+        .session
+        .seal(
+            &Message::Event {
+                name: "evt".into(),
+                binary: true,
+                payload: b"cut-short".to_vec(),
+            }
+            .encode(),
+        )
+        .unwrap();
+    assert!(frame.len() > 10);
+    peer.stream.write_all(&half[..half.len() - 5]).unwrap();
+    peer.stream.shutdown(std::net::Shutdown::Write).unwrap();
+    assert_closed(&mut peer.stream, "a truncated record");
+    target.settle(Duration::from_millis(300));
+    assert_eq!(target.messages(), vec![b"never-whole".to_vec()]);
+    // Still serving.
+    let mut next = Peer::join(&mut target);
+    next.event(b"still-here");
+    target.wait_for("an event after the garbage", |n| {
+        matches!(n, Notification::Cluster(Event::Message { payload, .. }) if payload == b"still-here")
+    });
+    target.assert_no_errors();
+    target.exit();
+}
+
+#[test]
+fn records_of_one_connection_are_refused_on_another() {
+    // A record lifted from one authenticated connection and injected into another (with its
+    // sequence number matching) does not authenticate there: keys are per connection.
+    let mut target = Target::start(&["evt"]);
+    let mut a = Peer::join(&mut target);
+    let mut b = Peer::join(&mut target);
+    // Both sessions have sent 2 records (Introduce, Verdict) plus the confirmation: same seq.
+    let lifted = a.session.seal(
+        &Message::Event {
+            name: "evt".into(),
+            binary: true,
+            payload: b"lifted".to_vec(),
+        }
+        .encode(),
+    );
+    let lifted = lifted.unwrap();
+    b.stream.write_all(&lifted).unwrap();
+    assert_closed(&mut b.stream, "a record from another connection");
+    target.settle(Duration::from_millis(300));
+    assert_eq!(target.messages(), Vec::<Vec<u8>>::new());
+    // On its own connection the same record is genuine, and a is still a member.
+    a.stream.write_all(&lifted).unwrap();
+    target.wait_for("a's event", |n| {
+        matches!(n, Notification::Cluster(Event::Message { payload, .. }) if payload == b"lifted")
+    });
+    target.assert_no_errors();
+    target.exit();
+}
