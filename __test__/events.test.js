@@ -10,20 +10,7 @@ const crypto = require('node:crypto');
 const { performance } = require('node:perf_hooks');
 const { WAIT_MS, randomPorts, uniqueCluster, manualOptions, withNodes, byId, ids, delay, within } = require('./support.js');
 
-const RESERVED = [
-  'listening',
-  'added_node',
-  'removed_node',
-  'updated_node',
-  'node_accepted',
-  'node_rejected',
-  'new_master',
-  'promotion',
-  'demotion',
-  'error',
-  'newListener',
-  'removeListener',
-];
+const { RESERVED_EVENTS: RESERVED } = require('./support.js');
 
 // Starts one node per entry of `options` (extra options each), all seeding the first, and
 // resolves once each sees all the others.

@@ -291,7 +291,25 @@ async function withNodes(body) {
   }
 }
 
+// espial's own event names, spelled out here (not taken from lib/events.js) so that the
+// tests would notice one missing there.
+const RESERVED_EVENTS = [
+  'listening',
+  'added_node',
+  'removed_node',
+  'updated_node',
+  'node_accepted',
+  'node_rejected',
+  'new_master',
+  'promotion',
+  'demotion',
+  'error',
+  'newListener',
+  'removeListener',
+];
+
 module.exports = {
+  RESERVED_EVENTS,
   WAIT_MS,
   randomPorts,
   uniqueCluster,

@@ -529,20 +529,7 @@ test('master_quorum and max_message_size reach the addon', () => {
 
 // ---- custom events ----
 
-const RESERVED = [
-  'listening',
-  'added_node',
-  'removed_node',
-  'updated_node',
-  'node_accepted',
-  'node_rejected',
-  'new_master',
-  'promotion',
-  'demotion',
-  'error',
-  'newListener',
-  'removeListener',
-];
+const { RESERVED_EVENTS: RESERVED } = require('./support.js');
 
 test("espial's own event names cannot be joined, left or sent", () => {
   const node = espial(OPTIONS);

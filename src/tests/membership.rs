@@ -26,6 +26,16 @@ fn full_mesh(sim: &Sim) {
     }
 }
 
+/// Each pair of nodes shares exactly one connection (two ends).
+fn one_connection_per_pair(sim: &Sim, seed: u64) {
+    let n = sim.nodes.len();
+    assert_eq!(
+        sim.open_links(),
+        n * (n - 1),
+        "seed {seed}: one connection per pair"
+    );
+}
+
 #[test]
 fn nodes_started_together_form_a_full_mesh_with_one_connection_per_pair() {
     for seed in 0..50 {
@@ -35,11 +45,7 @@ fn nodes_started_together_form_a_full_mesh_with_one_connection_per_pair() {
         }
         sim.run_for(Duration::from_secs(3));
         full_mesh(&sim);
-        assert_eq!(
-            sim.open_links(),
-            6 * 5,
-            "seed {seed}: one connection per pair"
-        );
+        one_connection_per_pair(&sim, seed);
     }
 }
 
@@ -168,11 +174,7 @@ fn joining_through_one_seed_gives_the_whole_membership() {
         }
         sim.run_for(Duration::from_secs(10));
         full_mesh(&sim);
-        assert_eq!(
-            sim.open_links(),
-            6 * 5,
-            "seed {seed}: one connection per pair"
-        );
+        one_connection_per_pair(&sim, seed);
     }
 }
 
