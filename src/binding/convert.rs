@@ -90,6 +90,7 @@ pub struct NativeMessages {
 struct MessagePack {
     strings: Vec<String>,
     index: HashMap<String, u32>,
+    senders: HashMap<NodeId, u32>,
     names: Vec<u32>,
     from: Vec<u32>,
     lengths: Vec<u32>,
@@ -110,7 +111,15 @@ impl MessagePack {
 
     fn push(&mut self, from: NodeId, name: String, binary: bool, payload: &[u8]) {
         let name = self.intern(name);
-        let from = self.intern(from.to_string());
+        // Formatting an id costs more than the rest of a small message: once per sender.
+        let from = match self.senders.get(&from) {
+            Some(&i) => i,
+            None => {
+                let i = self.intern(from.to_string());
+                self.senders.insert(from, i);
+                i
+            }
+        };
         self.names.push(name);
         self.from.push(from);
         self.lengths.push(payload.len() as u32);

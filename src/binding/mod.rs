@@ -4,6 +4,7 @@
 
 mod convert;
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -218,8 +219,9 @@ impl NativeNode {
         let mut batch = Vec::with_capacity(n);
         let mut positions = Vec::with_capacity(n);
         let items = events.into_iter().zip(payloads).zip(binary).zip(targets);
+        let mut ids = HashMap::new();
         for (i, (((name, payload), binary), targets)) in items.enumerate() {
-            match parse_targets(targets) {
+            match parse_targets(targets, &mut ids) {
                 Ok(targets) => {
                     positions.push(i);
                     batch.push(Outgoing {
@@ -303,14 +305,25 @@ impl NativeNode {
 type Sending = Pin<Box<dyn Future<Output = Vec<std::result::Result<(), SendError>>> + Send>>;
 
 /// Node ids from JavaScript; a string that is no id names an unknown target.
+/// `ids` remembers ids parsed earlier in the batch: a batch usually names few nodes.
 fn parse_targets(
     targets: Option<Vec<String>>,
+    ids: &mut HashMap<String, NodeId>,
 ) -> std::result::Result<Option<Vec<NodeId>>, SendError> {
-    targets
-        .map(|t| {
-            t.into_iter()
-                .map(|s| s.parse::<NodeId>().map_err(|_| SendError::UnknownTarget(s)))
-                .collect()
-        })
-        .transpose()
+    let Some(targets) = targets else {
+        return Ok(None);
+    };
+    let mut out = Vec::with_capacity(targets.len());
+    for s in targets {
+        if let Some(&id) = ids.get(&s) {
+            out.push(id);
+            continue;
+        }
+        let id = s
+            .parse::<NodeId>()
+            .map_err(|_| SendError::UnknownTarget(s.clone()))?;
+        ids.insert(s, id);
+        out.push(id);
+    }
+    Ok(Some(out))
 }

@@ -84,6 +84,9 @@ pub struct Election {
     /// Highest term seen.
     term: u64,
     deadline: Option<Instant>,
+    started: Option<Instant>,
+    /// Still in the first wait after start, the only one `hasten` may shorten.
+    first_wait: bool,
     effects: VecDeque<Effect>,
 }
 
@@ -107,6 +110,8 @@ impl Election {
             pending: None,
             term: 0,
             deadline: None,
+            started: None,
+            first_wait: false,
             effects: VecDeque::new(),
         }
     }
@@ -126,7 +131,32 @@ impl Election {
     }
 
     pub fn start(&mut self, now: Instant) {
+        self.started = Some(now);
+        self.first_wait = true;
         self.deadline = Some(now + self.cfg.timeout);
+    }
+
+    /// Nodes that have found each other need not wait out the whole timeout, which is for a
+    /// node alone: once every member has said it knows no master, the election is held a
+    /// quarter of the timeout after start (time enough for the start burst of beacons to
+    /// bring in whoever else is there).
+    fn hasten(&mut self, now: Instant) {
+        let all_reported = self.members.keys().all(|m| self.reported.contains(m));
+        if !self.first_wait
+            || self.claim.is_some()
+            || self.pending.is_some()
+            || self.members.is_empty()
+            || !all_reported
+        {
+            return;
+        }
+        let Some(started) = self.started else {
+            return;
+        };
+        let soon = (started + self.cfg.timeout / 4).max(now);
+        if self.deadline.is_some_and(|d| d > soon) {
+            self.deadline = Some(soon);
+        }
     }
 
     pub fn poll_effect(&mut self) -> Option<Effect> {
@@ -181,6 +211,7 @@ impl Election {
                 if stale {
                     self.elect(now);
                 }
+                self.hasten(now);
             }
             ElectionMsg::Nominate => match self.claim {
                 None if self.can_be_master() => self.promote_self(),
@@ -217,6 +248,7 @@ impl Election {
             return;
         }
         self.deadline = None;
+        self.first_wait = false;
         if self.claim.is_some() {
             return;
         }
