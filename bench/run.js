@@ -1,0 +1,776 @@
+'use strict';
+
+// espial side by side with node-discover and plain Node.js TCP (issue 6). Usage:
+//   npm run bench [-- --quick] [-- --reps N] [-- --only formation,churn,messaging,idle,join]
+//                 [-- --systems espial,discover,…] [-- --json FILE]
+// Every node is a process of its own on a host of its own: a network namespace per host on a
+// bridge in a namespace of its own (10.88.0.K/24), or, where namespaces cannot be made,
+// loopback addresses 127.0.0.K inside `unshare -n`. Nothing is sent anywhere else.
+// Prints one markdown table per scenario: medians over the repetitions, and espial / other.
+
+const path = require('node:path');
+const fs = require('node:fs');
+const os = require('node:os');
+const { spawn, spawnSync, execFileSync } = require('node:child_process');
+const { Namespaces, Loopback, canMakeNamespaces, onlyLoopback } = require('./net.js');
+
+const WORKER = path.join(__dirname, 'worker.js');
+const now = () => Number(process.hrtime.bigint()) / 1e6;
+const delay = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+// ---------------------------------------------------------------------------------------
+// Arguments
+
+const argv = process.argv.slice(2);
+const flag = (name) => argv.includes(`--${name}`);
+const value = (name, dflt) => {
+  const i = argv.indexOf(`--${name}`);
+  return i >= 0 && i + 1 < argv.length ? argv[i + 1] : dflt;
+};
+const QUICK = flag('quick');
+const REPS = Number(value('reps', QUICK ? 1 : 3));
+const ONLY = value('only', 'formation,churn,messaging,idle,join').split(',');
+const SYSTEMS = value('systems', 'espial,discover,discover-key,tcp,tcp-gcm').split(',');
+const JSON_OUT = value('json', null);
+const CPU_PROF = value('cpu-prof', null); // a directory: espial workers run with --cpu-prof
+const PERF = value('perf', null); // a directory: `perf record` of both espial nodes while they send
+const PERF_SYSTEMS = value('perf-systems', 'espial').split(',');
+const NODE_ARGS = value('node-args', '').split(' ').filter(Boolean); // extra node flags for espial workers
+const PHASES = value('phases', 'small,big,ping').split(',');
+const CLUSTER_SYSTEMS = SYSTEMS.filter((s) => ['espial', 'discover', 'discover-key'].includes(s));
+const FORMATION_SIZES = (value('sizes', '3,10,25')).split(',').map(Number);
+const SMALL_N = QUICK ? 150_000 : 500_000;
+const SMALL_MS = QUICK ? 1500 : 3000;
+const BIG_N = QUICK ? 32 : 128;
+const IDLE_MS = QUICK ? 4000 : 10_000;
+const PINGS = Number(value('pings', 1000));
+const WINDOW = Number(value('window', 256)); // small messages sent between two waits for hand-over
+const HOSTS = Math.max(...FORMATION_SIZES, 7, 11) + 1;
+
+// ---------------------------------------------------------------------------------------
+// The network: namespaces, or loopback inside unshare -n (re-running this file there).
+
+let network;
+if (flag('inner-loopback')) {
+  network = new Loopback(HOSTS);
+} else if (!flag('loopback') && canMakeNamespaces()) {
+  network = new Namespaces(HOSTS);
+} else if (onlyLoopback()) {
+  network = new Loopback(HOSTS);
+} else {
+  // Loopback addresses, but in a network namespace of our own whose only interface is lo, so
+  // that no datagram (node-discover broadcasts by default) can reach a real interface.
+  const args = [process.execPath, __filename, ...argv, '--inner-loopback'].map((a) => `'${a.replace(/'/g, "'\\''")}'`);
+  const res = spawnSync('unshare', ['-n', '--', 'sh', '-c', `ip link set lo up && exec ${args.join(' ')}`], {
+    stdio: 'inherit',
+  });
+  if (res.error || res.status === null) {
+    console.error('bench: cannot make network namespaces nor run under `unshare -n`: run as root');
+    process.exit(1);
+  }
+  process.exit(res.status);
+}
+
+// ---------------------------------------------------------------------------------------
+// Workers
+
+const workers = new Set();
+
+class Worker {
+  constructor(system, k, extra = {}) {
+    this.system = system;
+    this.k = k;
+    this.ip = network.hostIp(k);
+    const hosts = [];
+    for (let i = 1; i <= HOSTS; i++) hosts.push(network.hostIp(i));
+    const spec = { system, ip: this.ip, k, hosts, loopback: network.mode === 'loopback', broadcast: network.broadcast };
+    const nodeArgs = [];
+    if (CPU_PROF && system === 'espial') nodeArgs.push('--cpu-prof', `--cpu-prof-dir=${CPU_PROF}`, `--cpu-prof-name=${extra.role ?? `node${k}`}.cpuprofile`);
+    if (system === 'espial') nodeArgs.push(...NODE_ARGS);
+    const [cmd, args] = network.wrap(k, [process.execPath, ...nodeArgs, WORKER, JSON.stringify(spec)]);
+    this.proc = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe', 'ipc'] });
+    this.output = '';
+    const keep = (text) => (this.output = (this.output + text).slice(-4000));
+    this.proc.stdout.setEncoding('utf8').on('data', keep);
+    this.proc.stderr.setEncoding('utf8').on('data', keep);
+    this.exited = new Promise((resolve) => this.proc.once('exit', resolve));
+    this.alive = true;
+    this.proc.once('exit', () => (this.alive = false));
+    this.state = null; // { t, members, master }
+    this.listening = null;
+    this.promotions = [];
+    this.errors = [];
+    this.replies = new Map();
+    this.rid = 0;
+    this.watchers = new Set();
+    this.ready = new Promise((resolve) => (this.onReady = resolve));
+    this.proc.on('message', (msg) => this.message(msg));
+    this.proc.on('error', (err) => this.errors.push(String(err)));
+    workers.add(this);
+  }
+
+  message(msg) {
+    switch (msg.type) {
+      case 'ready':
+        this.pid = msg.pid;
+        this.id = msg.id;
+        this.onReady();
+        break;
+      case 'listening':
+        this.listening = msg.t;
+        break;
+      case 'state':
+        this.state = msg;
+        break;
+      case 'promotion':
+        this.promotions.push(msg.t);
+        break;
+      case 'error':
+        this.errors.push(msg.message);
+        break;
+      case 'reply':
+        this.replies.get(msg.rid)?.(msg.data);
+        this.replies.delete(msg.rid);
+        break;
+      default:
+    }
+    for (const w of [...this.watchers]) w();
+  }
+
+  request(type, data = {}, ms = 30_000) {
+    const rid = this.rid++;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.replies.delete(rid);
+        reject(new Error(`${this.system}@${this.ip}: no reply to ${type} in ${ms} ms; output: ${this.output}`));
+      }, ms);
+      this.replies.set(rid, (reply) => {
+        clearTimeout(timer);
+        if (reply && reply.error) reject(new Error(`${this.system}@${this.ip} ${type}: ${reply.error}`));
+        else resolve(reply);
+      });
+      this.proc.send({ type, rid, ...data });
+    });
+  }
+
+  kill9() {
+    if (this.alive) {
+      try {
+        process.kill(this.pid ?? this.proc.pid, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
+  }
+
+  async stop() {
+    if ((CPU_PROF || PERF) && this.alive) {
+      // Normally, so that the profile is written.
+      await this.request('quit', {}, 5000).catch(() => {});
+      await Promise.race([this.exited, delay(10_000)]);
+    }
+    this.kill9();
+    if (this.proc.pid && this.pid && this.proc.pid !== this.pid) {
+      try {
+        this.proc.kill('SIGKILL');
+      } catch {
+        // gone
+      }
+    }
+    await Promise.race([this.exited, delay(10_000)]);
+    workers.delete(this);
+  }
+}
+
+// Resolves once `predicate()` holds, checked after every message of any of `group`;
+// resolves false after `ms`.
+function until(group, predicate, ms) {
+  return new Promise((resolve) => {
+    let done = false;
+    const finish = (result) => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      for (const w of group) w.watchers.delete(check);
+      resolve(result);
+    };
+    const check = () => {
+      if (predicate()) finish(true);
+    };
+    const timer = setTimeout(() => finish(false), ms);
+    for (const w of group) w.watchers.add(check);
+    check();
+  });
+}
+
+// Whether every worker of `group` sees exactly the others and all name the same master, one
+// of `group` (and not `notMaster`); then the time the last of them got there.
+function converged(group, notMaster) {
+  const ids = group.map((w) => w.id);
+  let master;
+  for (const w of group) {
+    if (!w.state) return null;
+    const others = ids.filter((id) => id !== w.id).sort();
+    if (w.state.members.length !== others.length || w.state.members.some((id, i) => id !== others[i])) return null;
+    if (w.state.master === null || (master !== undefined && w.state.master !== master)) return null;
+    master = w.state.master;
+  }
+  if (!ids.includes(master) || master === notMaster) return null;
+  return Math.max(...group.map((w) => w.state.t));
+}
+
+async function waitConverged(group, ms, notMaster) {
+  const ok = await until(group, () => converged(group, notMaster) !== null, ms);
+  return ok ? converged(group, notMaster) : null;
+}
+
+async function startAll(system, ks, ms = 60_000) {
+  const group = ks.map((k) => new Worker(system, k));
+  const ok = await until(group, () => group.every((w) => w.listening !== null && w.id !== undefined), ms);
+  if (!ok) {
+    const bad = group.find((w) => w.listening === null);
+    throw new Error(`${system}: ${bad.ip} not listening after ${ms} ms; errors ${bad.errors}; output ${bad.output}`);
+  }
+  if (system.startsWith('discover')) await checkDestinations(group);
+  return group;
+}
+
+// node-discover sends to 255.255.255.255 unless told otherwise: checked before every run.
+async function checkDestinations(group) {
+  for (const w of group) {
+    const dest = await w.request('destinations');
+    const allowed = network.mode === 'namespaces'
+      ? (d) => d === `${network.broadcast}:12345`
+      : (d) => /^127\.0\.0\.\d+:12345$/.test(d);
+    if (!dest.every(allowed)) {
+      await stopAll();
+      throw new Error(`node-discover would send to ${dest.join(', ')}: refusing`);
+    }
+  }
+}
+
+async function stopAll(group = [...workers]) {
+  await Promise.all(group.map((w) => w.stop()));
+}
+
+const range = (from, n) => Array.from({ length: n }, (_, i) => from + i);
+
+// ---------------------------------------------------------------------------------------
+// Scenarios. Each returns one sample (an object of numbers, null where it did not happen).
+
+// n nodes started together: every node sees every other and all agree on one master.
+// For n = 10 a joiner (host 11) then comes in: time until it and every member see each other.
+async function formation(system, n) {
+  const group = ks(n).map((k) => new Worker(system, k));
+  try {
+    const allListening = await until(group, () => group.every((w) => w.listening !== null), 60_000);
+    if (!allListening) throw new Error(`${system}: not every node listening`);
+    const lastListening = Math.max(...group.map((w) => w.listening));
+    const firstListening = Math.min(...group.map((w) => w.listening));
+    if (system.startsWith('discover')) await checkDestinations(group);
+    const t = await waitConverged(group, 20_000);
+    // A claim is reported just after the state that completed agreement: let it arrive.
+    await delay(300);
+    const sample = {
+      time: t === null ? null : Math.max(0, t - lastListening),
+      fromFirst: t === null ? null : t - firstListening,
+      claims: group.filter((w) => w.promotions.length > 0).length,
+      errors: group.reduce((sum, w) => sum + w.errors.length, 0),
+    };
+    if (n === 10 && t !== null) {
+      const joiner = new Worker(system, n + 1);
+      group.push(joiner);
+      await until([joiner], () => joiner.listening !== null, 30_000);
+      const tj = await waitConverged(group, 20_000);
+      sample.join = tj === null ? null : tj - joiner.listening;
+    }
+    return sample;
+  } finally {
+    await stopAll(group);
+  }
+}
+const ks = (n) => range(1, n);
+
+// 7 nodes: a non-master's link is cut (namespaces only) → 6; a non-master leaves → 5; the
+// master of those 5 is killed with SIGKILL → 4. Each time: until every remaining node agrees.
+async function churn(system) {
+  const group = ks(7).map((k) => new Worker(system, k));
+  const sample = { loss: null, leave: null, failover: null };
+  try {
+    if (!(await until(group, () => group.every((w) => w.listening !== null), 60_000))) throw new Error('not listening');
+    if (system.startsWith('discover')) await checkDestinations(group);
+    if ((await waitConverged(group, 20_000)) === null) throw new Error(`${system}: 7 nodes did not converge`);
+    let live = group;
+    const masterOf = (g) => g.find((w) => w.id === g[0].state.master);
+    const nonMaster = (g) => g.filter((w) => w !== masterOf(g)).at(-1);
+
+    if (network.mode === 'namespaces') {
+      const cut = nonMaster(live);
+      live = live.filter((w) => w !== cut);
+      const t0 = now();
+      network.cut(cut.k);
+      const t = await waitConverged(live, 40_000);
+      sample.loss = t === null ? null : t - t0;
+      if (t === null) return sample;
+    }
+
+    const leaver = nonMaster(live);
+    live = live.filter((w) => w !== leaver);
+    const { t: t0 } = await leaver.request('leave');
+    const tl = await waitConverged(live, 20_000);
+    sample.leave = tl === null ? null : Math.max(0, tl - t0);
+    if (tl === null) return sample;
+
+    const master = masterOf(live);
+    live = live.filter((w) => w !== master);
+    const tk = now();
+    master.kill9();
+    const tf = await waitConverged(live, 20_000, master.id);
+    sample.failover = tf === null ? null : Math.max(0, tf - tk);
+    return sample;
+  } finally {
+    await stopAll(group);
+    if (network.mode === 'namespaces') for (const k of ks(7)) network.heal(k);
+  }
+}
+
+// Two nodes, A (host 1) sends to B (host 2): small messages, then 1 MiB Buffers, then
+// 1000 ping-pongs.
+async function messaging(system) {
+  const isCluster = !system.startsWith('tcp');
+  const group = await startAll(system, [1, 2]);
+  const [a, b] = group;
+  try {
+    if (isCluster) {
+      if ((await waitConverged(group, 20_000)) === null) throw new Error(`${system}: 2 nodes did not converge`);
+    } else {
+      await a.request('connect', { ips: [b.ip] });
+    }
+    const target = system.startsWith('tcp') ? b.ip : b.id;
+    await b.request('recv', { event: 'bench' });
+    // B's join has to reach A before A sends (espial sends an event only to nodes that joined it).
+    let reached = false;
+    for (let i = 0; i < 100 && !reached; i++) {
+      await a.request('warmup', { target });
+      await delay(20);
+      reached = (await b.request('recvStats')).count > 0;
+    }
+    if (!reached) throw new Error(`${system}: warm-up messages never arrived`);
+
+    const sample = {};
+    const run = async (opts) => {
+      opts = { window: opts.bytes ? 4 : WINDOW, ...opts };
+      await delay(200);
+      await b.request('resetRecv');
+      const perf = PERF && PERF_SYSTEMS.includes(system) ? perfRecord([a, b], opts.bytes ? 'big' : 'small', opts.ms) : null;
+      const sent = await a.request('blast', { target, ...opts }, 120_000);
+      let stats = await b.request('recvStats');
+      // Until everything arrived, or nothing more for 500 ms (30 s at most).
+      let lastCount = -1;
+      let lastChange = now();
+      const deadline = now() + 30_000;
+      while (stats.count < sent.sent && now() < deadline) {
+        if (stats.count !== lastCount) {
+          lastCount = stats.count;
+          lastChange = now();
+        } else if (now() - lastChange > 500) break;
+        await delay(50);
+        stats = await b.request('recvStats');
+      }
+      if (perf) await perf;
+      const seconds = (stats.last - sent.t0) / 1000;
+      return { sent: sent.sent, got: stats.count, bytes: stats.bytes, seconds, outOfOrder: stats.outOfOrder };
+    };
+
+    if (PHASES.includes('small')) {
+      const s = await run({ n: SMALL_N, ms: SMALL_MS });
+      sample.msgsPerSec = s.got > 0 ? s.got / s.seconds : 0;
+      sample.lost = 1 - s.got / s.sent;
+      sample.outOfOrder = s.outOfOrder;
+    }
+
+    if (!PHASES.includes('big')) {
+      // skipped
+    } else if (!system.startsWith('discover')) {
+      const big = await run({ n: BIG_N, ms: 10_000, bytes: 1 << 20 });
+      sample.mbPerSec = big.got > 0 ? big.bytes / 1e6 / big.seconds : 0;
+      sample.bigLost = 1 - big.got / big.sent;
+    } else {
+      sample.mbPerSec = null; // UDP datagrams cannot carry 1 MiB
+    }
+
+    if (!PHASES.includes('ping')) return sample;
+    await b.request('pongs');
+    await a.request('pongs');
+    await delay(300);
+    const perf = PERF && PERF_SYSTEMS.includes(system) ? perfPing([a, b]) : null;
+    const { rtts, lost } = await a.request('pingPong', { target, n: PINGS }, 120_000);
+    if (perf) await perf.stop();
+    rtts.sort((x, y) => x - y);
+    sample.p50 = quantile(rtts, 0.5);
+    sample.p99 = quantile(rtts, 0.99);
+    sample.pingLost = lost;
+    return sample;
+  } finally {
+    await stopAll(group);
+  }
+}
+
+// `perf record` of the sender and the receiver, for `ms` (sampling at 1999 Hz).
+function perfRecord([a, b], phase, ms) {
+  const runs = [
+    [a, 'sender'],
+    [b, 'receiver'],
+  ].map(([w, role]) => {
+    const p = spawn('perf', ['record', '-F', '1999', '-g', '-p', String(w.pid), '-o', path.join(PERF, `${phase}-${role}.perf.data`), '--', 'sleep', String(ms / 1000)], { stdio: 'ignore' });
+    return new Promise((resolve) => p.once('exit', resolve));
+  });
+  const stat = spawn('perf', ['stat', '--per-thread', '-e', 'context-switches,task-clock', '-p', `${a.pid},${b.pid}`, '-o', path.join(PERF, `${phase}.stat.txt`), '--', 'sleep', String(ms / 1000)], { stdio: 'ignore' });
+  runs.push(new Promise((resolve) => stat.once('exit', resolve)));
+  return Promise.all(runs);
+}
+
+// During the ping-pongs: `perf stat` (context switches, CPU time per thread) and `perf record`
+// of both nodes, stopped with SIGINT when the ping-pongs are done.
+function perfPing([a, b]) {
+  const pids = `${a.pid},${b.pid}`;
+  const procs = [
+    spawn('perf', ['stat', '--per-thread', '-e', 'context-switches,task-clock', '-p', pids, '-o', path.join(PERF, 'ping.stat.txt')], { stdio: 'ignore' }),
+    spawn('perf', ['record', '-F', '4999', '-g', '-p', String(a.pid), '-o', path.join(PERF, 'ping-sender.perf.data')], { stdio: 'ignore' }),
+    spawn('perf', ['record', '-F', '4999', '-g', '-p', String(b.pid), '-o', path.join(PERF, 'ping-receiver.perf.data')], { stdio: 'ignore' }),
+  ];
+  return {
+    async stop() {
+      await Promise.all(procs.map((p) => new Promise((resolve) => { p.once('exit', resolve); p.kill('SIGINT'); })));
+    },
+  };
+}
+
+// A 5-node cluster (plain TCP: a 5-process full mesh) left idle: CPU and RSS of its nodes.
+async function idle(system) {
+  let group;
+  if (system === 'bare') {
+    group = await startAll('bare', [1]);
+  } else {
+    group = await startAll(system, ks(5));
+  }
+  const extra = [];
+  try {
+    if (CLUSTER_SYSTEMS.includes(system)) {
+      if ((await waitConverged(group, 20_000)) === null) throw new Error(`${system}: 5 nodes did not converge`);
+    } else if (system.startsWith('tcp')) {
+      for (let i = 0; i < group.length; i++) {
+        await group[i].request('connect', { ips: group.slice(i + 1).map((w) => w.ip) });
+      }
+    }
+    let pids = group.map((w) => w.pid);
+    if (system === 'bare') {
+      // And the reference itself, with nothing of the benchmark in it.
+      const [cmd, args] = network.wrap(1, [process.execPath, '-e', 'setInterval(()=>{},1000)']);
+      const p = spawn(cmd, args, { stdio: 'ignore' });
+      extra.push(p);
+      pids = [p.pid, ...pids];
+    }
+    await delay(2000);
+    const before = pids.map(cpuTicks);
+    const beforeNs = pids.map(cpuNs);
+    const t0 = now();
+    await delay(IDLE_MS);
+    const after = pids.map(cpuTicks);
+    const afterNs = pids.map(cpuNs);
+    const seconds = (now() - t0) / 1000;
+    const hz = Number(execFileSync('getconf', ['CLK_TCK']).toString().trim()) || 100;
+    const cpu = pids.map((_, i) => ((after[i] - before[i]) / hz / seconds) * 100);
+    const rss = pids.map(rssMb);
+    const sched = pids.map((_, i) => ((afterNs[i] - beforeNs[i]) / 1e9 / seconds) * 100);
+    if (system === 'bare') {
+      return { cpu: cpu[0], cpuNs: sched[0], cpuMax: sched[0], rss: rss[0], harnessCpu: sched[1], harnessRss: rss[1] };
+    }
+    return { cpu: median(cpu), cpuNs: median(sched), cpuMax: Math.max(...sched), rss: median(rss), rssMax: Math.max(...rss) };
+  } finally {
+    for (const p of extra) p.kill('SIGKILL');
+    await stopAll(group);
+  }
+}
+
+function cpuTicks(pid) {
+  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return Number(fields[11]) + Number(fields[12]); // utime + stime
+}
+
+// CPU time of every thread of the process, in ns (/proc/<pid>/task/*/schedstat): finer than
+// the clock ticks of /proc/<pid>/stat, which only count in 10 ms steps.
+function cpuNs(pid) {
+  let total = 0;
+  for (const tid of fs.readdirSync(`/proc/${pid}/task`)) {
+    try {
+      total += Number(fs.readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')[0]);
+    } catch {
+      // the thread ended
+    }
+  }
+  return total;
+}
+
+function rssMb(pid) {
+  const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
+  return Number(/VmRSS:\s+(\d+)/.exec(status)[1]) / 1024;
+}
+
+// Plain TCP: a joiner (host 11) connects to 10 listening processes (tcp-gcm: and does the
+// ECDH handshake with each): time until all are connected.
+async function tcpJoin(system) {
+  const group = await startAll(system, ks(11));
+  try {
+    const joiner = group[10];
+    const { t0, t1 } = await joiner.request('connect', { ips: group.slice(0, 10).map((w) => w.ip) });
+    return { join: t1 - t0 };
+  } finally {
+    await stopAll(group);
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Statistics and tables
+
+function quantile(sorted, q) {
+  if (sorted.length === 0) return null;
+  return sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)];
+}
+
+function median(values) {
+  const v = values.filter((x) => x !== null && x !== undefined && Number.isFinite(x)).sort((a, b) => a - b);
+  if (v.length === 0) return null;
+  const mid = Math.floor(v.length / 2);
+  return v.length % 2 ? v[mid] : (v[mid - 1] + v[mid]) / 2;
+}
+
+const results = {}; // scenario -> system -> [samples]
+function record(scenario, system, sample) {
+  results[scenario] ??= {};
+  results[scenario][system] ??= [];
+  results[scenario][system].push(sample);
+}
+
+function med(scenario, system, key) {
+  const samples = results[scenario]?.[system] ?? [];
+  return median(samples.map((s) => s?.[key]));
+}
+
+function failures(scenario, system, key) {
+  const samples = results[scenario]?.[system] ?? [];
+  return samples.filter((s) => s === null || s[key] === null || s[key] === undefined).length;
+}
+
+function fmt(x, digits = 0) {
+  if (x === null || x === undefined) return '—';
+  if (Math.abs(x) >= 1000) return x.toLocaleString('en-US', { maximumFractionDigits: 0 });
+  return x.toFixed(digits);
+}
+
+function ratio(r) {
+  return `${r >= 0.1 ? r.toFixed(2) : r.toPrecision(2)}×`;
+}
+
+// columns: [{ title, key, digits, unit, ratio (true: espial / this), pct }]
+function table(title, scenario, systems, columns) {
+  const lines = [`### ${title}`, ''];
+  const heads = ['system'];
+  for (const c of columns) {
+    heads.push(c.title);
+    if (c.ratio) heads.push(`espial / this (${c.short ?? c.title})`);
+  }
+  lines.push(`| ${heads.join(' | ')} |`, `|${heads.map(() => '---').join('|')}|`);
+  for (const system of systems) {
+    if (!results[scenario]?.[system]) continue;
+    const row = [system];
+    for (const c of columns) {
+      let v = med(scenario, system, c.key);
+      const failed = failures(scenario, system, c.key);
+      const n = results[scenario][system].length;
+      if (c.pct && v !== null) v *= 100;
+      let cell = fmt(v, c.digits ?? 0);
+      if (c.optional && v === null) cell = 'n/a';
+      else if (failed > 0) cell += ` (${failed}/${n} ${c.failWord ?? 'timed out'})`;
+      row.push(cell);
+      if (c.ratio) {
+        const mine = med(scenario, 'espial', c.key);
+        row.push(mine !== null && v !== null && v !== 0 ? ratio(mine / (c.pct ? v / 100 : v)) : '—');
+      }
+    }
+    lines.push(`| ${row.join(' | ')} |`);
+  }
+  lines.push('');
+  return lines.join('\n');
+}
+
+// ---------------------------------------------------------------------------------------
+
+async function main() {
+  const started = now();
+  network.setup();
+  const cpuModel = /model name\s*:\s*(.*)/.exec(fs.readFileSync('/proc/cpuinfo', 'utf8'))?.[1] ?? 'unknown';
+  const header = [
+    `espial benchmark — ${new Date().toISOString()}`,
+    `machine: ${os.cpus().length} CPUs (nproc ${execFileSync('nproc').toString().trim()}), ${cpuModel}, ${(os.totalmem() / 2 ** 30).toFixed(1)} GiB; node ${process.version}; node-discover ${require('node-discover/package.json').version}`,
+    `network: ${network.mode === 'namespaces' ? `one network namespace per host on a bridge (${network.hostIp(1)}…${network.hostIp(HOSTS)}/24)` : `loopback addresses ${network.hostIp(1)}…${network.hostIp(HOSTS)} inside unshare -n`}`,
+    `espial: ${gitDescribe()}`,
+    `load average at start: ${os.loadavg().map((x) => x.toFixed(2)).join(' ')} (other work on the machine disturbs the figures)`,
+    `repetitions: ${REPS}${QUICK ? ' (--quick)' : ''}; medians shown; command: node bench/run.js ${argv.filter((a) => a !== '--inner-loopback').join(' ')}`,
+  ];
+  console.log(header.join('\n'));
+  console.log('');
+
+  const progress = (text) => process.stderr.write(`[${((now() - started) / 1000).toFixed(0)} s] ${text}\n`);
+  const attempt = async (scenario, system, fn) => {
+    try {
+      const sample = await fn();
+      record(scenario, system, sample);
+      progress(`${scenario} ${system}: ${JSON.stringify(sample, (k, v) => (typeof v === 'number' ? Math.round(v * 1000) / 1000 : v))}`);
+    } catch (err) {
+      record(scenario, system, null);
+      progress(`${scenario} ${system}: FAILED ${err.message.slice(0, 1000)}`);
+      await stopAll();
+    }
+  };
+
+  for (let rep = 1; rep <= REPS; rep++) {
+    progress(`repetition ${rep} of ${REPS}`);
+    if (ONLY.includes('formation')) {
+      for (const n of FORMATION_SIZES) {
+        for (const system of CLUSTER_SYSTEMS) await attempt(`formation${n}`, system, () => formation(system, n));
+      }
+    }
+    if (ONLY.includes('join')) {
+      for (const system of SYSTEMS.filter((s) => s.startsWith('tcp'))) await attempt('tcpjoin', system, () => tcpJoin(system));
+    }
+    if (ONLY.includes('churn')) {
+      for (const system of CLUSTER_SYSTEMS) await attempt('churn', system, () => churn(system));
+    }
+    if (ONLY.includes('messaging')) {
+      for (const system of SYSTEMS) await attempt('messaging', system, () => messaging(system));
+    }
+  }
+  if (ONLY.includes('idle')) {
+    for (const system of [...CLUSTER_SYSTEMS, ...SYSTEMS.filter((s) => s.startsWith('tcp')), 'bare']) {
+      await attempt('idle', system, () => idle(system));
+    }
+  }
+
+  const out = [];
+  const systems = SYSTEMS;
+  for (const n of FORMATION_SIZES.filter((size) => results[`formation${size}`])) {
+    out.push(
+      table(`Formation: ${n} nodes started together (ms after the last one listening)`, `formation${n}`, CLUSTER_SYSTEMS, [
+        { title: 'all see all + one master (ms)', short: 'time', key: 'time', ratio: true },
+        { title: 'from the first listening (ms)', key: 'fromFirst' },
+        { title: 'nodes that claimed mastership', key: 'claims', digits: 0 },
+      ]),
+    );
+  }
+  if (results.formation10) {
+    // join: from formation10 (cluster systems) and tcpjoin (plain TCP)
+    for (const system of Object.keys(results.tcpjoin ?? {})) results.formation10[system] = results.tcpjoin[system];
+    for (const system of Object.keys(results.formation10)) {
+      for (const s of results.formation10[system]) if (s && s.join) s.hps = 10 / (s.join / 1000);
+    }
+    out.push(
+      table('Join: a node joining 10 members (ms from its listening until it and every member see each other; plain TCP: connecting to 10 listeners)', 'formation10', systems, [
+        { title: 'join (ms)', short: 'time', key: 'join', ratio: true, digits: 1 },
+        { title: 'handshakes/s', key: 'hps', digits: 0, ratio: true, short: 'rate' },
+      ]),
+    );
+  }
+  if (results.churn) {
+    out.push(
+      table('Churn in a cluster of 7 → 6 → 5 → 4 (ms until every remaining node agrees)', 'churn', CLUSTER_SYSTEMS, [
+        ...(network.mode === 'namespaces' ? [{ title: 'silent loss: link cut (ms)', short: 'loss', key: 'loss', ratio: true }] : []),
+        { title: 'graceful leave (ms)', short: 'leave', key: 'leave', ratio: true, digits: 1 },
+        { title: 'failover: kill -9 of the master of 5 (ms)', short: 'failover', key: 'failover', ratio: true },
+      ]),
+    );
+  }
+  if (results.messaging) {
+    out.push(
+      table(`Throughput, one node to another: ~50-byte JSON messages (up to ${SMALL_N.toLocaleString('en-US')} or ${SMALL_MS} ms of sending) and 1 MiB Buffers (${BIG_N})`, 'messaging', systems, [
+        { title: 'messages/s delivered', short: 'msg/s', key: 'msgsPerSec', ratio: true },
+        { title: 'lost (%)', key: 'lost', digits: 2, pct: true },
+        { title: '1 MiB Buffers (MB/s)', short: 'MB/s', key: 'mbPerSec', ratio: true, optional: true },
+      ]),
+    );
+    out.push(
+      table(`Round trip: ${PINGS} ping-pongs one at a time (ms)`, 'messaging', systems, [
+        { title: 'p50 (ms)', short: 'p50', key: 'p50', digits: 3, ratio: true },
+        { title: 'p99 (ms)', short: 'p99', key: 'p99', digits: 3, ratio: true },
+        { title: 'pings lost', key: 'pingLost', digits: 0 },
+      ]),
+    );
+  }
+  if (results.idle) {
+    const bare = results.idle.bare?.[0];
+    out.push(
+      table(`Idle: one node of a 5-node cluster (plain TCP: a 5-process mesh), median node over ${IDLE_MS / 1000} s`, 'idle', [...systems, 'bare'], [
+        { title: 'CPU (% of a core, /proc/pid/stat ticks)', key: 'cpu', digits: 2 },
+        { title: 'CPU (% of a core, schedstat ns)', short: 'CPU', key: 'cpuNs', digits: 3, ratio: true },
+        { title: 'busiest node CPU (%, schedstat)', key: 'cpuMax', digits: 3 },
+        { title: 'RSS (MB)', short: 'RSS', key: 'rss', digits: 1, ratio: true },
+      ]),
+    );
+    if (bare) {
+      out.push(
+        `bare = \`node -e 'setInterval(()=>{},1000)'\`: ${fmt(bare.rss, 1)} MB RSS, ${fmt(bare.cpu, 2)} % CPU; ` +
+          `the benchmark's own worker with no system loaded: ${fmt(bare.harnessRss, 1)} MB, ${fmt(bare.harnessCpu, 3)} % CPU.\n`,
+      );
+    }
+  }
+  console.log(out.join('\n'));
+  console.log(`total ${((now() - started) / 1000).toFixed(0)} s; load average at the end: ${os.loadavg().map((x) => x.toFixed(2)).join(' ')}`);
+  if (JSON_OUT) fs.writeFileSync(JSON_OUT, JSON.stringify({ header, results }, null, 1));
+}
+
+// The commit measured, and whether the addon or the wrapper differ from it.
+function gitDescribe() {
+  const root = path.join(__dirname, '..');
+  const git = (...args) => spawnSync('git', ['-C', root, ...args], { timeout: 10_000 }).stdout?.toString().trim() ?? '';
+  const head = git('log', '-1', '--format=%h %s');
+  const dirty = git('status', '--porcelain', '--', 'src', 'index.js', 'lib').split('\n').filter(Boolean).length;
+  let addon = '';
+  try {
+    addon = `, addon built ${fs.statSync(path.join(root, 'espial.linux-x64-gnu.node')).mtime.toISOString()}`;
+  } catch {
+    // not built here
+  }
+  return `commit ${head || 'unknown'}${dirty ? ` (+${dirty} uncommitted changes in src/, index.js, lib/)` : ''}${addon}`;
+}
+
+// ---------------------------------------------------------------------------------------
+// Whatever happens, every process and namespace goes.
+
+let cleaned = false;
+function cleanupSync() {
+  if (cleaned) return;
+  cleaned = true;
+  for (const w of workers) w.kill9();
+  // Give the kernel a moment to reap before the namespaces go.
+  spawnSync('sleep', ['0.2']);
+  network.cleanup();
+}
+process.on('exit', cleanupSync);
+for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
+  process.on(sig, () => {
+    console.error(`bench: ${sig}, cleaning up`);
+    cleanupSync();
+    process.exit(130);
+  });
+}
+
+main()
+  .catch((err) => {
+    console.error(err);
+    process.exitCode = 1;
+  })
+  .finally(async () => {
+    await stopAll();
+    cleanupSync();
+  });
