@@ -34,11 +34,12 @@ export declare class NativeNode {
    * Sends custom events, in order: `events[i]` with `payloads[i]` (JSON text unless
    * `binary[i]`) to `targets[i]` (node ids; `null` for every member that joined it).
    * `index.js` gathers the sends of one tick into one call. They are queued before this
-   * returns, so they keep the order of the calls. The Promise settles once each is
-   * handed to every target's connection: with `null` if all were sent, else with one
-   * entry per event, `null` or the error (code and message).
+   * returns, so they keep the order of the calls. Returns a batch id whose outcome
+   * arrives as a `sent` event once each message is handed to every target's connection
+   * (no Promise or extra thread per batch), or, when nothing can be queued (not started
+   * or stopped), the outcome itself: one entry per message, `null` or the error.
    */
-  sendBatch(events: Array<string>, payloads: Array<Buffer>, binary: Array<boolean>, targets: Array<Array<string> | null>): Promise<Array<NativeSendError | null> | null>
+  sendBatch(events: Array<string>, payloads: Array<Buffer>, binary: Array<boolean>, targets: Array<Array<string> | null>): number | Array<NativeSendError | null>
   /** Replaces this node's metadata (JSON text) and tells every member. */
   setMetadata(metadata: string): void
   /** Leaves the cluster gracefully and closes every socket and timer. */
@@ -60,6 +61,10 @@ export interface NativeEvent {
    * into JavaScript costs one object, not one per message.
    */
   messages?: NativeMessages
+  /** A send batch's id (`kind` is `sent`). */
+  batch?: number
+  /** Its failures, one entry per message, when any message failed. */
+  failures?: Array<NativeSendError | undefined | null>
 }
 
 /**

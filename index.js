@@ -19,6 +19,7 @@ class Espial extends EventEmitter {
   #eligible; // master_eligible
   #maxMessageSize; // max_message_size, in bytes
   #outbox = null; // sends of this tick, handed to the addon together (see #queueSend)
+  #inFlight = new Map(); // batch id -> { handOver, count } until its `sent` event
 
   /**
    * Starts a node on the next tick; `listening` follows, or `error` if it cannot start.
@@ -54,6 +55,10 @@ class Espial extends EventEmitter {
   #dispatch(event) {
     // Once exit() has completed this node is in no cluster: late membership news is dropped,
     // so that get_nodes() stays empty and agrees with the events.
+    if (event.kind === 'sent') {
+      this.#sent(event.batch, event.failures ?? null);
+      return;
+    }
     if (this.#left && event.kind !== 'error' && event.kind !== 'listening') return;
     switch (event.kind) {
       case 'listening':
@@ -365,9 +370,24 @@ class Espial extends EventEmitter {
       results = this.#native.sendBatch(outbox.events, outbox.payloads, outbox.binary, outbox.targets);
     } catch (err) {
       // The same failure, however the addon reports it: every send of the batch rejects.
-      results = Promise.reject(err);
+      outbox.handOver(Promise.reject(err));
+      return;
     }
-    outbox.handOver(results);
+    if (typeof results === 'number') {
+      // Queued: the outcome comes back as a `sent` event with this batch id.
+      this.#inFlight.set(results, { handOver: outbox.handOver, count: outbox.events.length });
+    } else {
+      // Nothing could be queued (not started, or stopped): the outcome is here already.
+      outbox.handOver(results.every((r) => r === null) ? null : results);
+    }
+  }
+
+  // A batch's outcome: null when every message went, else one entry per message.
+  #sent(batch, failures) {
+    const waiting = this.#inFlight.get(batch);
+    if (waiting === undefined) return;
+    this.#inFlight.delete(batch);
+    waiting.handOver(failures);
   }
 
   /**
@@ -402,6 +422,11 @@ class Espial extends EventEmitter {
       this.#started = true;
       resolve(this.#native.exit());
     }).then(() => {
+      // The addon answers every batch before it stops; should one still wait, it never went.
+      for (const [batch, { count }] of this.#inFlight) {
+        const notRunning = { code: 'ERR_ESPIAL_NOT_RUNNING', message: 'espial: send(): the node is not running' };
+        this.#sent(batch, Array.from({ length: count }, () => notRunning));
+      }
       this.#left = true;
       this.#nodes.clear();
       this.#setMaster(undefined);

@@ -69,6 +69,10 @@ pub struct NativeEvent {
     /// A run of custom event messages (`kind` is `messages`), packed so that crossing
     /// into JavaScript costs one object, not one per message.
     pub messages: Option<NativeMessages>,
+    /// A send batch's id (`kind` is `sent`).
+    pub batch: Option<u32>,
+    /// Its failures, one entry per message, when any message failed.
+    pub failures: Option<Vec<Option<NativeSendError>>>,
 }
 
 /// Consecutive custom event messages. Message `i` is event `strings[names[i]]` from node
@@ -150,6 +154,8 @@ fn plain(kind: &str, node: Option<&NodeInfo>) -> NativeEvent {
         message: None,
         code: None,
         messages: None,
+        batch: None,
+        failures: None,
     }
 }
 
@@ -251,6 +257,16 @@ impl From<Notification> for NativeEvent {
             Notification::Listening { port } => NativeEvent {
                 port: Some(u32::from(port)),
                 ..event("listening", None)
+            },
+            Notification::Sent { id, results } => NativeEvent {
+                batch: Some(id as u32),
+                failures: results.iter().any(|r| r.is_err()).then(|| {
+                    results
+                        .into_iter()
+                        .map(|r| r.err().map(NativeSendError::from))
+                        .collect()
+                }),
+                ..event("sent", None)
             },
             Notification::Error { code, message } => NativeEvent {
                 message: Some(message),

@@ -7,6 +7,7 @@ mod convert;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use napi::bindgen_prelude::*;
@@ -74,6 +75,8 @@ pub struct NativeNode {
     state: Mutex<State>,
     info: Mutex<NodeInfo>,
     max_metadata: usize,
+    /// Ids of send batches, matched by `index.js` with their `sent` events.
+    next_batch: AtomicU32,
 }
 
 #[napi]
@@ -88,6 +91,7 @@ impl NativeNode {
         Ok(NativeNode {
             info: Mutex::new(config.me.clone()),
             max_metadata: config.core.max_metadata,
+            next_batch: AtomicU32::new(0),
             state: Mutex::new(State::Idle {
                 config: Box::new(config),
                 sink: JsSink(on_events),
@@ -193,21 +197,21 @@ impl NativeNode {
     /// Sends custom events, in order: `events[i]` with `payloads[i]` (JSON text unless
     /// `binary[i]`) to `targets[i]` (node ids; `null` for every member that joined it).
     /// `index.js` gathers the sends of one tick into one call. They are queued before this
-    /// returns, so they keep the order of the calls. The Promise settles once each is
-    /// handed to every target's connection: with `null` if all were sent, else with one
-    /// entry per event, `null` or the error (code and message).
+    /// returns, so they keep the order of the calls. Returns a batch id whose outcome
+    /// arrives as a `sent` event once each message is handed to every target's connection
+    /// (no Promise or extra thread per batch), or, when nothing can be queued (not started
+    /// or stopped), the outcome itself: one entry per message, `null` or the error.
     #[napi(
         ts_args_type = "events: Array<string>, payloads: Array<Buffer>, binary: Array<boolean>, targets: Array<Array<string> | null>",
-        ts_return_type = "Promise<Array<NativeSendError | null> | null>"
+        ts_return_type = "number | Array<NativeSendError | null>"
     )]
-    pub fn send_batch<'env>(
+    pub fn send_batch(
         &self,
-        env: &'env Env,
         events: Vec<String>,
         payloads: Vec<Buffer>,
         binary: Vec<bool>,
         targets: Vec<Option<Vec<String>>>,
-    ) -> Result<PromiseRaw<'env, Option<Vec<Option<NativeSendError>>>>> {
+    ) -> Result<Either<u32, Vec<Option<NativeSendError>>>> {
         let n = events.len();
         if payloads.len() != n || binary.len() != n || targets.len() != n {
             return Err(Error::new(
@@ -215,53 +219,41 @@ impl NativeNode {
                 "sendBatch: the four arrays must have one entry per event",
             ));
         }
-        let mut results: Vec<Option<SendError>> = vec![None; n];
-        let mut batch = Vec::with_capacity(n);
-        let mut positions = Vec::with_capacity(n);
-        let items = events.into_iter().zip(payloads).zip(binary).zip(targets);
         let mut ids = HashMap::new();
-        for (i, (((name, payload), binary), targets)) in items.enumerate() {
-            match parse_targets(targets, &mut ids) {
-                Ok(targets) => {
-                    positions.push(i);
-                    batch.push(Outgoing {
-                        name,
-                        binary,
-                        payload: payload.to_vec(),
-                        targets,
-                    });
-                }
-                Err(e) => results[i] = Some(e),
+        let items = events.into_iter().zip(payloads).zip(binary).zip(targets);
+        let batch: Vec<Outgoing> = items
+            .map(|(((name, payload), binary), targets)| Outgoing {
+                name,
+                binary,
+                payload: payload.to_vec(),
+                targets: parse_targets(targets, &mut ids),
+            })
+            .collect();
+        let state = self.state.lock().unwrap();
+        if let State::Running(handle) = &*state {
+            let id = self.next_batch.fetch_add(1, Ordering::Relaxed);
+            let count = batch.len();
+            if handle.send_notify(batch, u64::from(id)) {
+                return Ok(Either::A(id));
             }
+            return Ok(Either::B(not_sent(count, SendError::NotRunning)));
         }
-        let sending = self.start_send(batch);
-        env.spawn_future(async move {
-            for (at, outcome) in positions.into_iter().zip(sending.await) {
-                results[at] = outcome.err();
-            }
-            Ok(results.iter().any(Option::is_some).then(|| {
-                results
-                    .into_iter()
-                    .map(|r| r.map(NativeSendError::from))
-                    .collect()
-            }))
-        })
-    }
-
-    fn start_send(&self, batch: Vec<Outgoing>) -> Sending {
-        let outcome = |m: &Outgoing| match &*self.state.lock().unwrap() {
-            // Not started yet: there are no members to send to.
-            State::Idle { .. } => match m.targets.as_deref() {
-                None | Some([]) => Ok(()),
-                Some([first, ..]) => Err(SendError::UnknownTarget(first.to_string())),
-            },
-            _ => Err(SendError::NotRunning),
-        };
-        if let State::Running(handle) = &*self.state.lock().unwrap() {
-            return Box::pin(handle.send(batch));
-        }
-        let results = batch.iter().map(outcome).collect();
-        Box::pin(std::future::ready(results))
+        let idle = matches!(*state, State::Idle { .. });
+        let outcome = batch
+            .iter()
+            .map(|m| {
+                let outcome = match (&m.targets, idle) {
+                    (Err(e), _) => Err(e.clone()),
+                    // Not started yet: there are no members to send to.
+                    (Ok(None), true) => Ok(()),
+                    (Ok(Some(t)), true) if t.is_empty() => Ok(()),
+                    (Ok(Some(t)), true) => Err(SendError::UnknownTarget(t[0].to_string())),
+                    (Ok(_), false) => Err(SendError::NotRunning),
+                };
+                outcome.err().map(NativeSendError::from)
+            })
+            .collect();
+        Ok(Either::B(outcome))
     }
 
     /// Replaces this node's metadata (JSON text) and tells every member.
@@ -301,8 +293,10 @@ impl NativeNode {
     }
 }
 
-/// The outcome of a batch of sends, one result per message, once they are handed over.
-type Sending = Pin<Box<dyn Future<Output = Vec<std::result::Result<(), SendError>>> + Send>>;
+/// Every message of a batch failed the same way.
+fn not_sent(count: usize, e: SendError) -> Vec<Option<NativeSendError>> {
+    (0..count).map(|_| Some(e.clone().into())).collect()
+}
 
 /// Node ids from JavaScript; a string that is no id names an unknown target.
 /// `ids` remembers ids parsed earlier in the batch: a batch usually names few nodes.

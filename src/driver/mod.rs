@@ -79,6 +79,11 @@ pub enum Notification {
     Listening { port: u16 },
     /// Membership and election news from the core.
     Cluster(Event),
+    /// The outcome of a batch sent with [`Handle::send_notify`], one result per message.
+    Sent {
+        id: u64,
+        results: Vec<Result<(), SendError>>,
+    },
     /// The node could not start or hit a fatal error; it has stopped.
     Error { code: ErrorCode, message: String },
 }
@@ -104,8 +109,17 @@ enum Command {
     Leave(String),
     Send {
         batch: Vec<Outgoing>,
-        done: oneshot::Sender<Vec<Result<(), SendError>>>,
+        done: SendDone,
     },
+}
+
+/// How the outcome of a batch of sends is reported.
+pub(crate) enum SendDone {
+    /// To an awaiting future.
+    Channel(oneshot::Sender<Vec<Result<(), SendError>>>),
+    /// As a [`Notification::Sent`] with this id, in the node's notifications: no extra
+    /// thread or task per batch.
+    Notify(u64),
 }
 
 /// One custom event to send.
@@ -114,8 +128,9 @@ pub struct Outgoing {
     pub name: String,
     pub binary: bool,
     pub payload: Vec<u8>,
-    /// `None`: every member that joined the event.
-    pub targets: Option<Vec<NodeId>>,
+    /// `None`: every member that joined the event. An error (a target that is no node
+    /// id) is that message's result without sending it.
+    pub targets: Result<Option<Vec<NodeId>>, SendError>,
 }
 
 /// A running node.
@@ -176,6 +191,7 @@ impl Handle {
     ) -> impl Future<Output = Vec<Result<(), SendError>>> + Send + 'static {
         let count = batch.len();
         let (done, result) = oneshot::channel();
+        let done = SendDone::Channel(done);
         let queued = self.commands.send(Command::Send { batch, done });
         let not_running = move || vec![Err(SendError::NotRunning); count];
         async move {
@@ -184,6 +200,13 @@ impl Handle {
             }
             result.await.unwrap_or_else(|_| not_running())
         }
+    }
+
+    /// Like [`Handle::send`], but the outcome arrives as [`Notification::Sent`] with `id`
+    /// among the node's notifications. False if the node has stopped (nothing will arrive).
+    pub fn send_notify(&self, batch: Vec<Outgoing>, id: u64) -> bool {
+        let done = SendDone::Notify(id);
+        self.commands.send(Command::Send { batch, done }).is_ok()
     }
 
     /// Makes this node master cluster-wide (the caller checks it is eligible).

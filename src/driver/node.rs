@@ -212,12 +212,12 @@ impl Driver {
     ) -> Vec<oneshot::Sender<()>> {
         self.core.leave(Instant::now().into_std());
         self.carry_out();
+        // What was handed to a connection is flushed below, as far as time allows.
+        for w in std::mem::take(&mut self.waiting_sends) {
+            self.answer(w);
+        }
         if !self.batch.is_empty() {
             sink.deliver(std::mem::take(&mut self.batch));
-        }
-        // What was handed to a connection is flushed below, as far as time allows.
-        for w in self.waiting_sends.drain(..) {
-            let _ = w.done.send(w.results);
         }
         self.conns.clear();
         let flush = async { while self.writers.join_next().await.is_some() {} };
@@ -260,17 +260,14 @@ impl Driver {
     }
 
     /// Queues a batch of custom events; answers once their connections are not backlogged.
-    fn send(
-        &mut self,
-        batch: Vec<super::Outgoing>,
-        done: oneshot::Sender<Vec<Result<(), SendError>>>,
-    ) {
+    fn send(&mut self, batch: Vec<super::Outgoing>, done: super::SendDone) {
         let now = Instant::now().into_std();
         let mut conns = Vec::new();
         let results = batch
             .iter()
             .map(|m| {
-                let targets = m.targets.as_deref();
+                let targets = m.targets.clone()?;
+                let targets = targets.as_deref();
                 let used = self
                     .core
                     .send_event(now, &m.name, m.binary, &m.payload, targets)?;
@@ -293,18 +290,28 @@ impl Driver {
     /// queued on a lost connection is lost with it, as with any socket).
     fn answer_sends(&mut self) {
         let conns = &self.conns;
-        let mut i = 0;
-        while i < self.waiting_sends.len() {
-            let blocked = self.waiting_sends[i]
-                .conns
-                .iter()
-                .any(|c| conns.get(c).is_some_and(|h| h.backlogged()));
-            if blocked {
-                i += 1;
-            } else {
-                let w = self.waiting_sends.swap_remove(i);
-                let _ = w.done.send(w.results);
+        let (blocked, ready): (Vec<_>, Vec<_>) = std::mem::take(&mut self.waiting_sends)
+            .into_iter()
+            .partition(|w| {
+                w.conns
+                    .iter()
+                    .any(|c| conns.get(c).is_some_and(|h| h.backlogged()))
+            });
+        self.waiting_sends = blocked;
+        for w in ready {
+            self.answer(w);
+        }
+    }
+
+    fn answer(&mut self, w: WaitingSend) {
+        match w.done {
+            super::SendDone::Channel(tx) => {
+                let _ = tx.send(w.results);
             }
+            super::SendDone::Notify(id) => self.batch.push(Notification::Sent {
+                id,
+                results: w.results,
+            }),
         }
     }
 
@@ -388,7 +395,7 @@ fn log_event(log: &Log, e: &Event) {
 /// A `send()` waiting for backlogged connections to drain.
 struct WaitingSend {
     conns: Vec<ConnId>,
-    done: oneshot::Sender<Vec<Result<(), SendError>>>,
+    done: super::SendDone,
     results: Vec<Result<(), SendError>>,
 }
 
