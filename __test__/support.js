@@ -83,7 +83,8 @@ function within(ms, promise, message) {
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
-const EVENTS = [
+// The membership and election events a node emits; child fixtures forward these.
+const NODE_EVENTS = [
   'listening',
   'added_node',
   'updated_node',
@@ -93,8 +94,8 @@ const EVENTS = [
   'new_master',
   'promotion',
   'demotion',
-  'error',
 ];
+const EVENTS = [...NODE_EVENTS, 'error'];
 
 // Records every event of `emitter` from now on, with the time it came, so that a wait
 // started later still sees what already happened. An `error` event fails every wait.
@@ -309,6 +310,7 @@ const RESERVED_EVENTS = [
 ];
 
 module.exports = {
+  NODE_EVENTS,
   RESERVED_EVENTS,
   WAIT_MS,
   randomPorts,

@@ -317,13 +317,18 @@ fn an_enormous_declared_length_after_the_handshake_is_refused_at_once() {
         .unwrap();
     assert_closed(&mut peer.stream, "after a 4 GiB declared length");
     // And the node still serves: a new peer joins and is heard.
-    let mut next = Peer::join(&mut target);
-    next.event(b"still-here");
-    target.wait_for("an event after the attack", |n| {
-        matches!(n, Notification::Cluster(Event::Message { payload, .. }) if payload == b"still-here")
-    });
+    still_serving(&mut target, "an event after the attack");
     target.assert_no_errors();
     target.exit();
+}
+
+/// A new peer still joins the node and is heard: the attack did not stop it serving.
+fn still_serving(target: &mut Target, what: &str) {
+    let mut next = Peer::join(target);
+    next.event(b"still-here");
+    target.wait_for(what, |n| {
+        matches!(n, Notification::Cluster(Event::Message { payload, .. }) if payload == b"still-here")
+    });
 }
 
 #[test]
@@ -391,11 +396,7 @@ fn garbage_before_and_during_the_handshake_is_refused() {
     target.settle(Duration::from_millis(300));
     assert_eq!(target.messages(), vec![b"never-whole".to_vec()]);
     // Still serving.
-    let mut next = Peer::join(&mut target);
-    next.event(b"still-here");
-    target.wait_for("an event after the garbage", |n| {
-        matches!(n, Notification::Cluster(Event::Message { payload, .. }) if payload == b"still-here")
-    });
+    still_serving(&mut target, "an event after the garbage");
     target.assert_no_errors();
     target.exit();
 }

@@ -17,17 +17,7 @@ const node = espial(JSON.parse(process.argv[2]));
 
 const emit = (msg) => process.stdout.write(`${JSON.stringify(msg)}\n`);
 
-const EVENTS = [
-  'listening',
-  'added_node',
-  'updated_node',
-  'removed_node',
-  'node_accepted',
-  'node_rejected',
-  'new_master',
-  'promotion',
-  'demotion',
-];
+const { NODE_EVENTS: EVENTS } = require('../support.js');
 for (const event of EVENTS) node.on(event, (arg) => emit({ espial: 'event', event, arg }));
 node.on('error', (err) => emit({ espial: 'event', event: 'error', arg: { message: err.message, code: err.code } }));
 
