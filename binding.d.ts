@@ -31,15 +31,17 @@ export declare class NativeNode {
   /** Stops delivery of custom event `event`. */
   leave(event: string): void
   /**
-   * Sends custom events, in order: `events[i]` with `payloads[i]` (JSON text unless
-   * `binary[i]`) to `targets[i]` (node ids; `null` for every member that joined it).
-   * `index.js` gathers the sends of one tick into one call. They are queued before this
-   * returns, so they keep the order of the calls. Returns a batch id whose outcome
-   * arrives as a `sent` event once each message is handed to every target's connection
-   * (no Promise or extra thread per batch), or, when nothing can be queued (not started
-   * or stopped), the outcome itself: one entry per message, `null` or the error.
+   * Sends custom events, in order, packed by `lib/outbox.js`: message `i` is event
+   * `names[meta[4i]]` to `targets[meta[4i+1]]` (node ids; `null` for every member that
+   * joined it), its payload the next `meta[4i+2]` bytes of `payload`, binary if
+   * `meta[4i+3]` is 1 (else JSON text). `index.js` gathers the sends of one tick into
+   * one call. They are queued before this returns, so they keep the order of the calls.
+   * Returns a batch id whose outcome arrives as a `sent` event once each message is
+   * handed to every target's connection (no Promise or extra thread per batch), or,
+   * when nothing can be queued (not started or stopped), the outcome itself: one entry
+   * per message, `null` or the error.
    */
-  sendBatch(events: Array<string>, payloads: Array<Buffer>, binary: Array<boolean>, targets: Array<Array<string> | null>): number | Array<NativeSendError | null>
+  sendBatch(names: Array<string>, targets: Array<Array<string> | null>, meta: Uint32Array, payload: Uint8Array): number | Array<NativeSendError | null>
   /** Replaces this node's metadata (JSON text) and tells every member. */
   setMetadata(metadata: string): void
   /** Leaves the cluster gracefully and closes every socket and timer. */
@@ -68,17 +70,14 @@ export interface NativeEvent {
 }
 
 /**
- * Consecutive custom event messages. Message `i` is event `strings[names[i]]` from node
- * `strings[from[i]]`, its payload the next `lengths[i]` bytes of `payload`, binary if
- * `binary[i]`.
+ * Consecutive custom event messages. Message `i` is event `strings[meta[4i]]` from node
+ * `strings[meta[4i+1]]`, its payload the next `meta[4i+2]` bytes of `payload`, binary if
+ * `meta[4i+3]` is 1.
  */
 export interface NativeMessages {
   /** Event names and sender ids, each once. */
   strings: Array<string>
-  names: Array<number>
-  from: Array<number>
-  lengths: Array<number>
-  binary: Array<boolean>
+  meta: Uint32Array
   payload: Buffer
 }
 

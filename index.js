@@ -4,6 +4,7 @@ const { EventEmitter } = require('node:events');
 const { NativeNode } = require('./binding.js');
 const { normalizeOptions, metadataJson, toPublicNode, describe } = require('./lib/options.js');
 const { eventName, targetIds, encodePayload, decodePayload, messageTooLarge } = require('./lib/events.js');
+const { Outbox } = require('./lib/outbox.js');
 const { version } = require('./package.json');
 
 class Espial extends EventEmitter {
@@ -18,7 +19,8 @@ class Espial extends EventEmitter {
   #joined = new Set(); // custom events whose messages are emitted
   #eligible; // master_eligible
   #maxMessageSize; // max_message_size, in bytes
-  #outbox = null; // sends of this tick, handed to the addon together (see #queueSend)
+  #outbox = new Outbox(); // sends of this tick, handed to the addon together (see #queueSend)
+  #pending = null; // { results, handOver } of the sends in #outbox, while there are any
   #inFlight = new Map(); // batch id -> { handOver, count } until its `sent` event
 
   /**
@@ -128,38 +130,35 @@ class Espial extends EventEmitter {
     this.#masterInfo = info;
   }
 
-  // A run of messages, packed by the addon into one object: names and sender ids interned
-  // in `strings`, payloads back to back in one Buffer. Each is emitted on its own; a
-  // listener that throws does not lose the messages after it (its exception is rethrown
-  // on the next tick, as an uncaught exception from the listener would be).
-  #deliverAll({ strings, names, from, lengths, binary, payload }) {
-    let offset = 0;
-    for (let i = 0; i < lengths.length; i++) {
-      const end = offset + lengths[i];
-      const message = {
-        event: strings[names[i]],
-        from: strings[from[i]],
-        payload: payload.subarray(offset, end),
-        binary: binary[i],
-      };
-      offset = end;
-      try {
-        this.#deliver(message);
-      } catch (err) {
-        process.nextTick(() => {
-          throw err;
-        });
+  // A run of messages, packed by the addon into one object: event names and sender ids
+  // once each in `strings`, four numbers per message in `meta` (name, sender, payload bytes,
+  // binary), payloads back to back in one Buffer. Each is emitted on its own; a listener
+  // that throws does not lose the messages after it (its exception is rethrown on the next
+  // tick, as an uncaught exception from the listener would be). A message of an event not
+  // joined (any more) is dropped: one sent before leave() took effect may still arrive.
+  #deliverAll({ strings, meta, payload }) {
+    let start = 0;
+    for (let at = 0; at < meta.length; at += 4) {
+      const end = start + meta[at + 2];
+      const event = strings[meta[at]];
+      if (this.#joined.has(event)) {
+        try {
+          this.#deliver(event, strings[meta[at + 1]], payload, start, end, meta[at + 3] === 1);
+        } catch (err) {
+          process.nextTick(() => {
+            throw err;
+          });
+        }
       }
+      start = end;
     }
   }
 
-  // One message of a custom event: emitted only while the event is joined (a message sent
-  // before leave() took effect at the sender may still arrive, and is dropped here).
-  #deliver({ event, from, payload, binary }) {
-    if (!this.#joined.has(event)) return;
+  // One message of a custom event: bytes start..end of `payload`.
+  #deliver(event, from, payload, start, end, binary) {
     let data;
     try {
-      data = decodePayload(payload, binary);
+      data = decodePayload(payload, start, end, binary);
     } catch (cause) {
       // Only a peer that bypasses index.js can send text that is not JSON; say so rather
       // than drop it silently or throw from inside the event dispatch.
@@ -317,13 +316,7 @@ class Espial extends EventEmitter {
       throw err;
     }
     const ids = targetIds(targets);
-    const { payload, binary } = encodePayload(data);
-    let sending;
-    if (payload.length > this.#maxMessageSize) {
-      sending = Promise.reject(messageTooLarge(name, payload.length, this.#maxMessageSize));
-    } else {
-      sending = this.#queueSend(name, payload, binary, ids);
-    }
+    const sending = this.#queueSend(name, ids, encodePayload(data).payload);
     if (callback) {
       // Outside the promise chain, as in exit(): an exception in the callback does not
       // become a rejection. Handling the rejection here also means a caller who only uses
@@ -339,46 +332,47 @@ class Espial extends EventEmitter {
   // Sends of one tick cross into the addon in one call at the end of the tick (a microtask),
   // which is what lets a node send hundreds of thousands of small messages a second: one
   // native call, one Promise and one trip to the Rust node task per batch instead of per
-  // message. Order is kept: a batch is queued before the next one, and join/leave/exit hand
-  // the pending batch over first. A Buffer is copied when the batch goes, so a Buffer
-  // changed later in the same tick is sent as changed; copy it first to avoid that.
-  #queueSend(name, payload, binary, ids) {
-    let outbox = this.#outbox;
-    if (outbox === null) {
-      outbox = { events: [], payloads: [], binary: [], targets: [], results: null };
-      outbox.results = new Promise((resolve) => {
-        outbox.handOver = resolve;
+  // message (lib/outbox.js packs them). Order is kept: a batch is queued before the next
+  // one, and join/leave/exit hand the pending batch over first. The payload is copied here,
+  // so a Buffer changed after send() is sent as it was.
+  #queueSend(name, ids, payload) {
+    const outbox = this.#outbox;
+    const index = outbox.count;
+    const size = outbox.push(name, ids, payload, this.#maxMessageSize);
+    if (outbox.count === index) return Promise.reject(messageTooLarge(name, size, this.#maxMessageSize));
+    let pending = this.#pending;
+    if (pending === null) {
+      pending = { results: null, handOver: null };
+      pending.results = new Promise((resolve) => {
+        pending.handOver = resolve;
         queueMicrotask(() => this.#flushSends());
       });
-      this.#outbox = outbox;
+      this.#pending = pending;
     }
-    const index = outbox.events.push(name) - 1;
-    outbox.payloads.push(payload);
-    outbox.binary.push(binary);
-    outbox.targets.push(ids);
-    // The addon resolves a batch with null when every message went, else with one entry per
+    // The addon settles a batch with null when every message went, else with one entry per
     // message: null or its failure ({ code, message }), which becomes this rejection.
-    return outbox.results.then((failures) => (failures === null ? undefined : sendFailure(failures[index])));
+    return pending.results.then((failures) => (failures === null ? undefined : sendFailure(failures[index])));
   }
 
   #flushSends() {
-    const outbox = this.#outbox;
-    if (outbox === null) return;
-    this.#outbox = null;
+    const pending = this.#pending;
+    if (pending === null) return;
+    this.#pending = null;
+    const { names, targets, meta, payload, count } = this.#outbox.take();
     let results;
     try {
-      results = this.#native.sendBatch(outbox.events, outbox.payloads, outbox.binary, outbox.targets);
+      results = this.#native.sendBatch(names, targets, meta, payload);
     } catch (err) {
       // The same failure, however the addon reports it: every send of the batch rejects.
-      outbox.handOver(Promise.reject(err));
+      pending.handOver(Promise.reject(err));
       return;
     }
     if (typeof results === 'number') {
       // Queued: the outcome comes back as a `sent` event with this batch id.
-      this.#inFlight.set(results, { handOver: outbox.handOver, count: outbox.events.length });
+      this.#inFlight.set(results, { handOver: pending.handOver, count });
     } else {
       // Nothing could be queued (not started, or stopped): the outcome is here already.
-      outbox.handOver(results.every((r) => r === null) ? null : results);
+      pending.handOver(results.every((r) => r === null) ? null : results);
     }
   }
 

@@ -67,15 +67,24 @@ class FakeNative {
     return this.sendResult();
   }
 
-  // As the addon does: one call per tick's sends, settling with null when all went, else
-  // with one entry per message.
-  // The outcome comes later as a `sent` event with the returned batch id.
-  sendBatch(events, payloads, binary, targets) {
-    const each = events.map((event, i) => this.send(event, payloads[i], binary[i], targets[i]));
+  // As the addon does: one call per tick's sends, packed as lib/outbox.js packs them
+  // (unpacked here into one send() per message, with a copy of its bytes, since the
+  // wrapper reuses its buffers). The outcome comes later as a `sent` event with the
+  // returned batch id: null when all went, else one entry per message.
+  sendBatch(names, targets, meta, payload) {
+    const each = [];
+    let start = 0;
+    for (let at = 0; at < meta.length; at += 4) {
+      const end = start + meta[at + 2];
+      const bytes = Buffer.from(payload.subarray(start, end));
+      each.push(this.send(names[meta[at]], bytes, meta[at + 3] === 1, targets[meta[at + 1]]));
+      start = end;
+    }
+    assert.equal(start, payload.length, 'the payload lengths cover the payload bytes');
     const batch = (this.batches = (this.batches ?? 0) + 1);
     Promise.all(each).then(
       (results) => this.deliver({ kind: 'sent', batch, failures: results.every((r) => r == null) ? null : results }),
-      (err) => this.deliver({ kind: 'sent', batch, failures: events.map(() => ({ code: err.code, message: err.message })) }),
+      (err) => this.deliver({ kind: 'sent', batch, failures: each.map(() => ({ code: err.code, message: err.message })) }),
     );
     return batch;
   }
@@ -91,19 +100,17 @@ class FakeNative {
       }
       let last = out[out.length - 1];
       if (!last || last.kind !== 'messages') {
-        last = { kind: 'messages', messages: { strings: [], names: [], from: [], lengths: [], binary: [], parts: [] } };
+        last = { kind: 'messages', messages: { strings: [], meta: [], parts: [] } };
         out.push(last);
       }
       const m = last.messages;
       const intern = (s) => (m.strings.includes(s) ? m.strings.indexOf(s) : m.strings.push(s) - 1);
-      m.names.push(intern(e.event));
-      m.from.push(intern(e.from));
-      m.lengths.push(e.payload.length);
-      m.binary.push(e.binary);
+      m.meta.push(intern(e.event), intern(e.from), e.payload.length, e.binary ? 1 : 0);
       m.parts.push(e.payload);
     }
     for (const e of out) {
       if (e.kind === 'messages') {
+        e.messages.meta = Uint32Array.from(e.messages.meta);
         e.messages.payload = Buffer.concat(e.messages.parts);
         delete e.messages.parts;
       }
@@ -649,7 +656,7 @@ test('data: JSON values go as JSON text, Buffers and Uint8Arrays as their bytes'
   await node.send('job', Buffer.alloc(0));
   const [first, second, third] = native.sends;
   assert.equal(first.binary, true);
-  assert.equal(first.payload, buffer, 'a Buffer is passed as it is');
+  assert.deepEqual([...first.payload], [0, 1, 2, 255], 'a Buffer: its bytes');
   assert.equal(second.binary, true);
   assert.ok(Buffer.isBuffer(second.payload));
   assert.deepEqual([...second.payload], [8, 7, 6], 'a Uint8Array view: exactly its bytes');
@@ -658,6 +665,16 @@ test('data: JSON values go as JSON text, Buffers and Uint8Arrays as their bytes'
   // toJSON is honoured, as JSON.stringify does.
   await node.send('job', { at: new Date(0) });
   assert.equal(native.sends[3].payload.toString(), '{"at":"1970-01-01T00:00:00.000Z"}');
+});
+
+test('a Buffer is sent as it was when send() was called, whatever happens to it after', async () => {
+  const node = espial(OPTIONS);
+  const native = FakeNative.last;
+  const buffer = Buffer.from('before');
+  const sent = node.send('job', buffer);
+  buffer.write('after!');
+  await sent;
+  assert.equal(native.sends[0].payload.toString(), 'before');
 });
 
 test('data JSON cannot carry throws a TypeError naming data', () => {

@@ -108,16 +108,12 @@ function isBytes(data) {
  * Turns send()'s data into what travels: the bytes of a Buffer or Uint8Array as they are
  * (`binary`), anything else as its JSON text, made by JSON.stringify.
  * @param {unknown} data
- * @returns {{ payload: Buffer, binary: boolean }}
+ * @returns {{ payload: Uint8Array | string, binary: boolean }} the bytes, or the JSON text
  * @throws {TypeError} naming `data` if JSON cannot carry it (undefined, a function, a
  *   symbol, a BigInt, a cycle) or it is binary data other than a Uint8Array
  */
 function encodePayload(data) {
-  if (isBytes(data)) {
-    // A view of the same memory, not a copy: Buffer.from(buffer, offset, length).
-    const payload = Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
-    return { payload, binary: true };
-  }
+  if (isBytes(data)) return { payload: data, binary: true };
   if (ArrayBuffer.isView(data) || data instanceof ArrayBuffer || isSharedArrayBuffer(data)) {
     // JSON would turn these into objects of numbered keys, which is never what was meant.
     throw argError(
@@ -141,7 +137,7 @@ function encodePayload(data) {
       `send(): data must be a JSON value, a Buffer or a Uint8Array (received ${describe(data)})`,
     );
   }
-  return { payload: Buffer.from(json, 'utf8'), binary: false };
+  return { payload: json, binary: false };
 }
 
 function isSharedArrayBuffer(data) {
@@ -149,16 +145,19 @@ function isSharedArrayBuffer(data) {
 }
 
 /**
- * The data a listener receives for a message: the Buffer itself, or the value its JSON text
+ * The data a listener receives for a message: bytes `start` to `end` of a delivery's
+ * packed payloads, as a Buffer (sharing that memory) or as the value their JSON text
  * stands for.
- * @param {Buffer} payload
+ * @param {Buffer} payloads
+ * @param {number} start
+ * @param {number} end
  * @param {boolean} binary
  * @returns {unknown}
  * @throws {SyntaxError} if a non-binary payload is not JSON (only a peer that bypasses
  *   index.js could send that)
  */
-function decodePayload(payload, binary) {
-  return binary ? payload : JSON.parse(payload.toString('utf8'));
+function decodePayload(payloads, start, end, binary) {
+  return binary ? payloads.subarray(start, end) : JSON.parse(payloads.toString('utf8', start, end));
 }
 
 /** The rejection of a message over max_message_size. */

@@ -17,7 +17,7 @@ use crate::core::election::ElectionConfig;
 use crate::core::error::SendError;
 use crate::core::message::MAX_HOST_NAME;
 use crate::core::node::{NodeId, NodeInfo};
-use crate::driver::{MulticastConfig, NodeConfig, Notification};
+use crate::driver::{MulticastConfig, NodeConfig, Notification, SendBatch, Targets};
 
 /// Options after `lib/options.js` has validated and defaulted them.
 #[napi(object)]
@@ -75,59 +75,56 @@ pub struct NativeEvent {
     pub failures: Option<Vec<Option<NativeSendError>>>,
 }
 
-/// Consecutive custom event messages. Message `i` is event `strings[names[i]]` from node
-/// `strings[from[i]]`, its payload the next `lengths[i]` bytes of `payload`, binary if
-/// `binary[i]`.
+/// Consecutive custom event messages. Message `i` is event `strings[meta[4i]]` from node
+/// `strings[meta[4i+1]]`, its payload the next `meta[4i+2]` bytes of `payload`, binary if
+/// `meta[4i+3]` is 1.
 #[napi(object)]
 pub struct NativeMessages {
     /// Event names and sender ids, each once.
     pub strings: Vec<String>,
-    pub names: Vec<u32>,
-    pub from: Vec<u32>,
-    pub lengths: Vec<u32>,
-    pub binary: Vec<bool>,
+    pub meta: Uint32Array,
     pub payload: Buffer,
 }
+
+/// Numbers per message in [`NativeMessages::meta`] and in `sendBatch`'s `meta`.
+const FIELDS: usize = 4;
 
 /// Builds [`NativeMessages`], interning names and ids.
 #[derive(Default)]
 struct MessagePack {
     strings: Vec<String>,
-    index: HashMap<String, u32>,
+    names: HashMap<String, u32>,
     senders: HashMap<NodeId, u32>,
-    names: Vec<u32>,
-    from: Vec<u32>,
-    lengths: Vec<u32>,
-    binary: Vec<bool>,
+    meta: Vec<u32>,
     payload: Vec<u8>,
 }
 
 impl MessagePack {
-    fn intern(&mut self, s: String) -> u32 {
-        if let Some(&i) = self.index.get(&s) {
-            return i;
-        }
-        let i = self.strings.len() as u32;
-        self.strings.push(s.clone());
-        self.index.insert(s, i);
-        i
+    fn add_string(&mut self, s: String) -> u32 {
+        self.strings.push(s);
+        self.strings.len() as u32 - 1
     }
 
     fn push(&mut self, from: NodeId, name: String, binary: bool, payload: &[u8]) {
-        let name = self.intern(name);
+        let name = match self.names.get(&name) {
+            Some(&i) => i,
+            None => {
+                let i = self.add_string(name.clone());
+                self.names.insert(name, i);
+                i
+            }
+        };
         // Formatting an id costs more than the rest of a small message: once per sender.
         let from = match self.senders.get(&from) {
             Some(&i) => i,
             None => {
-                let i = self.intern(from.to_string());
+                let i = self.add_string(from.to_string());
                 self.senders.insert(from, i);
                 i
             }
         };
-        self.names.push(name);
-        self.from.push(from);
-        self.lengths.push(payload.len() as u32);
-        self.binary.push(binary);
+        self.meta
+            .extend_from_slice(&[name, from, payload.len() as u32, u32::from(binary)]);
         self.payload.extend_from_slice(payload);
     }
 
@@ -135,15 +132,46 @@ impl MessagePack {
         NativeEvent {
             messages: Some(NativeMessages {
                 strings: self.strings,
-                names: self.names,
-                from: self.from,
-                lengths: self.lengths,
-                binary: self.binary,
+                meta: self.meta.into(),
                 payload: self.payload.into(),
             }),
             ..plain("messages", None)
         }
     }
+}
+
+/// A send batch as `lib/outbox.js` packs it (see `NativeNode::send_batch`). A target that
+/// is no node id is an unknown target, reported as that message's outcome.
+pub fn send_batch(
+    names: Vec<String>,
+    targets: Vec<Option<Vec<String>>>,
+    meta: &[u32],
+    payload: &[u8],
+) -> Result<SendBatch> {
+    let targets = targets.into_iter().map(parse_targets).collect();
+    let mut batch = SendBatch::new(names, targets, payload.to_vec());
+    let bad =
+        |why: &dyn std::fmt::Display| Error::new(Status::InvalidArg, format!("sendBatch: {why}"));
+    if !meta.len().is_multiple_of(FIELDS) {
+        return Err(bad(&"meta must hold four numbers per message"));
+    }
+    for m in meta.chunks_exact(FIELDS) {
+        batch
+            .push(m[0], m[1], m[3] != 0, m[2] as usize)
+            .map_err(|e| bad(&e))?;
+    }
+    Ok(batch)
+}
+
+fn parse_targets(targets: Option<Vec<String>>) -> Targets {
+    let Some(targets) = targets else {
+        return Ok(None);
+    };
+    let ids = targets
+        .into_iter()
+        .map(|s| s.parse::<NodeId>().map_err(|_| SendError::UnknownTarget(s)))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok(Some(ids))
 }
 
 fn plain(kind: &str, node: Option<&NodeInfo>) -> NativeEvent {

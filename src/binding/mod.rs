@@ -4,7 +4,6 @@
 
 mod convert;
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -15,8 +14,8 @@ use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
 
 use crate::core::error::SendError;
-use crate::core::node::{NodeId, NodeInfo};
-use crate::driver::{EventSink, Filter, Handle, NodeConfig, Notification, Outgoing};
+use crate::core::node::NodeInfo;
+use crate::driver::{EventSink, Filter, Handle, NodeConfig, Notification};
 
 pub use convert::{NativeEvent, NativeNodeInfo, NativeOptions, NativeSendError, NativeStats};
 
@@ -194,41 +193,27 @@ impl NativeNode {
         }
     }
 
-    /// Sends custom events, in order: `events[i]` with `payloads[i]` (JSON text unless
-    /// `binary[i]`) to `targets[i]` (node ids; `null` for every member that joined it).
-    /// `index.js` gathers the sends of one tick into one call. They are queued before this
-    /// returns, so they keep the order of the calls. Returns a batch id whose outcome
-    /// arrives as a `sent` event once each message is handed to every target's connection
-    /// (no Promise or extra thread per batch), or, when nothing can be queued (not started
-    /// or stopped), the outcome itself: one entry per message, `null` or the error.
+    /// Sends custom events, in order, packed by `lib/outbox.js`: message `i` is event
+    /// `names[meta[4i]]` to `targets[meta[4i+1]]` (node ids; `null` for every member that
+    /// joined it), its payload the next `meta[4i+2]` bytes of `payload`, binary if
+    /// `meta[4i+3]` is 1 (else JSON text). `index.js` gathers the sends of one tick into
+    /// one call. They are queued before this returns, so they keep the order of the calls.
+    /// Returns a batch id whose outcome arrives as a `sent` event once each message is
+    /// handed to every target's connection (no Promise or extra thread per batch), or,
+    /// when nothing can be queued (not started or stopped), the outcome itself: one entry
+    /// per message, `null` or the error.
     #[napi(
-        ts_args_type = "events: Array<string>, payloads: Array<Buffer>, binary: Array<boolean>, targets: Array<Array<string> | null>",
+        ts_args_type = "names: Array<string>, targets: Array<Array<string> | null>, meta: Uint32Array, payload: Uint8Array",
         ts_return_type = "number | Array<NativeSendError | null>"
     )]
     pub fn send_batch(
         &self,
-        events: Vec<String>,
-        payloads: Vec<Buffer>,
-        binary: Vec<bool>,
+        names: Vec<String>,
         targets: Vec<Option<Vec<String>>>,
+        meta: &[u32],
+        payload: &[u8],
     ) -> Result<Either<u32, Vec<Option<NativeSendError>>>> {
-        let n = events.len();
-        if payloads.len() != n || binary.len() != n || targets.len() != n {
-            return Err(Error::new(
-                Status::InvalidArg,
-                "sendBatch: the four arrays must have one entry per event",
-            ));
-        }
-        let mut ids = HashMap::new();
-        let items = events.into_iter().zip(payloads).zip(binary).zip(targets);
-        let batch: Vec<Outgoing> = items
-            .map(|(((name, payload), binary), targets)| Outgoing {
-                name,
-                binary,
-                payload: payload.to_vec(),
-                targets: parse_targets(targets, &mut ids),
-            })
-            .collect();
+        let batch = convert::send_batch(names, targets, meta, payload)?;
         let state = self.state.lock().unwrap();
         if let State::Running(handle) = &*state {
             let id = self.next_batch.fetch_add(1, Ordering::Relaxed);
@@ -242,7 +227,7 @@ impl NativeNode {
         let outcome = batch
             .iter()
             .map(|m| {
-                let outcome = match (&m.targets, idle) {
+                let outcome = match (m.targets, idle) {
                     (Err(e), _) => Err(e.clone()),
                     // Not started yet: there are no members to send to.
                     (Ok(None), true) => Ok(()),
@@ -296,28 +281,4 @@ impl NativeNode {
 /// Every message of a batch failed the same way.
 fn not_sent(count: usize, e: SendError) -> Vec<Option<NativeSendError>> {
     (0..count).map(|_| Some(e.clone().into())).collect()
-}
-
-/// Node ids from JavaScript; a string that is no id names an unknown target.
-/// `ids` remembers ids parsed earlier in the batch: a batch usually names few nodes.
-fn parse_targets(
-    targets: Option<Vec<String>>,
-    ids: &mut HashMap<String, NodeId>,
-) -> std::result::Result<Option<Vec<NodeId>>, SendError> {
-    let Some(targets) = targets else {
-        return Ok(None);
-    };
-    let mut out = Vec::with_capacity(targets.len());
-    for s in targets {
-        if let Some(&id) = ids.get(&s) {
-            out.push(id);
-            continue;
-        }
-        let id = s
-            .parse::<NodeId>()
-            .map_err(|_| SendError::UnknownTarget(s.clone()))?;
-        ids.insert(s, id);
-        out.push(id);
-    }
-    Ok(Some(out))
 }

@@ -220,6 +220,8 @@ pub struct Cluster<R> {
     next_beacon: Option<Instant>,
     leaving: bool,
     stats: Stats,
+    /// The connections of the message being sent (see [`Cluster::send_event`]).
+    send_scratch: Vec<ConnId>,
 }
 
 impl<R: RngCore + CryptoRng> Cluster<R> {
@@ -245,6 +247,7 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
             next_beacon: None,
             leaving: false,
             stats: Stats::default(),
+            send_scratch: Vec::new(),
         }
     }
 
@@ -697,7 +700,7 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         binary: bool,
         payload: &[u8],
         targets: Option<&[NodeId]>,
-    ) -> Result<Vec<ConnId>, SendError> {
+    ) -> Result<&[ConnId], SendError> {
         if name.is_empty() || name.len() > MAX_EVENT_NAME {
             return Err(SendError::InvalidName);
         }
@@ -707,64 +710,78 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
                 max: self.config.max_message,
             });
         }
-        let member_conn = |id: NodeId| {
-            self.conns
-                .iter()
-                .find(|(_, c)| c.is_member() && c.peer().is_some_and(|p| p.id == id))
-                .map(|(&k, _)| k)
-        };
-        let conns: Vec<ConnId> = match targets {
-            None => self
-                .conns
-                .iter()
-                .filter(|(_, c)| c.is_member())
-                .map(|(&k, _)| k)
-                .collect(),
+        // Called for every message: the connection list is kept between calls, not
+        // allocated each time.
+        let mut conns = std::mem::take(&mut self.send_scratch);
+        conns.clear();
+        let wanted = |c: &Conn| c.is_member() && c.subscriptions.contains(name);
+        match targets {
+            None => conns.extend(
+                self.conns
+                    .iter()
+                    .filter(|(_, c)| wanted(c))
+                    .map(|(&k, _)| k),
+            ),
             Some(ids) => {
-                let mut conns = Vec::with_capacity(ids.len());
                 for &id in ids {
-                    // A suspect is still a member: its connection is being mended, and
-                    // what is sent meanwhile is lost with the old connection.
-                    match member_conn(id) {
-                        Some(conn) => conns.push(conn),
+                    let member = self
+                        .conns
+                        .iter()
+                        .find(|(_, c)| c.is_member() && c.peer().is_some_and(|p| p.id == id));
+                    match member {
+                        Some((&k, c)) if wanted(c) => conns.push(k),
+                        Some(_) => {}
+                        // A suspect is still a member: its connection is being mended, and
+                        // what is sent meanwhile is lost with the old connection.
                         None if self.suspects.contains_key(&id) => {}
-                        None => return Err(SendError::UnknownTarget(id.to_string())),
+                        None => {
+                            self.send_scratch = conns;
+                            return Err(SendError::UnknownTarget(id.to_string()));
+                        }
                     }
                 }
-                conns.sort_unstable();
-                conns.dedup();
-                conns
+                if ids.len() > 1 {
+                    conns.sort_unstable();
+                    conns.dedup();
+                }
             }
-        };
-        let conns: Vec<ConnId> = conns
-            .into_iter()
-            .filter(|k| self.conns[k].subscriptions.contains(name))
-            .collect();
+        }
         // A receiver closes a connection carrying more than it accepts: refuse up front.
         if let Some(c) = conns
             .iter()
             .map(|k| &self.conns[k])
             .find(|c| payload.len() > c.peer_max_message)
         {
+            let max = c.peer_max_message;
+            self.send_scratch = conns;
             return Err(SendError::TooLarge {
                 len: payload.len(),
-                max: c.peer_max_message,
+                max,
             });
         }
-        let encoded = message::encode_event(name, binary, payload);
-        let mut used = Vec::with_capacity(conns.len());
-        for conn in conns {
+        let head = message::event_head(name, binary);
+        let parts = [&head[..], name.as_bytes(), payload];
+        let mut sent = 0;
+        for i in 0..conns.len() {
+            let conn = conns[i];
             let c = self.conns.get_mut(&conn).expect("collected above");
-            match c.session().expect("members have sessions").seal(&encoded) {
+            match c
+                .session()
+                .expect("members have sessions")
+                .seal_parts(&parts)
+            {
                 Ok(bytes) => {
                     self.outputs.push_back(Output::Transmit { conn, bytes });
                     self.stats.messages_out += 1;
-                    used.push(conn);
+                    conns[sent] = conn;
+                    sent += 1;
                 }
                 Err(e) => self.fail(now, conn, e.into()),
             }
         }
-        Ok(used)
+        conns.truncate(sent);
+        self.send_scratch = conns;
+        Ok(&self.send_scratch)
     }
 
     /// Sends a message to every member.

@@ -69,16 +69,15 @@ pub enum Message {
     Subscriptions(Vec<String>),
 }
 
-/// Encodes a custom event without building a [`Message`] (no copy of the payload into an
-/// owned value first).
-pub fn encode_event(name: &str, binary: bool, payload: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(3 + name.len() + payload.len());
-    out.push(tag::EVENT);
-    out.push(u8::from(binary));
-    out.push(name.len() as u8);
-    out.extend_from_slice(name.as_bytes());
-    out.extend_from_slice(payload);
-    out
+/// Encodes a custom event.
+fn encode_event(name: &str, binary: bool, payload: &[u8]) -> Vec<u8> {
+    [&event_head(name, binary)[..], name.as_bytes(), payload].concat()
+}
+
+/// What precedes the name in an encoded [`Message::Event`]; the name (at most
+/// [`MAX_EVENT_NAME`] bytes, checked by the caller) and the payload follow.
+pub fn event_head(name: &str, binary: bool) -> [u8; 3] {
+    [tag::EVENT, u8::from(binary), name.len() as u8]
 }
 
 fn put_name(out: &mut Vec<u8>, name: &str) {

@@ -4,6 +4,7 @@
 //!
 //! Nothing here imports napi: the binding hands in an [`EventSink`] and gets a [`Handle`].
 
+mod batch;
 mod connection;
 pub mod discovery;
 mod log;
@@ -11,6 +12,8 @@ mod node;
 pub mod runtime;
 #[cfg(test)]
 mod tests;
+
+pub use batch::{BatchError, SendBatch, Targets};
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr};
@@ -24,7 +27,6 @@ use crate::core::cluster::Event;
 use crate::core::cluster::Stats;
 use crate::core::config::Config;
 use crate::core::error::SendError;
-use crate::core::node::NodeId;
 use crate::core::node::NodeInfo;
 
 /// How a node finds its peers by multicast.
@@ -107,30 +109,11 @@ enum Command {
     Promote,
     Join(String),
     Leave(String),
+    /// The outcome goes out as a [`Notification::Sent`] with this id.
     Send {
-        batch: Vec<Outgoing>,
-        done: SendDone,
+        batch: SendBatch,
+        id: u64,
     },
-}
-
-/// How the outcome of a batch of sends is reported.
-pub(crate) enum SendDone {
-    /// To an awaiting future.
-    Channel(oneshot::Sender<Vec<Result<(), SendError>>>),
-    /// As a [`Notification::Sent`] with this id, in the node's notifications: no extra
-    /// thread or task per batch.
-    Notify(u64),
-}
-
-/// One custom event to send.
-#[derive(Debug, Clone)]
-pub struct Outgoing {
-    pub name: String,
-    pub binary: bool,
-    pub payload: Vec<u8>,
-    /// `None`: every member that joined the event. An error (a target that is no node
-    /// id) is that message's result without sending it.
-    pub targets: Result<Option<Vec<NodeId>>, SendError>,
 }
 
 /// A running node.
@@ -182,31 +165,13 @@ impl Handle {
         let _ = self.commands.send(Command::Leave(name));
     }
 
-    /// Sends custom events, in order; resolves with one result per event once each is
-    /// handed to every target's connection and none of those connections is backlogged.
-    /// Sending many at once costs one trip to the node task instead of one each.
-    pub fn send(
-        &self,
-        batch: Vec<Outgoing>,
-    ) -> impl Future<Output = Vec<Result<(), SendError>>> + Send + 'static {
-        let count = batch.len();
-        let (done, result) = oneshot::channel();
-        let done = SendDone::Channel(done);
-        let queued = self.commands.send(Command::Send { batch, done });
-        let not_running = move || vec![Err(SendError::NotRunning); count];
-        async move {
-            if queued.is_err() {
-                return not_running();
-            }
-            result.await.unwrap_or_else(|_| not_running())
-        }
-    }
-
-    /// Like [`Handle::send`], but the outcome arrives as [`Notification::Sent`] with `id`
-    /// among the node's notifications. False if the node has stopped (nothing will arrive).
-    pub fn send_notify(&self, batch: Vec<Outgoing>, id: u64) -> bool {
-        let done = SendDone::Notify(id);
-        self.commands.send(Command::Send { batch, done }).is_ok()
+    /// Sends custom events, in order. Once each is handed to every target's connection and
+    /// none of those connections is backlogged, the outcome (one result per message)
+    /// arrives as [`Notification::Sent`] with `id` among the node's notifications. Sending
+    /// many at once costs one trip to the node task instead of one each. False if the node
+    /// has stopped (nothing will arrive).
+    pub fn send_notify(&self, batch: SendBatch, id: u64) -> bool {
+        self.commands.send(Command::Send { batch, id }).is_ok()
     }
 
     /// Makes this node master cluster-wide (the caller checks it is eligible).

@@ -172,7 +172,7 @@ impl Driver {
                     Some(Command::Leave(name)) => {
                         self.core.leave_event(Instant::now().into_std(), &name);
                     }
-                    Some(Command::Send { batch, done }) => self.send(batch, done),
+                    Some(Command::Send { batch, id }) => self.send(batch, id),
                     Some(Command::Promote) => {
                         // Eligibility was checked by the caller; a refusal changes nothing.
                         let _ = self.core.promote(Instant::now().into_std());
@@ -260,29 +260,27 @@ impl Driver {
     }
 
     /// Queues a batch of custom events; answers once their connections are not backlogged.
-    fn send(&mut self, batch: Vec<super::Outgoing>, done: super::SendDone) {
+    fn send(&mut self, batch: super::SendBatch, id: u64) {
         let now = Instant::now().into_std();
         let mut conns = Vec::new();
         let results = batch
             .iter()
-            .map(|m| {
-                let targets = m.targets.clone()?;
-                let targets = targets.as_deref();
-                let used = self
-                    .core
-                    .send_event(now, &m.name, m.binary, &m.payload, targets)?;
-                conns.extend(used);
-                Ok(())
+            .map(|m| match m.targets {
+                Err(e) => Err(e.clone()),
+                Ok(targets) => {
+                    let targets = targets.as_deref();
+                    let used = self
+                        .core
+                        .send_event(now, m.name, m.binary, m.payload, targets)?;
+                    conns.extend_from_slice(used);
+                    Ok(())
+                }
             })
             .collect();
         conns.sort_unstable();
         conns.dedup();
         self.carry_out();
-        self.waiting_sends.push(WaitingSend {
-            conns,
-            done,
-            results,
-        });
+        self.waiting_sends.push(WaitingSend { conns, id, results });
         self.answer_sends();
     }
 
@@ -304,15 +302,10 @@ impl Driver {
     }
 
     fn answer(&mut self, w: WaitingSend) {
-        match w.done {
-            super::SendDone::Channel(tx) => {
-                let _ = tx.send(w.results);
-            }
-            super::SendDone::Notify(id) => self.batch.push(Notification::Sent {
-                id,
-                results: w.results,
-            }),
-        }
+        self.batch.push(Notification::Sent {
+            id: w.id,
+            results: w.results,
+        });
     }
 
     /// Drains the core's outputs.
@@ -395,7 +388,8 @@ fn log_event(log: &Log, e: &Event) {
 /// A `send()` waiting for backlogged connections to drain.
 struct WaitingSend {
     conns: Vec<ConnId>,
-    done: super::SendDone,
+    /// The batch id its outcome is reported with.
+    id: u64,
     results: Vec<Result<(), SendError>>,
 }
 

@@ -36,18 +36,23 @@ struct Sealer {
 }
 
 impl Sealer {
-    fn seal(&mut self, plaintext: &[u8]) -> Result<Vec<u8>, RecordError> {
+    /// Seals the concatenation of `parts`: a message's fields go in without first being
+    /// gathered into a buffer of their own.
+    fn seal(&mut self, parts: &[&[u8]]) -> Result<Vec<u8>, RecordError> {
         let seq = self.next;
         if seq == u64::MAX {
             return Err(RecordError::NonceExhausted);
         }
         let hdr = header(seq);
-        let body_len = hdr.len() + plaintext.len() + TAG_LEN;
+        let plain_len: usize = parts.iter().map(|p| p.len()).sum();
+        let body_len = hdr.len() + plain_len + TAG_LEN;
         let mut out = Vec::with_capacity(wire::LEN_PREFIX + body_len);
         wire::put_len(&mut out, body_len);
         out.extend_from_slice(&hdr);
         let start = out.len();
-        out.extend_from_slice(plaintext);
+        for part in parts {
+            out.extend_from_slice(part);
+        }
         let tag = self
             .cipher
             .encrypt_in_place_detached(&Nonce::from(nonce(seq)), &hdr, &mut out[start..])
@@ -144,7 +149,12 @@ impl Session {
 
     /// Seals a plaintext into a complete frame (length prefix included).
     pub fn seal(&mut self, plaintext: &[u8]) -> Result<Vec<u8>, RecordError> {
-        self.sealer.seal(plaintext)
+        self.sealer.seal(&[plaintext])
+    }
+
+    /// Seals the concatenation of `parts` into a complete frame.
+    pub fn seal_parts(&mut self, parts: &[&[u8]]) -> Result<Vec<u8>, RecordError> {
+        self.sealer.seal(parts)
     }
 
     /// Opens a record frame body. Returns `None` for the peer's key confirmation, which
