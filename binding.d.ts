@@ -36,15 +36,21 @@ export declare class NativeNode {
    * joined it), its payload the next `meta[4i+2]` bytes of `payload`, binary if
    * `meta[4i+3]` is 1 (else JSON text). `index.js` gathers the sends of one tick into
    * one call. They are queued before this returns, so they keep the order of the calls.
-   * Returns a batch id whose outcome arrives as a `sent` event once each message is
-   * handed to every target's connection (no Promise or extra thread per batch), or,
-   * when nothing can be queued (not started or stopped), the outcome itself: one entry
-   * per message, `null` or the error.
+   *
+   * Returns `null` when every message is handed over already: every target is a known
+   * member within its size limit, little is queued, and `mayAnswerNow` (no earlier batch
+   * awaits its outcome, so outcomes stay in order). Otherwise a batch id whose outcome
+   * arrives as a `sent` event once each message is handed to every target's connection;
+   * or, when nothing can be queued (not started or stopped), the outcome itself: one
+   * entry per message, `null` or the error.
    */
-  sendBatch(names: Array<string>, targets: Array<Array<string> | null>, meta: Uint32Array, payload: Uint8Array): number | Array<NativeSendError | null>
+  sendBatch(names: Array<string>, targets: Array<Array<string> | null>, meta: Uint32Array, payload: Uint8Array, mayAnswerNow: boolean): number | null | Array<NativeSendError | null>
   /** Replaces this node's metadata (JSON text) and tells every member. */
   setMetadata(metadata: string): void
-  /** Leaves the cluster gracefully and closes every socket and timer. */
+  /**
+   * Leaves the cluster gracefully and closes every socket and timer. From this call on,
+   * sends are answered as not sent.
+   */
   exit(): Promise<void>
 }
 

@@ -21,7 +21,7 @@ class Espial extends EventEmitter {
   #maxMessageSize; // max_message_size, in bytes
   #outbox = new Outbox(); // sends of this tick, handed to the addon together (see #queueSend)
   #pending = null; // { results, handOver } of the sends in #outbox, while there are any
-  #inFlight = new Map(); // batch id -> { handOver, count } until its `sent` event
+  #inFlight = new Map(); // batch id -> { handOver, count, outcome } until it settles, in send order
 
   /**
    * Starts a node on the next tick; `listening` follows, or `error` if it cannot start.
@@ -293,8 +293,9 @@ class Espial extends EventEmitter {
 
   /**
    * Sends the custom event `event` to every other node that joined it, or to `targets`.
-   * Settles once the message is handed to every target's connection, waiting while a
-   * connection is backlogged.
+   * Settles once the message is handed over (at once when every target is a known member
+   * and little is queued, else once it is on every target's connection), waiting while a
+   * connection is backlogged; sends settle in the order they were made.
    * @param {string} event
    * @param {unknown} data any JSON value, or a Buffer / Uint8Array (arrives as a Buffer)
    * @param {object | string | Array<object | string> | null} [targets] node objects or ids; omitted or null: every other node
@@ -361,27 +362,38 @@ class Espial extends EventEmitter {
     const { names, targets, meta, payload, count } = this.#outbox.take();
     let results;
     try {
-      results = this.#native.sendBatch(names, targets, meta, payload);
+      // Only while no earlier batch awaits its outcome may this one be answered at once,
+      // so that sends settle in the order they were made.
+      results = this.#native.sendBatch(names, targets, meta, payload, this.#inFlight.size === 0);
     } catch (err) {
       // The same failure, however the addon reports it: every send of the batch rejects.
       pending.handOver(Promise.reject(err));
       return;
     }
-    if (typeof results === 'number') {
+    if (results === null) {
+      // Handed over already: every target known, nothing backlogged.
+      pending.handOver(null);
+    } else if (typeof results === 'number') {
       // Queued: the outcome comes back as a `sent` event with this batch id.
-      this.#inFlight.set(results, { handOver: pending.handOver, count });
+      this.#inFlight.set(results, { handOver: pending.handOver, count, outcome: undefined });
     } else {
       // Nothing could be queued (not started, or stopped): the outcome is here already.
       pending.handOver(results.every((r) => r === null) ? null : results);
     }
   }
 
-  // A batch's outcome: null when every message went, else one entry per message.
+  // A batch's outcome: null when every message went, else one entry per message. Batches
+  // settle in the order they were sent, like a stream's write callbacks: an outcome that
+  // arrives early (its connections were not backlogged, an earlier batch's were) waits.
   #sent(batch, failures) {
     const waiting = this.#inFlight.get(batch);
     if (waiting === undefined) return;
-    this.#inFlight.delete(batch);
-    waiting.handOver(failures);
+    waiting.outcome = failures;
+    for (const [id, entry] of this.#inFlight) {
+      if (entry.outcome === undefined) break;
+      this.#inFlight.delete(id);
+      entry.handOver(entry.outcome);
+    }
   }
 
   /**

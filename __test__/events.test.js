@@ -337,3 +337,58 @@ test('the Promise and the callback forms both complete', async () => {
     assert.equal(err.code, 'ERR_ESPIAL_NOT_RUNNING');
   });
 });
+
+test('a receiver that stops reading holds the sender back: send() waits, queues stay bounded, nothing is lost', async (t) => {
+  await withNodes(async (scope) => {
+    const name = uniqueCluster();
+    const [port, childPort] = randomPorts(2);
+    const sender = scope.node(manualOptions({ port, cluster: name }), 'sender');
+    const child = await scope.child(manualOptions({ port: childPort, cluster: name, peers: [`127.0.0.1:${port}`] }), 'receiver');
+    await sender.events.next('added_node', 'sender: added_node for the receiver', byId(child.node.id));
+    await child.request('join', { event: 'bulk' });
+    const chunk = crypto.randomBytes(64 * 1024);
+    // Until the join has reached the sender, messages to the receiver are not sent at all.
+    await within(WAIT_MS, (async () => {
+      while ((await child.request('received', { event: 'bulk' })).count === 0) {
+        await sender.send('bulk', chunk, child.node.id);
+        await delay(20);
+      }
+    })(), 'the receiver never got a message');
+    const before = await child.request('received', { event: 'bulk' });
+
+    // Stopped, the receiver reads nothing: its socket buffers fill, then the sender's
+    // connection queue; from then on send() must wait instead of queueing more.
+    child.proc.kill('SIGSTOP');
+    let waiting = null;
+    let settledBytes = 0;
+    let sent = 0;
+    try {
+      const limit = 64 * 1024 * 1024; // 64 MiB settled without a wait: no backpressure at all
+      while (settledBytes < limit) {
+        const sending = sender.send('bulk', chunk, child.node.id);
+        sent++;
+        const settled = await Promise.race([sending.then(() => true), delay(1000).then(() => false)]);
+        if (!settled) {
+          waiting = sending;
+          break;
+        }
+        settledBytes += chunk.length;
+      }
+      t.diagnostic(`send() waited after ${(settledBytes / 2 ** 20).toFixed(1)} MiB were handed over to a stopped receiver`);
+      assert.ok(waiting, `every send() settled though the receiver was stopped (${settledBytes} bytes)`);
+      // The connection queue (8 MiB), the kernel's socket buffers on both ends and what is
+      // handed over without waiting (1 MiB) stay well under this.
+      assert.ok(settledBytes < 40 * 2 ** 20, `${settledBytes} bytes handed over before send() waited`);
+    } finally {
+      child.proc.kill('SIGCONT');
+    }
+    // Reading again, the receiver drains the queue: the waiting send settles, all arrive.
+    await within(WAIT_MS, waiting, 'the waiting send() never settled after the receiver went on');
+    await within(WAIT_MS, (async () => {
+      while ((await child.request('received', { event: 'bulk' })).count < before.count + sent) await delay(50);
+    })(), 'not every message arrived');
+    const after = await child.request('received', { event: 'bulk' });
+    assert.equal(after.count, before.count + sent, 'each message arrived once');
+    assert.equal(after.bytes, before.bytes + sent * chunk.length);
+  });
+});

@@ -22,6 +22,9 @@ class FakeNative {
     // What send() answers, as the addon does: a Promise of null once sent, or of the
     // failure ({ code, message }). A test may replace it.
     this.sendResult = () => Promise.resolve(null);
+    // Whether sendBatch answers "handed over" at once (returns null) when it may.
+    this.answerNow = false;
+    this.mayAnswerNow = []; // the flag of every sendBatch call
     FakeNative.last = this;
   }
 
@@ -71,7 +74,8 @@ class FakeNative {
   // (unpacked here into one send() per message, with a copy of its bytes, since the
   // wrapper reuses its buffers). The outcome comes later as a `sent` event with the
   // returned batch id: null when all went, else one entry per message.
-  sendBatch(names, targets, meta, payload) {
+  sendBatch(names, targets, meta, payload, mayAnswerNow) {
+    this.mayAnswerNow.push(mayAnswerNow);
     const each = [];
     let start = 0;
     for (let at = 0; at < meta.length; at += 4) {
@@ -81,6 +85,7 @@ class FakeNative {
       start = end;
     }
     assert.equal(start, payload.length, 'the payload lengths cover the payload bytes');
+    if (this.answerNow && mayAnswerNow) return null;
     const batch = (this.batches = (this.batches ?? 0) + 1);
     Promise.all(each).then(
       (results) => this.deliver({ kind: 'sent', batch, failures: results.every((r) => r == null) ? null : results }),
@@ -711,6 +716,35 @@ test('a message over max_message_size is refused, by the Promise and the callbac
   const err = await new Promise((resolve) => node.send('job', Buffer.alloc(11), resolve));
   tooLarge(err);
   assert.equal(native.sends.length, 2);
+});
+
+test('a batch the addon hands over at once settles at once, but never before an earlier one', async () => {
+  const node = espial(OPTIONS);
+  const native = FakeNative.last;
+  native.answerNow = true;
+  await node.send('job', 1);
+  assert.deepEqual(native.mayAnswerNow, [true]);
+  // The next batch's outcome is late (its target connection is backlogged, say); a batch
+  // sent meanwhile must not settle first, so the addon is told not to answer it at once.
+  native.answerNow = false;
+  let release;
+  native.sendResult = () => new Promise((resolve) => (release = resolve));
+  const order = [];
+  const first = node.send('job', 2).then(() => order.push('first'));
+  await tick();
+  native.answerNow = true;
+  native.sendResult = () => Promise.resolve(null);
+  const second = node.send('job', 3).then(() => order.push('second'));
+  await tick();
+  assert.deepEqual(native.mayAnswerNow, [true, true, false]);
+  assert.deepEqual(order, []);
+  release(null);
+  await Promise.all([first, second]);
+  assert.deepEqual(order, ['first', 'second']);
+  // Nothing in flight any more: answered at once again.
+  await node.send('job', 4);
+  assert.deepEqual(native.mayAnswerNow, [true, true, false, true]);
+  assert.deepEqual(native.sends.map((m) => m.payload.toString()), ['1', '2', '3', '4']);
 });
 
 test('send() settles its Promise and calls back, with or without targets', async () => {

@@ -15,7 +15,7 @@ use napi_derive::napi;
 
 use crate::core::error::SendError;
 use crate::core::node::NodeInfo;
-use crate::driver::{EventSink, Filter, Handle, NodeConfig, Notification};
+use crate::driver::{EventSink, Filter, Handle, NodeConfig, Notification, Queued};
 
 pub use convert::{NativeEvent, NativeNodeInfo, NativeOptions, NativeSendError, NativeStats};
 
@@ -198,13 +198,16 @@ impl NativeNode {
     /// joined it), its payload the next `meta[4i+2]` bytes of `payload`, binary if
     /// `meta[4i+3]` is 1 (else JSON text). `index.js` gathers the sends of one tick into
     /// one call. They are queued before this returns, so they keep the order of the calls.
-    /// Returns a batch id whose outcome arrives as a `sent` event once each message is
-    /// handed to every target's connection (no Promise or extra thread per batch), or,
-    /// when nothing can be queued (not started or stopped), the outcome itself: one entry
-    /// per message, `null` or the error.
+    ///
+    /// Returns `null` when every message is handed over already: every target is a known
+    /// member within its size limit, little is queued, and `mayAnswerNow` (no earlier batch
+    /// awaits its outcome, so outcomes stay in order). Otherwise a batch id whose outcome
+    /// arrives as a `sent` event once each message is handed to every target's connection;
+    /// or, when nothing can be queued (not started or stopped), the outcome itself: one
+    /// entry per message, `null` or the error.
     #[napi(
-        ts_args_type = "names: Array<string>, targets: Array<Array<string> | null>, meta: Uint32Array, payload: Uint8Array",
-        ts_return_type = "number | Array<NativeSendError | null>"
+        ts_args_type = "names: Array<string>, targets: Array<Array<string> | null>, meta: Uint32Array, payload: Uint8Array, mayAnswerNow: boolean",
+        ts_return_type = "number | null | Array<NativeSendError | null>"
     )]
     pub fn send_batch(
         &self,
@@ -212,16 +215,18 @@ impl NativeNode {
         targets: Vec<Option<Vec<String>>>,
         meta: &[u32],
         payload: &[u8],
-    ) -> Result<Either<u32, Vec<Option<NativeSendError>>>> {
+        may_answer_now: bool,
+    ) -> Result<Option<Either<u32, Vec<Option<NativeSendError>>>>> {
         let batch = convert::send_batch(names, targets, meta, payload)?;
         let state = self.state.lock().unwrap();
         if let State::Running(handle) = &*state {
             let id = self.next_batch.fetch_add(1, Ordering::Relaxed);
             let count = batch.len();
-            if handle.send_notify(batch, u64::from(id)) {
-                return Ok(Either::A(id));
-            }
-            return Ok(Either::B(not_sent(count, SendError::NotRunning)));
+            return Ok(match handle.send(batch, u64::from(id), may_answer_now) {
+                Queued::Done => None,
+                Queued::Pending => Some(Either::A(id)),
+                Queued::Stopped => Some(Either::B(not_sent(count, SendError::NotRunning))),
+            });
         }
         let idle = matches!(*state, State::Idle { .. });
         let outcome = batch
@@ -238,7 +243,7 @@ impl NativeNode {
                 outcome.err().map(NativeSendError::from)
             })
             .collect();
-        Ok(Either::B(outcome))
+        Ok(Some(Either::B(outcome)))
     }
 
     /// Replaces this node's metadata (JSON text) and tells every member.
@@ -257,24 +262,29 @@ impl NativeNode {
         Ok(())
     }
 
-    /// Leaves the cluster gracefully and closes every socket and timer.
-    #[napi]
-    pub async fn exit(&self) -> Result<()> {
-        let handle = {
+    /// Leaves the cluster gracefully and closes every socket and timer. From this call on,
+    /// sends are answered as not sent.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn exit<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, ()>> {
+        let exiting = {
             let mut state = self.state.lock().unwrap();
-            match std::mem::replace(&mut *state, State::Stopped) {
-                State::Running(handle) => {
-                    *state = State::Running(handle.clone());
-                    Some(handle)
-                }
+            match &*state {
+                // Asked here, not in the spawned future, so that a send made right after
+                // exit() cannot count as handed over.
+                State::Running(handle) => Some(handle.exit()),
                 // Never started: dropping the sink releases the event callback.
-                State::Idle { .. } | State::Stopped => None,
+                State::Idle { .. } | State::Stopped => {
+                    *state = State::Stopped;
+                    None
+                }
             }
         };
-        if let Some(handle) = handle {
-            handle.exit().await;
-        }
-        Ok(())
+        env.spawn_future(async move {
+            if let Some(exiting) = exiting {
+                exiting.await;
+            }
+            Ok(())
+        })
     }
 }
 

@@ -275,6 +275,14 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         m
     }
 
+    /// The largest payload member `id` accepts, while it is connected as a member.
+    pub fn payload_limit(&self, id: NodeId) -> Option<usize> {
+        self.conns
+            .values()
+            .find(|c| c.is_member() && c.peer().is_some_and(|p| p.id == id))
+            .map(|c| c.peer_max_message)
+    }
+
     /// Starts beaconing and discovery; call once the sockets are bound.
     pub fn start(&mut self, now: Instant) {
         self.started = Some(now);

@@ -11,6 +11,7 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::{AbortHandle, JoinSet};
 
+use super::gate::SendGate;
 use crate::core::cluster::ConnId;
 
 /// A safety net only: the core gives up on a dial sooner and the task is aborted then.
@@ -44,6 +45,9 @@ pub struct ConnHandle {
     /// A sender waits for this queue to drain: the writer reports when it has.
     waiting: Arc<AtomicBool>,
     reader: AbortHandle,
+    /// Where this connection's queue is counted in the node's outgoing bytes.
+    gate: Arc<SendGate>,
+    conn: ConnId,
 }
 
 impl ConnHandle {
@@ -71,6 +75,7 @@ impl ConnHandle {
 
 impl Drop for ConnHandle {
     fn drop(&mut self) {
+        self.gate.forget_queue(self.conn);
         self.reader.abort();
     }
 }
@@ -107,11 +112,13 @@ pub fn spawn_io(
     stream: TcpStream,
     events: mpsc::UnboundedSender<ConnEvent>,
     writers: &mut JoinSet<()>,
+    gate: Arc<SendGate>,
 ) -> ConnHandle {
     let _ = stream.set_nodelay(true);
     let (mut rd, mut wr) = stream.into_split();
     let (frames, mut queue) = mpsc::unbounded_channel::<Vec<u8>>();
     let queued = Arc::new(AtomicUsize::new(0));
+    gate.count_queue(conn, queued.clone());
     let waiting = Arc::new(AtomicBool::new(false));
     let drained = events.clone();
     let reader = tokio::spawn(async move {
@@ -169,5 +176,7 @@ pub fn spawn_io(
         queued,
         waiting,
         reader,
+        gate,
+        conn,
     }
 }

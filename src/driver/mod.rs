@@ -7,6 +7,7 @@
 mod batch;
 mod connection;
 pub mod discovery;
+mod gate;
 mod log;
 mod node;
 pub mod runtime;
@@ -109,10 +110,11 @@ enum Command {
     Promote,
     Join(String),
     Leave(String),
-    /// The outcome goes out as a [`Notification::Sent`] with this id.
+    /// With an id, the outcome goes out as a [`Notification::Sent`] with it; without, the
+    /// sender was told at once (see [`gate`]).
     Send {
         batch: SendBatch,
-        id: u64,
+        answer: Option<u64>,
     },
 }
 
@@ -121,6 +123,18 @@ pub struct Handle {
     commands: mpsc::UnboundedSender<Command>,
     /// The node task's counters, refreshed after every step it takes.
     stats: Arc<Mutex<Stats>>,
+    gate: Arc<gate::SendGate>,
+}
+
+/// What became of a batch handed to [`Handle::send`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Queued {
+    /// Every message is handed over; no [`Notification::Sent`] will follow.
+    Done,
+    /// The outcome will arrive as [`Notification::Sent`].
+    Pending,
+    /// The node has stopped; nothing was sent.
+    Stopped,
 }
 
 impl Handle {
@@ -133,10 +147,20 @@ impl Handle {
     ) -> Handle {
         let (tx, rx) = mpsc::unbounded_channel();
         let stats = Arc::new(Mutex::new(Stats::default()));
-        runtime::get().spawn(node::run(config, Box::new(sink), filter, rx, stats.clone()));
+        let gate = Arc::new(gate::SendGate::default());
+        let node = node::run(
+            config,
+            Box::new(sink),
+            filter,
+            rx,
+            stats.clone(),
+            gate.clone(),
+        );
+        runtime::get().spawn(node);
         Handle {
             commands: tx,
             stats,
+            gate,
         }
     }
 
@@ -165,13 +189,26 @@ impl Handle {
         let _ = self.commands.send(Command::Leave(name));
     }
 
-    /// Sends custom events, in order. Once each is handed to every target's connection and
-    /// none of those connections is backlogged, the outcome (one result per message)
-    /// arrives as [`Notification::Sent`] with `id` among the node's notifications. Sending
-    /// many at once costs one trip to the node task instead of one each. False if the node
-    /// has stopped (nothing will arrive).
-    pub fn send_notify(&self, batch: SendBatch, id: u64) -> bool {
-        self.commands.send(Command::Send { batch, id }).is_ok()
+    /// Sends custom events, in order; sending many at once costs one trip to the node task
+    /// instead of one each. When nothing can make the batch fail or wait (see [`gate`]) and
+    /// `may_answer_now`, the batch counts as handed over at once ([`Queued::Done`]).
+    /// Otherwise, once each message is handed to every target's connection and none of
+    /// those is backlogged, the outcome (one result per message) arrives as
+    /// [`Notification::Sent`] with `id` among the node's notifications.
+    pub fn send(&self, batch: SendBatch, id: u64, may_answer_now: bool) -> Queued {
+        let bytes = batch.payload_len();
+        let now = may_answer_now && self.gate.clears(&batch);
+        self.gate.queue_batch(bytes);
+        let answer = (!now).then_some(id);
+        if self.commands.send(Command::Send { batch, answer }).is_err() {
+            self.gate.batch_handled(bytes);
+            return Queued::Stopped;
+        }
+        if now {
+            Queued::Done
+        } else {
+            Queued::Pending
+        }
     }
 
     /// Makes this node master cluster-wide (the caller checks it is eligible).
@@ -179,12 +216,18 @@ impl Handle {
         let _ = self.commands.send(Command::Promote);
     }
 
-    /// Leaves the cluster gracefully; resolves once every socket is closed.
-    pub async fn exit(&self) {
+    /// Leaves the cluster gracefully; the future resolves once every socket is closed.
+    /// From this call on no send counts as handed over at once: a batch sent after it is
+    /// answered as not sent ([`SendError::NotRunning`]).
+    pub fn exit(&self) -> impl Future<Output = ()> + Send + 'static {
+        self.gate.close();
         let (tx, rx) = oneshot::channel();
-        if self.commands.send(Command::Exit(tx)).is_ok() {
-            // An error means the node had already stopped: the goal is reached either way.
-            let _ = rx.await;
+        let asked = self.commands.send(Command::Exit(tx)).is_ok();
+        async move {
+            if asked {
+                // An error means the node had already stopped: the goal is reached either way.
+                let _ = rx.await;
+            }
         }
     }
 }

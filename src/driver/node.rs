@@ -14,6 +14,7 @@ use tokio::time::{sleep_until, Instant};
 
 use super::connection::{self, ConnEvent, ConnHandle};
 use super::discovery::{self, Discovery};
+use super::gate::SendGate;
 use super::log::Log;
 use super::{ipv4, Command, ErrorCode, EventSink, Filter, NodeConfig, Notification};
 use crate::core::cluster::{Cluster, ConnId, Event, Output, Stats};
@@ -29,6 +30,7 @@ pub async fn run(
     filter: Option<Arc<dyn Filter>>,
     mut commands: mpsc::UnboundedReceiver<Command>,
     stats: Arc<Mutex<Stats>>,
+    gate: Arc<SendGate>,
 ) {
     let local = config.me.ip;
     let log = Log::for_node(config.me.id);
@@ -113,6 +115,7 @@ pub async fn run(
         writers: JoinSet::new(),
         events: mpsc::unbounded_channel(),
         batch: Vec::new(),
+        gate,
     };
     let exit_waiters = driver.run(&listener, &mut commands, &*sink).await;
     drop(listener);
@@ -143,6 +146,8 @@ struct Driver {
         mpsc::UnboundedReceiver<ConnEvent>,
     ),
     batch: Vec<Notification>,
+    /// What lets `send` answer at once: kept up to date with members and queues.
+    gate: Arc<SendGate>,
 }
 
 impl Driver {
@@ -172,7 +177,7 @@ impl Driver {
                     Some(Command::Leave(name)) => {
                         self.core.leave_event(Instant::now().into_std(), &name);
                     }
-                    Some(Command::Send { batch, id }) => self.send(batch, id),
+                    Some(Command::Send { batch, answer }) => self.send(batch, answer),
                     Some(Command::Promote) => {
                         // Eligibility was checked by the caller; a refusal changes nothing.
                         let _ = self.core.promote(Instant::now().into_std());
@@ -223,10 +228,24 @@ impl Driver {
         let flush = async { while self.writers.join_next().await.is_some() {} };
         let _ = tokio::time::timeout(EXIT_FLUSH, flush).await;
         self.writers.abort_all();
+        // Nothing more is taken; what came meanwhile is answered: sends as not sent.
+        commands.close();
+        let mut unsent = Vec::new();
         while let Ok(cmd) = commands.try_recv() {
-            if let Command::Exit(done) = cmd {
-                waiters.push(done);
+            match cmd {
+                Command::Exit(done) => waiters.push(done),
+                Command::Send { batch, answer } => {
+                    self.gate.batch_handled(batch.payload_len());
+                    if let Some(id) = answer {
+                        let results = vec![Err(SendError::NotRunning); batch.len()];
+                        unsent.push(Notification::Sent { id, results });
+                    }
+                }
+                _ => {}
             }
+        }
+        if !unsent.is_empty() {
+            sink.deliver(unsent);
         }
         waiters
     }
@@ -255,12 +274,15 @@ impl Driver {
     }
 
     fn open(&mut self, conn: ConnId, stream: tokio::net::TcpStream) {
-        let handle = connection::spawn_io(conn, stream, self.events.0.clone(), &mut self.writers);
+        let events = self.events.0.clone();
+        let gate = self.gate.clone();
+        let handle = connection::spawn_io(conn, stream, events, &mut self.writers, gate);
         self.conns.insert(conn, handle);
     }
 
     /// Queues a batch of custom events; answers once their connections are not backlogged.
-    fn send(&mut self, batch: super::SendBatch, id: u64) {
+    fn send(&mut self, batch: super::SendBatch, answer: Option<u64>) {
+        self.gate.batch_handled(batch.payload_len());
         let now = Instant::now().into_std();
         let mut conns = Vec::new();
         let results = batch
@@ -277,9 +299,14 @@ impl Driver {
                 }
             })
             .collect();
+        self.carry_out();
+        // Answered already (by the gate): what the core found (a target gone meanwhile) is
+        // what happens to messages on a connection that drops.
+        let Some(id) = answer else {
+            return;
+        };
         conns.sort_unstable();
         conns.dedup();
-        self.carry_out();
         self.waiting_sends.push(WaitingSend { conns, id, results });
         self.answer_sends();
     }
@@ -349,6 +376,15 @@ impl Driver {
                     }
                 },
                 Output::Event(e) => {
+                    match &e {
+                        Event::NodeAdded(n) => {
+                            if let Some(limit) = self.core.payload_limit(n.id) {
+                                self.gate.added(n.id, limit);
+                            }
+                        }
+                        Event::NodeRemoved(n) => self.gate.removed(n.id),
+                        _ => {}
+                    }
                     if self.log.enabled() {
                         log_event(&self.log, &e);
                     }

@@ -123,3 +123,68 @@ fn a_port_in_use_is_reported_not_a_panic() {
         other => panic!("expected a bind error, got {other:?}"),
     }
 }
+
+#[test]
+fn sends_to_known_members_count_as_handed_over_at_once_others_are_answered_later() {
+    use super::{Queued, SendBatch};
+    use crate::core::error::SendError;
+
+    let cluster = format!("driver-{}", OsRng.next_u64());
+    let group_port = random_port();
+    let (a_cfg, b_cfg) = (
+        config(&cluster, group_port, 0),
+        config(&cluster, group_port, 0),
+    );
+    let b_id = b_cfg.me.id;
+    let (a, a_rx) = start(a_cfg);
+    let (b, b_rx) = start(b_cfg);
+    b.join("e".into());
+    let added =
+        |n: &Notification| matches!(n, Notification::Cluster(Event::NodeAdded(n)) if n.id == b_id);
+    wait_for(&a_rx, added);
+    let one = |to: NodeId, payload: &[u8]| {
+        let mut batch = SendBatch::default();
+        batch.add("e", true, payload, Ok(Some(vec![to])));
+        batch
+    };
+
+    // A member: handed over at once. b's subscription may reach a just after b is added,
+    // so a sends until b has one (a message to a member that has not joined is dropped).
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        assert_eq!(a.send(one(b_id, b"hi"), 1, true), Queued::Done);
+        let got = b_rx.recv_timeout(Duration::from_millis(50));
+        if let Ok(Notification::Cluster(Event::Message { payload, .. })) = got {
+            assert_eq!(payload, b"hi");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "b never got a message"
+        );
+    }
+    // Not a member: the node task answers, with the error.
+    let stranger = NodeId([9; 16]);
+    assert_eq!(a.send(one(stranger, b"x"), 2, true), Queued::Pending);
+    let sent = wait_for(&a_rx, |n| matches!(n, Notification::Sent { .. }));
+    assert_eq!(
+        sent,
+        Notification::Sent {
+            id: 2,
+            results: vec![Err(SendError::UnknownTarget(stranger.to_string()))]
+        }
+    );
+    // Asked not to answer at once (an earlier batch awaits its outcome): answered later.
+    assert_eq!(a.send(one(b_id, b"later"), 3, false), Queued::Pending);
+    let sent = wait_for(&a_rx, |n| matches!(n, Notification::Sent { .. }));
+    assert_eq!(
+        sent,
+        Notification::Sent {
+            id: 3,
+            results: vec![Ok(())]
+        }
+    );
+    super::runtime::get().block_on(a.exit());
+    assert_eq!(a.send(one(b_id, b"gone"), 4, true), Queued::Stopped);
+    super::runtime::get().block_on(b.exit());
+}
