@@ -35,16 +35,14 @@ export declare class NativeNode {
    * `names[meta[4i]]` to `targets[meta[4i+1]]` (node ids; `null` for every member that
    * joined it), its payload the next `meta[4i+2]` bytes of `payload`, binary if
    * `meta[4i+3]` is 1 (else JSON text). `index.js` gathers the sends of one tick into
-   * one call. They are queued before this returns, so they keep the order of the calls.
+   * one call. They are sealed and written (or queued behind earlier bytes) before this
+   * returns, so they keep the order of the calls.
    *
-   * Returns `null` when every message is handed over already: every target is a known
-   * member within its size limit, little is queued, and `mayAnswerNow` (no earlier batch
-   * awaits its outcome, so outcomes stay in order). Otherwise a batch id whose outcome
-   * arrives as a `sent` event once each message is handed to every target's connection;
-   * or, when nothing can be queued (not started or stopped), the outcome itself: one
-   * entry per message, `null` or the error.
+   * Returns `null` when every message is handed over; one entry per message (`null` or
+   * its error) when any was refused; or, when a connection it went to is backlogged, a
+   * batch id whose outcome arrives as a `sent` event once that connection drains.
    */
-  sendBatch(names: Array<string>, targets: Array<Array<string> | null>, meta: Uint32Array, payload: Uint8Array, mayAnswerNow: boolean): number | null | Array<NativeSendError | null>
+  sendBatch(names: Array<string>, targets: Array<Array<string> | null>, meta: Uint32Array, payload: Uint8Array): number | null | Array<NativeSendError | null>
   /** Replaces this node's metadata (JSON text) and tells every member. */
   setMetadata(metadata: string): void
   /**

@@ -329,10 +329,9 @@ declare namespace espial {
     /**
      * Sends the custom event `event` to every other node that joined it, or to `targets`
      * (node objects or ids). `data` is any JSON value, or a Buffer / Uint8Array, which arrives
-     * as a Buffer. Settles, and calls `callback`, once the message is handed over: at once
-     * when every target is a known member and little is queued, else once it is handed to
-     * every target's connection; waits while a connection is backlogged. Sends settle in
-     * the order they were made. Rejects with code
+     * as a Buffer. Settles, and calls `callback`, once the message is handed over to every
+     * target's connection (at the end of the current turn of the event loop); waits while a
+     * connection is backlogged. Sends settle in the order they were made. Rejects with code
      * `ERR_ESPIAL_UNKNOWN_TARGET` (a target is not a member),
      * `ERR_ESPIAL_MESSAGE_TOO_LARGE` (over `max_message_size`) or `ERR_ESPIAL_NOT_RUNNING`
      * (after `exit()`). Bad arguments, and espial's own event names, throw at once.

@@ -7,6 +7,10 @@ const { eventName, targetIds, encodePayload, decodePayload, messageTooLarge } = 
 const { Outbox } = require('./lib/outbox.js');
 const { version } = require('./package.json');
 
+// A microtask from a settled promise's then() costs no async_hooks resource, unlike
+// queueMicrotask(), which builds one per call: a send a message at a time paid for it.
+const RESOLVED = Promise.resolve();
+
 class Espial extends EventEmitter {
   #native;
   #info; // this node's NativeNodeInfo
@@ -22,6 +26,8 @@ class Espial extends EventEmitter {
   #outbox = new Outbox(); // sends of this tick, handed to the addon together (see #queueSend)
   #pending = null; // { results, handOver } of the sends in #outbox, while there are any
   #inFlight = new Map(); // batch id -> { handOver, count, outcome } until it settles, in send order
+  #flushLater = () => this.#flushSends();
+  #heldBatch = 0; // keys below 0 in #inFlight: outcomes known at once, held behind waiting batches
 
   /**
    * Starts a node on the next tick; `listening` follows, or `error` if it cannot start.
@@ -293,9 +299,9 @@ class Espial extends EventEmitter {
 
   /**
    * Sends the custom event `event` to every other node that joined it, or to `targets`.
-   * Settles once the message is handed over (at once when every target is a known member
-   * and little is queued, else once it is on every target's connection), waiting while a
-   * connection is backlogged; sends settle in the order they were made.
+   * Settles once the message is handed over to every target's connection (at the end of
+   * this tick), waiting while a connection is backlogged; sends settle in the order they
+   * were made.
    * @param {string} event
    * @param {unknown} data any JSON value, or a Buffer / Uint8Array (arrives as a Buffer)
    * @param {object | string | Array<object | string> | null} [targets] node objects or ids; omitted or null: every other node
@@ -346,8 +352,8 @@ class Espial extends EventEmitter {
       pending = { results: null, handOver: null };
       pending.results = new Promise((resolve) => {
         pending.handOver = resolve;
-        queueMicrotask(() => this.#flushSends());
       });
+      RESOLVED.then(this.#flushLater);
       this.#pending = pending;
     }
     // The addon settles a batch with null when every message went, else with one entry per
@@ -362,23 +368,20 @@ class Espial extends EventEmitter {
     const { names, targets, meta, payload, count } = this.#outbox.take();
     let results;
     try {
-      // Only while no earlier batch awaits its outcome may this one be answered at once,
-      // so that sends settle in the order they were made.
-      results = this.#native.sendBatch(names, targets, meta, payload, this.#inFlight.size === 0);
+      results = this.#native.sendBatch(names, targets, meta, payload);
     } catch (err) {
       // The same failure, however the addon reports it: every send of the batch rejects.
-      pending.handOver(Promise.reject(err));
-      return;
+      results = { thrown: err };
     }
-    if (results === null) {
-      // Handed over already: every target known, nothing backlogged.
-      pending.handOver(null);
-    } else if (typeof results === 'number') {
-      // Queued: the outcome comes back as a `sent` event with this batch id.
+    if (typeof results === 'number') {
+      // A connection is backlogged: the outcome comes back as a `sent` event with this id.
       this.#inFlight.set(results, { handOver: pending.handOver, count, outcome: undefined });
+    } else if (this.#inFlight.size === 0) {
+      // Handed over (null) or refused (one entry per message): settled now.
+      settle(pending.handOver, results);
     } else {
-      // Nothing could be queued (not started, or stopped): the outcome is here already.
-      pending.handOver(results.every((r) => r === null) ? null : results);
+      // Sends settle in the order they were made: after the batches still waiting.
+      this.#inFlight.set(--this.#heldBatch, { handOver: pending.handOver, count, outcome: results });
     }
   }
 
@@ -392,7 +395,7 @@ class Espial extends EventEmitter {
     for (const [id, entry] of this.#inFlight) {
       if (entry.outcome === undefined) break;
       this.#inFlight.delete(id);
-      entry.handOver(entry.outcome);
+      settle(entry.handOver, entry.outcome);
     }
   }
 
@@ -429,7 +432,8 @@ class Espial extends EventEmitter {
       resolve(this.#native.exit());
     }).then(() => {
       // The addon answers every batch before it stops; should one still wait, it never went.
-      for (const [batch, { count }] of this.#inFlight) {
+      for (const [batch, { count, outcome }] of this.#inFlight) {
+        if (outcome !== undefined) continue;
         const notRunning = { code: 'ERR_ESPIAL_NOT_RUNNING', message: 'espial: send(): the node is not running' };
         this.#sent(batch, Array.from({ length: count }, () => notRunning));
       }
@@ -447,6 +451,12 @@ class Espial extends EventEmitter {
     }
     return this.#exiting;
   }
+}
+
+// Settles a batch's sends: `outcome` is null (all sent), one entry per message (null or
+// its failure), or { thrown } when the addon threw, which rejects every send of the batch.
+function settle(handOver, outcome) {
+  handOver(outcome !== null && outcome.thrown !== undefined ? Promise.reject(outcome.thrown) : outcome);
 }
 
 // What the addon's send() Promise resolved with: null when sent, else why not.

@@ -18,13 +18,14 @@ class FakeNative {
     this.calls = [];
     this.metadata = options.metadata;
     this.filter = undefined;
-    this.sends = []; // { event, payload, binary, targets } of every send()
-    // What send() answers, as the addon does: a Promise of null once sent, or of the
-    // failure ({ code, message }). A test may replace it.
-    this.sendResult = () => Promise.resolve(null);
-    // Whether sendBatch answers "handed over" at once (returns null) when it may.
-    this.answerNow = false;
-    this.mayAnswerNow = []; // the flag of every sendBatch call
+    this.sends = []; // { event, payload, binary, targets } of every message sent
+    // The outcome of each message, as the addon has it: null when handed over, or the
+    // failure ({ code, message }). A test may replace it; a throw makes sendBatch throw.
+    this.sendResult = () => null;
+    // While true, batches wait as if their connection were backlogged: sendBatch returns a
+    // batch id, and release() delivers their `sent` events.
+    this.backlogged = false;
+    this.waiting = [];
     FakeNative.last = this;
   }
 
@@ -64,34 +65,37 @@ class FakeNative {
     this.calls.push(`leave(${event})`);
   }
 
-  send(event, payload, binary, targets) {
-    this.calls.push('send');
-    this.sends.push({ event, payload, binary, targets });
-    return this.sendResult();
-  }
-
   // As the addon does: one call per tick's sends, packed as lib/outbox.js packs them
-  // (unpacked here into one send() per message, with a copy of its bytes, since the
-  // wrapper reuses its buffers). The outcome comes later as a `sent` event with the
-  // returned batch id: null when all went, else one entry per message.
-  sendBatch(names, targets, meta, payload, mayAnswerNow) {
-    this.mayAnswerNow.push(mayAnswerNow);
-    const each = [];
+  // (unpacked here, with a copy of each message's bytes, since the wrapper reuses its
+  // buffers). Answers null when every message went, else one entry per message; or, while
+  // backlogged, a batch id whose outcome comes later as a `sent` event.
+  sendBatch(names, targets, meta, payload) {
+    const results = [];
     let start = 0;
     for (let at = 0; at < meta.length; at += 4) {
       const end = start + meta[at + 2];
-      const bytes = Buffer.from(payload.subarray(start, end));
-      each.push(this.send(names[meta[at]], bytes, meta[at + 3] === 1, targets[meta[at + 1]]));
+      const message = {
+        event: names[meta[at]],
+        payload: Buffer.from(payload.subarray(start, end)),
+        binary: meta[at + 3] === 1,
+        targets: targets[meta[at + 1]],
+      };
+      this.calls.push('send');
+      this.sends.push(message);
+      results.push(this.sendResult(message));
       start = end;
     }
     assert.equal(start, payload.length, 'the payload lengths cover the payload bytes');
-    if (this.answerNow && mayAnswerNow) return null;
+    const outcome = results.every((r) => r == null) ? null : results;
+    if (!this.backlogged) return outcome;
     const batch = (this.batches = (this.batches ?? 0) + 1);
-    Promise.all(each).then(
-      (results) => this.deliver({ kind: 'sent', batch, failures: results.every((r) => r == null) ? null : results }),
-      (err) => this.deliver({ kind: 'sent', batch, failures: each.map(() => ({ code: err.code, message: err.message })) }),
-    );
+    this.waiting.push({ batch, outcome });
     return batch;
+  }
+
+  // The backlogged batches drained: their outcomes arrive, in one notification batch.
+  release() {
+    this.deliver(...this.waiting.splice(0).map(({ batch, outcome }) => ({ kind: 'sent', batch, failures: outcome })));
   }
 
   // Events as the addon delivers them; `message` entries are packed into one `messages`
@@ -718,33 +722,36 @@ test('a message over max_message_size is refused, by the Promise and the callbac
   assert.equal(native.sends.length, 2);
 });
 
-test('a batch the addon hands over at once settles at once, but never before an earlier one', async () => {
+test('a batch settles when the addon hands it over, but never before an earlier one', async () => {
   const node = espial(OPTIONS);
   const native = FakeNative.last;
-  native.answerNow = true;
-  await node.send('job', 1);
-  assert.deepEqual(native.mayAnswerNow, [true]);
-  // The next batch's outcome is late (its target connection is backlogged, say); a batch
-  // sent meanwhile must not settle first, so the addon is told not to answer it at once.
-  native.answerNow = false;
-  let release;
-  native.sendResult = () => new Promise((resolve) => (release = resolve));
   const order = [];
+  await node.send('job', 1).then(() => order.push('at once'));
+  // This batch waits (its connection is backlogged); the ones sent meanwhile are handed
+  // over, or refused, or make the addon throw, at once, but settle only after it.
+  native.backlogged = true;
   const first = node.send('job', 2).then(() => order.push('first'));
   await tick();
-  native.answerNow = true;
-  native.sendResult = () => Promise.resolve(null);
+  native.backlogged = false;
   const second = node.send('job', 3).then(() => order.push('second'));
   await tick();
-  assert.deepEqual(native.mayAnswerNow, [true, true, false]);
-  assert.deepEqual(order, []);
-  release(null);
-  await Promise.all([first, second]);
-  assert.deepEqual(order, ['first', 'second']);
-  // Nothing in flight any more: answered at once again.
-  await node.send('job', 4);
-  assert.deepEqual(native.mayAnswerNow, [true, true, false, true]);
-  assert.deepEqual(native.sends.map((m) => m.payload.toString()), ['1', '2', '3', '4']);
+  native.sendResult = () => ({ code: 'ERR_ESPIAL_UNKNOWN_TARGET', message: 'no member zz' });
+  const third = node.send('job', 4, 'zz').catch((err) => order.push(err.code));
+  await tick();
+  const boom = new Error('the addon threw');
+  native.sendResult = () => {
+    throw boom;
+  };
+  const fourth = node.send('job', 5).catch((err) => order.push(err === boom ? 'threw' : err));
+  await tick();
+  native.sendResult = () => null;
+  assert.deepEqual(order, ['at once']);
+  native.release();
+  await Promise.all([first, second, third, fourth]);
+  assert.deepEqual(order, ['at once', 'first', 'second', 'ERR_ESPIAL_UNKNOWN_TARGET', 'threw']);
+  // Nothing waits any more: settled at once again.
+  await node.send('job', 6);
+  assert.deepEqual(native.sends.map((m) => m.payload.toString()), ['1', '2', '3', '4', '5', '6']);
 });
 
 test('send() settles its Promise and calls back, with or without targets', async () => {
@@ -767,8 +774,10 @@ test('send() settles its Promise and calls back, with or without targets', async
   assert.deepEqual(native.sends.map((s) => s.targets), [['a'], null, null]);
 
   // The addon's failure becomes an Error with its code and message, for both forms.
-  native.sendResult = () =>
-    Promise.resolve({ code: 'ERR_ESPIAL_UNKNOWN_TARGET', message: 'espial: send(): target zz is not a member of the cluster' });
+  native.sendResult = () => ({
+    code: 'ERR_ESPIAL_UNKNOWN_TARGET',
+    message: 'espial: send(): target zz is not a member of the cluster',
+  });
   const failed = (err) => {
     assert.ok(err instanceof Error);
     assert.equal(err.code, 'ERR_ESPIAL_UNKNOWN_TARGET');
@@ -778,12 +787,16 @@ test('send() settles its Promise and calls back, with or without targets', async
   await assert.rejects(node.send('job', 1, 'zz'), failed);
   failed(await new Promise((resolve) => node.send('job', 1, 'zz', resolve)));
 
-  // A failure reported later, in the batch's `sent` event, reaches both too, with its code
-  // and message.
+  // A failure reported later, in the batch's `sent` event (it waited for a backlogged
+  // connection), reaches both too, with its code and message.
   const unknown = Object.assign(new Error('espial: send("job"): no member "zz"'), { code: 'ERR_ESPIAL_UNKNOWN_TARGET' });
-  native.sendResult = () => Promise.reject(unknown);
+  native.sendResult = () => ({ code: unknown.code, message: unknown.message });
+  native.backlogged = true;
   let called;
   const rejected = node.send('job', 1, 'zz', (err) => (called = err));
+  await tick();
+  native.backlogged = false;
+  native.release();
   const same = (err) => err.code === unknown.code && err.message === unknown.message;
   await assert.rejects(rejected, same);
   await tick();

@@ -15,7 +15,7 @@ use napi_derive::napi;
 
 use crate::core::error::SendError;
 use crate::core::node::NodeInfo;
-use crate::driver::{EventSink, Filter, Handle, NodeConfig, Notification, Queued};
+use crate::driver::{before_start, EventSink, Filter, Handle, NodeConfig, Notification, Sent};
 
 pub use convert::{NativeEvent, NativeNodeInfo, NativeOptions, NativeSendError, NativeStats};
 
@@ -197,16 +197,14 @@ impl NativeNode {
     /// `names[meta[4i]]` to `targets[meta[4i+1]]` (node ids; `null` for every member that
     /// joined it), its payload the next `meta[4i+2]` bytes of `payload`, binary if
     /// `meta[4i+3]` is 1 (else JSON text). `index.js` gathers the sends of one tick into
-    /// one call. They are queued before this returns, so they keep the order of the calls.
+    /// one call. They are sealed and written (or queued behind earlier bytes) before this
+    /// returns, so they keep the order of the calls.
     ///
-    /// Returns `null` when every message is handed over already: every target is a known
-    /// member within its size limit, little is queued, and `mayAnswerNow` (no earlier batch
-    /// awaits its outcome, so outcomes stay in order). Otherwise a batch id whose outcome
-    /// arrives as a `sent` event once each message is handed to every target's connection;
-    /// or, when nothing can be queued (not started or stopped), the outcome itself: one
-    /// entry per message, `null` or the error.
+    /// Returns `null` when every message is handed over; one entry per message (`null` or
+    /// its error) when any was refused; or, when a connection it went to is backlogged, a
+    /// batch id whose outcome arrives as a `sent` event once that connection drains.
     #[napi(
-        ts_args_type = "names: Array<string>, targets: Array<Array<string> | null>, meta: Uint32Array, payload: Uint8Array, mayAnswerNow: boolean",
+        ts_args_type = "names: Array<string>, targets: Array<Array<string> | null>, meta: Uint32Array, payload: Uint8Array",
         ts_return_type = "number | null | Array<NativeSendError | null>"
     )]
     pub fn send_batch(
@@ -215,33 +213,27 @@ impl NativeNode {
         targets: Vec<Option<Vec<String>>>,
         meta: &[u32],
         payload: &[u8],
-        may_answer_now: bool,
     ) -> Result<Option<Either<u32, Vec<Option<NativeSendError>>>>> {
         let batch = convert::send_batch(names, targets, meta, payload)?;
         let state = self.state.lock().unwrap();
-        if let State::Running(handle) = &*state {
-            let id = self.next_batch.fetch_add(1, Ordering::Relaxed);
-            let count = batch.len();
-            return Ok(match handle.send(batch, u64::from(id), may_answer_now) {
-                Queued::Done => None,
-                Queued::Pending => Some(Either::A(id)),
-                Queued::Stopped => Some(Either::B(not_sent(count, SendError::NotRunning))),
-            });
+        let results = match &*state {
+            State::Running(handle) => {
+                let id = self.next_batch.fetch_add(1, Ordering::Relaxed);
+                match handle.send(&batch, u64::from(id)) {
+                    Sent::Now(results) => results,
+                    Sent::Later => return Ok(Some(Either::A(id))),
+                }
+            }
+            // Not started yet: there are no members to send to.
+            State::Idle { .. } => batch.iter().map(|m| before_start(m.targets)).collect(),
+            State::Stopped => vec![Err(SendError::NotRunning); batch.len()],
+        };
+        if results.iter().all(|r| r.is_ok()) {
+            return Ok(None);
         }
-        let idle = matches!(*state, State::Idle { .. });
-        let outcome = batch
-            .iter()
-            .map(|m| {
-                let outcome = match (m.targets, idle) {
-                    (Err(e), _) => Err(e.clone()),
-                    // Not started yet: there are no members to send to.
-                    (Ok(None), true) => Ok(()),
-                    (Ok(Some(t)), true) if t.is_empty() => Ok(()),
-                    (Ok(Some(t)), true) => Err(SendError::UnknownTarget(t[0].to_string())),
-                    (Ok(_), false) => Err(SendError::NotRunning),
-                };
-                outcome.err().map(NativeSendError::from)
-            })
+        let outcome = results
+            .into_iter()
+            .map(|r| r.err().map(NativeSendError::from))
             .collect();
         Ok(Some(Either::B(outcome)))
     }
@@ -286,9 +278,4 @@ impl NativeNode {
             Ok(())
         })
     }
-}
-
-/// Every message of a batch failed the same way.
-fn not_sent(count: usize, e: SendError) -> Vec<Option<NativeSendError>> {
-    (0..count).map(|_| Some(e.clone().into())).collect()
 }

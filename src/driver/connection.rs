@@ -1,17 +1,26 @@
-//! Per-connection I/O tasks: a reader that forwards bytes to the node task, and a writer
-//! that drains a queue of frames. The node task alone decides what they carry.
+//! Per-connection I/O: a reader task that forwards bytes to the node task, and a write side
+//! that whichever thread is stepping the node writes to directly.
+//!
+//! Frames sealed during one step of the node are staged, then written with one system call
+//! when the step ends ([`ConnHandle::flush`]). When nothing is waiting to be written, that
+//! call is made right there, on the calling thread (often the JavaScript thread sending an
+//! event): a small message then reaches the socket without waking any other thread. What
+//! the socket does not take at once goes to the connection's writer task, which writes it
+//! in order as the socket drains; nothing is written around it meanwhile.
 
+use std::io::ErrorKind;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpSocket, TcpStream};
-use tokio::sync::mpsc;
+use tokio::runtime::Handle as Runtime;
+use tokio::sync::{mpsc, Notify};
 use tokio::task::{AbortHandle, JoinSet};
 
-use super::gate::SendGate;
 use crate::core::cluster::ConnId;
 
 /// A safety net only: the core gives up on a dial sooner and the task is aborted then.
@@ -21,8 +30,6 @@ const READ_BUF: usize = 64 * 1024;
 pub const HIGH_WATER: usize = 8 * 1024 * 1024;
 /// ...until the writer has brought the queue below this.
 const LOW_WATER: usize = 2 * 1024 * 1024;
-/// Small frames are gathered into writes of up to this many bytes.
-const COALESCE: usize = 64 * 1024;
 
 /// What connection tasks report to the node task.
 pub enum ConnEvent {
@@ -36,37 +43,100 @@ pub enum ConnEvent {
     Drained,
 }
 
-/// The node task's hold on a live connection. Dropping `frames` lets the writer flush and
-/// shut the socket down.
+/// The node's hold on a live connection. Dropping it writes what is staged, lets the writer
+/// finish the queue and shut the socket down, and stops the reader.
 pub struct ConnHandle {
-    frames: mpsc::UnboundedSender<Vec<u8>>,
-    /// Bytes handed to the writer and not yet written.
-    queued: Arc<AtomicUsize>,
-    /// A sender waits for this queue to drain: the writer reports when it has.
-    waiting: Arc<AtomicBool>,
+    out: Arc<Outgoing>,
+    /// Frames sealed during the current step, not yet handed to the socket.
+    staged: Vec<u8>,
     reader: AbortHandle,
-    /// Where this connection's queue is counted in the node's outgoing bytes.
-    gate: Arc<SendGate>,
-    conn: ConnId,
+}
+
+/// The write side, shared by the node (under its lock) and the connection's writer task.
+struct Outgoing {
+    socket: OwnedWriteHalf,
+    queue: Mutex<Queue>,
+    /// Tells the writer task there is something in the queue, or that it is closed.
+    wake: Notify,
+    /// Bytes in the queue or being written by the writer task.
+    queued: AtomicUsize,
+    /// A sender waits for this queue to drain: the writer reports when it has.
+    waiting: AtomicBool,
+}
+
+#[derive(Default)]
+struct Queue {
+    bytes: Vec<u8>,
+    /// The writer task holds bytes taken from the queue and not yet all written.
+    writing: bool,
+    /// No more bytes come: the writer finishes the queue and shuts the socket down.
+    closed: bool,
 }
 
 impl ConnHandle {
-    /// Queues a frame for writing.
-    pub fn write(&self, bytes: Vec<u8>) {
-        self.queued.fetch_add(bytes.len(), Ordering::Relaxed);
-        let _ = self.frames.send(bytes);
+    /// Stages a sealed frame; it goes out at the next [`ConnHandle::flush`].
+    pub fn stage(&mut self, frame: Vec<u8>) {
+        if self.staged.is_empty() {
+            // A large frame (a 1 MiB message) is kept as it is rather than copied.
+            self.staged = frame;
+        } else {
+            self.staged.extend_from_slice(&frame);
+        }
+    }
+
+    /// True if frames are staged.
+    pub fn has_staged(&self) -> bool {
+        !self.staged.is_empty()
+    }
+
+    /// Writes the staged frames: straight to the socket when nothing is queued before them
+    /// and the socket takes them, else (the rest) through the writer task.
+    pub fn flush(&mut self) {
+        if self.staged.is_empty() {
+            return;
+        }
+        let out = &self.out;
+        let mut queue = out.queue.lock().unwrap();
+        let mut written = 0;
+        if queue.bytes.is_empty() && !queue.writing {
+            match out.socket.try_write(&self.staged) {
+                Ok(n) => written = n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                // The connection is broken: the reader sees it end and reports the close,
+                // and what was staged is lost with it, as with any socket.
+                Err(_) => {
+                    self.staged.clear();
+                    return;
+                }
+            }
+        }
+        if written == self.staged.len() {
+            self.staged.clear();
+            return;
+        }
+        let rest = self.staged.len() - written;
+        if written == 0 && queue.bytes.is_empty() {
+            std::mem::swap(&mut queue.bytes, &mut self.staged);
+        } else {
+            queue.bytes.extend_from_slice(&self.staged[written..]);
+        }
+        self.staged.clear();
+        out.queued.fetch_add(rest, Ordering::Relaxed);
+        drop(queue);
+        out.wake.notify_one();
     }
 
     /// True if the queue is over the high-water mark; then the writer will report
     /// [`ConnEvent::Drained`] once it is low again.
     pub fn backlogged(&self) -> bool {
-        if self.queued.load(Ordering::Relaxed) < HIGH_WATER {
+        let out = &self.out;
+        if out.queued.load(Ordering::Relaxed) < HIGH_WATER {
             return false;
         }
-        self.waiting.store(true, Ordering::Relaxed);
+        out.waiting.store(true, Ordering::Relaxed);
         // The writer may have drained between the two loads: look again.
-        if self.queued.load(Ordering::Relaxed) < LOW_WATER {
-            self.waiting.store(false, Ordering::Relaxed);
+        if out.queued.load(Ordering::Relaxed) < LOW_WATER {
+            out.waiting.store(false, Ordering::Relaxed);
             return false;
         }
         true
@@ -75,34 +145,39 @@ impl ConnHandle {
 
 impl Drop for ConnHandle {
     fn drop(&mut self) {
-        self.gate.forget_queue(self.conn);
+        // A goodbye staged just before the connection is closed still goes out.
+        self.flush();
+        self.out.queue.lock().unwrap().closed = true;
+        self.out.wake.notify_one();
         self.reader.abort();
     }
 }
 
 /// Dials `addr` from `local` (so the peer sees our node address) and reports the outcome.
 pub fn dial(
+    runtime: &Runtime,
     conn: ConnId,
     local: IpAddr,
     addr: SocketAddr,
     events: mpsc::UnboundedSender<ConnEvent>,
 ) -> AbortHandle {
-    tokio::spawn(async move {
-        let attempt = async {
-            let socket = match local {
-                IpAddr::V4(_) => TcpSocket::new_v4()?,
-                IpAddr::V6(_) => TcpSocket::new_v6()?,
+    runtime
+        .spawn(async move {
+            let attempt = async {
+                let socket = match local {
+                    IpAddr::V4(_) => TcpSocket::new_v4()?,
+                    IpAddr::V6(_) => TcpSocket::new_v6()?,
+                };
+                socket.bind(SocketAddr::new(local, 0))?;
+                socket.connect(addr).await
             };
-            socket.bind(SocketAddr::new(local, 0))?;
-            socket.connect(addr).await
-        };
-        let event = match tokio::time::timeout(DIAL_TIMEOUT, attempt).await {
-            Ok(Ok(stream)) => ConnEvent::Connected(conn, stream),
-            _ => ConnEvent::DialFailed(conn),
-        };
-        let _ = events.send(event);
-    })
-    .abort_handle()
+            let event = match tokio::time::timeout(DIAL_TIMEOUT, attempt).await {
+                Ok(Ok(stream)) => ConnEvent::Connected(conn, stream),
+                _ => ConnEvent::DialFailed(conn),
+            };
+            let _ = events.send(event);
+        })
+        .abort_handle()
 }
 
 /// Starts the reader and writer of an open connection. The writer runs in `writers` so
@@ -112,14 +187,16 @@ pub fn spawn_io(
     stream: TcpStream,
     events: mpsc::UnboundedSender<ConnEvent>,
     writers: &mut JoinSet<()>,
-    gate: Arc<SendGate>,
 ) -> ConnHandle {
     let _ = stream.set_nodelay(true);
-    let (mut rd, mut wr) = stream.into_split();
-    let (frames, mut queue) = mpsc::unbounded_channel::<Vec<u8>>();
-    let queued = Arc::new(AtomicUsize::new(0));
-    gate.count_queue(conn, queued.clone());
-    let waiting = Arc::new(AtomicBool::new(false));
+    let (mut rd, wr) = stream.into_split();
+    let out = Arc::new(Outgoing {
+        socket: wr,
+        queue: Mutex::new(Queue::default()),
+        wake: Notify::new(),
+        queued: AtomicUsize::new(0),
+        waiting: AtomicBool::new(false),
+    });
     let drained = events.clone();
     let reader = tokio::spawn(async move {
         let mut buf = vec![0u8; READ_BUF];
@@ -139,44 +216,55 @@ pub fn spawn_io(
         let _ = events.send(ConnEvent::Closed(conn));
     })
     .abort_handle();
-    let (left, wake) = (queued.clone(), waiting.clone());
-    writers.spawn(async move {
-        // Frames queued together go out in one write: many small messages then cost one
-        // system call instead of one each.
-        let mut out = Vec::with_capacity(COALESCE);
-        while let Some(first) = queue.recv().await {
-            let bytes = if first.len() >= COALESCE {
-                first
-            } else {
-                out.clear();
-                out.extend_from_slice(&first);
-                while out.len() < COALESCE {
-                    match queue.try_recv() {
-                        Ok(more) => out.extend_from_slice(&more),
-                        Err(_) => break,
-                    }
+    writers.spawn(write_queue(out.clone(), drained));
+    ConnHandle {
+        out,
+        staged: Vec::new(),
+        reader,
+    }
+}
+
+/// The writer task: writes what the socket did not take at once, in order, until the
+/// connection is closed and its queue is empty; then shuts the socket down.
+async fn write_queue(out: Arc<Outgoing>, drained: mpsc::UnboundedSender<ConnEvent>) {
+    let mut bytes = Vec::new();
+    loop {
+        let wait = {
+            let mut queue = out.queue.lock().unwrap();
+            if queue.bytes.is_empty() {
+                queue.writing = false;
+                if queue.closed {
+                    break;
                 }
-                std::mem::take(&mut out)
-            };
-            if wr.write_all(&bytes).await.is_err() {
+                true
+            } else {
+                std::mem::swap(&mut queue.bytes, &mut bytes);
+                queue.writing = true;
+                false
+            }
+        };
+        if wait {
+            // A wake-up given before this wait is kept, so none is missed.
+            out.wake.notified().await;
+            continue;
+        }
+        let mut at = 0;
+        while at < bytes.len() {
+            if out.socket.writable().await.is_err() {
                 return;
             }
-            let now_queued = left.fetch_sub(bytes.len(), Ordering::Relaxed) - bytes.len();
-            if now_queued < LOW_WATER && wake.swap(false, Ordering::Relaxed) {
-                let _ = drained.send(ConnEvent::Drained);
-            }
-            if out.capacity() == 0 {
-                out = bytes;
+            match out.socket.try_write(&bytes[at..]) {
+                Ok(n) => at += n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                Err(_) => return,
             }
         }
-        let _ = wr.shutdown().await;
-    });
-    ConnHandle {
-        frames,
-        queued,
-        waiting,
-        reader,
-        gate,
-        conn,
+        let now_queued = out.queued.fetch_sub(bytes.len(), Ordering::Relaxed) - bytes.len();
+        if now_queued < LOW_WATER && out.waiting.swap(false, Ordering::Relaxed) {
+            let _ = drained.send(ConnEvent::Drained);
+        }
+        bytes.clear();
     }
+    // Dropping the write half shuts the write side down: the peer reads a clean end.
+    drop(out);
 }

@@ -1,13 +1,13 @@
-//! The tokio driver: one task per node owns the sans-IO [`Cluster`](crate::core::cluster::Cluster)
-//! and every socket and timer, and feeds the core (foca's agent and quinn's connection
-//! driver shape). No lock guards protocol state; other tasks talk to it through channels.
+//! The tokio driver: it owns every socket and timer and feeds the sans-IO
+//! [`Cluster`](crate::core::cluster::Cluster). A task per node waits on the node's sockets
+//! and timers; the core sits behind one lock that this task and the application's calls
+//! take in turn (quinn's connection shape; see [`node`] for why).
 //!
 //! Nothing here imports napi: the binding hands in an [`EventSink`] and gets a [`Handle`].
 
 mod batch;
 mod connection;
 pub mod discovery;
-mod gate;
 mod log;
 mod node;
 pub mod runtime;
@@ -15,6 +15,7 @@ pub mod runtime;
 mod tests;
 
 pub use batch::{BatchError, SendBatch, Targets};
+pub use node::Sent;
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr};
@@ -82,7 +83,8 @@ pub enum Notification {
     Listening { port: u16 },
     /// Membership and election news from the core.
     Cluster(Event),
-    /// The outcome of a batch sent with [`Handle::send_notify`], one result per message.
+    /// The outcome of a batch that [`Handle::send`] answered with [`Sent::Later`], one
+    /// result per message.
     Sent {
         id: u64,
         results: Vec<Result<(), SendError>>,
@@ -103,38 +105,12 @@ pub trait Filter: Send + Sync + 'static {
     fn judge(&self, node: NodeInfo) -> Pin<Box<dyn Future<Output = bool> + Send>>;
 }
 
-enum Command {
-    Exit(oneshot::Sender<()>),
-    SetFilter(Option<Arc<dyn Filter>>),
-    SetMetadata(String),
-    Promote,
-    Join(String),
-    Leave(String),
-    /// With an id, the outcome goes out as a [`Notification::Sent`] with it; without, the
-    /// sender was told at once (see [`gate`]).
-    Send {
-        batch: SendBatch,
-        answer: Option<u64>,
-    },
-}
-
 /// A running node.
 pub struct Handle {
-    commands: mpsc::UnboundedSender<Command>,
-    /// The node task's counters, refreshed after every step it takes.
-    stats: Arc<Mutex<Stats>>,
-    gate: Arc<gate::SendGate>,
-}
-
-/// What became of a batch handed to [`Handle::send`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Queued {
-    /// Every message is handed over; no [`Notification::Sent`] will follow.
-    Done,
-    /// The outcome will arrive as [`Notification::Sent`].
-    Pending,
-    /// The node has stopped; nothing was sent.
-    Stopped,
+    slot: Arc<Mutex<node::Slot>>,
+    /// Asks the node task to leave; it answers once every socket is closed. Dropping it
+    /// makes the node leave too.
+    exits: mpsc::UnboundedSender<oneshot::Sender<()>>,
 }
 
 impl Handle {
@@ -145,90 +121,105 @@ impl Handle {
         sink: impl EventSink,
         filter: Option<Arc<dyn Filter>>,
     ) -> Handle {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let stats = Arc::new(Mutex::new(Stats::default()));
-        let gate = Arc::new(gate::SendGate::default());
-        let node = node::run(
-            config,
-            Box::new(sink),
-            filter,
-            rx,
-            stats.clone(),
-            gate.clone(),
-        );
-        runtime::get().spawn(node);
-        Handle {
-            commands: tx,
-            stats,
-            gate,
-        }
+        let (exits, exit_requests) = mpsc::unbounded_channel();
+        let slot = Arc::new(Mutex::new(node::Slot::Starting {
+            early: Vec::new(),
+            exiting: false,
+        }));
+        let task = node::run(config, Box::new(sink), filter, slot.clone(), exit_requests);
+        runtime::get().spawn(task);
+        Handle { slot, exits }
     }
 
     /// The node's counters so far.
     pub fn stats(&self) -> Stats {
-        self.stats.lock().unwrap().clone()
+        match &*self.slot.lock().unwrap() {
+            node::Slot::Running(node) => node.stats(),
+            node::Slot::Stopped(stats) => stats.clone(),
+            node::Slot::Starting { .. } => Stats::default(),
+        }
+    }
+
+    /// Carries out `request` now, on this thread, or once the node runs.
+    fn request(&self, request: node::Early) {
+        match &mut *self.slot.lock().unwrap() {
+            node::Slot::Running(node) => node.apply(request),
+            node::Slot::Starting { early, .. } => early.push(request),
+            node::Slot::Stopped(_) => {}
+        }
     }
 
     /// Installs (or with `None` removes) the connection filter for nodes that join from now on.
     pub fn set_filter(&self, filter: Option<Arc<dyn Filter>>) {
-        let _ = self.commands.send(Command::SetFilter(filter));
+        self.request(node::Early::SetFilter(filter));
     }
 
     /// Replaces this node's metadata (JSON text, already checked against the size bound).
     pub fn set_metadata(&self, metadata: String) {
-        let _ = self.commands.send(Command::SetMetadata(metadata));
+        self.request(node::Early::SetMetadata(metadata));
     }
 
     /// Starts delivery of custom event `name`.
     pub fn join(&self, name: String) {
-        let _ = self.commands.send(Command::Join(name));
+        self.request(node::Early::Join(name));
     }
 
     /// Stops delivery of custom event `name`.
     pub fn leave(&self, name: String) {
-        let _ = self.commands.send(Command::Leave(name));
-    }
-
-    /// Sends custom events, in order; sending many at once costs one trip to the node task
-    /// instead of one each. When nothing can make the batch fail or wait (see [`gate`]) and
-    /// `may_answer_now`, the batch counts as handed over at once ([`Queued::Done`]).
-    /// Otherwise, once each message is handed to every target's connection and none of
-    /// those is backlogged, the outcome (one result per message) arrives as
-    /// [`Notification::Sent`] with `id` among the node's notifications.
-    pub fn send(&self, batch: SendBatch, id: u64, may_answer_now: bool) -> Queued {
-        let bytes = batch.payload_len();
-        let now = may_answer_now && self.gate.clears(&batch);
-        self.gate.queue_batch(bytes);
-        let answer = (!now).then_some(id);
-        if self.commands.send(Command::Send { batch, answer }).is_err() {
-            self.gate.batch_handled(bytes);
-            return Queued::Stopped;
-        }
-        if now {
-            Queued::Done
-        } else {
-            Queued::Pending
-        }
+        self.request(node::Early::Leave(name));
     }
 
     /// Makes this node master cluster-wide (the caller checks it is eligible).
     pub fn promote(&self) {
-        let _ = self.commands.send(Command::Promote);
+        self.request(node::Early::Promote);
+    }
+
+    /// Sends custom events, in order. They are sealed and written on this thread, so they
+    /// are on their way (or refused) when this returns: [`Sent::Now`] with one result per
+    /// message. If a connection they went to is backlogged, [`Sent::Later`]: the outcome
+    /// arrives as [`Notification::Sent`] with `id` once it drains.
+    pub fn send(&self, batch: &SendBatch, id: u64) -> Sent {
+        match &mut *self.slot.lock().unwrap() {
+            node::Slot::Running(node) => node.send(batch, id),
+            node::Slot::Starting { exiting: false, .. } => {
+                // Not running yet: there are no members, so a message to every member goes
+                // to nobody and one to a named node has an unknown target.
+                Sent::Now(batch.iter().map(|m| before_start(m.targets)).collect())
+            }
+            node::Slot::Starting { exiting: true, .. } | node::Slot::Stopped(_) => {
+                Sent::Now(vec![Err(SendError::NotRunning); batch.len()])
+            }
+        }
     }
 
     /// Leaves the cluster gracefully; the future resolves once every socket is closed.
-    /// From this call on no send counts as handed over at once: a batch sent after it is
-    /// answered as not sent ([`SendError::NotRunning`]).
+    /// From this call on sends are refused ([`SendError::NotRunning`]).
     pub fn exit(&self) -> impl Future<Output = ()> + Send + 'static {
-        self.gate.close();
+        match &mut *self.slot.lock().unwrap() {
+            node::Slot::Running(node) => node.start_exit(),
+            node::Slot::Starting { exiting, .. } => *exiting = true,
+            node::Slot::Stopped(_) => {}
+        }
         let (tx, rx) = oneshot::channel();
-        let asked = self.commands.send(Command::Exit(tx)).is_ok();
+        let asked = self.exits.send(tx).is_ok();
         async move {
             if asked {
                 // An error means the node had already stopped: the goal is reached either way.
                 let _ = rx.await;
             }
         }
+    }
+}
+
+/// The outcome of a message sent before the node runs (it has no members yet).
+pub fn before_start(targets: &Targets) -> Result<(), SendError> {
+    match targets {
+        Err(e) => Err(e.clone()),
+        Ok(None) => Ok(()),
+        Ok(Some(ids)) => match ids.first() {
+            None => Ok(()),
+            Some(id) => Err(SendError::UnknownTarget(id.to_string())),
+        },
     }
 }
 

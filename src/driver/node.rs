@@ -1,22 +1,32 @@
-//! The task that owns one node: binds its sockets, then loops feeding the core with socket
-//! input, commands and timer expiries, and carrying out what the core asks.
+//! One node: its protocol side ([`Node`]: the sans-IO core and what it writes to) and the
+//! task that waits on its sockets and timers.
+//!
+//! The protocol side sits behind one mutex, and whichever thread has input steps it: the
+//! node task for bytes read, connections, beacons and timers; the application's thread for
+//! what it asks (a send, a join, new metadata). That thread then also writes the frames its
+//! call produced (see [`super::connection`]), so sending an event wakes no other thread. This
+//! is quinn's shape (a `Mutex` around the protocol connection, taken by the application's
+//! calls and by the driver) rather than one task owning the core behind a command channel:
+//! measured, the hand-off to the node task for every send cost more than everything else
+//! in a round trip. The core itself stays sans-IO: the lock only decides who steps it.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rand_core::OsRng;
-use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinSet;
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::runtime::Handle as Runtime;
+use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::{sleep_until, Instant};
 
+use super::batch::SendBatch;
 use super::connection::{self, ConnEvent, ConnHandle};
-use super::discovery::{self, Discovery};
-use super::gate::SendGate;
+use super::discovery;
 use super::log::Log;
-use super::{ipv4, Command, ErrorCode, EventSink, Filter, NodeConfig, Notification};
+use super::{ipv4, ErrorCode, EventSink, Filter, NodeConfig, Notification};
 use crate::core::cluster::{Cluster, ConnId, Event, Output, Stats};
 use crate::core::error::SendError;
 
@@ -24,16 +34,297 @@ use crate::core::error::SendError;
 const EXIT_FLUSH: Duration = Duration::from_secs(1);
 const MAX_DATAGRAM: usize = 1500;
 
+/// What the application thread and the node task share.
+pub enum Slot {
+    /// Binding sockets and resolving seeds; what the application asks meanwhile is kept.
+    Starting {
+        early: Vec<Early>,
+        /// `exit()` was called meanwhile: sends are refused.
+        exiting: bool,
+    },
+    Running(Box<Node>),
+    /// Stopped (or could not start), with the counters it ended with.
+    Stopped(Stats),
+}
+
+/// A request made while the node was starting, carried out once it runs.
+pub enum Early {
+    Join(String),
+    Leave(String),
+    Promote,
+    SetMetadata(String),
+    SetFilter(Option<Arc<dyn Filter>>),
+}
+
+/// What became of a batch handed to [`Node::send`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sent {
+    /// Every message is handed over (or refused): one result per message.
+    Now(Vec<Result<(), SendError>>),
+    /// A connection it went to is backlogged: the outcome follows as
+    /// [`Notification::Sent`] once it drains.
+    Later,
+}
+
+/// The protocol side of a running node.
+pub struct Node {
+    core: Cluster<OsRng>,
+    local: IpAddr,
+    runtime: Runtime,
+    conns: HashMap<ConnId, ConnHandle>,
+    /// Connections with frames staged during the current step.
+    touched: Vec<ConnId>,
+    /// Dials in progress, aborted if the core gives up on them first.
+    dials: HashMap<ConnId, AbortHandle>,
+    /// Sends handed to backlogged connections, answered once those drain.
+    waiting_sends: Vec<WaitingSend>,
+    /// The socket beacons are multicast from, and the group.
+    beacons: Option<(UdpSocket, SocketAddr)>,
+    log: Log,
+    filter: Option<Arc<dyn Filter>>,
+    filter_timeout: Duration,
+    /// Where connection tasks (and filter verdicts) report to the node task.
+    conn_events: mpsc::UnboundedSender<ConnEvent>,
+    /// What the application hears, delivered at the end of each step; `None` once stopped.
+    sink: Option<Box<dyn EventSink>>,
+    notes: Vec<Notification>,
+    /// `exit()` was called: from then on sends are refused.
+    exiting: bool,
+    /// Wakes the node task when a step on another thread brought a timer forward.
+    poke: Arc<Notify>,
+    /// When the node task will next wake for the core's timers.
+    sleeping_until: Option<std::time::Instant>,
+}
+
+/// A `send()` waiting for backlogged connections to drain.
+struct WaitingSend {
+    conns: Vec<ConnId>,
+    /// The batch id its outcome is reported with.
+    id: u64,
+    results: Vec<Result<(), SendError>>,
+}
+
+fn now() -> std::time::Instant {
+    Instant::now().into_std()
+}
+
+impl Node {
+    /// Sends a batch of custom events, in order, and writes them out.
+    pub fn send(&mut self, batch: &SendBatch, id: u64) -> Sent {
+        if self.exiting {
+            return Sent::Now(vec![Err(SendError::NotRunning); batch.len()]);
+        }
+        let now = now();
+        let mut conns = Vec::new();
+        let results = batch
+            .iter()
+            .map(|m| match m.targets {
+                Err(e) => Err(e.clone()),
+                Ok(targets) => {
+                    let targets = targets.as_deref();
+                    let used = self
+                        .core
+                        .send_event(now, m.name, m.binary, m.payload, targets)?;
+                    conns.extend_from_slice(used);
+                    Ok(())
+                }
+            })
+            .collect();
+        self.finish_app_step();
+        conns.sort_unstable();
+        conns.dedup();
+        if conns
+            .iter()
+            .any(|c| self.conns.get(c).is_some_and(|h| h.backlogged()))
+        {
+            self.waiting_sends.push(WaitingSend { conns, id, results });
+            Sent::Later
+        } else {
+            Sent::Now(results)
+        }
+    }
+
+    /// Carries out a request from the application.
+    pub fn apply(&mut self, request: Early) {
+        let now = now();
+        match request {
+            // Names were checked by the caller; a refusal changes nothing.
+            Early::Join(name) => drop(self.core.join(now, &name)),
+            Early::Leave(name) => self.core.leave_event(now, &name),
+            // Eligibility was checked by the caller; a refusal changes nothing.
+            Early::Promote => drop(self.core.promote(now)),
+            Early::SetMetadata(json) => self.core.set_metadata(now, json),
+            Early::SetFilter(filter) => self.filter = filter,
+        }
+        self.finish_app_step();
+    }
+
+    /// The node's counters so far.
+    pub fn stats(&self) -> Stats {
+        self.core.stats().clone()
+    }
+
+    /// From now on sends are refused; the node task is leaving.
+    pub fn start_exit(&mut self) {
+        self.exiting = true;
+    }
+
+    /// Ends a step taken on the application's thread: carries out and reports what it
+    /// caused, and wakes the node task if a timer is now due sooner than it sleeps.
+    fn finish_app_step(&mut self) {
+        self.finish_step();
+        let sooner = match (self.core.poll_timeout(), self.sleeping_until) {
+            (Some(t), Some(sleep)) => t < sleep,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if sooner {
+            self.poke.notify_one();
+        }
+    }
+
+    /// Carries out the core's outputs, writes what they staged, delivers notifications.
+    fn finish_step(&mut self) {
+        self.carry_out();
+        for conn in self.touched.drain(..) {
+            if let Some(c) = self.conns.get_mut(&conn) {
+                c.flush();
+            }
+        }
+        if !self.notes.is_empty() {
+            if let Some(sink) = &self.sink {
+                sink.deliver(std::mem::take(&mut self.notes));
+            }
+        }
+    }
+
+    fn on_conn_event(&mut self, ev: ConnEvent, writers: &mut JoinSet<()>) {
+        let now = now();
+        match ev {
+            ConnEvent::Connected(conn, stream) => {
+                self.dials.remove(&conn);
+                self.open(conn, stream, writers);
+                self.core.connected(now, conn);
+            }
+            ConnEvent::DialFailed(conn) => {
+                self.dials.remove(&conn);
+                self.core.dial_failed(now, conn);
+            }
+            ConnEvent::Verdict(conn, accept) => self.core.admit(now, conn, accept),
+            ConnEvent::Drained => self.answer_sends(),
+            ConnEvent::Data(conn, bytes) => self.core.handle_bytes(now, conn, &bytes),
+            ConnEvent::Closed(conn) => {
+                self.conns.remove(&conn);
+                self.core.connection_closed(now, conn);
+                self.answer_sends();
+            }
+        }
+    }
+
+    fn open(&mut self, conn: ConnId, stream: tokio::net::TcpStream, writers: &mut JoinSet<()>) {
+        let events = self.conn_events.clone();
+        let handle = connection::spawn_io(conn, stream, events, writers);
+        self.conns.insert(conn, handle);
+    }
+
+    /// Answers the sends whose connections are no longer backlogged (or are gone: what was
+    /// queued on a lost connection is lost with it, as with any socket).
+    fn answer_sends(&mut self) {
+        let conns = &self.conns;
+        let (blocked, ready): (Vec<_>, Vec<_>) = std::mem::take(&mut self.waiting_sends)
+            .into_iter()
+            .partition(|w| {
+                w.conns
+                    .iter()
+                    .any(|c| conns.get(c).is_some_and(|h| h.backlogged()))
+            });
+        self.waiting_sends = blocked;
+        for w in ready {
+            self.answer(w);
+        }
+    }
+
+    fn answer(&mut self, w: WaitingSend) {
+        self.notes.push(Notification::Sent {
+            id: w.id,
+            results: w.results,
+        });
+    }
+
+    /// Drains the core's outputs.
+    fn carry_out(&mut self) {
+        while let Some(out) = self.core.poll_output() {
+            match out {
+                Output::Transmit { conn, bytes } => {
+                    if let Some(c) = self.conns.get_mut(&conn) {
+                        if !c.has_staged() {
+                            self.touched.push(conn);
+                        }
+                        c.stage(bytes);
+                    }
+                }
+                Output::Close { conn } => {
+                    // Dropping the handle writes what it has staged first.
+                    self.conns.remove(&conn);
+                    if let Some(dial) = self.dials.remove(&conn) {
+                        dial.abort();
+                    }
+                }
+                Output::Dial { conn, addr } => {
+                    let events = self.conn_events.clone();
+                    let dial = connection::dial(&self.runtime, conn, self.local, addr, events);
+                    self.dials.insert(conn, dial);
+                }
+                Output::Beacon(bytes) => {
+                    if let Some((socket, group)) = &self.beacons {
+                        // A full send buffer only loses one beacon; the next one follows.
+                        let _ = socket.try_send_to(&bytes, *group);
+                    }
+                }
+                Output::AskAdmission { conn, node } => match &self.filter {
+                    // Without a connection filter every node is admitted.
+                    None => self.core.admit(now(), conn, true),
+                    Some(filter) => {
+                        // Asked off the node's lock so a slow filter holds up nobody else.
+                        let verdict = filter.judge(node);
+                        let limit = self.filter_timeout;
+                        let events = self.conn_events.clone();
+                        self.runtime.spawn(async move {
+                            let accept =
+                                tokio::time::timeout(limit, verdict).await.unwrap_or(false);
+                            let _ = events.send(ConnEvent::Verdict(conn, accept));
+                        });
+                    }
+                },
+                Output::Event(e) => {
+                    if self.log.enabled() {
+                        log_event(&self.log, &e);
+                    }
+                    if let Some(n) = notification(e) {
+                        self.notes.push(n);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Binds the node's sockets, then runs it until an exit is asked for (or the handle is
+/// dropped); `slot` holds its protocol side meanwhile, and `Stopped` afterwards.
 pub async fn run(
     config: NodeConfig,
     sink: Box<dyn EventSink>,
     filter: Option<Arc<dyn Filter>>,
-    mut commands: mpsc::UnboundedReceiver<Command>,
-    stats: Arc<Mutex<Stats>>,
-    gate: Arc<SendGate>,
+    slot: Arc<Mutex<Slot>>,
+    mut exits: mpsc::UnboundedReceiver<oneshot::Sender<()>>,
 ) {
     let local = config.me.ip;
     let log = Log::for_node(config.me.id);
+    let fail = |code: ErrorCode, message: String| {
+        log.line(format_args!("{message}"));
+        *slot.lock().unwrap() = Slot::Stopped(Stats::default());
+        sink.deliver(vec![Notification::Error { code, message }]);
+    };
     let listener = match TcpListener::bind(SocketAddr::new(local, config.me.port)).await {
         Ok(l) => l,
         Err(e) => {
@@ -42,35 +333,29 @@ pub async fn run(
                 config.me.port,
                 hint(&e)
             );
-            log.line(format_args!("{message}"));
-            return sink.deliver(vec![Notification::Error {
-                code: ErrorCode::Bind,
-                message,
-            }]);
+            return fail(ErrorCode::Bind, message);
         }
     };
-    let discovery = match &config.multicast {
-        None => None,
-        Some(mc) => {
-            let bound = ipv4(local)
-                .ok_or_else(|| std::io::Error::other("multicast discovery needs an IPv4 address"))
-                .and_then(|v4| discovery::bind(mc, v4));
-            match bound {
-                Ok(d) => Some(d),
-                Err(e) => {
-                    let message = format!(
-                        "cannot join multicast group {}:{} on interface {}: {e}",
-                        mc.group, mc.port, mc.interface
-                    );
-                    log.line(format_args!("{message}"));
-                    return sink.deliver(vec![Notification::Error {
-                        code: ErrorCode::Multicast,
-                        message,
-                    }]);
-                }
+    let mut beacons_in = None;
+    let mut beacons_out = None;
+    if let Some(mc) = &config.multicast {
+        let bound = ipv4(local)
+            .ok_or_else(|| std::io::Error::other("multicast discovery needs an IPv4 address"))
+            .and_then(|v4| discovery::bind(mc, v4));
+        match bound {
+            Ok(d) => {
+                beacons_in = Some(d.recv);
+                beacons_out = Some((d.send, d.group));
+            }
+            Err(e) => {
+                let message = format!(
+                    "cannot join multicast group {}:{} on interface {}: {e}",
+                    mc.group, mc.port, mc.interface
+                );
+                return fail(ErrorCode::Multicast, message);
             }
         }
-    };
+    }
     let mut me = config.me;
     me.port = listener.local_addr().map(|a| a.port()).unwrap_or(me.port);
     let port = me.port;
@@ -97,302 +382,149 @@ pub async fn run(
                 m.group, m.port, m.interface
             ))
     ));
+    let poke = Arc::new(Notify::new());
     let mut core = Cluster::new(me, core_config, OsRng);
-    core.start(Instant::now().into_std());
-    sink.deliver(notes);
-
-    let mut driver = Driver {
+    core.start(now());
+    let (conn_events, mut conn_reports) = mpsc::unbounded_channel();
+    let mut node = Box::new(Node {
         core,
         local,
-        discovery,
+        runtime: Runtime::current(),
         conns: HashMap::new(),
+        touched: Vec::new(),
         dials: HashMap::new(),
         waiting_sends: Vec::new(),
+        beacons: beacons_out,
         log,
-        stats,
         filter,
         filter_timeout: config.filter_timeout,
+        conn_events,
+        sink: Some(sink),
+        notes,
+        exiting: false,
+        poke: poke.clone(),
+        sleeping_until: None,
+    });
+    {
+        let mut slot = slot.lock().unwrap();
+        let (early, exiting) = match std::mem::replace(&mut *slot, Slot::Stopped(Stats::default()))
+        {
+            Slot::Starting { early, exiting } => (early, exiting),
+            _ => (Vec::new(), false),
+        };
+        node.exiting = exiting;
+        node.finish_step();
+        for request in early {
+            node.apply(request);
+        }
+        *slot = Slot::Running(node);
+    }
+
+    let mut task = Task {
+        slot: &slot,
         writers: JoinSet::new(),
-        events: mpsc::unbounded_channel(),
-        batch: Vec::new(),
-        gate,
     };
-    let exit_waiters = driver.run(&listener, &mut commands, &*sink).await;
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    let mut waiters = Vec::new();
+    loop {
+        let deadline = task.step(|node, _| {
+            let next = node.core.poll_timeout();
+            node.sleeping_until = next;
+            next.map(Instant::from_std)
+        });
+        let Some(deadline) = deadline else {
+            break; // stopped from elsewhere: cannot happen while this task runs
+        };
+        tokio::select! {
+            exit = exits.recv() => {
+                // None: the handle was dropped without exit(): leave all the same.
+                waiters.extend(exit);
+                break;
+            }
+            _ = poke.notified() => {}
+            Some(ev) = conn_reports.recv() => {
+                task.step(|node, writers| node.on_conn_event(ev, writers));
+            }
+            accepted = listener.accept() => {
+                if let Ok((stream, addr)) = accepted {
+                    task.step(|node, writers| {
+                        if let Some(conn) = node.core.accept(now(), addr) {
+                            node.open(conn, stream, writers);
+                        }
+                    });
+                }
+            }
+            Some((n, from)) = recv_beacon(&beacons_in, &mut buf) => {
+                task.step(|node, _| node.core.handle_beacon(now(), from, &buf[..n]));
+            }
+            _ = sleep_until(deadline.unwrap_or_else(far_future)), if deadline.is_some() => {
+                task.step(|node, _| node.core.handle_timeout(now()));
+            }
+            Some(_) = task.writers.join_next() => {}
+        }
+    }
     drop(listener);
-    // Close every socket before saying we are done.
-    drop(driver);
-    for w in exit_waiters {
+    task.leave(&mut exits, &mut waiters).await;
+    for w in waiters {
         let _ = w.send(());
     }
 }
 
-struct Driver {
-    core: Cluster<OsRng>,
-    local: std::net::IpAddr,
-    discovery: Option<Discovery>,
-    conns: HashMap<ConnId, ConnHandle>,
-    /// Dials in progress, aborted if the core gives up on them first.
-    dials: HashMap<ConnId, tokio::task::AbortHandle>,
-    /// Sends handed to backlogged connections, answered once those drain.
-    waiting_sends: Vec<WaitingSend>,
-    log: Log,
-    /// Shared with the [`Handle`](super::Handle) so `stats()` needs no round trip.
-    stats: Arc<Mutex<Stats>>,
-    filter: Option<Arc<dyn Filter>>,
-    filter_timeout: Duration,
+/// The node task's own state.
+struct Task<'a> {
+    slot: &'a Mutex<Slot>,
     writers: JoinSet<()>,
-    events: (
-        mpsc::UnboundedSender<ConnEvent>,
-        mpsc::UnboundedReceiver<ConnEvent>,
-    ),
-    batch: Vec<Notification>,
-    /// What lets `send` answer at once: kept up to date with members and queues.
-    gate: Arc<SendGate>,
 }
 
-impl Driver {
-    /// Runs until an exit is asked for (or the handle is dropped); returns who to tell.
-    async fn run(
-        &mut self,
-        listener: &TcpListener,
-        commands: &mut mpsc::UnboundedReceiver<Command>,
-        sink: &dyn EventSink,
-    ) -> Vec<oneshot::Sender<()>> {
-        let mut buf = vec![0u8; MAX_DATAGRAM];
-        loop {
-            self.carry_out();
-            if !self.batch.is_empty() {
-                sink.deliver(std::mem::take(&mut self.batch));
-            }
-            self.stats.lock().unwrap().clone_from(self.core.stats());
-            let deadline = self.core.poll_timeout().map(Instant::from_std);
-            tokio::select! {
-                cmd = commands.recv() => match cmd {
-                    Some(Command::Exit(done)) => return self.leave(vec![done], commands, sink).await,
-                    Some(Command::SetFilter(filter)) => self.filter = filter,
-                    Some(Command::Join(name)) => {
-                        // Names were checked by the caller; a refusal changes nothing.
-                        let _ = self.core.join(Instant::now().into_std(), &name);
-                    }
-                    Some(Command::Leave(name)) => {
-                        self.core.leave_event(Instant::now().into_std(), &name);
-                    }
-                    Some(Command::Send { batch, answer }) => self.send(batch, answer),
-                    Some(Command::Promote) => {
-                        // Eligibility was checked by the caller; a refusal changes nothing.
-                        let _ = self.core.promote(Instant::now().into_std());
-                    }
-                    Some(Command::SetMetadata(json)) => {
-                        self.core.set_metadata(Instant::now().into_std(), json);
-                    }
-                    // The handle was dropped without exit(): leave all the same.
-                    None => return self.leave(Vec::new(), commands, sink).await,
-                },
-                Some(ev) = self.events.1.recv() => self.on_conn_event(ev),
-                accepted = listener.accept() => {
-                    if let Ok((stream, addr)) = accepted {
-                        let now = Instant::now().into_std();
-                        if let Some(conn) = self.core.accept(now, addr) {
-                            self.open(conn, stream);
-                        }
-                    }
-                }
-                Some((n, from)) = recv_beacon(&self.discovery, &mut buf) => {
-                    self.core.handle_beacon(Instant::now().into_std(), from, &buf[..n]);
-                }
-                _ = sleep_until(deadline.unwrap_or_else(far_future)), if deadline.is_some() => {
-                    self.core.handle_timeout(Instant::now().into_std());
-                }
-                Some(_) = self.writers.join_next() => {}
-            }
-        }
+impl Task<'_> {
+    /// Steps the running node with `f` under its lock, then carries out what that caused.
+    /// `None` if the node is not running.
+    fn step<T>(&mut self, f: impl FnOnce(&mut Node, &mut JoinSet<()>) -> T) -> Option<T> {
+        let mut slot = self.slot.lock().unwrap();
+        let Slot::Running(node) = &mut *slot else {
+            return None;
+        };
+        let out = f(node, &mut self.writers);
+        node.finish_step();
+        Some(out)
     }
 
-    /// Says goodbye to every peer, waits (bounded) for it to be flushed.
+    /// Says goodbye to every peer, waits (bounded) for it to be flushed, and stops.
     async fn leave(
         &mut self,
-        mut waiters: Vec<oneshot::Sender<()>>,
-        commands: &mut mpsc::UnboundedReceiver<Command>,
-        sink: &dyn EventSink,
-    ) -> Vec<oneshot::Sender<()>> {
-        self.core.leave(Instant::now().into_std());
-        self.carry_out();
-        // What was handed to a connection is flushed below, as far as time allows.
-        for w in std::mem::take(&mut self.waiting_sends) {
-            self.answer(w);
-        }
-        if !self.batch.is_empty() {
-            sink.deliver(std::mem::take(&mut self.batch));
-        }
-        self.conns.clear();
+        exits: &mut mpsc::UnboundedReceiver<oneshot::Sender<()>>,
+        waiters: &mut Vec<oneshot::Sender<()>>,
+    ) {
+        self.step(|node, _| {
+            node.exiting = true;
+            node.core.leave(now());
+        });
+        self.step(|node, _| {
+            // What was handed to a connection is flushed below, as far as time allows.
+            for w in std::mem::take(&mut node.waiting_sends) {
+                node.answer(w);
+            }
+            node.conns.clear();
+            for (_, dial) in node.dials.drain() {
+                dial.abort();
+            }
+        });
         let flush = async { while self.writers.join_next().await.is_some() {} };
         let _ = tokio::time::timeout(EXIT_FLUSH, flush).await;
         self.writers.abort_all();
-        // Nothing more is taken; what came meanwhile is answered: sends as not sent.
-        commands.close();
-        let mut unsent = Vec::new();
-        while let Ok(cmd) = commands.try_recv() {
-            match cmd {
-                Command::Exit(done) => waiters.push(done),
-                Command::Send { batch, answer } => {
-                    self.gate.batch_handled(batch.payload_len());
-                    if let Some(id) = answer {
-                        let results = vec![Err(SendError::NotRunning); batch.len()];
-                        unsent.push(Notification::Sent { id, results });
-                    }
-                }
-                _ => {}
-            }
-        }
-        if !unsent.is_empty() {
-            sink.deliver(unsent);
-        }
-        waiters
-    }
-
-    fn on_conn_event(&mut self, ev: ConnEvent) {
-        let now = Instant::now().into_std();
-        match ev {
-            ConnEvent::Connected(conn, stream) => {
-                self.dials.remove(&conn);
-                self.open(conn, stream);
-                self.core.connected(now, conn);
-            }
-            ConnEvent::DialFailed(conn) => {
-                self.dials.remove(&conn);
-                self.core.dial_failed(now, conn);
-            }
-            ConnEvent::Verdict(conn, accept) => self.core.admit(now, conn, accept),
-            ConnEvent::Drained => self.answer_sends(),
-            ConnEvent::Data(conn, bytes) => self.core.handle_bytes(now, conn, &bytes),
-            ConnEvent::Closed(conn) => {
-                self.conns.remove(&conn);
-                self.core.connection_closed(now, conn);
-                self.answer_sends();
-            }
-        }
-    }
-
-    fn open(&mut self, conn: ConnId, stream: tokio::net::TcpStream) {
-        let events = self.events.0.clone();
-        let gate = self.gate.clone();
-        let handle = connection::spawn_io(conn, stream, events, &mut self.writers, gate);
-        self.conns.insert(conn, handle);
-    }
-
-    /// Queues a batch of custom events; answers once their connections are not backlogged.
-    fn send(&mut self, batch: super::SendBatch, answer: Option<u64>) {
-        self.gate.batch_handled(batch.payload_len());
-        let now = Instant::now().into_std();
-        let mut conns = Vec::new();
-        let results = batch
-            .iter()
-            .map(|m| match m.targets {
-                Err(e) => Err(e.clone()),
-                Ok(targets) => {
-                    let targets = targets.as_deref();
-                    let used = self
-                        .core
-                        .send_event(now, m.name, m.binary, m.payload, targets)?;
-                    conns.extend_from_slice(used);
-                    Ok(())
-                }
-            })
-            .collect();
-        self.carry_out();
-        // Answered already (by the gate): what the core found (a target gone meanwhile) is
-        // what happens to messages on a connection that drops.
-        let Some(id) = answer else {
-            return;
+        // Stopped: dropping the node drops its sink, which is how the binding knows to let
+        // go of the event loop.
+        let mut slot = self.slot.lock().unwrap();
+        let stats = match &*slot {
+            Slot::Running(node) => node.stats(),
+            _ => Stats::default(),
         };
-        conns.sort_unstable();
-        conns.dedup();
-        self.waiting_sends.push(WaitingSend { conns, id, results });
-        self.answer_sends();
-    }
-
-    /// Answers the sends whose connections are no longer backlogged (or are gone: what was
-    /// queued on a lost connection is lost with it, as with any socket).
-    fn answer_sends(&mut self) {
-        let conns = &self.conns;
-        let (blocked, ready): (Vec<_>, Vec<_>) = std::mem::take(&mut self.waiting_sends)
-            .into_iter()
-            .partition(|w| {
-                w.conns
-                    .iter()
-                    .any(|c| conns.get(c).is_some_and(|h| h.backlogged()))
-            });
-        self.waiting_sends = blocked;
-        for w in ready {
-            self.answer(w);
-        }
-    }
-
-    fn answer(&mut self, w: WaitingSend) {
-        self.batch.push(Notification::Sent {
-            id: w.id,
-            results: w.results,
-        });
-    }
-
-    /// Drains the core's outputs.
-    fn carry_out(&mut self) {
-        while let Some(out) = self.core.poll_output() {
-            match out {
-                Output::Transmit { conn, bytes } => {
-                    if let Some(c) = self.conns.get(&conn) {
-                        c.write(bytes);
-                    }
-                }
-                Output::Close { conn } => {
-                    self.conns.remove(&conn);
-                    if let Some(dial) = self.dials.remove(&conn) {
-                        dial.abort();
-                    }
-                }
-                Output::Dial { conn, addr } => {
-                    let dial = connection::dial(conn, self.local, addr, self.events.0.clone());
-                    self.dials.insert(conn, dial);
-                }
-                Output::Beacon(bytes) => {
-                    if let Some(d) = &self.discovery {
-                        // A full send buffer only loses one beacon; the next one follows.
-                        let _ = d.send.try_send_to(&bytes, d.group);
-                    }
-                }
-                Output::AskAdmission { conn, node } => match &self.filter {
-                    // Without a connection filter every node is admitted.
-                    None => self.core.admit(Instant::now().into_std(), conn, true),
-                    Some(filter) => {
-                        // Asked off the node task so a slow filter holds up nobody else.
-                        let verdict = filter.judge(node);
-                        let limit = self.filter_timeout;
-                        let events = self.events.0.clone();
-                        tokio::spawn(async move {
-                            let accept =
-                                tokio::time::timeout(limit, verdict).await.unwrap_or(false);
-                            let _ = events.send(ConnEvent::Verdict(conn, accept));
-                        });
-                    }
-                },
-                Output::Event(e) => {
-                    match &e {
-                        Event::NodeAdded(n) => {
-                            if let Some(limit) = self.core.payload_limit(n.id) {
-                                self.gate.added(n.id, limit);
-                            }
-                        }
-                        Event::NodeRemoved(n) => self.gate.removed(n.id),
-                        _ => {}
-                    }
-                    if self.log.enabled() {
-                        log_event(&self.log, &e);
-                    }
-                    if let Some(n) = notification(e) {
-                        self.batch.push(n);
-                    }
-                }
-            }
+        let node = std::mem::replace(&mut *slot, Slot::Stopped(stats));
+        drop(slot);
+        drop(node);
+        exits.close();
+        while let Ok(w) = exits.try_recv() {
+            waiters.push(w);
         }
     }
 }
@@ -421,14 +553,6 @@ fn log_event(log: &Log, e: &Event) {
     }
 }
 
-/// A `send()` waiting for backlogged connections to drain.
-struct WaitingSend {
-    conns: Vec<ConnId>,
-    /// The batch id its outcome is reported with.
-    id: u64,
-    results: Vec<Result<(), SendError>>,
-}
-
 fn notification(e: Event) -> Option<Notification> {
     match e {
         // Failed connections are counted by the core; they are not application events.
@@ -437,9 +561,9 @@ fn notification(e: Event) -> Option<Notification> {
     }
 }
 
-async fn recv_beacon(d: &Option<Discovery>, buf: &mut [u8]) -> Option<(usize, SocketAddr)> {
-    match d {
-        Some(d) => d.recv.recv_from(buf).await.ok(),
+async fn recv_beacon(socket: &Option<UdpSocket>, buf: &mut [u8]) -> Option<(usize, SocketAddr)> {
+    match socket {
+        Some(s) => s.recv_from(buf).await.ok(),
         None => std::future::pending().await,
     }
 }

@@ -125,8 +125,8 @@ fn a_port_in_use_is_reported_not_a_panic() {
 }
 
 #[test]
-fn sends_to_known_members_count_as_handed_over_at_once_others_are_answered_later() {
-    use super::{Queued, SendBatch};
+fn sends_are_answered_when_made_and_refused_after_exit() {
+    use super::{SendBatch, Sent};
     use crate::core::error::SendError;
 
     let cluster = format!("driver-{}", OsRng.next_u64());
@@ -148,11 +148,11 @@ fn sends_to_known_members_count_as_handed_over_at_once_others_are_answered_later
         batch
     };
 
-    // A member: handed over at once. b's subscription may reach a just after b is added,
-    // so a sends until b has one (a message to a member that has not joined is dropped).
+    // A member: handed over when the call returns. b's subscription may reach a just after
+    // b is added, so a sends until b has one (a member that has not joined gets nothing).
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     loop {
-        assert_eq!(a.send(one(b_id, b"hi"), 1, true), Queued::Done);
+        assert_eq!(a.send(&one(b_id, b"hi"), 1), Sent::Now(vec![Ok(())]));
         let got = b_rx.recv_timeout(Duration::from_millis(50));
         if let Ok(Notification::Cluster(Event::Message { payload, .. })) = got {
             assert_eq!(payload, b"hi");
@@ -163,28 +163,88 @@ fn sends_to_known_members_count_as_handed_over_at_once_others_are_answered_later
             "b never got a message"
         );
     }
-    // Not a member: the node task answers, with the error.
+    // Not a member: refused in the answer, and nothing else in the batch is held up.
     let stranger = NodeId([9; 16]);
-    assert_eq!(a.send(one(stranger, b"x"), 2, true), Queued::Pending);
-    let sent = wait_for(&a_rx, |n| matches!(n, Notification::Sent { .. }));
+    let mut batch = one(stranger, b"x");
+    batch.add("e", true, b"y", Ok(Some(vec![b_id])));
     assert_eq!(
-        sent,
-        Notification::Sent {
-            id: 2,
-            results: vec![Err(SendError::UnknownTarget(stranger.to_string()))]
-        }
+        a.send(&batch, 2),
+        Sent::Now(vec![
+            Err(SendError::UnknownTarget(stranger.to_string())),
+            Ok(())
+        ])
     );
-    // Asked not to answer at once (an earlier batch awaits its outcome): answered later.
-    assert_eq!(a.send(one(b_id, b"later"), 3, false), Queued::Pending);
+    wait_for(
+        &b_rx,
+        |n| matches!(n, Notification::Cluster(Event::Message { payload, .. }) if payload == b"y"),
+    );
+    let exiting = a.exit();
+    assert_eq!(
+        a.send(&one(b_id, b"gone"), 3),
+        Sent::Now(vec![Err(SendError::NotRunning)]),
+        "refused from the moment exit() is called"
+    );
+    super::runtime::get().block_on(exiting);
+    assert_eq!(
+        a.send(&one(b_id, b"gone"), 4),
+        Sent::Now(vec![Err(SendError::NotRunning)])
+    );
+    super::runtime::get().block_on(b.exit());
+}
+
+#[test]
+fn a_send_to_a_backlogged_connection_is_answered_once_it_drains() {
+    use super::{SendBatch, Sent};
+
+    let cluster = format!("driver-{}", OsRng.next_u64());
+    let group_port = random_port();
+    let (a_cfg, b_cfg) = (
+        config(&cluster, group_port, 0),
+        config(&cluster, group_port, 0),
+    );
+    let b_id = b_cfg.me.id;
+    let (a, a_rx) = start(a_cfg);
+    let (b, b_rx) = start(b_cfg);
+    b.join("e".into());
+    wait_for(
+        &a_rx,
+        |n| matches!(n, Notification::Cluster(Event::NodeAdded(n)) if n.id == b_id),
+    );
+    // b's subscription first: until then a sends b nothing.
+    let mut probe = SendBatch::default();
+    probe.add("e", true, b"?", Ok(Some(vec![b_id])));
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        a.send(&probe, 0);
+        let got = b_rx.recv_timeout(Duration::from_millis(50));
+        if matches!(got, Ok(Notification::Cluster(Event::Message { .. }))) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "b never joined");
+    }
+    // 1 MiB at a time, far faster than b's node reads on a shared machine: within 64 MiB
+    // a's queue to b passes the high-water mark and a batch is answered later.
+    let mut big = SendBatch::default();
+    big.add("e", true, &vec![7u8; 1 << 20], Ok(Some(vec![b_id])));
+    let mut later = None;
+    for id in 1..=64 {
+        match a.send(&big, id) {
+            Sent::Now(results) => assert_eq!(results, vec![Ok(())]),
+            Sent::Later => {
+                later = Some(id);
+                break;
+            }
+        }
+    }
+    let id = later.expect("64 MiB queued without the connection ever being backlogged");
     let sent = wait_for(&a_rx, |n| matches!(n, Notification::Sent { .. }));
     assert_eq!(
         sent,
         Notification::Sent {
-            id: 3,
+            id,
             results: vec![Ok(())]
         }
     );
     super::runtime::get().block_on(a.exit());
-    assert_eq!(a.send(one(b_id, b"gone"), 4, true), Queued::Stopped);
     super::runtime::get().block_on(b.exit());
 }
