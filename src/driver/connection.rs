@@ -1,5 +1,5 @@
-//! Per-connection I/O: a reader task that forwards bytes to the node task, and a write side
-//! that whichever thread is stepping the node writes to directly.
+//! Per-connection I/O: a reader task that steps the node with the bytes it reads, and a
+//! write side that whichever thread is stepping the node writes to directly.
 //!
 //! Frames sealed during one step of the node are staged, then written with one system call
 //! when the step ends ([`ConnHandle::flush`]). When nothing is waiting to be written, that
@@ -35,7 +35,6 @@ const LOW_WATER: usize = 2 * 1024 * 1024;
 pub enum ConnEvent {
     Connected(ConnId, TcpStream),
     DialFailed(ConnId),
-    Data(ConnId, Vec<u8>),
     Closed(ConnId),
     /// The connection filter's answer about the node on this connection.
     Verdict(ConnId, bool),
@@ -180,11 +179,14 @@ pub fn dial(
         .abort_handle()
 }
 
-/// Starts the reader and writer of an open connection. The writer runs in `writers` so
-/// that shutdown can wait for queued frames (a goodbye, say) to be flushed.
+/// Starts the reader and writer of an open connection. The reader hands what it reads to
+/// `received` (which returns false once nobody wants it) and reports the end to `events`.
+/// The writer runs in `writers` so that shutdown can wait for queued frames (a goodbye, say)
+/// to be flushed.
 pub fn spawn_io(
     conn: ConnId,
     stream: TcpStream,
+    mut received: impl FnMut(&[u8]) -> bool + Send + 'static,
     events: mpsc::UnboundedSender<ConnEvent>,
     writers: &mut JoinSet<()>,
 ) -> ConnHandle {
@@ -204,10 +206,7 @@ pub fn spawn_io(
             match rd.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
-                    if events
-                        .send(ConnEvent::Data(conn, buf[..n].to_vec()))
-                        .is_err()
-                    {
+                    if !received(&buf[..n]) {
                         return;
                     }
                 }

@@ -1,9 +1,10 @@
 //! One node: its protocol side ([`Node`]: the sans-IO core and what it writes to) and the
 //! task that waits on its sockets and timers.
 //!
-//! The protocol side sits behind one mutex, and whichever thread has input steps it: the
-//! node task for bytes read, connections, beacons and timers; the application's thread for
-//! what it asks (a send, a join, new metadata). That thread then also writes the frames its
+//! The protocol side sits behind one mutex, and whichever task or thread has input steps
+//! it: a connection's reader for the bytes it read; the node task for connections, beacons
+//! and timers; the application's thread for what it asks (a send, a join, new metadata).
+//! That thread then also writes the frames its
 //! call produced (see [`super::connection`]), so sending an event wakes no other thread. This
 //! is quinn's shape (a `Mutex` around the protocol connection, taken by the application's
 //! calls and by the driver) rather than one task owning the core behind a command channel:
@@ -12,7 +13,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use rand_core::OsRng;
@@ -94,6 +95,8 @@ pub struct Node {
     poke: Arc<Notify>,
     /// When the node task will next wake for the core's timers.
     sleeping_until: Option<std::time::Instant>,
+    /// The slot this node lives in, for the connections' readers to step it.
+    slot: Weak<Mutex<Slot>>,
 }
 
 /// A `send()` waiting for backlogged connections to drain.
@@ -169,8 +172,9 @@ impl Node {
         self.exiting = true;
     }
 
-    /// Ends a step taken on the application's thread: carries out and reports what it
-    /// caused, and wakes the node task if a timer is now due sooner than it sleeps.
+    /// Ends a step taken off the node task (on the application's thread, or a connection's
+    /// reader): carries out and reports what it caused, and wakes the node task if a timer is
+    /// now due sooner than it sleeps.
     fn finish_app_step(&mut self) {
         self.finish_step();
         let sooner = match (self.core.poll_timeout(), self.sleeping_until) {
@@ -212,7 +216,6 @@ impl Node {
             }
             ConnEvent::Verdict(conn, accept) => self.core.admit(now, conn, accept),
             ConnEvent::Drained => self.answer_sends(),
-            ConnEvent::Data(conn, bytes) => self.core.handle_bytes(now, conn, &bytes),
             ConnEvent::Closed(conn) => {
                 self.conns.remove(&conn);
                 self.core.connection_closed(now, conn);
@@ -222,8 +225,23 @@ impl Node {
     }
 
     fn open(&mut self, conn: ConnId, stream: tokio::net::TcpStream, writers: &mut JoinSet<()>) {
+        // The reader steps the node itself: bytes read are handled on the reader's task, with
+        // no copy and no hand-off to the node task.
+        let slot = self.slot.clone();
+        let received = move |bytes: &[u8]| {
+            let Some(slot) = slot.upgrade() else {
+                return false;
+            };
+            let mut slot = slot.lock().unwrap();
+            let Slot::Running(node) = &mut *slot else {
+                return false;
+            };
+            node.core.handle_bytes(now(), conn, bytes);
+            node.finish_app_step();
+            true
+        };
         let events = self.conn_events.clone();
-        let handle = connection::spawn_io(conn, stream, events, writers);
+        let handle = connection::spawn_io(conn, stream, received, events, writers);
         self.conns.insert(conn, handle);
     }
 
@@ -404,6 +422,7 @@ pub async fn run(
         exiting: false,
         poke: poke.clone(),
         sleeping_until: None,
+        slot: Arc::downgrade(&slot),
     });
     {
         let mut slot = slot.lock().unwrap();
