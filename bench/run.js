@@ -571,9 +571,15 @@ function med(scenario, system, key) {
   return median(samples.map((s) => s?.[key]));
 }
 
+// Runs that failed to give `key`: the scenario failed (null) or timed out on it (a null
+// value). A key absent from every run was not measured (a phase left out with --phases).
 function failures(scenario, system, key) {
   const samples = results[scenario]?.[system] ?? [];
-  return samples.filter((s) => s === null || s[key] === null || s[key] === undefined).length;
+  return samples.filter((s) => s === null || s[key] === null).length;
+}
+
+function measured(scenario, system, key) {
+  return (results[scenario]?.[system] ?? []).some((s) => s === null || s[key] !== undefined);
 }
 
 function fmt(x, digits = 0) {
@@ -604,7 +610,8 @@ function table(title, scenario, systems, columns) {
       const n = results[scenario][system].length;
       if (c.pct && v !== null) v *= 100;
       let cell = fmt(v, c.digits ?? 0);
-      if (c.optional && v === null) cell = 'n/a';
+      if (!measured(scenario, system, c.key)) cell = 'not run';
+      else if (c.optional && v === null) cell = 'n/a';
       else if (failed > 0) cell += ` (${failed}/${n} ${c.failWord ?? 'timed out'})`;
       row.push(cell);
       if (c.ratio) {
