@@ -38,12 +38,7 @@ class Espial extends EventEmitter {
     super();
     const nativeOptions = normalizeOptions(options);
     this.version = version;
-    this.#native = new NativeNode(nativeOptions, (events) => {
-      // One tick per event: a listener that throws then surfaces as an ordinary uncaught
-      // exception from JS, never inside the addon's callback, and cannot drop the rest of
-      // the batch (which would leave get_nodes() out of step with the events).
-      for (const event of events) process.nextTick(() => this.#dispatch(event));
-    });
+    this.#native = new NativeNode(nativeOptions, (events) => this.#dispatchAll(events));
     this.#info = this.#native.info();
     this.#eligible = nativeOptions.masterEligible;
     this.#maxMessageSize = nativeOptions.maxMessageSize;
@@ -58,6 +53,19 @@ class Espial extends EventEmitter {
     this.#started = true;
     // Failures to start (a port in use, …) come back as `error` events, not as exceptions.
     this.#native.start();
+  }
+
+  // A listener that throws cannot drop the rest of the batch (which would leave get_nodes()
+  // out of step with the events), nor throw inside the addon's callback: its exception is
+  // rethrown on the next tick, an ordinary uncaught exception from JS.
+  #dispatchAll(events) {
+    for (let i = 0; i < events.length; i++) {
+      try {
+        this.#dispatch(events[i]);
+      } catch (err) {
+        process.nextTick(rethrow, err);
+      }
+    }
   }
 
   #dispatch(event) {
@@ -151,9 +159,7 @@ class Espial extends EventEmitter {
         try {
           this.#deliver(event, strings[meta[at + 1]], payload, start, end, meta[at + 3] === 1);
         } catch (err) {
-          process.nextTick(() => {
-            throw err;
-          });
+          process.nextTick(rethrow, err);
         }
       }
       start = end;
@@ -451,6 +457,10 @@ class Espial extends EventEmitter {
     }
     return this.#exiting;
   }
+}
+
+function rethrow(err) {
+  throw err;
 }
 
 // Settles a batch's sends: `outcome` is null (all sent), one entry per message (null or

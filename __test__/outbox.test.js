@@ -84,3 +84,18 @@ test('the buffers grow for many and large messages, and the box is empty after t
   box.push('again', null, '1', 10);
   assert.deepEqual(unpack(box.take()), [{ name: 'again', ids: null, binary: false, text: '1' }]);
 });
+
+test('single targets and names in any order map to one entry each, batch after batch', () => {
+  const box = new Outbox();
+  for (let round = 0; round < 2; round++) {
+    const sends = [['e', 'x'], ['e', 'y'], ['f', 'x'], ['e', 'z'], ['f', 'y'], ['e', 'y'], ['g', 'x']];
+    for (const [name, id] of sends) box.push(name, [id], `"${name}${id}"`, 100);
+    const batch = box.take();
+    assert.deepEqual(batch.names, ['e', 'f', 'g'], `round ${round}`);
+    assert.deepEqual(batch.targets, [['x'], ['y'], ['z']], `round ${round}`);
+    assert.deepEqual(
+      unpack(batch).map((m) => [m.name, m.ids[0], m.text]),
+      sends.map(([name, id]) => [name, id, `"${name}${id}"`]),
+    );
+  }
+});

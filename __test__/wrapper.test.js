@@ -874,3 +874,36 @@ test('a message that is not JSON is an error event, not a crash', async () => {
   assert.match(errors[0].message, /"job"/);
   await node.exit();
 });
+
+test('a listener that throws loses no later event of the batch; its error is rethrown on a later tick', () => {
+  const node = espial(OPTIONS);
+  const native = FakeNative.last;
+  const boom = new Error('listener bug');
+  node.on('added_node', (n) => {
+    if (n.id === 'a') throw boom;
+  });
+  node.join('job');
+  const seen = [];
+  node.on('job', (data) => {
+    if (data === 1) throw boom;
+    seen.push(data);
+  });
+  // Catch what index.js hands to process.nextTick to rethrow, instead of crashing the test.
+  const rethrown = [];
+  const nextTick = process.nextTick;
+  process.nextTick = (fn, ...args) => (args[0] === boom ? rethrown.push(() => fn(...args)) : nextTick(fn, ...args));
+  try {
+    native.deliver(
+      { kind: 'added_node', node: nodeInfo('a') },
+      { kind: 'added_node', node: nodeInfo('b') },
+      { kind: 'message', event: 'job', from: 'a', payload: Buffer.from('1'), binary: false },
+      { kind: 'message', event: 'job', from: 'a', payload: Buffer.from('2'), binary: false },
+    );
+  } finally {
+    process.nextTick = nextTick;
+  }
+  assert.deepEqual(node.get_nodes().map((n) => n.id).sort(), ['a', 'b']);
+  assert.deepEqual(seen, [2]);
+  assert.equal(rethrown.length, 2);
+  for (const again of rethrown) assert.throws(again, (err) => err === boom);
+});

@@ -15,9 +15,16 @@ const KEEP_BYTES = 1 << 20;
 
 class Outbox {
   #names = [];
-  #nameIndex = new Map();
+  #nameIndex = new Map(); // name -> index in #names, once a batch has more than one name
   #targets = [];
   #broadcast = -1; // index of `null` (every member) in #targets, once used
+  // Most batches name one event and one target: those need no Map. The first single target
+  // id and the last one are kept with their index in #targets; #single holds them all once
+  // a second id comes.
+  #firstId = null;
+  #firstIdIndex = -1;
+  #lastId = null;
+  #lastIdIndex = -1;
   #single = new Map(); // one target id -> index in #targets
   #multi = new Map(); // JSON of several ids -> index in #targets
   #meta = new Uint32Array(FIELDS * FIRST_MESSAGES);
@@ -82,11 +89,13 @@ class Outbox {
       count: this.count,
     };
     this.#names = [];
-    this.#nameIndex.clear();
+    if (this.#nameIndex.size > 0) this.#nameIndex.clear();
     this.#targets = [];
     this.#broadcast = -1;
-    this.#single.clear();
-    this.#multi.clear();
+    this.#firstId = null;
+    this.#lastId = null;
+    if (this.#single.size > 0) this.#single.clear();
+    if (this.#multi.size > 0) this.#multi.clear();
     this.count = 0;
     this.#used = 0;
     if (this.#payload.length > KEEP_BYTES) this.#payload = Buffer.allocUnsafeSlow(FIRST_BYTES);
@@ -102,9 +111,13 @@ class Outbox {
   }
 
   #nameOf(name) {
+    const names = this.#names;
+    if (names.length === 0) return names.push(name) - 1;
+    if (names.length === 1 && names[0] === name) return 0;
+    if (this.#nameIndex.size === 0) this.#nameIndex.set(names[0], 0);
     let i = this.#nameIndex.get(name);
     if (i === undefined) {
-      i = this.#names.push(name) - 1;
+      i = names.push(name) - 1;
       this.#nameIndex.set(name, i);
     }
     return i;
@@ -115,16 +128,34 @@ class Outbox {
       if (this.#broadcast < 0) this.#broadcast = this.#targets.push(null) - 1;
       return this.#broadcast;
     }
-    // One target is the common case; several are keyed by their JSON, which no single id
-    // can be confused with because the two live in different maps.
-    const several = ids.length !== 1;
-    const key = several ? JSON.stringify(ids) : ids[0];
-    const index = several ? this.#multi : this.#single;
-    let i = index.get(key);
-    if (i === undefined) {
-      i = this.#targets.push(ids) - 1;
-      index.set(key, i);
+    if (ids.length !== 1) {
+      // Several ids are keyed by their JSON, which no single id can be confused with because
+      // the two live in different maps.
+      const key = JSON.stringify(ids);
+      let i = this.#multi.get(key);
+      if (i === undefined) {
+        i = this.#targets.push(ids) - 1;
+        this.#multi.set(key, i);
+      }
+      return i;
     }
+    // One target is the common case, and one target per batch the most common.
+    const id = ids[0];
+    if (id === this.#lastId) return this.#lastIdIndex;
+    let i;
+    if (this.#firstId === null) {
+      this.#firstId = id;
+      i = this.#firstIdIndex = this.#targets.push(ids) - 1;
+    } else {
+      if (this.#single.size === 0) this.#single.set(this.#firstId, this.#firstIdIndex);
+      i = this.#single.get(id);
+      if (i === undefined) {
+        i = this.#targets.push(ids) - 1;
+        this.#single.set(id, i);
+      }
+    }
+    this.#lastId = id;
+    this.#lastIdIndex = i;
     return i;
   }
 }
