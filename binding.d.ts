@@ -74,15 +74,15 @@ export interface NativeEvent {
 }
 
 /**
- * Consecutive custom event messages. Message `i` is event `strings[meta[4i]]` from node
- * `strings[meta[4i+1]]`, its payload the next `meta[4i+2]` bytes of `payload`, binary if
- * `meta[4i+3]` is 1.
+ * Consecutive custom event messages. `data` holds their payloads back to back, then
+ * `count` times four little-endian u32s: message `i` is event `strings[m0]` from node
+ * `strings[m1]`, its payload the next `m2` bytes, binary if `m3` is 1.
  */
 export interface NativeMessages {
   /** Event names and sender ids, each once. */
   strings: Array<string>
-  meta: Uint32Array
-  payload: Buffer
+  count: number
+  data: Buffer
 }
 
 /** A node as JavaScript receives it; `index.js` parses `metadata`. */

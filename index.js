@@ -145,19 +145,21 @@ class Espial extends EventEmitter {
   }
 
   // A run of messages, packed by the addon into one object: event names and sender ids
-  // once each in `strings`, four numbers per message in `meta` (name, sender, payload bytes,
-  // binary), payloads back to back in one Buffer. Each is emitted on its own; a listener
-  // that throws does not lose the messages after it (its exception is rethrown on the next
-  // tick, as an uncaught exception from the listener would be). A message of an event not
-  // joined (any more) is dropped: one sent before leave() took effect may still arrive.
-  #deliverAll({ strings, meta, payload }) {
+  // once each in `strings`; in `data`, the payloads back to back, then four little-endian
+  // u32s per message (name, sender, payload bytes, binary). Each is emitted on its own; a
+  // listener that throws does not lose the messages after it (its exception is rethrown on
+  // the next tick, as an uncaught exception from the listener would be). A message of an
+  // event not joined (any more) is dropped: one sent before leave() took effect may still
+  // arrive.
+  #deliverAll({ strings, count, data }) {
     let start = 0;
-    for (let at = 0; at < meta.length; at += 4) {
-      const end = start + meta[at + 2];
-      const event = strings[meta[at]];
+    for (let at = data.length - count * 16; at < data.length; at += 16) {
+      const end = start + data.readUInt32LE(at + 8);
+      const event = strings[data.readUInt32LE(at)];
       if (this.#joined.has(event)) {
+        const from = strings[data.readUInt32LE(at + 4)];
         try {
-          this.#deliver(event, strings[meta[at + 1]], payload, start, end, meta[at + 3] === 1);
+          this.#deliver(event, from, data, start, end, data.readUInt32LE(at + 12) === 1);
         } catch (err) {
           process.nextTick(rethrow, err);
         }

@@ -118,11 +118,12 @@ class FakeNative {
       m.parts.push(e.payload);
     }
     for (const e of out) {
-      if (e.kind === 'messages') {
-        e.messages.meta = Uint32Array.from(e.messages.meta);
-        e.messages.payload = Buffer.concat(e.messages.parts);
-        delete e.messages.parts;
-      }
+      if (e.kind !== 'messages') continue;
+      // The payloads back to back, then four little-endian u32s per message.
+      const { strings, meta, parts } = e.messages;
+      const numbers = Buffer.alloc(meta.length * 4);
+      meta.forEach((n, i) => numbers.writeUInt32LE(n, i * 4));
+      e.messages = { strings, count: meta.length / 4, data: Buffer.concat([...parts, numbers]) };
     }
     this.onEvents(out);
   }

@@ -59,7 +59,7 @@ pub struct NativeNodeInfo {
 
 /// One notification; `kind` is the event name JavaScript emits (`message` for a custom
 /// event, named in `event`).
-#[napi(object)]
+#[napi(object, object_from_js = false)]
 pub struct NativeEvent {
     pub kind: String,
     pub node: Option<NativeNodeInfo>,
@@ -75,18 +75,50 @@ pub struct NativeEvent {
     pub failures: Option<Vec<Option<NativeSendError>>>,
 }
 
-/// Consecutive custom event messages. Message `i` is event `strings[meta[4i]]` from node
-/// `strings[meta[4i+1]]`, its payload the next `meta[4i+2]` bytes of `payload`, binary if
-/// `meta[4i+3]` is 1.
-#[napi(object)]
+/// Consecutive custom event messages. `data` holds their payloads back to back, then
+/// `count` times four little-endian u32s: message `i` is event `strings[m0]` from node
+/// `strings[m1]`, its payload the next `m2` bytes, binary if `m3` is 1.
+#[napi(object, object_from_js = false)]
 pub struct NativeMessages {
     /// Event names and sender ids, each once.
     pub strings: Vec<String>,
-    pub meta: Uint32Array,
-    pub payload: Buffer,
+    pub count: u32,
+    #[napi(ts_type = "Buffer")]
+    pub data: DeliveredBytes,
 }
 
-/// Numbers per message in [`NativeMessages::meta`] and in `sendBatch`'s `meta`.
+/// Bytes that reach JavaScript as a Buffer. A small one is copied into memory V8 owns: an
+/// external Buffer (napi-rs's `Buffer::from(Vec)`) costs a finalizer, run later on the
+/// JavaScript thread, and a weak handle that every scavenge visits, which for a delivery
+/// of a few messages costs more than the copy. A large one is handed over as it is.
+pub struct DeliveredBytes(Vec<u8>);
+
+/// Deliveries at least this large are handed over without a copy.
+const COPY_BELOW: usize = 64 * 1024;
+
+impl ToNapiValue for DeliveredBytes {
+    unsafe fn to_napi_value(env: sys::napi_env, val: Self) -> Result<sys::napi_value> {
+        let bytes = val.0;
+        if bytes.is_empty() || bytes.len() >= COPY_BELOW {
+            return unsafe { Buffer::to_napi_value(env, bytes.into()) };
+        }
+        let mut buffer = std::ptr::null_mut();
+        // SAFETY: `bytes` outlives the call, which copies `len` bytes from its pointer.
+        let status = unsafe {
+            sys::napi_create_buffer_copy(
+                env,
+                bytes.len(),
+                bytes.as_ptr().cast(),
+                std::ptr::null_mut(),
+                &mut buffer,
+            )
+        };
+        check_status!(status, "cannot copy a delivery into a Buffer")?;
+        Ok(buffer)
+    }
+}
+
+/// Numbers per message in [`NativeMessages::data`] and in `sendBatch`'s `meta`.
 const FIELDS: usize = 4;
 
 /// Builds [`NativeMessages`], interning names and ids.
@@ -129,11 +161,17 @@ impl MessagePack {
     }
 
     fn into_event(self) -> NativeEvent {
+        let count = self.meta.len() / FIELDS;
+        let mut data = self.payload;
+        data.reserve_exact(self.meta.len() * 4);
+        for m in &self.meta {
+            data.extend_from_slice(&m.to_le_bytes());
+        }
         NativeEvent {
             messages: Some(NativeMessages {
                 strings: self.strings,
-                meta: self.meta.into(),
-                payload: self.payload.into(),
+                count: count as u32,
+                data: DeliveredBytes(data),
             }),
             ..plain("messages", None)
         }
