@@ -19,12 +19,9 @@ class Outbox {
   #targets = [];
   #broadcast = -1; // index of `null` (every member) in #targets, once used
   // Most batches name one event and one target: those need no Map. The first single target
-  // id and the last one are kept with their index in #targets; #single holds them all once
-  // a second id comes.
+  // id is kept with its index in #targets; #single holds them all once a second id comes.
   #firstId = null;
   #firstIdIndex = -1;
-  #lastId = null;
-  #lastIdIndex = -1;
   #single = new Map(); // one target id -> index in #targets
   #multi = new Map(); // JSON of several ids -> index in #targets
   #meta = new Uint32Array(FIELDS * FIRST_MESSAGES);
@@ -93,7 +90,6 @@ class Outbox {
     this.#targets = [];
     this.#broadcast = -1;
     this.#firstId = null;
-    this.#lastId = null;
     if (this.#single.size > 0) this.#single.clear();
     if (this.#multi.size > 0) this.#multi.clear();
     this.count = 0;
@@ -141,21 +137,17 @@ class Outbox {
     }
     // One target is the common case, and one target per batch the most common.
     const id = ids[0];
-    if (id === this.#lastId) return this.#lastIdIndex;
-    let i;
     if (this.#firstId === null) {
       this.#firstId = id;
-      i = this.#firstIdIndex = this.#targets.push(ids) - 1;
-    } else {
-      if (this.#single.size === 0) this.#single.set(this.#firstId, this.#firstIdIndex);
-      i = this.#single.get(id);
-      if (i === undefined) {
-        i = this.#targets.push(ids) - 1;
-        this.#single.set(id, i);
-      }
+      return (this.#firstIdIndex = this.#targets.push(ids) - 1);
     }
-    this.#lastId = id;
-    this.#lastIdIndex = i;
+    if (id === this.#firstId) return this.#firstIdIndex;
+    if (this.#single.size === 0) this.#single.set(this.#firstId, this.#firstIdIndex);
+    let i = this.#single.get(id);
+    if (i === undefined) {
+      i = this.#targets.push(ids) - 1;
+      this.#single.set(id, i);
+    }
     return i;
   }
 }

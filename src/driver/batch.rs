@@ -112,32 +112,6 @@ impl SendBatch {
             .expect("indexes and length were just added");
     }
 
-    /// The event names messages refer to.
-    pub fn names(&self) -> &[String] {
-        &self.names
-    }
-
-    /// The target lists messages refer to.
-    pub fn targets(&self) -> &[Targets] {
-        &self.targets
-    }
-
-    /// Payload bytes of all messages.
-    pub fn payload_len(&self) -> usize {
-        self.payload.len()
-    }
-
-    /// The size of the largest payload.
-    pub fn largest_payload(&self) -> usize {
-        let mut start = 0;
-        let mut largest = 0;
-        for e in &self.entries {
-            largest = largest.max(e.end - start);
-            start = e.end;
-        }
-        largest
-    }
-
     pub fn len(&self) -> usize {
         self.entries.len()
     }

@@ -141,7 +141,7 @@ impl Handle {
     }
 
     /// Carries out `request` now, on this thread, or once the node runs.
-    fn request(&self, request: node::Early) {
+    fn request(&self, request: node::Request) {
         match &mut *self.slot.lock().unwrap() {
             node::Slot::Running(node) => node.apply(request),
             node::Slot::Starting { early, .. } => early.push(request),
@@ -151,27 +151,27 @@ impl Handle {
 
     /// Installs (or with `None` removes) the connection filter for nodes that join from now on.
     pub fn set_filter(&self, filter: Option<Arc<dyn Filter>>) {
-        self.request(node::Early::SetFilter(filter));
+        self.request(node::Request::SetFilter(filter));
     }
 
     /// Replaces this node's metadata (JSON text, already checked against the size bound).
     pub fn set_metadata(&self, metadata: String) {
-        self.request(node::Early::SetMetadata(metadata));
+        self.request(node::Request::SetMetadata(metadata));
     }
 
     /// Starts delivery of custom event `name`.
     pub fn join(&self, name: String) {
-        self.request(node::Early::Join(name));
+        self.request(node::Request::Join(name));
     }
 
     /// Stops delivery of custom event `name`.
     pub fn leave(&self, name: String) {
-        self.request(node::Early::Leave(name));
+        self.request(node::Request::Leave(name));
     }
 
     /// Makes this node master cluster-wide (the caller checks it is eligible).
     pub fn promote(&self) {
-        self.request(node::Early::Promote);
+        self.request(node::Request::Promote);
     }
 
     /// Sends custom events, in order. They are sealed and written on this thread, so they

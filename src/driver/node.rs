@@ -4,9 +4,8 @@
 //! The protocol side sits behind one mutex, and whichever task or thread has input steps
 //! it: a connection's reader for the bytes it read; the node task for connections, beacons
 //! and timers; the application's thread for what it asks (a send, a join, new metadata).
-//! That thread then also writes the frames its
-//! call produced (see [`super::connection`]), so sending an event wakes no other thread. This
-//! is quinn's shape (a `Mutex` around the protocol connection, taken by the application's
+//! That thread then also writes the frames its call produced (see [`super::connection`]),
+//! so sending an event wakes no other thread. This is quinn's shape (a `Mutex` around the protocol connection, taken by the application's
 //! calls and by the driver) rather than one task owning the core behind a command channel:
 //! measured, the hand-off to the node task for every send cost more than everything else
 //! in a round trip. The core itself stays sans-IO: the lock only decides who steps it.
@@ -39,7 +38,7 @@ const MAX_DATAGRAM: usize = 1500;
 pub enum Slot {
     /// Binding sockets and resolving seeds; what the application asks meanwhile is kept.
     Starting {
-        early: Vec<Early>,
+        early: Vec<Request>,
         /// `exit()` was called meanwhile: sends are refused.
         exiting: bool,
     },
@@ -48,8 +47,9 @@ pub enum Slot {
     Stopped(Stats),
 }
 
-/// A request made while the node was starting, carried out once it runs.
-pub enum Early {
+/// What the application asks of a node: carried out at once while it runs, or kept until
+/// it does.
+pub enum Request {
     Join(String),
     Leave(String),
     Promote,
@@ -86,8 +86,9 @@ pub struct Node {
     filter_timeout: Duration,
     /// Where connection tasks (and filter verdicts) report to the node task.
     conn_events: mpsc::UnboundedSender<ConnEvent>,
-    /// What the application hears, delivered at the end of each step; `None` once stopped.
-    sink: Option<Box<dyn EventSink>>,
+    /// What the application hears, delivered at the end of each step. Dropped with the
+    /// node when it stops, which is how the binding knows to let go of the event loop.
+    sink: Box<dyn EventSink>,
     notes: Vec<Notification>,
     /// `exit()` was called: from then on sends are refused.
     exiting: bool,
@@ -148,16 +149,16 @@ impl Node {
     }
 
     /// Carries out a request from the application.
-    pub fn apply(&mut self, request: Early) {
+    pub fn apply(&mut self, request: Request) {
         let now = now();
         match request {
             // Names were checked by the caller; a refusal changes nothing.
-            Early::Join(name) => drop(self.core.join(now, &name)),
-            Early::Leave(name) => self.core.leave_event(now, &name),
+            Request::Join(name) => drop(self.core.join(now, &name)),
+            Request::Leave(name) => self.core.leave_event(now, &name),
             // Eligibility was checked by the caller; a refusal changes nothing.
-            Early::Promote => drop(self.core.promote(now)),
-            Early::SetMetadata(json) => self.core.set_metadata(now, json),
-            Early::SetFilter(filter) => self.filter = filter,
+            Request::Promote => drop(self.core.promote(now)),
+            Request::SetMetadata(json) => self.core.set_metadata(now, json),
+            Request::SetFilter(filter) => self.filter = filter,
         }
         self.finish_app_step();
     }
@@ -196,9 +197,7 @@ impl Node {
             }
         }
         if !self.notes.is_empty() {
-            if let Some(sink) = &self.sink {
-                sink.deliver(std::mem::take(&mut self.notes));
-            }
+            self.sink.deliver(std::mem::take(&mut self.notes));
         }
     }
 
@@ -417,7 +416,7 @@ pub async fn run(
         filter,
         filter_timeout: config.filter_timeout,
         conn_events,
-        sink: Some(sink),
+        sink,
         notes,
         exiting: false,
         poke: poke.clone(),
@@ -515,7 +514,7 @@ impl Task<'_> {
         waiters: &mut Vec<oneshot::Sender<()>>,
     ) {
         self.step(|node, _| {
-            node.exiting = true;
+            node.start_exit();
             node.core.leave(now());
         });
         self.step(|node, _| {
