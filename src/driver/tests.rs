@@ -210,9 +210,10 @@ fn a_send_to_a_backlogged_connection_is_answered_once_it_drains() {
     use super::{SendBatch, Sent};
 
     let ((a, a_rx), (b, _b_rx), b_id) = sender_and_subscriber();
-    // 1 MiB at a time, sealed and written on this thread, while b's reader (which opens
-    // each and hands it on) shares the process's one runtime thread with a's writer: within
-    // 64 MiB a's queue to b passes the high-water mark and a batch is answered later.
+    // The runtime's one worker is held while a sends, so neither b's reader nor a's writer
+    // can run: the kernel's buffers fill, then a's queue passes the high-water mark, on
+    // any scheduling of threads. Released (also on a panic) before waiting for the answer.
+    let held = HeldRuntime::hold();
     let mut big = SendBatch::default();
     big.add("e", true, &vec![7u8; 1 << 20], Ok(Some(vec![b_id])));
     let mut later = None;
@@ -225,6 +226,7 @@ fn a_send_to_a_backlogged_connection_is_answered_once_it_drains() {
             }
         }
     }
+    drop(held);
     let id = later.expect("64 MiB queued without the connection ever being backlogged");
     let sent = wait_for(&a_rx, |n| matches!(n, Notification::Sent { .. }));
     assert_eq!(
@@ -236,4 +238,28 @@ fn a_send_to_a_backlogged_connection_is_answered_once_it_drains() {
     );
     super::runtime::get().block_on(a.exit());
     super::runtime::get().block_on(b.exit());
+}
+
+/// Keeps the shared runtime's only worker busy until dropped, so no socket task runs.
+struct HeldRuntime(mpsc::Sender<()>);
+
+impl HeldRuntime {
+    fn hold() -> Self {
+        let (release, released) = mpsc::channel::<()>();
+        let (holding, held) = mpsc::channel();
+        super::runtime::get().spawn(async move {
+            let _ = holding.send(());
+            // Blocking on purpose: this is what keeps the worker from polling anything else.
+            let _ = released.recv_timeout(Duration::from_secs(10));
+        });
+        held.recv_timeout(Duration::from_secs(10))
+            .expect("the runtime's worker never picked up the holding task");
+        HeldRuntime(release)
+    }
+}
+
+impl Drop for HeldRuntime {
+    fn drop(&mut self) {
+        let _ = self.0.send(());
+    }
 }
