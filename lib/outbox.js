@@ -15,15 +15,13 @@ const KEEP_BYTES = 1 << 20;
 
 class Outbox {
   #names = [];
-  #nameIndex = new Map(); // name -> index in #names, once a batch has more than one name
+  #nameIndex = new KeyIndex(); // name -> index in #names
   #targets = [];
   #broadcast = -1; // index of `null` (every member) in #targets, once used
-  // Most batches name one event and one target: those need no Map. The first single target
-  // id is kept with its index in #targets; #single holds them all once a second id comes.
-  #firstId = null;
-  #firstIdIndex = -1;
-  #single = new Map(); // one target id -> index in #targets
-  #multi = new Map(); // JSON of several ids -> index in #targets
+  // Several ids are keyed by their JSON, which no single id can be confused with because
+  // the two have separate indexes.
+  #single = new KeyIndex(); // one target id -> index in #targets
+  #multi = new KeyIndex(); // JSON of several ids -> index in #targets
   #meta = new Uint32Array(FIELDS * FIRST_MESSAGES);
   #payload = Buffer.allocUnsafeSlow(FIRST_BYTES);
   #used = 0;
@@ -86,12 +84,11 @@ class Outbox {
       count: this.count,
     };
     this.#names = [];
-    if (this.#nameIndex.size > 0) this.#nameIndex.clear();
+    this.#nameIndex.clear();
     this.#targets = [];
     this.#broadcast = -1;
-    this.#firstId = null;
-    if (this.#single.size > 0) this.#single.clear();
-    if (this.#multi.size > 0) this.#multi.clear();
+    this.#single.clear();
+    this.#multi.clear();
     this.count = 0;
     this.#used = 0;
     if (this.#payload.length > KEEP_BYTES) this.#payload = Buffer.allocUnsafeSlow(FIRST_BYTES);
@@ -107,16 +104,7 @@ class Outbox {
   }
 
   #nameOf(name) {
-    const names = this.#names;
-    if (names.length === 0) return names.push(name) - 1;
-    if (names.length === 1 && names[0] === name) return 0;
-    if (this.#nameIndex.size === 0) this.#nameIndex.set(names[0], 0);
-    let i = this.#nameIndex.get(name);
-    if (i === undefined) {
-      i = names.push(name) - 1;
-      this.#nameIndex.set(name, i);
-    }
-    return i;
+    return this.#nameIndex.indexOf(name, this.#names, name);
   }
 
   #targetsOf(ids) {
@@ -124,31 +112,36 @@ class Outbox {
       if (this.#broadcast < 0) this.#broadcast = this.#targets.push(null) - 1;
       return this.#broadcast;
     }
-    if (ids.length !== 1) {
-      // Several ids are keyed by their JSON, which no single id can be confused with because
-      // the two live in different maps.
-      const key = JSON.stringify(ids);
-      let i = this.#multi.get(key);
-      if (i === undefined) {
-        i = this.#targets.push(ids) - 1;
-        this.#multi.set(key, i);
-      }
-      return i;
+    if (ids.length === 1) return this.#single.indexOf(ids[0], this.#targets, ids);
+    return this.#multi.indexOf(JSON.stringify(ids), this.#targets, ids);
+  }
+}
+
+// Where each key's value sits in a list. Most batches name one event and one target: the
+// first key is compared directly, and a Map is filled only once a second key comes.
+class KeyIndex {
+  #first = null;
+  #firstAt = -1;
+  #rest = new Map();
+
+  // The index of `key`, pushing `value` onto `list` the first time the key is seen.
+  indexOf(key, list, value) {
+    if (key === this.#first) return this.#firstAt;
+    if (this.#first === null) {
+      this.#first = key;
+      return (this.#firstAt = list.push(value) - 1);
     }
-    // One target is the common case, and one target per batch the most common.
-    const id = ids[0];
-    if (this.#firstId === null) {
-      this.#firstId = id;
-      return (this.#firstIdIndex = this.#targets.push(ids) - 1);
-    }
-    if (id === this.#firstId) return this.#firstIdIndex;
-    if (this.#single.size === 0) this.#single.set(this.#firstId, this.#firstIdIndex);
-    let i = this.#single.get(id);
+    let i = this.#rest.get(key);
     if (i === undefined) {
-      i = this.#targets.push(ids) - 1;
-      this.#single.set(id, i);
+      i = list.push(value) - 1;
+      this.#rest.set(key, i);
     }
     return i;
+  }
+
+  clear() {
+    this.#first = null;
+    if (this.#rest.size > 0) this.#rest.clear();
   }
 }
 

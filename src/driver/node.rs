@@ -5,10 +5,10 @@
 //! it: a connection's reader for the bytes it read; the node task for connections, beacons
 //! and timers; the application's thread for what it asks (a send, a join, new metadata).
 //! That thread then also writes the frames its call produced (see [`super::connection`]),
-//! so sending an event wakes no other thread. This is quinn's shape (a `Mutex` around the protocol connection, taken by the application's
-//! calls and by the driver) rather than one task owning the core behind a command channel:
-//! measured, the hand-off to the node task for every send cost more than everything else
-//! in a round trip. The core itself stays sans-IO: the lock only decides who steps it.
+//! so sending an event wakes no other thread. This is quinn's shape (a `Mutex` around the
+//! protocol connection, taken by the application's calls and by the driver) rather than one
+//! task owning the core behind a command channel: measured, the hand-off to the node task
+//! for every send cost more than everything else in a round trip. The core itself stays sans-IO: the lock only decides who steps it.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -108,6 +108,13 @@ struct WaitingSend {
     results: Vec<Result<(), SendError>>,
 }
 
+/// True if any of `which` is backlogged (each one asked will report when it drains).
+fn any_backlogged(conns: &HashMap<ConnId, ConnHandle>, which: &[ConnId]) -> bool {
+    which
+        .iter()
+        .any(|c| conns.get(c).is_some_and(|h| h.backlogged()))
+}
+
 fn now() -> std::time::Instant {
     Instant::now().into_std()
 }
@@ -137,10 +144,7 @@ impl Node {
         self.finish_app_step();
         conns.sort_unstable();
         conns.dedup();
-        if conns
-            .iter()
-            .any(|c| self.conns.get(c).is_some_and(|h| h.backlogged()))
-        {
+        if any_backlogged(&self.conns, &conns) {
             self.waiting_sends.push(WaitingSend { conns, id, results });
             Sent::Later
         } else {
@@ -250,11 +254,7 @@ impl Node {
         let conns = &self.conns;
         let (blocked, ready): (Vec<_>, Vec<_>) = std::mem::take(&mut self.waiting_sends)
             .into_iter()
-            .partition(|w| {
-                w.conns
-                    .iter()
-                    .any(|c| conns.get(c).is_some_and(|h| h.backlogged()))
-            });
+            .partition(|w| any_backlogged(conns, &w.conns));
         self.waiting_sends = blocked;
         for w in ready {
             self.answer(w);
