@@ -298,7 +298,7 @@ pub struct NativeSendError {
 impl From<SendError> for NativeSendError {
     fn from(e: SendError) -> Self {
         NativeSendError {
-            code: e.code().to_owned(),
+            code: e.code().as_str().to_owned(),
             message: e.to_string(),
         }
     }

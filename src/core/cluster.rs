@@ -31,7 +31,7 @@ use super::crypto::{Handshake, Role, Session};
 use super::detector::Liveness;
 use super::discovery::{Discovery, Learned, Target};
 use super::election::{Effect, Election, PromoteError};
-use super::error::{ConnectionError, SendError};
+use super::error::{ConnectionError, SendError, SubscribeError};
 use super::message::{self, Message, MAX_EVENT_NAME, MAX_JOINED, MAX_MEMBERS};
 use super::node::{NodeId, NodeInfo};
 use super::wire::{self, FrameDecoder, MAX_HANDSHAKE_FRAME};
@@ -681,9 +681,16 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
     }
 
     /// Starts delivery of custom event `name` and tells every member to send it to us.
-    pub fn join(&mut self, now: Instant, name: &str) -> Result<(), SendError> {
-        if name.is_empty() || name.len() > MAX_EVENT_NAME || self.joined.len() >= MAX_JOINED {
-            return Err(SendError::InvalidName);
+    /// Joining an event joined already changes nothing.
+    pub fn subscribe(&mut self, now: Instant, name: &str) -> Result<(), SubscribeError> {
+        if name.is_empty() || name.len() > MAX_EVENT_NAME {
+            return Err(SubscribeError::InvalidName);
+        }
+        if self.joined.contains(name) {
+            return Ok(());
+        }
+        if self.joined.len() >= MAX_JOINED {
+            return Err(SubscribeError::TooMany { max: MAX_JOINED });
         }
         if self.joined.insert(name.to_owned()) {
             self.send_all(now, &Message::Subscribe(name.to_owned()));
@@ -692,7 +699,7 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
     }
 
     /// Stops delivery of custom event `name`.
-    pub fn leave_event(&mut self, now: Instant, name: &str) {
+    pub fn unsubscribe(&mut self, now: Instant, name: &str) {
         if self.joined.remove(name) {
             self.send_all(now, &Message::Unsubscribe(name.to_owned()));
         }

@@ -151,6 +151,109 @@ impl fmt::Display for DecodeError {
 
 impl std::error::Error for DecodeError {}
 
+/// Every stable code JavaScript sees in `err.code` for an espial error of its own, defined
+/// here once; `index.d.ts`'s `EspialErrorCode` lists the same (a test compares them). Node's
+/// own `ERR_INVALID_ARG_TYPE` / `ERR_INVALID_ARG_VALUE` are used for bad arguments as well.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    /// An option name that espial does not know.
+    UnknownOption,
+    /// `promote()` on a node with `master_eligible: false`.
+    NotEligible,
+    /// A custom event named like one of espial's own events.
+    ReservedEvent,
+    /// An event name that is empty or over 255 bytes.
+    InvalidEvent,
+    /// `join()` past the number of custom events a node may join.
+    TooManyEvents,
+    /// A send target is not a current member.
+    UnknownTarget,
+    /// A payload over `max_message_size` (this node's or a target's).
+    MessageTooLarge,
+    /// The node is not running (exited).
+    NotRunning,
+    /// A received custom event whose JSON text does not parse.
+    InvalidPayload,
+    /// The TCP port could not be bound.
+    Bind,
+    /// The multicast socket could not be set up on the interface.
+    Multicast,
+    /// A seed's host name could not be resolved; the node runs without that seed.
+    Seed,
+}
+
+impl ErrorCode {
+    /// Every code, in the order of the enum.
+    pub const ALL: [ErrorCode; 12] = [
+        ErrorCode::UnknownOption,
+        ErrorCode::NotEligible,
+        ErrorCode::ReservedEvent,
+        ErrorCode::InvalidEvent,
+        ErrorCode::TooManyEvents,
+        ErrorCode::UnknownTarget,
+        ErrorCode::MessageTooLarge,
+        ErrorCode::NotRunning,
+        ErrorCode::InvalidPayload,
+        ErrorCode::Bind,
+        ErrorCode::Multicast,
+        ErrorCode::Seed,
+    ];
+
+    /// The string in `err.code`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::UnknownOption => "ERR_ESPIAL_UNKNOWN_OPTION",
+            ErrorCode::NotEligible => "ERR_ESPIAL_NOT_ELIGIBLE",
+            ErrorCode::ReservedEvent => "ERR_ESPIAL_RESERVED_EVENT",
+            ErrorCode::InvalidEvent => "ERR_ESPIAL_INVALID_EVENT",
+            ErrorCode::TooManyEvents => "ERR_ESPIAL_TOO_MANY_EVENTS",
+            ErrorCode::UnknownTarget => "ERR_ESPIAL_UNKNOWN_TARGET",
+            ErrorCode::MessageTooLarge => "ERR_ESPIAL_MESSAGE_TOO_LARGE",
+            ErrorCode::NotRunning => "ERR_ESPIAL_NOT_RUNNING",
+            ErrorCode::InvalidPayload => "ERR_ESPIAL_INVALID_PAYLOAD",
+            ErrorCode::Bind => "ERR_ESPIAL_BIND",
+            ErrorCode::Multicast => "ERR_ESPIAL_MULTICAST",
+            ErrorCode::Seed => "ERR_ESPIAL_SEED",
+        }
+    }
+}
+
+/// Why a custom event could not be joined. Nothing changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SubscribeError {
+    /// The event name is empty or longer than 255 bytes.
+    InvalidName,
+    /// This node has joined `max` custom events already.
+    TooMany { max: usize },
+}
+
+impl SubscribeError {
+    /// The stable code JavaScript sees in `err.code`.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            SubscribeError::InvalidName => ErrorCode::InvalidEvent,
+            SubscribeError::TooMany { .. } => ErrorCode::TooManyEvents,
+        }
+    }
+}
+
+impl fmt::Display for SubscribeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SubscribeError::InvalidName => write!(f, "event names are 1 to 255 bytes of UTF-8"),
+            SubscribeError::TooMany { max } => {
+                write!(
+                    f,
+                    "this node has joined {max} custom events, the most it may"
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for SubscribeError {}
+
 /// Why a custom event could not be sent. Nothing was sent to anyone.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -167,12 +270,12 @@ pub enum SendError {
 
 impl SendError {
     /// The stable code JavaScript sees in `err.code`.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            SendError::UnknownTarget(_) => "ERR_ESPIAL_UNKNOWN_TARGET",
-            SendError::TooLarge { .. } => "ERR_ESPIAL_MESSAGE_TOO_LARGE",
-            SendError::InvalidName => "ERR_ESPIAL_INVALID_EVENT",
-            SendError::NotRunning => "ERR_ESPIAL_NOT_RUNNING",
+            SendError::UnknownTarget(_) => ErrorCode::UnknownTarget,
+            SendError::TooLarge { .. } => ErrorCode::MessageTooLarge,
+            SendError::InvalidName => ErrorCode::InvalidEvent,
+            SendError::NotRunning => ErrorCode::NotRunning,
         }
     }
 }

@@ -28,6 +28,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::core::cluster::Event;
 use crate::core::cluster::Stats;
 use crate::core::config::Config;
+pub use crate::core::error::ErrorCode;
 use crate::core::error::SendError;
 use crate::core::node::NodeInfo;
 
@@ -53,27 +54,6 @@ pub struct NodeConfig {
     pub seeds: Vec<String>,
     /// A connection filter that has not answered by then has rejected.
     pub filter_timeout: Duration,
-}
-
-/// Stable error codes, as JavaScript sees them in `err.code`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorCode {
-    /// The TCP port could not be bound.
-    Bind,
-    /// The multicast socket could not be set up on the interface.
-    Multicast,
-    /// A seed's host name could not be resolved; the node runs without that seed.
-    Seed,
-}
-
-impl ErrorCode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorCode::Bind => "ERR_ESPIAL_BIND",
-            ErrorCode::Multicast => "ERR_ESPIAL_MULTICAST",
-            ErrorCode::Seed => "ERR_ESPIAL_SEED",
-        }
-    }
 }
 
 /// What the driver tells the application, in order.

@@ -157,8 +157,8 @@ impl Node {
         let now = now();
         match request {
             // Names were checked by the caller; a refusal changes nothing.
-            Request::Join(name) => drop(self.core.join(now, &name)),
-            Request::Leave(name) => self.core.leave_event(now, &name),
+            Request::Join(name) => drop(self.core.subscribe(now, &name)),
+            Request::Leave(name) => self.core.unsubscribe(now, &name),
             // Eligibility was checked by the caller; a refusal changes nothing.
             Request::Promote => drop(self.core.promote(now)),
             Request::SetMetadata(json) => self.core.set_metadata(now, json),

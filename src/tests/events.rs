@@ -33,7 +33,11 @@ fn formed(n: usize) -> Sim {
 fn events_reach_only_nodes_that_joined_them_in_order() {
     let mut sim = formed(3);
     let now = sim.now;
-    sim.nodes.get_mut(&1).unwrap().join(now, "job").unwrap();
+    sim.nodes
+        .get_mut(&1)
+        .unwrap()
+        .subscribe(now, "job")
+        .unwrap();
     sim.run_for(Duration::from_millis(1));
     for i in 0..1000u32 {
         let now = sim.now;
@@ -62,7 +66,11 @@ fn events_reach_only_nodes_that_joined_them_in_order() {
 fn leaving_stops_delivery() {
     let mut sim = formed(2);
     let now = sim.now;
-    sim.nodes.get_mut(&1).unwrap().join(now, "tick").unwrap();
+    sim.nodes
+        .get_mut(&1)
+        .unwrap()
+        .subscribe(now, "tick")
+        .unwrap();
     sim.run_for(Duration::from_millis(1));
     let now = sim.now;
     sim.nodes
@@ -72,7 +80,7 @@ fn leaving_stops_delivery() {
         .unwrap();
     sim.run_for(Duration::from_millis(1));
     let now = sim.now;
-    sim.nodes.get_mut(&1).unwrap().leave_event(now, "tick");
+    sim.nodes.get_mut(&1).unwrap().unsubscribe(now, "tick");
     sim.run_for(Duration::from_millis(1));
     let now = sim.now;
     let used = sim
@@ -90,7 +98,11 @@ fn leaving_stops_delivery() {
 fn a_member_joining_later_learns_existing_subscriptions() {
     let mut sim = formed(2);
     let now = sim.now;
-    sim.nodes.get_mut(&0).unwrap().join(now, "news").unwrap();
+    sim.nodes
+        .get_mut(&0)
+        .unwrap()
+        .subscribe(now, "news")
+        .unwrap();
     let late = sim.add(Config::lan("sim"));
     sim.run_for(Duration::from_secs(2));
     let now = sim.now;
@@ -109,7 +121,7 @@ fn a_member_joining_later_learns_existing_subscriptions() {
 fn unknown_targets_and_oversized_payloads_are_refused_and_nothing_is_sent() {
     let mut sim = formed(2);
     let now = sim.now;
-    sim.nodes.get_mut(&1).unwrap().join(now, "x").unwrap();
+    sim.nodes.get_mut(&1).unwrap().subscribe(now, "x").unwrap();
     sim.run_for(Duration::from_millis(1));
     let stranger = crate::core::node::NodeId([9; 16]);
     let member = sim.id(1);
@@ -150,7 +162,7 @@ fn a_payload_over_a_targets_smaller_limit_is_refused_before_sending() {
     sim.add(small);
     sim.run_for(Duration::from_secs(3));
     let now = sim.now;
-    sim.nodes.get_mut(&1).unwrap().join(now, "x").unwrap();
+    sim.nodes.get_mut(&1).unwrap().subscribe(now, "x").unwrap();
     sim.run_for(Duration::from_millis(1));
     let now = sim.now;
     let node = sim.nodes.get_mut(&0).unwrap();
