@@ -112,7 +112,7 @@ impl Target {
         self.seen
             .iter()
             .filter_map(|n| match n {
-                Notification::Cluster(Event::Message { payload, .. }) => Some(payload.clone()),
+                Notification::Cluster(Event::Delivery { payload, .. }) => Some(payload.clone()),
                 _ => None,
             })
             .collect()
@@ -249,7 +249,7 @@ fn a_replayed_record_closes_the_connection_and_is_not_delivered() {
     let mut peer = Peer::join(&mut target);
     let frame = peer.event(b"genuine-1");
     target.wait_for("the genuine event", |n| {
-        matches!(n, Notification::Cluster(Event::Message { payload, .. }) if payload == b"genuine-1")
+        matches!(n, Notification::Cluster(Event::Delivery { payload, .. }) if payload == b"genuine-1")
     });
     peer.stream.write_all(&frame).unwrap();
     assert_closed(&mut peer.stream, "after a replayed record");
@@ -327,7 +327,7 @@ fn still_serving(target: &mut Target, what: &str) {
     let mut next = Peer::join(target);
     next.event(b"still-here");
     target.wait_for(what, |n| {
-        matches!(n, Notification::Cluster(Event::Message { payload, .. }) if payload == b"still-here")
+        matches!(n, Notification::Cluster(Event::Delivery { payload, .. }) if payload == b"still-here")
     });
 }
 
@@ -425,7 +425,7 @@ fn records_of_one_connection_are_refused_on_another() {
     // On its own connection the same record is genuine, and a is still a member.
     a.stream.write_all(&lifted).unwrap();
     target.wait_for("a's event", |n| {
-        matches!(n, Notification::Cluster(Event::Message { payload, .. }) if payload == b"lifted")
+        matches!(n, Notification::Cluster(Event::Delivery { payload, .. }) if payload == b"lifted")
     });
     target.assert_no_errors();
     target.exit();

@@ -230,7 +230,7 @@ pub fn pack(batch: Vec<Notification>) -> Vec<NativeEvent> {
     let mut out = Vec::new();
     let mut pack: Option<MessagePack> = None;
     for n in batch {
-        if let Notification::Cluster(Event::Message {
+        if let Notification::Cluster(Event::Delivery {
             from,
             name,
             binary,
@@ -349,7 +349,7 @@ impl From<Notification> for NativeEvent {
                 Event::Promotion { previous } => event("promotion", previous.as_ref()),
                 Event::Demotion { new } => event("demotion", new.as_ref()),
                 // Messages are packed by `pack`; failed connections are never delivered.
-                Event::ConnectionFailed { .. } | Event::Message { .. } => {
+                Event::ConnectionFailed { .. } | Event::Delivery { .. } => {
                     event("connection_failed", None)
                 }
             },

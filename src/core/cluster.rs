@@ -78,7 +78,7 @@ pub enum Event {
     /// This node stopped being master; `new` is who is master now.
     Demotion { new: Option<NodeInfo> },
     /// A custom event this node joined arrived from member `from`.
-    Message {
+    Delivery {
         from: NodeId,
         name: String,
         binary: bool,
@@ -973,7 +973,7 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
                 if self.joined.contains(&name) {
                     self.stats.messages_in += 1;
                     let from = peer.id;
-                    self.push_event(Event::Message {
+                    self.push_event(Event::Delivery {
                         from,
                         name,
                         binary,

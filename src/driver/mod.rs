@@ -7,8 +7,8 @@
 
 mod batch;
 mod connection;
-pub mod discovery;
 mod log;
+pub mod multicast;
 mod node;
 pub mod runtime;
 #[cfg(test)]

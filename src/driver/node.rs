@@ -24,8 +24,8 @@ use tokio::time::{sleep_until, Instant};
 
 use super::batch::SendBatch;
 use super::connection::{self, ConnEvent, ConnHandle};
-use super::discovery;
 use super::log::Log;
+use super::multicast;
 use super::{ipv4, ErrorCode, EventSink, Filter, NodeConfig, Notification};
 use crate::core::cluster::{Cluster, ConnId, Event, Output, Stats};
 use crate::core::error::SendError;
@@ -358,7 +358,7 @@ pub async fn run(
     if let Some(mc) = &config.multicast {
         let bound = ipv4(local)
             .ok_or_else(|| std::io::Error::other("multicast discovery needs an IPv4 address"))
-            .and_then(|v4| discovery::bind(mc, v4));
+            .and_then(|v4| multicast::bind(mc, v4));
         match bound {
             Ok(d) => {
                 beacons_in = Some(d.recv);
@@ -567,7 +567,7 @@ fn log_event(log: &Log, e: &Event) {
         Event::ConnectionFailed { addr, error } => {
             log.line(format_args!("connection with {addr} closed: {error}"))
         }
-        Event::Message { .. } => {}
+        Event::Delivery { .. } => {}
     }
 }
 

@@ -158,7 +158,7 @@ fn sender_and_subscriber() -> (Started, Started, NodeId) {
     loop {
         assert_eq!(a.send(&one(b_id, b"hi"), 0), Sent::Now(vec![Ok(())]));
         let got = b_rx.recv_timeout(Duration::from_millis(50));
-        if let Ok(Notification::Cluster(Event::Message { payload, .. })) = got {
+        if let Ok(Notification::Cluster(Event::Delivery { payload, .. })) = got {
             assert_eq!(payload, b"hi");
             break;
         }
@@ -189,7 +189,7 @@ fn sends_are_answered_when_made_and_refused_after_exit() {
     );
     wait_for(
         &b_rx,
-        |n| matches!(n, Notification::Cluster(Event::Message { payload, .. }) if payload == b"y"),
+        |n| matches!(n, Notification::Cluster(Event::Delivery { payload, .. }) if payload == b"y"),
     );
     let exiting = a.exit();
     assert_eq!(

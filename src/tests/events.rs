@@ -12,7 +12,7 @@ fn messages(sim: &Sim, host: usize, name: &str) -> Vec<Vec<u8>> {
     sim.events[&host]
         .iter()
         .filter_map(|e| match e {
-            Event::Message {
+            Event::Delivery {
                 name: n, payload, ..
             } if n == name => Some(payload.clone()),
             _ => None,
@@ -56,7 +56,7 @@ fn events_reach_only_nodes_that_joined_them_in_order() {
     assert!(messages(&sim, 2, "job").is_empty());
     // The sender is named.
     let from = sim.events[&1].iter().find_map(|e| match e {
-        Event::Message { from, .. } => Some(*from),
+        Event::Delivery { from, .. } => Some(*from),
         _ => None,
     });
     assert_eq!(from, Some(sim.id(0)));

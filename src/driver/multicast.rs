@@ -10,7 +10,7 @@ use tokio::net::UdpSocket;
 use super::MulticastConfig;
 
 /// The pair of sockets a node uses for beacons.
-pub struct Discovery {
+pub struct BeaconSockets {
     /// Bound to the group and port, member of the group on the interface.
     pub recv: UdpSocket,
     /// Bound to this node's own address, so peers see where to dial; sends on the interface.
@@ -19,7 +19,7 @@ pub struct Discovery {
 }
 
 /// Joins the group on the configured interface. Must run inside the runtime.
-pub fn bind(cfg: &MulticastConfig, local: Ipv4Addr) -> io::Result<Discovery> {
+pub fn bind(cfg: &MulticastConfig, local: Ipv4Addr) -> io::Result<BeaconSockets> {
     let recv = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
     recv.set_reuse_address(true)?;
     #[cfg(all(unix, not(any(target_os = "solaris", target_os = "illumos"))))]
@@ -42,7 +42,7 @@ pub fn bind(cfg: &MulticastConfig, local: Ipv4Addr) -> io::Result<Discovery> {
     send.set_multicast_loop_v4(true)?;
     send.set_nonblocking(true)?;
 
-    Ok(Discovery {
+    Ok(BeaconSockets {
         recv: UdpSocket::from_std(recv.into())?,
         send: UdpSocket::from_std(send.into())?,
         group: SocketAddrV4::new(cfg.group, cfg.port).into(),
