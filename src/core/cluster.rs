@@ -21,20 +21,23 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use rand_core::{CryptoRng, RngCore};
 
 use super::beacon::{self, Beacon};
+use super::beacon_schedule::BeaconSchedule;
 use super::config::Config;
-use super::crypto::{Handshake, Role, Session};
-use super::detector::Liveness;
+use super::crypto::{Handshake, Role};
 use super::discovery::{Discovery, Learned, Target};
 use super::election::{Effect, Election, PromoteError};
 use super::error::{ConnectionError, SendError, SubscribeError};
-use super::message::{self, Message, MAX_EVENT_NAME, MAX_JOINED, MAX_MEMBERS};
+use super::link::{Heartbeat, Link, Timer};
+use super::membership::Membership;
+use super::message::{self, Message, MAX_MEMBERS};
 use super::node::{NodeId, NodeInfo};
-use super::wire::{self, FrameDecoder, MAX_HANDSHAKE_FRAME};
+use super::subscriptions::{is_valid_name, Subscriptions};
+use super::wire::{self, FrameDecoder};
 
 /// The core's name for a connection; the driver maps it to a socket.
 pub type ConnId = u64;
@@ -109,84 +112,6 @@ pub struct Stats {
     pub nodes_rejected: u64,
 }
 
-enum Stage {
-    Dialing,
-    Handshake(Handshake),
-    Introducing(Session),
-    Admitting {
-        session: Session,
-        peer: NodeInfo,
-        ours: Option<bool>,
-        theirs: Option<bool>,
-    },
-    Member {
-        session: Session,
-        peer: NodeInfo,
-        liveness: Liveness,
-    },
-    /// Transient, while a stage is being replaced.
-    Moving,
-}
-
-struct Conn {
-    role: Role,
-    /// Dialed address, or the peer's source address for accepted connections.
-    addr: SocketAddr,
-    /// The node a dial was meant for, if known.
-    expect: Option<NodeId>,
-    decoder: FrameDecoder,
-    stage: Stage,
-    /// Dial, handshake or admission deadline; `None` once the node is a member.
-    deadline: Option<Instant>,
-    /// A subnet-scan dial.
-    scan: bool,
-    /// A member coming back on a new connection: admitted without asking again and
-    /// without events.
-    restore: bool,
-    /// `node_accepted` was already emitted for this peer (by this or a replaced connection).
-    accepted_told: bool,
-    /// Custom events the peer has joined: only those are sent to it.
-    subscriptions: BTreeSet<String>,
-    /// The largest payload the peer accepts; a larger one would break the connection.
-    peer_max_message: usize,
-}
-
-impl Conn {
-    fn peer(&self) -> Option<&NodeInfo> {
-        match &self.stage {
-            Stage::Admitting { peer, .. } | Stage::Member { peer, .. } => Some(peer),
-            _ => None,
-        }
-    }
-
-    fn session(&mut self) -> Option<&mut Session> {
-        match &mut self.stage {
-            Stage::Introducing(s) => Some(s),
-            Stage::Admitting { session, .. } | Stage::Member { session, .. } => Some(session),
-            _ => None,
-        }
-    }
-
-    fn is_member(&self) -> bool {
-        matches!(self.stage, Stage::Member { .. })
-    }
-
-    /// The address the peer listens on, when known.
-    fn listen_addr(&self) -> Option<SocketAddr> {
-        match (self.peer(), self.role) {
-            (Some(p), _) => Some(SocketAddr::new(p.ip, p.port)),
-            (None, Role::Initiator) => Some(self.addr),
-            (None, Role::Responder) => None,
-        }
-    }
-}
-
-/// A member whose connection dropped without a goodbye, being redialed.
-struct Suspect {
-    info: NodeInfo,
-    deadline: Instant,
-}
-
 /// Why a member is no longer one.
 enum Loss {
     /// It said goodbye.
@@ -197,30 +122,27 @@ enum Loss {
     Dead,
 }
 
-/// This node's state: its connections, its members, its discovery.
+/// This node's state: its links, its members, its discovery.
 pub struct Cluster<R> {
     me: NodeInfo,
     config: Config,
     rng: R,
-    conns: BTreeMap<ConnId, Conn>,
+    links: BTreeMap<ConnId, Link>,
     next_conn: ConnId,
     outputs: VecDeque<Output>,
     discovery: Discovery,
-    suspects: BTreeMap<NodeId, Suspect>,
+    membership: Membership,
     election: Election,
     /// Custom events this node has joined.
-    joined: BTreeSet<String>,
+    subscriptions: Subscriptions,
     /// The last node known to be master, for `promotion`'s previous master.
     last_master: Option<NodeInfo>,
     /// Addresses that turned out to reach this very node (a seed naming us, say).
     own_addrs: BTreeSet<SocketAddr>,
-    started: Option<Instant>,
-    beacons_sent: usize,
-    last_beacon: Option<Instant>,
-    next_beacon: Option<Instant>,
+    beacons: BeaconSchedule,
     leaving: bool,
     stats: Stats,
-    /// The connections of the message being sent (see [`Cluster::send_event`]).
+    /// The links of the message being sent (see [`Cluster::send_event`]).
     send_scratch: Vec<ConnId>,
 }
 
@@ -230,21 +152,18 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         me.master_eligible = config.election.eligible;
         Cluster {
             election: Election::new(me.id, config.election),
-            joined: BTreeSet::new(),
+            subscriptions: Subscriptions::default(),
             last_master: None,
             me,
             config,
             rng,
-            conns: BTreeMap::new(),
+            links: BTreeMap::new(),
             next_conn: 1,
             outputs: VecDeque::new(),
             discovery: Discovery::default(),
-            suspects: BTreeMap::new(),
+            membership: Membership::default(),
             own_addrs: BTreeSet::new(),
-            started: None,
-            beacons_sent: 0,
-            last_beacon: None,
-            next_beacon: None,
+            beacons: BeaconSchedule::default(),
             leaving: false,
             stats: Stats::default(),
             send_scratch: Vec::new(),
@@ -263,30 +182,18 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
 
     /// The current members, in id order (suspects included: they have not been removed).
     pub fn members(&self) -> Vec<NodeInfo> {
-        let mut m: Vec<NodeInfo> = self
-            .conns
-            .values()
-            .filter(|c| c.is_member())
-            .filter_map(|c| c.peer().cloned())
-            .chain(self.suspects.values().map(|s| s.info.clone()))
-            .collect();
-        m.sort_by_key(|n| n.id);
-        m.dedup_by_key(|n| n.id);
-        m
+        self.membership.members(&self.links)
     }
 
     /// The largest payload member `id` accepts, while it is connected as a member.
     pub fn payload_limit(&self, id: NodeId) -> Option<usize> {
-        self.conns
-            .values()
-            .find(|c| c.is_member() && c.peer().is_some_and(|p| p.id == id))
-            .map(|c| c.peer_max_message)
+        self.member_link(id)
+            .map(|conn| self.links[&conn].peer_max_message)
     }
 
     /// Starts beaconing and discovery; call once the sockets are bound.
     pub fn start(&mut self, now: Instant) {
-        self.started = Some(now);
-        self.next_beacon = Some(now);
+        self.beacons.start(now);
         self.discovery.start(now, &self.config.discovery);
         self.election.start(now);
         self.pump(now);
@@ -316,74 +223,65 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
     /// When [`Cluster::handle_timeout`] must next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let detector = &self.config.detector;
-        let conns = self.conns.values().filter_map(|c| match &c.stage {
-            Stage::Member { liveness, .. } => Some(liveness.deadline(detector)),
-            _ => c.deadline,
-        });
-        let suspects = self.suspects.values().map(|s| s.deadline);
-        conns
-            .chain(suspects)
+        self.links
+            .values()
+            .filter_map(|l| l.poll_timeout(detector))
+            .chain(self.membership.next_suspect_deadline())
             .chain(self.discovery.poll_timeout(&self.config.discovery))
             .chain(self.election.poll_timeout())
-            .chain(self.next_beacon)
+            .chain(self.beacons.next())
             .min()
     }
 
     /// Handles every timer due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
-        let expired: Vec<ConnId> = self
-            .conns
+        let expired: Vec<(ConnId, Timer)> = self
+            .links
             .iter()
-            .filter(|(_, c)| c.deadline.is_some_and(|d| d <= now))
-            .map(|(&id, _)| id)
+            .filter_map(|(&conn, l)| Some((conn, l.expired(now)?)))
             .collect();
-        for conn in expired {
-            let dialing = matches!(self.conns[&conn].stage, Stage::Dialing);
-            if dialing {
-                self.dial_failed(now, conn);
-                self.outputs.push_back(Output::Close { conn });
-            } else {
-                self.fail(now, conn, ConnectionError::HandshakeTimeout);
+        for (conn, timer) in expired {
+            if !self.links.contains_key(&conn) {
+                continue;
+            }
+            match timer {
+                Timer::Dial => {
+                    self.dial_failed(now, conn);
+                    self.outputs.push_back(Output::Close { conn });
+                }
+                // An admission that runs out is reported as the handshake's, as it
+                // always was.
+                Timer::Handshake | Timer::Admission => {
+                    self.fail(now, conn, ConnectionError::HandshakeTimeout)
+                }
             }
         }
         self.heartbeats(now);
-        let overdue: Vec<NodeId> = self
-            .suspects
-            .iter()
-            .filter(|(_, s)| s.deadline <= now)
-            .map(|(&id, _)| id)
-            .collect();
-        for id in overdue {
+        for id in self.membership.overdue_suspects(now) {
             self.give_up_suspect(now, id);
         }
-        if self.leaving {
-            return;
+        if !self.leaving {
+            self.election.handle_timeout(now);
+            self.run_election(now);
+            self.pump(now);
+            if self.beacons.is_due(now) {
+                self.send_beacon(now);
+            }
         }
-        self.election.handle_timeout(now);
-        self.run_election(now);
-        self.pump(now);
-        if self.next_beacon.is_some_and(|t| t <= now) {
-            self.send_beacon(now);
-        }
+        self.debug_check_index();
     }
 
     /// Sends due heartbeats and removes members silent for too long.
     fn heartbeats(&mut self, now: Instant) {
         let detector = self.config.detector;
         let mut dead = Vec::new();
-        for (&conn, c) in self.conns.iter_mut() {
-            let Stage::Member {
-                session, liveness, ..
-            } = &mut c.stage
-            else {
-                continue;
-            };
-            if liveness.is_dead(now, &detector) {
-                dead.push(conn);
-            } else if liveness.ping_due(now, &detector) {
-                if let Ok(bytes) = session.seal(&Message::Ping.encode()) {
-                    self.outputs.push_back(Output::Transmit { conn, bytes });
+        for (&conn, link) in self.links.iter_mut() {
+            match link.heartbeat(now, &detector) {
+                Heartbeat::Dead => dead.push(conn),
+                Heartbeat::Ping(Ok(bytes)) => {
+                    self.outputs.push_back(Output::Transmit { conn, bytes })
                 }
+                Heartbeat::Ping(Err(_)) | Heartbeat::Quiet => {}
             }
         }
         for conn in dead {
@@ -394,11 +292,11 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
     /// Carries out the dials discovery wants now.
     fn pump(&mut self, now: Instant) {
         let scans = self
-            .conns
+            .links
             .values()
-            .filter(|c| c.scan && matches!(c.stage, Stage::Dialing))
+            .filter(|l| l.scan && l.is_dialing())
             .count();
-        let alone = !self.conns.values().any(|c| c.is_member());
+        let alone = !self.links.values().any(Link::is_member);
         for t in self
             .discovery
             .due(now, &self.config.discovery, scans, alone)
@@ -438,14 +336,9 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
                 },
             ),
             Some(Learned::Announce) => {
-                // It has the smaller id and dials us once it hears us: answer now rather
-                // than at our next periodic beacon.
-                let soonest = self
-                    .last_beacon
-                    .map_or(now, |t| (t + self.config.beacon_min_gap).max(now));
-                if self.next_beacon.is_none_or(|t| t > soonest) {
-                    self.next_beacon = Some(soonest);
-                }
+                // It has the smaller id and dials us once it hears us.
+                self.beacons
+                    .answer_announce(now, self.config.beacon_min_gap);
             }
             None => {}
         }
@@ -456,13 +349,14 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         if addr == SocketAddr::new(self.me.ip, self.me.port) || self.own_addrs.contains(&addr) {
             return true;
         }
-        if id.is_some_and(|id| self.suspects.contains_key(&id)) {
+        let linked_or_suspect =
+            |id| self.membership.is_suspect(id) || self.membership.link_of(id).is_some();
+        if id.is_some_and(linked_or_suspect) {
             return true;
         }
-        self.conns.values().any(|c| {
-            let same_id = id.is_some() && (c.expect == id || c.peer().map(|p| p.id) == id);
-            same_id || c.listen_addr() == Some(addr)
-        })
+        self.links
+            .values()
+            .any(|l| (id.is_some() && l.expect == id) || l.listen_addr() == Some(addr))
     }
 
     fn dial(&mut self, now: Instant, target: Target) {
@@ -471,9 +365,9 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         }
         // Counted apart from incoming ones, so stalled peers cannot stop us dialing.
         let outgoing = self
-            .conns
+            .links
             .values()
-            .filter(|c| c.role == Role::Initiator && c.deadline.is_some())
+            .filter(|l| l.role == Role::Initiator && l.is_pending())
             .count();
         if outgoing >= self.config.max_pending_handshakes {
             self.stats.connections_refused += 1;
@@ -485,30 +379,11 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
             self.config.dial_timeout
         };
         let conn = self.alloc_conn();
-        self.conns.insert(
-            conn,
-            Conn {
-                role: Role::Initiator,
-                addr: target.addr,
-                expect: target.expect,
-                decoder: FrameDecoder::new(MAX_HANDSHAKE_FRAME),
-                stage: Stage::Dialing,
-                deadline: Some(now + timeout),
-                scan: target.scan,
-                restore: false,
-                accepted_told: false,
-                subscriptions: BTreeSet::new(),
-                peer_max_message: 0,
-            },
-        );
+        self.links.insert(conn, Link::dial(&target, now + timeout));
         self.outputs.push_back(Output::Dial {
             conn,
             addr: target.addr,
         });
-    }
-
-    fn pending_handshakes(&self) -> usize {
-        self.conns.values().filter(|c| c.deadline.is_some()).count()
     }
 
     fn alloc_conn(&mut self) -> ConnId {
@@ -519,41 +394,41 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
 
     /// A dial succeeded.
     pub fn connected(&mut self, now: Instant, conn: ConnId) {
-        let Some(c) = self.conns.get_mut(&conn) else {
+        let Some(link) = self.links.get_mut(&conn) else {
             self.outputs.push_back(Output::Close { conn });
             return;
         };
-        if !matches!(c.stage, Stage::Dialing) {
+        if !link.is_dialing() {
             return;
         }
         let key = self.config.cluster_key.as_ref();
         let (hs, hello) =
             Handshake::start(Role::Initiator, &self.config.cluster, key, &mut self.rng);
-        c.stage = Stage::Handshake(hs);
-        c.deadline = Some(now + self.config.handshake_timeout);
+        link.connected(hs, now + self.config.handshake_timeout);
+        let scan = link.scan;
         self.outputs.push_back(Output::Transmit {
             conn,
             bytes: wire::frame(&hello),
         });
-        if c.scan {
+        if scan {
             self.pump(now);
         }
     }
 
     /// A dial failed (refused, unreachable, timed out).
     pub fn dial_failed(&mut self, now: Instant, conn: ConnId) {
-        let Some(c) = self.conns.remove(&conn) else {
+        let Some(link) = self.remove_link(conn) else {
             return;
         };
-        if let Some(id) = c.expect {
+        if let Some(id) = link.expect {
             let backoff = self.config.discovery.redial_backoff;
             self.discovery.failed(now, id, backoff);
             // A suspect whose redial is refused has crashed or stopped: remove it now.
-            if self.suspects.contains_key(&id) {
+            if self.membership.is_suspect(id) {
                 self.give_up_suspect(now, id);
             }
         }
-        if c.scan {
+        if link.scan {
             self.pump(now);
         }
     }
@@ -565,50 +440,33 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
     /// `max_pending_per_ip` of them, and when every slot is taken the oldest incoming one
     /// is closed to make room, so a newcomer always gets its turn.
     pub fn accept(&mut self, now: Instant, addr: SocketAddr) -> Option<ConnId> {
-        let incoming = |c: &Conn| c.role == Role::Responder && c.deadline.is_some();
+        let incoming = |l: &Link| l.role == Role::Responder && l.is_pending();
         let from_ip = self
-            .conns
+            .links
             .values()
-            .filter(|c| incoming(c) && c.addr.ip() == addr.ip())
+            .filter(|l| incoming(l) && l.addr.ip() == addr.ip())
             .count();
         if self.leaving || from_ip >= self.config.max_pending_per_ip {
             self.stats.connections_refused += 1;
             return None;
         }
-        if self.pending_handshakes() >= self.config.max_pending_handshakes {
+        let pending = self.links.values().filter(|l| l.is_pending()).count();
+        if pending >= self.config.max_pending_handshakes {
             let oldest = self
-                .conns
+                .links
                 .iter()
-                .filter(|(_, c)| incoming(c) && !matches!(c.stage, Stage::Admitting { .. }))
-                .min_by_key(|(_, c)| c.deadline)
+                .filter(|(_, l)| incoming(l) && !l.is_admitting())
+                .min_by_key(|(_, l)| l.deadline())
                 .map(|(&k, _)| k);
-            let Some(oldest) = oldest else {
-                self.stats.connections_refused += 1;
-                return None;
-            };
             self.stats.connections_refused += 1;
-            self.close(oldest);
+            self.close(oldest?);
         }
         let conn = self.alloc_conn();
         let key = self.config.cluster_key.as_ref();
         let (hs, hello) =
             Handshake::start(Role::Responder, &self.config.cluster, key, &mut self.rng);
-        self.conns.insert(
-            conn,
-            Conn {
-                role: Role::Responder,
-                addr,
-                expect: None,
-                decoder: FrameDecoder::new(MAX_HANDSHAKE_FRAME),
-                stage: Stage::Handshake(hs),
-                deadline: Some(now + self.config.handshake_timeout),
-                scan: false,
-                restore: false,
-                accepted_told: false,
-                subscriptions: BTreeSet::new(),
-                peer_max_message: 0,
-            },
-        );
+        let deadline = now + self.config.handshake_timeout;
+        self.links.insert(conn, Link::accepted(addr, hs, deadline));
         self.outputs.push_back(Output::Transmit {
             conn,
             bytes: wire::frame(&hello),
@@ -618,56 +476,64 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
 
     /// Bytes arrived on a connection.
     pub fn handle_bytes(&mut self, now: Instant, conn: ConnId, bytes: &[u8]) {
-        let Some(c) = self.conns.get_mut(&conn) else {
+        let Some(link) = self.links.get_mut(&conn) else {
             return;
         };
         self.stats.bytes_in += bytes.len() as u64;
-        c.decoder.push(bytes);
+        let mut decoder = link.lend_decoder();
+        decoder.push(bytes);
+        let read = self.read_frames(now, conn, &mut decoder);
+        if let Some(link) = self.links.get_mut(&conn) {
+            link.return_decoder(decoder);
+        }
+        if let Err(e) = read {
+            self.fail(now, conn, e);
+        }
+        self.debug_check_index();
+    }
+
+    /// Handles every whole frame in `decoder`, `conn`'s, while the link lasts.
+    fn read_frames(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        decoder: &mut FrameDecoder,
+    ) -> Result<(), ConnectionError> {
         loop {
-            let Some(c) = self.conns.get_mut(&conn) else {
-                return;
+            let Some(link) = self.links.get(&conn) else {
+                return Ok(());
             };
-            match c.decoder.next_frame() {
-                Ok(Some(frame)) => {
-                    if let Err(e) = self.handle_frame(now, conn, &frame) {
-                        self.fail(now, conn, e);
-                        return;
-                    }
-                }
-                Ok(None) => return,
-                Err(e) => {
-                    self.fail(now, conn, e.into());
-                    return;
-                }
-            }
+            decoder.set_max_len(link.frame_limit(self.config.max_frame));
+            let Some(frame) = decoder.next_frame()? else {
+                return Ok(());
+            };
+            self.handle_frame(now, conn, &frame)?;
         }
     }
 
     /// The connection ended (peer closed it, reset, or an I/O error).
     pub fn connection_closed(&mut self, now: Instant, conn: ConnId) {
-        let Some(c) = self.conns.get(&conn) else {
+        let Some(link) = self.links.get(&conn) else {
             return;
         };
-        if let Err(e) = c.decoder.finish() {
+        if let Err(e) = link.finish_reading() {
             self.stats.frames_rejected += 1;
-            self.report(c.addr, e.into());
+            self.report(link.addr, e.into());
         }
         self.end(now, conn, Loss::Dropped);
+        self.debug_check_index();
     }
 
     /// The application's verdict on an [`Output::AskAdmission`].
     pub fn admit(&mut self, now: Instant, conn: ConnId, accept: bool) {
-        let Some(c) = self.conns.get_mut(&conn) else {
+        let Some(verdict) = self
+            .links
+            .get_mut(&conn)
+            .and_then(|l| l.our_verdict(accept))
+        else {
             return;
         };
-        let Stage::Admitting { session, ours, .. } = &mut c.stage else {
-            return;
-        };
-        if ours.is_some() {
-            return;
-        }
-        *ours = Some(accept);
-        match session.seal(&Message::Verdict { accepted: accept }.encode()) {
+        match verdict {
             Ok(bytes) => self.outputs.push_back(Output::Transmit { conn, bytes }),
             Err(e) => return self.fail(now, conn, e.into()),
         }
@@ -683,16 +549,7 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
     /// Starts delivery of custom event `name` and tells every member to send it to us.
     /// Joining an event joined already changes nothing.
     pub fn subscribe(&mut self, now: Instant, name: &str) -> Result<(), SubscribeError> {
-        if name.is_empty() || name.len() > MAX_EVENT_NAME {
-            return Err(SubscribeError::InvalidName);
-        }
-        if self.joined.contains(name) {
-            return Ok(());
-        }
-        if self.joined.len() >= MAX_JOINED {
-            return Err(SubscribeError::TooMany { max: MAX_JOINED });
-        }
-        if self.joined.insert(name.to_owned()) {
+        if self.subscriptions.subscribe(name)? {
             self.send_all(now, &Message::Subscribe(name.to_owned()));
         }
         Ok(())
@@ -700,7 +557,7 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
 
     /// Stops delivery of custom event `name`.
     pub fn unsubscribe(&mut self, now: Instant, name: &str) {
-        if self.joined.remove(name) {
+        if self.subscriptions.unsubscribe(name) {
             self.send_all(now, &Message::Unsubscribe(name.to_owned()));
         }
     }
@@ -716,7 +573,7 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         payload: &[u8],
         targets: Option<&[NodeId]>,
     ) -> Result<&[ConnId], SendError> {
-        if name.is_empty() || name.len() > MAX_EVENT_NAME {
+        if !is_valid_name(name) {
             return Err(SendError::InvalidName);
         }
         if payload.len() > self.config.max_message {
@@ -729,26 +586,22 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         // allocated each time.
         let mut conns = std::mem::take(&mut self.send_scratch);
         conns.clear();
-        let wanted = |c: &Conn| c.is_member() && c.subscriptions.contains(name);
+        let wanted = |l: &Link| l.is_member() && l.subscriptions.contains(name);
         match targets {
             None => conns.extend(
-                self.conns
+                self.links
                     .iter()
-                    .filter(|(_, c)| wanted(c))
+                    .filter(|(_, l)| wanted(l))
                     .map(|(&k, _)| k),
             ),
             Some(ids) => {
                 for &id in ids {
-                    let member = self
-                        .conns
-                        .iter()
-                        .find(|(_, c)| c.is_member() && c.peer().is_some_and(|p| p.id == id));
-                    match member {
-                        Some((&k, c)) if wanted(c) => conns.push(k),
+                    match self.member_link(id) {
+                        Some(k) if wanted(&self.links[&k]) => conns.push(k),
                         Some(_) => {}
                         // A suspect is still a member: its connection is being mended, and
                         // what is sent meanwhile is lost with the old connection.
-                        None if self.suspects.contains_key(&id) => {}
+                        None if self.membership.is_suspect(id) => {}
                         None => {
                             self.send_scratch = conns;
                             return Err(SendError::UnknownTarget(id.to_string()));
@@ -762,12 +615,12 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
             }
         }
         // A receiver closes a connection carrying more than it accepts: refuse up front.
-        if let Some(c) = conns
+        if let Some(l) = conns
             .iter()
-            .map(|k| &self.conns[k])
-            .find(|c| payload.len() > c.peer_max_message)
+            .map(|k| &self.links[k])
+            .find(|l| payload.len() > l.peer_max_message)
         {
-            let max = c.peer_max_message;
+            let max = l.peer_max_message;
             self.send_scratch = conns;
             return Err(SendError::TooLarge {
                 len: payload.len(),
@@ -779,12 +632,8 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         let mut sent = 0;
         for i in 0..conns.len() {
             let conn = conns[i];
-            let c = self.conns.get_mut(&conn).expect("collected above");
-            match c
-                .session()
-                .expect("members have sessions")
-                .seal_parts(&parts)
-            {
+            let link = self.links.get_mut(&conn).expect("collected above");
+            match link.seal_parts(&parts).expect("members have sessions") {
                 Ok(bytes) => {
                     self.outputs.push_back(Output::Transmit { conn, bytes });
                     self.stats.messages_out += 1;
@@ -801,13 +650,7 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
 
     /// Sends a message to every member.
     fn send_all(&mut self, now: Instant, msg: &Message) {
-        let members: Vec<ConnId> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| c.is_member())
-            .map(|(&k, _)| k)
-            .collect();
-        for conn in members {
+        for conn in self.member_links() {
             self.send(now, conn, msg);
         }
     }
@@ -820,9 +663,9 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         }
         .encode();
         // Peers still being admitted got the old metadata in our introduction.
-        for (&conn, c) in self.conns.iter_mut() {
-            if matches!(c.stage, Stage::Admitting { .. } | Stage::Member { .. }) {
-                if let Ok(bytes) = c.session().unwrap().seal(&update) {
+        for (&conn, link) in self.links.iter_mut() {
+            if link.is_introduced() {
+                if let Some(Ok(bytes)) = link.seal_parts(&[&update]) {
                     self.outputs.push_back(Output::Transmit { conn, bytes });
                 }
             }
@@ -833,19 +676,31 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
     /// and accepts stop.
     pub fn leave(&mut self, _now: Instant) {
         self.leaving = true;
-        self.next_beacon = None;
+        self.beacons.stop();
         self.discovery.stop();
-        self.suspects.clear();
-        let conns: Vec<ConnId> = self.conns.keys().copied().collect();
+        self.membership.clear_suspects();
+        let conns: Vec<ConnId> = self.links.keys().copied().collect();
         for conn in conns {
-            let c = self.conns.get_mut(&conn).unwrap();
-            let introduced = matches!(c.stage, Stage::Admitting { .. } | Stage::Member { .. });
-            if introduced {
-                if let Ok(bytes) = c.session().unwrap().seal(&Message::Leave.encode()) {
+            let link = self.links.get_mut(&conn).unwrap();
+            if link.is_introduced() {
+                if let Some(Ok(bytes)) = link.seal(&Message::Leave) {
                     self.outputs.push_back(Output::Transmit { conn, bytes });
                 }
             }
             self.close(conn);
+        }
+        self.debug_check_index();
+    }
+
+    /// What we say about ourselves once the handshake is done.
+    fn introduction(&self) -> Message {
+        Message::Introduce {
+            id: self.me.id,
+            host_name: self.me.host_name.clone(),
+            port: self.me.port,
+            metadata: self.me.metadata.clone(),
+            master_eligible: self.me.master_eligible,
+            max_message: u32::try_from(self.config.max_message).unwrap_or(u32::MAX),
         }
     }
 
@@ -855,24 +710,10 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         conn: ConnId,
         frame: &[u8],
     ) -> Result<(), ConnectionError> {
-        let max_frame = self.config.max_frame;
-        let c = self.conns.get_mut(&conn).expect("caller checked");
-        if let Stage::Handshake(_) = c.stage {
-            let Stage::Handshake(hs) = std::mem::replace(&mut c.stage, Stage::Moving) else {
-                unreachable!()
-            };
-            let (mut session, finished) = hs.finish(frame)?;
-            let intro = Message::Introduce {
-                id: self.me.id,
-                host_name: self.me.host_name.clone(),
-                port: self.me.port,
-                metadata: self.me.metadata.clone(),
-                master_eligible: self.me.master_eligible,
-                max_message: u32::try_from(self.config.max_message).unwrap_or(u32::MAX),
-            };
-            let intro = session.seal(&intro.encode())?;
-            c.decoder.set_max_len(max_frame);
-            c.stage = Stage::Introducing(session);
+        if self.links[&conn].is_handshaking() {
+            let intro = self.introduction();
+            let link = self.links.get_mut(&conn).expect("caller checked");
+            let [finished, intro] = link.finish_handshake(frame, &intro)?;
             self.stats.handshakes_completed += 1;
             self.outputs.push_back(Output::Transmit {
                 conn,
@@ -882,17 +723,11 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
                 .push_back(Output::Transmit { conn, bytes: intro });
             return Ok(());
         }
-        let Some(session) = c.session() else {
-            return Err(ConnectionError::Protocol("data before the handshake"));
-        };
-        let Some(plain) = session.open(frame)? else {
-            return Ok(());
-        };
-        if let Stage::Member { liveness, .. } = &mut c.stage {
-            liveness.heard(now);
+        let link = self.links.get_mut(&conn).expect("caller checked");
+        match link.receive(now, frame, self.config.max_metadata)? {
+            Some(msg) => self.handle_message(now, conn, msg),
+            None => Ok(()),
         }
-        let msg = Message::decode(&plain, self.config.max_metadata)?;
-        self.handle_message(now, conn, msg)
     }
 
     fn handle_message(
@@ -901,39 +736,33 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         conn: ConnId,
         msg: Message,
     ) -> Result<(), ConnectionError> {
-        let c = self.conns.get_mut(&conn).expect("caller checked");
-        match (&mut c.stage, msg) {
-            (
-                Stage::Introducing(_),
-                Message::Introduce {
-                    id,
-                    host_name,
-                    port,
-                    metadata,
-                    master_eligible,
-                    max_message,
-                },
-            ) => {
-                c.peer_max_message = max_message as usize;
+        let link = self.links.get_mut(&conn).expect("caller checked");
+        let from = link.peer_id();
+        match msg {
+            Message::Introduce {
+                id,
+                host_name,
+                port,
+                metadata,
+                master_eligible,
+                max_message,
+            } if link.is_introducing() => {
+                link.peer_max_message = max_message as usize;
                 let peer = NodeInfo {
                     id,
                     host_name,
-                    ip: c.addr.ip(),
+                    ip: link.addr.ip(),
                     port,
                     metadata,
                     master_eligible,
                 };
                 self.introduced(now, conn, peer)
             }
-            (Stage::Admitting { theirs, peer, .. }, Message::Verdict { accepted }) => {
-                if theirs.is_some() {
-                    return Err(ConnectionError::Protocol("second verdict"));
-                }
-                *theirs = Some(accepted);
-                let peer = peer.clone();
+            Message::Verdict { accepted } if link.is_admitting() => {
+                let peer = link.their_verdict(accepted)?;
                 if accepted {
-                    if !c.restore && !c.accepted_told {
-                        c.accepted_told = true;
+                    if !link.restore && !link.accepted_told {
+                        link.accepted_told = true;
                         self.push_event(Event::NodeAccepted(peer));
                     }
                     self.check_admitted(now, conn);
@@ -946,35 +775,31 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
                 }
                 Ok(())
             }
-            (Stage::Admitting { .. } | Stage::Member { .. }, Message::Leave) => {
+            Message::Leave if link.is_introduced() => {
                 self.end(now, conn, Loss::Left);
                 Ok(())
             }
-            (Stage::Admitting { peer, .. }, Message::Update { metadata }) => {
-                peer.metadata = metadata;
+            Message::Update { metadata } if link.is_introduced() => {
+                let member = link.is_member();
+                let peer = link.update_metadata(metadata);
+                if member {
+                    let peer = peer.clone();
+                    self.push_event(Event::NodeUpdated(peer));
+                }
                 Ok(())
             }
-            (Stage::Member { peer, .. }, Message::Update { metadata }) => {
-                peer.metadata = metadata;
-                let peer = peer.clone();
-                self.push_event(Event::NodeUpdated(peer));
-                Ok(())
-            }
-            (Stage::Member { .. }, Message::Ping) => Ok(()),
-            (
-                Stage::Member { peer, .. },
-                Message::Event {
-                    name,
-                    binary,
-                    payload,
-                },
-            ) => {
+            _ if !link.is_member() => Err(ConnectionError::Protocol("unexpected message")),
+            Message::Ping => Ok(()),
+            Message::Event {
+                name,
+                binary,
+                payload,
+            } => {
                 // Sent before our Unsubscribe reached the peer: dropped here, never emitted.
-                if self.joined.contains(&name) {
+                if self.subscriptions.contains(&name) {
                     self.stats.messages_in += 1;
-                    let from = peer.id;
                     self.push_event(Event::Delivery {
-                        from,
+                        from: from.expect("members are introduced"),
                         name,
                         binary,
                         payload,
@@ -982,28 +807,22 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
                 }
                 Ok(())
             }
-            (Stage::Member { .. }, Message::Subscribe(name)) => {
-                if c.subscriptions.len() >= MAX_JOINED {
-                    return Err(ConnectionError::Protocol("too many joined events"));
-                }
-                c.subscriptions.insert(name);
+            Message::Subscribe(name) => link.subscriptions.peer_subscribed(name),
+            Message::Unsubscribe(name) => {
+                link.subscriptions.unsubscribe(&name);
                 Ok(())
             }
-            (Stage::Member { .. }, Message::Unsubscribe(name)) => {
-                c.subscriptions.remove(&name);
+            Message::Subscriptions(names) => {
+                link.subscriptions.replace(names);
                 Ok(())
             }
-            (Stage::Member { .. }, Message::Subscriptions(names)) => {
-                c.subscriptions = names.into_iter().collect();
-                Ok(())
-            }
-            (Stage::Member { peer, .. }, Message::Election(m)) => {
-                let from = peer.id;
-                self.election.handle(now, from, m);
+            Message::Election(m) => {
+                self.election
+                    .handle(now, from.expect("members are introduced"), m);
                 self.run_election(now);
                 Ok(())
             }
-            (Stage::Member { .. }, Message::Members(list)) => {
+            Message::Members(list) => {
                 for (id, addr) in list {
                     self.learn(now, id, addr);
                 }
@@ -1021,59 +840,49 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         peer: NodeInfo,
     ) -> Result<(), ConnectionError> {
         let id = peer.id;
-        let c = self.conns.get_mut(&conn).expect("caller checked");
+        let link = self.links.get_mut(&conn).expect("caller checked");
         if id == self.me.id {
-            if c.role == Role::Initiator {
-                self.own_addrs.insert(c.addr);
+            if link.role == Role::Initiator {
+                self.own_addrs.insert(link.addr);
             }
             return Err(ConnectionError::Protocol("connected to itself"));
         }
-        if let Some(expected) = c.expect.filter(|&e| e != id) {
+        if let Some(expected) = link.expect.filter(|&e| e != id) {
             // Another node now listens where `expected` did: it restarted with a new id,
             // or the address was reused. The old one is gone for good.
-            c.expect = None;
-            if let Some(s) = self.suspects.remove(&expected) {
-                self.removed(now, s.info);
+            link.expect = None;
+            if let Some(info) = self.membership.clear_suspect(expected) {
+                self.removed(now, info);
             }
             self.discovery.forget(expected);
         }
-        let c = self.conns.get_mut(&conn).expect("still there");
-        let Stage::Introducing(session) = std::mem::replace(&mut c.stage, Stage::Moving) else {
-            unreachable!()
-        };
-        c.stage = Stage::Admitting {
-            session,
-            peer: peer.clone(),
-            ours: None,
-            theirs: None,
-        };
-        c.deadline = Some(now + self.config.admission_timeout);
+        let ip = peer.ip;
+        let link = self.links.get_mut(&conn).expect("still there");
+        link.introduced(peer, now + self.config.admission_timeout);
         self.discovery.connected(id);
-        if self.suspects.get(&id).is_some_and(|s| s.info.ip == peer.ip) {
+        if self.membership.suspect_info(id).is_some_and(|s| s.ip == ip) {
             // A suspect is back: the member carries on, no event either way.
-            self.suspects.remove(&id);
-            self.conns.get_mut(&conn).unwrap().restore = true;
+            self.membership.clear_suspect(id);
+            self.links.get_mut(&conn).unwrap().restore = true;
         }
-        if !self.resolve_duplicate(now, conn, id) {
+        if !self.resolve_duplicate(conn, id) {
             return Ok(());
         }
-        if self.conns[&conn].restore {
+        self.membership.index(id, conn);
+        let link = &self.links[&conn];
+        if link.restore {
             self.admit(now, conn, true);
         } else {
-            self.outputs
-                .push_back(Output::AskAdmission { conn, node: peer });
+            let node = link.peer().expect("just introduced").clone();
+            self.outputs.push_back(Output::AskAdmission { conn, node });
         }
         Ok(())
     }
 
     /// Applies the one-connection-per-pair rule when `conn` has introduced node `id`.
     /// Returns false if `conn` itself lost and was closed.
-    fn resolve_duplicate(&mut self, _now: Instant, conn: ConnId, id: NodeId) -> bool {
-        let Some((&other, _)) = self
-            .conns
-            .iter()
-            .find(|(&k, c)| k != conn && c.peer().is_some_and(|p| p.id == id))
-        else {
+    fn resolve_duplicate(&mut self, conn: ConnId, id: NodeId) -> bool {
+        let Some(other) = self.membership.link_of(id) else {
             return true;
         };
         let preferred = if self.me.id < id {
@@ -1081,8 +890,8 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         } else {
             Role::Responder
         };
-        let this_role = self.conns[&conn].role;
-        let other_role = self.conns[&other].role;
+        let this_role = self.links[&conn].role;
+        let other_role = self.links[&other].role;
         // Same role on both (a redial while an old connection lingers): the newer wins.
         let keep_this = this_role == preferred || this_role == other_role;
         let (winner, loser) = if keep_this {
@@ -1093,10 +902,10 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         // The winner inherits what the loser had told the application, so the pair's
         // events happen once.
         let (member, restore, told) = {
-            let l = &self.conns[&loser];
+            let l = &self.links[&loser];
             (l.is_member(), l.restore, l.accepted_told)
         };
-        let w = self.conns.get_mut(&winner).unwrap();
+        let w = self.links.get_mut(&winner).unwrap();
         w.restore |= member || restore;
         w.accepted_told |= told;
         self.close(loser);
@@ -1104,27 +913,11 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
     }
 
     fn check_admitted(&mut self, now: Instant, conn: ConnId) {
-        let c = self.conns.get_mut(&conn).expect("caller checked");
-        let Stage::Admitting {
-            ours: Some(true),
-            theirs: Some(true),
-            ..
-        } = &c.stage
-        else {
+        let link = self.links.get_mut(&conn).expect("caller checked");
+        let Some(peer) = link.become_member(now, &self.config.detector) else {
             return;
         };
-        let Stage::Admitting { session, peer, .. } = std::mem::replace(&mut c.stage, Stage::Moving)
-        else {
-            unreachable!()
-        };
-        c.deadline = None;
-        c.stage = Stage::Member {
-            session,
-            peer: peer.clone(),
-            liveness: Liveness::new(now, &self.config.detector),
-        };
-        let restore = c.restore;
-        c.restore = false;
+        let restore = std::mem::take(&mut link.restore);
         // Tell the newcomer whom to connect to, and everyone else about the newcomer.
         let others: Vec<(NodeId, SocketAddr)> = self
             .members()
@@ -1134,17 +927,13 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
             .map(|m| (m.id, SocketAddr::new(m.ip, m.port)))
             .collect();
         self.send(now, conn, &Message::Members(others));
-        let joined = Message::Subscriptions(self.joined.iter().cloned().collect());
+        let joined = Message::Subscriptions(self.subscriptions.names());
         self.send(now, conn, &joined);
         let newcomer = Message::Members(vec![(peer.id, SocketAddr::new(peer.ip, peer.port))]);
-        let member_conns: Vec<ConnId> = self
-            .conns
-            .iter()
-            .filter(|(&k, c)| k != conn && c.is_member())
-            .map(|(&k, _)| k)
-            .collect();
-        for other in member_conns {
-            self.send(now, other, &newcomer);
+        for other in self.member_links() {
+            if other != conn {
+                self.send(now, other, &newcomer);
+            }
         }
         if !restore {
             self.election
@@ -1168,12 +957,7 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
             match effect {
                 Effect::SendAll(m) => self.send_all(now, &Message::Election(m)),
                 Effect::SendTo(id, m) => {
-                    let conn = self
-                        .conns
-                        .iter()
-                        .find(|(_, c)| c.is_member() && c.peer().is_some_and(|p| p.id == id))
-                        .map(|(&k, _)| k);
-                    if let Some(conn) = conn {
+                    if let Some(conn) = self.member_link(id) {
                         self.send(now, conn, &Message::Election(m));
                     }
                 }
@@ -1202,21 +986,31 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         if id == self.me.id {
             return Some(self.me.clone());
         }
-        self.conns
-            .values()
-            .filter_map(|c| c.peer())
-            .find(|p| p.id == id)
-            .or_else(|| self.suspects.get(&id).map(|s| &s.info))
+        self.membership
+            .link_of(id)
+            .and_then(|conn| self.links[&conn].peer())
+            .or_else(|| self.membership.suspect_info(id))
             .or(self.last_master.as_ref().filter(|m| m.id == id))
             .cloned()
     }
 
-    /// Seals and queues a message on a connection with a session.
+    /// The link of member `id`, once both ends have admitted each other.
+    fn member_link(&self, id: NodeId) -> Option<ConnId> {
+        let conn = self.membership.link_of(id)?;
+        self.links[&conn].is_member().then_some(conn)
+    }
+
+    fn member_links(&self) -> Vec<ConnId> {
+        let members = self.links.iter().filter(|(_, l)| l.is_member());
+        members.map(|(&k, _)| k).collect()
+    }
+
+    /// Seals and queues a message on a link with a session.
     fn send(&mut self, now: Instant, conn: ConnId, msg: &Message) {
-        let Some(session) = self.conns.get_mut(&conn).and_then(|c| c.session()) else {
+        let Some(sealed) = self.links.get_mut(&conn).and_then(|l| l.seal(msg)) else {
             return;
         };
-        match session.seal(&msg.encode()) {
+        match sealed {
             Ok(bytes) => self.outputs.push_back(Output::Transmit { conn, bytes }),
             Err(e) => self.fail(now, conn, e.into()),
         }
@@ -1224,58 +1018,48 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
 
     /// Removes a connection that ended; if it carried a member, deals with the loss.
     fn end(&mut self, now: Instant, conn: ConnId, loss: Loss) {
-        let Some(c) = self.conns.get(&conn) else {
+        let Some(link) = self.links.get(&conn) else {
             return;
         };
-        if c.is_member() {
+        if link.is_member() {
             return self.lose(now, conn, loss);
         }
         // A suspect's redial that ends before the peer introduced itself: a crashing
         // process can accept a connection in its last instant and reset it right after.
         // (A peer that closes our redial as a duplicate has introduced itself first, so
         // its suspect's own deadline decides then.)
-        let unproven = matches!(
-            c.stage,
-            Stage::Dialing | Stage::Handshake(_) | Stage::Introducing(_)
-        );
-        let expected = c.expect;
+        let unproven = link.is_unproven();
+        let expected = link.expect;
         self.close(conn);
-        if let Some(id) = expected.filter(|id| unproven && self.suspects.contains_key(id)) {
+        if let Some(id) = expected.filter(|&id| unproven && self.membership.is_suspect(id)) {
             self.give_up_suspect(now, id);
         }
     }
 
     /// A member's connection is gone.
     fn lose(&mut self, now: Instant, conn: ConnId, loss: Loss) {
-        let Some(c) = self.conns.remove(&conn) else {
+        let Some(link) = self.remove_link(conn) else {
             return;
         };
         self.outputs.push_back(Output::Close { conn });
-        let Stage::Member { peer, .. } = c.stage else {
+        let Some(peer) = link.into_member() else {
             return;
         };
+        let addr = SocketAddr::new(peer.ip, peer.port);
         match loss {
             Loss::Dropped if !self.leaving => {
-                let addr = SocketAddr::new(peer.ip, peer.port);
-                self.suspects.insert(
-                    peer.id,
-                    Suspect {
-                        info: peer.clone(),
-                        deadline: now + self.config.suspect_timeout,
-                    },
-                );
-                self.dial(
-                    now,
-                    Target {
-                        addr,
-                        expect: Some(peer.id),
-                        scan: false,
-                    },
-                );
+                let expect = Some(peer.id);
+                let deadline = now + self.config.suspect_timeout;
+                self.membership.suspect(peer, deadline);
+                let redial = Target {
+                    addr,
+                    expect,
+                    scan: false,
+                };
+                self.dial(now, redial);
             }
             Loss::Left => self.removed(now, peer),
             Loss::Dropped | Loss::Dead => {
-                let addr = SocketAddr::new(peer.ip, peer.port);
                 self.discovery
                     .lost(now, &self.config.discovery, peer.id, addr);
                 self.removed(now, peer);
@@ -1285,25 +1069,34 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
 
     /// A suspect did not come back in time: remove it.
     fn give_up_suspect(&mut self, now: Instant, id: NodeId) {
-        let Some(s) = self.suspects.remove(&id) else {
+        let Some(info) = self.membership.clear_suspect(id) else {
             return;
         };
-        let addr = SocketAddr::new(s.info.ip, s.info.port);
+        let addr = SocketAddr::new(info.ip, info.port);
         self.discovery.lost(now, &self.config.discovery, id, addr);
-        self.removed(now, s.info);
+        self.removed(now, info);
+    }
+
+    /// Forgets a link, and the node it carried.
+    fn remove_link(&mut self, conn: ConnId) -> Option<Link> {
+        let link = self.links.remove(&conn)?;
+        if let Some(id) = link.peer_id() {
+            self.membership.unindex(id, conn);
+        }
+        Some(link)
     }
 
     fn close(&mut self, conn: ConnId) {
-        if self.conns.remove(&conn).is_some() {
+        if self.remove_link(conn).is_some() {
             self.outputs.push_back(Output::Close { conn });
         }
     }
 
     fn fail(&mut self, now: Instant, conn: ConnId, error: ConnectionError) {
-        let Some(c) = self.conns.get(&conn) else {
+        let Some(link) = self.links.get(&conn) else {
             return;
         };
-        let addr = c.addr;
+        let addr = link.addr;
         match &error {
             ConnectionError::Handshake(_) | ConnectionError::HandshakeTimeout => {
                 self.stats.handshakes_failed += 1
@@ -1313,7 +1106,7 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
             }
             _ => {}
         }
-        if let Some(id) = c.expect.or(c.peer().map(|p| p.id)) {
+        if let Some(id) = link.expect.or(link.peer_id()) {
             let backoff = self.config.discovery.redial_backoff;
             self.discovery.failed(now, id, backoff);
         }
@@ -1340,20 +1133,20 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         );
         self.outputs.push_back(Output::Beacon(bytes));
         self.stats.beacons_sent += 1;
-        self.beacons_sent += 1;
-        self.last_beacon = Some(now);
-        let started = self.started.unwrap_or(now);
-        let burst = &self.config.beacon_burst;
-        self.next_beacon = Some(match burst.get(self.beacons_sent) {
-            Some(&offset) if started + offset > now => started + offset,
-            _ => now + self.jittered(self.config.beacon_interval),
-        });
+        let (burst, interval) = (&self.config.beacon_burst, self.config.beacon_interval);
+        self.beacons.sent(now, burst, interval, &mut self.rng);
     }
 
-    /// The interval ±10%, so nodes started together do not beacon in lockstep forever.
-    fn jittered(&mut self, d: Duration) -> Duration {
-        let tenth = d / 10;
-        let span = tenth.as_millis().max(1) as u64 * 2;
-        d - tenth + Duration::from_millis(self.rng.next_u64() % span)
+    /// The node index must name exactly the introduced links after every input.
+    fn debug_check_index(&self) {
+        debug_assert!(
+            self.membership.agrees_with(&self.links),
+            "the node index disagrees with the links"
+        );
+    }
+
+    #[cfg(test)]
+    pub(crate) fn index_agrees(&self) -> bool {
+        self.membership.agrees_with(&self.links)
     }
 }

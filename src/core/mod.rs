@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod beacon;
+pub mod beacon_schedule;
 pub mod cluster;
 pub mod config;
 pub mod crypto;
@@ -11,6 +12,9 @@ pub mod detector;
 pub mod discovery;
 pub mod election;
 pub mod error;
+pub mod link;
+pub mod membership;
 pub mod message;
 pub mod node;
+pub mod subscriptions;
 pub mod wire;

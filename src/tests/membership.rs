@@ -385,3 +385,47 @@ fn stalled_handshakes_cannot_lock_a_newcomer_out() {
     sim.run_for(Duration::from_millis(500));
     assert_eq!(sim.member_ids(0), vec![sim.id(1)]);
 }
+
+/// The index from node id to link names exactly the introduced links, on every node and
+/// at every step of formation, duplicate dials, resets, crashes and restarts.
+#[test]
+fn the_node_index_always_agrees_with_the_links() {
+    let mut sim = Sim::new(41);
+    for _ in 0..5 {
+        sim.add(Config::lan("sim"));
+    }
+    let check = |sim: &Sim, when: &str| {
+        for (h, node) in &sim.nodes {
+            assert!(node.index_agrees(), "host {h} {when}");
+        }
+    };
+    let step = |sim: &mut Sim, for_ms: u64, when: &str| {
+        for _ in 0..for_ms / 5 {
+            sim.run_for(Duration::from_millis(5));
+            check(sim, when);
+        }
+    };
+    step(&mut sim, 3000, "forming");
+    sim.reset_link(0, 1);
+    step(&mut sim, 2000, "after a reset");
+    sim.crash(2);
+    step(&mut sim, 500, "after a crash");
+    sim.restart(2, Config::lan("sim"));
+    step(&mut sim, 3000, "after a restart");
+    let now = sim.now;
+    sim.nodes.get_mut(&3).unwrap().leave(now);
+    step(&mut sim, 1000, "after a leave");
+    full_mesh_members_of(&sim, &[0, 1, 2, 4]);
+}
+
+fn full_mesh_members_of(sim: &Sim, hosts: &[usize]) {
+    for &h in hosts {
+        let mut expected: Vec<_> = hosts
+            .iter()
+            .filter(|&&o| o != h)
+            .map(|&o| sim.id(o))
+            .collect();
+        expected.sort();
+        assert_eq!(sim.member_ids(h), expected, "members of host {h}");
+    }
+}

@@ -1,0 +1,532 @@
+//! One connection's state machine: Dialing → Handshake → Introducing → Admitting → Member.
+//!
+//! Each stage before Member carries its own deadline, so "pending" and "which timeout" are
+//! read off the stage instead of a shared field. A link decides what concerns it alone (the
+//! handshake step, sealing and opening records, its stage transitions); whatever needs the
+//! rest of the node (duplicates, events, the election) is the coordinator's, in
+//! [`super::cluster`].
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use super::crypto::{Handshake, Role, Session};
+use super::detector::{DetectorConfig, Liveness};
+use super::discovery::Target;
+use super::error::{ConnectionError, FrameError, RecordError};
+use super::message::Message;
+use super::node::{NodeId, NodeInfo};
+use super::subscriptions::Subscriptions;
+use super::wire::{FrameDecoder, MAX_HANDSHAKE_FRAME};
+
+/// Which of a pending link's deadlines ran out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Timer {
+    /// The TCP connection did not open.
+    Dial,
+    /// The handshake, key confirmation or introduction did not complete.
+    Handshake,
+    /// Both ends had not admitted each other.
+    Admission,
+}
+
+enum Stage {
+    Dialing {
+        dial_deadline: Instant,
+    },
+    Handshake {
+        handshake: Handshake,
+        handshake_deadline: Instant,
+    },
+    /// Keys are agreed; the peer's key confirmation and introduction are awaited, still
+    /// under the handshake's deadline.
+    Introducing {
+        session: Session,
+        handshake_deadline: Instant,
+    },
+    Admitting {
+        session: Session,
+        peer: NodeInfo,
+        ours: Option<bool>,
+        theirs: Option<bool>,
+        admission_deadline: Instant,
+    },
+    Member {
+        session: Session,
+        peer: NodeInfo,
+        liveness: Liveness,
+    },
+    /// The handshake failed after consuming its secret; the link is closed next. It is no
+    /// longer "unproven": a suspect's redial that fails so is left to the suspect's own
+    /// deadline.
+    Failed,
+}
+
+/// What a member's heartbeat timer asks for.
+pub enum Heartbeat {
+    Quiet,
+    /// A heartbeat is due: these bytes, or the record layer's refusal to seal them.
+    Ping(Result<Vec<u8>, RecordError>),
+    /// Silent past the detector's bound.
+    Dead,
+}
+
+/// One connection, from dial or accept until it closes.
+pub struct Link {
+    pub role: Role,
+    /// Dialed address, or the peer's source address for accepted connections.
+    pub addr: SocketAddr,
+    /// The node a dial was meant for, if known.
+    pub expect: Option<NodeId>,
+    /// A subnet-scan dial.
+    pub scan: bool,
+    /// A member coming back on a new connection: admitted without asking again and
+    /// without events.
+    pub restore: bool,
+    /// `node_accepted` was already emitted for this peer (by this or a replaced link).
+    pub accepted_told: bool,
+    /// Custom events the peer has joined: only those are sent to it.
+    pub subscriptions: Subscriptions,
+    /// The largest payload the peer accepts; a larger one would break the connection.
+    pub peer_max_message: usize,
+    decoder: FrameDecoder,
+    stage: Stage,
+}
+
+impl Link {
+    fn new(role: Role, addr: SocketAddr, stage: Stage) -> Link {
+        Link {
+            role,
+            addr,
+            expect: None,
+            scan: false,
+            restore: false,
+            accepted_told: false,
+            subscriptions: Subscriptions::default(),
+            peer_max_message: 0,
+            decoder: FrameDecoder::new(MAX_HANDSHAKE_FRAME),
+            stage,
+        }
+    }
+
+    /// A dial to `target`, given up at `dial_deadline`.
+    pub fn dial(target: &Target, dial_deadline: Instant) -> Link {
+        let mut link = Link::new(
+            Role::Initiator,
+            target.addr,
+            Stage::Dialing { dial_deadline },
+        );
+        link.expect = target.expect;
+        link.scan = target.scan;
+        link
+    }
+
+    /// A connection from `addr` to our listener, our hello sent.
+    pub fn accepted(addr: SocketAddr, handshake: Handshake, handshake_deadline: Instant) -> Link {
+        let stage = Stage::Handshake {
+            handshake,
+            handshake_deadline,
+        };
+        Link::new(Role::Responder, addr, stage)
+    }
+
+    /// The peer, once it has introduced itself.
+    pub fn peer(&self) -> Option<&NodeInfo> {
+        match &self.stage {
+            Stage::Admitting { peer, .. } | Stage::Member { peer, .. } => Some(peer),
+            _ => None,
+        }
+    }
+
+    pub fn peer_id(&self) -> Option<NodeId> {
+        self.peer().map(|p| p.id)
+    }
+
+    fn session(&mut self) -> Option<&mut Session> {
+        match &mut self.stage {
+            Stage::Introducing { session, .. }
+            | Stage::Admitting { session, .. }
+            | Stage::Member { session, .. } => Some(session),
+            _ => None,
+        }
+    }
+
+    pub fn is_member(&self) -> bool {
+        matches!(self.stage, Stage::Member { .. })
+    }
+
+    pub fn is_dialing(&self) -> bool {
+        matches!(self.stage, Stage::Dialing { .. })
+    }
+
+    pub fn is_handshaking(&self) -> bool {
+        matches!(self.stage, Stage::Handshake { .. })
+    }
+
+    pub fn is_introducing(&self) -> bool {
+        matches!(self.stage, Stage::Introducing { .. })
+    }
+
+    pub fn is_admitting(&self) -> bool {
+        matches!(self.stage, Stage::Admitting { .. })
+    }
+
+    /// The peer has said who it is (admitting or member).
+    pub fn is_introduced(&self) -> bool {
+        self.peer().is_some()
+    }
+
+    /// Nothing proves yet that the peer is the node it was dialed for.
+    pub fn is_unproven(&self) -> bool {
+        matches!(
+            self.stage,
+            Stage::Dialing { .. } | Stage::Handshake { .. } | Stage::Introducing { .. }
+        )
+    }
+
+    /// The running deadline of a link not yet a member, and what it is for.
+    fn timer(&self) -> Option<(Timer, Instant)> {
+        match self.stage {
+            Stage::Dialing { dial_deadline } => Some((Timer::Dial, dial_deadline)),
+            Stage::Handshake {
+                handshake_deadline, ..
+            }
+            | Stage::Introducing {
+                handshake_deadline, ..
+            } => Some((Timer::Handshake, handshake_deadline)),
+            Stage::Admitting {
+                admission_deadline, ..
+            } => Some((Timer::Admission, admission_deadline)),
+            Stage::Member { .. } | Stage::Failed => None,
+        }
+    }
+
+    /// Still on its way to membership, under a deadline.
+    pub fn is_pending(&self) -> bool {
+        self.timer().is_some()
+    }
+
+    pub fn deadline(&self) -> Option<Instant> {
+        self.timer().map(|(_, at)| at)
+    }
+
+    /// The deadline that ran out by `now`, if any.
+    pub fn expired(&self, now: Instant) -> Option<Timer> {
+        self.timer()
+            .filter(|&(_, at)| at <= now)
+            .map(|(timer, _)| timer)
+    }
+
+    /// When this link next needs [`Link::heartbeat`] or [`Link::expired`].
+    pub fn poll_timeout(&self, detector: &DetectorConfig) -> Option<Instant> {
+        match &self.stage {
+            Stage::Member { liveness, .. } => Some(liveness.deadline(detector)),
+            _ => self.deadline(),
+        }
+    }
+
+    /// The address the peer listens on, when known.
+    pub fn listen_addr(&self) -> Option<SocketAddr> {
+        match (self.peer(), self.role) {
+            (Some(p), _) => Some(SocketAddr::new(p.ip, p.port)),
+            (None, Role::Initiator) => Some(self.addr),
+            (None, Role::Responder) => None,
+        }
+    }
+
+    /// The largest frame accepted now: little before the handshake has authenticated
+    /// anything, `max_frame` after.
+    pub fn frame_limit(&self, max_frame: usize) -> usize {
+        match self.stage {
+            Stage::Dialing { .. } | Stage::Handshake { .. } => MAX_HANDSHAKE_FRAME,
+            _ => max_frame,
+        }
+    }
+
+    /// The frame decoder, taken out while its frames are handled (they borrow its
+    /// buffer, and handling them needs the whole node); see [`Link::return_decoder`].
+    pub fn lend_decoder(&mut self) -> FrameDecoder {
+        std::mem::replace(&mut self.decoder, FrameDecoder::new(0))
+    }
+
+    pub fn return_decoder(&mut self, decoder: FrameDecoder) {
+        self.decoder = decoder;
+    }
+
+    /// At end of stream: whether it ended between frames.
+    pub fn finish_reading(&self) -> Result<(), FrameError> {
+        self.decoder.finish()
+    }
+
+    /// The dial connected and our hello went out.
+    pub fn connected(&mut self, handshake: Handshake, handshake_deadline: Instant) {
+        debug_assert!(self.is_dialing());
+        self.stage = Stage::Handshake {
+            handshake,
+            handshake_deadline,
+        };
+    }
+
+    /// Takes the peer's hello: returns our key confirmation and `intro` sealed, to send in
+    /// that order.
+    pub fn finish_handshake(
+        &mut self,
+        hello: &[u8],
+        intro: &Message,
+    ) -> Result<[Vec<u8>; 2], ConnectionError> {
+        let Stage::Handshake {
+            handshake,
+            handshake_deadline,
+        } = std::mem::replace(&mut self.stage, Stage::Failed)
+        else {
+            unreachable!("hellos are taken while handshaking only")
+        };
+        let (mut session, finished) = handshake.finish(hello)?;
+        let intro = session.seal(&intro.encode())?;
+        self.stage = Stage::Introducing {
+            session,
+            handshake_deadline,
+        };
+        Ok([finished, intro])
+    }
+
+    /// Opens a record and decodes its message. `None` for the peer's key confirmation.
+    /// Anything authentic from a member is a sign of life.
+    pub fn receive(
+        &mut self,
+        now: Instant,
+        record: &[u8],
+        max_metadata: usize,
+    ) -> Result<Option<Message>, ConnectionError> {
+        let Some(session) = self.session() else {
+            return Err(ConnectionError::Protocol("data before the handshake"));
+        };
+        let Some(plain) = session.open(record)? else {
+            return Ok(None);
+        };
+        if let Stage::Member { liveness, .. } = &mut self.stage {
+            liveness.heard(now);
+        }
+        Ok(Some(Message::decode(&plain, max_metadata)?))
+    }
+
+    /// Seals a message, if the link has a session yet.
+    pub fn seal(&mut self, msg: &Message) -> Option<Result<Vec<u8>, RecordError>> {
+        Some(self.session()?.seal(&msg.encode()))
+    }
+
+    /// Seals the concatenation of `parts`, if the link has a session yet.
+    pub fn seal_parts(&mut self, parts: &[&[u8]]) -> Option<Result<Vec<u8>, RecordError>> {
+        Some(self.session()?.seal_parts(parts))
+    }
+
+    /// The peer introduced itself: admission starts, under its own deadline.
+    pub fn introduced(&mut self, peer: NodeInfo, admission_deadline: Instant) {
+        let Stage::Introducing { session, .. } = std::mem::replace(&mut self.stage, Stage::Failed)
+        else {
+            unreachable!("introductions are taken while introducing only")
+        };
+        self.stage = Stage::Admitting {
+            session,
+            peer,
+            ours: None,
+            theirs: None,
+            admission_deadline,
+        };
+    }
+
+    /// Our verdict on the peer, sealed for it. `None` if not admitting or already given.
+    pub fn our_verdict(&mut self, accept: bool) -> Option<Result<Vec<u8>, RecordError>> {
+        let Stage::Admitting { session, ours, .. } = &mut self.stage else {
+            return None;
+        };
+        if ours.is_some() {
+            return None;
+        }
+        *ours = Some(accept);
+        Some(session.seal(&Message::Verdict { accepted: accept }.encode()))
+    }
+
+    /// The peer's verdict on us; the peer, who gave it.
+    pub fn their_verdict(&mut self, accepted: bool) -> Result<NodeInfo, ConnectionError> {
+        let Stage::Admitting { theirs, peer, .. } = &mut self.stage else {
+            unreachable!("verdicts are taken while admitting only")
+        };
+        if theirs.is_some() {
+            return Err(ConnectionError::Protocol("second verdict"));
+        }
+        *theirs = Some(accepted);
+        Ok(peer.clone())
+    }
+
+    /// Becomes a member once both ends have admitted each other; returns the peer then.
+    pub fn become_member(&mut self, now: Instant, detector: &DetectorConfig) -> Option<NodeInfo> {
+        let Stage::Admitting {
+            ours: Some(true),
+            theirs: Some(true),
+            ..
+        } = &self.stage
+        else {
+            return None;
+        };
+        let Stage::Admitting { session, peer, .. } =
+            std::mem::replace(&mut self.stage, Stage::Failed)
+        else {
+            unreachable!()
+        };
+        self.stage = Stage::Member {
+            session,
+            peer: peer.clone(),
+            liveness: Liveness::new(now, detector),
+        };
+        Some(peer)
+    }
+
+    /// The peer's new metadata; the peer as it is now.
+    pub fn update_metadata(&mut self, metadata: String) -> &NodeInfo {
+        let (Stage::Admitting { peer, .. } | Stage::Member { peer, .. }) = &mut self.stage else {
+            unreachable!("updates are taken from introduced peers only")
+        };
+        peer.metadata = metadata;
+        peer
+    }
+
+    /// A member's heartbeat timer at `now`.
+    pub fn heartbeat(&mut self, now: Instant, detector: &DetectorConfig) -> Heartbeat {
+        let Stage::Member {
+            session, liveness, ..
+        } = &mut self.stage
+        else {
+            return Heartbeat::Quiet;
+        };
+        if liveness.is_dead(now, detector) {
+            Heartbeat::Dead
+        } else if liveness.ping_due(now, detector) {
+            Heartbeat::Ping(session.seal(&Message::Ping.encode()))
+        } else {
+            Heartbeat::Quiet
+        }
+    }
+
+    /// The peer, if the link carried a member.
+    pub fn into_member(self) -> Option<NodeInfo> {
+        match self.stage {
+            Stage::Member { peer, .. } => Some(peer),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use rand_chacha::rand_core::SeedableRng;
+    use rand_chacha::ChaCha20Rng;
+
+    use super::*;
+
+    const S: fn(u64) -> Duration = Duration::from_secs;
+
+    fn detector() -> DetectorConfig {
+        DetectorConfig {
+            interval: S(5),
+            misses: 3,
+            grace: S(1),
+        }
+    }
+
+    fn peer() -> NodeInfo {
+        NodeInfo {
+            id: NodeId([9; 16]),
+            host_name: "peer".into(),
+            ip: "10.0.0.9".parse().unwrap(),
+            port: 27272,
+            metadata: "{}".into(),
+            master_eligible: true,
+        }
+    }
+
+    /// A link dialed at `t0` and connected, with the peer's hello.
+    fn connected(t0: Instant, rng: &mut ChaCha20Rng) -> (Link, Vec<u8>) {
+        let target = Target {
+            addr: "10.0.0.9:27272".parse().unwrap(),
+            expect: Some(NodeId([9; 16])),
+            scan: false,
+        };
+        let mut link = Link::dial(&target, t0 + S(3));
+        assert!(link.is_pending() && link.is_unproven());
+        assert_eq!(link.expired(t0 + S(3) - Duration::from_nanos(1)), None);
+        assert_eq!(link.expired(t0 + S(3)), Some(Timer::Dial));
+        let (ours, _) = Handshake::start(Role::Initiator, "c", None, rng);
+        let (_, their_hello) = Handshake::start(Role::Responder, "c", None, rng);
+        link.connected(ours, t0 + S(6));
+        assert_eq!(link.deadline(), Some(t0 + S(6)));
+        assert_eq!(link.expired(t0 + S(6)), Some(Timer::Handshake));
+        (link, their_hello)
+    }
+
+    #[test]
+    fn each_stage_runs_its_own_deadline_and_a_member_none() {
+        let mut rng = ChaCha20Rng::seed_from_u64(5);
+        let t0 = Instant::now();
+        let (mut link, their_hello) = connected(t0, &mut rng);
+        assert_eq!(link.frame_limit(1 << 20), MAX_HANDSHAKE_FRAME);
+        let intro = Message::Ping;
+        let [_confirmation, _intro] = link.finish_handshake(&their_hello, &intro).unwrap();
+        // Introducing stays under the handshake's deadline, with the authenticated limit.
+        assert!(link.is_introducing() && link.is_unproven());
+        assert_eq!(link.frame_limit(1 << 20), 1 << 20);
+        assert_eq!(link.expired(t0 + S(6)), Some(Timer::Handshake));
+        link.introduced(peer(), t0 + S(13));
+        assert!(link.is_admitting() && !link.is_unproven());
+        assert_eq!(link.peer_id(), Some(NodeId([9; 16])));
+        assert_eq!(link.expired(t0 + S(12)), None);
+        assert_eq!(link.expired(t0 + S(13)), Some(Timer::Admission));
+        assert!(link.our_verdict(true).unwrap().is_ok());
+        assert!(link.our_verdict(true).is_none(), "one verdict only");
+        assert_eq!(link.become_member(t0 + S(8), &detector()), None);
+        assert_eq!(link.their_verdict(true), Ok(peer()));
+        assert_eq!(
+            link.their_verdict(true),
+            Err(ConnectionError::Protocol("second verdict"))
+        );
+        assert_eq!(link.become_member(t0 + S(8), &detector()), Some(peer()));
+        assert!(link.is_member() && !link.is_pending());
+        assert_eq!(link.deadline(), None);
+        assert_eq!(link.expired(t0 + S(3600)), None);
+        // A member's wake-up is its heartbeat.
+        assert_eq!(link.poll_timeout(&detector()), Some(t0 + S(13)));
+        assert_eq!(link.into_member(), Some(peer()));
+    }
+
+    #[test]
+    fn a_failed_handshake_leaves_a_link_neither_pending_nor_unproven() {
+        let mut rng = ChaCha20Rng::seed_from_u64(6);
+        let t0 = Instant::now();
+        let (mut link, _) = connected(t0, &mut rng);
+        assert!(link
+            .finish_handshake(b"not a hello", &Message::Ping)
+            .is_err());
+        assert!(!link.is_pending() && !link.is_unproven() && !link.is_introduced());
+        assert_eq!(
+            link.receive(t0, &[2; 40], 64),
+            Err(ConnectionError::Protocol("data before the handshake"))
+        );
+    }
+
+    #[test]
+    fn an_accepted_link_awaits_the_hello_under_the_handshake_deadline() {
+        let mut rng = ChaCha20Rng::seed_from_u64(7);
+        let t0 = Instant::now();
+        let (hs, _) = Handshake::start(Role::Responder, "c", None, &mut rng);
+        let addr = "10.0.0.9:40000".parse().unwrap();
+        let link = Link::accepted(addr, hs, t0 + S(5));
+        assert!(link.is_handshaking() && link.is_pending());
+        assert_eq!(
+            link.listen_addr(),
+            None,
+            "a peer's source port is not its listener"
+        );
+        assert_eq!(link.expired(t0 + S(5)), Some(Timer::Handshake));
+    }
+}
