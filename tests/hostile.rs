@@ -236,9 +236,9 @@ impl Peer {
 
     fn event(&mut self, payload: &[u8]) -> Vec<u8> {
         self.send(&Message::Event {
-            name: "evt".into(),
+            name: "evt",
             binary: true,
-            payload: payload.to_vec(),
+            payload,
         })
     }
 }
@@ -280,9 +280,9 @@ fn a_bit_flipped_record_closes_the_connection_and_is_not_delivered() {
             .session
             .seal(
                 &Message::Event {
-                    name: "evt".into(),
+                    name: "evt",
                     binary: true,
-                    payload: b"forged-00".to_vec(),
+                    payload: b"forged-00",
                 }
                 .encode(),
             )
@@ -382,9 +382,9 @@ fn garbage_before_and_during_the_handshake_is_refused() {
         .session
         .seal(
             &Message::Event {
-                name: "evt".into(),
+                name: "evt",
                 binary: true,
-                payload: b"cut-short".to_vec(),
+                payload: b"cut-short",
             }
             .encode(),
         )
@@ -411,9 +411,9 @@ fn records_of_one_connection_are_refused_on_another() {
     // Both sessions have sent 2 records (Introduce, Verdict) plus the confirmation: same seq.
     let lifted = a.session.seal(
         &Message::Event {
-            name: "evt".into(),
+            name: "evt",
             binary: true,
-            payload: b"lifted".to_vec(),
+            payload: b"lifted",
         }
         .encode(),
     );

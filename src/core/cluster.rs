@@ -507,7 +507,7 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
             let Some(frame) = decoder.next_frame()? else {
                 return Ok(());
             };
-            self.handle_frame(now, conn, &frame)?;
+            self.handle_frame(now, conn, frame)?;
         }
     }
 
@@ -693,7 +693,7 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
     }
 
     /// What we say about ourselves once the handshake is done.
-    fn introduction(&self) -> Message {
+    fn introduction(&self) -> Message<'static> {
         Message::Introduce {
             id: self.me.id,
             host_name: self.me.host_name.clone(),
@@ -704,11 +704,13 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         }
     }
 
+    /// A frame, still in the link's decoder: a record is decrypted there, and its message
+    /// borrows it.
     fn handle_frame(
         &mut self,
         now: Instant,
         conn: ConnId,
-        frame: &[u8],
+        frame: &mut [u8],
     ) -> Result<(), ConnectionError> {
         if self.links[&conn].is_handshaking() {
             let intro = self.introduction();
@@ -734,7 +736,7 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         &mut self,
         now: Instant,
         conn: ConnId,
-        msg: Message,
+        msg: Message<'_>,
     ) -> Result<(), ConnectionError> {
         let link = self.links.get_mut(&conn).expect("caller checked");
         let from = link.peer_id();
@@ -796,13 +798,14 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
                 payload,
             } => {
                 // Sent before our Unsubscribe reached the peer: dropped here, never emitted.
-                if self.subscriptions.contains(&name) {
+                if self.subscriptions.contains(name) {
                     self.stats.messages_in += 1;
+                    // The one copy of a received payload the core makes.
                     self.push_event(Event::Delivery {
                         from: from.expect("members are introduced"),
-                        name,
+                        name: name.to_owned(),
                         binary,
-                        payload,
+                        payload: payload.to_vec(),
                     });
                 }
                 Ok(())

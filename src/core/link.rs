@@ -289,24 +289,25 @@ impl Link {
         Ok([finished, intro])
     }
 
-    /// Opens a record and decodes its message. `None` for the peer's key confirmation.
-    /// Anything authentic from a member is a sign of life.
-    pub fn receive(
+    /// Opens a record where it lies and decodes its message, which borrows the record.
+    /// `None` for the peer's key confirmation. Anything authentic from a member is a sign
+    /// of life.
+    pub fn receive<'r>(
         &mut self,
         now: Instant,
-        record: &[u8],
+        record: &'r mut [u8],
         max_metadata: usize,
-    ) -> Result<Option<Message>, ConnectionError> {
+    ) -> Result<Option<Message<'r>>, ConnectionError> {
         let Some(session) = self.session() else {
             return Err(ConnectionError::Protocol("data before the handshake"));
         };
-        let Some(plain) = session.open(record)? else {
+        let Some(plain) = session.open_in_place(record)? else {
             return Ok(None);
         };
         if let Stage::Member { liveness, .. } = &mut self.stage {
             liveness.heard(now);
         }
-        Ok(Some(Message::decode(&plain, max_metadata)?))
+        Ok(Some(Message::decode(plain, max_metadata)?))
     }
 
     /// Seals a message, if the link has a session yet.
@@ -509,7 +510,7 @@ mod tests {
             .is_err());
         assert!(!link.is_pending() && !link.is_unproven() && !link.is_introduced());
         assert_eq!(
-            link.receive(t0, &[2; 40], 64),
+            link.receive(t0, &mut [2; 40], 64),
             Err(ConnectionError::Protocol("data before the handshake"))
         );
     }

@@ -1,5 +1,7 @@
 //! Messages carried inside encrypted records. Binary and length-prefixed, with every length
-//! bounded; application payloads (metadata today, events later) stay opaque bytes.
+//! bounded; application payloads stay opaque bytes. A decoded [`Message`] borrows the
+//! plaintext for a custom event's name and payload, so a received payload is copied once,
+//! into the event handed to the application.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -32,7 +34,7 @@ mod tag {
 
 /// A message between two connected nodes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Message {
+pub enum Message<'a> {
     /// First message after key confirmation: who the sender is.
     Introduce {
         id: NodeId,
@@ -57,9 +59,9 @@ pub enum Message {
     Election(ElectionMsg),
     /// A custom event; the payload is opaque (JSON text or bytes, as `binary` says).
     Event {
-        name: String,
+        name: &'a str,
         binary: bool,
-        payload: Vec<u8>,
+        payload: &'a [u8],
     },
     /// The sender joined a custom event: send it that event from now on.
     Subscribe(String),
@@ -85,7 +87,7 @@ fn put_name(out: &mut Vec<u8>, name: &str) {
     out.extend_from_slice(name.as_bytes());
 }
 
-impl Message {
+impl<'a> Message<'a> {
     /// Encodes the message.
     pub fn encode(&self) -> Vec<u8> {
         match self {
@@ -187,7 +189,7 @@ impl Message {
     }
 
     /// Decodes a message; `max_metadata` bounds the metadata field.
-    pub fn decode(bytes: &[u8], max_metadata: usize) -> Result<Self, DecodeError> {
+    pub fn decode(bytes: &'a [u8], max_metadata: usize) -> Result<Self, DecodeError> {
         let mut r = Reader(bytes);
         let msg = match r.u8("type")? {
             tag::INTRODUCE => {
@@ -264,15 +266,15 @@ impl Message {
                 };
                 let name = r.name()?;
                 // The frame bound already limits the payload.
-                let payload = std::mem::take(&mut r.0).to_vec();
+                let payload = std::mem::take(&mut r.0);
                 Message::Event {
                     name,
                     binary,
                     payload,
                 }
             }
-            tag::SUBSCRIBE => Message::Subscribe(r.name()?),
-            tag::UNSUBSCRIBE => Message::Unsubscribe(r.name()?),
+            tag::SUBSCRIBE => Message::Subscribe(r.name()?.to_owned()),
+            tag::UNSUBSCRIBE => Message::Unsubscribe(r.name()?.to_owned()),
             tag::SUBSCRIPTIONS => {
                 let count = u16::from_be_bytes(r.array("count")?) as usize;
                 if count > MAX_JOINED {
@@ -282,7 +284,9 @@ impl Message {
                         max: MAX_JOINED,
                     });
                 }
-                let names = (0..count).map(|_| r.name()).collect::<Result<_, _>>()?;
+                let names = (0..count)
+                    .map(|_| r.name().map(str::to_owned))
+                    .collect::<Result<_, _>>()?;
                 Message::Subscriptions(names)
             }
             tag::UPDATE => {
@@ -321,21 +325,25 @@ impl<'a> Reader<'a> {
         Ok(self.take(field, N)?.try_into().unwrap())
     }
 
-    fn name(&mut self) -> Result<String, DecodeError> {
+    fn name(&mut self) -> Result<&'a str, DecodeError> {
         let len = self.u8("event name")? as usize;
-        let name = self.text("event name", len, MAX_EVENT_NAME)?;
+        let name = self.str("event name", len, MAX_EVENT_NAME)?;
         if name.is_empty() {
             return Err(DecodeError::Invalid("event name"));
         }
         Ok(name)
     }
 
-    fn text(&mut self, field: &'static str, len: usize, max: usize) -> Result<String, DecodeError> {
+    fn str(&mut self, field: &'static str, len: usize, max: usize) -> Result<&'a str, DecodeError> {
         if len > max {
             return Err(DecodeError::TooLong { field, len, max });
         }
         let bytes = self.take(field, len)?;
-        String::from_utf8(bytes.to_vec()).map_err(|_| DecodeError::Invalid(field))
+        std::str::from_utf8(bytes).map_err(|_| DecodeError::Invalid(field))
+    }
+
+    fn text(&mut self, field: &'static str, len: usize, max: usize) -> Result<String, DecodeError> {
+        self.str(field, len, max).map(str::to_owned)
     }
 }
 
@@ -343,7 +351,7 @@ impl<'a> Reader<'a> {
 mod tests {
     use super::*;
 
-    fn intro() -> Message {
+    fn intro() -> Message<'static> {
         Message::Introduce {
             id: NodeId([7; 16]),
             host_name: "web-1.org.internal".into(),
@@ -374,14 +382,14 @@ mod tests {
             }))),
             Message::Election(ElectionMsg::Nominate),
             Message::Event {
-                name: "job".into(),
+                name: "job",
                 binary: true,
-                payload: vec![0, 1, 2, 255],
+                payload: &[0, 1, 2, 255],
             },
             Message::Event {
-                name: "x".repeat(255),
+                name: &"x".repeat(255),
                 binary: false,
-                payload: b"{}".to_vec(),
+                payload: b"{}",
             },
             Message::Subscribe("job".into()),
             Message::Unsubscribe("job".into()),

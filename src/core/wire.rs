@@ -60,11 +60,20 @@ impl FrameDecoder {
 
     /// Appends bytes read from the stream.
     pub fn push(&mut self, bytes: &[u8]) {
-        if self.start > 0 && self.start == self.buf.len() {
+        self.compact();
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// Drops the frames already returned: all at once when nothing follows them, else once
+    /// they fill half the buffer, so a stream of small frames costs no memmove per frame.
+    fn compact(&mut self) {
+        if self.start == self.buf.len() {
             self.buf.clear();
             self.start = 0;
+        } else if self.start > self.buf.len() / 2 {
+            self.buf.drain(..self.start);
+            self.start = 0;
         }
-        self.buf.extend_from_slice(bytes);
     }
 
     /// Bytes buffered and not yet returned.
@@ -78,8 +87,10 @@ impl FrameDecoder {
         self.buf.capacity()
     }
 
-    /// The next complete frame body, `Ok(None)` if more bytes are needed.
-    pub fn next_frame(&mut self) -> Result<Option<Vec<u8>>, FrameError> {
+    /// The next complete frame body, `Ok(None)` if more bytes are needed. The body stays
+    /// in the decoder's buffer, mutable so that a record can be decrypted where it lies.
+    pub fn next_frame(&mut self) -> Result<Option<&mut [u8]>, FrameError> {
+        self.compact();
         let avail = &self.buf[self.start..];
         if avail.len() < LEN_PREFIX {
             return Ok(None);
@@ -97,16 +108,9 @@ impl FrameDecoder {
         if avail.len() < LEN_PREFIX + declared {
             return Ok(None);
         }
-        let body = avail[LEN_PREFIX..LEN_PREFIX + declared].to_vec();
-        self.start += LEN_PREFIX + declared;
-        if self.start == self.buf.len() {
-            self.buf.clear();
-            self.start = 0;
-        } else if self.start > self.buf.len() / 2 {
-            self.buf.drain(..self.start);
-            self.start = 0;
-        }
-        Ok(Some(body))
+        let body = self.start + LEN_PREFIX..self.start + LEN_PREFIX + declared;
+        self.start = body.end;
+        Ok(Some(&mut self.buf[body]))
     }
 
     /// Called at end of stream: a clean end leaves nothing buffered.
@@ -138,7 +142,7 @@ mod tests {
         for byte in stream {
             d.push(&[byte]);
             while let Some(f) = d.next_frame().unwrap() {
-                got.push(f);
+                got.push(f.to_vec());
             }
         }
         assert_eq!(got, vec![vec![kind::HELLO, 1, 2, 3], vec![kind::RECORD, 9]]);

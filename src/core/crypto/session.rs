@@ -69,7 +69,9 @@ struct Opener {
 }
 
 impl Opener {
-    fn open(&mut self, body: &[u8]) -> Result<Vec<u8>, RecordError> {
+    /// Checks and decrypts a record body where it lies; returns its plaintext, a slice of
+    /// `body`.
+    fn open<'b>(&mut self, body: &'b mut [u8]) -> Result<&'b [u8], RecordError> {
         if body.len() < 1 + SEQ_LEN + TAG_LEN || body[0] != kind::RECORD {
             return Err(RecordError::Truncated);
         }
@@ -89,14 +91,14 @@ impl Opener {
         if seq == u64::MAX {
             return Err(RecordError::NonceExhausted);
         }
-        let (ct, tag) = body[1 + SEQ_LEN..].split_at(body.len() - 1 - SEQ_LEN - TAG_LEN);
-        let mut plain = ct.to_vec();
+        let (header, rest) = body.split_at_mut(1 + SEQ_LEN);
+        let (plain, tag) = rest.split_at_mut(rest.len() - TAG_LEN);
         self.cipher
             .decrypt_in_place_detached(
                 &Nonce::from(nonce(seq)),
-                &body[..1 + SEQ_LEN],
-                &mut plain,
-                &Tag::from(<[u8; TAG_LEN]>::try_from(tag).expect("split at TAG_LEN")),
+                header,
+                plain,
+                &Tag::from(<[u8; TAG_LEN]>::try_from(&*tag).expect("split at TAG_LEN")),
             )
             .map_err(|_| RecordError::Forged)?;
         self.expected = seq + 1;
@@ -157,9 +159,14 @@ impl Session {
         self.sealer.seal(parts)
     }
 
-    /// Opens a record frame body. Returns `None` for the peer's key confirmation, which
-    /// carries no application data; nothing is returned before it has been verified.
-    pub fn open(&mut self, body: &[u8]) -> Result<Option<Vec<u8>>, ConnectionError> {
+    /// Opens a record frame body in place: the plaintext is decrypted over the ciphertext
+    /// and returned as a slice of `body`. Returns `None` for the peer's key confirmation,
+    /// which carries no application data; nothing is returned before it has been verified.
+    /// A refused record may be left garbled in `body`.
+    pub fn open_in_place<'b>(
+        &mut self,
+        body: &'b mut [u8],
+    ) -> Result<Option<&'b [u8]>, ConnectionError> {
         if self.confirmed {
             return Ok(Some(self.opener.open(body)?));
         }
@@ -174,6 +181,13 @@ impl Session {
         }
         self.confirmed = true;
         Ok(None)
+    }
+
+    /// [`Session::open_in_place`] on a copy of `body`, for callers that keep the record
+    /// (tests, tools).
+    pub fn open(&mut self, body: &[u8]) -> Result<Option<Vec<u8>>, ConnectionError> {
+        let mut body = body.to_vec();
+        Ok(self.open_in_place(&mut body)?.map(<[u8]>::to_vec))
     }
 
     #[cfg(test)]
@@ -322,6 +336,43 @@ mod tests {
         assert_eq!(b.open(body(&last)).unwrap().as_deref(), Some(&b"last"[..]));
         assert_eq!(a.seal(b"one more"), Err(RecordError::NonceExhausted));
         assert_eq!(a.seal(b"and again"), Err(RecordError::NonceExhausted));
+    }
+
+    #[test]
+    fn a_record_opened_in_place_leaves_its_plaintext_in_the_buffer_and_forgeries_fail() {
+        let (mut a, mut b) = pair();
+        let frame = a.seal(b"attack at dawn").unwrap();
+        let mut record = body(&frame).to_vec();
+        assert_eq!(
+            b.open_in_place(&mut record).unwrap(),
+            Some(&b"attack at dawn"[..])
+        );
+        assert_eq!(
+            &record[1 + SEQ_LEN..record.len() - TAG_LEN],
+            b"attack at dawn"
+        );
+        // The same record again, from a fresh copy: a replay.
+        let mut replayed = body(&frame).to_vec();
+        assert_eq!(
+            b.open_in_place(&mut replayed),
+            Err(ConnectionError::Record(RecordError::Replayed {
+                seq: 1,
+                expected: 2
+            }))
+        );
+        // A forged one, in place: refused, and the counter is not consumed.
+        let next = a.seal(b"retreat").unwrap();
+        let mut forged = body(&next).to_vec();
+        forged[1 + SEQ_LEN] ^= 0x01;
+        assert_eq!(
+            b.open_in_place(&mut forged),
+            Err(ConnectionError::Record(RecordError::Forged))
+        );
+        let mut genuine = body(&next).to_vec();
+        assert_eq!(
+            b.open_in_place(&mut genuine).unwrap(),
+            Some(&b"retreat"[..])
+        );
     }
 
     #[test]
