@@ -79,15 +79,20 @@ mod tests {
 
     const MS: fn(u64) -> Duration = Duration::from_millis;
 
-    #[test]
-    fn the_burst_follows_its_offsets_from_the_start_then_the_interval_is_jittered() {
-        let mut rng = ChaCha20Rng::seed_from_u64(1);
-        let burst = [MS(0), MS(50), MS(150)];
+    /// A schedule started at the returned instant, with its seeded RNG.
+    fn started(seed: u64) -> (BeaconSchedule, ChaCha20Rng, Instant) {
         let t0 = Instant::now();
         let mut s = BeaconSchedule::default();
         assert_eq!(s.next(), None);
         s.start(t0);
         assert!(s.is_due(t0));
+        (s, ChaCha20Rng::seed_from_u64(seed), t0)
+    }
+
+    #[test]
+    fn the_burst_follows_its_offsets_from_the_start_then_the_interval_is_jittered() {
+        let (mut s, mut rng, t0) = started(1);
+        let burst = [MS(0), MS(50), MS(150)];
         s.sent(t0, &burst, MS(2000), &mut rng);
         assert_eq!(s.next(), Some(t0 + MS(50)));
         // A late beacon does not shift the burst: offsets count from the start.
@@ -107,10 +112,7 @@ mod tests {
 
     #[test]
     fn a_burst_offset_already_past_gives_way_to_the_interval() {
-        let mut rng = ChaCha20Rng::seed_from_u64(2);
-        let t0 = Instant::now();
-        let mut s = BeaconSchedule::default();
-        s.start(t0);
+        let (mut s, mut rng, t0) = started(2);
         s.sent(t0 + MS(80), &[MS(0), MS(50)], MS(1000), &mut rng);
         let gap = s.next().unwrap() - (t0 + MS(80));
         assert!(gap >= MS(900) && gap < MS(1100), "gap {gap:?}");
@@ -118,10 +120,7 @@ mod tests {
 
     #[test]
     fn an_announce_is_answered_no_sooner_than_the_least_gap() {
-        let mut rng = ChaCha20Rng::seed_from_u64(3);
-        let t0 = Instant::now();
-        let mut s = BeaconSchedule::default();
-        s.start(t0);
+        let (mut s, mut rng, t0) = started(3);
         s.sent(t0, &[], MS(2000), &mut rng);
         s.answer_announce(t0 + MS(10), MS(50));
         assert_eq!(s.next(), Some(t0 + MS(50)));

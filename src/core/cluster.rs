@@ -741,23 +741,8 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         let link = self.links.get_mut(&conn).expect("caller checked");
         let from = link.peer_id();
         match msg {
-            Message::Introduce {
-                id,
-                host_name,
-                port,
-                metadata,
-                master_eligible,
-                max_message,
-            } if link.is_introducing() => {
-                link.peer_max_message = max_message as usize;
-                let peer = NodeInfo {
-                    id,
-                    host_name,
-                    ip: link.addr.ip(),
-                    port,
-                    metadata,
-                    master_eligible,
-                };
+            Message::Introduce { .. } if link.is_introducing() => {
+                let peer = link.peer_from_introduction(msg).expect("an introduction");
                 self.introduced(now, conn, peer)
             }
             Message::Verdict { accepted } if link.is_admitting() => {

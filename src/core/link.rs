@@ -320,6 +320,32 @@ impl Link {
         Some(self.session()?.seal_parts(parts))
     }
 
+    /// The node a `Message::Introduce` describes, as this node will know it: at the address
+    /// seen on the socket, not one it claims. `None` for any other message.
+    pub fn peer_from_introduction(&mut self, msg: Message) -> Option<NodeInfo> {
+        let Message::Introduce {
+            id,
+            host_name,
+            port,
+            metadata,
+            master_eligible,
+            max_message,
+        } = msg
+        else {
+            return None;
+        };
+        self.peer_max_message = max_message as usize;
+        let ip = self.addr.ip();
+        Some(NodeInfo {
+            id,
+            host_name,
+            ip,
+            port,
+            metadata,
+            master_eligible,
+        })
+    }
+
     /// The peer introduced itself: admission starts, under its own deadline.
     pub fn introduced(&mut self, peer: NodeInfo, admission_deadline: Instant) {
         let Stage::Introducing { session, .. } = std::mem::replace(&mut self.stage, Stage::Failed)
