@@ -19,7 +19,7 @@
 //! transient break is mended without any event. A member silent past the detector's bound
 //! is removed.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -39,78 +39,7 @@ use super::node::{NodeId, NodeInfo};
 use super::subscriptions::{is_valid_name, Subscriptions};
 use super::wire::{self, FrameDecoder};
 
-/// The core's name for a connection; the driver maps it to a socket.
-pub type ConnId = u64;
-
-/// An effect for the driver to carry out.
-#[derive(Debug, PartialEq, Eq)]
-#[must_use]
-pub enum Output {
-    /// Write these bytes to the connection, in order.
-    Transmit { conn: ConnId, bytes: Vec<u8> },
-    /// Flush what was transmitted, then close the connection (or abandon the dial). No
-    /// input about it follows.
-    Close { conn: ConnId },
-    /// Open a TCP connection; answer with [`Cluster::connected`] or [`Cluster::dial_failed`].
-    Dial { conn: ConnId, addr: SocketAddr },
-    /// Multicast this beacon.
-    Beacon(Vec<u8>),
-    /// Decide whether `node` may join; answer with [`Cluster::admit`].
-    AskAdmission { conn: ConnId, node: NodeInfo },
-    /// Something the application hears about.
-    Event(Event),
-}
-
-/// What the application hears about.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Event {
-    /// A node joined: both ends admitted each other.
-    NodeAdded(NodeInfo),
-    /// A member left, crashed or went silent.
-    NodeRemoved(NodeInfo),
-    /// A member's metadata changed.
-    NodeUpdated(NodeInfo),
-    /// A node admitted this one (it is the decider).
-    NodeAccepted(NodeInfo),
-    /// A node refused this one (it is the decider).
-    NodeRejected(NodeInfo),
-    /// The master changed: the new one (possibly this node), or nobody.
-    NewMaster(Option<NodeInfo>),
-    /// This node became master; `previous` is the master before it.
-    Promotion { previous: Option<NodeInfo> },
-    /// This node stopped being master; `new` is who is master now.
-    Demotion { new: Option<NodeInfo> },
-    /// A custom event this node joined arrived from member `from`.
-    Delivery {
-        from: NodeId,
-        name: String,
-        binary: bool,
-        payload: Vec<u8>,
-    },
-    /// A connection failed; for logs and counters.
-    ConnectionFailed {
-        addr: SocketAddr,
-        error: ConnectionError,
-    },
-}
-
-/// Counters, for `stats()` and tests.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Stats {
-    /// Custom event messages sent (one per target) and received.
-    pub messages_out: u64,
-    pub messages_in: u64,
-    /// Bytes written to and read from connections, all protocol traffic included.
-    pub bytes_out: u64,
-    pub bytes_in: u64,
-    pub handshakes_completed: u64,
-    pub handshakes_failed: u64,
-    pub frames_rejected: u64,
-    pub connections_refused: u64,
-    pub beacons_sent: u64,
-    pub beacons_ignored: u64,
-    pub nodes_rejected: u64,
-}
+pub use super::output::{ConnId, Event, Output, Stats};
 
 /// Why a member is no longer one.
 enum Loss {
@@ -127,8 +56,6 @@ pub struct Cluster<R> {
     me: NodeInfo,
     config: Config,
     rng: R,
-    links: BTreeMap<ConnId, Link>,
-    next_conn: ConnId,
     outputs: VecDeque<Output>,
     discovery: Discovery,
     membership: Membership,
@@ -157,8 +84,6 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
             me,
             config,
             rng,
-            links: BTreeMap::new(),
-            next_conn: 1,
             outputs: VecDeque::new(),
             discovery: Discovery::default(),
             membership: Membership::default(),
@@ -182,13 +107,13 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
 
     /// The current members, in id order (suspects included: they have not been removed).
     pub fn members(&self) -> Vec<NodeInfo> {
-        self.membership.members(&self.links)
+        self.membership.members()
     }
 
     /// The largest payload member `id` accepts, while it is connected as a member.
     pub fn payload_limit(&self, id: NodeId) -> Option<usize> {
-        self.member_link(id)
-            .map(|conn| self.links[&conn].peer_max_message)
+        let conn = self.membership.member_link(id)?;
+        Some(self.membership[conn].peer_max_message)
     }
 
     /// Starts beaconing and discovery; call once the sockets are bound.
@@ -222,11 +147,9 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
 
     /// When [`Cluster::handle_timeout`] must next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let detector = &self.config.detector;
-        self.links
-            .values()
-            .filter_map(|l| l.poll_timeout(detector))
-            .chain(self.membership.next_suspect_deadline())
+        self.membership
+            .poll_timeout(&self.config.detector)
+            .into_iter()
             .chain(self.discovery.poll_timeout(&self.config.discovery))
             .chain(self.election.poll_timeout())
             .chain(self.beacons.next())
@@ -235,13 +158,8 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
 
     /// Handles every timer due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
-        let expired: Vec<(ConnId, Timer)> = self
-            .links
-            .iter()
-            .filter_map(|(&conn, l)| Some((conn, l.expired(now)?)))
-            .collect();
-        for (conn, timer) in expired {
-            if !self.links.contains_key(&conn) {
+        for (conn, timer) in self.membership.expired(now) {
+            if self.membership.get(conn).is_none() {
                 continue;
             }
             match timer {
@@ -275,7 +193,7 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
     fn heartbeats(&mut self, now: Instant) {
         let detector = self.config.detector;
         let mut dead = Vec::new();
-        for (&conn, link) in self.links.iter_mut() {
+        for (conn, link) in self.membership.iter_mut() {
             match link.heartbeat(now, &detector) {
                 Heartbeat::Dead => dead.push(conn),
                 Heartbeat::Ping(Ok(bytes)) => {
@@ -291,12 +209,8 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
 
     /// Carries out the dials discovery wants now.
     fn pump(&mut self, now: Instant) {
-        let scans = self
-            .links
-            .values()
-            .filter(|l| l.scan && l.is_dialing())
-            .count();
-        let alone = !self.links.values().any(Link::is_member);
+        let scans = self.membership.scans_in_flight();
+        let alone = !self.membership.has_members();
         for t in self
             .discovery
             .due(now, &self.config.discovery, scans, alone)
@@ -349,14 +263,7 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         if addr == SocketAddr::new(self.me.ip, self.me.port) || self.own_addrs.contains(&addr) {
             return true;
         }
-        let linked_or_suspect =
-            |id| self.membership.is_suspect(id) || self.membership.link_of(id).is_some();
-        if id.is_some_and(linked_or_suspect) {
-            return true;
-        }
-        self.links
-            .values()
-            .any(|l| (id.is_some() && l.expect == id) || l.listen_addr() == Some(addr))
+        self.membership.is_known(id, addr)
     }
 
     fn dial(&mut self, now: Instant, target: Target) {
@@ -364,12 +271,7 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
             return;
         }
         // Counted apart from incoming ones, so stalled peers cannot stop us dialing.
-        let outgoing = self
-            .links
-            .values()
-            .filter(|l| l.role == Role::Initiator && l.is_pending())
-            .count();
-        if outgoing >= self.config.max_pending_handshakes {
+        if self.membership.pending_dials() >= self.config.max_pending_handshakes {
             self.stats.connections_refused += 1;
             return;
         }
@@ -378,23 +280,16 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         } else {
             self.config.dial_timeout
         };
-        let conn = self.alloc_conn();
-        self.links.insert(conn, Link::dial(&target, now + timeout));
+        let conn = self.membership.add(Link::dial(&target, now + timeout));
         self.outputs.push_back(Output::Dial {
             conn,
             addr: target.addr,
         });
     }
 
-    fn alloc_conn(&mut self) -> ConnId {
-        let id = self.next_conn;
-        self.next_conn += 1;
-        id
-    }
-
     /// A dial succeeded.
     pub fn connected(&mut self, now: Instant, conn: ConnId) {
-        let Some(link) = self.links.get_mut(&conn) else {
+        let Some(link) = self.membership.get_mut(conn) else {
             self.outputs.push_back(Output::Close { conn });
             return;
         };
@@ -417,7 +312,7 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
 
     /// A dial failed (refused, unreachable, timed out).
     pub fn dial_failed(&mut self, now: Instant, conn: ConnId) {
-        let Some(link) = self.remove_link(conn) else {
+        let Some(link) = self.membership.remove(conn) else {
             return;
         };
         if let Some(id) = link.expect {
@@ -440,33 +335,21 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
     /// `max_pending_per_ip` of them, and when every slot is taken the oldest incoming one
     /// is closed to make room, so a newcomer always gets its turn.
     pub fn accept(&mut self, now: Instant, addr: SocketAddr) -> Option<ConnId> {
-        let incoming = |l: &Link| l.role == Role::Responder && l.is_pending();
-        let from_ip = self
-            .links
-            .values()
-            .filter(|l| incoming(l) && l.addr.ip() == addr.ip())
-            .count();
+        let from_ip = self.membership.pending_accepts_from(addr.ip());
         if self.leaving || from_ip >= self.config.max_pending_per_ip {
             self.stats.connections_refused += 1;
             return None;
         }
-        let pending = self.links.values().filter(|l| l.is_pending()).count();
-        if pending >= self.config.max_pending_handshakes {
-            let oldest = self
-                .links
-                .iter()
-                .filter(|(_, l)| incoming(l) && !l.is_admitting())
-                .min_by_key(|(_, l)| l.deadline())
-                .map(|(&k, _)| k);
+        if self.membership.pending() >= self.config.max_pending_handshakes {
+            let oldest = self.membership.oldest_accept_before_admission();
             self.stats.connections_refused += 1;
             self.close(oldest?);
         }
-        let conn = self.alloc_conn();
         let key = self.config.cluster_key.as_ref();
         let (hs, hello) =
             Handshake::start(Role::Responder, &self.config.cluster, key, &mut self.rng);
         let deadline = now + self.config.handshake_timeout;
-        self.links.insert(conn, Link::accepted(addr, hs, deadline));
+        let conn = self.membership.add(Link::accepted(addr, hs, deadline));
         self.outputs.push_back(Output::Transmit {
             conn,
             bytes: wire::frame(&hello),
@@ -476,14 +359,14 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
 
     /// Bytes arrived on a connection.
     pub fn handle_bytes(&mut self, now: Instant, conn: ConnId, bytes: &[u8]) {
-        let Some(link) = self.links.get_mut(&conn) else {
+        let Some(link) = self.membership.get_mut(conn) else {
             return;
         };
         self.stats.bytes_in += bytes.len() as u64;
         let mut decoder = link.lend_decoder();
         decoder.push(bytes);
         let read = self.read_frames(now, conn, &mut decoder);
-        if let Some(link) = self.links.get_mut(&conn) {
+        if let Some(link) = self.membership.get_mut(conn) {
             link.return_decoder(decoder);
         }
         if let Err(e) = read {
@@ -500,7 +383,7 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         decoder: &mut FrameDecoder,
     ) -> Result<(), ConnectionError> {
         loop {
-            let Some(link) = self.links.get(&conn) else {
+            let Some(link) = self.membership.get(conn) else {
                 return Ok(());
             };
             decoder.set_max_len(link.frame_limit(self.config.max_frame));
@@ -513,7 +396,7 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
 
     /// The connection ended (peer closed it, reset, or an I/O error).
     pub fn connection_closed(&mut self, now: Instant, conn: ConnId) {
-        let Some(link) = self.links.get(&conn) else {
+        let Some(link) = self.membership.get(conn) else {
             return;
         };
         if let Err(e) = link.finish_reading() {
@@ -526,11 +409,8 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
 
     /// The application's verdict on an [`Output::AskAdmission`].
     pub fn admit(&mut self, now: Instant, conn: ConnId, accept: bool) {
-        let Some(verdict) = self
-            .links
-            .get_mut(&conn)
-            .and_then(|l| l.our_verdict(accept))
-        else {
+        let link = self.membership.get_mut(conn);
+        let Some(verdict) = link.and_then(|l| l.our_verdict(accept)) else {
             return;
         };
         match verdict {
@@ -586,54 +466,22 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         // allocated each time.
         let mut conns = std::mem::take(&mut self.send_scratch);
         conns.clear();
-        let wanted = |l: &Link| l.is_member() && l.subscriptions.contains(name);
-        match targets {
-            None => conns.extend(
-                self.links
-                    .iter()
-                    .filter(|(_, l)| wanted(l))
-                    .map(|(&k, _)| k),
-            ),
-            Some(ids) => {
-                for &id in ids {
-                    match self.member_link(id) {
-                        Some(k) if wanted(&self.links[&k]) => conns.push(k),
-                        Some(_) => {}
-                        // A suspect is still a member: its connection is being mended, and
-                        // what is sent meanwhile is lost with the old connection.
-                        None if self.membership.is_suspect(id) => {}
-                        None => {
-                            self.send_scratch = conns;
-                            return Err(SendError::UnknownTarget(id.to_string()));
-                        }
-                    }
-                }
-                if ids.len() > 1 {
-                    conns.sort_unstable();
-                    conns.dedup();
-                }
-            }
-        }
-        // A receiver closes a connection carrying more than it accepts: refuse up front.
-        if let Some(l) = conns
-            .iter()
-            .map(|k| &self.links[k])
-            .find(|l| payload.len() > l.peer_max_message)
-        {
-            let max = l.peer_max_message;
+        let targeted = self
+            .membership
+            .event_targets(name, payload.len(), targets, &mut conns);
+        if let Err(e) = targeted {
             self.send_scratch = conns;
-            return Err(SendError::TooLarge {
-                len: payload.len(),
-                max,
-            });
+            return Err(e);
         }
         let head = message::event_head(name, binary);
         let parts = [&head[..], name.as_bytes(), payload];
         let mut sent = 0;
         for i in 0..conns.len() {
             let conn = conns[i];
-            let link = self.links.get_mut(&conn).expect("collected above");
-            match link.seal_parts(&parts).expect("members have sessions") {
+            match self.membership[conn]
+                .seal_parts(&parts)
+                .expect("members have sessions")
+            {
                 Ok(bytes) => {
                     self.outputs.push_back(Output::Transmit { conn, bytes });
                     self.stats.messages_out += 1;
@@ -650,7 +498,7 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
 
     /// Sends a message to every member.
     fn send_all(&mut self, now: Instant, msg: &Message) {
-        for conn in self.member_links() {
+        for conn in self.membership.member_links() {
             self.send(now, conn, msg);
         }
     }
@@ -663,7 +511,7 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         }
         .encode();
         // Peers still being admitted got the old metadata in our introduction.
-        for (&conn, link) in self.links.iter_mut() {
+        for (conn, link) in self.membership.iter_mut() {
             if link.is_introduced() {
                 if let Some(Ok(bytes)) = link.seal_parts(&[&update]) {
                     self.outputs.push_back(Output::Transmit { conn, bytes });
@@ -679,9 +527,8 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         self.beacons.stop();
         self.discovery.stop();
         self.membership.clear_suspects();
-        let conns: Vec<ConnId> = self.links.keys().copied().collect();
-        for conn in conns {
-            let link = self.links.get_mut(&conn).unwrap();
+        for conn in self.membership.conns() {
+            let link = &mut self.membership[conn];
             if link.is_introduced() {
                 if let Some(Ok(bytes)) = link.seal(&Message::Leave) {
                     self.outputs.push_back(Output::Transmit { conn, bytes });
@@ -712,10 +559,9 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         conn: ConnId,
         frame: &mut [u8],
     ) -> Result<(), ConnectionError> {
-        if self.links[&conn].is_handshaking() {
+        if self.membership[conn].is_handshaking() {
             let intro = self.introduction();
-            let link = self.links.get_mut(&conn).expect("caller checked");
-            let [finished, intro] = link.finish_handshake(frame, &intro)?;
+            let [finished, intro] = self.membership[conn].finish_handshake(frame, &intro)?;
             self.stats.handshakes_completed += 1;
             self.outputs.push_back(Output::Transmit {
                 conn,
@@ -725,7 +571,7 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
                 .push_back(Output::Transmit { conn, bytes: intro });
             return Ok(());
         }
-        let link = self.links.get_mut(&conn).expect("caller checked");
+        let link = &mut self.membership[conn];
         match link.receive(now, frame, self.config.max_metadata)? {
             Some(msg) => self.handle_message(now, conn, msg),
             None => Ok(()),
@@ -738,7 +584,7 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         conn: ConnId,
         msg: Message<'_>,
     ) -> Result<(), ConnectionError> {
-        let link = self.links.get_mut(&conn).expect("caller checked");
+        let link = &mut self.membership[conn];
         let from = link.peer_id();
         match msg {
             Message::Introduce { .. } if link.is_introducing() => {
@@ -828,7 +674,7 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         peer: NodeInfo,
     ) -> Result<(), ConnectionError> {
         let id = peer.id;
-        let link = self.links.get_mut(&conn).expect("caller checked");
+        let link = &mut self.membership[conn];
         if id == self.me.id {
             if link.role == Role::Initiator {
                 self.own_addrs.insert(link.addr);
@@ -845,19 +691,18 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
             self.discovery.forget(expected);
         }
         let ip = peer.ip;
-        let link = self.links.get_mut(&conn).expect("still there");
-        link.introduced(peer, now + self.config.admission_timeout);
+        self.membership[conn].introduced(peer, now + self.config.admission_timeout);
         self.discovery.connected(id);
         if self.membership.suspect_info(id).is_some_and(|s| s.ip == ip) {
             // A suspect is back: the member carries on, no event either way.
             self.membership.clear_suspect(id);
-            self.links.get_mut(&conn).unwrap().restore = true;
+            self.membership[conn].restore = true;
         }
         if !self.resolve_duplicate(conn, id) {
             return Ok(());
         }
         self.membership.index(id, conn);
-        let link = &self.links[&conn];
+        let link = &self.membership[conn];
         if link.restore {
             self.admit(now, conn, true);
         } else {
@@ -878,8 +723,8 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         } else {
             Role::Responder
         };
-        let this_role = self.links[&conn].role;
-        let other_role = self.links[&other].role;
+        let this_role = self.membership[conn].role;
+        let other_role = self.membership[other].role;
         // Same role on both (a redial while an old connection lingers): the newer wins.
         let keep_this = this_role == preferred || this_role == other_role;
         let (winner, loser) = if keep_this {
@@ -890,10 +735,10 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         // The winner inherits what the loser had told the application, so the pair's
         // events happen once.
         let (member, restore, told) = {
-            let l = &self.links[&loser];
+            let l = &self.membership[loser];
             (l.is_member(), l.restore, l.accepted_told)
         };
-        let w = self.links.get_mut(&winner).unwrap();
+        let w = &mut self.membership[winner];
         w.restore |= member || restore;
         w.accepted_told |= told;
         self.close(loser);
@@ -901,7 +746,7 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
     }
 
     fn check_admitted(&mut self, now: Instant, conn: ConnId) {
-        let link = self.links.get_mut(&conn).expect("caller checked");
+        let link = &mut self.membership[conn];
         let Some(peer) = link.become_member(now, &self.config.detector) else {
             return;
         };
@@ -918,7 +763,7 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         let joined = Message::Subscriptions(self.subscriptions.names());
         self.send(now, conn, &joined);
         let newcomer = Message::Members(vec![(peer.id, SocketAddr::new(peer.ip, peer.port))]);
-        for other in self.member_links() {
+        for other in self.membership.member_links() {
             if other != conn {
                 self.send(now, other, &newcomer);
             }
@@ -945,7 +790,7 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
             match effect {
                 Effect::SendAll(m) => self.send_all(now, &Message::Election(m)),
                 Effect::SendTo(id, m) => {
-                    if let Some(conn) = self.member_link(id) {
+                    if let Some(conn) = self.membership.member_link(id) {
                         self.send(now, conn, &Message::Election(m));
                     }
                 }
@@ -975,27 +820,14 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
             return Some(self.me.clone());
         }
         self.membership
-            .link_of(id)
-            .and_then(|conn| self.links[&conn].peer())
-            .or_else(|| self.membership.suspect_info(id))
+            .info_of(id)
             .or(self.last_master.as_ref().filter(|m| m.id == id))
             .cloned()
     }
 
-    /// The link of member `id`, once both ends have admitted each other.
-    fn member_link(&self, id: NodeId) -> Option<ConnId> {
-        let conn = self.membership.link_of(id)?;
-        self.links[&conn].is_member().then_some(conn)
-    }
-
-    fn member_links(&self) -> Vec<ConnId> {
-        let members = self.links.iter().filter(|(_, l)| l.is_member());
-        members.map(|(&k, _)| k).collect()
-    }
-
     /// Seals and queues a message on a link with a session.
     fn send(&mut self, now: Instant, conn: ConnId, msg: &Message) {
-        let Some(sealed) = self.links.get_mut(&conn).and_then(|l| l.seal(msg)) else {
+        let Some(sealed) = self.membership.get_mut(conn).and_then(|l| l.seal(msg)) else {
             return;
         };
         match sealed {
@@ -1006,7 +838,7 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
 
     /// Removes a connection that ended; if it carried a member, deals with the loss.
     fn end(&mut self, now: Instant, conn: ConnId, loss: Loss) {
-        let Some(link) = self.links.get(&conn) else {
+        let Some(link) = self.membership.get(conn) else {
             return;
         };
         if link.is_member() {
@@ -1026,7 +858,7 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
 
     /// A member's connection is gone.
     fn lose(&mut self, now: Instant, conn: ConnId, loss: Loss) {
-        let Some(link) = self.remove_link(conn) else {
+        let Some(link) = self.membership.remove(conn) else {
             return;
         };
         self.outputs.push_back(Output::Close { conn });
@@ -1065,23 +897,14 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         self.removed(now, info);
     }
 
-    /// Forgets a link, and the node it carried.
-    fn remove_link(&mut self, conn: ConnId) -> Option<Link> {
-        let link = self.links.remove(&conn)?;
-        if let Some(id) = link.peer_id() {
-            self.membership.unindex(id, conn);
-        }
-        Some(link)
-    }
-
     fn close(&mut self, conn: ConnId) {
-        if self.remove_link(conn).is_some() {
+        if self.membership.remove(conn).is_some() {
             self.outputs.push_back(Output::Close { conn });
         }
     }
 
     fn fail(&mut self, now: Instant, conn: ConnId, error: ConnectionError) {
-        let Some(link) = self.links.get(&conn) else {
+        let Some(link) = self.membership.get(conn) else {
             return;
         };
         let addr = link.addr;
@@ -1128,13 +951,13 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
     /// The node index must name exactly the introduced links after every input.
     fn debug_check_index(&self) {
         debug_assert!(
-            self.membership.agrees_with(&self.links),
+            self.membership.index_agrees(),
             "the node index disagrees with the links"
         );
     }
 
     #[cfg(test)]
     pub(crate) fn index_agrees(&self) -> bool {
-        self.membership.agrees_with(&self.links)
+        self.membership.index_agrees()
     }
 }

@@ -1,15 +1,21 @@
-//! Who is in the cluster: the links that carry introduced nodes, indexed by node id, and
-//! the suspects, members whose link dropped without a goodbye and that are being redialed.
+//! Who this node is linked to and who is in the cluster: every link, an index from node id
+//! to the link on which that node introduced itself, and the suspects (members whose link
+//! dropped without a goodbye and that are being redialed until their deadline).
 //!
-//! The index replaces searching every link for "the link of node X"; the one-link-per-pair
-//! rule (see the coordinator's `resolve_duplicate`) keeps it to one link per node.
+//! Links are added and removed only here, so the index follows every removal; the
+//! coordinator indexes a link once the one-link-per-pair rule has let it stay.
 
 use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::ops::{Index, IndexMut};
 use std::time::Instant;
 
-use super::cluster::ConnId;
-use super::link::Link;
+use super::crypto::Role;
+use super::detector::DetectorConfig;
+use super::error::SendError;
+use super::link::{Link, Timer};
 use super::node::{NodeId, NodeInfo};
+use super::output::ConnId;
 
 /// A member whose connection dropped without a goodbye, being redialed until `deadline`.
 struct Suspect {
@@ -17,36 +23,108 @@ struct Suspect {
     deadline: Instant,
 }
 
-#[derive(Default)]
 pub struct Membership {
+    links: BTreeMap<ConnId, Link>,
+    next_conn: ConnId,
     /// The link on which each node introduced itself (admitting or member).
     link_of: BTreeMap<NodeId, ConnId>,
     suspects: BTreeMap<NodeId, Suspect>,
 }
 
+impl Default for Membership {
+    fn default() -> Self {
+        Membership {
+            links: BTreeMap::new(),
+            next_conn: 1,
+            link_of: BTreeMap::new(),
+            suspects: BTreeMap::new(),
+        }
+    }
+}
+
+impl Index<ConnId> for Membership {
+    type Output = Link;
+
+    fn index(&self, conn: ConnId) -> &Link {
+        &self.links[&conn]
+    }
+}
+
+impl IndexMut<ConnId> for Membership {
+    fn index_mut(&mut self, conn: ConnId) -> &mut Link {
+        self.links.get_mut(&conn).expect("a live link")
+    }
+}
+
 impl Membership {
-    /// The link on which node `id` introduced itself, member or still being admitted.
-    pub fn link_of(&self, id: NodeId) -> Option<ConnId> {
-        self.link_of.get(&id).copied()
+    /// Adds a link under a fresh id; ids are never reused.
+    pub fn add(&mut self, link: Link) -> ConnId {
+        let conn = self.next_conn;
+        self.next_conn += 1;
+        self.links.insert(conn, link);
+        conn
+    }
+
+    pub fn get(&self, conn: ConnId) -> Option<&Link> {
+        self.links.get(&conn)
+    }
+
+    pub fn get_mut(&mut self, conn: ConnId) -> Option<&mut Link> {
+        self.links.get_mut(&conn)
+    }
+
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (ConnId, &mut Link)> {
+        self.links.iter_mut().map(|(&k, l)| (k, l))
+    }
+
+    pub fn conns(&self) -> Vec<ConnId> {
+        self.links.keys().copied().collect()
+    }
+
+    /// Forgets a link, and the node it carried.
+    pub fn remove(&mut self, conn: ConnId) -> Option<Link> {
+        let link = self.links.remove(&conn)?;
+        if let Some(id) = link.peer_id() {
+            if self.link_of.get(&id) == Some(&conn) {
+                self.link_of.remove(&id);
+            }
+        }
+        Some(link)
     }
 
     /// Records that node `id` introduced itself on `conn`; its previous link, if any, must
-    /// have been closed.
+    /// have been removed.
     pub fn index(&mut self, id: NodeId, conn: ConnId) {
         let previous = self.link_of.insert(id, conn);
         debug_assert_eq!(previous, None, "one link per node");
     }
 
-    /// `conn`, which carried node `id`, is gone.
-    pub fn unindex(&mut self, id: NodeId, conn: ConnId) {
-        if self.link_of.get(&id) == Some(&conn) {
-            self.link_of.remove(&id);
-        }
+    /// The link on which node `id` introduced itself, member or still being admitted.
+    pub fn link_of(&self, id: NodeId) -> Option<ConnId> {
+        self.link_of.get(&id).copied()
+    }
+
+    /// The link of member `id`, once both ends have admitted each other.
+    pub fn member_link(&self, id: NodeId) -> Option<ConnId> {
+        let conn = self.link_of(id)?;
+        self.links[&conn].is_member().then_some(conn)
+    }
+
+    pub fn member_links(&self) -> Vec<ConnId> {
+        let members = self.links.iter().filter(|(_, l)| l.is_member());
+        members.map(|(&k, _)| k).collect()
+    }
+
+    pub fn has_members(&self) -> bool {
+        self.links.values().any(Link::is_member)
     }
 
     /// True if the index names exactly the introduced links.
-    pub fn agrees_with(&self, links: &BTreeMap<ConnId, Link>) -> bool {
-        let introduced = links.iter().filter_map(|(&k, l)| Some((l.peer_id()?, k)));
+    pub fn index_agrees(&self) -> bool {
+        let introduced = self
+            .links
+            .iter()
+            .filter_map(|(&k, l)| Some((l.peer_id()?, k)));
         let mut count = 0;
         for (id, conn) in introduced {
             count += 1;
@@ -59,11 +137,11 @@ impl Membership {
 
     /// The current members in id order: member links, then suspects (they have not been
     /// removed); a member link wins over a suspect of the same id.
-    pub fn members(&self, links: &BTreeMap<ConnId, Link>) -> Vec<NodeInfo> {
+    pub fn members(&self) -> Vec<NodeInfo> {
         let mut m: Vec<NodeInfo> = self
             .link_of
             .values()
-            .map(|conn| &links[conn])
+            .map(|conn| &self.links[conn])
             .filter(|l| l.is_member())
             .filter_map(|l| l.peer().cloned())
             .chain(self.suspects.values().map(|s| s.info.clone()))
@@ -71,6 +149,125 @@ impl Membership {
         m.sort_by_key(|n| n.id);
         m.dedup_by_key(|n| n.id);
         m
+    }
+
+    /// What the links and suspects know of node `id`.
+    pub fn info_of(&self, id: NodeId) -> Option<&NodeInfo> {
+        self.link_of(id)
+            .and_then(|conn| self.links[&conn].peer())
+            .or_else(|| self.suspects.get(&id).map(|s| &s.info))
+    }
+
+    /// True if a link or a suspect stands for node `id`, or a link dials or reaches `addr`.
+    pub fn is_known(&self, id: Option<NodeId>, addr: SocketAddr) -> bool {
+        let linked_or_suspect = |id| self.is_suspect(id) || self.link_of(id).is_some();
+        if id.is_some_and(linked_or_suspect) {
+            return true;
+        }
+        self.links
+            .values()
+            .any(|l| (id.is_some() && l.expect == id) || l.listen_addr() == Some(addr))
+    }
+
+    /// Links still on their way to membership.
+    pub fn pending(&self) -> usize {
+        self.links.values().filter(|l| l.is_pending()).count()
+    }
+
+    /// Our dials still on their way to membership.
+    pub fn pending_dials(&self) -> usize {
+        let dials = self.links.values().filter(|l| l.role == Role::Initiator);
+        dials.filter(|l| l.is_pending()).count()
+    }
+
+    fn pending_accepts(&self) -> impl Iterator<Item = (ConnId, &Link)> {
+        let accepts = self.links.iter().filter(|(_, l)| l.role == Role::Responder);
+        accepts
+            .filter(|(_, l)| l.is_pending())
+            .map(|(&k, l)| (k, l))
+    }
+
+    /// Accepted links from `ip` still on their way to membership.
+    pub fn pending_accepts_from(&self, ip: IpAddr) -> usize {
+        let from_ip = self.pending_accepts().filter(|(_, l)| l.addr.ip() == ip);
+        from_ip.count()
+    }
+
+    /// The accepted link nearest its deadline that is not yet being admitted.
+    pub fn oldest_accept_before_admission(&self) -> Option<ConnId> {
+        let unadmitted = self.pending_accepts().filter(|(_, l)| !l.is_admitting());
+        unadmitted.min_by_key(|(_, l)| l.deadline()).map(|(k, _)| k)
+    }
+
+    /// Subnet-scan dials not connected yet.
+    pub fn scans_in_flight(&self) -> usize {
+        let scans = self.links.values().filter(|l| l.scan);
+        scans.filter(|l| l.is_dialing()).count()
+    }
+
+    /// Links whose deadline ran out by `now`, and which one.
+    pub fn expired(&self, now: Instant) -> Vec<(ConnId, Timer)> {
+        let expired = self
+            .links
+            .iter()
+            .filter_map(|(&k, l)| Some((k, l.expired(now)?)));
+        expired.collect()
+    }
+
+    /// The earliest wake-up a link or a suspect needs.
+    pub fn poll_timeout(&self, detector: &DetectorConfig) -> Option<Instant> {
+        let links = self.links.values().filter_map(|l| l.poll_timeout(detector));
+        links
+            .chain(self.suspects.values().map(|s| s.deadline))
+            .min()
+    }
+
+    /// Puts in `out` the links custom event `name` of `len` bytes goes on: those of
+    /// `targets` (every member if `None`) that joined it. A target that is not a member
+    /// is an error; a suspect is skipped, as what is sent meanwhile would be lost with its
+    /// old link.
+    pub fn event_targets(
+        &self,
+        name: &str,
+        len: usize,
+        targets: Option<&[NodeId]>,
+        out: &mut Vec<ConnId>,
+    ) -> Result<(), SendError> {
+        let wanted = |l: &Link| l.is_member() && l.subscriptions.contains(name);
+        match targets {
+            None => out.extend(
+                self.links
+                    .iter()
+                    .filter(|(_, l)| wanted(l))
+                    .map(|(&k, _)| k),
+            ),
+            Some(ids) => {
+                for &id in ids {
+                    match self.member_link(id) {
+                        Some(k) if wanted(&self.links[&k]) => out.push(k),
+                        Some(_) => {}
+                        None if self.is_suspect(id) => {}
+                        None => return Err(SendError::UnknownTarget(id.to_string())),
+                    }
+                }
+                if ids.len() > 1 {
+                    out.sort_unstable();
+                    out.dedup();
+                }
+            }
+        }
+        // A receiver closes a connection carrying more than it accepts: refuse up front.
+        let too_small = out
+            .iter()
+            .map(|k| &self.links[k])
+            .find(|l| len > l.peer_max_message);
+        match too_small {
+            Some(l) => Err(SendError::TooLarge {
+                len,
+                max: l.peer_max_message,
+            }),
+            None => Ok(()),
+        }
     }
 
     pub fn suspect(&mut self, info: NodeInfo, deadline: Instant) {
@@ -101,9 +298,5 @@ impl Membership {
             .filter(|(_, s)| s.deadline <= now)
             .map(|(&id, _)| id)
             .collect()
-    }
-
-    pub fn next_suspect_deadline(&self) -> Option<Instant> {
-        self.suspects.values().map(|s| s.deadline).min()
     }
 }

@@ -16,5 +16,6 @@ pub mod link;
 pub mod membership;
 pub mod message;
 pub mod node;
+pub mod output;
 pub mod subscriptions;
 pub mod wire;
