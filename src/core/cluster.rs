@@ -301,10 +301,7 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
             Handshake::start(Role::Initiator, &self.config.cluster, key, &mut self.rng);
         link.connected(hs, now + self.config.handshake_timeout);
         let scan = link.scan;
-        self.outputs.push_back(Output::Transmit {
-            conn,
-            bytes: wire::frame(&hello),
-        });
+        self.transmit(conn, wire::frame(&hello));
         if scan {
             self.pump(now);
         }
@@ -350,10 +347,7 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
             Handshake::start(Role::Responder, &self.config.cluster, key, &mut self.rng);
         let deadline = now + self.config.handshake_timeout;
         let conn = self.membership.add(Link::accepted(addr, hs, deadline));
-        self.outputs.push_back(Output::Transmit {
-            conn,
-            bytes: wire::frame(&hello),
-        });
+        self.transmit(conn, wire::frame(&hello));
         Some(conn)
     }
 
@@ -414,7 +408,7 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
             return;
         };
         match verdict {
-            Ok(bytes) => self.outputs.push_back(Output::Transmit { conn, bytes }),
+            Ok(bytes) => self.transmit(conn, bytes),
             Err(e) => return self.fail(now, conn, e.into()),
         }
         if !accept {
@@ -483,7 +477,7 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
                 .expect("members have sessions")
             {
                 Ok(bytes) => {
-                    self.outputs.push_back(Output::Transmit { conn, bytes });
+                    self.transmit(conn, bytes);
                     self.stats.messages_out += 1;
                     conns[sent] = conn;
                     sent += 1;
@@ -531,7 +525,7 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
             let link = &mut self.membership[conn];
             if link.is_introduced() {
                 if let Some(Ok(bytes)) = link.seal(&Message::Leave) {
-                    self.outputs.push_back(Output::Transmit { conn, bytes });
+                    self.transmit(conn, bytes);
                 }
             }
             self.close(conn);
@@ -563,12 +557,8 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
             let intro = self.introduction();
             let [finished, intro] = self.membership[conn].finish_handshake(frame, &intro)?;
             self.stats.handshakes_completed += 1;
-            self.outputs.push_back(Output::Transmit {
-                conn,
-                bytes: finished,
-            });
-            self.outputs
-                .push_back(Output::Transmit { conn, bytes: intro });
+            self.transmit(conn, finished);
+            self.transmit(conn, intro);
             return Ok(());
         }
         let link = &mut self.membership[conn];
@@ -621,6 +611,7 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
                 }
                 Ok(())
             }
+            // The rest is for members only.
             _ if !link.is_member() => Err(ConnectionError::Protocol("unexpected message")),
             Message::Ping => Ok(()),
             Message::Event {
@@ -831,7 +822,7 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
             return;
         };
         match sealed {
-            Ok(bytes) => self.outputs.push_back(Output::Transmit { conn, bytes }),
+            Ok(bytes) => self.transmit(conn, bytes),
             Err(e) => self.fail(now, conn, e.into()),
         }
     }
@@ -927,6 +918,10 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
 
     fn report(&mut self, addr: SocketAddr, error: ConnectionError) {
         self.push_event(Event::ConnectionFailed { addr, error });
+    }
+
+    fn transmit(&mut self, conn: ConnId, bytes: Vec<u8>) {
+        self.outputs.push_back(Output::Transmit { conn, bytes });
     }
 
     fn push_event(&mut self, e: Event) {
