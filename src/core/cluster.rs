@@ -692,7 +692,7 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         if !self.resolve_duplicate(conn, id) {
             return Ok(());
         }
-        self.membership.index(id, conn);
+        self.membership.introduced(id, conn);
         let link = &self.membership[conn];
         if link.restore {
             self.admit(now, conn, true);

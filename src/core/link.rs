@@ -443,6 +443,23 @@ impl Link {
     }
 }
 
+/// A link on which `peer` has introduced itself, for tests of what holds links.
+#[cfg(test)]
+pub(crate) fn introduced_link(peer: NodeInfo, role: Role, seed: u64) -> Link {
+    use rand_chacha::rand_core::SeedableRng;
+    let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(seed);
+    let t0 = Instant::now();
+    let (ours, _) = Handshake::start(Role::Responder, "c", None, &mut rng);
+    let (_, their_hello) = Handshake::start(Role::Initiator, "c", None, &mut rng);
+    let addr = SocketAddr::new(peer.ip, 40000);
+    let mut link = Link::accepted(addr, ours, t0);
+    link.role = role;
+    link.finish_handshake(&their_hello, &Message::Ping)
+        .expect("a genuine hello");
+    link.introduced(peer, t0);
+    link
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;

@@ -94,7 +94,7 @@ impl Membership {
 
     /// Records that node `id` introduced itself on `conn`; its previous link, if any, must
     /// have been removed.
-    pub fn index(&mut self, id: NodeId, conn: ConnId) {
+    pub fn introduced(&mut self, id: NodeId, conn: ConnId) {
         let previous = self.link_of.insert(id, conn);
         debug_assert_eq!(previous, None, "one link per node");
     }
@@ -298,5 +298,81 @@ impl Membership {
             .filter(|(_, s)| s.deadline <= now)
             .map(|(&id, _)| id)
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::link::introduced_link;
+
+    fn node(n: u8) -> NodeInfo {
+        NodeInfo {
+            id: NodeId([n; 16]),
+            host_name: format!("host-{n}"),
+            ip: IpAddr::from([10, 0, 0, n]),
+            port: 27272,
+            metadata: "{}".into(),
+            master_eligible: true,
+        }
+    }
+
+    #[test]
+    fn the_index_follows_links_as_they_are_introduced_and_removed() {
+        let mut m = Membership::default();
+        let a = m.add(introduced_link(node(1), Role::Initiator, 1));
+        assert!(!m.index_agrees(), "an introduced link not yet indexed");
+        m.introduced(node(1).id, a);
+        assert!(m.index_agrees());
+        assert_eq!(m.link_of(node(1).id), Some(a));
+        assert_eq!(m.member_link(node(1).id), None, "admitting, not a member");
+        // A second link of the same node, the first closed by the one-link rule.
+        let b = m.add(introduced_link(node(1), Role::Responder, 2));
+        assert_ne!(a, b, "ids are never reused");
+        assert!(m.remove(a).is_some());
+        m.introduced(node(1).id, b);
+        assert!(m.index_agrees());
+        assert_eq!(m.info_of(node(1).id), Some(&node(1)));
+        // Removing a link that lost the rule leaves the winner indexed.
+        let c = m.add(introduced_link(node(1), Role::Initiator, 3));
+        assert!(m.remove(c).is_some());
+        assert_eq!(m.link_of(node(1).id), Some(b));
+        assert!(m.remove(b).is_some());
+        assert_eq!(m.link_of(node(1).id), None);
+        assert!(m.index_agrees());
+    }
+
+    #[test]
+    fn suspects_are_members_until_cleared_and_stand_for_their_node() {
+        let mut m = Membership::default();
+        let t0 = Instant::now();
+        m.suspect(node(2), t0 + std::time::Duration::from_secs(3));
+        assert_eq!(m.members(), vec![node(2)]);
+        assert!(m.is_known(Some(node(2).id), "10.9.9.9:1".parse().unwrap()));
+        assert_eq!(m.info_of(node(2).id), Some(&node(2)));
+        assert!(m.overdue_suspects(t0).is_empty());
+        let due = t0 + std::time::Duration::from_secs(3);
+        assert_eq!(m.overdue_suspects(due), vec![node(2).id]);
+        assert_eq!(
+            m.poll_timeout(&DetectorConfig {
+                interval: std::time::Duration::from_secs(5),
+                misses: 3,
+                grace: std::time::Duration::from_secs(1),
+            }),
+            Some(due)
+        );
+        // Sending to a suspect skips it; to a stranger is an error.
+        let mut out = Vec::new();
+        assert_eq!(
+            m.event_targets("e", 1, Some(&[node(2).id]), &mut out),
+            Ok(())
+        );
+        assert!(out.is_empty());
+        assert_eq!(
+            m.event_targets("e", 1, Some(&[node(3).id]), &mut out),
+            Err(SendError::UnknownTarget(node(3).id.to_string()))
+        );
+        assert_eq!(m.clear_suspect(node(2).id), Some(node(2)));
+        assert!(m.members().is_empty());
     }
 }
