@@ -1,10 +1,14 @@
 //! The sans-IO core: every input arrives as a call with the current time, every effect
 //! leaves as an [`cluster::Output`]. Nothing here touches a socket, a clock or a global RNG,
 //! so the same code runs under the tokio driver and under a deterministic simulation.
+//!
+//! [`cluster::Cluster`] is the coordinator: it routes each input to the part it concerns
+//! (a connection's `link`, `membership`, `subscriptions`, the `beacon_schedule`,
+//! [`election`], [`discovery`]) and gathers their effects.
 #![forbid(unsafe_code)]
 
 pub mod beacon;
-pub mod beacon_schedule;
+mod beacon_schedule;
 pub mod cluster;
 pub mod config;
 pub mod crypto;
@@ -12,10 +16,10 @@ pub mod detector;
 pub mod discovery;
 pub mod election;
 pub mod error;
-pub mod link;
-pub mod membership;
+mod link;
+mod membership;
 pub mod message;
 pub mod node;
 pub mod output;
-pub mod subscriptions;
+mod subscriptions;
 pub mod wire;
