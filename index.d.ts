@@ -170,20 +170,25 @@ declare namespace espial {
   ) => boolean | PromiseLike<boolean> | void | PromiseLike<void>;
 
   /**
-   * The error codes espial sets on its errors. Errors of the `error` event carry one of the
-   * codes of the native core (e.g. `"ERR_ESPIAL_BIND"`), so `code` is typed as a string.
+   * The error codes espial sets on its errors: Node's own two for an argument of the wrong
+   * type or value, and espial's, each defined once in the native core (a test compares this
+   * list with the addon's).
    */
   type EspialErrorCode =
-    | 'ERR_ESPIAL_UNKNOWN_OPTION'
     | 'ERR_INVALID_ARG_TYPE'
     | 'ERR_INVALID_ARG_VALUE'
+    | 'ERR_ESPIAL_UNKNOWN_OPTION'
     | 'ERR_ESPIAL_NOT_ELIGIBLE'
     | 'ERR_ESPIAL_RESERVED_EVENT'
+    | 'ERR_ESPIAL_INVALID_EVENT'
+    | 'ERR_ESPIAL_TOO_MANY_EVENTS'
     | 'ERR_ESPIAL_UNKNOWN_TARGET'
     | 'ERR_ESPIAL_MESSAGE_TOO_LARGE'
     | 'ERR_ESPIAL_NOT_RUNNING'
     | 'ERR_ESPIAL_INVALID_PAYLOAD'
-    | (string & {});
+    | 'ERR_ESPIAL_BIND'
+    | 'ERR_ESPIAL_MULTICAST'
+    | 'ERR_ESPIAL_SEED';
 
   /** The error of an `error` event, or of a rejected `send()`; `code` is stable. */
   interface EspialError extends Error {

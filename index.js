@@ -5,6 +5,7 @@ const { NativeNode } = require('./binding.js');
 const { normalizeOptions, metadataJson, toPublicNode, describe } = require('./lib/options.js');
 const { eventName, targetIds, encodePayload, decodePayload, messageTooLarge } = require('./lib/events.js');
 const { Outbox } = require('./lib/outbox.js');
+const { espialError } = require('./lib/errors.js');
 const { version } = require('./package.json');
 
 // A microtask from a settled promise's then() costs no async_hooks resource, unlike
@@ -126,12 +127,9 @@ class Espial extends EventEmitter {
       case 'node_rejected':
         this.emit('node_rejected', toPublicNode(event.node));
         break;
-      case 'error': {
-        const err = new Error(event.message);
-        err.code = event.code;
-        this.emit('error', err);
+      case 'error':
+        this.emit('error', espialError(event.code, event.message));
         break;
-      }
       default:
         // The addon and this file ship together, so an unknown kind cannot come from a user;
         // ignoring it keeps a newer addon usable with this wrapper during development.
@@ -176,9 +174,8 @@ class Espial extends EventEmitter {
     } catch (cause) {
       // Only a peer that bypasses index.js can send text that is not JSON; say so rather
       // than drop it silently or throw from inside the event dispatch.
-      const err = new Error(`espial: a "${event}" message from node ${from} is not valid JSON (${cause.message})`);
-      err.code = 'ERR_ESPIAL_INVALID_PAYLOAD';
-      this.emit('error', err);
+      const message = `espial: a "${event}" message from node ${from} is not valid JSON (${cause.message})`;
+      this.emit('error', espialError('ERR_ESPIAL_INVALID_PAYLOAD', message));
       return;
     }
     const sender = this.#nodes.get(from);
@@ -234,11 +231,8 @@ class Espial extends EventEmitter {
       return;
     }
     if (typeof fn !== 'function') {
-      const err = new TypeError(
-        `espial: connection_filter(fn): fn must be a function or null (received ${describe(fn)})`,
-      );
-      err.code = 'ERR_INVALID_ARG_TYPE';
-      throw err;
+      const message = `espial: connection_filter(fn): fn must be a function or null (received ${describe(fn)})`;
+      throw espialError('ERR_INVALID_ARG_TYPE', message, TypeError);
     }
     this.#native.setFilter((info) => askFilter(fn, this, info));
   }
@@ -268,9 +262,8 @@ class Espial extends EventEmitter {
    */
   promote() {
     if (!this.#eligible) {
-      const err = new Error('espial: promote(): this node is not master eligible (master_eligible: false)');
-      err.code = 'ERR_ESPIAL_NOT_ELIGIBLE';
-      throw err;
+      const message = 'espial: promote(): this node is not master eligible (master_eligible: false)';
+      throw espialError('ERR_ESPIAL_NOT_ELIGIBLE', message);
     }
     this.#native.promote();
   }
@@ -326,9 +319,8 @@ class Espial extends EventEmitter {
     }
     const name = eventName('send', event);
     if (callback !== undefined && typeof callback !== 'function') {
-      const err = new TypeError(`espial: send(): callback must be a function (received ${describe(callback)})`);
-      err.code = 'ERR_INVALID_ARG_TYPE';
-      throw err;
+      const message = `espial: send(): callback must be a function (received ${describe(callback)})`;
+      throw espialError('ERR_INVALID_ARG_TYPE', message, TypeError);
     }
     const ids = targetIds(targets);
     const sending = this.#queueSend(name, ids, encodePayload(data).payload);
@@ -426,9 +418,7 @@ class Espial extends EventEmitter {
    */
   exit(callback) {
     if (callback !== undefined && typeof callback !== 'function') {
-      const err = new TypeError('espial: exit(callback): callback must be a function');
-      err.code = 'ERR_INVALID_ARG_TYPE';
-      throw err;
+      throw espialError('ERR_INVALID_ARG_TYPE', 'espial: exit(callback): callback must be a function', TypeError);
     }
     // Through the Promise constructor so that a synchronous throw from the addon becomes a
     // rejection like any other failure to exit.
@@ -474,9 +464,7 @@ function settle(handOver, outcome) {
 // What the addon's send() Promise resolved with: null when sent, else why not.
 function sendFailure(failure) {
   if (failure == null) return;
-  const err = new Error(failure.message);
-  err.code = failure.code;
-  throw err;
+  throw espialError(failure.code, failure.message);
 }
 
 /**

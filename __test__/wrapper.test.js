@@ -137,7 +137,8 @@ function loadEspial() {
   const fake = new Module(bindingPath, module);
   fake.filename = bindingPath;
   fake.loaded = true;
-  fake.exports = { NativeNode: FakeNative };
+  // The rest of the addon (its list of error codes) is the real one.
+  fake.exports = { ...require(bindingPath), NativeNode: FakeNative };
   require.cache[bindingPath] = fake;
   delete require.cache[indexPath];
   try {

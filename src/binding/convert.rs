@@ -19,6 +19,9 @@ use crate::core::message::MAX_HOST_NAME;
 use crate::core::node::{NodeId, NodeInfo};
 use crate::driver::{MulticastConfig, NodeConfig, Notification, SendBatch, Targets};
 
+// Where `mod.rs` has always found it.
+pub use super::errors::NativeSendError;
+
 /// Options after `lib/options.js` has validated and defaulted them.
 #[napi(object)]
 pub struct NativeOptions {
@@ -284,22 +287,6 @@ impl From<Stats> for NativeStats {
             nodes_rejected: n(s.nodes_rejected),
             beacons_sent: n(s.beacons_sent),
             beacons_ignored: n(s.beacons_ignored),
-        }
-    }
-}
-
-/// Why `send()` failed, for `index.js` to turn into an Error with this `code`.
-#[napi(object)]
-pub struct NativeSendError {
-    pub code: String,
-    pub message: String,
-}
-
-impl From<SendError> for NativeSendError {
-    fn from(e: SendError) -> Self {
-        NativeSendError {
-            code: e.code().as_str().to_owned(),
-            message: e.to_string(),
         }
     }
 }

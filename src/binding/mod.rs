@@ -3,6 +3,7 @@
 //! `index.js` wraps [`NativeNode`] in the public `Espial` EventEmitter.
 
 mod convert;
+mod errors;
 
 use std::future::Future;
 use std::pin::Pin;
