@@ -3,14 +3,11 @@
 const { EventEmitter } = require('node:events');
 const { NativeNode } = require('./binding.js');
 const { normalizeOptions, metadataJson, toPublicNode, describe } = require('./lib/options.js');
-const { eventName, targetIds, encodePayload, decodePayload, messageTooLarge } = require('./lib/events.js');
-const { Outbox } = require('./lib/outbox.js');
+const { eventName, targetIds, encodePayload, decodePayload } = require('./lib/events.js');
+const { forEachDelivery } = require('./lib/packed.js');
+const { SendQueue } = require('./lib/send-queue.js');
 const { espialError } = require('./lib/errors.js');
 const { version } = require('./package.json');
-
-// A microtask from a settled promise's then() costs no async_hooks resource, unlike
-// queueMicrotask(), which builds one per call: a send a message at a time paid for it.
-const RESOLVED = Promise.resolve();
 
 class Espial extends EventEmitter {
   #native;
@@ -23,12 +20,7 @@ class Espial extends EventEmitter {
   #masterInfo; // NativeNodeInfo of that master when it was announced
   #joined = new Set(); // custom events whose messages are emitted
   #eligible; // master_eligible
-  #maxMessageSize; // max_message_size, in bytes
-  #outbox = new Outbox(); // sends of this tick, handed to the addon together (see #queueSend)
-  #pending = null; // { results, handOver } of the sends in #outbox, while there are any
-  #inFlight = new Map(); // batch id -> { handOver, count, outcome } until it settles, in send order
-  #flushLater = () => this.#flushSends();
-  #heldBatch = 0; // keys below 0 in #inFlight: outcomes known at once, held behind waiting batches
+  #sends; // the SendQueue: one native call per tick's sends, settled in order
 
   /**
    * Starts a node on the next tick; `listening` follows, or `error` if it cannot start.
@@ -42,7 +34,11 @@ class Espial extends EventEmitter {
     this.#native = new NativeNode(nativeOptions, (events) => this.#dispatchAll(events));
     this.#info = this.#native.info();
     this.#eligible = nativeOptions.masterEligible;
-    this.#maxMessageSize = nativeOptions.maxMessageSize;
+    const native = this.#native;
+    this.#sends = new SendQueue(
+      (batch) => native.sendBatch(batch.names, batch.targets, batch.meta, batch.payload),
+      nativeOptions.maxMessageSize,
+    );
     // Not started here but on the next tick, so that what the caller does right after the
     // constructor (connection_filter(fn), listeners) is in place before any peer can
     // connect, as in the original, where the filter was set synchronously after creation.
@@ -73,7 +69,7 @@ class Espial extends EventEmitter {
     // Once exit() has completed this node is in no cluster: late membership news is dropped,
     // so that get_nodes() stays empty and agrees with the events.
     if (event.kind === 'sent') {
-      this.#sent(event.batch, event.failures ?? null);
+      this.#sends.sent(event.batch, event.failures ?? null);
       return;
     }
     if (this.#left && event.kind !== 'error' && event.kind !== 'listening') return;
@@ -119,7 +115,7 @@ class Espial extends EventEmitter {
         this.emit('demotion', event.node ? this.get_master() : undefined);
         break;
       case 'messages':
-        this.#deliverAll(event.messages);
+        forEachDelivery(event.messages, this.#deliver);
         break;
       case 'node_accepted':
         this.emit('node_accepted', toPublicNode(event.node));
@@ -142,32 +138,21 @@ class Espial extends EventEmitter {
     this.#masterInfo = info;
   }
 
-  // A run of messages, packed by the addon into one object: event names and sender ids
-  // once each in `strings`; in `data`, the payloads back to back, then four little-endian
-  // u32s per message (name, sender, payload bytes, binary). Each is emitted on its own; a
-  // listener that throws does not lose the messages after it (its exception is rethrown on
-  // the next tick, as an uncaught exception from the listener would be). A message of an
-  // event not joined (any more) is dropped: one sent before leave() took effect may still
-  // arrive.
-  #deliverAll({ strings, count, data }) {
-    let start = 0;
-    for (let at = data.length - count * 16; at < data.length; at += 16) {
-      const end = start + data.readUInt32LE(at + 8);
-      const event = strings[data.readUInt32LE(at)];
-      if (this.#joined.has(event)) {
-        const from = strings[data.readUInt32LE(at + 4)];
-        try {
-          this.#deliver(event, from, data, start, end, data.readUInt32LE(at + 12) === 1);
-        } catch (err) {
-          process.nextTick(rethrow, err);
-        }
-      }
-      start = end;
+  // One message of a run the addon delivered packed (lib/packed.js's forEachDelivery calls
+  // this for each, in order): bytes start..end of `payload`. A message of an event not
+  // joined (any more) is dropped: one sent before leave() took effect may still arrive. A
+  // listener that throws does not lose the messages after it: its exception is rethrown on
+  // the next tick, as an uncaught exception from the listener would be.
+  #deliver = (event, from, payload, start, end, binary) => {
+    if (!this.#joined.has(event)) return;
+    try {
+      this.#emitMessage(event, from, payload, start, end, binary);
+    } catch (err) {
+      process.nextTick(rethrow, err);
     }
-  }
+  };
 
-  // One message of a custom event: bytes start..end of `payload`.
-  #deliver(event, from, payload, start, end, binary) {
+  #emitMessage(event, from, payload, start, end, binary) {
     let data;
     try {
       data = decodePayload(payload, start, end, binary);
@@ -278,7 +263,7 @@ class Espial extends EventEmitter {
   join(event) {
     const name = eventName('join', event);
     if (this.#joined.has(name)) return;
-    this.#flushSends();
+    this.#sends.flush();
     this.#native.join(name);
     this.#joined.add(name);
   }
@@ -294,7 +279,7 @@ class Espial extends EventEmitter {
     if (!this.#joined.has(name)) return;
     // Dropped here at once, whatever is still on its way.
     this.#joined.delete(name);
-    this.#flushSends();
+    this.#sends.flush();
     this.#native.leave(name);
   }
 
@@ -323,7 +308,7 @@ class Espial extends EventEmitter {
       throw espialError('ERR_INVALID_ARG_TYPE', message, TypeError);
     }
     const ids = targetIds(targets);
-    const sending = this.#queueSend(name, ids, encodePayload(data).payload);
+    const sending = this.#sends.queue(name, ids, encodePayload(data).payload);
     if (callback) {
       // Outside the promise chain, as in exit(): an exception in the callback does not
       // become a rejection. Handling the rejection here also means a caller who only uses
@@ -334,69 +319,6 @@ class Espial extends EventEmitter {
       );
     }
     return sending;
-  }
-
-  // Sends of one tick cross into the addon in one call at the end of the tick (a microtask),
-  // which is what lets a node send hundreds of thousands of small messages a second: one
-  // native call, one Promise and one trip to the Rust node task per batch instead of per
-  // message (lib/outbox.js packs them). Order is kept: a batch is queued before the next
-  // one, and join/leave/exit hand the pending batch over first. The payload is copied here,
-  // so a Buffer changed after send() is sent as it was.
-  #queueSend(name, ids, payload) {
-    const outbox = this.#outbox;
-    const index = outbox.count;
-    const size = outbox.push(name, ids, payload, this.#maxMessageSize);
-    if (outbox.count === index) return Promise.reject(messageTooLarge(name, size, this.#maxMessageSize));
-    let pending = this.#pending;
-    if (pending === null) {
-      pending = { results: null, handOver: null };
-      pending.results = new Promise((resolve) => {
-        pending.handOver = resolve;
-      });
-      RESOLVED.then(this.#flushLater);
-      this.#pending = pending;
-    }
-    // The addon settles a batch with null when every message went, else with one entry per
-    // message: null or its failure ({ code, message }), which becomes this rejection.
-    return pending.results.then((failures) => (failures === null ? undefined : sendFailure(failures[index])));
-  }
-
-  #flushSends() {
-    const pending = this.#pending;
-    if (pending === null) return;
-    this.#pending = null;
-    const { names, targets, meta, payload, count } = this.#outbox.take();
-    let results;
-    try {
-      results = this.#native.sendBatch(names, targets, meta, payload);
-    } catch (err) {
-      // The same failure, however the addon reports it: every send of the batch rejects.
-      results = { thrown: err };
-    }
-    if (typeof results === 'number') {
-      // A connection is backlogged: the outcome comes back as a `sent` event with this id.
-      this.#inFlight.set(results, { handOver: pending.handOver, count, outcome: undefined });
-    } else if (this.#inFlight.size === 0) {
-      // Handed over (null) or refused (one entry per message): settled now.
-      settle(pending.handOver, results);
-    } else {
-      // Sends settle in the order they were made: after the batches still waiting.
-      this.#inFlight.set(--this.#heldBatch, { handOver: pending.handOver, count, outcome: results });
-    }
-  }
-
-  // A batch's outcome: null when every message went, else one entry per message. Batches
-  // settle in the order they were sent, like a stream's write callbacks: an outcome that
-  // arrives early (its connections were not backlogged, an earlier batch's were) waits.
-  #sent(batch, failures) {
-    const waiting = this.#inFlight.get(batch);
-    if (waiting === undefined) return;
-    waiting.outcome = failures;
-    for (const [id, entry] of this.#inFlight) {
-      if (entry.outcome === undefined) break;
-      this.#inFlight.delete(id);
-      settle(entry.handOver, entry.outcome);
-    }
   }
 
   /**
@@ -422,7 +344,7 @@ class Espial extends EventEmitter {
     }
     // Through the Promise constructor so that a synchronous throw from the addon becomes a
     // rejection like any other failure to exit.
-    this.#flushSends();
+    this.#sends.flush();
     this.#exiting ??= new Promise((resolve) => {
       // exit() before the start tick: the node is never started (the addon then only lets go
       // of the event callback), so nothing is bound just to be closed again.
@@ -430,11 +352,7 @@ class Espial extends EventEmitter {
       resolve(this.#native.exit());
     }).then(() => {
       // The addon answers every batch before it stops; should one still wait, it never went.
-      for (const [batch, { count, outcome }] of this.#inFlight) {
-        if (outcome !== undefined) continue;
-        const notRunning = { code: 'ERR_ESPIAL_NOT_RUNNING', message: 'espial: send(): the node is not running' };
-        this.#sent(batch, Array.from({ length: count }, () => notRunning));
-      }
+      this.#sends.failWaiting({ code: 'ERR_ESPIAL_NOT_RUNNING', message: 'espial: send(): the node is not running' });
       this.#left = true;
       this.#nodes.clear();
       this.#setMaster(undefined);
@@ -453,18 +371,6 @@ class Espial extends EventEmitter {
 
 function rethrow(err) {
   throw err;
-}
-
-// Settles a batch's sends: `outcome` is null (all sent), one entry per message (null or
-// its failure), or { thrown } when the addon threw, which rejects every send of the batch.
-function settle(handOver, outcome) {
-  handOver(outcome !== null && outcome.thrown !== undefined ? Promise.reject(outcome.thrown) : outcome);
-}
-
-// What the addon's send() Promise resolved with: null when sent, else why not.
-function sendFailure(failure) {
-  if (failure == null) return;
-  throw espialError(failure.code, failure.message);
 }
 
 /**

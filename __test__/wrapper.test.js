@@ -7,6 +7,7 @@
 const { test } = require('node:test');
 const assert = require('node:assert/strict');
 const Module = require('node:module');
+const { packDeliveries, unpackBatch } = require('../lib/packed.js');
 
 // Records what index.js asks of the addon, and lets a test deliver event batches.
 class FakeNative {
@@ -65,27 +66,19 @@ class FakeNative {
     this.calls.push(`leave(${event})`);
   }
 
-  // As the addon does: one call per tick's sends, packed as lib/outbox.js packs them
-  // (unpacked here, with a copy of each message's bytes, since the wrapper reuses its
-  // buffers). Answers null when every message went, else one entry per message; or, while
-  // backlogged, a batch id whose outcome comes later as a `sent` event.
+  // As the addon does: one call per tick's sends, packed as lib/packed.js packs them
+  // (unpacked here by its reader, which copies each message's bytes, since the wrapper
+  // reuses its buffers, and checks that the sizes cover the payload). Answers null when
+  // every message went, else one entry per message; or, while backlogged, a batch id whose
+  // outcome comes later as a `sent` event.
   sendBatch(names, targets, meta, payload) {
     const results = [];
-    let start = 0;
-    for (let at = 0; at < meta.length; at += 4) {
-      const end = start + meta[at + 2];
-      const message = {
-        event: names[meta[at]],
-        payload: Buffer.from(payload.subarray(start, end)),
-        binary: meta[at + 3] === 1,
-        targets: targets[meta[at + 1]],
-      };
+    for (const { name, ids, binary, payload: bytes } of unpackBatch({ names, targets, meta, payload })) {
+      const message = { event: name, payload: bytes, binary, targets: ids };
       this.calls.push('send');
       this.sends.push(message);
       results.push(this.sendResult(message));
-      start = end;
     }
-    assert.equal(start, payload.length, 'the payload lengths cover the payload bytes');
     const outcome = results.every((r) => r == null) ? null : results;
     if (!this.backlogged) return outcome;
     const batch = (this.batches = (this.batches ?? 0) + 1);
@@ -98,8 +91,8 @@ class FakeNative {
     this.deliver(...this.waiting.splice(0).map(({ batch, outcome }) => ({ kind: 'sent', batch, failures: outcome })));
   }
 
-  // Events as the addon delivers them; `message` entries are packed into one `messages`
-  // event per run, as the addon packs them.
+  // Events as the addon delivers them; each run of `message` entries is packed into one
+  // `messages` event, as the addon packs them (by lib/packed.js's writer).
   deliver(...events) {
     const out = [];
     for (const e of events) {
@@ -107,25 +100,11 @@ class FakeNative {
         out.push(e);
         continue;
       }
-      let last = out[out.length - 1];
-      if (!last || last.kind !== 'messages') {
-        last = { kind: 'messages', messages: { strings: [], meta: [], parts: [] } };
-        out.push(last);
-      }
-      const m = last.messages;
-      const intern = (s) => (m.strings.includes(s) ? m.strings.indexOf(s) : m.strings.push(s) - 1);
-      m.meta.push(intern(e.event), intern(e.from), e.payload.length, e.binary ? 1 : 0);
-      m.parts.push(e.payload);
+      const last = out[out.length - 1];
+      if (last && last.kind === 'messages') last.run.push(e);
+      else out.push({ kind: 'messages', run: [e] });
     }
-    for (const e of out) {
-      if (e.kind !== 'messages') continue;
-      // The payloads back to back, then four little-endian u32s per message.
-      const { strings, meta, parts } = e.messages;
-      const numbers = Buffer.alloc(meta.length * 4);
-      meta.forEach((n, i) => numbers.writeUInt32LE(n, i * 4));
-      e.messages = { strings, count: meta.length / 4, data: Buffer.concat([...parts, numbers]) };
-    }
-    this.onEvents(out);
+    this.onEvents(out.map((e) => (e.kind === 'messages' ? { kind: 'messages', messages: packDeliveries(e.run) } : e)));
   }
 }
 
