@@ -69,10 +69,7 @@ export interface NativeEvent {
   port?: number
   message?: string
   code?: string
-  /**
-   * A run of custom event messages (`kind` is `messages`), packed so that crossing
-   * into JavaScript costs one object, not one per message.
-   */
+  /** A run of custom event messages (`kind` is `messages`), packed (see `packed.rs`). */
   messages?: NativeMessages
   /** A send batch's id (`kind` is `sent`). */
   batch?: number

@@ -4,6 +4,7 @@
 
 mod convert;
 mod errors;
+mod packed;
 
 use std::future::Future;
 use std::pin::Pin;
