@@ -136,8 +136,10 @@ declare namespace espial {
   }
 
   /**
-   * A node as every event and accessor hands it out: a fresh plain object each time, with
-   * no key material.
+   * A node as every event and accessor hands it out: a plain object with no key material.
+   * Another node's object is shared, and best treated as read-only: its `added_node` /
+   * `updated_node` object, its entry in `get_nodes()` and the `from` of its messages are one
+   * object until its next `updated_node`. The other events and accessors hand out fresh ones.
    */
   interface EspialNode {
     /** The node's id, a UUID; new each time a node starts. */
@@ -236,7 +238,10 @@ declare namespace espial {
    */
   type Targets = EspialNode | string | ReadonlyArray<EspialNode | string> | null;
 
-  /** A listener of a custom event: the data sent (a Buffer if a Buffer was sent) and the sender. */
+  /**
+   * A listener of a custom event: the data sent (a Buffer if a Buffer was sent) and the
+   * sender's node object (shared, see `EspialNode`).
+   */
   type CustomEventListener = (data: any, from: EspialNode) => void;
 
   /** espial's own events and the arguments their listeners get. */
@@ -285,7 +290,8 @@ declare namespace espial {
     get_node_info(): EspialNode;
     /**
      * The other nodes of the cluster, as announced by `added_node`, `updated_node` and
-     * `removed_node`; `[]` once `exit()` has completed.
+     * `removed_node`; `[]` once `exit()` has completed. A new array of the shared node
+     * objects (see `EspialNode`).
      */
     get_nodes(): EspialNode[];
     /**

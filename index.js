@@ -12,7 +12,10 @@ const { version } = require('./package.json');
 class Espial extends EventEmitter {
   #native;
   #info; // this node's NativeNodeInfo
-  #nodes = new Map(); // id -> NativeNodeInfo of every other node, as the app has been told
+  // id -> { info, node } of every other node, as the app has been told: its NativeNodeInfo,
+  // and its public object, built once per change (JSON.parse of up to 64 KiB of metadata)
+  // and shared by its messages' `from`, its added_node / updated_node and get_nodes().
+  #nodes = new Map();
   #started = false; // native.start() has been called
   #exiting; // the exit() promise, once exit has been asked for
   #left = false; // exit() has completed: this node belongs to no cluster any more
@@ -80,15 +83,13 @@ class Espial extends EventEmitter {
       // The table changes just before the event is emitted, so that get_nodes() called from
       // a listener (or at any time) agrees with the events seen so far.
       case 'added_node':
-        this.#nodes.set(event.node.id, event.node);
-        this.emit('added_node', toPublicNode(event.node));
+        this.emit('added_node', this.#member(event.node));
         break;
       case 'updated_node':
         // The addon only reports updates of members it has announced; checked anyway, so a
         // stray update can never put a node into get_nodes() without its added_node.
         if (!this.#nodes.has(event.node.id)) break;
-        this.#nodes.set(event.node.id, event.node);
-        this.emit('updated_node', toPublicNode(event.node));
+        this.emit('updated_node', this.#member(event.node));
         break;
       case 'removed_node':
         this.#nodes.delete(event.node.id);
@@ -133,6 +134,13 @@ class Espial extends EventEmitter {
     }
   }
 
+  // Records a member's latest info and builds its public object, which it returns.
+  #member(info) {
+    const node = toPublicNode(info);
+    this.#nodes.set(info.id, { info, node });
+    return node;
+  }
+
   #setMaster(info) {
     this.#masterId = info ? info.id : undefined;
     this.#masterInfo = info;
@@ -166,7 +174,7 @@ class Espial extends EventEmitter {
     const sender = this.#nodes.get(from);
     // The addon only delivers messages of members, so `sender` is always known; the bare id
     // is a fallback that keeps `from.id` usable whatever happens.
-    this.emit(event, data, sender ? toPublicNode(sender) : { id: from });
+    this.emit(event, data, sender ? sender.node : { id: from });
   }
 
   /**
@@ -197,9 +205,12 @@ class Espial extends EventEmitter {
     return toPublicNode(this.#info);
   }
 
-  /** The other nodes in the cluster, as announced by `added_node` / `removed_node`; `[]` after exit(). */
+  /**
+   * The other nodes in the cluster, as announced by `added_node` / `removed_node`; `[]` after
+   * exit(). A new array of the shared node objects (see README.md, "Node objects").
+   */
   get_nodes() {
-    return Array.from(this.#nodes.values(), toPublicNode);
+    return Array.from(this.#nodes.values(), (member) => member.node);
   }
 
   /**
@@ -232,7 +243,7 @@ class Espial extends EventEmitter {
     if (this.#masterId === this.#info.id) return this.get_node_info();
     // The member table holds the master's latest metadata (updated_node); the announced
     // object covers a master not (or no longer) in it.
-    return toPublicNode(this.#nodes.get(this.#masterId) ?? this.#masterInfo);
+    return toPublicNode(this.#nodes.get(this.#masterId)?.info ?? this.#masterInfo);
   }
 
   /** Whether this node is the master. */

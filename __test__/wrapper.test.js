@@ -888,3 +888,41 @@ test('a listener that throws loses no later event of the batch; its error is ret
   assert.equal(rethrown.length, 2);
   for (const again of rethrown) assert.throws(again, (err) => err === boom);
 });
+
+test("a member's object is built once per change and shared: added_node, get_nodes() and each message's from", async () => {
+  const node = espial(OPTIONS);
+  const native = FakeNative.last;
+  const added = [];
+  const updated = [];
+  const froms = [];
+  node.on('added_node', (n) => added.push(n));
+  node.on('updated_node', (n) => updated.push(n));
+  node.on('job', (data, from) => froms.push(from));
+  node.join('job');
+  const message = (n) => ({ kind: 'message', event: 'job', from: 'a', payload: Buffer.from(String(n)), binary: false });
+  native.deliver({ kind: 'added_node', node: nodeInfo('a', { metadata: '{"v":1}' }) }, message(1), message(2));
+  await tick();
+  assert.equal(froms.length, 2);
+  assert.equal(froms[0], added[0], 'the added_node object is the from of its messages');
+  assert.equal(froms[1], added[0], 'the same object for every message, not one per message');
+  assert.equal(node.get_nodes()[0], added[0]);
+  // A change of metadata: a new object, shared from then on; the old one is left as it was.
+  native.deliver({ kind: 'updated_node', node: nodeInfo('a', { metadata: '{"v":2}' }) }, message(3));
+  await tick();
+  assert.notEqual(updated[0], added[0]);
+  assert.deepEqual(added[0].metadata, { v: 1 });
+  assert.deepEqual(updated[0].metadata, { v: 2 });
+  assert.equal(froms[2], updated[0]);
+  assert.equal(node.get_nodes()[0], updated[0]);
+  // get_master() stays a fresh object every call, equal to the shared one.
+  native.deliver({ kind: 'new_master', node: nodeInfo('a', { metadata: '{"v":2}' }) });
+  await tick();
+  assert.notEqual(node.get_master(), updated[0]);
+  assert.deepEqual(node.get_master(), updated[0]);
+  // Once removed, its messages (should any still come) carry only its id.
+  native.deliver({ kind: 'removed_node', node: nodeInfo('a', { metadata: '{"v":2}' }) }, message(4));
+  await tick();
+  assert.deepEqual(froms[3], { id: 'a' });
+  assert.deepEqual(node.get_nodes(), []);
+  await node.exit();
+});

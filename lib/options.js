@@ -366,7 +366,7 @@ function normalizeOptions(options) {
 
 /**
  * Turns the addon's node info into the public node object the original handed out.
- * A fresh object every time, so a caller that changes it cannot change our state.
+ * A fresh object every time; index.js builds one per change of a member and shares it.
  */
 function toPublicNode(info) {
   return {
