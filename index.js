@@ -362,8 +362,8 @@ class Espial extends EventEmitter {
       this.#started = true;
       resolve(this.#native.exit());
     }).then(() => {
-      // The addon answers every batch before it stops; should one still wait, it never went.
-      this.#sends.failWaiting({ code: 'ERR_ESPIAL_NOT_RUNNING', message: 'espial: send(): the node is not running' });
+      // Should a batch still wait for its outcome, it never went.
+      this.#sends.failAll();
       this.#left = true;
       this.#nodes.clear();
       this.#setMaster(undefined);

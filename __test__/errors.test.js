@@ -56,3 +56,16 @@ test('espialError sets the code and the class, and refuses a code espial does no
   assert.throws(() => espialError('ERR_ESPIAL_NO_SUCH_CODE', 'espial: x'), /unknown error code ERR_ESPIAL_NO_SUCH_CODE/);
   assert.throws(() => espialError(undefined, 'espial: x'), /unknown error code/);
 });
+
+test("a send after exit() is refused in the addon's words, the same the exit path uses", async () => {
+  const espial = require('..');
+  // Never started (exit() before the start tick), so no socket is opened.
+  const node = espial({ network: { port: 1, address: { local: '127.0.0.1' }, multicast: false } });
+  await node.exit();
+  // lib/send-queue.js fails a batch left waiting at exit with these words; they must be the
+  // addon's own (src/binding/errors.rs).
+  await assert.rejects(node.send('job', 1), {
+    code: 'ERR_ESPIAL_NOT_RUNNING',
+    message: 'espial: send(): the node is not running',
+  });
+});

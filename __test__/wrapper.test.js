@@ -926,3 +926,28 @@ test("a member's object is built once per change and shared: added_node, get_nod
   assert.deepEqual(node.get_nodes(), []);
   await node.exit();
 });
+
+test("the addon's error events and a batch left waiting at exit reach JS as espial errors", async () => {
+  const node = espial(OPTIONS);
+  const native = FakeNative.last;
+  const errors = [];
+  node.on('error', (err) => errors.push(err));
+  native.deliver({ kind: 'error', code: 'ERR_ESPIAL_BIND', message: 'espial: cannot listen on 127.0.0.1:30001' });
+  await tick();
+  assert.equal(errors.length, 1);
+  assert.ok(errors[0] instanceof Error);
+  assert.equal(errors[0].code, 'ERR_ESPIAL_BIND');
+  assert.equal(errors[0].message, 'espial: cannot listen on 127.0.0.1:30001');
+  // A batch whose outcome never comes: exit() fails it, as not sent.
+  native.backlogged = true;
+  const waiting = node.send('job', 1);
+  let called;
+  node.send('job', 2, (err) => (called = err));
+  await tick();
+  await node.exit();
+  const notRunning = { code: 'ERR_ESPIAL_NOT_RUNNING', message: 'espial: send(): the node is not running' };
+  await assert.rejects(waiting, notRunning);
+  await tick();
+  assert.equal(called.code, notRunning.code);
+  assert.equal(called.message, notRunning.message);
+});

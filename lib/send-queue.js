@@ -109,16 +109,19 @@ class SendQueue {
   }
 
   /**
-   * Fails every message of every batch still waiting for its outcome with `failure`: once
-   * the node has exited, none of them went.
-   * @param {{ code: string, message: string }} failure
+   * Fails every message of every batch still waiting for its outcome with
+   * ERR_ESPIAL_NOT_RUNNING: the node has exited, and none of them went. (The addon answers
+   * every batch before it stops; this is for one it did not.)
    */
-  failWaiting(failure) {
+  failAll() {
     for (const [batch, { count, outcome }] of this.#inFlight) {
-      if (outcome === undefined) this.sent(batch, new Array(count).fill(failure));
+      if (outcome === undefined) this.sent(batch, new Array(count).fill(NOT_RUNNING));
     }
   }
 }
+
+// As the addon words it for a batch refused after exit (src/binding/errors.rs).
+const NOT_RUNNING = Object.freeze({ code: 'ERR_ESPIAL_NOT_RUNNING', message: 'espial: send(): the node is not running' });
 
 // Settles a batch's sends: `outcome` is null (all sent), one entry per message (null or
 // its failure), or { thrown } when the addon threw, which rejects every send of the batch.
