@@ -53,6 +53,13 @@ export declare class NativeNode {
 }
 
 /**
+ * Every `err.code` an espial error of its own can carry (`ERR_ESPIAL_…`). `lib/errors.js`
+ * refuses to make an error with any other code but Node's own `ERR_INVALID_ARG_TYPE` and
+ * `ERR_INVALID_ARG_VALUE`, and a test compares this list with `index.d.ts`.
+ */
+export declare function errorCodes(): Array<string>
+
+/**
  * One notification; `kind` is the event name JavaScript emits (`message` for a custom
  * event, named in `event`).
  */
@@ -62,10 +69,7 @@ export interface NativeEvent {
   port?: number
   message?: string
   code?: string
-  /**
-   * A run of custom event messages (`kind` is `messages`), packed so that crossing
-   * into JavaScript costs one object, not one per message.
-   */
+  /** A run of custom event messages (`kind` is `messages`), packed (see `packed.rs`). */
   messages?: NativeMessages
   /** A send batch's id (`kind` is `sent`). */
   batch?: number
@@ -121,7 +125,7 @@ export interface NativeOptions {
   maxMessageSize: number
 }
 
-/** Why `send()` failed, for `index.js` to turn into an Error with this `code`. */
+/** Why `send()` failed, for `lib/errors.js` to turn into an Error with this `code`. */
 export interface NativeSendError {
   code: string
   message: string

@@ -136,8 +136,10 @@ declare namespace espial {
   }
 
   /**
-   * A node as every event and accessor hands it out: a fresh plain object each time, with
-   * no key material.
+   * A node as every event and accessor hands it out: a plain object with no key material.
+   * Another node's object is shared, and best treated as read-only: its `added_node` /
+   * `updated_node` object, its entry in `get_nodes()` and the `from` of its messages are one
+   * object until its next `updated_node`. The other events and accessors hand out fresh ones.
    */
   interface EspialNode {
     /** The node's id, a UUID; new each time a node starts. */
@@ -170,20 +172,25 @@ declare namespace espial {
   ) => boolean | PromiseLike<boolean> | void | PromiseLike<void>;
 
   /**
-   * The error codes espial sets on its errors. Errors of the `error` event carry one of the
-   * codes of the native core (e.g. `"ERR_ESPIAL_BIND"`), so `code` is typed as a string.
+   * The error codes espial sets on its errors: Node's own two for an argument of the wrong
+   * type or value, and espial's, each defined once in the native core (a test compares this
+   * list with the addon's).
    */
   type EspialErrorCode =
-    | 'ERR_ESPIAL_UNKNOWN_OPTION'
     | 'ERR_INVALID_ARG_TYPE'
     | 'ERR_INVALID_ARG_VALUE'
+    | 'ERR_ESPIAL_UNKNOWN_OPTION'
     | 'ERR_ESPIAL_NOT_ELIGIBLE'
     | 'ERR_ESPIAL_RESERVED_EVENT'
+    | 'ERR_ESPIAL_INVALID_EVENT'
+    | 'ERR_ESPIAL_TOO_MANY_EVENTS'
     | 'ERR_ESPIAL_UNKNOWN_TARGET'
     | 'ERR_ESPIAL_MESSAGE_TOO_LARGE'
     | 'ERR_ESPIAL_NOT_RUNNING'
     | 'ERR_ESPIAL_INVALID_PAYLOAD'
-    | (string & {});
+    | 'ERR_ESPIAL_BIND'
+    | 'ERR_ESPIAL_MULTICAST'
+    | 'ERR_ESPIAL_SEED';
 
   /** The error of an `error` event, or of a rejected `send()`; `code` is stable. */
   interface EspialError extends Error {
@@ -231,7 +238,10 @@ declare namespace espial {
    */
   type Targets = EspialNode | string | ReadonlyArray<EspialNode | string> | null;
 
-  /** A listener of a custom event: the data sent (a Buffer if a Buffer was sent) and the sender. */
+  /**
+   * A listener of a custom event: the data sent (a Buffer if a Buffer was sent) and the
+   * sender's node object (shared, see `EspialNode`).
+   */
   type CustomEventListener = (data: any, from: EspialNode) => void;
 
   /** espial's own events and the arguments their listeners get. */
@@ -280,7 +290,8 @@ declare namespace espial {
     get_node_info(): EspialNode;
     /**
      * The other nodes of the cluster, as announced by `added_node`, `updated_node` and
-     * `removed_node`; `[]` once `exit()` has completed.
+     * `removed_node`; `[]` once `exit()` has completed. A new array of the shared node
+     * objects (see `EspialNode`).
      */
     get_nodes(): EspialNode[];
     /**

@@ -3,18 +3,19 @@
 const { EventEmitter } = require('node:events');
 const { NativeNode } = require('./binding.js');
 const { normalizeOptions, metadataJson, toPublicNode, describe } = require('./lib/options.js');
-const { eventName, targetIds, encodePayload, decodePayload, messageTooLarge } = require('./lib/events.js');
-const { Outbox } = require('./lib/outbox.js');
+const { eventName, targetIds, encodePayload, decodePayload } = require('./lib/events.js');
+const { forEachDelivery } = require('./lib/packed.js');
+const { SendQueue } = require('./lib/send-queue.js');
+const { espialError } = require('./lib/errors.js');
 const { version } = require('./package.json');
-
-// A microtask from a settled promise's then() costs no async_hooks resource, unlike
-// queueMicrotask(), which builds one per call: a send a message at a time paid for it.
-const RESOLVED = Promise.resolve();
 
 class Espial extends EventEmitter {
   #native;
   #info; // this node's NativeNodeInfo
-  #nodes = new Map(); // id -> NativeNodeInfo of every other node, as the app has been told
+  // id -> { info, node } of every other node, as the app has been told: its NativeNodeInfo,
+  // and its public object, built once per change (JSON.parse of up to 64 KiB of metadata)
+  // and shared by its messages' `from`, its added_node / updated_node and get_nodes().
+  #nodes = new Map();
   #started = false; // native.start() has been called
   #exiting; // the exit() promise, once exit has been asked for
   #left = false; // exit() has completed: this node belongs to no cluster any more
@@ -22,12 +23,7 @@ class Espial extends EventEmitter {
   #masterInfo; // NativeNodeInfo of that master when it was announced
   #joined = new Set(); // custom events whose messages are emitted
   #eligible; // master_eligible
-  #maxMessageSize; // max_message_size, in bytes
-  #outbox = new Outbox(); // sends of this tick, handed to the addon together (see #queueSend)
-  #pending = null; // { results, handOver } of the sends in #outbox, while there are any
-  #inFlight = new Map(); // batch id -> { handOver, count, outcome } until it settles, in send order
-  #flushLater = () => this.#flushSends();
-  #heldBatch = 0; // keys below 0 in #inFlight: outcomes known at once, held behind waiting batches
+  #sends; // the SendQueue: one native call per tick's sends, settled in order
 
   /**
    * Starts a node on the next tick; `listening` follows, or `error` if it cannot start.
@@ -41,7 +37,11 @@ class Espial extends EventEmitter {
     this.#native = new NativeNode(nativeOptions, (events) => this.#dispatchAll(events));
     this.#info = this.#native.info();
     this.#eligible = nativeOptions.masterEligible;
-    this.#maxMessageSize = nativeOptions.maxMessageSize;
+    const native = this.#native;
+    this.#sends = new SendQueue(
+      (batch) => native.sendBatch(batch.names, batch.targets, batch.meta, batch.payload),
+      nativeOptions.maxMessageSize,
+    );
     // Not started here but on the next tick, so that what the caller does right after the
     // constructor (connection_filter(fn), listeners) is in place before any peer can
     // connect, as in the original, where the filter was set synchronously after creation.
@@ -72,7 +72,7 @@ class Espial extends EventEmitter {
     // Once exit() has completed this node is in no cluster: late membership news is dropped,
     // so that get_nodes() stays empty and agrees with the events.
     if (event.kind === 'sent') {
-      this.#sent(event.batch, event.failures ?? null);
+      this.#sends.sent(event.batch, event.failures ?? null);
       return;
     }
     if (this.#left && event.kind !== 'error' && event.kind !== 'listening') return;
@@ -83,15 +83,13 @@ class Espial extends EventEmitter {
       // The table changes just before the event is emitted, so that get_nodes() called from
       // a listener (or at any time) agrees with the events seen so far.
       case 'added_node':
-        this.#nodes.set(event.node.id, event.node);
-        this.emit('added_node', toPublicNode(event.node));
+        this.emit('added_node', this.#member(event.node));
         break;
       case 'updated_node':
         // The addon only reports updates of members it has announced; checked anyway, so a
         // stray update can never put a node into get_nodes() without its added_node.
         if (!this.#nodes.has(event.node.id)) break;
-        this.#nodes.set(event.node.id, event.node);
-        this.emit('updated_node', toPublicNode(event.node));
+        this.emit('updated_node', this.#member(event.node));
         break;
       case 'removed_node':
         this.#nodes.delete(event.node.id);
@@ -118,7 +116,7 @@ class Espial extends EventEmitter {
         this.emit('demotion', event.node ? this.get_master() : undefined);
         break;
       case 'messages':
-        this.#deliverAll(event.messages);
+        forEachDelivery(event.messages, this.#deliver);
         break;
       case 'node_accepted':
         this.emit('node_accepted', toPublicNode(event.node));
@@ -126,12 +124,9 @@ class Espial extends EventEmitter {
       case 'node_rejected':
         this.emit('node_rejected', toPublicNode(event.node));
         break;
-      case 'error': {
-        const err = new Error(event.message);
-        err.code = event.code;
-        this.emit('error', err);
+      case 'error':
+        this.emit('error', espialError(event.code, event.message));
         break;
-      }
       default:
         // The addon and this file ship together, so an unknown kind cannot come from a user;
         // ignoring it keeps a newer addon usable with this wrapper during development.
@@ -139,52 +134,47 @@ class Espial extends EventEmitter {
     }
   }
 
+  // Records a member's latest info and builds its public object, which it returns.
+  #member(info) {
+    const node = toPublicNode(info);
+    this.#nodes.set(info.id, { info, node });
+    return node;
+  }
+
   #setMaster(info) {
     this.#masterId = info ? info.id : undefined;
     this.#masterInfo = info;
   }
 
-  // A run of messages, packed by the addon into one object: event names and sender ids
-  // once each in `strings`; in `data`, the payloads back to back, then four little-endian
-  // u32s per message (name, sender, payload bytes, binary). Each is emitted on its own; a
-  // listener that throws does not lose the messages after it (its exception is rethrown on
-  // the next tick, as an uncaught exception from the listener would be). A message of an
-  // event not joined (any more) is dropped: one sent before leave() took effect may still
-  // arrive.
-  #deliverAll({ strings, count, data }) {
-    let start = 0;
-    for (let at = data.length - count * 16; at < data.length; at += 16) {
-      const end = start + data.readUInt32LE(at + 8);
-      const event = strings[data.readUInt32LE(at)];
-      if (this.#joined.has(event)) {
-        const from = strings[data.readUInt32LE(at + 4)];
-        try {
-          this.#deliver(event, from, data, start, end, data.readUInt32LE(at + 12) === 1);
-        } catch (err) {
-          process.nextTick(rethrow, err);
-        }
-      }
-      start = end;
+  // One message of a run the addon delivered packed (lib/packed.js's forEachDelivery calls
+  // this for each, in order): bytes start..end of `payload`. A message of an event not
+  // joined (any more) is dropped: one sent before leave() took effect may still arrive. A
+  // listener that throws does not lose the messages after it: its exception is rethrown on
+  // the next tick, as an uncaught exception from the listener would be.
+  #deliver = (event, from, payload, start, end, binary) => {
+    if (!this.#joined.has(event)) return;
+    try {
+      this.#emitMessage(event, from, payload, start, end, binary);
+    } catch (err) {
+      process.nextTick(rethrow, err);
     }
-  }
+  };
 
-  // One message of a custom event: bytes start..end of `payload`.
-  #deliver(event, from, payload, start, end, binary) {
+  #emitMessage(event, from, payload, start, end, binary) {
     let data;
     try {
       data = decodePayload(payload, start, end, binary);
     } catch (cause) {
       // Only a peer that bypasses index.js can send text that is not JSON; say so rather
       // than drop it silently or throw from inside the event dispatch.
-      const err = new Error(`espial: a "${event}" message from node ${from} is not valid JSON (${cause.message})`);
-      err.code = 'ERR_ESPIAL_INVALID_PAYLOAD';
-      this.emit('error', err);
+      const message = `espial: a "${event}" message from node ${from} is not valid JSON (${cause.message})`;
+      this.emit('error', espialError('ERR_ESPIAL_INVALID_PAYLOAD', message));
       return;
     }
     const sender = this.#nodes.get(from);
     // The addon only delivers messages of members, so `sender` is always known; the bare id
     // is a fallback that keeps `from.id` usable whatever happens.
-    this.emit(event, data, sender ? toPublicNode(sender) : { id: from });
+    this.emit(event, data, sender ? sender.node : { id: from });
   }
 
   /**
@@ -215,9 +205,12 @@ class Espial extends EventEmitter {
     return toPublicNode(this.#info);
   }
 
-  /** The other nodes in the cluster, as announced by `added_node` / `removed_node`; `[]` after exit(). */
+  /**
+   * The other nodes in the cluster, as announced by `added_node` / `removed_node`; `[]` after
+   * exit(). A new array of the shared node objects (see README.md, "Node objects").
+   */
   get_nodes() {
-    return Array.from(this.#nodes.values(), toPublicNode);
+    return Array.from(this.#nodes.values(), (member) => member.node);
   }
 
   /**
@@ -234,11 +227,8 @@ class Espial extends EventEmitter {
       return;
     }
     if (typeof fn !== 'function') {
-      const err = new TypeError(
-        `espial: connection_filter(fn): fn must be a function or null (received ${describe(fn)})`,
-      );
-      err.code = 'ERR_INVALID_ARG_TYPE';
-      throw err;
+      const message = `espial: connection_filter(fn): fn must be a function or null (received ${describe(fn)})`;
+      throw espialError('ERR_INVALID_ARG_TYPE', message, TypeError);
     }
     this.#native.setFilter((info) => askFilter(fn, this, info));
   }
@@ -253,7 +243,7 @@ class Espial extends EventEmitter {
     if (this.#masterId === this.#info.id) return this.get_node_info();
     // The member table holds the master's latest metadata (updated_node); the announced
     // object covers a master not (or no longer) in it.
-    return toPublicNode(this.#nodes.get(this.#masterId) ?? this.#masterInfo);
+    return toPublicNode(this.#nodes.get(this.#masterId)?.info ?? this.#masterInfo);
   }
 
   /** Whether this node is the master. */
@@ -268,9 +258,8 @@ class Espial extends EventEmitter {
    */
   promote() {
     if (!this.#eligible) {
-      const err = new Error('espial: promote(): this node is not master eligible (master_eligible: false)');
-      err.code = 'ERR_ESPIAL_NOT_ELIGIBLE';
-      throw err;
+      const message = 'espial: promote(): this node is not master eligible (master_eligible: false)';
+      throw espialError('ERR_ESPIAL_NOT_ELIGIBLE', message);
     }
     this.#native.promote();
   }
@@ -285,7 +274,7 @@ class Espial extends EventEmitter {
   join(event) {
     const name = eventName('join', event);
     if (this.#joined.has(name)) return;
-    this.#flushSends();
+    this.#sends.flush();
     this.#native.join(name);
     this.#joined.add(name);
   }
@@ -301,7 +290,7 @@ class Espial extends EventEmitter {
     if (!this.#joined.has(name)) return;
     // Dropped here at once, whatever is still on its way.
     this.#joined.delete(name);
-    this.#flushSends();
+    this.#sends.flush();
     this.#native.leave(name);
   }
 
@@ -326,12 +315,11 @@ class Espial extends EventEmitter {
     }
     const name = eventName('send', event);
     if (callback !== undefined && typeof callback !== 'function') {
-      const err = new TypeError(`espial: send(): callback must be a function (received ${describe(callback)})`);
-      err.code = 'ERR_INVALID_ARG_TYPE';
-      throw err;
+      const message = `espial: send(): callback must be a function (received ${describe(callback)})`;
+      throw espialError('ERR_INVALID_ARG_TYPE', message, TypeError);
     }
     const ids = targetIds(targets);
-    const sending = this.#queueSend(name, ids, encodePayload(data).payload);
+    const sending = this.#sends.queue(name, ids, encodePayload(data).payload);
     if (callback) {
       // Outside the promise chain, as in exit(): an exception in the callback does not
       // become a rejection. Handling the rejection here also means a caller who only uses
@@ -342,69 +330,6 @@ class Espial extends EventEmitter {
       );
     }
     return sending;
-  }
-
-  // Sends of one tick cross into the addon in one call at the end of the tick (a microtask),
-  // which is what lets a node send hundreds of thousands of small messages a second: one
-  // native call, one Promise and one trip to the Rust node task per batch instead of per
-  // message (lib/outbox.js packs them). Order is kept: a batch is queued before the next
-  // one, and join/leave/exit hand the pending batch over first. The payload is copied here,
-  // so a Buffer changed after send() is sent as it was.
-  #queueSend(name, ids, payload) {
-    const outbox = this.#outbox;
-    const index = outbox.count;
-    const size = outbox.push(name, ids, payload, this.#maxMessageSize);
-    if (outbox.count === index) return Promise.reject(messageTooLarge(name, size, this.#maxMessageSize));
-    let pending = this.#pending;
-    if (pending === null) {
-      pending = { results: null, handOver: null };
-      pending.results = new Promise((resolve) => {
-        pending.handOver = resolve;
-      });
-      RESOLVED.then(this.#flushLater);
-      this.#pending = pending;
-    }
-    // The addon settles a batch with null when every message went, else with one entry per
-    // message: null or its failure ({ code, message }), which becomes this rejection.
-    return pending.results.then((failures) => (failures === null ? undefined : sendFailure(failures[index])));
-  }
-
-  #flushSends() {
-    const pending = this.#pending;
-    if (pending === null) return;
-    this.#pending = null;
-    const { names, targets, meta, payload, count } = this.#outbox.take();
-    let results;
-    try {
-      results = this.#native.sendBatch(names, targets, meta, payload);
-    } catch (err) {
-      // The same failure, however the addon reports it: every send of the batch rejects.
-      results = { thrown: err };
-    }
-    if (typeof results === 'number') {
-      // A connection is backlogged: the outcome comes back as a `sent` event with this id.
-      this.#inFlight.set(results, { handOver: pending.handOver, count, outcome: undefined });
-    } else if (this.#inFlight.size === 0) {
-      // Handed over (null) or refused (one entry per message): settled now.
-      settle(pending.handOver, results);
-    } else {
-      // Sends settle in the order they were made: after the batches still waiting.
-      this.#inFlight.set(--this.#heldBatch, { handOver: pending.handOver, count, outcome: results });
-    }
-  }
-
-  // A batch's outcome: null when every message went, else one entry per message. Batches
-  // settle in the order they were sent, like a stream's write callbacks: an outcome that
-  // arrives early (its connections were not backlogged, an earlier batch's were) waits.
-  #sent(batch, failures) {
-    const waiting = this.#inFlight.get(batch);
-    if (waiting === undefined) return;
-    waiting.outcome = failures;
-    for (const [id, entry] of this.#inFlight) {
-      if (entry.outcome === undefined) break;
-      this.#inFlight.delete(id);
-      settle(entry.handOver, entry.outcome);
-    }
   }
 
   /**
@@ -426,25 +351,19 @@ class Espial extends EventEmitter {
    */
   exit(callback) {
     if (callback !== undefined && typeof callback !== 'function') {
-      const err = new TypeError('espial: exit(callback): callback must be a function');
-      err.code = 'ERR_INVALID_ARG_TYPE';
-      throw err;
+      throw espialError('ERR_INVALID_ARG_TYPE', 'espial: exit(callback): callback must be a function', TypeError);
     }
     // Through the Promise constructor so that a synchronous throw from the addon becomes a
     // rejection like any other failure to exit.
-    this.#flushSends();
+    this.#sends.flush();
     this.#exiting ??= new Promise((resolve) => {
       // exit() before the start tick: the node is never started (the addon then only lets go
       // of the event callback), so nothing is bound just to be closed again.
       this.#started = true;
       resolve(this.#native.exit());
     }).then(() => {
-      // The addon answers every batch before it stops; should one still wait, it never went.
-      for (const [batch, { count, outcome }] of this.#inFlight) {
-        if (outcome !== undefined) continue;
-        const notRunning = { code: 'ERR_ESPIAL_NOT_RUNNING', message: 'espial: send(): the node is not running' };
-        this.#sent(batch, Array.from({ length: count }, () => notRunning));
-      }
+      // Should a batch still wait for its outcome, it never went.
+      this.#sends.failAll();
       this.#left = true;
       this.#nodes.clear();
       this.#setMaster(undefined);
@@ -462,20 +381,6 @@ class Espial extends EventEmitter {
 }
 
 function rethrow(err) {
-  throw err;
-}
-
-// Settles a batch's sends: `outcome` is null (all sent), one entry per message (null or
-// its failure), or { thrown } when the addon threw, which rejects every send of the batch.
-function settle(handOver, outcome) {
-  handOver(outcome !== null && outcome.thrown !== undefined ? Promise.reject(outcome.thrown) : outcome);
-}
-
-// What the addon's send() Promise resolved with: null when sent, else why not.
-function sendFailure(failure) {
-  if (failure == null) return;
-  const err = new Error(failure.message);
-  err.code = failure.code;
   throw err;
 }
 

@@ -9,28 +9,9 @@ const assert = require('node:assert/strict');
 const crypto = require('node:crypto');
 const { performance } = require('node:perf_hooks');
 const { WAIT_MS, randomPorts, uniqueCluster, manualOptions, withNodes, byId, ids, delay, within } = require('./support.js');
+const { cluster, idOf, isProbe, ready } = require('./support.js');
 
 const { RESERVED_EVENTS: RESERVED } = require('./support.js');
-
-// Starts one node per entry of `options` (extra options each), all seeding the first, and
-// resolves once each sees all the others.
-async function cluster(scope, options) {
-  const name = uniqueCluster();
-  const ports = randomPorts(options.length);
-  const seed = [`127.0.0.1:${ports[0]}`];
-  const nodes = options.map((extra, i) =>
-    scope.node(manualOptions({ port: ports[i], cluster: name, peers: i === 0 ? [] : seed, ...extra }), `n${i}`),
-  );
-  await Promise.all(
-    nodes.map((node) => {
-      const others = ids(nodes.filter((other) => other !== node).map((other) => other.get_node_info()));
-      return node.events.until(`${node.name} to see the others`, () => ids(node.get_nodes()).join() === others.join());
-    }),
-  );
-  return nodes;
-}
-
-const idOf = (node) => node.get_node_info().id;
 
 // Joins `event` on `node` and records its messages in node.events (once, however often it
 // joins).
@@ -41,37 +22,9 @@ function listen(node, event) {
   node.tracked.add(event);
 }
 
-const isProbe = (data) => data !== null && typeof data === 'object' && !Buffer.isBuffer(data) && data.probe === true;
-
 // What `node` received of `event` (probes left out): [{ data, from }].
 const received = (node, event) =>
   node.events.log.filter((e) => e.event === event && !isProbe(e.arg)).map((e) => ({ data: e.arg, from: e.from }));
-
-/**
- * Resolves once `sender` knows that `receiver` joined `event`: a message is only sent to a
- * node whose join has reached the sender, so the test sends probes until one arrives. Probes
- * are { probe: true }; per-pair ordering means every later message arrives too.
- */
-async function ready(sender, receiver, event, ms = WAIT_MS) {
-  const senderId = idOf(sender);
-  let arrived = false;
-  const onProbe = (data, from) => {
-    if (isProbe(data) && from.id === senderId) arrived = true;
-  };
-  receiver.on(event, onProbe);
-  try {
-    const deadline = performance.now() + ms;
-    while (!arrived) {
-      if (performance.now() > deadline) {
-        throw new Error(`${receiver.name}'s join of "${event}" had not reached ${sender.name} after ${ms} ms`);
-      }
-      await sender.send(event, { probe: true }, idOf(receiver));
-      await delay(20);
-    }
-  } finally {
-    receiver.off(event, onProbe);
-  }
-}
 
 // Resolves once `node` has received `count` messages of `event` (probes left out).
 const receivedCount = (node, event, count, ms = WAIT_MS) =>

@@ -1,25 +1,17 @@
 'use strict';
 
-// lib/outbox.js packs the sends of one tick for the addon: names and target lists once
-// each, four numbers per message, payloads back to back. Checked here without the addon.
+// lib/packed.js's Outbox packs the sends of one tick for the addon: names and target lists
+// once each, four numbers per message, payloads back to back. Checked here without the addon.
 
 const test = require('node:test');
 const assert = require('node:assert/strict');
-const { Outbox, FIELDS } = require('../lib/outbox.js');
+const { Outbox, FIELDS, unpackBatch } = require('../lib/packed.js');
 
-// The messages of a taken batch, unpacked the way the addon reads them.
-function unpack({ names, targets, meta, payload, count }) {
-  assert.equal(meta.length, count * FIELDS);
-  const out = [];
-  let start = 0;
-  for (let at = 0; at < meta.length; at += FIELDS) {
-    const end = start + meta[at + 2];
-    const bytes = Buffer.from(payload.subarray(start, end));
-    out.push({ name: names[meta[at]], ids: targets[meta[at + 1]], binary: meta[at + 3] === 1, text: bytes.toString() });
-    start = end;
-  }
-  assert.equal(start, payload.length);
-  return out;
+// The messages of a taken batch, unpacked the way the addon reads them (unpackBatch also
+// checks that the payload sizes cover the payload bytes exactly).
+function unpack(batch) {
+  assert.equal(batch.meta.length, batch.count * FIELDS);
+  return unpackBatch(batch).map(({ name, ids, binary, payload }) => ({ name, ids, binary, text: payload.toString() }));
 }
 
 test('messages come out in order with their names, targets and bytes; names and targets once each', () => {

@@ -7,6 +7,7 @@
 const { test } = require('node:test');
 const assert = require('node:assert/strict');
 const Module = require('node:module');
+const { packDeliveries, unpackBatch } = require('../lib/packed.js');
 
 // Records what index.js asks of the addon, and lets a test deliver event batches.
 class FakeNative {
@@ -65,27 +66,19 @@ class FakeNative {
     this.calls.push(`leave(${event})`);
   }
 
-  // As the addon does: one call per tick's sends, packed as lib/outbox.js packs them
-  // (unpacked here, with a copy of each message's bytes, since the wrapper reuses its
-  // buffers). Answers null when every message went, else one entry per message; or, while
-  // backlogged, a batch id whose outcome comes later as a `sent` event.
+  // As the addon does: one call per tick's sends, packed as lib/packed.js packs them
+  // (unpacked here by its reader, which copies each message's bytes, since the wrapper
+  // reuses its buffers, and checks that the sizes cover the payload). Answers null when
+  // every message went, else one entry per message; or, while backlogged, a batch id whose
+  // outcome comes later as a `sent` event.
   sendBatch(names, targets, meta, payload) {
     const results = [];
-    let start = 0;
-    for (let at = 0; at < meta.length; at += 4) {
-      const end = start + meta[at + 2];
-      const message = {
-        event: names[meta[at]],
-        payload: Buffer.from(payload.subarray(start, end)),
-        binary: meta[at + 3] === 1,
-        targets: targets[meta[at + 1]],
-      };
+    for (const { name, ids, binary, payload: bytes } of unpackBatch({ names, targets, meta, payload })) {
+      const message = { event: name, payload: bytes, binary, targets: ids };
       this.calls.push('send');
       this.sends.push(message);
       results.push(this.sendResult(message));
-      start = end;
     }
-    assert.equal(start, payload.length, 'the payload lengths cover the payload bytes');
     const outcome = results.every((r) => r == null) ? null : results;
     if (!this.backlogged) return outcome;
     const batch = (this.batches = (this.batches ?? 0) + 1);
@@ -98,8 +91,8 @@ class FakeNative {
     this.deliver(...this.waiting.splice(0).map(({ batch, outcome }) => ({ kind: 'sent', batch, failures: outcome })));
   }
 
-  // Events as the addon delivers them; `message` entries are packed into one `messages`
-  // event per run, as the addon packs them.
+  // Events as the addon delivers them; each run of `message` entries is packed into one
+  // `messages` event, as the addon packs them (by lib/packed.js's writer).
   deliver(...events) {
     const out = [];
     for (const e of events) {
@@ -107,25 +100,11 @@ class FakeNative {
         out.push(e);
         continue;
       }
-      let last = out[out.length - 1];
-      if (!last || last.kind !== 'messages') {
-        last = { kind: 'messages', messages: { strings: [], meta: [], parts: [] } };
-        out.push(last);
-      }
-      const m = last.messages;
-      const intern = (s) => (m.strings.includes(s) ? m.strings.indexOf(s) : m.strings.push(s) - 1);
-      m.meta.push(intern(e.event), intern(e.from), e.payload.length, e.binary ? 1 : 0);
-      m.parts.push(e.payload);
+      const last = out[out.length - 1];
+      if (last && last.kind === 'messages') last.run.push(e);
+      else out.push({ kind: 'messages', run: [e] });
     }
-    for (const e of out) {
-      if (e.kind !== 'messages') continue;
-      // The payloads back to back, then four little-endian u32s per message.
-      const { strings, meta, parts } = e.messages;
-      const numbers = Buffer.alloc(meta.length * 4);
-      meta.forEach((n, i) => numbers.writeUInt32LE(n, i * 4));
-      e.messages = { strings, count: meta.length / 4, data: Buffer.concat([...parts, numbers]) };
-    }
-    this.onEvents(out);
+    this.onEvents(out.map((e) => (e.kind === 'messages' ? { kind: 'messages', messages: packDeliveries(e.run) } : e)));
   }
 }
 
@@ -137,7 +116,8 @@ function loadEspial() {
   const fake = new Module(bindingPath, module);
   fake.filename = bindingPath;
   fake.loaded = true;
-  fake.exports = { NativeNode: FakeNative };
+  // The rest of the addon (its list of error codes) is the real one.
+  fake.exports = { ...require(bindingPath), NativeNode: FakeNative };
   require.cache[bindingPath] = fake;
   delete require.cache[indexPath];
   try {
@@ -907,4 +887,67 @@ test('a listener that throws loses no later event of the batch; its error is ret
   assert.deepEqual(seen, [2]);
   assert.equal(rethrown.length, 2);
   for (const again of rethrown) assert.throws(again, (err) => err === boom);
+});
+
+test("a member's object is built once per change and shared: added_node, get_nodes() and each message's from", async () => {
+  const node = espial(OPTIONS);
+  const native = FakeNative.last;
+  const added = [];
+  const updated = [];
+  const froms = [];
+  node.on('added_node', (n) => added.push(n));
+  node.on('updated_node', (n) => updated.push(n));
+  node.on('job', (data, from) => froms.push(from));
+  node.join('job');
+  const message = (n) => ({ kind: 'message', event: 'job', from: 'a', payload: Buffer.from(String(n)), binary: false });
+  native.deliver({ kind: 'added_node', node: nodeInfo('a', { metadata: '{"v":1}' }) }, message(1), message(2));
+  await tick();
+  assert.equal(froms.length, 2);
+  assert.equal(froms[0], added[0], 'the added_node object is the from of its messages');
+  assert.equal(froms[1], added[0], 'the same object for every message, not one per message');
+  assert.equal(node.get_nodes()[0], added[0]);
+  // A change of metadata: a new object, shared from then on; the old one is left as it was.
+  native.deliver({ kind: 'updated_node', node: nodeInfo('a', { metadata: '{"v":2}' }) }, message(3));
+  await tick();
+  assert.notEqual(updated[0], added[0]);
+  assert.deepEqual(added[0].metadata, { v: 1 });
+  assert.deepEqual(updated[0].metadata, { v: 2 });
+  assert.equal(froms[2], updated[0]);
+  assert.equal(node.get_nodes()[0], updated[0]);
+  // get_master() stays a fresh object every call, equal to the shared one.
+  native.deliver({ kind: 'new_master', node: nodeInfo('a', { metadata: '{"v":2}' }) });
+  await tick();
+  assert.notEqual(node.get_master(), updated[0]);
+  assert.deepEqual(node.get_master(), updated[0]);
+  // Once removed, its messages (should any still come) carry only its id.
+  native.deliver({ kind: 'removed_node', node: nodeInfo('a', { metadata: '{"v":2}' }) }, message(4));
+  await tick();
+  assert.deepEqual(froms[3], { id: 'a' });
+  assert.deepEqual(node.get_nodes(), []);
+  await node.exit();
+});
+
+test("the addon's error events and a batch left waiting at exit reach JS as espial errors", async () => {
+  const node = espial(OPTIONS);
+  const native = FakeNative.last;
+  const errors = [];
+  node.on('error', (err) => errors.push(err));
+  native.deliver({ kind: 'error', code: 'ERR_ESPIAL_BIND', message: 'espial: cannot listen on 127.0.0.1:30001' });
+  await tick();
+  assert.equal(errors.length, 1);
+  assert.ok(errors[0] instanceof Error);
+  assert.equal(errors[0].code, 'ERR_ESPIAL_BIND');
+  assert.equal(errors[0].message, 'espial: cannot listen on 127.0.0.1:30001');
+  // A batch whose outcome never comes: exit() fails it, as not sent.
+  native.backlogged = true;
+  const waiting = node.send('job', 1);
+  let called;
+  node.send('job', 2, (err) => (called = err));
+  await tick();
+  await node.exit();
+  const notRunning = { code: 'ERR_ESPIAL_NOT_RUNNING', message: 'espial: send(): the node is not running' };
+  await assert.rejects(waiting, notRunning);
+  await tick();
+  assert.equal(called.code, notRunning.code);
+  assert.equal(called.message, notRunning.message);
 });

@@ -1,11 +1,12 @@
 'use strict';
 
 // Custom events (join, leave, send): checking event names and targets, and turning data into
-// the bytes the addon sends and back. Pure JS, so it can be tested without the native addon.
+// the bytes the addon sends and back. Pure JS, so it can be tested without starting a node.
 // Argument mistakes throw at once, by name, like the options do; what can only fail once the
 // message is under way (an unknown target, a message over max_message_size) rejects instead.
 
 const { describe } = require('./options.js');
+const { espialError } = require('./errors.js');
 
 const MAX_EVENT_NAME_BYTES = 255;
 
@@ -27,9 +28,7 @@ const RESERVED_EVENTS = new Set([
 ]);
 
 function argError(ErrorType, code, message) {
-  const err = new ErrorType(`espial: ${message}`);
-  err.code = code;
-  return err;
+  return espialError(code, `espial: ${message}`, ErrorType);
 }
 
 /**

@@ -1,12 +1,13 @@
 'use strict';
 
 // Validation and normalisation of the user's options into the native addon's options.
-// Pure apart from reading the host name and interfaces for defaults, so it can be tested
-// without the native addon. Every mistake is caught here, by name, before anything starts:
+// Pure apart from reading the host name and interfaces for defaults (and the addon's list of
+// error codes, through lib/errors.js), so it can be tested without starting a node. Every mistake is caught here, by name, before anything starts:
 // the original silently ignored typos, which made misconfigured nodes hard to spot.
 
 const os = require('node:os');
 const { isIPv4 } = require('node:net');
+const { espialError } = require('./errors.js');
 
 const MAX_TIMER_MS = 2 ** 31 - 1; // Node's own timer limit; also fits a u32 on the Rust side
 // These three mirror the core's bounds (MAX_CLUSTER_NAME, MAX_HOST_NAME, DEFAULT_MAX_METADATA
@@ -54,9 +55,7 @@ const ALL_NAMES = [
 ];
 
 function optionError(code, message) {
-  const err = new TypeError(`espial: ${message}`);
-  err.code = code;
-  return err;
+  return espialError(code, `espial: ${message}`, TypeError);
 }
 
 // `subject` says what is wrong: an option by default, or e.g. the argument of set_metadata().
@@ -367,7 +366,7 @@ function normalizeOptions(options) {
 
 /**
  * Turns the addon's node info into the public node object the original handed out.
- * A fresh object every time, so a caller that changes it cannot change our state.
+ * A fresh object every time; index.js builds one per change of a member and shares it.
  */
 function toPublicNode(info) {
   return {

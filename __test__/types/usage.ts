@@ -73,6 +73,10 @@ a.on('error', (err) => {
   assertType<Equal<typeof err, espial.EspialError>>();
   const code: string = err.code;
   void code;
+  if (err.code === 'ERR_ESPIAL_BIND' || err.code === 'ERR_ESPIAL_SEED') void err.message;
+  // @ts-expect-error EspialErrorCode lists the codes espial has, no others
+  const unknown: espial.EspialErrorCode = 'ERR_ESPIAL_NO_SUCH_CODE';
+  void unknown;
 });
 // @ts-expect-error added_node hands out a node, not a number
 a.on('added_node', (node: number) => node);

@@ -1,7 +1,6 @@
 //! Conversions between JavaScript objects and driver types, and the one place where
 //! invalid options become JavaScript errors.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
@@ -14,10 +13,14 @@ use crate::core::config::Config;
 use crate::core::crypto::handshake::MAX_CLUSTER_NAME;
 use crate::core::crypto::ClusterKey;
 use crate::core::election::ElectionConfig;
-use crate::core::error::SendError;
 use crate::core::message::MAX_HOST_NAME;
 use crate::core::node::{NodeId, NodeInfo};
-use crate::driver::{MulticastConfig, NodeConfig, Notification, SendBatch, Targets};
+use crate::driver::{MulticastConfig, NodeConfig, Notification};
+
+// Where `mod.rs` has always found them.
+pub use super::errors::NativeSendError;
+pub use super::packed::send_batch;
+use super::packed::{Deliveries, NativeMessages};
 
 /// Options after `lib/options.js` has validated and defaulted them.
 #[napi(object)]
@@ -66,150 +69,12 @@ pub struct NativeEvent {
     pub port: Option<u32>,
     pub message: Option<String>,
     pub code: Option<String>,
-    /// A run of custom event messages (`kind` is `messages`), packed so that crossing
-    /// into JavaScript costs one object, not one per message.
+    /// A run of custom event messages (`kind` is `messages`), packed (see `packed.rs`).
     pub messages: Option<NativeMessages>,
     /// A send batch's id (`kind` is `sent`).
     pub batch: Option<u32>,
     /// Its failures, one entry per message, when any message failed.
     pub failures: Option<Vec<Option<NativeSendError>>>,
-}
-
-/// Consecutive custom event messages. `data` holds their payloads back to back, then
-/// `count` times four little-endian u32s: message `i` is event `strings[m0]` from node
-/// `strings[m1]`, its payload the next `m2` bytes, binary if `m3` is 1.
-#[napi(object, object_from_js = false)]
-pub struct NativeMessages {
-    /// Event names and sender ids, each once.
-    pub strings: Vec<String>,
-    pub count: u32,
-    #[napi(ts_type = "Buffer")]
-    pub data: DeliveredBytes,
-}
-
-/// Bytes that reach JavaScript as a Buffer. A small one is copied into memory V8 owns: an
-/// external Buffer (napi-rs's `Buffer::from(Vec)`) costs a finalizer, run later on the
-/// JavaScript thread, and a weak handle that every scavenge visits, which for a delivery
-/// of a few messages costs more than the copy. A large one is handed over as it is.
-pub struct DeliveredBytes(Vec<u8>);
-
-/// Deliveries at least this large are handed over without a copy.
-const COPY_BELOW: usize = 64 * 1024;
-
-impl ToNapiValue for DeliveredBytes {
-    unsafe fn to_napi_value(env: sys::napi_env, val: Self) -> Result<sys::napi_value> {
-        let bytes = val.0;
-        if bytes.is_empty() || bytes.len() >= COPY_BELOW {
-            return unsafe { Buffer::to_napi_value(env, bytes.into()) };
-        }
-        let mut buffer = std::ptr::null_mut();
-        // SAFETY: `bytes` outlives the call, which copies `len` bytes from its pointer.
-        let status = unsafe {
-            sys::napi_create_buffer_copy(
-                env,
-                bytes.len(),
-                bytes.as_ptr().cast(),
-                std::ptr::null_mut(),
-                &mut buffer,
-            )
-        };
-        check_status!(status, "cannot copy a delivery into a Buffer")?;
-        Ok(buffer)
-    }
-}
-
-/// Numbers per message in [`NativeMessages::data`] and in `sendBatch`'s `meta`.
-const FIELDS: usize = 4;
-
-/// Builds [`NativeMessages`], interning names and ids.
-#[derive(Default)]
-struct MessagePack {
-    strings: Vec<String>,
-    names: HashMap<String, u32>,
-    senders: HashMap<NodeId, u32>,
-    meta: Vec<u32>,
-    payload: Vec<u8>,
-}
-
-impl MessagePack {
-    fn add_string(&mut self, s: String) -> u32 {
-        self.strings.push(s);
-        self.strings.len() as u32 - 1
-    }
-
-    fn push(&mut self, from: NodeId, name: String, binary: bool, payload: &[u8]) {
-        let name = match self.names.get(&name) {
-            Some(&i) => i,
-            None => {
-                let i = self.add_string(name.clone());
-                self.names.insert(name, i);
-                i
-            }
-        };
-        // Formatting an id costs more than the rest of a small message: once per sender.
-        let from = match self.senders.get(&from) {
-            Some(&i) => i,
-            None => {
-                let i = self.add_string(from.to_string());
-                self.senders.insert(from, i);
-                i
-            }
-        };
-        self.meta
-            .extend_from_slice(&[name, from, payload.len() as u32, u32::from(binary)]);
-        self.payload.extend_from_slice(payload);
-    }
-
-    fn into_event(self) -> NativeEvent {
-        let count = self.meta.len() / FIELDS;
-        let mut data = self.payload;
-        data.reserve_exact(self.meta.len() * 4);
-        for m in &self.meta {
-            data.extend_from_slice(&m.to_le_bytes());
-        }
-        NativeEvent {
-            messages: Some(NativeMessages {
-                strings: self.strings,
-                count: count as u32,
-                data: DeliveredBytes(data),
-            }),
-            ..plain("messages", None)
-        }
-    }
-}
-
-/// A send batch as `lib/outbox.js` packs it (see `NativeNode::send_batch`). A target that
-/// is no node id is an unknown target, reported as that message's outcome.
-pub fn send_batch(
-    names: Vec<String>,
-    targets: Vec<Option<Vec<String>>>,
-    meta: &[u32],
-    payload: &[u8],
-) -> Result<SendBatch> {
-    let targets = targets.into_iter().map(parse_targets).collect();
-    let mut batch = SendBatch::new(names, targets, payload.to_vec());
-    let bad =
-        |why: &dyn std::fmt::Display| Error::new(Status::InvalidArg, format!("sendBatch: {why}"));
-    if !meta.len().is_multiple_of(FIELDS) {
-        return Err(bad(&"meta must hold four numbers per message"));
-    }
-    for m in meta.chunks_exact(FIELDS) {
-        batch
-            .push(m[0], m[1], m[3] != 0, m[2] as usize)
-            .map_err(|e| bad(&e))?;
-    }
-    Ok(batch)
-}
-
-fn parse_targets(targets: Option<Vec<String>>) -> Targets {
-    let Some(targets) = targets else {
-        return Ok(None);
-    };
-    let ids = targets
-        .into_iter()
-        .map(|s| s.parse::<NodeId>().map_err(|_| SendError::UnknownTarget(s)))
-        .collect::<std::result::Result<Vec<_>, _>>()?;
-    Ok(Some(ids))
 }
 
 fn plain(kind: &str, node: Option<&NodeInfo>) -> NativeEvent {
@@ -228,7 +93,7 @@ fn plain(kind: &str, node: Option<&NodeInfo>) -> NativeEvent {
 /// Converts a batch of notifications, packing each run of custom event messages into one.
 pub fn pack(batch: Vec<Notification>) -> Vec<NativeEvent> {
     let mut out = Vec::new();
-    let mut pack: Option<MessagePack> = None;
+    let mut run: Option<Deliveries> = None;
     for n in batch {
         if let Notification::Cluster(Event::Delivery {
             from,
@@ -237,19 +102,26 @@ pub fn pack(batch: Vec<Notification>) -> Vec<NativeEvent> {
             payload,
         }) = n
         {
-            pack.get_or_insert_with(MessagePack::default)
-                .push(from, name, binary, &payload);
+            run.get_or_insert_with(Deliveries::default)
+                .push(from, name, binary, payload);
             continue;
         }
-        if let Some(p) = pack.take() {
-            out.push(p.into_event());
+        if let Some(r) = run.take() {
+            out.push(messages(r));
         }
         out.push(NativeEvent::from(n));
     }
-    if let Some(p) = pack {
-        out.push(p.into_event());
+    if let Some(r) = run {
+        out.push(messages(r));
     }
     out
+}
+
+fn messages(run: Deliveries) -> NativeEvent {
+    NativeEvent {
+        messages: Some(run.finish()),
+        ..plain("messages", None)
+    }
 }
 
 /// Counters of one node, as `espial.stats()` returns them.
@@ -284,22 +156,6 @@ impl From<Stats> for NativeStats {
             nodes_rejected: n(s.nodes_rejected),
             beacons_sent: n(s.beacons_sent),
             beacons_ignored: n(s.beacons_ignored),
-        }
-    }
-}
-
-/// Why `send()` failed, for `index.js` to turn into an Error with this `code`.
-#[napi(object)]
-pub struct NativeSendError {
-    pub code: String,
-    pub message: String,
-}
-
-impl From<SendError> for NativeSendError {
-    fn from(e: SendError) -> Self {
-        NativeSendError {
-            code: e.code().as_str().to_owned(),
-            message: e.to_string(),
         }
     }
 }

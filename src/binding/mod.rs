@@ -3,6 +3,8 @@
 //! `index.js` wraps [`NativeNode`] in the public `Espial` EventEmitter.
 
 mod convert;
+mod errors;
+mod packed;
 
 use std::future::Future;
 use std::pin::Pin;

@@ -283,20 +283,13 @@ impl SendError {
 impl fmt::Display for SendError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            SendError::UnknownTarget(id) => {
-                write!(
-                    f,
-                    "espial: send(): target {id} is not a member of the cluster"
-                )
-            }
+            SendError::UnknownTarget(id) => write!(f, "target {id} is not a member"),
             SendError::TooLarge { len, max } => write!(
                 f,
-                "espial: send(): the message is {len} bytes, over max_message_size ({max} bytes, this node's or a target's)"
+                "a {len}-byte message is over the {max}-byte limit (the sender's or a target's)"
             ),
-            SendError::InvalidName => {
-                write!(f, "espial: send(): event names are 1 to 255 bytes of UTF-8")
-            }
-            SendError::NotRunning => write!(f, "espial: send(): the node is not running"),
+            SendError::InvalidName => write!(f, "event name is not 1 to 255 bytes of UTF-8"),
+            SendError::NotRunning => write!(f, "the node is not running"),
         }
     }
 }

@@ -1,12 +1,23 @@
 'use strict';
 
-// The sends of one tick, packed the way the addon takes them (NativeNode.sendBatch): event
-// names and target lists each once, four numbers per message in one Uint32Array, and every
-// payload back to back in one Buffer. A tick's messages then cross into Rust as five values
-// whatever their number, instead of a string, a Buffer and an array per message: for small
-// messages that conversion used to cost more than encrypting them.
+// The packed formats in which messages cross between JavaScript and the addon, both
+// directions, on the JavaScript side (src/binding/packed.rs is the Rust side of the same):
+//
+// - A send batch (JS -> Rust, NativeNode.sendBatch): the sends of one tick as five values
+//   whatever their number: event names once each, target lists once each (null: every
+//   member that joined the event), FIELDS numbers per message in one Uint32Array (name
+//   index, targets index, payload bytes, binary 0/1), and every payload back to back in one
+//   Buffer. Before, a string, a Buffer and an array crossed per message, and for small
+//   messages that conversion cost more than encrypting them. The Outbox writes it.
+// - A delivery (Rust -> JS, a `messages` event): a run of received messages as one object
+//   { strings, count, data }: event names and sender ids once each in `strings`; in `data`,
+//   the payloads back to back, then FIELDS little-endian u32s per message (name index,
+//   sender index, payload bytes, binary 0/1). forEachDelivery reads it.
+//
+// unpackBatch and packDeliveries, the other half of each, are what the addon does; tests use
+// them to stand in for it.
 
-/** Numbers per message in `meta`: name index, targets index, payload bytes, binary (0/1). */
+/** Numbers per message: in a batch's `meta`, and in the trailer of a delivery's `data`. */
 const FIELDS = 4;
 const FIRST_BYTES = 64 * 1024;
 const FIRST_MESSAGES = 256;
@@ -145,4 +156,64 @@ class KeyIndex {
   }
 }
 
-module.exports = { Outbox, FIELDS };
+/**
+ * Calls `fn(event, from, data, start, end, binary)` for each message of a delivery, in
+ * order: the message of custom event `event` from node id `from` is bytes `start` to `end`
+ * of `data`, binary data if `binary`, else JSON text. `fn` must not throw.
+ * @param {{ strings: string[], count: number, data: Buffer }} messages
+ * @param {(event: string, from: string, data: Buffer, start: number, end: number, binary: boolean) => void} fn
+ */
+function forEachDelivery({ strings, count, data }, fn) {
+  const step = FIELDS * 4;
+  let start = 0;
+  for (let at = data.length - count * step; at < data.length; at += step) {
+    const end = start + data.readUInt32LE(at + 8);
+    fn(strings[data.readUInt32LE(at)], strings[data.readUInt32LE(at + 4)], data, start, end, data.readUInt32LE(at + 12) === 1);
+    start = end;
+  }
+}
+
+/**
+ * Packs messages as the addon delivers them (for tests, which stand in for the addon).
+ * @param {Array<{ event: string, from: string, payload: Uint8Array | string, binary?: boolean }>} messages
+ * @returns {{ strings: string[], count: number, data: Buffer }}
+ */
+function packDeliveries(messages) {
+  const strings = [];
+  const index = new Map();
+  const intern = (s) => {
+    if (!index.has(s)) index.set(s, strings.push(s) - 1);
+    return index.get(s);
+  };
+  const payloads = messages.map(({ payload }) => Buffer.from(payload));
+  const meta = Buffer.alloc(messages.length * FIELDS * 4);
+  messages.forEach(({ event, from, binary }, i) => {
+    const fields = [intern(event), intern(from), payloads[i].length, binary ? 1 : 0];
+    fields.forEach((n, j) => meta.writeUInt32LE(n, (i * FIELDS + j) * 4));
+  });
+  return { strings, count: messages.length, data: Buffer.concat([...payloads, meta]) };
+}
+
+/**
+ * The messages of a send batch, as the addon reads them (for tests), each with a copy of
+ * its bytes, since the Outbox reuses its buffers.
+ * @param {{ names: string[], targets: Array<string[] | null>, meta: Uint32Array, payload: Uint8Array }} batch
+ * @returns {Array<{ name: string, ids: string[] | null, binary: boolean, payload: Buffer }>}
+ * @throws {Error} if the payload sizes do not cover the payload exactly
+ */
+function unpackBatch({ names, targets, meta, payload }) {
+  const out = [];
+  let start = 0;
+  for (let at = 0; at < meta.length; at += FIELDS) {
+    const end = start + meta[at + 2];
+    const bytes = Buffer.from(payload.subarray(start, end));
+    out.push({ name: names[meta[at]], ids: targets[meta[at + 1]], binary: meta[at + 3] === 1, payload: bytes });
+    start = end;
+  }
+  if (start !== payload.length || meta.length % FIELDS !== 0) {
+    throw new Error(`a batch whose ${meta.length / FIELDS} messages cover ${start} of its ${payload.length} payload bytes`);
+  }
+  return out;
+}
+
+module.exports = { FIELDS, Outbox, forEachDelivery, packDeliveries, unpackBatch };
