@@ -7,20 +7,10 @@ use std::time::Duration;
 
 use rand_core::{OsRng, RngCore};
 
-use super::{ErrorCode, EventSink, Handle, MulticastConfig, NodeConfig, Notification};
+use super::{ErrorCode, Handle, MulticastConfig, NodeConfig, Notification};
 use crate::core::cluster::Event;
 use crate::core::config::Config;
 use crate::core::node::{NodeId, NodeInfo};
-
-struct ChannelSink(mpsc::Sender<Notification>);
-
-impl EventSink for ChannelSink {
-    fn deliver(&self, batch: Vec<Notification>) {
-        for n in batch {
-            let _ = self.0.send(n);
-        }
-    }
-}
 
 const LOOPBACK: Ipv4Addr = Ipv4Addr::LOCALHOST;
 
@@ -48,7 +38,9 @@ fn config(cluster: &str, group_port: u16, port: u16) -> NodeConfig {
 
 fn start(config: NodeConfig) -> (Handle, mpsc::Receiver<Notification>) {
     let (tx, rx) = mpsc::channel();
-    (Handle::start(config, ChannelSink(tx), None), rx)
+    let node = Handle::new(config, tx);
+    node.start();
+    (node, rx)
 }
 
 fn next(rx: &mpsc::Receiver<Notification>) -> Notification {
@@ -147,7 +139,7 @@ fn sender_and_subscriber() -> (Started, Started, NodeId) {
     let b_id = b_cfg.me.id;
     let (a, a_rx) = start(a_cfg);
     let (b, b_rx) = start(b_cfg);
-    b.join("e".into());
+    b.join("e".into()).unwrap();
     wait_for(
         &a_rx,
         |n| matches!(n, Notification::Cluster(Event::NodeAdded(n)) if n.id == b_id),
