@@ -11,7 +11,7 @@ export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-was
 
 /**
  * One espial node, running on the shared runtime once started. Its lifecycle is the
- * driver's ([`Handle`]); this only converts types.
+ * driver's: this only converts types.
  */
 export declare class NativeNode {
   /** Prepares a node; `start()` starts it. Invalid options throw. */
