@@ -217,6 +217,9 @@ impl DerefMut for Step<'_> {
 
 impl Drop for Step<'_> {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            return; // a step that panicked is not finished (the lock is poisoned)
+        }
         if let Stage::Running(node) = &mut *self.stage {
             if node.finish_step() {
                 self.poke.notify_one();
@@ -359,9 +362,12 @@ impl Node {
         if !self.notes.is_empty() {
             self.sink.deliver(std::mem::take(&mut self.notes));
         }
-        match (self.task, self.core.poll_timeout()) {
-            (TaskState::Asleep(until), Some(next)) => until.is_none_or(|until| next < until),
-            _ => false,
+        match self.task {
+            TaskState::Awake => false,
+            TaskState::Asleep(until) => self
+                .core
+                .poll_timeout()
+                .is_some_and(|next| until.is_none_or(|until| next < until)),
         }
     }
 
