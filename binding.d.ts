@@ -9,13 +9,19 @@
  */
 export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-wasip1'
 
-/** One espial node, running on the shared runtime once started. */
+/**
+ * One espial node, running on the shared runtime once started. Its lifecycle is the
+ * driver's: this only converts types.
+ */
 export declare class NativeNode {
   /** Prepares a node; `start()` starts it. Invalid options throw. */
   constructor(options: NativeOptions, onEvents: (events: Array<NativeEvent>) => void)
-  /** Starts the node: failures to bind arrive as an `error` event. Idempotent. */
+  /**
+   * Starts the node: failures to bind arrive as an `error` event. Does nothing once
+   * started or exited.
+   */
   start(): void
-  /** Counters since the node started (zeros before it starts). */
+  /** Counters since the node started (zeros before it starts, the last ones after exit). */
   stats(): NativeStats
   /** This node's own object. */
   info(): NativeNodeInfo
@@ -26,7 +32,10 @@ export declare class NativeNode {
   setFilter(filter: ((node: NativeNodeInfo) => Promise<boolean>) | null): void
   /** Makes this node master cluster-wide; `new_master` follows everywhere. */
   promote(): void
-  /** Starts delivery of custom event `event` (the name is checked by `index.js`). */
+  /**
+   * Starts delivery of custom event `event` (the name is checked by `index.js`). Throws
+   * `ERR_ESPIAL_TOO_MANY_EVENTS` past the number of events a node may join.
+   */
   join(event: string): void
   /** Stops delivery of custom event `event`. */
   leave(event: string): void
@@ -47,7 +56,7 @@ export declare class NativeNode {
   setMetadata(metadata: string): void
   /**
    * Leaves the cluster gracefully and closes every socket and timer. From this call on,
-   * sends are answered as not sent.
+   * sends are answered as not sent. Before `start()`, the node ends without ever binding.
    */
   exit(): Promise<void>
 }

@@ -16,7 +16,6 @@ class Espial extends EventEmitter {
   // and its public object, built once per change (JSON.parse of up to 64 KiB of metadata)
   // and shared by its messages' `from`, its added_node / updated_node and get_nodes().
   #nodes = new Map();
-  #started = false; // native.start() has been called
   #exiting; // the exit() promise, once exit has been asked for
   #left = false; // exit() has completed: this node belongs to no cluster any more
   #masterId; // id of the master as the app has been told (possibly this node's), or undefined
@@ -45,14 +44,10 @@ class Espial extends EventEmitter {
     // Not started here but on the next tick, so that what the caller does right after the
     // constructor (connection_filter(fn), listeners) is in place before any peer can
     // connect, as in the original, where the filter was set synchronously after creation.
-    process.nextTick(() => this.#start());
-  }
-
-  #start() {
-    if (this.#started) return;
-    this.#started = true;
     // Failures to start (a port in use, …) come back as `error` events, not as exceptions.
-    this.#native.start();
+    // The addon starts a node once and never after exit(); not asking after exit() only
+    // saves the call.
+    process.nextTick(() => this.#exiting === undefined && this.#native.start());
   }
 
   // A listener that throws cannot drop the rest of the batch (which would leave get_nodes()
@@ -270,12 +265,14 @@ class Espial extends EventEmitter {
    * @param {string} event 1 to 255 bytes of UTF-8, not one of espial's own event names
    * @throws {TypeError} for a name that is not such a string
    * @throws {Error} with code ERR_ESPIAL_RESERVED_EVENT for one of espial's own event names
+   * @throws {Error} with code ERR_ESPIAL_TOO_MANY_EVENTS past the number of events a node
+   *   may join (4096); the event is not joined then
    */
   join(event) {
     const name = eventName('join', event);
     if (this.#joined.has(name)) return;
     this.#sends.flush();
-    this.#native.join(name);
+    this.#native.join(name); // throws when refused: then the event is not joined
     this.#joined.add(name);
   }
 
@@ -357,9 +354,8 @@ class Espial extends EventEmitter {
     // rejection like any other failure to exit.
     this.#sends.flush();
     this.#exiting ??= new Promise((resolve) => {
-      // exit() before the start tick: the node is never started (the addon then only lets go
-      // of the event callback), so nothing is bound just to be closed again.
-      this.#started = true;
+      // exit() before the start tick: the addon never starts the node (it only lets go of
+      // the event callback), so nothing is bound just to be closed again.
       resolve(this.#native.exit());
     }).then(() => {
       // Should a batch still wait for its outcome, it never went.

@@ -15,21 +15,11 @@ use espial::core::crypto::{Handshake, Role, Session};
 use espial::core::message::Message;
 use espial::core::node::{NodeId, NodeInfo};
 use espial::core::wire;
-use espial::driver::{EventSink, Handle, NodeConfig, Notification};
+use espial::driver::{Handle, NodeConfig, Notification};
 use rand_core::OsRng;
 
 const LOOPBACK: Ipv4Addr = Ipv4Addr::LOCALHOST;
 const WAIT: Duration = Duration::from_secs(10);
-
-struct ChannelSink(mpsc::Sender<Notification>);
-
-impl EventSink for ChannelSink {
-    fn deliver(&self, batch: Vec<Notification>) {
-        for n in batch {
-            let _ = self.0.send(n);
-        }
-    }
-}
 
 /// A node on 127.0.0.1 with neither multicast nor seeds: only the attacker talks to it.
 struct Target {
@@ -59,7 +49,8 @@ impl Target {
             filter_timeout: Duration::from_secs(5),
         };
         let (tx, rx) = mpsc::channel();
-        let handle = Handle::start(config, ChannelSink(tx), None);
+        let handle = Handle::new(config, tx);
+        handle.start();
         let mut target = Target {
             handle,
             rx,
@@ -74,7 +65,7 @@ impl Target {
             };
         target.addr.set_port(port);
         for e in events {
-            target.handle.join((*e).to_string());
+            target.handle.join((*e).to_string()).unwrap();
         }
         target
     }

@@ -15,9 +15,8 @@ use napi::bindgen_prelude::*;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
 
-use crate::core::error::SendError;
 use crate::core::node::NodeInfo;
-use crate::driver::{before_start, EventSink, Filter, Handle, NodeConfig, Notification, Sent};
+use crate::driver::{ErrorCode, EventSink, Filter, Handle, Notification, Sent};
 
 pub use convert::{NativeEvent, NativeNodeInfo, NativeOptions, NativeSendError, NativeStats};
 
@@ -55,25 +54,12 @@ impl Filter for JsFilter {
     }
 }
 
-enum State {
-    /// Constructed; `start()` not yet called.
-    Idle {
-        config: Box<NodeConfig>,
-        sink: JsSink,
-        filter: Option<Arc<dyn Filter>>,
-        /// `promote()` was called before `start()`.
-        promote: bool,
-        /// Custom events joined before `start()`.
-        joined: Vec<String>,
-    },
-    Running(Arc<Handle>),
-    Stopped,
-}
-
-/// One espial node, running on the shared runtime once started.
+/// One espial node, running on the shared runtime once started. Its lifecycle is the
+/// driver's: this only converts types.
 #[napi]
 pub struct NativeNode {
-    state: Mutex<State>,
+    node: Handle,
+    /// This node's own object, with its latest metadata.
     info: Mutex<NodeInfo>,
     max_metadata: usize,
     /// Ids of send batches, matched by `index.js` with their `sent` events.
@@ -93,51 +79,21 @@ impl NativeNode {
             info: Mutex::new(config.me.clone()),
             max_metadata: config.core.max_metadata,
             next_batch: AtomicU32::new(0),
-            state: Mutex::new(State::Idle {
-                config: Box::new(config),
-                sink: JsSink(on_events),
-                filter: None,
-                promote: false,
-                joined: Vec::new(),
-            }),
+            node: Handle::new(config, JsSink(on_events)),
         })
     }
 
-    /// Starts the node: failures to bind arrive as an `error` event. Idempotent.
+    /// Starts the node: failures to bind arrive as an `error` event. Does nothing once
+    /// started or exited.
     #[napi]
     pub fn start(&self) {
-        let mut state = self.state.lock().unwrap();
-        if !matches!(*state, State::Idle { .. }) {
-            return;
-        }
-        let State::Idle {
-            mut config,
-            sink,
-            filter,
-            promote,
-            joined,
-        } = std::mem::replace(&mut *state, State::Stopped)
-        else {
-            unreachable!()
-        };
-        config.me.metadata = self.info.lock().unwrap().metadata.clone();
-        let handle = Handle::start(*config, sink, filter);
-        if promote {
-            handle.promote();
-        }
-        for name in joined {
-            handle.join(name);
-        }
-        *state = State::Running(Arc::new(handle));
+        self.node.start();
     }
 
-    /// Counters since the node started (zeros before it starts).
+    /// Counters since the node started (zeros before it starts, the last ones after exit).
     #[napi]
     pub fn stats(&self) -> NativeStats {
-        match &*self.state.lock().unwrap() {
-            State::Running(handle) => handle.stats().into(),
-            _ => crate::core::cluster::Stats::default().into(),
-        }
+        self.node.stats().into()
     }
 
     /// This node's own object.
@@ -151,11 +107,7 @@ impl NativeNode {
     #[napi(ts_args_type = "filter: ((node: NativeNodeInfo) => Promise<boolean>) | null")]
     pub fn set_filter(&self, filter: Option<FilterCallback>) {
         let filter = filter.map(|f| Arc::new(JsFilter(Arc::new(f))) as Arc<dyn Filter>);
-        match &mut *self.state.lock().unwrap() {
-            State::Idle { filter: slot, .. } => *slot = filter,
-            State::Running(handle) => handle.set_filter(filter),
-            State::Stopped => {}
-        }
+        self.node.set_filter(filter);
     }
 
     /// Makes this node master cluster-wide; `new_master` follows everywhere.
@@ -163,36 +115,27 @@ impl NativeNode {
     pub fn promote(&self) -> Result<(), String> {
         if !self.info.lock().unwrap().master_eligible {
             return Err(Error::new(
-                "ERR_ESPIAL_NOT_ELIGIBLE".to_owned(),
+                ErrorCode::NotEligible.as_str().to_owned(),
                 "espial: promote(): this node has master_eligible: false".to_owned(),
             ));
         }
-        match &mut *self.state.lock().unwrap() {
-            State::Idle { promote, .. } => *promote = true,
-            State::Running(handle) => handle.promote(),
-            State::Stopped => {}
-        }
+        self.node.promote();
         Ok(())
     }
 
-    /// Starts delivery of custom event `event` (the name is checked by `index.js`).
+    /// Starts delivery of custom event `event` (the name is checked by `index.js`). Throws
+    /// `ERR_ESPIAL_TOO_MANY_EVENTS` past the number of events a node may join.
     #[napi]
-    pub fn join(&self, event: String) {
-        match &mut *self.state.lock().unwrap() {
-            State::Idle { joined, .. } => joined.push(event),
-            State::Running(handle) => handle.join(event),
-            State::Stopped => {}
-        }
+    pub fn join(&self, event: String) -> Result<(), String> {
+        self.node
+            .join(event)
+            .map_err(|e| Error::new(e.code().as_str().to_owned(), format!("espial: join(): {e}")))
     }
 
     /// Stops delivery of custom event `event`.
     #[napi]
     pub fn leave(&self, event: String) {
-        match &mut *self.state.lock().unwrap() {
-            State::Idle { joined, .. } => joined.retain(|e| *e != event),
-            State::Running(handle) => handle.leave(event),
-            State::Stopped => {}
-        }
+        self.node.leave(event);
     }
 
     /// Sends custom events, in order, packed by `lib/outbox.js`: message `i` is event
@@ -217,18 +160,10 @@ impl NativeNode {
         payload: &[u8],
     ) -> Result<Option<Either<u32, Vec<Option<NativeSendError>>>>> {
         let batch = convert::send_batch(names, targets, meta, payload)?;
-        let state = self.state.lock().unwrap();
-        let results = match &*state {
-            State::Running(handle) => {
-                let id = self.next_batch.fetch_add(1, Ordering::Relaxed);
-                match handle.send(&batch, u64::from(id)) {
-                    Sent::Now(results) => results,
-                    Sent::Later => return Ok(Some(Either::A(id))),
-                }
-            }
-            // Not started yet: there are no members to send to.
-            State::Idle { .. } => batch.iter().map(|m| before_start(m.targets)).collect(),
-            State::Stopped => vec![Err(SendError::NotRunning); batch.len()],
+        let id = self.next_batch.fetch_add(1, Ordering::Relaxed);
+        let results = match self.node.send(&batch, u64::from(id)) {
+            Sent::Now(results) => results,
+            Sent::Later => return Ok(Some(Either::A(id))),
         };
         if results.iter().all(|r| r.is_ok()) {
             return Ok(None);
@@ -250,33 +185,19 @@ impl NativeNode {
             ));
         }
         self.info.lock().unwrap().metadata = metadata.clone();
-        if let State::Running(handle) = &*self.state.lock().unwrap() {
-            handle.set_metadata(metadata);
-        }
+        self.node.set_metadata(metadata);
         Ok(())
     }
 
     /// Leaves the cluster gracefully and closes every socket and timer. From this call on,
-    /// sends are answered as not sent.
+    /// sends are answered as not sent. Before `start()`, the node ends without ever binding.
     #[napi(ts_return_type = "Promise<void>")]
     pub fn exit<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, ()>> {
-        let exiting = {
-            let mut state = self.state.lock().unwrap();
-            match &*state {
-                // Asked here, not in the spawned future, so that a send made right after
-                // exit() cannot count as handed over.
-                State::Running(handle) => Some(handle.exit()),
-                // Never started: dropping the sink releases the event callback.
-                State::Idle { .. } | State::Stopped => {
-                    *state = State::Stopped;
-                    None
-                }
-            }
-        };
+        // Asked here, not in the spawned future, so that a send made right after exit()
+        // cannot count as handed over.
+        let exiting = self.node.exit();
         env.spawn_future(async move {
-            if let Some(exiting) = exiting {
-                exiting.await;
-            }
+            exiting.await;
             Ok(())
         })
     }

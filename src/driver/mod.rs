@@ -1,8 +1,11 @@
 //! The tokio driver: it owns every socket and timer and feeds the sans-IO
 //! [`Cluster`](crate::core::cluster::Cluster). A task per node waits on the node's sockets
-//! and timers; the core sits behind one lock that this task and the application's calls
-//! take in turn (quinn's connection shape; see [`node`] for why).
+//! and timers; the core sits behind one lock that this task, the connections' readers and
+//! the application's calls take in turn, through one door that finishes every step the
+//! same way (quinn's connection shape; see [`node`] for who steps it and why).
 //!
+//! The driver owns the node's lifecycle: [`Handle::new`] makes an idle node that keeps what
+//! it is asked, [`Handle::start`] starts it (once), [`Handle::exit`] ends it from any stage.
 //! Nothing here imports napi: the binding hands in an [`EventSink`] and gets a [`Handle`].
 
 mod batch;
@@ -20,7 +23,7 @@ pub use node::Sent;
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
@@ -29,7 +32,7 @@ use crate::core::cluster::Event;
 use crate::core::cluster::Stats;
 use crate::core::config::Config;
 pub use crate::core::error::ErrorCode;
-use crate::core::error::SendError;
+use crate::core::error::{SendError, SubscribeError};
 use crate::core::node::NodeInfo;
 
 /// How a node finds its peers by multicast.
@@ -79,79 +82,92 @@ pub trait EventSink: Send + Sync + 'static {
     fn deliver(&self, batch: Vec<Notification>);
 }
 
+/// A channel as a sink, one notification at a time (the tests' sink); the receiver sees the
+/// channel disconnect once the node has stopped.
+impl EventSink for std::sync::mpsc::Sender<Notification> {
+    fn deliver(&self, batch: Vec<Notification>) {
+        for n in batch {
+            // Nobody listening any more: the notification has nowhere to go.
+            let _ = self.send(n);
+        }
+    }
+}
+
 /// The application's connection filter: may this node join? Answering `false`, or not
 /// answering within the node's filter timeout, rejects it.
 pub trait Filter: Send + Sync + 'static {
     fn judge(&self, node: NodeInfo) -> Pin<Box<dyn Future<Output = bool> + Send>>;
 }
 
-/// A running node.
+/// A node, from creation to its end.
 pub struct Handle {
-    slot: Arc<Mutex<node::Slot>>,
+    shared: Arc<node::Shared>,
     /// Asks the node task to leave; it answers once every socket is closed. Dropping it
     /// makes the node leave too.
     exits: mpsc::UnboundedSender<oneshot::Sender<()>>,
 }
 
 impl Handle {
-    /// Starts a node on the shared runtime, with the connection filter it starts with (so
-    /// no peer can slip in before it). Start-up failures arrive as [`Notification::Error`].
-    pub fn start(
-        config: NodeConfig,
-        sink: impl EventSink,
-        filter: Option<Arc<dyn Filter>>,
-    ) -> Handle {
+    /// A node that is not started yet: what it is asked meanwhile is kept until it runs.
+    /// Notifications go to `sink` once started.
+    pub fn new(config: NodeConfig, sink: impl EventSink) -> Handle {
         let (exits, exit_requests) = mpsc::unbounded_channel();
-        let slot = Arc::new(Mutex::new(node::Slot::Starting {
-            early: Vec::new(),
-            exiting: false,
-        }));
-        let task = node::run(config, Box::new(sink), filter, slot.clone(), exit_requests);
-        runtime::get().spawn(task);
-        Handle { slot, exits }
+        let shared = node::Shared::new(node::Start {
+            config,
+            sink: Box::new(sink),
+            exits: exit_requests,
+        });
+        Handle { shared, exits }
     }
 
-    /// The node's counters so far.
+    /// Starts the node on the shared runtime: binds its sockets, then runs it. Does nothing
+    /// once started or exited. Start-up failures arrive as [`Notification::Error`].
+    pub fn start(&self) {
+        let start = self.shared.lock().begin();
+        if let Some(start) = start {
+            runtime::get().spawn(node::run(self.shared.clone(), start));
+        }
+    }
+
+    /// The node's counters so far (zeros before it runs, the final ones once stopped).
     pub fn stats(&self) -> Stats {
-        match &*self.slot.lock().unwrap() {
-            node::Slot::Running(node) => node.stats(),
-            node::Slot::Stopped(stats) => stats.clone(),
-            node::Slot::Starting { .. } => Stats::default(),
+        match &*self.shared.lock() {
+            node::Stage::Running(node) => node.stats(),
+            node::Stage::Stopped(stats) => stats.clone(),
+            node::Stage::Idle { .. } | node::Stage::Starting { .. } => Stats::default(),
         }
     }
 
     /// Carries out `request` now, on this thread, or once the node runs.
-    fn request(&self, request: node::Request) {
-        match &mut *self.slot.lock().unwrap() {
-            node::Slot::Running(node) => node.apply(request),
-            node::Slot::Starting { early, .. } => early.push(request),
-            node::Slot::Stopped(_) => {}
-        }
+    fn request(&self, request: node::Request) -> Result<(), SubscribeError> {
+        self.shared.lock().apply(request)
     }
 
-    /// Installs (or with `None` removes) the connection filter for nodes that join from now on.
+    /// Installs (or with `None` removes) the connection filter for nodes that join from now
+    /// on (from the start if set before it, so no peer slips in unfiltered).
     pub fn set_filter(&self, filter: Option<Arc<dyn Filter>>) {
-        self.request(node::Request::SetFilter(filter));
+        let _ = self.request(node::Request::SetFilter(filter));
     }
 
     /// Replaces this node's metadata (JSON text, already checked against the size bound).
     pub fn set_metadata(&self, metadata: String) {
-        self.request(node::Request::SetMetadata(metadata));
+        let _ = self.request(node::Request::SetMetadata(metadata));
     }
 
-    /// Starts delivery of custom event `name`.
-    pub fn join(&self, name: String) {
-        self.request(node::Request::Join(name));
+    /// Starts delivery of custom event `name`. Refused, in every stage by the same rule,
+    /// past [`MAX_JOINED`](crate::core::message::MAX_JOINED) events; nothing changes then.
+    pub fn join(&self, name: String) -> Result<(), SubscribeError> {
+        self.request(node::Request::Join(name))
     }
 
     /// Stops delivery of custom event `name`.
     pub fn leave(&self, name: String) {
-        self.request(node::Request::Leave(name));
+        let _ = self.request(node::Request::Leave(name));
     }
 
     /// Makes this node master cluster-wide (the caller checks it is eligible).
     pub fn promote(&self) {
-        self.request(node::Request::Promote);
+        let _ = self.request(node::Request::Promote);
     }
 
     /// Sends custom events, in order. They are sealed and written on this thread, so they
@@ -159,28 +175,35 @@ impl Handle {
     /// message. If a connection they went to is backlogged, [`Sent::Later`]: the outcome
     /// arrives as [`Notification::Sent`] with `id` once it drains.
     pub fn send(&self, batch: &SendBatch, id: u64) -> Sent {
-        match &mut *self.slot.lock().unwrap() {
-            node::Slot::Running(node) => node.send(batch, id),
-            node::Slot::Starting { exiting: false, .. } => {
+        match &mut *self.shared.lock() {
+            node::Stage::Running(node) => node.send(batch, id),
+            node::Stage::Idle { .. } | node::Stage::Starting { exiting: false, .. } => {
                 // Not running yet: there are no members, so a message to every member goes
                 // to nobody and one to a named node has an unknown target.
                 Sent::Now(batch.iter().map(|m| before_start(m.targets)).collect())
             }
-            node::Slot::Starting { exiting: true, .. } | node::Slot::Stopped(_) => {
+            node::Stage::Starting { exiting: true, .. } | node::Stage::Stopped(_) => {
                 Sent::Now(vec![Err(SendError::NotRunning); batch.len()])
             }
         }
     }
 
     /// Leaves the cluster gracefully; the future resolves once every socket is closed.
-    /// From this call on sends are refused ([`SendError::NotRunning`]).
+    /// From this call on sends are refused ([`SendError::NotRunning`]). A node not started
+    /// yet stops at once without ever binding a socket.
     pub fn exit(&self) -> impl Future<Output = ()> + Send + 'static {
-        match &mut *self.slot.lock().unwrap() {
-            node::Slot::Running(node) => node.start_exit(),
-            node::Slot::Starting { exiting, .. } => *exiting = true,
-            node::Slot::Stopped(_) => {}
+        {
+            let mut stage = self.shared.lock();
+            match &mut *stage {
+                node::Stage::Running(node) => node.start_exit(),
+                node::Stage::Starting { exiting, .. } => *exiting = true,
+                // Dropping what it would have started with lets go of the sink.
+                node::Stage::Idle { .. } => *stage = node::Stage::Stopped(Stats::default()),
+                node::Stage::Stopped(_) => {}
+            }
         }
         let (tx, rx) = oneshot::channel();
+        // Refused when the node task is gone or was never started.
         let asked = self.exits.send(tx).is_ok();
         async move {
             if asked {
@@ -192,7 +215,7 @@ impl Handle {
 }
 
 /// The outcome of a message sent before the node runs (it has no members yet).
-pub fn before_start(targets: &Targets) -> Result<(), SendError> {
+fn before_start(targets: &Targets) -> Result<(), SendError> {
     match targets {
         Err(e) => Err(e.clone()),
         Ok(None) => Ok(()),

@@ -1,18 +1,42 @@
-//! One node: its protocol side ([`Node`]: the sans-IO core and what it writes to) and the
-//! task that waits on its sockets and timers.
+//! One node: its lifecycle ([`Stage`]), its protocol side ([`Node`]: the sans-IO core and
+//! what it writes to) and the task that waits on its sockets and timers.
 //!
-//! The protocol side sits behind one mutex, and whichever task or thread has input steps
-//! it: a connection's reader for the bytes it read; the node task for connections, beacons
-//! and timers; the application's thread for what it asks (a send, a join, new metadata).
-//! That thread then also writes the frames its call produced (see [`super::connection`]),
-//! so sending an event wakes no other thread. This is quinn's shape (a `Mutex` around the
-//! protocol connection, taken by the application's calls and by the driver) rather than one
-//! task owning the core behind a command channel: measured, the hand-off to the node task
-//! for every send cost more than everything else in a round trip. The core itself stays sans-IO: the lock only decides who steps it.
+//! # Who steps the core, and through which door
+//!
+//! The node's stage sits behind one mutex in [`Shared`], and the only way in is
+//! [`Shared::lock`], which hands out a [`Step`]: whoever holds it may step the core, and
+//! dropping it always finishes the step the same way ([`Node::finish_step`]: carry out the
+//! core's outputs, write the connections written to during the step, deliver the
+//! notifications, and wake the node task if the core's next deadline is now sooner than the
+//! one it sleeps on). [`Shared::step`] is the usual way to take it. Three kinds of caller
+//! step the core:
+//!
+//! - the node task, for connections opened and closed, beacons, filter verdicts and timers;
+//! - a connection's reader, for the bytes it read, with its own buffer (no copy, no hand-off);
+//! - the application's thread, for what it asks (a send, a join, new metadata): it then also
+//!   writes the frames its call produced (see [`super::connection`]), so sending an event
+//!   wakes no other thread.
+//!
+//! This is quinn's shape (a `Mutex` around the protocol connection, taken by the
+//! application's calls and by the driver) rather than one task owning the core behind a
+//! command channel: measured, the hand-off to the node task for every send cost more than
+//! everything else in a round trip (stepping on the caller's thread halved it). The core
+//! itself stays sans-IO: the lock only decides who steps it.
+//!
+//! # Lifecycle
+//!
+//! [`Stage::Idle`] (created; what the application asks is kept in [`Early`]) →
+//! [`Stage::Starting`] (binding sockets, resolving seeds; still kept) → [`Stage::Running`]
+//! (the kept requests applied first, in one step) → [`Stage::Stopped`] (with the final
+//! counters). `exit()` while idle goes straight to `Stopped`: nothing is ever bound. The
+//! core is built once the port is bound (its identity carries the port), so the requests
+//! made before then are kept as their net effect: the events joined in order, whether to
+//! promote, the latest metadata and filter.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex, Weak};
+use std::ops::{Deref, DerefMut};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use rand_core::OsRng;
@@ -28,23 +52,44 @@ use super::log::Log;
 use super::multicast;
 use super::{ipv4, ErrorCode, EventSink, Filter, NodeConfig, Notification};
 use crate::core::cluster::{Cluster, ConnId, Event, Output, Stats};
-use crate::core::error::SendError;
+use crate::core::error::{SendError, SubscribeError};
+use crate::core::message::{MAX_EVENT_NAME, MAX_JOINED};
 
 /// How long `exit()` waits for goodbyes to be flushed before closing regardless.
 const EXIT_FLUSH: Duration = Duration::from_secs(1);
 const MAX_DATAGRAM: usize = 1500;
 
-/// What the application thread and the node task share.
-pub enum Slot {
-    /// Binding sockets and resolving seeds; what the application asks meanwhile is kept.
+/// What the application's handle, the node task and the connections' readers share.
+pub struct Shared {
+    stage: Mutex<Stage>,
+    /// Wakes the node task when a step elsewhere brought the core's next deadline forward.
+    poke: Notify,
+}
+
+/// Where a node is in its life.
+pub enum Stage {
+    /// Created, not started: what the application asks is kept.
+    Idle {
+        early: Early,
+        start: Box<Start>,
+    },
+    /// Binding sockets and resolving seeds; what the application asks is still kept.
     Starting {
-        early: Vec<Request>,
-        /// `exit()` was called meanwhile: sends are refused.
+        early: Early,
+        /// `exit()` was called meanwhile: sends are refused, and the node leaves at once.
         exiting: bool,
     },
     Running(Box<Node>),
-    /// Stopped (or could not start), with the counters it ended with.
+    /// Stopped (or could not start, or never started), with the counters it ended with.
     Stopped(Stats),
+}
+
+/// What the node task needs to start.
+pub struct Start {
+    pub config: NodeConfig,
+    pub sink: Box<dyn EventSink>,
+    /// Where `exit()` asks the node task to leave.
+    pub exits: mpsc::UnboundedReceiver<oneshot::Sender<()>>,
 }
 
 /// What the application asks of a node: carried out at once while it runs, or kept until
@@ -57,6 +102,132 @@ pub enum Request {
     SetFilter(Option<Arc<dyn Filter>>),
 }
 
+/// The requests made before the node runs, as their net effect.
+#[derive(Default)]
+pub struct Early {
+    /// Custom events joined (and not left again), in the order they were joined.
+    joined: Vec<String>,
+    promote: bool,
+    metadata: Option<String>,
+    filter: Option<Arc<dyn Filter>>,
+}
+
+impl Early {
+    /// Keeps `request`; a join is refused by the rule the core applies once running.
+    fn apply(&mut self, request: Request) -> Result<(), SubscribeError> {
+        match request {
+            Request::Join(name) => {
+                if name.is_empty() || name.len() > MAX_EVENT_NAME {
+                    return Err(SubscribeError::InvalidName);
+                }
+                if !self.joined.contains(&name) {
+                    if self.joined.len() >= MAX_JOINED {
+                        return Err(SubscribeError::TooMany { max: MAX_JOINED });
+                    }
+                    self.joined.push(name);
+                }
+            }
+            Request::Leave(name) => self.joined.retain(|n| *n != name),
+            Request::Promote => self.promote = true,
+            Request::SetMetadata(json) => self.metadata = Some(json),
+            Request::SetFilter(filter) => self.filter = filter,
+        }
+        Ok(())
+    }
+}
+
+impl Stage {
+    /// Carries out `request` now (in the step the caller holds), or keeps it until the
+    /// node runs; after the node stopped it changes nothing.
+    pub fn apply(&mut self, request: Request) -> Result<(), SubscribeError> {
+        match self {
+            Stage::Running(node) => node.apply(request),
+            Stage::Idle { early, .. } | Stage::Starting { early, .. } => early.apply(request),
+            Stage::Stopped(_) => Ok(()),
+        }
+    }
+
+    /// Idle → Starting: what the node task needs to start, if it was idle.
+    pub fn begin(&mut self) -> Option<Box<Start>> {
+        if !matches!(self, Stage::Idle { .. }) {
+            return None;
+        }
+        match std::mem::replace(self, Stage::Stopped(Stats::default())) {
+            Stage::Idle { early, start } => {
+                *self = Stage::Starting {
+                    early,
+                    exiting: false,
+                };
+                Some(start)
+            }
+            _ => unreachable!("checked above"),
+        }
+    }
+}
+
+impl Shared {
+    /// A node not started yet.
+    pub fn new(start: Start) -> Arc<Shared> {
+        Arc::new(Shared {
+            stage: Mutex::new(Stage::Idle {
+                early: Early::default(),
+                start: Box::new(start),
+            }),
+            poke: Notify::new(),
+        })
+    }
+
+    /// The one door to the node: its stage, locked. If the node runs, dropping the guard
+    /// finishes the step taken meanwhile.
+    pub fn lock(&self) -> Step<'_> {
+        Step {
+            stage: self.stage.lock().unwrap(),
+            poke: &self.poke,
+        }
+    }
+
+    /// Steps the running node with `f`, then finishes the step; `None` if it is not running.
+    pub fn step<T>(&self, f: impl FnOnce(&mut Node) -> T) -> Option<T> {
+        match &mut *self.lock() {
+            Stage::Running(node) => Some(f(node)),
+            _ => None,
+        }
+    }
+}
+
+/// The node's stage, held locked. While the node runs, whoever holds this may step the
+/// core; dropping it finishes the step (see the module doc).
+pub struct Step<'a> {
+    stage: MutexGuard<'a, Stage>,
+    poke: &'a Notify,
+}
+
+impl Deref for Step<'_> {
+    type Target = Stage;
+    fn deref(&self) -> &Stage {
+        &self.stage
+    }
+}
+
+impl DerefMut for Step<'_> {
+    fn deref_mut(&mut self) -> &mut Stage {
+        &mut self.stage
+    }
+}
+
+impl Drop for Step<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            return; // a step that panicked is not finished (the lock is poisoned)
+        }
+        if let Stage::Running(node) = &mut *self.stage {
+            if node.finish_step() {
+                self.poke.notify_one();
+            }
+        }
+    }
+}
+
 /// What became of a batch handed to [`Node::send`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Sent {
@@ -65,6 +236,15 @@ pub enum Sent {
     /// A connection it went to is backlogged: the outcome follows as
     /// [`Notification::Sent`] once it drains.
     Later,
+}
+
+/// What the node task is doing, as far as a step elsewhere needs to know.
+#[derive(Clone, Copy)]
+enum TaskState {
+    /// Stepping, or about to: it reads the core's next deadline before it sleeps again.
+    Awake,
+    /// Asleep until the core's deadline read then (`None`: no deadline).
+    Asleep(Option<std::time::Instant>),
 }
 
 /// The protocol side of a running node.
@@ -92,12 +272,9 @@ pub struct Node {
     notes: Vec<Notification>,
     /// `exit()` was called: from then on sends are refused.
     exiting: bool,
-    /// Wakes the node task when a step on another thread brought a timer forward.
-    poke: Arc<Notify>,
-    /// When the node task will next wake for the core's timers.
-    sleeping_until: Option<std::time::Instant>,
-    /// The slot this node lives in, for the connections' readers to step it.
-    slot: Weak<Mutex<Slot>>,
+    task: TaskState,
+    /// For the connections' readers to step the node.
+    shared: Weak<Shared>,
 }
 
 /// A `send()` waiting for backlogged connections to drain.
@@ -141,7 +318,8 @@ impl Node {
                 }
             })
             .collect();
-        self.finish_app_step();
+        // Written now rather than when the step ends, so the backlog is judged with them.
+        self.write_out();
         conns.sort_unstable();
         conns.dedup();
         if any_backlogged(&self.conns, &conns) {
@@ -152,19 +330,18 @@ impl Node {
         }
     }
 
-    /// Carries out a request from the application.
-    pub fn apply(&mut self, request: Request) {
+    /// Carries out a request from the application (the step ends when the caller's does).
+    fn apply(&mut self, request: Request) -> Result<(), SubscribeError> {
         let now = now();
         match request {
-            // Names were checked by the caller; a refusal changes nothing.
-            Request::Join(name) => drop(self.core.subscribe(now, &name)),
+            Request::Join(name) => return self.core.subscribe(now, &name),
             Request::Leave(name) => self.core.unsubscribe(now, &name),
             // Eligibility was checked by the caller; a refusal changes nothing.
             Request::Promote => drop(self.core.promote(now)),
             Request::SetMetadata(json) => self.core.set_metadata(now, json),
             Request::SetFilter(filter) => self.filter = filter,
         }
-        self.finish_app_step();
+        Ok(())
     }
 
     /// The node's counters so far.
@@ -177,34 +354,39 @@ impl Node {
         self.exiting = true;
     }
 
-    /// Ends a step taken off the node task (on the application's thread, or a connection's
-    /// reader): carries out and reports what it caused, and wakes the node task if a timer is
-    /// now due sooner than it sleeps.
-    fn finish_app_step(&mut self) {
-        self.finish_step();
-        let sooner = match (self.core.poll_timeout(), self.sleeping_until) {
-            (Some(t), Some(sleep)) => t < sleep,
-            (Some(_), None) => true,
-            (None, _) => false,
-        };
-        if sooner {
-            self.poke.notify_one();
+    /// Ends every step (see [`Step`]'s `Drop`): carries out and reports what it caused.
+    /// True if the node task must be woken: the core's next deadline is now sooner than
+    /// the one it sleeps on.
+    fn finish_step(&mut self) -> bool {
+        self.write_out();
+        if !self.notes.is_empty() {
+            self.sink.deliver(std::mem::take(&mut self.notes));
+        }
+        match self.task {
+            TaskState::Awake => false,
+            TaskState::Asleep(until) => self
+                .core
+                .poll_timeout()
+                .is_some_and(|next| until.is_none_or(|until| next < until)),
         }
     }
 
-    /// Carries out the core's outputs, writes what they staged, delivers notifications.
-    fn finish_step(&mut self) {
+    /// Carries out the core's outputs and writes what they staged.
+    fn write_out(&mut self) {
         self.carry_out();
         for conn in self.touched.drain(..) {
             if let Some(c) = self.conns.get_mut(&conn) {
                 c.flush();
             }
         }
-        if !self.notes.is_empty() {
-            self.sink.deliver(std::mem::take(&mut self.notes));
-        }
     }
 
+    /// The node task is about to sleep: until when.
+    fn sleep(&mut self) -> Option<Instant> {
+        let next = self.core.poll_timeout();
+        self.task = TaskState::Asleep(next);
+        next.map(Instant::from_std)
+    }
     fn on_conn_event(&mut self, ev: ConnEvent, writers: &mut JoinSet<()>) {
         let now = now();
         match ev {
@@ -230,18 +412,13 @@ impl Node {
     fn open(&mut self, conn: ConnId, stream: tokio::net::TcpStream, writers: &mut JoinSet<()>) {
         // The reader steps the node itself: bytes read are handled on the reader's task, with
         // no copy and no hand-off to the node task.
-        let slot = self.slot.clone();
+        let shared = self.shared.clone();
         let received = move |bytes: &[u8]| {
-            let Some(slot) = slot.upgrade() else {
-                return false;
-            };
-            let mut slot = slot.lock().unwrap();
-            let Slot::Running(node) = &mut *slot else {
-                return false;
-            };
-            node.core.handle_bytes(now(), conn, bytes);
-            node.finish_app_step();
-            true
+            shared.upgrade().is_some_and(|shared| {
+                shared
+                    .step(|node| node.core.handle_bytes(now(), conn, bytes))
+                    .is_some()
+            })
         };
         let events = self.conn_events.clone();
         let handle = connection::spawn_io(conn, stream, received, events, writers);
@@ -327,19 +504,18 @@ impl Node {
 }
 
 /// Binds the node's sockets, then runs it until an exit is asked for (or the handle is
-/// dropped); `slot` holds its protocol side meanwhile, and `Stopped` afterwards.
-pub async fn run(
-    config: NodeConfig,
-    sink: Box<dyn EventSink>,
-    filter: Option<Arc<dyn Filter>>,
-    slot: Arc<Mutex<Slot>>,
-    mut exits: mpsc::UnboundedReceiver<oneshot::Sender<()>>,
-) {
+/// dropped): `Starting` meanwhile, `Running` then, `Stopped` afterwards.
+pub async fn run(shared: Arc<Shared>, start: Box<Start>) {
+    let Start {
+        config,
+        sink,
+        mut exits,
+    } = *start;
     let local = config.me.ip;
     let log = Log::for_node(config.me.id);
     let fail = |code: ErrorCode, message: String| {
         log.line(format_args!("{message}"));
-        *slot.lock().unwrap() = Slot::Stopped(Stats::default());
+        *shared.lock() = Stage::Stopped(Stats::default());
         sink.deliver(vec![Notification::Error { code, message }]);
     };
     let listener = match TcpListener::bind(SocketAddr::new(local, config.me.port)).await {
@@ -399,67 +575,65 @@ pub async fn run(
                 m.group, m.port, m.interface
             ))
     ));
-    let poke = Arc::new(Notify::new());
-    let mut core = Cluster::new(me, core_config, OsRng);
-    core.start(now());
     let (conn_events, mut conn_reports) = mpsc::unbounded_channel();
-    let mut node = Box::new(Node {
-        core,
-        local,
-        runtime: Runtime::current(),
-        conns: HashMap::new(),
-        touched: Vec::new(),
-        dials: HashMap::new(),
-        waiting_sends: Vec::new(),
-        beacons: beacons_out,
-        log,
-        filter,
-        filter_timeout: config.filter_timeout,
-        conn_events,
-        sink,
-        notes,
-        exiting: false,
-        poke: poke.clone(),
-        sleeping_until: None,
-        slot: Arc::downgrade(&slot),
-    });
     {
-        let mut slot = slot.lock().unwrap();
-        let (early, exiting) = match std::mem::replace(&mut *slot, Slot::Stopped(Stats::default()))
-        {
-            Slot::Starting { early, exiting } => (early, exiting),
-            _ => (Vec::new(), false),
-        };
-        node.exiting = exiting;
-        node.finish_step();
-        for request in early {
-            node.apply(request);
+        // Starting → Running and the kept requests in one step, so that nothing asked
+        // meanwhile can come before them.
+        let mut stage = shared.lock();
+        let (early, exiting) =
+            match std::mem::replace(&mut *stage, Stage::Stopped(Stats::default())) {
+                Stage::Starting { early, exiting } => (early, exiting),
+                _ => (Early::default(), false),
+            };
+        if let Some(metadata) = early.metadata {
+            me.metadata = metadata;
         }
-        *slot = Slot::Running(node);
+        let mut core = Cluster::new(me, core_config, OsRng);
+        core.start(now());
+        let mut node = Box::new(Node {
+            core,
+            local,
+            runtime: Runtime::current(),
+            conns: HashMap::new(),
+            touched: Vec::new(),
+            dials: HashMap::new(),
+            waiting_sends: Vec::new(),
+            beacons: beacons_out,
+            log,
+            filter: early.filter,
+            filter_timeout: config.filter_timeout,
+            conn_events,
+            sink,
+            notes,
+            exiting,
+            task: TaskState::Awake,
+            shared: Arc::downgrade(&shared),
+        });
+        for name in early.joined {
+            // Kept under the same limit, so the core takes every one.
+            let _ = node.apply(Request::Join(name));
+        }
+        if early.promote {
+            let _ = node.apply(Request::Promote);
+        }
+        *stage = Stage::Running(node);
     }
 
     let mut task = Task {
-        slot: &slot,
+        shared: &shared,
         writers: JoinSet::new(),
     };
     let mut buf = vec![0u8; MAX_DATAGRAM];
     let mut waiters = Vec::new();
-    loop {
-        let deadline = task.step(|node, _| {
-            let next = node.core.poll_timeout();
-            node.sleeping_until = next;
-            next.map(Instant::from_std)
-        });
-        let Some(deadline) = deadline else {
-            break; // stopped from elsewhere: cannot happen while this task runs
-        };
+    // Ends when asked to, or (which cannot happen while this task runs) if stopped elsewhere.
+    while let Some(deadline) = shared.step(Node::sleep) {
         tokio::select! {
             exit = exits.recv() => {
                 // None: the handle was dropped without exit(): leave all the same.
                 waiters.extend(exit);
                 break;
             }
-            _ = poke.notified() => {}
+            _ = shared.poke.notified() => {}
             Some(ev) = conn_reports.recv() => {
                 task.step(|node, writers| node.on_conn_event(ev, writers));
             }
@@ -490,21 +664,19 @@ pub async fn run(
 
 /// The node task's own state.
 struct Task<'a> {
-    slot: &'a Mutex<Slot>,
+    shared: &'a Shared,
     writers: JoinSet<()>,
 }
 
 impl Task<'_> {
-    /// Steps the running node with `f` under its lock, then carries out what that caused.
-    /// `None` if the node is not running.
+    /// A step of the node task's own, through the one door ([`Shared::step`]); the task is
+    /// awake meanwhile, so nobody needs to wake it for what the step changes.
     fn step<T>(&mut self, f: impl FnOnce(&mut Node, &mut JoinSet<()>) -> T) -> Option<T> {
-        let mut slot = self.slot.lock().unwrap();
-        let Slot::Running(node) = &mut *slot else {
-            return None;
-        };
-        let out = f(node, &mut self.writers);
-        node.finish_step();
-        Some(out)
+        let writers = &mut self.writers;
+        self.shared.step(|node| {
+            node.task = TaskState::Awake;
+            f(node, writers)
+        })
     }
 
     /// Says goodbye to every peer, waits (bounded) for it to be flushed, and stops.
@@ -513,6 +685,8 @@ impl Task<'_> {
         exits: &mut mpsc::UnboundedReceiver<oneshot::Sender<()>>,
         waiters: &mut Vec<oneshot::Sender<()>>,
     ) {
+        // Two steps: the first one's end writes the goodbyes to the connections the second
+        // one closes.
         self.step(|node, _| {
             node.start_exit();
             node.core.leave(now());
@@ -532,13 +706,13 @@ impl Task<'_> {
         self.writers.abort_all();
         // Stopped: dropping the node drops its sink, which is how the binding knows to let
         // go of the event loop.
-        let mut slot = self.slot.lock().unwrap();
-        let stats = match &*slot {
-            Slot::Running(node) => node.stats(),
+        let mut stage = self.shared.lock();
+        let stats = match &*stage {
+            Stage::Running(node) => node.stats(),
             _ => Stats::default(),
         };
-        let node = std::mem::replace(&mut *slot, Slot::Stopped(stats));
-        drop(slot);
+        let node = std::mem::replace(&mut *stage, Stage::Stopped(stats));
+        drop(stage);
         drop(node);
         exits.close();
         while let Ok(w) = exits.try_recv() {

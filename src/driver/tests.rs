@@ -7,20 +7,10 @@ use std::time::Duration;
 
 use rand_core::{OsRng, RngCore};
 
-use super::{ErrorCode, EventSink, Handle, MulticastConfig, NodeConfig, Notification};
+use super::{ErrorCode, Handle, MulticastConfig, NodeConfig, Notification};
 use crate::core::cluster::Event;
 use crate::core::config::Config;
 use crate::core::node::{NodeId, NodeInfo};
-
-struct ChannelSink(mpsc::Sender<Notification>);
-
-impl EventSink for ChannelSink {
-    fn deliver(&self, batch: Vec<Notification>) {
-        for n in batch {
-            let _ = self.0.send(n);
-        }
-    }
-}
 
 const LOOPBACK: Ipv4Addr = Ipv4Addr::LOCALHOST;
 
@@ -48,7 +38,9 @@ fn config(cluster: &str, group_port: u16, port: u16) -> NodeConfig {
 
 fn start(config: NodeConfig) -> (Handle, mpsc::Receiver<Notification>) {
     let (tx, rx) = mpsc::channel();
-    (Handle::start(config, ChannelSink(tx), None), rx)
+    let node = Handle::new(config, tx);
+    node.start();
+    (node, rx)
 }
 
 fn next(rx: &mpsc::Receiver<Notification>) -> Notification {
@@ -147,7 +139,7 @@ fn sender_and_subscriber() -> (Started, Started, NodeId) {
     let b_id = b_cfg.me.id;
     let (a, a_rx) = start(a_cfg);
     let (b, b_rx) = start(b_cfg);
-    b.join("e".into());
+    b.join("e".into()).unwrap();
     wait_for(
         &a_rx,
         |n| matches!(n, Notification::Cluster(Event::NodeAdded(n)) if n.id == b_id),
@@ -262,4 +254,267 @@ impl Drop for HeldRuntime {
     fn drop(&mut self) {
         let _ = self.0.send(());
     }
+}
+
+/// A node that finds peers only through `seeds` (no multicast).
+fn manual(cluster: &str, port: u16, seeds: Vec<String>) -> NodeConfig {
+    NodeConfig {
+        multicast: None,
+        seeds,
+        ..config(cluster, 0, port)
+    }
+}
+
+/// A port nobody listens on right now.
+fn free_port() -> u16 {
+    let probe = std::net::TcpListener::bind((LOOPBACK, 0)).unwrap();
+    probe.local_addr().unwrap().port()
+}
+
+/// The port in the node's first notification, which must be `Listening`.
+fn listening(rx: &mpsc::Receiver<Notification>) -> u16 {
+    match next(rx) {
+        Notification::Listening { port } => port,
+        other => panic!("expected listening first, got {other:?}"),
+    }
+}
+
+/// Runs `f` on the shared runtime, giving up after 10 s.
+fn bounded<F: std::future::Future>(f: F) -> F::Output {
+    super::runtime::get()
+        .block_on(async { tokio::time::timeout(Duration::from_secs(10), f).await })
+        .expect("not done within 10 s")
+}
+
+#[test]
+fn requests_made_before_start_are_applied_in_order_once_running() {
+    use super::Sent;
+    use crate::core::error::SendError;
+
+    let cluster = format!("driver-{}", OsRng.next_u64());
+    let group_port = random_port();
+    let (a, a_rx) = start(config(&cluster, group_port, 0));
+    let b_cfg = config(&cluster, group_port, 0);
+    let b_id = b_cfg.me.id;
+    let (tx, b_rx) = mpsc::channel();
+    let b = Handle::new(b_cfg, tx);
+    b.join("gone".into()).unwrap();
+    b.join("e".into()).unwrap();
+    b.leave("gone".into());
+    b.set_metadata(r#"{"early":1}"#.into());
+    b.set_metadata(r#"{"early":2}"#.into());
+    b.promote();
+    // Not running: a message to every member goes to nobody, one to a named node has an
+    // unknown target.
+    let mut batch = one(b_id, b"x");
+    batch.add("e", true, b"y", Ok(None));
+    assert_eq!(
+        b.send(&batch, 0),
+        Sent::Now(vec![
+            Err(SendError::UnknownTarget(b_id.to_string())),
+            Ok(())
+        ])
+    );
+    assert_eq!(b.stats(), Default::default());
+    b.start();
+    b.start(); // once only
+    assert_ne!(listening(&b_rx), 0);
+    // Promoted in the step that started it, before any peer could be heard.
+    wait_for(&b_rx, |n| {
+        matches!(n, Notification::Cluster(Event::Promotion { .. }))
+    });
+    // The last metadata asked for is the one it started with.
+    wait_for(&a_rx, |n| {
+        matches!(n, Notification::Cluster(Event::NodeAdded(n))
+            if n.id == b_id && n.metadata == r#"{"early":2}"#)
+    });
+    // It joined "e" (a member that has not joined gets none of its messages).
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        assert_eq!(a.send(&one(b_id, b"hi"), 0), Sent::Now(vec![Ok(())]));
+        let got = b_rx.recv_timeout(Duration::from_millis(50));
+        if let Ok(Notification::Cluster(Event::Delivery { name, .. })) = got {
+            assert_eq!(name, "e");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "b never got a message"
+        );
+    }
+    bounded(a.exit());
+    bounded(b.exit());
+}
+
+#[test]
+fn exit_before_start_never_binds() {
+    use super::Sent;
+    use crate::core::error::SendError;
+
+    let port = free_port();
+    let (tx, rx) = mpsc::channel();
+    let node = Handle::new(manual("driver-idle", port, Vec::new()), tx);
+    node.join("e".into()).unwrap();
+    bounded(node.exit());
+    node.start(); // after exit(): does nothing
+    assert_eq!(
+        node.send(&one(NodeId([1; 16]), b"x"), 0),
+        Sent::Now(vec![Err(SendError::NotRunning)])
+    );
+    // The sink was dropped without a word: no `listening`, no error.
+    assert_eq!(
+        rx.recv_timeout(Duration::from_secs(1)).unwrap_err(),
+        mpsc::RecvTimeoutError::Disconnected
+    );
+    std::net::TcpListener::bind((LOOPBACK, port)).expect("the port was bound after all");
+    assert_eq!(node.stats(), Default::default());
+    bounded(node.exit()); // again: already done
+}
+
+#[test]
+fn a_send_right_after_start_and_exit_is_refused() {
+    use super::Sent;
+    use crate::core::error::SendError;
+
+    let (tx, rx) = mpsc::channel();
+    let node = Handle::new(manual("driver-quick", 0, Vec::new()), tx);
+    node.start();
+    // Starting or running, whichever it is by now: refused from the moment exit() is called.
+    let exiting = node.exit();
+    let mut batch = one(NodeId([1; 16]), b"x");
+    batch.add("e", true, b"y", Ok(None));
+    assert_eq!(
+        node.send(&batch, 0),
+        Sent::Now(vec![Err(SendError::NotRunning); 2])
+    );
+    bounded(exiting);
+    while rx.try_recv().is_ok() {}
+    assert_eq!(
+        rx.recv_timeout(Duration::from_secs(5)).unwrap_err(),
+        mpsc::RecvTimeoutError::Disconnected,
+        "the node stopped"
+    );
+}
+
+#[test]
+fn the_join_limit_is_the_same_before_start_and_while_running() {
+    use crate::core::error::SubscribeError;
+    use crate::core::message::MAX_JOINED;
+
+    let too_many = Err(SubscribeError::TooMany { max: MAX_JOINED });
+    let (tx, rx) = mpsc::channel();
+    let node = Handle::new(manual("driver-limit", 0, Vec::new()), tx);
+    for i in 0..MAX_JOINED {
+        node.join(format!("e{i}")).unwrap();
+    }
+    assert_eq!(node.join("more".into()), too_many, "idle");
+    assert_eq!(node.join("e0".into()), Ok(()), "joined already: no new one");
+    node.leave("e1".into());
+    assert_eq!(node.join("more".into()), Ok(()));
+    assert_eq!(node.join("more2".into()), too_many, "idle");
+    node.start();
+    listening(&rx);
+    // What was joined before start is what the core holds now.
+    assert_eq!(node.join("more2".into()), too_many, "running");
+    node.leave("e2".into());
+    assert_eq!(node.join("more2".into()), Ok(()));
+    assert_eq!(node.join("more3".into()), too_many, "running");
+    bounded(node.exit());
+}
+
+/// No call of the application brings a timer forward in today's core, but a connection's
+/// reader steps through the same door: the step that completes a handshake makes a member
+/// whose first heartbeat is due long before anything the node task sleeps on (30 s). Unless
+/// that step wakes the node task, the node sends no heartbeat.
+#[test]
+fn a_step_off_the_node_task_that_brings_a_timer_forward_wakes_it() {
+    use crate::core::detector::DetectorConfig;
+
+    let cluster = format!("driver-{}", OsRng.next_u64());
+    let quiet = |seeds| {
+        let mut c = manual(&cluster, 0, seeds);
+        c.core.beacon_burst = vec![Duration::ZERO];
+        c.core.beacon_interval = Duration::from_secs(60);
+        c.core.discovery.probe_interval = Duration::from_secs(60);
+        c.core.election.timeout = Duration::from_secs(60);
+        c.core.handshake_timeout = Duration::from_secs(30);
+        c.core.admission_timeout = Duration::from_secs(30);
+        c.core.dial_timeout = Duration::from_secs(30);
+        c.core.detector = DetectorConfig {
+            interval: Duration::from_millis(100),
+            misses: 3,
+            grace: Duration::from_millis(200),
+        };
+        c
+    };
+    let a_cfg = quiet(Vec::new());
+    let a_id = a_cfg.me.id;
+    let (a, a_rx) = start(a_cfg);
+    let a_port = listening(&a_rx);
+    let b_cfg = quiet(vec![format!("127.0.0.1:{a_port}")]);
+    let b_id = b_cfg.me.id;
+    let (b, b_rx) = start(b_cfg);
+    for (rx, peer) in [(&a_rx, b_id), (&b_rx, a_id)] {
+        wait_for(
+            rx,
+            |n| matches!(n, Notification::Cluster(Event::NodeAdded(n)) if n.id == peer),
+        );
+    }
+    // Heartbeats every 100 ms reach b (a's counters are not read: taking a's lock is a
+    // step too, and would wake a's node task in the reader's place).
+    let heard = || b.stats().bytes_in;
+    std::thread::sleep(Duration::from_millis(300));
+    let heard_before = heard();
+    std::thread::sleep(Duration::from_millis(700));
+    assert!(heard() > heard_before, "a sent no heartbeat within 700 ms");
+    for rx in [&a_rx, &b_rx] {
+        while let Ok(n) = rx.try_recv() {
+            assert!(
+                !matches!(n, Notification::Cluster(Event::NodeRemoved(_))),
+                "a member was declared dead"
+            );
+        }
+    }
+    bounded(a.exit());
+    bounded(b.exit());
+}
+
+#[test]
+fn goodbyes_are_flushed_on_exit_and_the_final_counters_kept() {
+    let ((a, _a_rx), (b, b_rx), _b_id) = sender_and_subscriber();
+    let before = a.stats();
+    assert!(before.messages_out >= 1);
+    // Once nothing more is on its way to b (the election, the last of the test messages),
+    // what b reads next is a's goodbye.
+    let quiet = std::time::Instant::now() + Duration::from_secs(5);
+    let mut read_before = b.stats().bytes_in;
+    loop {
+        std::thread::sleep(Duration::from_millis(200));
+        let read = b.stats().bytes_in;
+        if read == read_before || std::time::Instant::now() > quiet {
+            break;
+        }
+        read_before = read;
+    }
+    bounded(a.exit());
+    // Removed on a's goodbye (a is the only member b has), well before b's failure
+    // detector would (16 s).
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match b_rx.recv_timeout(left) {
+            Ok(Notification::Cluster(Event::NodeRemoved(_))) => break,
+            Ok(_) => {}
+            Err(e) => panic!("b did not remove a within 2 s of its exit: {e:?}"),
+        }
+    }
+    assert!(
+        b.stats().bytes_in > read_before,
+        "the goodbye never reached b"
+    );
+    let after = a.stats();
+    assert_eq!(after.messages_out, before.messages_out);
+    assert!(after.bytes_out > before.bytes_out, "the goodbye is counted");
+    assert_eq!(a.stats(), after, "stopped: the counters stay");
+    bounded(b.exit());
 }
