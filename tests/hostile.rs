@@ -65,7 +65,7 @@ impl Target {
             };
         target.addr.set_port(port);
         for e in events {
-            target.handle.join((*e).to_string()).unwrap();
+            target.handle.subscribe((*e).to_string()).unwrap();
         }
         target
     }

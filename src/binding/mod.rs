@@ -128,14 +128,14 @@ impl NativeNode {
     #[napi]
     pub fn join(&self, event: String) -> Result<(), String> {
         self.node
-            .join(event)
+            .subscribe(event)
             .map_err(|e| Error::new(e.code().as_str().to_owned(), format!("espial: join(): {e}")))
     }
 
     /// Stops delivery of custom event `event`.
     #[napi]
     pub fn leave(&self, event: String) {
-        self.node.leave(event);
+        self.node.unsubscribe(event);
     }
 
     /// Sends custom events, in order, packed by `lib/outbox.js`: message `i` is event

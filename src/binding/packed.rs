@@ -22,14 +22,14 @@ pub const FIELDS: usize = 4;
 
 /// A send batch as `lib/packed.js`'s Outbox packs it (see `NativeNode::send_batch`). A
 /// target that is no node id is an unknown target, reported as that message's outcome.
-pub fn send_batch(
+pub fn send_batch<'a>(
     names: Vec<String>,
     targets: Vec<Option<Vec<String>>>,
     meta: &[u32],
-    payload: &[u8],
-) -> Result<SendBatch> {
+    payload: &'a [u8],
+) -> Result<SendBatch<'a>> {
     let targets = targets.into_iter().map(parse_targets).collect();
-    let mut batch = SendBatch::new(names, targets, payload.to_vec());
+    let mut batch = SendBatch::new(names, targets, payload);
     let bad =
         |why: &dyn std::fmt::Display| Error::new(Status::InvalidArg, format!("sendBatch: {why}"));
     if !meta.len().is_multiple_of(FIELDS) {

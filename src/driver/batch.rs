@@ -1,7 +1,9 @@
 //! A batch of custom events to send, in the shape they cross from JavaScript: event names
 //! and target lists once each, payloads back to back in one buffer. One allocation per
-//! batch instead of several per message.
+//! batch instead of several per message. The payload bytes are borrowed from the caller
+//! (the JavaScript Buffer, for the whole synchronous send), not copied.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use crate::core::error::SendError;
@@ -21,11 +23,11 @@ struct Entry {
 
 /// Custom events to send, in order.
 #[derive(Debug, Clone, Default)]
-pub struct SendBatch {
+pub struct SendBatch<'a> {
     names: Vec<String>,
     targets: Vec<Targets>,
     entries: Vec<Entry>,
-    payload: Vec<u8>,
+    payload: Cow<'a, [u8]>,
 }
 
 /// A message refers to a name, a target list or payload bytes the batch does not have.
@@ -40,23 +42,27 @@ impl fmt::Display for BatchError {
 
 impl std::error::Error for BatchError {}
 
-/// One message of a batch.
-pub struct Message<'a> {
+/// One custom event of a batch.
+pub struct BatchEntry<'a> {
     pub name: &'a str,
     pub binary: bool,
     pub payload: &'a [u8],
     pub targets: &'a Targets,
 }
 
-impl SendBatch {
+impl<'a> SendBatch<'a> {
     /// A batch whose messages will use these names and target lists, and whose payloads
     /// are `payload`, in order.
-    pub fn new(names: Vec<String>, targets: Vec<Targets>, payload: Vec<u8>) -> Self {
+    pub fn new(
+        names: Vec<String>,
+        targets: Vec<Targets>,
+        payload: impl Into<Cow<'a, [u8]>>,
+    ) -> Self {
         SendBatch {
             names,
             targets,
             entries: Vec::new(),
-            payload,
+            payload: payload.into(),
         }
     }
 
@@ -106,7 +112,7 @@ impl SendBatch {
             }
         };
         self.targets.push(targets);
-        self.payload.extend_from_slice(payload);
+        self.payload.to_mut().extend_from_slice(payload);
         let targets_at = self.targets.len() - 1;
         self.push(name_at as u32, targets_at as u32, binary, payload.len())
             .expect("indexes and length were just added");
@@ -121,12 +127,12 @@ impl SendBatch {
     }
 
     /// The messages, in order.
-    pub fn iter(&self) -> impl Iterator<Item = Message<'_>> + '_ {
+    pub fn iter(&self) -> impl Iterator<Item = BatchEntry<'_>> + '_ {
         let mut start = 0;
         self.entries.iter().map(move |e| {
             let payload = &self.payload[start..e.end];
             start = e.end;
-            Message {
+            BatchEntry {
                 name: &self.names[e.name as usize],
                 binary: e.binary,
                 payload,

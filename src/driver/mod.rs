@@ -156,13 +156,13 @@ impl Handle {
 
     /// Starts delivery of custom event `name`. Refused, in every stage by the same rule,
     /// past [`MAX_JOINED`](crate::core::message::MAX_JOINED) events; nothing changes then.
-    pub fn join(&self, name: String) -> Result<(), SubscribeError> {
-        self.request(node::Request::Join(name))
+    pub fn subscribe(&self, name: String) -> Result<(), SubscribeError> {
+        self.request(node::Request::Subscribe(name))
     }
 
     /// Stops delivery of custom event `name`.
-    pub fn leave(&self, name: String) {
-        let _ = self.request(node::Request::Leave(name));
+    pub fn unsubscribe(&self, name: String) {
+        let _ = self.request(node::Request::Unsubscribe(name));
     }
 
     /// Makes this node master cluster-wide (the caller checks it is eligible).

@@ -95,8 +95,8 @@ pub struct Start {
 /// What the application asks of a node: carried out at once while it runs, or kept until
 /// it does.
 pub enum Request {
-    Join(String),
-    Leave(String),
+    Subscribe(String),
+    Unsubscribe(String),
     Promote,
     SetMetadata(String),
     SetFilter(Option<Arc<dyn Filter>>),
@@ -116,7 +116,7 @@ impl Early {
     /// Keeps `request`; a join is refused by the rule the core applies once running.
     fn apply(&mut self, request: Request) -> Result<(), SubscribeError> {
         match request {
-            Request::Join(name) => {
+            Request::Subscribe(name) => {
                 if name.is_empty() || name.len() > MAX_EVENT_NAME {
                     return Err(SubscribeError::InvalidName);
                 }
@@ -127,7 +127,7 @@ impl Early {
                     self.joined.push(name);
                 }
             }
-            Request::Leave(name) => self.joined.retain(|n| *n != name),
+            Request::Unsubscribe(name) => self.joined.retain(|n| *n != name),
             Request::Promote => self.promote = true,
             Request::SetMetadata(json) => self.metadata = Some(json),
             Request::SetFilter(filter) => self.filter = filter,
@@ -334,8 +334,8 @@ impl Node {
     fn apply(&mut self, request: Request) -> Result<(), SubscribeError> {
         let now = now();
         match request {
-            Request::Join(name) => return self.core.subscribe(now, &name),
-            Request::Leave(name) => self.core.unsubscribe(now, &name),
+            Request::Subscribe(name) => return self.core.subscribe(now, &name),
+            Request::Unsubscribe(name) => self.core.unsubscribe(now, &name),
             // Eligibility was checked by the caller; a refusal changes nothing.
             Request::Promote => drop(self.core.promote(now)),
             Request::SetMetadata(json) => self.core.set_metadata(now, json),
@@ -611,7 +611,7 @@ pub async fn run(shared: Arc<Shared>, start: Box<Start>) {
         });
         for name in early.joined {
             // Kept under the same limit, so the core takes every one.
-            let _ = node.apply(Request::Join(name));
+            let _ = node.apply(Request::Subscribe(name));
         }
         if early.promote {
             let _ = node.apply(Request::Promote);

@@ -117,7 +117,7 @@ fn a_port_in_use_is_reported_not_a_panic() {
 }
 
 /// One message of custom event "e" to `to`.
-fn one(to: NodeId, payload: &[u8]) -> super::SendBatch {
+fn one(to: NodeId, payload: &[u8]) -> super::SendBatch<'static> {
     let mut batch = super::SendBatch::default();
     batch.add("e", true, payload, Ok(Some(vec![to])));
     batch
@@ -139,7 +139,7 @@ fn sender_and_subscriber() -> (Started, Started, NodeId) {
     let b_id = b_cfg.me.id;
     let (a, a_rx) = start(a_cfg);
     let (b, b_rx) = start(b_cfg);
-    b.join("e".into()).unwrap();
+    b.subscribe("e".into()).unwrap();
     wait_for(
         &a_rx,
         |n| matches!(n, Notification::Cluster(Event::NodeAdded(n)) if n.id == b_id),
@@ -298,9 +298,9 @@ fn requests_made_before_start_are_applied_in_order_once_running() {
     let b_id = b_cfg.me.id;
     let (tx, b_rx) = mpsc::channel();
     let b = Handle::new(b_cfg, tx);
-    b.join("gone".into()).unwrap();
-    b.join("e".into()).unwrap();
-    b.leave("gone".into());
+    b.subscribe("gone".into()).unwrap();
+    b.subscribe("e".into()).unwrap();
+    b.unsubscribe("gone".into());
     b.set_metadata(r#"{"early":1}"#.into());
     b.set_metadata(r#"{"early":2}"#.into());
     b.promote();
@@ -354,7 +354,7 @@ fn exit_before_start_never_binds() {
     let port = free_port();
     let (tx, rx) = mpsc::channel();
     let node = Handle::new(manual("driver-idle", port, Vec::new()), tx);
-    node.join("e".into()).unwrap();
+    node.subscribe("e".into()).unwrap();
     bounded(node.exit());
     node.start(); // after exit(): does nothing
     assert_eq!(
@@ -405,20 +405,24 @@ fn the_join_limit_is_the_same_before_start_and_while_running() {
     let (tx, rx) = mpsc::channel();
     let node = Handle::new(manual("driver-limit", 0, Vec::new()), tx);
     for i in 0..MAX_JOINED {
-        node.join(format!("e{i}")).unwrap();
+        node.subscribe(format!("e{i}")).unwrap();
     }
-    assert_eq!(node.join("more".into()), too_many, "idle");
-    assert_eq!(node.join("e0".into()), Ok(()), "joined already: no new one");
-    node.leave("e1".into());
-    assert_eq!(node.join("more".into()), Ok(()));
-    assert_eq!(node.join("more2".into()), too_many, "idle");
+    assert_eq!(node.subscribe("more".into()), too_many, "idle");
+    assert_eq!(
+        node.subscribe("e0".into()),
+        Ok(()),
+        "joined already: no new one"
+    );
+    node.unsubscribe("e1".into());
+    assert_eq!(node.subscribe("more".into()), Ok(()));
+    assert_eq!(node.subscribe("more2".into()), too_many, "idle");
     node.start();
     listening(&rx);
     // What was joined before start is what the core holds now.
-    assert_eq!(node.join("more2".into()), too_many, "running");
-    node.leave("e2".into());
-    assert_eq!(node.join("more2".into()), Ok(()));
-    assert_eq!(node.join("more3".into()), too_many, "running");
+    assert_eq!(node.subscribe("more2".into()), too_many, "running");
+    node.unsubscribe("e2".into());
+    assert_eq!(node.subscribe("more2".into()), Ok(()));
+    assert_eq!(node.subscribe("more3".into()), too_many, "running");
     bounded(node.exit());
 }
 
