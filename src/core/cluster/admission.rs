@@ -1,0 +1,226 @@
+//! A connection on its way to membership: Dialing → Handshake → Introducing → Admitting →
+//! Member. The handshake's frames are read in `receive`; this file starts it, takes the
+//! peer's introduction, applies the one-connection-per-pair rule and the two admission
+//! verdicts.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use rand_core::{CryptoRng, RngCore};
+
+use super::{Cluster, ConnId, Event, Output};
+use crate::core::crypto::{Handshake, Role};
+use crate::core::discovery::Target;
+use crate::core::error::ConnectionError;
+use crate::core::link::Link;
+use crate::core::message::{Message, MAX_MEMBERS};
+use crate::core::node::{NodeId, NodeInfo};
+use crate::core::wire;
+
+impl<R: RngCore + CryptoRng> Cluster<R> {
+    /// Dials `target`, unless this node is leaving or has too many dials pending.
+    pub(super) fn dial(&mut self, now: Instant, target: Target) {
+        if self.leaving {
+            return;
+        }
+        // Counted apart from incoming ones, so stalled peers cannot stop us dialing.
+        if self.membership.pending_dials() >= self.config.max_pending_handshakes {
+            self.stats.connections_refused += 1;
+            return;
+        }
+        let timeout = if target.scan {
+            self.config.discovery.scan_dial_timeout
+        } else {
+            self.config.dial_timeout
+        };
+        let conn = self.membership.add(Link::dial(&target, now + timeout));
+        self.outputs.push_back(Output::Dial {
+            conn,
+            addr: target.addr,
+        });
+    }
+
+    /// Our dial on `conn` succeeded: open the handshake as its initiator.
+    pub(super) fn start_handshake(&mut self, now: Instant, conn: ConnId) {
+        let Some(link) = self.membership.get_mut(conn) else {
+            self.outputs.push_back(Output::Close { conn });
+            return;
+        };
+        if !link.is_dialing() {
+            return;
+        }
+        let key = self.config.cluster_key.as_ref();
+        let (hs, hello) =
+            Handshake::start(Role::Initiator, &self.config.cluster, key, &mut self.rng);
+        link.connected(hs, now + self.config.handshake_timeout);
+        let scan = link.scan;
+        self.transmit(conn, wire::frame(&hello));
+        if scan {
+            self.pump(now);
+        }
+    }
+
+    /// A peer at `addr` connected to us: open the handshake as its responder, if there is
+    /// room (see [`Cluster::accept`]).
+    pub(super) fn accept_incoming(&mut self, now: Instant, addr: SocketAddr) -> Option<ConnId> {
+        let from_ip = self.membership.pending_accepts_from(addr.ip());
+        if self.leaving || from_ip >= self.config.max_pending_per_ip {
+            self.stats.connections_refused += 1;
+            return None;
+        }
+        if self.membership.pending() >= self.config.max_pending_handshakes {
+            let oldest = self.membership.oldest_accept_before_admission();
+            self.stats.connections_refused += 1;
+            self.close(oldest?);
+        }
+        let key = self.config.cluster_key.as_ref();
+        let (hs, hello) =
+            Handshake::start(Role::Responder, &self.config.cluster, key, &mut self.rng);
+        let deadline = now + self.config.handshake_timeout;
+        let conn = self.membership.add(Link::accepted(addr, hs, deadline));
+        self.transmit(conn, wire::frame(&hello));
+        Some(conn)
+    }
+
+    /// What we say about ourselves once the handshake is done.
+    pub(super) fn introduction(&self) -> Message<'static> {
+        Message::Introduce {
+            id: self.me.id,
+            host_name: self.me.host_name.clone(),
+            port: self.me.port,
+            metadata: self.me.metadata.clone(),
+            master_eligible: self.me.master_eligible,
+            max_message: u32::try_from(self.config.max_message).unwrap_or(u32::MAX),
+        }
+    }
+
+    /// The peer on `conn` said who it is.
+    pub(super) fn introduced(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        peer: NodeInfo,
+    ) -> Result<(), ConnectionError> {
+        let id = peer.id;
+        let link = &mut self.membership[conn];
+        if id == self.me.id {
+            if link.role == Role::Initiator {
+                self.own_addrs.insert(link.addr);
+            }
+            return Err(ConnectionError::Protocol("connected to itself"));
+        }
+        if let Some(expected) = link.expect.filter(|&e| e != id) {
+            // Another node now listens where `expected` did: it restarted with a new id,
+            // or the address was reused. The old one is gone for good.
+            link.expect = None;
+            if let Some(info) = self.membership.clear_suspect(expected) {
+                self.removed(now, info);
+            }
+            self.discovery.forget(expected);
+        }
+        let ip = peer.ip;
+        self.membership[conn].introduced(peer, now + self.config.admission_timeout);
+        self.discovery.connected(id);
+        if self.membership.suspect_info(id).is_some_and(|s| s.ip == ip) {
+            // A suspect is back: the member carries on, no event either way.
+            self.membership.clear_suspect(id);
+            self.membership[conn].restore = true;
+        }
+        if !self.resolve_duplicate(conn, id) {
+            return Ok(());
+        }
+        self.membership.introduced(id, conn);
+        let link = &self.membership[conn];
+        if link.restore {
+            self.admit(now, conn, true);
+        } else {
+            let node = link.peer().expect("just introduced").clone();
+            self.outputs.push_back(Output::AskAdmission { conn, node });
+        }
+        Ok(())
+    }
+
+    /// Applies the one-connection-per-pair rule when `conn` has introduced node `id`.
+    /// Returns false if `conn` itself lost and was closed.
+    fn resolve_duplicate(&mut self, conn: ConnId, id: NodeId) -> bool {
+        let Some(other) = self.membership.link_of(id) else {
+            return true;
+        };
+        let preferred = if self.me.id < id {
+            Role::Initiator
+        } else {
+            Role::Responder
+        };
+        let this_role = self.membership[conn].role;
+        let other_role = self.membership[other].role;
+        // Same role on both (a redial while an old connection lingers): the newer wins.
+        let keep_this = this_role == preferred || this_role == other_role;
+        let (winner, loser) = if keep_this {
+            (conn, other)
+        } else {
+            (other, conn)
+        };
+        // The winner inherits what the loser had told the application, so the pair's
+        // events happen once.
+        let (member, restore, told) = {
+            let l = &self.membership[loser];
+            (l.is_member(), l.restore, l.accepted_told)
+        };
+        let w = &mut self.membership[winner];
+        w.restore |= member || restore;
+        w.accepted_told |= told;
+        self.close(loser);
+        keep_this
+    }
+
+    /// Sends our verdict on the peer of `conn` (see [`Cluster::admit`]).
+    pub(super) fn give_verdict(&mut self, now: Instant, conn: ConnId, accept: bool) {
+        let link = self.membership.get_mut(conn);
+        let Some(verdict) = link.and_then(|l| l.our_verdict(accept)) else {
+            return;
+        };
+        match verdict {
+            Ok(bytes) => self.transmit(conn, bytes),
+            Err(e) => return self.fail(now, conn, e.into()),
+        }
+        if !accept {
+            // A refused node learns nothing more and is heard no more.
+            self.stats.nodes_rejected += 1;
+            self.close(conn);
+            return;
+        }
+        self.check_admitted(now, conn);
+    }
+
+    /// Makes the peer of `conn` a member once both ends have admitted each other.
+    pub(super) fn check_admitted(&mut self, now: Instant, conn: ConnId) {
+        let link = &mut self.membership[conn];
+        let Some(peer) = link.become_member(now, &self.config.detector) else {
+            return;
+        };
+        let restore = std::mem::take(&mut link.restore);
+        // Tell the newcomer whom to connect to, and everyone else about the newcomer.
+        let others: Vec<(NodeId, SocketAddr)> = self
+            .members()
+            .into_iter()
+            .filter(|m| m.id != peer.id)
+            .take(MAX_MEMBERS)
+            .map(|m| (m.id, SocketAddr::new(m.ip, m.port)))
+            .collect();
+        self.send(now, conn, &Message::Members(others));
+        let joined = Message::Subscriptions(self.subscriptions.names());
+        self.send(now, conn, &joined);
+        let newcomer = Message::Members(vec![(peer.id, SocketAddr::new(peer.ip, peer.port))]);
+        for other in self.membership.member_links() {
+            if other != conn {
+                self.send(now, other, &newcomer);
+            }
+        }
+        if !restore {
+            self.election
+                .member_added(now, peer.id, peer.master_eligible);
+            self.push_event(Event::NodeAdded(peer));
+            self.run_election(now);
+        }
+    }
+}

@@ -1,0 +1,76 @@
+//! How this node finds peers and is found: the beacons it sends, the dials discovery asks
+//! for, and the addresses it learns from beacons and member lists.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use rand_core::{CryptoRng, RngCore};
+
+use super::{Cluster, Output};
+use crate::core::beacon::{self, Beacon};
+use crate::core::discovery::{Learned, Target};
+use crate::core::node::NodeId;
+
+impl<R: RngCore + CryptoRng> Cluster<R> {
+    /// Carries out the dials discovery wants now.
+    pub(super) fn pump(&mut self, now: Instant) {
+        let scans = self.membership.scans_in_flight();
+        let alone = !self.membership.has_members();
+        for t in self
+            .discovery
+            .due(now, &self.config.discovery, scans, alone)
+        {
+            if !self.knows(t.expect, t.addr) {
+                self.dial(now, t);
+            }
+        }
+    }
+
+    /// Node `id` listens at `addr` (from a beacon or a member list).
+    pub(super) fn learn(&mut self, now: Instant, id: NodeId, addr: SocketAddr) {
+        if id == self.me.id || self.knows(Some(id), addr) {
+            return;
+        }
+        let cfg = &self.config.discovery;
+        match self.discovery.learn(now, cfg, self.me.id, id, addr) {
+            Some(Learned::Dial) => self.dial(
+                now,
+                Target {
+                    addr,
+                    expect: Some(id),
+                    scan: false,
+                },
+            ),
+            Some(Learned::Announce) => {
+                // It has the smaller id and dials us once it hears us.
+                self.beacons
+                    .answer_announce(now, self.config.beacon_min_gap);
+            }
+            None => {}
+        }
+    }
+
+    /// True if we are, or are connecting to, node `id` or the node listening at `addr`.
+    fn knows(&self, id: Option<NodeId>, addr: SocketAddr) -> bool {
+        if addr == SocketAddr::new(self.me.ip, self.me.port) || self.own_addrs.contains(&addr) {
+            return true;
+        }
+        self.membership.is_known(id, addr)
+    }
+
+    /// Broadcasts our beacon and schedules the next one.
+    pub(super) fn send_beacon(&mut self, now: Instant) {
+        let bytes = beacon::encode(
+            &self.config.cluster,
+            self.config.cluster_key.as_ref(),
+            Beacon {
+                id: self.me.id,
+                port: self.me.port,
+            },
+        );
+        self.outputs.push_back(Output::Beacon(bytes));
+        self.stats.beacons_sent += 1;
+        let (burst, interval) = (&self.config.beacon_burst, self.config.beacon_interval);
+        self.beacons.sent(now, burst, interval, &mut self.rng);
+    }
+}

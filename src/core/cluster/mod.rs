@@ -1,0 +1,305 @@
+//! This node's protocol with the rest of the cluster, as one sans-IO state machine.
+//!
+//! Inputs are method calls carrying `now`; effects are queued as [`Output`]s that the
+//! driver drains with [`Cluster::poll_output`], and the next wake-up is
+//! [`Cluster::poll_timeout`] (the quinn-proto shape). Randomness is injected, so a seeded
+//! simulation replays exactly.
+//!
+//! A connection goes Dialing → Handshake → Introducing → Admitting → Member. Admission is
+//! an explicit step: the core asks ([`Output::AskAdmission`]) and the driver answers with
+//! [`Cluster::admit`], which is where the application's connection filter plugs in. A node
+//! becomes a member only when both ends have admitted each other.
+//!
+//! One connection per pair: see [`super::discovery`] for who dials. If both dial anyway,
+//! both ends keep the connection initiated by the smaller id, a rule each end evaluates
+//! alike; a replacement inherits the membership of the connection it replaces.
+//!
+//! A member whose connection drops without a goodbye becomes a suspect and is redialed at
+//! once: a crashed process refuses the redial and is removed within milliseconds, a
+//! transient break is mended without any event. A member silent past the detector's bound
+//! is removed.
+//!
+//! This file holds the state, the accessors and the inputs, each routed to the file of its
+//! concern (the application's custom events and metadata are inputs of `custom_events`):
+//! - `admission`: a connection up to Member: dial, accept, the start of the handshake,
+//!   the introduction, the one-connection-per-pair rule, the admission verdicts;
+//! - `receive`: frames and the messages they carry;
+//! - `loss`: connections and members going away: failures, closes, goodbyes, heartbeats,
+//!   suspects;
+//! - `finding`: beacons, and the dials discovery asks for;
+//! - `master`: the election's effects;
+//! - `custom_events`: the application's custom events, subscriptions and metadata.
+
+mod admission;
+mod custom_events;
+mod finding;
+mod loss;
+mod master;
+mod receive;
+
+use std::collections::{BTreeSet, VecDeque};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use rand_core::{CryptoRng, RngCore};
+
+use super::beacon::{self, Beacon};
+use super::beacon_schedule::BeaconSchedule;
+use super::config::Config;
+use super::discovery::Discovery;
+use super::election::{Election, PromoteError};
+use super::error::ConnectionError;
+use super::link::Timer;
+use super::membership::Membership;
+use super::message::Message;
+use super::node::{NodeId, NodeInfo};
+use super::subscriptions::Subscriptions;
+use loss::Loss;
+
+pub use super::output::{ConnId, Event, Output, Stats};
+
+/// This node's state: its links, its members, its discovery.
+pub struct Cluster<R> {
+    me: NodeInfo,
+    config: Config,
+    rng: R,
+    outputs: VecDeque<Output>,
+    discovery: Discovery,
+    membership: Membership,
+    election: Election,
+    /// Custom events this node has joined.
+    subscriptions: Subscriptions,
+    /// The last node known to be master, for `promotion`'s previous master.
+    last_master: Option<NodeInfo>,
+    /// Addresses that turned out to reach this very node (a seed naming us, say).
+    own_addrs: BTreeSet<SocketAddr>,
+    beacons: BeaconSchedule,
+    leaving: bool,
+    stats: Stats,
+    /// The links of the message being sent (see [`Cluster::send_event`]).
+    send_scratch: Vec<ConnId>,
+}
+
+impl<R: RngCore + CryptoRng> Cluster<R> {
+    /// A node with identity `me` (its `ip`/`port` are where it listens).
+    pub fn new(mut me: NodeInfo, config: Config, rng: R) -> Self {
+        me.master_eligible = config.election.eligible;
+        Cluster {
+            election: Election::new(me.id, config.election),
+            subscriptions: Subscriptions::default(),
+            last_master: None,
+            me,
+            config,
+            rng,
+            outputs: VecDeque::new(),
+            discovery: Discovery::default(),
+            membership: Membership::default(),
+            own_addrs: BTreeSet::new(),
+            beacons: BeaconSchedule::default(),
+            leaving: false,
+            stats: Stats::default(),
+            send_scratch: Vec::new(),
+        }
+    }
+
+    /// This node.
+    pub fn me(&self) -> &NodeInfo {
+        &self.me
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// The current members, in id order (suspects included: they have not been removed).
+    pub fn members(&self) -> Vec<NodeInfo> {
+        self.membership.members()
+    }
+
+    /// The largest payload member `id` accepts, while it is connected as a member.
+    pub fn payload_limit(&self, id: NodeId) -> Option<usize> {
+        let conn = self.membership.member_link(id)?;
+        Some(self.membership[conn].peer_max_message)
+    }
+
+    /// Starts beaconing and discovery; call once the sockets are bound.
+    pub fn start(&mut self, now: Instant) {
+        self.beacons.start(now);
+        self.discovery.start(now, &self.config.discovery);
+        self.election.start(now);
+        self.pump(now);
+    }
+
+    /// The master this node follows, if any.
+    pub fn master(&self) -> Option<NodeId> {
+        self.election.master()
+    }
+
+    /// Makes this node master, cluster-wide.
+    pub fn promote(&mut self, now: Instant) -> Result<(), PromoteError> {
+        self.election.promote(now)?;
+        self.run_election(now);
+        Ok(())
+    }
+
+    /// The next effect to carry out.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        let out = self.outputs.pop_front();
+        if let Some(Output::Transmit { bytes, .. }) = &out {
+            self.stats.bytes_out += bytes.len() as u64;
+        }
+        out
+    }
+
+    /// When [`Cluster::handle_timeout`] must next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.membership
+            .poll_timeout(&self.config.detector)
+            .into_iter()
+            .chain(self.discovery.poll_timeout(&self.config.discovery))
+            .chain(self.election.poll_timeout())
+            .chain(self.beacons.next())
+            .min()
+    }
+
+    /// Handles every timer due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        for (conn, timer) in self.membership.expired(now) {
+            if self.membership.get(conn).is_none() {
+                continue;
+            }
+            match timer {
+                Timer::Dial => {
+                    self.dial_failed(now, conn);
+                    self.outputs.push_back(Output::Close { conn });
+                }
+                // An admission that runs out is reported as the handshake's, as it
+                // always was.
+                Timer::Handshake | Timer::Admission => {
+                    self.fail(now, conn, ConnectionError::HandshakeTimeout)
+                }
+            }
+        }
+        self.heartbeats(now);
+        for id in self.membership.overdue_suspects(now) {
+            self.give_up_suspect(now, id);
+        }
+        if !self.leaving {
+            self.election.handle_timeout(now);
+            self.run_election(now);
+            self.pump(now);
+            if self.beacons.is_due(now) {
+                self.send_beacon(now);
+            }
+        }
+        self.debug_check_index();
+    }
+
+    /// A datagram arrived on the discovery socket from `from`.
+    pub fn handle_beacon(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
+        if self.leaving {
+            return;
+        }
+        let key = self.config.cluster_key.as_ref();
+        let Some(Beacon { id, port }) = beacon::decode(datagram, &self.config.cluster, key) else {
+            self.stats.beacons_ignored += 1;
+            return;
+        };
+        self.learn(now, id, SocketAddr::new(from.ip(), port));
+    }
+
+    /// A dial succeeded.
+    pub fn connected(&mut self, now: Instant, conn: ConnId) {
+        self.start_handshake(now, conn);
+    }
+
+    /// A dial failed (refused, unreachable, timed out).
+    pub fn dial_failed(&mut self, now: Instant, conn: ConnId) {
+        self.abandon_dial(now, conn);
+    }
+
+    /// A peer connected to our listener. Returns the id to use for it, or `None` if the
+    /// connection must be closed at once (too many handshakes pending, or leaving).
+    ///
+    /// Stalled handshakes cannot lock joins out: one IP address may hold at most
+    /// `max_pending_per_ip` of them, and when every slot is taken the oldest incoming one
+    /// is closed to make room, so a newcomer always gets its turn.
+    pub fn accept(&mut self, now: Instant, addr: SocketAddr) -> Option<ConnId> {
+        self.accept_incoming(now, addr)
+    }
+
+    /// Bytes arrived on a connection.
+    pub fn handle_bytes(&mut self, now: Instant, conn: ConnId, bytes: &[u8]) {
+        self.receive(now, conn, bytes);
+        self.debug_check_index();
+    }
+
+    /// The connection ended (peer closed it, reset, or an I/O error).
+    pub fn connection_closed(&mut self, now: Instant, conn: ConnId) {
+        let Some(link) = self.membership.get(conn) else {
+            return;
+        };
+        if let Err(e) = link.finish_reading() {
+            self.stats.frames_rejected += 1;
+            self.report(link.addr, e.into());
+        }
+        self.end(now, conn, Loss::Dropped);
+        self.debug_check_index();
+    }
+
+    /// The application's verdict on an [`Output::AskAdmission`].
+    pub fn admit(&mut self, now: Instant, conn: ConnId, accept: bool) {
+        self.give_verdict(now, conn, accept);
+    }
+
+    /// Leaves the cluster: tells every peer, then closes every connection. Beacons, dials
+    /// and accepts stop.
+    pub fn leave(&mut self, _now: Instant) {
+        self.leaving = true;
+        self.beacons.stop();
+        self.discovery.stop();
+        self.membership.clear_suspects();
+        self.say_goodbye();
+        self.debug_check_index();
+    }
+
+    /// Seals and queues a message on a link with a session.
+    fn send(&mut self, now: Instant, conn: ConnId, msg: &Message) {
+        let Some(sealed) = self.membership.get_mut(conn).and_then(|l| l.seal(msg)) else {
+            return;
+        };
+        match sealed {
+            Ok(bytes) => self.transmit(conn, bytes),
+            Err(e) => self.fail(now, conn, e.into()),
+        }
+    }
+
+    /// Sends a message to every member.
+    fn send_all(&mut self, now: Instant, msg: &Message) {
+        for conn in self.membership.member_links() {
+            self.send(now, conn, msg);
+        }
+    }
+
+    fn transmit(&mut self, conn: ConnId, bytes: Vec<u8>) {
+        self.outputs.push_back(Output::Transmit { conn, bytes });
+    }
+
+    fn push_event(&mut self, e: Event) {
+        self.outputs.push_back(Output::Event(e));
+    }
+
+    /// The node index must name exactly the introduced links after every input.
+    fn debug_check_index(&self) {
+        debug_assert!(
+            self.membership.index_agrees(),
+            "the node index disagrees with the links"
+        );
+    }
+
+    #[cfg(test)]
+    pub(crate) fn index_agrees(&self) -> bool {
+        self.membership.index_agrees()
+    }
+}

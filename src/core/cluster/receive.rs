@@ -1,0 +1,164 @@
+//! What arrives on a connection: frames, the handshake's and then sealed records, and the
+//! messages they carry.
+
+use std::time::Instant;
+
+use rand_core::{CryptoRng, RngCore};
+
+use super::loss::Loss;
+use super::{Cluster, ConnId, Event};
+use crate::core::error::ConnectionError;
+use crate::core::message::Message;
+use crate::core::wire::FrameDecoder;
+
+impl<R: RngCore + CryptoRng> Cluster<R> {
+    /// Bytes arrived on `conn` (see [`Cluster::handle_bytes`]): lends its decoder to
+    /// [`Cluster::read_frames`]; a frame that breaks the protocol fails the connection.
+    pub(super) fn receive(&mut self, now: Instant, conn: ConnId, bytes: &[u8]) {
+        let Some(link) = self.membership.get_mut(conn) else {
+            return;
+        };
+        self.stats.bytes_in += bytes.len() as u64;
+        let mut decoder = link.lend_decoder();
+        decoder.push(bytes);
+        let read = self.read_frames(now, conn, &mut decoder);
+        if let Some(link) = self.membership.get_mut(conn) {
+            link.return_decoder(decoder);
+        }
+        if let Err(e) = read {
+            self.fail(now, conn, e);
+        }
+    }
+
+    /// Handles every whole frame in `decoder`, `conn`'s, while the link lasts.
+    fn read_frames(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        decoder: &mut FrameDecoder,
+    ) -> Result<(), ConnectionError> {
+        loop {
+            let Some(link) = self.membership.get(conn) else {
+                return Ok(());
+            };
+            decoder.set_max_len(link.frame_limit(self.config.max_frame));
+            let Some(frame) = decoder.next_frame()? else {
+                return Ok(());
+            };
+            self.handle_frame(now, conn, frame)?;
+        }
+    }
+
+    /// A frame, still in the link's decoder: a record is decrypted there, and its message
+    /// borrows it.
+    fn handle_frame(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        frame: &mut [u8],
+    ) -> Result<(), ConnectionError> {
+        if self.membership[conn].is_handshaking() {
+            let intro = self.introduction();
+            let [finished, intro] = self.membership[conn].finish_handshake(frame, &intro)?;
+            self.stats.handshakes_completed += 1;
+            self.transmit(conn, finished);
+            self.transmit(conn, intro);
+            return Ok(());
+        }
+        let link = &mut self.membership[conn];
+        match link.receive(now, frame, self.config.max_metadata)? {
+            Some(msg) => self.handle_message(now, conn, msg),
+            None => Ok(()),
+        }
+    }
+
+    /// A message from the peer on `conn`, opened from its record.
+    fn handle_message(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        msg: Message<'_>,
+    ) -> Result<(), ConnectionError> {
+        let link = &mut self.membership[conn];
+        let from = link.peer_id();
+        match msg {
+            Message::Introduce { .. } if link.is_introducing() => {
+                let peer = link.peer_from_introduction(msg).expect("an introduction");
+                self.introduced(now, conn, peer)
+            }
+            Message::Verdict { accepted } if link.is_admitting() => {
+                let peer = link.their_verdict(accepted)?;
+                if accepted {
+                    if !link.restore && !link.accepted_told {
+                        link.accepted_told = true;
+                        self.push_event(Event::NodeAccepted(peer));
+                    }
+                    self.check_admitted(now, conn);
+                } else {
+                    self.push_event(Event::NodeRejected(peer.clone()));
+                    // Do not knock again until its next beacon period.
+                    let wait = self.config.beacon_interval;
+                    self.discovery.failed(now, peer.id, wait);
+                    self.close(conn);
+                }
+                Ok(())
+            }
+            Message::Leave if link.is_introduced() => {
+                self.end(now, conn, Loss::Left);
+                Ok(())
+            }
+            Message::Update { metadata } if link.is_introduced() => {
+                let member = link.is_member();
+                let peer = link.update_metadata(metadata);
+                if member {
+                    let peer = peer.clone();
+                    self.push_event(Event::NodeUpdated(peer));
+                }
+                Ok(())
+            }
+            // The rest is for members only.
+            _ if !link.is_member() => Err(ConnectionError::Protocol("unexpected message")),
+            Message::Ping => Ok(()),
+            Message::Event {
+                name,
+                binary,
+                payload,
+            } => {
+                // Sent before our Unsubscribe reached the peer: dropped here, never emitted.
+                if self.subscriptions.contains(name) {
+                    self.stats.messages_in += 1;
+                    // The one copy of a received payload the core makes.
+                    self.push_event(Event::Delivery {
+                        from: from.expect("members are introduced"),
+                        name: name.to_owned(),
+                        binary,
+                        payload: payload.to_vec(),
+                    });
+                }
+                Ok(())
+            }
+            Message::Subscribe(name) => link.subscriptions.peer_subscribed(name),
+            Message::Unsubscribe(name) => {
+                link.subscriptions.unsubscribe(&name);
+                Ok(())
+            }
+            Message::Subscriptions(names) => {
+                link.subscriptions.replace(names);
+                Ok(())
+            }
+            Message::Election(m) => {
+                self.election
+                    .handle(now, from.expect("members are introduced"), m);
+                self.run_election(now);
+                Ok(())
+            }
+            Message::Members(list) => {
+                for (id, addr) in list {
+                    self.learn(now, id, addr);
+                }
+                Ok(())
+            }
+            _ => Err(ConnectionError::Protocol("unexpected message")),
+        }
+    }
+}
