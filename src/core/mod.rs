@@ -21,5 +21,5 @@ mod membership;
 pub mod message;
 pub mod node;
 pub mod output;
-mod subscriptions;
+pub mod subscriptions;
 pub mod wire;

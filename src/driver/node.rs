@@ -30,7 +30,7 @@
 //! (the kept requests applied first, in one step) → [`Stage::Stopped`] (with the final
 //! counters). `exit()` while idle goes straight to `Stopped`: nothing is ever bound. The
 //! core is built once the port is bound (its identity carries the port), so the requests
-//! made before then are kept as their net effect: the events joined in order, whether to
+//! made before then are kept as their net effect: the events joined, whether to
 //! promote, the latest metadata and filter.
 
 use std::collections::HashMap;
@@ -53,7 +53,7 @@ use super::multicast;
 use super::{ipv4, ErrorCode, EventSink, Filter, NodeConfig, Notification};
 use crate::core::cluster::{Cluster, ConnId, Event, Output, Stats};
 use crate::core::error::{SendError, SubscribeError};
-use crate::core::message::{MAX_EVENT_NAME, MAX_JOINED};
+use crate::core::subscriptions::Subscriptions;
 
 /// How long `exit()` waits for goodbyes to be flushed before closing regardless.
 const EXIT_FLUSH: Duration = Duration::from_secs(1);
@@ -105,8 +105,8 @@ pub enum Request {
 /// The requests made before the node runs, as their net effect.
 #[derive(Default)]
 pub struct Early {
-    /// Custom events joined (and not left again), in the order they were joined.
-    joined: Vec<String>,
+    /// Custom events joined (and not left again), by the core's own rule and bound.
+    joined: Subscriptions,
     promote: bool,
     metadata: Option<String>,
     filter: Option<Arc<dyn Filter>>,
@@ -116,18 +116,13 @@ impl Early {
     /// Keeps `request`; a join is refused by the rule the core applies once running.
     fn apply(&mut self, request: Request) -> Result<(), SubscribeError> {
         match request {
+            // Whether it is news matters only to members, and there are none yet.
             Request::Subscribe(name) => {
-                if name.is_empty() || name.len() > MAX_EVENT_NAME {
-                    return Err(SubscribeError::InvalidName);
-                }
-                if !self.joined.contains(&name) {
-                    if self.joined.len() >= MAX_JOINED {
-                        return Err(SubscribeError::TooMany { max: MAX_JOINED });
-                    }
-                    self.joined.push(name);
-                }
+                self.joined.subscribe(&name)?;
             }
-            Request::Unsubscribe(name) => self.joined.retain(|n| *n != name),
+            Request::Unsubscribe(name) => {
+                self.joined.unsubscribe(&name);
+            }
             Request::Promote => self.promote = true,
             Request::SetMetadata(json) => self.metadata = Some(json),
             Request::SetFilter(filter) => self.filter = filter,
@@ -609,7 +604,7 @@ pub async fn run(shared: Arc<Shared>, start: Box<Start>) {
             task: TaskState::Awake,
             shared: Arc::downgrade(&shared),
         });
-        for name in early.joined {
+        for name in early.joined.names() {
             // Kept under the same limit, so the core takes every one.
             let _ = node.apply(Request::Subscribe(name));
         }
