@@ -230,6 +230,12 @@ declare namespace espial {
     beacons_sent: number;
     /** Beacons received and ignored (this node's own, another cluster's, unauthenticated, malformed). */
     beacons_ignored: number;
+    /**
+     * Messages from members or joining nodes that broke a protocol rule (a statement about
+     * another node, metadata that is not a JSON object, a custom event that is not valid
+     * JSON): refused, never acted on.
+     */
+    messages_refused: number;
   }
 
   /**

@@ -192,6 +192,7 @@ class Espial extends EventEmitter {
       nodes_rejected: s.nodesRejected,
       beacons_sent: s.beaconsSent,
       beacons_ignored: s.beaconsIgnored,
+      messages_refused: s.messagesRefused,
     };
   }
 

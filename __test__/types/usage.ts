@@ -143,6 +143,7 @@ const counters: number[] = [
   stats.messages_in, stats.messages_out, stats.bytes_in, stats.bytes_out,
   stats.handshakes_completed, stats.handshakes_failed, stats.frames_rejected,
   stats.connections_refused, stats.nodes_rejected, stats.beacons_sent, stats.beacons_ignored,
+  stats.messages_refused,
 ];
 const exited: Promise<void> = a.exit((err) => void err);
 void [version, me, others, master, isMaster, counters, exited];

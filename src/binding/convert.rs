@@ -138,6 +138,7 @@ pub struct NativeStats {
     pub nodes_rejected: i64,
     pub beacons_sent: i64,
     pub beacons_ignored: i64,
+    pub messages_refused: i64,
 }
 
 impl From<Stats> for NativeStats {
@@ -156,6 +157,7 @@ impl From<Stats> for NativeStats {
             nodes_rejected: n(s.nodes_rejected),
             beacons_sent: n(s.beacons_sent),
             beacons_ignored: n(s.beacons_ignored),
+            messages_refused: n(s.messages_refused),
         }
     }
 }

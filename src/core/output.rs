@@ -80,4 +80,8 @@ pub struct Stats {
     pub beacons_sent: u64,
     pub beacons_ignored: u64,
     pub nodes_rejected: u64,
+    /// Messages from a peer that broke a protocol rule after the handshake (a statement
+    /// the peer has no authority for, metadata that is not a JSON object, a custom event
+    /// whose JSON text is not JSON): never acted on.
+    pub messages_refused: u64,
 }
