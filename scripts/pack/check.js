@@ -35,8 +35,12 @@ const STEP_TIMEOUT_MS = 60_000; // each npm call; the whole check takes a few se
 const CLUSTER_TIMEOUT_MS = 15_000;
 const SKIP = 77;
 
-// What the main tarball must hold for `require("espial")` and the CLI to work.
-const REQUIRED = ['package.json', 'README.md', 'index.js', 'index.d.ts', 'binding.js', 'binding.d.ts', 'lib/options.js', 'lib/events.js'];
+// What the main tarball must hold for `require("espial")` and the CLI to work: every module
+// of lib/ among them, whatever lib/ holds today.
+const REQUIRED = [
+  ...['package.json', 'README.md', 'index.js', 'index.d.ts', 'binding.js', 'binding.d.ts', 'bin/espial.js'],
+  ...fs.readdirSync(path.join(__dirname, '..', '..', 'lib')).filter((f) => f.endsWith('.js')).map((f) => `lib/${f}`),
+];
 // What it must not hold: the addon comes from the platform package, the rest is development.
 const FORBIDDEN = [/\.node$/, /^src\//, /^__test__\//, /^target\//, /^npm\//, /^Cargo\./, /^node_modules\//];
 
