@@ -345,3 +345,25 @@ test('a receiver that stops reading holds the sender back: send() waits, queues 
     assert.equal(after.bytes, before.bytes + sent * chunk.length);
   });
 });
+
+test('a loop that awaits every send lets timers run meanwhile, and every message arrives', async () => {
+  await withNodes(async (scope) => {
+    const [a, b] = await cluster(scope, [{}, {}]);
+    listen(b, 'tick');
+    await ready(a, b, 'tick');
+    let fired = 0;
+    const timer = setInterval(() => fired++, 1);
+    const count = 100_000;
+    const started = performance.now();
+    try {
+      for (let i = 0; i < count; i++) await a.send('tick', i, b.get_node_info());
+    } finally {
+      clearInterval(timer);
+    }
+    const ms = performance.now() - started;
+    // Before sends yielded, the loop ran in microtasks only: an interval never fired during it.
+    assert.ok(fired > 0, `a 1 ms interval fired ${fired} times during ${count} awaited sends (${Math.round(ms)} ms)`);
+    await receivedCount(b, 'tick', count);
+    assert.deepEqual(received(b, 'tick').slice(-3).map((m) => m.data), [count - 3, count - 2, count - 1]);
+  });
+});

@@ -951,3 +951,25 @@ test("the addon's error events and a batch left waiting at exit reach JS as espi
   assert.equal(called.code, notRunning.code);
   assert.equal(called.message, notRunning.message);
 });
+
+test('many batches in a row settle in order, some on the next turn of the event loop', async () => {
+  const node = espial(OPTIONS);
+  const order = [];
+  const settled = [];
+  let turns = 0;
+  const turn = setInterval(() => turns++, 0);
+  try {
+    for (let i = 0; i < 1000; i++) {
+      // One batch each: the microtasks between sends let each tick's batch be handed over.
+      settled.push(node.send('job', i).then(() => order.push(i)));
+      await null;
+      await null;
+    }
+    await Promise.all(settled);
+  } finally {
+    clearInterval(turn);
+  }
+  assert.deepEqual(order, Array.from({ length: 1000 }, (_, i) => i));
+  assert.ok(turns > 0, 'the event loop turned while 1000 batches settled');
+  await node.exit();
+});

@@ -17,6 +17,13 @@ const { messageTooLarge } = require('./events.js');
 // queueMicrotask(), which builds one per call: a send a message at a time paid for it.
 const RESOLVED = Promise.resolve();
 
+// Batches settle in microtasks, so `for (…) await send(…)` would never let the event loop
+// turn: no timer, no I/O, no membership news while it runs. After this many batches settled
+// without the loop turning, the next ones settle on the next turn (setImmediate), in order.
+// A loop awaiting every send then yields once per SETTLE_RUN sends, which costs it about
+// one event-loop turn per SETTLE_RUN messages.
+const SETTLE_RUN = 256;
+
 class SendQueue {
   #handOver; // (batch) => the addon's answer; see the constructor
   #maxMessageSize;
@@ -25,6 +32,10 @@ class SendQueue {
   #inFlight = new Map(); // batch id -> { settle, count, outcome } until it settles, in send order
   #heldBatch = 0; // keys below 0 in #inFlight: outcomes known at once, held behind waiting batches
   #flushLater = () => this.flush();
+  #settledInTurn = 0; // batches settled since the event loop last turned
+  #watchingTurn = false; // a setImmediate is pending that marks the next turn
+  #deferred = []; // settle, outcome, settle, outcome, …: batches waiting for the next turn
+  #onTurn = () => this.#turned();
 
   /**
    * @param {(batch: { names: string[], targets: Array<string[] | null>, meta: Uint32Array,
@@ -82,7 +93,7 @@ class SendQueue {
       this.#inFlight.set(results, { settle: pending.settle, count: batch.count, outcome: undefined });
     } else if (this.#inFlight.size === 0) {
       // Handed over (null) or refused (one entry per message): settled now.
-      settle(pending.settle, results);
+      this.#settle(pending.settle, results);
     } else {
       // Sends settle in the order they were made: after the batches still waiting.
       this.#inFlight.set(--this.#heldBatch, { settle: pending.settle, count: batch.count, outcome: results });
@@ -104,7 +115,7 @@ class SendQueue {
     for (const [id, entry] of this.#inFlight) {
       if (entry.outcome === undefined) break;
       this.#inFlight.delete(id);
-      settle(entry.settle, entry.outcome);
+      this.#settle(entry.settle, entry.outcome);
     }
   }
 
@@ -117,6 +128,35 @@ class SendQueue {
     for (const [batch, { count, outcome }] of this.#inFlight) {
       if (outcome === undefined) this.sent(batch, new Array(count).fill(NOT_RUNNING));
     }
+  }
+
+  // Settles a batch now, or on the next turn of the event loop if SETTLE_RUN batches have
+  // settled since it last turned (and then every later one too, until that turn: order).
+  #settle(resolve, outcome) {
+    if (this.#deferred.length === 0 && this.#settledInTurn < SETTLE_RUN) {
+      this.#settledInTurn++;
+      this.#watchTurn();
+      settle(resolve, outcome);
+    } else {
+      this.#deferred.push(resolve, outcome);
+      this.#watchTurn();
+    }
+  }
+
+  #watchTurn() {
+    if (this.#watchingTurn) return;
+    this.#watchingTurn = true;
+    setImmediate(this.#onTurn);
+  }
+
+  // The event loop turned: settle what waited for it, and count afresh.
+  #turned() {
+    this.#watchingTurn = false;
+    const deferred = this.#deferred;
+    this.#deferred = [];
+    this.#settledInTurn = deferred.length / 2;
+    if (this.#settledInTurn > 0) this.#watchTurn();
+    for (let i = 0; i < deferred.length; i += 2) settle(deferred[i], deferred[i + 1]);
   }
 }
 
