@@ -5,7 +5,6 @@
 
 mod peer;
 
-use std::io::{ErrorKind, Read};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -16,7 +15,7 @@ use espial::core::node::{NodeId, NodeInfo};
 use espial::driver::{Handle, NodeConfig, Notification};
 use rand_core::OsRng;
 
-pub use peer::{Peer, WAIT};
+pub use peer::{wait_closed, Peer, WAIT};
 
 const LOOPBACK: Ipv4Addr = Ipv4Addr::LOCALHOST;
 
@@ -154,18 +153,9 @@ impl Peer {
 
 /// Waits until the node closes `s` (end of stream or reset), skipping whatever it still sends.
 pub fn assert_closed(s: &mut TcpStream, what: &str) {
-    s.set_read_timeout(Some(WAIT)).unwrap();
-    let mut buf = [0u8; 4096];
-    let deadline = Instant::now() + WAIT;
-    while Instant::now() < deadline {
-        match s.read(&mut buf) {
-            Ok(0) => return,
-            Ok(_) => continue,
-            Err(e) if e.kind() == ErrorKind::ConnectionReset => return,
-            Err(e) => panic!("{what}: the node kept the connection open ({e})"),
-        }
+    if let Err(e) = wait_closed(s) {
+        panic!("{what}: {e}");
     }
-    panic!("{what}: the node kept the connection open");
 }
 
 /// A new peer still joins the node and is heard: the attack did not stop it serving.

@@ -5,7 +5,7 @@
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use espial::core::crypto::{Handshake, Role, Session};
 use espial::core::message::Message;
@@ -81,6 +81,23 @@ impl Peer {
             payload,
         })
     }
+}
+
+/// Waits until the node closes `s` (end of stream or reset), skipping whatever it still
+/// sends; an error saying so if it has not within [`WAIT`].
+pub fn wait_closed(s: &mut TcpStream) -> Result<(), String> {
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + WAIT;
+    while Instant::now() < deadline {
+        match s.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(_) => continue,
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => return Ok(()),
+            Err(e) => return Err(format!("the node kept the connection open ({e})")),
+        }
+    }
+    Err("the node kept the connection open".into())
 }
 
 /// Reads one frame body, `None` at end of stream (or a reset).
