@@ -1,6 +1,6 @@
 //! What the attack tests share: a driver node on 127.0.0.1 to attack ([`Target`]) and a
 //! peer that speaks the protocol itself ([`Peer`], in `peer.rs`, which
-//! `examples/adversary.rs` shares). Each test file uses part of it.
+//! the adversary example `adversary.rs` shares). Each test file uses part of it.
 #![allow(dead_code)]
 
 mod peer;

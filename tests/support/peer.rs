@@ -1,7 +1,7 @@
 //! A peer that speaks espial's protocol itself, with the crate's own handshake and record
 //! layer over a blocking `TcpStream`, so it can complete a genuine handshake and then send
 //! whatever it likes. Test-only: shared by the Rust attack tests (`support/mod.rs`) and the
-//! adversary example that the JavaScript tests drive (`examples/adversary.rs`).
+//! adversary that the JavaScript tests drive (`adversary.rs`, a cargo example).
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};

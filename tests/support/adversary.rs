@@ -13,12 +13,12 @@
 //!   sleep <ms>           wait (at most 10 s)
 //! ```
 //!
-//! Built by `cargo test` (so by `npm test`) as `target/debug/examples/adversary`. It exits
+//! Declared as a cargo example in Cargo.toml (kept here, out of the user-facing `examples/`),
+//! so `cargo test` (and so `npm test`) builds it as `target/debug/examples/adversary`. It exits
 //! 0 when every step ran, 2 on bad arguments, and panics (101) on anything unexpected; every
 //! wait is bounded by 10 s.
 
 #[allow(dead_code)]
-#[path = "../tests/support/peer.rs"]
 mod peer;
 
 use std::net::{Ipv4Addr, SocketAddr};
