@@ -153,4 +153,5 @@ export interface NativeStats {
   nodesRejected: number
   beaconsSent: number
   beaconsIgnored: number
+  messagesRefused: number
 }

@@ -160,8 +160,11 @@ class Espial extends EventEmitter {
     try {
       data = decodePayload(payload, start, end, binary);
     } catch (cause) {
-      // Only a peer that bypasses index.js can send text that is not JSON; say so rather
-      // than drop it silently or throw from inside the event dispatch.
+      // The addon refuses text that is not JSON before it gets here (counted in
+      // stats().messages_refused); should any get through, it is dropped. It is reported as
+      // an `error` event only to a listener: emitted without one, `error` would throw and
+      // end the process, which is what a hostile peer is after.
+      if (this.listenerCount('error') === 0) return;
       const message = `espial: a "${event}" message from node ${from} is not valid JSON (${cause.message})`;
       this.emit('error', espialError('ERR_ESPIAL_INVALID_PAYLOAD', message));
       return;
@@ -175,7 +178,9 @@ class Espial extends EventEmitter {
   /**
    * Counters since the node started, from the native core: custom event messages and
    * bytes in and out, handshakes completed and failed, frames rejected, connections
-   * refused, nodes rejected by the connection filter, beacons sent and ignored.
+   * refused, nodes rejected by the connection filter, beacons sent and ignored, and
+   * messages refused (peer messages that broke a rule, such as metadata that is not a JSON
+   * object or event text that is not JSON: never emitted).
    * @returns {Record<string, number>}
    */
   stats() {

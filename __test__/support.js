@@ -181,9 +181,11 @@ const MEMBER_CHILD = path.join(__dirname, 'fixtures', 'member-child.js');
 
 // A node in a child process (fixtures/member-child.js), so that it can be killed with
 // SIGKILL or block its own event loop. `events` records what it reports over IPC; its own
-// object is known once this resolves.
-async function startChild(options, name = 'child') {
-  const proc = fork(MEMBER_CHILD, [JSON.stringify(options)], { stdio: ['ignore', 'pipe', 'pipe', 'ipc'] });
+// object is known once this resolves. With `errorListener: false` the child listens for no
+// `error` event, as a careless application would not.
+async function startChild(options, name = 'child', { errorListener = true } = {}) {
+  const args = [JSON.stringify(options), ...(errorListener ? [] : ['--no-error-listener'])];
+  const proc = fork(MEMBER_CHILD, args, { stdio: ['ignore', 'pipe', 'pipe', 'ipc'] });
   let output = '';
   proc.stdout.setEncoding('utf8').on('data', (text) => (output += text));
   proc.stderr.setEncoding('utf8').on('data', (text) => (output += text));
@@ -268,8 +270,8 @@ async function withNodes(body) {
       nodes.push(node);
       return node;
     },
-    async child(options, name = `child ${children.length}`) {
-      const child = await startChild(options, name);
+    async child(options, name = `child ${children.length}`, extra = {}) {
+      const child = await startChild(options, name, extra);
       children.push(child);
       return child;
     },

@@ -856,6 +856,52 @@ test('a message that is not JSON is an error event, not a crash', async () => {
   await node.exit();
 });
 
+test('without an error listener, a message that is not JSON is dropped: no error event, no crash', async () => {
+  const node = espial(OPTIONS);
+  const native = FakeNative.last;
+  node.join('job');
+  const seen = [];
+  node.on('job', (data) => seen.push(data));
+  // Emitting `error` here would throw: the dispatch would rethrow it and end the process.
+  native.deliver(
+    { kind: 'message', event: 'job', from: 'a', payload: Buffer.from('{oops'), binary: false },
+    { kind: 'message', event: 'job', from: 'a', payload: Buffer.from('{"ok":1}'), binary: false },
+  );
+  await tick();
+  assert.deepEqual(seen, [{ ok: 1 }]);
+  await node.exit();
+});
+
+test('metadata that is not a JSON object gives a node metadata {}, never an exception', async () => {
+  const node = espial(OPTIONS);
+  const native = FakeNative.last;
+  const asked = [];
+  node.connection_filter((data) => {
+    asked.push(data.metadata);
+    return true;
+  });
+  assert.equal(await native.filter(nodeInfo('f', { metadata: 'not json' })), true);
+  const seen = [];
+  for (const event of ['added_node', 'updated_node', 'removed_node', 'node_accepted']) {
+    node.on(event, (n) => seen.push([event, n.metadata]));
+  }
+  native.deliver(
+    { kind: 'added_node', node: nodeInfo('a', { metadata: '{' }) },
+    { kind: 'updated_node', node: nodeInfo('a', { metadata: '[1]' }) },
+    { kind: 'node_accepted', node: nodeInfo('a', { metadata: '"str"' }) },
+    { kind: 'removed_node', node: nodeInfo('a', { metadata: 'null' }) },
+  );
+  await tick();
+  assert.deepEqual(asked, [{}]);
+  assert.deepEqual(seen, [
+    ['added_node', {}],
+    ['updated_node', {}],
+    ['node_accepted', {}],
+    ['removed_node', {}],
+  ]);
+  await node.exit();
+});
+
 test('a listener that throws loses no later event of the batch; its error is rethrown on a later tick', () => {
   const node = espial(OPTIONS);
   const native = FakeNative.last;

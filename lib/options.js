@@ -374,8 +374,23 @@ function toPublicNode(info) {
     host_name: info.hostName,
     ip: info.ip,
     port: info.port,
-    metadata: JSON.parse(info.metadata),
+    metadata: parseMetadata(info.metadata),
   };
+}
+
+/**
+ * A node's metadata as an object. What a peer sends was checked in Rust (a JSON object
+ * within max_metadata, or the connection is closed); should anything else ever get this far,
+ * the node gets `{}` rather than an exception thrown in the application's process.
+ */
+function parseMetadata(json) {
+  let value;
+  try {
+    value = JSON.parse(json);
+  } catch {
+    return {};
+  }
+  return value !== null && typeof value === 'object' && !Array.isArray(value) ? value : {};
 }
 
 module.exports = {

@@ -2,237 +2,22 @@
 //! itself, with the crate's own handshake and record layer over a blocking `TcpStream`, so
 //! it can complete a genuine handshake and then misbehave: replay a record, flip a bit of
 //! one, declare an enormous frame, cut a frame short. The node must close such connections,
-//! emit nothing the attacker forged, and keep serving.
+//! emit nothing the attacker forged, and keep serving. (The target and the peer are in
+//! `support/`, shared with `hostile_input.rs`.)
 
-use std::io::{ErrorKind, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+mod support;
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::time::Duration;
 
 use espial::core::cluster::Event;
-use espial::core::config::Config;
-use espial::core::crypto::{Handshake, Role, Session};
+use espial::core::crypto::{Handshake, Role};
 use espial::core::message::Message;
-use espial::core::node::{NodeId, NodeInfo};
 use espial::core::wire;
-use espial::driver::{Handle, NodeConfig, Notification};
+use espial::driver::Notification;
 use rand_core::OsRng;
-
-const LOOPBACK: Ipv4Addr = Ipv4Addr::LOCALHOST;
-const WAIT: Duration = Duration::from_secs(10);
-
-/// A node on 127.0.0.1 with neither multicast nor seeds: only the attacker talks to it.
-struct Target {
-    handle: Handle,
-    rx: mpsc::Receiver<Notification>,
-    addr: SocketAddr,
-    cluster: String,
-    /// Every notification seen so far.
-    seen: Vec<Notification>,
-}
-
-impl Target {
-    fn start(events: &[&str]) -> Target {
-        let cluster = format!("hostile-{}", std::process::id());
-        let config = NodeConfig {
-            me: NodeInfo {
-                id: NodeId::random(&mut OsRng),
-                host_name: "target".into(),
-                ip: IpAddr::V4(LOOPBACK),
-                port: 0,
-                metadata: "{}".into(),
-                master_eligible: true,
-            },
-            core: Config::lan(cluster.clone()),
-            multicast: None,
-            seeds: Vec::new(),
-            filter_timeout: Duration::from_secs(5),
-        };
-        let (tx, rx) = mpsc::channel();
-        let handle = Handle::new(config, tx);
-        handle.start();
-        let mut target = Target {
-            handle,
-            rx,
-            addr: SocketAddr::new(IpAddr::V4(LOOPBACK), 0),
-            cluster,
-            seen: Vec::new(),
-        };
-        let port =
-            match target.wait_for("listening", |n| matches!(n, Notification::Listening { .. })) {
-                Notification::Listening { port } => port,
-                _ => unreachable!(),
-            };
-        target.addr.set_port(port);
-        for e in events {
-            target.handle.subscribe((*e).to_string()).unwrap();
-        }
-        target
-    }
-
-    fn wait_for(&mut self, what: &str, pred: impl Fn(&Notification) -> bool) -> Notification {
-        if let Some(n) = self.seen.iter().find(|n| pred(n)) {
-            return n.clone();
-        }
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let n = self
-                .rx
-                .recv_timeout(left)
-                .unwrap_or_else(|_| panic!("no {what} within {WAIT:?}; seen {:?}", self.seen));
-            self.seen.push(n.clone());
-            if pred(&n) {
-                return n;
-            }
-        }
-    }
-
-    /// Collects notifications for `d`.
-    fn settle(&mut self, d: Duration) {
-        let deadline = Instant::now() + d;
-        while let Ok(n) = self
-            .rx
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-        {
-            self.seen.push(n);
-        }
-    }
-
-    fn messages(&self) -> Vec<Vec<u8>> {
-        self.seen
-            .iter()
-            .filter_map(|n| match n {
-                Notification::Cluster(Event::Delivery { payload, .. }) => Some(payload.clone()),
-                _ => None,
-            })
-            .collect()
-    }
-
-    fn assert_no_errors(&self) {
-        for n in &self.seen {
-            assert!(
-                !matches!(n, Notification::Error { .. }),
-                "the node reported {n:?}"
-            );
-        }
-    }
-
-    fn exit(self) {
-        espial::driver::runtime::get().block_on(self.handle.exit());
-    }
-}
-
-/// Reads one frame body, `None` at end of stream (or a reset).
-fn read_frame(s: &mut TcpStream) -> Option<Vec<u8>> {
-    let mut len = [0u8; wire::LEN_PREFIX];
-    read_exact_or_end(s, &mut len)?;
-    let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
-    read_exact_or_end(s, &mut body)?;
-    Some(body)
-}
-
-fn read_exact_or_end(s: &mut TcpStream, buf: &mut [u8]) -> Option<()> {
-    match s.read_exact(buf) {
-        Ok(()) => Some(()),
-        Err(e)
-            if matches!(
-                e.kind(),
-                ErrorKind::UnexpectedEof | ErrorKind::ConnectionReset
-            ) =>
-        {
-            None
-        }
-        Err(e) => panic!("reading from the node: {e}"),
-    }
-}
-
-/// Waits until the node closes `s` (end of stream or reset), skipping whatever it still sends.
-fn assert_closed(s: &mut TcpStream, what: &str) {
-    s.set_read_timeout(Some(WAIT)).unwrap();
-    let mut buf = [0u8; 4096];
-    let deadline = Instant::now() + WAIT;
-    while Instant::now() < deadline {
-        match s.read(&mut buf) {
-            Ok(0) => return,
-            Ok(_) => continue,
-            Err(e) if e.kind() == ErrorKind::ConnectionReset => return,
-            Err(e) => panic!("{what}: the node kept the connection open ({e})"),
-        }
-    }
-    panic!("{what}: the node kept the connection open");
-}
-
-/// A genuine peer, up to the point where it can send records the node accepts.
-struct Peer {
-    stream: TcpStream,
-    session: Session,
-    id: NodeId,
-}
-
-impl Peer {
-    /// Connects and completes the handshake and key confirmation.
-    fn handshake(target: &Target) -> Peer {
-        let mut stream = TcpStream::connect(target.addr).unwrap();
-        stream.set_read_timeout(Some(WAIT)).unwrap();
-        let (hs, hello) = Handshake::start(Role::Initiator, &target.cluster, None, &mut OsRng);
-        stream.write_all(&wire::frame(&hello)).unwrap();
-        let their_hello = read_frame(&mut stream).expect("the node's hello");
-        let (mut session, confirmation) = hs.finish(&their_hello).expect("handshake");
-        stream.write_all(&confirmation).unwrap();
-        let their_confirmation = read_frame(&mut stream).expect("the node's key confirmation");
-        assert_eq!(session.open(&their_confirmation).unwrap(), None);
-        Peer {
-            stream,
-            session,
-            id: NodeId::random(&mut OsRng),
-        }
-    }
-
-    /// Seals `msg`; returns the frame written, so it can be replayed.
-    fn send(&mut self, msg: &Message) -> Vec<u8> {
-        let frame = self.session.seal(&msg.encode()).unwrap();
-        self.stream.write_all(&frame).unwrap();
-        frame
-    }
-
-    /// Handshake, introduction and admission: the node adds us as a member.
-    fn join(target: &mut Target) -> Peer {
-        let mut peer = Peer::handshake(target);
-        peer.send(&Message::Introduce {
-            id: peer.id,
-            host_name: "attacker".into(),
-            port: 9,
-            metadata: "{}".into(),
-            master_eligible: false,
-            max_message: 1 << 20,
-        });
-        peer.send(&Message::Verdict { accepted: true });
-        let id = peer.id;
-        target.wait_for(
-            "the attacker added",
-            |n| matches!(n, Notification::Cluster(Event::NodeAdded(info)) if info.id == id),
-        );
-        // Read until the node has sent us its verdict, so later records are in order.
-        loop {
-            let frame = read_frame(&mut peer.stream).expect("the node's messages");
-            let plain = peer.session.open(&frame).unwrap().unwrap();
-            if let Ok(Message::Verdict { accepted }) = Message::decode(&plain, 1 << 20) {
-                assert!(accepted);
-                break;
-            }
-        }
-        peer
-    }
-
-    fn event(&mut self, payload: &[u8]) -> Vec<u8> {
-        self.send(&Message::Event {
-            name: "evt",
-            binary: true,
-            payload,
-        })
-    }
-}
+use support::{assert_closed, still_serving, Peer, Target};
 
 #[test]
 fn a_replayed_record_closes_the_connection_and_is_not_delivered() {
@@ -311,15 +96,6 @@ fn an_enormous_declared_length_after_the_handshake_is_refused_at_once() {
     still_serving(&mut target, "an event after the attack");
     target.assert_no_errors();
     target.exit();
-}
-
-/// A new peer still joins the node and is heard: the attack did not stop it serving.
-fn still_serving(target: &mut Target, what: &str) {
-    let mut next = Peer::join(target);
-    next.event(b"still-here");
-    target.wait_for(what, |n| {
-        matches!(n, Notification::Cluster(Event::Delivery { payload, .. }) if payload == b"still-here")
-    });
 }
 
 #[test]

@@ -16,6 +16,7 @@ pub mod detector;
 pub mod discovery;
 pub mod election;
 pub mod error;
+pub mod json;
 mod link;
 mod membership;
 pub mod message;

@@ -7,7 +7,8 @@ use rand_core::{CryptoRng, RngCore};
 
 use super::loss::Loss;
 use super::{Cluster, ConnId, Event};
-use crate::core::error::ConnectionError;
+use crate::core::error::{ConnectionError, DecodeError};
+use crate::core::json::{is_json, is_json_object};
 use crate::core::message::Message;
 use crate::core::wire::FrameDecoder;
 
@@ -66,10 +67,30 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
             return Ok(());
         }
         let link = &mut self.membership[conn];
-        match link.receive(now, frame, self.config.max_metadata)? {
-            Some(msg) => self.handle_message(now, conn, msg),
-            None => Ok(()),
+        match link.receive(now, frame, self.config.max_metadata) {
+            Ok(Some(msg)) => self.handle_message(now, conn, msg),
+            Ok(None) => Ok(()),
+            Err(e) => {
+                // Authentic, but its metadata is over the bound: a rule broken, not noise.
+                if let ConnectionError::Decode(DecodeError::TooLong {
+                    field: "metadata", ..
+                }) = e
+                {
+                    self.stats.messages_refused += 1;
+                }
+                Err(e)
+            }
         }
+    }
+
+    /// Metadata from a peer must be a JSON object (its size was bounded by the decoder):
+    /// anything else is refused, counted, and fails the connection.
+    fn check_metadata(&mut self, metadata: &str) -> Result<(), ConnectionError> {
+        if is_json_object(metadata) {
+            return Ok(());
+        }
+        self.stats.messages_refused += 1;
+        Err(ConnectionError::Protocol("metadata is not a JSON object"))
     }
 
     /// A message from the peer on `conn`, opened from its record.
@@ -82,7 +103,9 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         let link = &mut self.membership[conn];
         let from = link.peer_id();
         match msg {
-            Message::Introduce { .. } if link.is_introducing() => {
+            Message::Introduce { ref metadata, .. } if link.is_introducing() => {
+                self.check_metadata(metadata)?;
+                let link = &mut self.membership[conn];
                 let peer = link.peer_from_introduction(msg).expect("an introduction");
                 self.introduced(now, conn, peer)
             }
@@ -108,6 +131,8 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
                 Ok(())
             }
             Message::Update { metadata } if link.is_introduced() => {
+                self.check_metadata(&metadata)?;
+                let link = &mut self.membership[conn];
                 let member = link.is_member();
                 let peer = link.update_metadata(metadata);
                 if member {
@@ -126,6 +151,12 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
             } => {
                 // Sent before our Unsubscribe reached the peer: dropped here, never emitted.
                 if self.subscriptions.contains(name) {
+                    // JavaScript parses a text payload: one that is not JSON is refused
+                    // here, and the connection kept (the rest of its stream is sound).
+                    if !binary && !is_json(payload) {
+                        self.stats.messages_refused += 1;
+                        return Ok(());
+                    }
                     self.stats.messages_in += 1;
                     // The one copy of a received payload the core makes.
                     self.push_event(Event::Delivery {

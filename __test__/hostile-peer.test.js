@@ -1,0 +1,116 @@
+'use strict';
+
+// Hostile data from a peer that completes a genuine handshake, against a real node in a child
+// process that has NO `error` listener (as a careless application would not): metadata that
+// is not JSON in the introduction, an admitted member's Update that is not JSON, a custom
+// event whose text is not JSON. Any of these used to end the victim's process. The attacker
+// is target/debug/examples/adversary (a test-only peer, built by `cargo test`, which npm test
+// runs first); everything stays on 127.0.0.1 with multicast off.
+
+const { test } = require('node:test');
+const assert = require('node:assert/strict');
+const fs = require('node:fs');
+const path = require('node:path');
+const { execFile } = require('node:child_process');
+const { performance } = require('node:perf_hooks');
+const { withNodes, manualOptions, randomPorts, uniqueCluster, idOf, delay, WAIT_MS } = require('./support.js');
+
+const ADVERSARY = path.join(__dirname, '..', 'target', 'debug', 'examples', 'adversary');
+
+// Runs the adversary against 127.0.0.1:port; resolves with the lines it printed. It bounds
+// each of its own waits; the timeout here ends it should it hang anyway.
+function adversary(port, cluster, steps) {
+  return new Promise((resolve, reject) => {
+    execFile(ADVERSARY, [String(port), cluster, ...steps], { timeout: 2 * WAIT_MS }, (err, stdout, stderr) => {
+      if (err) reject(new Error(`adversary ${JSON.stringify(steps)}: ${err.message} ${stderr}`));
+      else resolve(stdout.split('\n').filter(Boolean));
+    });
+  });
+}
+
+// Calls `attempt()` every 50 ms until it returns true, for at most `ms`.
+async function eventually(what, attempt, ms = WAIT_MS) {
+  const deadline = performance.now() + ms;
+  while (!(await attempt())) {
+    if (performance.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await delay(50);
+  }
+}
+
+test('a hostile peer cannot crash a node that has no error listener, nor forge its events', async () => {
+  assert.ok(
+    fs.existsSync(ADVERSARY),
+    `${ADVERSARY} is missing: cargo test --no-default-features builds it (npm test runs it first)`,
+  );
+  await withNodes(async (scope) => {
+    const cluster = uniqueCluster();
+    const [port, genuinePort] = randomPorts(2);
+    const victim = await scope.child(manualOptions({ port, cluster }), 'victim', { errorListener: false });
+    await victim.events.next('listening', 'the victim listening');
+    assert.equal(await victim.request('join', { event: 'work' }), true);
+    // A crash comes a tick after the forged data arrives: give it time to, then check.
+    const survived = async (what) => {
+      await delay(200);
+      const alive = victim.proc.exitCode === null && victim.proc.signalCode === null;
+      assert.ok(alive, `the victim ended ${what}: ${victim.output()}`);
+    };
+
+    // 1. Metadata that is not JSON in the introduction, to a node whose filter refuses
+    // everyone: the connection is closed before any verdict, the filter is never asked.
+    assert.equal(await victim.request('filter', { accept: false }), true);
+    assert.deepEqual(await adversary(port, cluster, ['intro', '{', 'verdict']), ['verdict closed']);
+    await survived('after metadata "{" in an introduction');
+    assert.equal(await victim.request('filter', { accept: null }), true);
+
+    // 2. An admitted member sends an Update whose metadata is not JSON: closed.
+    const admitted = ['intro', '{"who":"adversary"}', 'verdict'];
+    assert.deepEqual(await adversary(port, cluster, [...admitted, 'update', 'not json', 'closed']), [
+      'verdict true',
+      'closed',
+    ]);
+    await survived('after an update "not json"');
+
+    // 3. An admitted member sends "work" (which the victim joined) as text that is not JSON,
+    // twice, then once as JSON: only the last is emitted, on the same connection.
+    const steps = [...admitted, 'event', 'work', 'not json', 'event', 'work', '{', 'event', 'work', '{"ok":1}'];
+    assert.deepEqual(await adversary(port, cluster, [...steps, 'sleep', '300']), ['verdict true']);
+
+    await survived('after event text that is not JSON');
+    const stats = await victim.request('stats');
+    assert.ok(stats.messages_refused >= 4, `messages_refused: ${stats.messages_refused}`);
+    assert.deepEqual(await victim.request('received', { event: 'work' }), { count: 1, bytes: 0 });
+    // Nothing forged became an event: the two admitted adversaries were added with their
+    // own, valid, metadata, and nothing was ever updated.
+    const added = victim.events.seen('added_node');
+    assert.deepEqual(
+      added.map((n) => n.metadata),
+      [{ who: 'adversary' }, { who: 'adversary' }],
+    );
+    assert.deepEqual(victim.events.seen('updated_node'), []);
+
+    // And it still serves: a genuine node joins it and they exchange "work" both ways.
+    const genuine = scope.node(
+      manualOptions({ port: genuinePort, cluster, peers: [`127.0.0.1:${port}`] }),
+      'genuine',
+    );
+    genuine.join('work');
+    const victimId = victim.node.id;
+    await genuine.events.until('the genuine node to see the victim', () =>
+      genuine.get_nodes().some((n) => n.id === victimId),
+    );
+    await eventually('a message from the genuine node', async () => {
+      await genuine.send('work', { from: 'genuine' }, victimId);
+      return (await victim.request('received', { event: 'work' })).count > 1;
+    });
+    let back = false;
+    genuine.on('work', (data, from) => {
+      if (from.id === victimId && data.from === 'victim') back = true;
+    });
+    await eventually('a message from the victim', async () => {
+      assert.equal(await victim.request('send', { event: 'work', data: { from: 'victim' } }), true);
+      return back;
+    });
+    assert.ok(victim.events.seen('added_node').some((n) => n.id === idOf(genuine)));
+    await survived('at the end');
+  });
+});

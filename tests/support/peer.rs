@@ -1,0 +1,125 @@
+//! A peer that speaks espial's protocol itself, with the crate's own handshake and record
+//! layer over a blocking `TcpStream`, so it can complete a genuine handshake and then send
+//! whatever it likes. Test-only: shared by the Rust attack tests (`support/mod.rs`) and the
+//! adversary that the JavaScript tests drive (`adversary.rs`, a cargo example).
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use espial::core::crypto::{Handshake, Role, Session};
+use espial::core::message::Message;
+use espial::core::node::NodeId;
+use espial::core::wire;
+use rand_core::OsRng;
+
+/// How long any one wait on the node may take.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// A peer past the handshake: it can send records the node accepts.
+pub struct Peer {
+    pub stream: TcpStream,
+    pub session: Session,
+    pub id: NodeId,
+}
+
+impl Peer {
+    /// Connects to `addr` and completes the handshake and key confirmation of `cluster`.
+    pub fn connect(addr: SocketAddr, cluster: &str) -> Peer {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        let (hs, hello) = Handshake::start(Role::Initiator, cluster, None, &mut OsRng);
+        stream.write_all(&wire::frame(&hello)).unwrap();
+        let their_hello = read_frame(&mut stream).expect("the node's hello");
+        let (mut session, confirmation) = hs.finish(&their_hello).expect("handshake");
+        stream.write_all(&confirmation).unwrap();
+        let their_confirmation = read_frame(&mut stream).expect("the node's key confirmation");
+        assert_eq!(session.open(&their_confirmation).unwrap(), None);
+        Peer {
+            stream,
+            session,
+            id: NodeId::random(&mut OsRng),
+        }
+    }
+
+    /// Seals `msg`; returns the frame written, so it can be replayed.
+    pub fn send(&mut self, msg: &Message) -> Vec<u8> {
+        let frame = self.session.seal(&msg.encode()).unwrap();
+        self.stream.write_all(&frame).unwrap();
+        frame
+    }
+
+    /// Introduces itself with `metadata`, whatever it is, and admits the node.
+    pub fn introduce(&mut self, metadata: &str) {
+        self.send(&Message::Introduce {
+            id: self.id,
+            host_name: "attacker".into(),
+            port: 9,
+            metadata: metadata.into(),
+            master_eligible: false,
+            max_message: 1 << 20,
+        });
+        self.send(&Message::Verdict { accepted: true });
+    }
+
+    /// Reads until the node's verdict on us; `None` if it closed the connection first.
+    pub fn their_verdict(&mut self) -> Option<bool> {
+        loop {
+            let frame = read_frame(&mut self.stream)?;
+            let plain = self.session.open(&frame).unwrap().unwrap();
+            if let Ok(Message::Verdict { accepted }) = Message::decode(&plain, 1 << 20) {
+                return Some(accepted);
+            }
+        }
+    }
+
+    /// Sends custom event `name` with `payload`, as JSON text unless `binary`.
+    pub fn send_event(&mut self, name: &str, binary: bool, payload: &[u8]) -> Vec<u8> {
+        self.send(&Message::Event {
+            name,
+            binary,
+            payload,
+        })
+    }
+}
+
+/// Waits until the node closes `s` (end of stream or reset), skipping whatever it still
+/// sends; an error saying so if it has not within [`WAIT`].
+pub fn wait_closed(s: &mut TcpStream) -> Result<(), String> {
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + WAIT;
+    while Instant::now() < deadline {
+        match s.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(_) => continue,
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => return Ok(()),
+            Err(e) => return Err(format!("the node kept the connection open ({e})")),
+        }
+    }
+    Err("the node kept the connection open".into())
+}
+
+/// Reads one frame body, `None` at end of stream (or a reset).
+pub fn read_frame(s: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut len = [0u8; wire::LEN_PREFIX];
+    read_exact_or_end(s, &mut len)?;
+    let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+    read_exact_or_end(s, &mut body)?;
+    Some(body)
+}
+
+fn read_exact_or_end(s: &mut TcpStream, buf: &mut [u8]) -> Option<()> {
+    match s.read_exact(buf) {
+        Ok(()) => Some(()),
+        Err(e)
+            if matches!(
+                e.kind(),
+                ErrorKind::UnexpectedEof | ErrorKind::ConnectionReset
+            ) =>
+        {
+            None
+        }
+        Err(e) => panic!("reading from the node: {e}"),
+    }
+}
