@@ -377,7 +377,7 @@ impl Election {
             return;
         }
         match self.claim {
-            Some(ours) if ours != c && ours.beats(&c) => self.tell(from, ours),
+            Some(ours) if ours.beats(&c) => self.tell(from, ours),
             Some(_) => {}
             None => {
                 if self.pending.is_none_or(|p| c.beats(&p)) {

@@ -459,21 +459,23 @@ fn inject_all(sim: &mut Sim, attacker: Host, honest: &[Host], msg: &Message) {
     }
 }
 
+/// The attacker tells every honest host that `master` is master for `term`, and the
+/// simulation runs on for a while.
+fn forge_claim(sim: &mut Sim, attacker: Host, honest: &[Host], master: Host, term: u64) {
+    let forged = Claim {
+        master: sim.id(master),
+        term,
+    };
+    let msg = Message::Election(ElectionMsg::State(Some(forged)));
+    inject_all(sim, attacker, honest, &msg);
+    sim.run_for(Duration::from_secs(10));
+}
+
 #[test]
 fn a_forged_claim_by_an_ineligible_member_is_refused() {
     let (mut sim, honest, attacker, claim) = with_attacker(11, false);
     let before = marks(&sim);
-    let forged = Claim {
-        master: sim.id(attacker),
-        term: claim.term + 1,
-    };
-    inject_all(
-        &mut sim,
-        attacker,
-        &honest,
-        &Message::Election(ElectionMsg::State(Some(forged))),
-    );
-    sim.run_for(Duration::from_secs(10));
+    forge_claim(&mut sim, attacker, &honest, attacker, claim.term + 1);
     assert_master_unmoved(&sim, &honest, claim, &before);
     assert_refused(&sim, &honest, 1, &before);
 }
@@ -484,17 +486,7 @@ fn a_claim_relayed_for_another_member_moves_nobody() {
     let (mut sim, honest, attacker, claim) = with_attacker(12, false);
     let before = marks(&sim);
     let other = *honest.iter().find(|&&h| sim.id(h) != claim.master).unwrap();
-    let forged = Claim {
-        master: sim.id(other),
-        term: claim.term + 1000,
-    };
-    inject_all(
-        &mut sim,
-        attacker,
-        &honest,
-        &Message::Election(ElectionMsg::State(Some(forged))),
-    );
-    sim.run_for(Duration::from_secs(10));
+    forge_claim(&mut sim, attacker, &honest, other, claim.term + 1000);
     assert_master_unmoved(&sim, &honest, claim, &before);
     // The master is still master in its own view: is_master() is true somewhere.
     let m = *honest.iter().find(|&&h| sim.id(h) == claim.master).unwrap();
@@ -525,17 +517,7 @@ fn a_forged_resign_every_second_leaves_the_master_in_place() {
 fn a_pinned_term_is_refused_and_promote_still_works() {
     let (mut sim, honest, attacker, claim) = with_attacker(14, true);
     let before = marks(&sim);
-    let pinned = Claim {
-        master: sim.id(attacker),
-        term: u64::MAX,
-    };
-    inject_all(
-        &mut sim,
-        attacker,
-        &honest,
-        &Message::Election(ElectionMsg::State(Some(pinned))),
-    );
-    sim.run_for(Duration::from_secs(10));
+    forge_claim(&mut sim, attacker, &honest, attacker, u64::MAX);
     assert_master_unmoved(&sim, &honest, claim, &before);
     assert_refused(&sim, &honest, 1, &before);
     // An honest promote() still takes mastership everywhere, once.
