@@ -533,3 +533,27 @@ fn a_pinned_term_is_refused_and_promote_still_works() {
     assert_eq!(since.iter().filter(|e| promoted(e)).count(), 1);
     assert!(!since.iter().any(demoted), "{since:?}");
 }
+
+#[test]
+fn partitions_with_different_promote_counts_heal_under_the_term_bound() {
+    let mut sim = Sim::new(15);
+    let hosts: Vec<Host> = (0..4).map(|_| sim.add(config(true, 0))).collect();
+    sim.run_for(Duration::from_secs(3));
+    sim.partition(&hosts[2..]);
+    sim.run_for(QUIET);
+    // One side changes master 40 times, the other not at all.
+    for i in 0..40 {
+        let h = hosts[i % 2];
+        let now = sim.now;
+        sim.nodes.get_mut(&h).unwrap().promote(now).unwrap();
+        sim.run_for(Duration::from_millis(100));
+    }
+    let busy = sim.nodes[&hosts[0]].claim().unwrap();
+    assert!(busy.term >= 39, "{busy:?}");
+    sim.heal_all();
+    sim.run_for(QUIET);
+    for h in &hosts {
+        assert_eq!(sim.nodes[h].claim(), Some(busy), "host {h}");
+        assert_eq!(sim.nodes[h].stats().messages_refused, 0, "host {h}");
+    }
+}
