@@ -197,3 +197,69 @@ fn records_of_one_connection_are_refused_on_another() {
     target.assert_no_errors();
     target.exit();
 }
+
+/// Reads the node's messages to `peer` until its election state, and returns the claim it
+/// follows.
+fn claim_told_to(peer: &mut Peer) -> Option<espial::core::election::Claim> {
+    use espial::core::election::ElectionMsg;
+    loop {
+        let frame = read_frame(&mut peer.stream).expect("the node's election state");
+        let plain = peer.session.open(&frame).unwrap().unwrap();
+        if let Ok(Message::Election(ElectionMsg::State(claim))) = Message::decode(&plain, 1 << 20) {
+            return claim;
+        }
+    }
+}
+
+#[test]
+fn forged_election_messages_close_the_connection_and_move_no_master() {
+    use espial::core::election::{Claim, ElectionMsg};
+    let mut target = Target::start(&[]);
+    // Alone, the node becomes master after the election timeout.
+    target.wait_for("the node's promotion", |n| {
+        matches!(n, Notification::Cluster(Event::Promotion { .. }))
+    });
+    let mut peer = Peer::join(&mut target);
+    let claim = claim_told_to(&mut peer).expect("the node is master");
+    let forgeries = [
+        // An ineligible member claims mastership for itself.
+        ElectionMsg::State(Some(Claim {
+            master: peer.id,
+            term: claim.term + 1,
+        })),
+        // A member resigns the node's own claim for it.
+        ElectionMsg::Resign(claim),
+        // A member pins the term where no promote() could ever pass it.
+        ElectionMsg::State(Some(Claim {
+            master: peer.id,
+            term: u64::MAX,
+        })),
+    ];
+    let before = target.seen.len();
+    for (i, forged) in forgeries.into_iter().enumerate() {
+        if i > 0 {
+            peer = Peer::join(&mut target);
+        }
+        peer.send(&Message::Election(forged));
+        assert_closed(&mut peer.stream, &format!("after {forged:?}"));
+    }
+    target.settle(Duration::from_millis(300));
+    let moved: Vec<_> = target.seen[before..]
+        .iter()
+        .filter(|n| {
+            matches!(
+                n,
+                Notification::Cluster(
+                    Event::NewMaster(_) | Event::Promotion { .. } | Event::Demotion { .. }
+                )
+            )
+        })
+        .collect();
+    assert!(moved.is_empty(), "the node's master moved: {moved:?}");
+    assert_eq!(target.handle.stats().messages_refused, 3);
+    // Still master: a newcomer is told the same claim.
+    let mut next = Peer::join(&mut target);
+    assert_eq!(claim_told_to(&mut next), Some(claim));
+    target.assert_no_errors();
+    target.exit();
+}

@@ -1,7 +1,7 @@
 //! Master election: exactly one eligible master per connected cluster, agreed by all.
 //!
 //! The master holds a *claim* `(master, term)`. Every node follows the best claim it has
-//! heard about a live member (or itself): a higher term beats a lower one, and at equal
+//! heard from a live member (or made itself): a higher term beats a lower one, and at equal
 //! terms the smaller node id wins. That one rule settles every conflict the same way on
 //! every node, including two masters meeting after a partition heals.
 //!
@@ -15,11 +15,48 @@
 //! - `promote()` takes mastership with a term above any seen.
 //! - With a quorum set, a node needs that many eligible nodes (itself included) in view to
 //!   become or stay master; a master that loses quorum resigns.
+//!
+//! **Nobody speaks for another node.** `from` below is the member whose authenticated
+//! link carried the message; in a full mesh every member hears the master directly.
+//! - A claim naming M is *acted on* only when it comes from M itself, and only if M
+//!   introduced itself as master-eligible. A claim from anyone else is a *hint* (honest
+//!   nodes relay the claim they follow to newcomers): never adopted, never raising the
+//!   term; while this node follows nobody, a hint naming an eligible member or a node not
+//!   yet connected makes it wait for that node's own word, at most one election timeout,
+//!   so a newcomer does not elect itself before hearing the cluster's master.
+//! - `Resign(claim)` is accepted only from `claim.master`.
+//! - `Nominate` is not an order: the nominee promotes itself only when its own rule says
+//!   so: it follows nobody and waits for no hinted master, its first election timeout is
+//!   over, it can be master, and it is the smallest eligible id it knows.
+//! - Terms: a claim may carry a term at most [`TERM_STEP`] (2^32) above the highest term
+//!   this node has acted on, never above [`TERM_MAX`] (2^62); a node that has acted on no
+//!   term yet (a newcomer) accepts any term up to `TERM_MAX`, so it can always join. Two
+//!   partitions heal unless one promoted 2^32 times more than the other. No single claim
+//!   can put the term out of `promote()`'s reach: climbing to the ceiling takes 2^30
+//!   successive claims. Term arithmetic is checked: `promote()` fails at the ceiling
+//!   rather than overflow.
+//! - A message that breaks a rule no honest node breaks (a claim, relayed or not, over
+//!   the term bound; a claim from a node that is not a master-eligible member; a resign of
+//!   another node's claim) is [`Refused`]: it changes nothing, and the cluster closes the
+//!   connection it came on. Who a hint names and whom a nomination picks are never
+//!   refused, only not acted on: an honest node relays and nominates from its own view,
+//!   which may differ from ours.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use super::node::NodeId;
+
+/// How far above the highest term a node has acted on a claim's term may be.
+pub const TERM_STEP: u64 = 1 << 32;
+
+/// No claim's term is ever above this, `promote()`'s own included.
+pub const TERM_MAX: u64 = 1 << 62;
+
+/// An election message that breaks a rule no honest node breaks (see the module doc): it
+/// changed nothing, and the connection it came on must be closed. The text says which rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refused(pub &'static str);
 
 /// Election settings.
 #[derive(Debug, Clone, Copy)]
@@ -79,9 +116,10 @@ pub struct Election {
     /// Members whose state report has arrived.
     reported: BTreeSet<NodeId>,
     claim: Option<Claim>,
-    /// Best claim heard about a node that is not (yet) a member.
+    /// Best hint heard while following nobody: a claim relayed about a node whose own word
+    /// we wait for (bounded by the deadline).
     pending: Option<Claim>,
-    /// Highest term seen.
+    /// Highest term acted on (hints do not count).
     term: u64,
     deadline: Option<Instant>,
     started: Option<Instant>,
@@ -97,6 +135,8 @@ pub enum PromoteError {
     NotEligible,
     /// A quorum is set and the node does not see it.
     NoQuorum,
+    /// The term is at [`TERM_MAX`]: no higher one may be claimed.
+    TermsExhausted,
 }
 
 impl Election {
@@ -167,15 +207,11 @@ impl Election {
         self.deadline
     }
 
-    /// A node joined; tell it what we follow.
-    pub fn member_added(&mut self, now: Instant, id: NodeId, eligible: bool) {
+    /// A node joined; tell it what we follow. A hint naming it waits for its own word.
+    pub fn member_added(&mut self, _now: Instant, id: NodeId, eligible: bool) {
         self.members.insert(id, eligible);
         self.effects
             .push_back(Effect::SendTo(id, ElectionMsg::State(self.claim)));
-        if let Some(p) = self.pending.filter(|p| p.master == id) {
-            self.pending = None;
-            self.consider(now, id, p);
-        }
     }
 
     /// A node left or failed.
@@ -194,32 +230,41 @@ impl Election {
         self.elect(now);
     }
 
-    /// An election message from member `from`.
-    pub fn handle(&mut self, now: Instant, from: NodeId, msg: ElectionMsg) {
+    /// An election message from member `from`, over its own link. A message that breaks a
+    /// rule is refused before it changes anything.
+    pub fn handle(&mut self, now: Instant, from: NodeId, msg: ElectionMsg) -> Result<(), Refused> {
+        self.check(from, msg)?;
         match msg {
             ElectionMsg::State(claim) => {
                 self.reported.insert(from);
+                // Its own word settles what a hint said about it.
+                if self.pending.is_some_and(|p| p.master == from) {
+                    self.pending = None;
+                }
                 // Only a master speaks for itself: if the node we follow says it is not
                 // master (it resigned or yielded while we were apart), we stop following.
                 let stale = self.master() == Some(from) && claim.map(|c| c.master) != Some(from);
                 if stale {
                     self.set_claim(None);
                 }
-                if let Some(c) = claim {
-                    self.consider(now, from, c);
+                match claim {
+                    Some(c) if c.master == from => self.consider(from, c),
+                    Some(c) => self.hint(from, c),
+                    None => {}
                 }
                 if stale {
                     self.elect(now);
                 }
                 self.hasten(now);
             }
-            ElectionMsg::Nominate => match self.claim {
-                None if self.can_be_master() => self.promote_self(),
-                // Tell the nominator what we follow; it may not know yet.
-                _ => self
-                    .effects
-                    .push_back(Effect::SendTo(from, ElectionMsg::State(self.claim))),
-            },
+            ElectionMsg::Nominate => {
+                if !(self.nomination_holds(now) && self.promote_self()) {
+                    // Tell the nominator what we follow; it may not know yet.
+                    self.effects
+                        .push_back(Effect::SendTo(from, ElectionMsg::State(self.claim)));
+                }
+            }
+            // `check` saw that `from` resigns its own claim.
             ElectionMsg::Resign(c) => {
                 if self.claim == Some(c) {
                     self.set_claim(None);
@@ -227,6 +272,52 @@ impl Election {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// The rules of the module doc that a message itself can break.
+    fn check(&self, from: NodeId, msg: ElectionMsg) -> Result<(), Refused> {
+        let claim = match msg {
+            ElectionMsg::State(Some(c)) => c,
+            ElectionMsg::Resign(c) if c.master != from => {
+                return Err(Refused("resign of another node's claim"))
+            }
+            ElectionMsg::Resign(c) => c,
+            ElectionMsg::State(None) | ElectionMsg::Nominate => return Ok(()),
+        };
+        if claim.term > self.term_bound() {
+            return Err(Refused("election term over the bound"));
+        }
+        if claim.master == from && self.members.get(&from) != Some(&true) {
+            return Err(Refused(
+                "master claim from a node that is not master-eligible",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The highest term a claim may carry: [`TERM_STEP`] above the highest acted on, or
+    /// anything up to [`TERM_MAX`] for a node that has acted on none yet.
+    fn term_bound(&self) -> u64 {
+        match self.term {
+            0 => TERM_MAX,
+            t => t
+                .checked_add(TERM_STEP)
+                .map_or(TERM_MAX, |b| b.min(TERM_MAX)),
+        }
+    }
+
+    /// A nomination is followed only when this node's own rule would elect it now.
+    fn nomination_holds(&self, now: Instant) -> bool {
+        let first_wait_over = self
+            .started
+            .and_then(|s| s.checked_add(self.cfg.timeout))
+            .is_some_and(|end| now >= end);
+        self.claim.is_none()
+            && self.pending.is_none()
+            && first_wait_over
+            && self.can_be_master()
+            && self.candidate() == Some(self.me)
     }
 
     /// The user asked this node to be master.
@@ -237,8 +328,8 @@ impl Election {
         if !self.has_quorum() {
             return Err(PromoteError::NoQuorum);
         }
-        if !self.is_master() {
-            self.promote_self();
+        if !self.is_master() && !self.promote_self() {
+            return Err(PromoteError::TermsExhausted);
         }
         Ok(())
     }
@@ -266,28 +357,40 @@ impl Election {
         }
     }
 
-    /// Weighs a claim heard from `from`.
-    fn consider(&mut self, _now: Instant, from: NodeId, c: Claim) {
+    /// Weighs a claim made by its master `from` itself (checked: an eligible member).
+    fn consider(&mut self, from: NodeId, c: Claim) {
         self.term = self.term.max(c.term);
-        if c.master == self.me {
-            // Only we can say we are master; an old claim naming us is stale.
-            return;
+        match self.claim {
+            Some(ours) if ours == c => {}
+            Some(ours) if ours.beats(&c) => self.tell(from, ours),
+            _ => self.set_claim(Some(c)),
         }
-        if !self.members.contains_key(&c.master) {
-            if self.pending.is_none_or(|p| c.beats(&p)) {
-                self.pending = Some(c);
-            }
+    }
+
+    /// A claim `from` relays about another node: never adopted, and the term is not raised.
+    /// Following nobody, we wait for the named node's own word (bounded by the deadline);
+    /// following a better claim, we tell `from` ours.
+    fn hint(&mut self, from: NodeId, c: Claim) {
+        // Only we can say we are master; an old claim naming us is stale. A claim naming a
+        // node that introduced itself as not eligible can never be confirmed.
+        if c.master == self.me || self.members.get(&c.master) == Some(&false) {
             return;
         }
         match self.claim {
-            Some(ours) if ours == c => {}
-            Some(ours) if ours.beats(&c) => {
-                // The sender follows a worse master: tell it (a partition heal converges so).
-                self.effects
-                    .push_back(Effect::SendTo(from, ElectionMsg::State(Some(ours))));
+            Some(ours) if ours.beats(&c) => self.tell(from, ours),
+            Some(_) => {}
+            None => {
+                if self.pending.is_none_or(|p| c.beats(&p)) {
+                    self.pending = Some(c);
+                }
             }
-            _ => self.set_claim(Some(c)),
         }
+    }
+
+    /// `from` follows a worse claim than ours: tell it (a partition heal converges so).
+    fn tell(&mut self, from: NodeId, ours: Claim) {
+        self.effects
+            .push_back(Effect::SendTo(from, ElectionMsg::State(Some(ours))));
     }
 
     /// Elects if nobody is master: the eligible node with the smallest id promotes itself
@@ -306,7 +409,7 @@ impl Election {
         let waiting_for_reports = self.members.keys().any(|m| !self.reported.contains(m));
         match self.candidate() {
             Some(c) if c == self.me && self.has_quorum() && !waiting_for_reports => {
-                self.promote_self()
+                self.promote_self();
             }
             Some(c) if c == self.me => {
                 let soon = now + self.cfg.timeout / 4;
@@ -341,13 +444,17 @@ impl Election {
         self.cfg.eligible && self.has_quorum()
     }
 
-    fn promote_self(&mut self) {
-        self.term += 1;
+    /// Claims mastership with the next term; `false` (nothing changed) at [`TERM_MAX`].
+    fn promote_self(&mut self) -> bool {
+        let Some(term) = self.term.checked_add(1).filter(|&t| t <= TERM_MAX) else {
+            return false;
+        };
         let claim = Claim {
             master: self.me,
-            term: self.term,
+            term,
         };
         self.set_claim(Some(claim));
+        true
     }
 
     fn resign(&mut self) {
@@ -364,6 +471,7 @@ impl Election {
         if let Some(c) = claim {
             self.term = self.term.max(c.term);
             self.deadline = None;
+            self.pending = None;
             if c.master == self.me {
                 self.effects
                     .push_back(Effect::SendAll(ElectionMsg::State(claim)));
@@ -421,7 +529,8 @@ mod tests {
             master: id(7),
             term: 3,
         };
-        e.handle(t0, id(7), ElectionMsg::State(Some(claim)));
+        e.handle(t0, id(7), ElectionMsg::State(Some(claim)))
+            .unwrap();
         assert_eq!(e.master(), Some(id(7)));
         e.handle_timeout(t0 + Duration::from_secs(5));
         assert_eq!(
@@ -440,9 +549,13 @@ mod tests {
             master: id(9),
             term: 1,
         };
-        e.handle(t0, id(2), ElectionMsg::State(Some(claim)));
+        e.handle(t0, id(2), ElectionMsg::State(Some(claim)))
+            .unwrap();
         assert_eq!(e.master(), None);
         e.member_added(t0, id(9), true);
+        assert_eq!(e.master(), None, "a hint is confirmed by the master alone");
+        e.handle(t0, id(9), ElectionMsg::State(Some(claim)))
+            .unwrap();
         assert_eq!(e.master(), Some(id(9)));
     }
 
@@ -452,13 +565,14 @@ mod tests {
         let mut e = Election::new(id(3), CFG);
         for (n, eligible) in [(1, false), (2, true), (9, true)] {
             e.member_added(t0, id(n), eligible);
-            e.handle(t0, id(n), ElectionMsg::State(None));
+            e.handle(t0, id(n), ElectionMsg::State(None)).unwrap();
         }
         let claim = Claim {
             master: id(9),
             term: 4,
         };
-        e.handle(t0, id(9), ElectionMsg::State(Some(claim)));
+        e.handle(t0, id(9), ElectionMsg::State(Some(claim)))
+            .unwrap();
         // Node 2 is the candidate: we wait for it.
         e.member_removed(t0, id(9));
         assert_eq!(e.master(), None);
@@ -494,7 +608,7 @@ mod tests {
         e.promote(t0).unwrap();
         e.member_added(t0, id(1), true);
         drain(&mut e);
-        e.handle(t0, id(1), ElectionMsg::State(Some(c)));
+        e.handle(t0, id(1), ElectionMsg::State(Some(c))).unwrap();
         assert_eq!(e.master(), Some(id(1)));
         assert!(drain(&mut e).contains(&Effect::MasterChanged {
             previous: Some(id(8)),
@@ -503,7 +617,7 @@ mod tests {
         // A worse claim is answered with ours.
         e.member_added(t0, id(4), true);
         drain(&mut e);
-        e.handle(t0, id(4), ElectionMsg::State(Some(b)));
+        e.handle(t0, id(4), ElectionMsg::State(Some(b))).unwrap();
         assert_eq!(
             drain(&mut e),
             vec![Effect::SendTo(id(4), ElectionMsg::State(Some(c)))]
@@ -522,7 +636,7 @@ mod tests {
         e.handle_timeout(t0 + Duration::from_secs(10));
         assert_eq!(e.master(), None);
         assert_eq!(e.promote(t0), Err(PromoteError::NotEligible));
-        e.handle(t0, id(2), ElectionMsg::Nominate);
+        e.handle(t0, id(2), ElectionMsg::Nominate).unwrap();
         assert_eq!(e.master(), None);
     }
 
@@ -535,7 +649,7 @@ mod tests {
         e.handle_timeout(t0 + Duration::from_secs(10));
         assert_eq!(e.master(), None, "alone, below quorum");
         e.member_added(t0, id(2), true);
-        e.handle(t0, id(2), ElectionMsg::State(None));
+        e.handle(t0, id(2), ElectionMsg::State(None)).unwrap();
         e.handle_timeout(t0 + Duration::from_secs(20));
         assert_eq!(e.master(), Some(id(1)));
         drain(&mut e);
@@ -545,5 +659,204 @@ mod tests {
         assert!(effects
             .iter()
             .any(|f| matches!(f, Effect::SendAll(ElectionMsg::Resign(_)))));
+    }
+
+    /// Node 1 with eligible members 2 and 3 that have reported no master.
+    fn with_members(t0: Instant) -> Election {
+        let mut e = Election::new(id(1), CFG);
+        e.start(t0);
+        for n in [2, 3] {
+            e.member_added(t0, id(n), true);
+            e.handle(t0, id(n), ElectionMsg::State(None)).unwrap();
+        }
+        drain(&mut e);
+        e
+    }
+
+    fn claim(n: u8, term: u64) -> ElectionMsg {
+        ElectionMsg::State(Some(Claim {
+            master: id(n),
+            term,
+        }))
+    }
+
+    #[test]
+    fn a_claim_for_another_node_is_a_hint_that_node_must_confirm() {
+        let t0 = Instant::now();
+        let mut e = with_members(t0);
+        // Node 2 says node 3 is master at a high term: not adopted, the term not raised.
+        e.handle(t0, id(2), claim(3, 1000)).unwrap();
+        assert_eq!(e.master(), None);
+        assert_eq!(drain(&mut e), vec![]);
+        // Node 3 says the same itself: adopted.
+        e.handle(t0, id(3), claim(3, 1000)).unwrap();
+        assert_eq!(e.master(), Some(id(3)));
+        // A better claim relayed about another member cannot move us off it either.
+        e.member_added(t0, id(4), true);
+        e.handle(t0, id(2), claim(4, 2000)).unwrap();
+        assert_eq!(e.master(), Some(id(3)));
+        // But the master itself saying it follows another node is its own word: we stop
+        // following it, and wait for that node's.
+        e.handle(t0, id(3), claim(4, 2000)).unwrap();
+        assert_eq!(e.master(), None);
+        e.handle(t0, id(4), claim(4, 2000)).unwrap();
+        assert_eq!(e.master(), Some(id(4)));
+    }
+
+    #[test]
+    fn a_hint_does_not_raise_the_term() {
+        let t0 = Instant::now();
+        let mut e = with_members(t0);
+        e.handle(t0, id(2), claim(3, 1000)).unwrap();
+        e.promote(t0).unwrap();
+        assert_eq!(
+            e.claim(),
+            Some(Claim {
+                master: id(1),
+                term: 1
+            })
+        );
+    }
+
+    #[test]
+    fn a_claim_from_a_node_that_is_not_eligible_is_refused() {
+        let t0 = Instant::now();
+        let mut e = with_members(t0);
+        e.member_added(t0, id(4), false);
+        drain(&mut e);
+        assert!(e.handle(t0, id(4), claim(4, 1)).is_err());
+        assert_eq!(e.master(), None);
+        assert!(
+            !e.reported.contains(&id(4)),
+            "a refused message changes nothing"
+        );
+        assert_eq!(drain(&mut e), vec![]);
+        // Relayed by an eligible member, it can never be confirmed: ignored.
+        e.handle(t0, id(2), claim(4, 1)).unwrap();
+        assert_eq!(e.pending, None);
+    }
+
+    #[test]
+    fn a_claim_about_an_unknown_node_is_never_adopted_on_anothers_word() {
+        let t0 = Instant::now();
+        let mut e = with_members(t0);
+        // A node that is not a member cannot claim at all.
+        assert!(e.handle(t0, id(9), claim(9, 1)).is_err());
+        assert_eq!(e.master(), None);
+        // Relayed, it is a hint: when node 9 joins, it is not master until it says so.
+        e.handle(t0, id(2), claim(9, 5)).unwrap();
+        e.member_added(t0, id(9), true);
+        assert_eq!(e.master(), None);
+        e.handle(t0, id(9), ElectionMsg::State(None)).unwrap();
+        assert_eq!(e.master(), None);
+        assert_eq!(e.pending, None, "its own word settles the hint");
+    }
+
+    #[test]
+    fn a_term_over_the_bound_is_refused() {
+        let t0 = Instant::now();
+        // A newcomer accepts any term up to the ceiling: it can join any cluster.
+        let mut e = with_members(t0);
+        for term in [u64::MAX, TERM_MAX + 1] {
+            assert!(e.handle(t0, id(2), claim(2, term)).is_err());
+            assert!(e.handle(t0, id(3), claim(2, term)).is_err(), "relayed");
+            assert!(e
+                .handle(
+                    t0,
+                    id(2),
+                    ElectionMsg::Resign(Claim {
+                        master: id(2),
+                        term
+                    })
+                )
+                .is_err());
+        }
+        assert_eq!(e.master(), None);
+        e.handle(t0, id(2), claim(2, 5)).unwrap();
+        // Past that, at most TERM_STEP above the highest term acted on.
+        let over = 5 + TERM_STEP + 1;
+        assert!(e.handle(t0, id(3), claim(3, over)).is_err());
+        assert_eq!(e.master(), Some(id(2)));
+        assert_eq!(e.term, 5);
+        // Two partitions whose terms differ by up to TERM_STEP heal.
+        e.handle(t0, id(3), claim(3, over - 1)).unwrap();
+        assert_eq!(e.master(), Some(id(3)));
+    }
+
+    #[test]
+    fn a_resign_from_a_node_other_than_the_master_is_refused() {
+        let t0 = Instant::now();
+        let mut e = with_members(t0);
+        let c = Claim {
+            master: id(2),
+            term: 3,
+        };
+        e.handle(t0, id(2), ElectionMsg::State(Some(c))).unwrap();
+        drain(&mut e);
+        assert!(e.handle(t0, id(3), ElectionMsg::Resign(c)).is_err());
+        assert_eq!(e.master(), Some(id(2)));
+        assert_eq!(drain(&mut e), vec![]);
+        e.handle(t0, id(2), ElectionMsg::Resign(c)).unwrap();
+        assert_ne!(e.master(), Some(id(2)));
+    }
+
+    #[test]
+    fn promote_at_the_ceiling_fails_instead_of_overflowing() {
+        let t0 = Instant::now();
+        for term in [TERM_MAX, u64::MAX] {
+            let mut e = Election::new(id(1), CFG);
+            e.term = term;
+            assert_eq!(e.promote(t0), Err(PromoteError::TermsExhausted));
+            assert_eq!(e.master(), None);
+            assert_eq!(drain(&mut e), vec![]);
+        }
+        let mut e = Election::new(id(1), CFG);
+        e.term = TERM_MAX - 1;
+        e.promote(t0).unwrap();
+        assert_eq!(
+            e.claim(),
+            Some(Claim {
+                master: id(1),
+                term: TERM_MAX
+            })
+        );
+    }
+
+    #[test]
+    fn a_nomination_is_followed_only_when_the_nominees_own_rule_agrees() {
+        let t0 = Instant::now();
+        let after = t0 + CFG.timeout;
+        // Node 3 knows an eligible node with a smaller id: it is not the one.
+        let mut e = Election::new(id(3), CFG);
+        e.start(t0);
+        e.member_added(t0, id(2), true);
+        e.handle(t0, id(2), ElectionMsg::State(None)).unwrap();
+        e.member_added(t0, id(4), true);
+        drain(&mut e);
+        e.handle(after, id(4), ElectionMsg::Nominate).unwrap();
+        assert_eq!(e.master(), None);
+        assert_eq!(
+            drain(&mut e),
+            vec![Effect::SendTo(id(4), ElectionMsg::State(None))]
+        );
+        // The smallest one is not pushed before its own first wait is over.
+        let mut e = Election::new(id(1), CFG);
+        e.start(t0);
+        e.member_added(t0, id(4), true);
+        e.handle(t0 + CFG.timeout / 2, id(4), ElectionMsg::Nominate)
+            .unwrap();
+        assert_eq!(e.master(), None);
+        // Nor while a hinted master may still speak up.
+        e.handle(after, id(4), claim(9, 1)).unwrap();
+        e.handle(after, id(4), ElectionMsg::Nominate).unwrap();
+        assert_eq!(e.master(), None);
+        e.handle_timeout(after + CFG.timeout);
+        assert_eq!(e.master(), Some(id(1)), "its own deadline decides");
+        // After its first wait, with nothing pending, a nomination is followed at once.
+        let mut e = Election::new(id(1), CFG);
+        e.start(t0);
+        e.member_added(t0, id(4), true);
+        e.handle(after, id(4), ElectionMsg::Nominate).unwrap();
+        assert_eq!(e.master(), Some(id(1)));
     }
 }

@@ -13,7 +13,11 @@ use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::sim::{demoted, promoted, Host, Sim};
+use crate::core::cluster::Event;
 use crate::core::config::Config;
+use crate::core::election::{Claim, ElectionMsg};
+use crate::core::error::ConnectionError;
+use crate::core::message::Message;
 
 fn config(eligible: bool, quorum: usize) -> Config {
     let mut c = Config::lan("sim");
@@ -374,4 +378,182 @@ fn with_a_quorum_the_minority_side_has_no_master() {
     let new = sim.nodes[&majority[0]].master();
     assert!(new.is_some());
     assert!(majority.iter().all(|h| sim.nodes[h].master() == new));
+}
+
+/// Three honest eligible nodes and a hostile member, formed: the honest hosts, the
+/// attacker, and the agreed master (never the attacker).
+fn with_attacker(seed: u64, attacker_eligible: bool) -> (Sim, Vec<Host>, Host, Claim) {
+    let mut sim = Sim::new(seed);
+    let mut hosts: Vec<Host> = (0..4).map(|_| sim.add(config(true, 0))).collect();
+    sim.run_for(Duration::from_secs(3));
+    let master = sim.nodes[&0].master().unwrap();
+    // The attacker is a node that is not master, eligible or not as asked.
+    let attacker = *hosts.iter().rev().find(|&&h| sim.id(h) != master).unwrap();
+    hosts.retain(|&h| h != attacker);
+    if !attacker_eligible {
+        sim.crash(attacker);
+        sim.restart(attacker, config(false, 0));
+        sim.run_for(Duration::from_secs(3));
+    }
+    let claim = sim.nodes[&hosts[0]].claim().unwrap();
+    assert_eq!(claim.master, master);
+    for h in &hosts {
+        assert_eq!(sim.nodes[h].claim(), Some(claim), "host {h}");
+    }
+    (sim, hosts, attacker, claim)
+}
+
+/// How many events each host has emitted so far.
+fn marks(sim: &Sim) -> BTreeMap<Host, usize> {
+    sim.events.iter().map(|(&h, e)| (h, e.len())).collect()
+}
+
+/// The honest hosts still follow `claim`'s master, and emitted no master event since
+/// `before`.
+fn assert_master_unmoved(sim: &Sim, honest: &[Host], claim: Claim, before: &BTreeMap<Host, usize>) {
+    for h in honest {
+        assert_eq!(sim.nodes[h].master(), Some(claim.master), "host {h}");
+        let since = &sim.events[h][before[h]..];
+        assert!(
+            !since.iter().any(|e| matches!(
+                e,
+                Event::NewMaster(_) | Event::Promotion { .. } | Event::Demotion { .. }
+            )),
+            "host {h} emitted {since:?}"
+        );
+    }
+}
+
+/// Each victim counted at least `times` refused messages, closed the connection they came
+/// on as a protocol violation, and told the application so.
+fn assert_refused(sim: &Sim, victims: &[Host], times: u64, before: &BTreeMap<Host, usize>) {
+    for h in victims {
+        assert!(
+            sim.nodes[h].stats().messages_refused >= times,
+            "host {h}: {:?}",
+            sim.nodes[h].stats()
+        );
+        let closed = sim.events[h][before[h]..]
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e,
+                    Event::ConnectionFailed {
+                        error: ConnectionError::Protocol(_),
+                        ..
+                    }
+                )
+            })
+            .count();
+        assert!(
+            closed as u64 >= times,
+            "host {h} closed {closed} connections"
+        );
+    }
+}
+
+/// The attacker sends `msg` to every honest host.
+fn inject_all(sim: &mut Sim, attacker: Host, honest: &[Host], msg: &Message) {
+    for &h in honest {
+        sim.inject(attacker, h, msg);
+    }
+}
+
+/// The attacker tells every honest host that `master` is master for `term`, and the
+/// simulation runs on for a while.
+fn forge_claim(sim: &mut Sim, attacker: Host, honest: &[Host], master: Host, term: u64) {
+    let forged = Claim {
+        master: sim.id(master),
+        term,
+    };
+    let msg = Message::Election(ElectionMsg::State(Some(forged)));
+    inject_all(sim, attacker, honest, &msg);
+    sim.run_for(Duration::from_secs(10));
+}
+
+#[test]
+fn a_forged_claim_by_an_ineligible_member_is_refused() {
+    let (mut sim, honest, attacker, claim) = with_attacker(11, false);
+    let before = marks(&sim);
+    forge_claim(&mut sim, attacker, &honest, attacker, claim.term + 1);
+    assert_master_unmoved(&sim, &honest, claim, &before);
+    assert_refused(&sim, &honest, 1, &before);
+}
+
+#[test]
+fn a_claim_relayed_for_another_member_moves_nobody() {
+    // The measured attack: a claim naming another member at a high term.
+    let (mut sim, honest, attacker, claim) = with_attacker(12, false);
+    let before = marks(&sim);
+    let other = *honest.iter().find(|&&h| sim.id(h) != claim.master).unwrap();
+    forge_claim(&mut sim, attacker, &honest, other, claim.term + 1000);
+    assert_master_unmoved(&sim, &honest, claim, &before);
+    // The master is still master in its own view: is_master() is true somewhere.
+    let m = *honest.iter().find(|&&h| sim.id(h) == claim.master).unwrap();
+    assert_eq!(sim.nodes[&m].claim(), Some(claim));
+}
+
+#[test]
+fn a_forged_resign_every_second_leaves_the_master_in_place() {
+    let (mut sim, honest, attacker, claim) = with_attacker(13, false);
+    let before = marks(&sim);
+    let resign = Message::Election(ElectionMsg::Resign(claim));
+    for _ in 0..10 {
+        // The victims closed its connection; it is back (redialed) a second later.
+        inject_all(&mut sim, attacker, &honest, &resign);
+        sim.run_for(Duration::from_secs(1));
+    }
+    assert_master_unmoved(&sim, &honest, claim, &before);
+    assert_refused(&sim, &honest, 10, &before);
+    check(
+        &sim,
+        &BTreeMap::from_iter(sim.nodes.keys().map(|&h| (h, h != attacker))),
+        0,
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_pinned_term_is_refused_and_promote_still_works() {
+    let (mut sim, honest, attacker, claim) = with_attacker(14, true);
+    let before = marks(&sim);
+    forge_claim(&mut sim, attacker, &honest, attacker, u64::MAX);
+    assert_master_unmoved(&sim, &honest, claim, &before);
+    assert_refused(&sim, &honest, 1, &before);
+    // An honest promote() still takes mastership everywhere, once.
+    let h = *honest.iter().find(|&&h| sim.id(h) != claim.master).unwrap();
+    let before = marks(&sim);
+    let now = sim.now;
+    sim.nodes.get_mut(&h).unwrap().promote(now).unwrap();
+    sim.run_for(Duration::from_secs(1));
+    for n in sim.nodes.values() {
+        assert_eq!(n.master(), Some(sim.id(h)));
+    }
+    let since = &sim.events[&h][before[&h]..];
+    assert_eq!(since.iter().filter(|e| promoted(e)).count(), 1);
+    assert!(!since.iter().any(demoted), "{since:?}");
+}
+
+#[test]
+fn partitions_with_different_promote_counts_heal_under_the_term_bound() {
+    let mut sim = Sim::new(15);
+    let hosts: Vec<Host> = (0..4).map(|_| sim.add(config(true, 0))).collect();
+    sim.run_for(Duration::from_secs(3));
+    sim.partition(&hosts[2..]);
+    sim.run_for(QUIET);
+    // One side changes master 40 times, the other not at all.
+    for i in 0..40 {
+        let h = hosts[i % 2];
+        let now = sim.now;
+        sim.nodes.get_mut(&h).unwrap().promote(now).unwrap();
+        sim.run_for(Duration::from_millis(100));
+    }
+    let busy = sim.nodes[&hosts[0]].claim().unwrap();
+    assert!(busy.term >= 39, "{busy:?}");
+    sim.heal_all();
+    sim.run_for(QUIET);
+    for h in &hosts {
+        assert_eq!(sim.nodes[h].claim(), Some(busy), "host {h}");
+        assert_eq!(sim.nodes[h].stats().messages_refused, 0, "host {h}");
+    }
 }

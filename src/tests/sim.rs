@@ -12,6 +12,7 @@ use rand_chacha::ChaCha20Rng;
 
 use crate::core::cluster::{Cluster, ConnId, Event, Output};
 use crate::core::config::Config;
+use crate::core::message::Message;
 use crate::core::node::{NodeId, NodeInfo};
 
 /// Index of a node in the simulation.
@@ -291,6 +292,13 @@ impl Sim {
                 }
             }
         }
+    }
+
+    /// Has `from` send `msg` to `to` over their real session, whatever its own state says:
+    /// a hostile member. Delivered by the next [`Sim::run_for`].
+    pub fn inject(&mut self, from: Host, to: Host, msg: &Message) {
+        let (now, to) = (self.now, self.id(to));
+        self.nodes.get_mut(&from).unwrap().inject(now, to, msg);
     }
 
     /// Node ids each node counts as members.

@@ -302,4 +302,18 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
     pub(crate) fn index_agrees(&self) -> bool {
         self.membership.index_agrees()
     }
+
+    /// Seals `msg` to member `to` over their real session, as this node: what a hostile
+    /// member could say, for tests.
+    #[cfg(test)]
+    pub(crate) fn inject(&mut self, now: Instant, to: NodeId, msg: &Message) {
+        let conn = self.membership.member_link(to).expect("`to` is a member");
+        self.send(now, conn, msg);
+    }
+
+    /// The claim this node follows.
+    #[cfg(test)]
+    pub(crate) fn claim(&self) -> Option<super::election::Claim> {
+        self.election.claim()
+    }
 }

@@ -178,10 +178,16 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
                 Ok(())
             }
             Message::Election(m) => {
-                self.election
+                // The peer speaks for itself only: a message that breaks the election's
+                // rules changes nothing and closes this connection.
+                let heard = self
+                    .election
                     .handle(now, from.expect("members are introduced"), m);
                 self.run_election(now);
-                Ok(())
+                heard.map_err(|crate::core::election::Refused(rule)| {
+                    self.stats.messages_refused += 1;
+                    ConnectionError::Protocol(rule)
+                })
             }
             Message::Members(list) => {
                 for (id, addr) in list {
