@@ -17,6 +17,7 @@ use espial::core::message::Message;
 use espial::core::wire;
 use espial::driver::Notification;
 use rand_core::OsRng;
+use support::peer::read_frame;
 use support::{assert_closed, still_serving, Peer, Target};
 
 #[test]

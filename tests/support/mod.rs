@@ -3,7 +3,7 @@
 //! the adversary example `adversary.rs` shares). Each test file uses part of it.
 #![allow(dead_code)]
 
-mod peer;
+pub mod peer;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::sync::mpsc;
