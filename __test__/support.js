@@ -11,10 +11,13 @@ const { performance } = require('node:perf_hooks');
 
 const WAIT_MS = 10_000;
 
-// Ports drawn from a range few services use; distinct within one call.
+// Ports drawn from 20000-31999: few services use it, and it lies below Linux's range for
+// outgoing connections' local ports (32768-60999 by default), so a port chosen here is not
+// already taken by a connection's own end (an EADDRINUSE seen once at 40867). Distinct within
+// one call.
 function randomPorts(count) {
   const ports = new Set();
-  while (ports.size < count) ports.add(20000 + crypto.randomInt(30000));
+  while (ports.size < count) ports.add(20000 + crypto.randomInt(12000));
   return [...ports];
 }
 
