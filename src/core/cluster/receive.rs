@@ -42,7 +42,7 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
             let Some(link) = self.membership.get(conn) else {
                 return Ok(());
             };
-            decoder.set_max_len(link.frame_limit(self.config.max_frame));
+            decoder.set_max_len(link.frame_limit(self.config.max_frame, self.config.max_metadata));
             let Some(frame) = decoder.next_frame()? else {
                 return Ok(());
             };
@@ -60,8 +60,8 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
     ) -> Result<(), ConnectionError> {
         if self.membership[conn].is_handshaking() {
             let intro = self.introduction();
+            // Not yet completed: that takes the peer's key confirmation, verified below.
             let [finished, intro] = self.membership[conn].finish_handshake(frame, &intro)?;
-            self.stats.handshakes_completed += 1;
             self.transmit(conn, finished);
             self.transmit(conn, intro);
             return Ok(());
@@ -69,7 +69,11 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         let link = &mut self.membership[conn];
         match link.receive(now, frame, self.config.max_metadata) {
             Ok(Some(msg)) => self.handle_message(now, conn, msg),
-            Ok(None) => Ok(()),
+            // The peer's key confirmation, verified: only now is the handshake complete.
+            Ok(None) => {
+                self.stats.handshakes_completed += 1;
+                Ok(())
+            }
             Err(e) => {
                 // Authentic, but its metadata is over the bound: a rule broken, not noise.
                 if let ConnectionError::Decode(DecodeError::TooLong {
