@@ -142,3 +142,53 @@ fn a_wrong_key_handshake_is_failed_not_completed() {
     assert_eq!(stats.handshakes_failed, 1, "{stats:?}");
     target.exit();
 }
+
+/// Joins `n` peers; the node adds each.
+fn join_many(target: &mut Target, n: usize) -> Vec<Peer> {
+    (0..n).map(|_| Peer::join(target)).collect()
+}
+
+/// A peer that completes the handshake and introduces itself is refused: closed with no
+/// verdict, never asked about, and counted in `connections_refused`.
+fn assert_introduction_refused(target: &mut Target, refused_before: u64) {
+    let mut extra = Peer::handshake(target);
+    extra.introduce("{}");
+    assert_eq!(extra.their_verdict(), None, "closed, no verdict");
+    assert_eq!(target.stats().connections_refused, refused_before + 1);
+    let id = extra.id;
+    target.settle(std::time::Duration::from_millis(200));
+    assert!(
+        !target.seen.iter().any(|n| matches!(
+            n,
+            Notification::Cluster(Event::NodeAdded(i)) if i.id == id
+        )),
+        "the refused peer was added"
+    );
+}
+
+#[test]
+fn one_address_cannot_register_more_than_its_share_of_members() {
+    use espial::core::config::MAX_MEMBERS_PER_IP;
+    let mut target = Target::start(&["evt"]);
+    let mut members = join_many(&mut target, MAX_MEMBERS_PER_IP);
+    assert_eq!(target.stats().connections_refused, 0);
+    assert_introduction_refused(&mut target, 0);
+    // A count, not a ban: once one leaves, another from the address may join.
+    let mut gone = members.pop().unwrap();
+    gone.send(&Message::Leave);
+    let id = gone.id;
+    target.wait_for(
+        "the leaver removed",
+        |n| matches!(n, Notification::Cluster(Event::NodeRemoved(i)) if i.id == id),
+    );
+    still_serving(&mut target, "a member once there is room");
+    target.exit();
+}
+
+#[test]
+fn the_node_holds_no_more_than_max_members_peers() {
+    let mut target = Target::start_with(&["evt"], |c| c.max_members = 3);
+    let _members = join_many(&mut target, 3);
+    assert_introduction_refused(&mut target, 0);
+    target.exit();
+}
