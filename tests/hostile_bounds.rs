@@ -192,3 +192,50 @@ fn the_node_holds_no_more_than_max_members_peers() {
     assert_introduction_refused(&mut target, 0);
     target.exit();
 }
+
+#[test]
+fn a_host_name_with_control_characters_is_refused() {
+    let mut target = Target::start(&["evt"]);
+    let names = [
+        "two\nlines",
+        "esc\x1b[2Jape",
+        "bell\x07",
+        "del\x7f",
+        "bidi\u{202e}txt",
+    ];
+    for (i, name) in names.into_iter().enumerate() {
+        let mut peer = Peer::handshake(&target);
+        peer.send(&Message::Introduce {
+            id: peer.id,
+            host_name: name.into(),
+            port: 9,
+            metadata: "{}".into(),
+            master_eligible: false,
+            max_message: 1 << 20,
+        });
+        peer.send(&Message::Verdict { accepted: true });
+        assert_eq!(peer.their_verdict(), None, "{name:?}: closed, no verdict");
+        assert_eq!(target.stats().messages_refused, i as u64 + 1, "{name:?}");
+    }
+    target.settle(std::time::Duration::from_millis(200));
+    assert!(
+        !target
+            .seen
+            .iter()
+            .any(|n| matches!(n, Notification::Cluster(Event::NodeAdded(_)))),
+        "a refused name was added"
+    );
+    // Printable Unicode is a host name like any other.
+    let mut peer = Peer::handshake(&target);
+    peer.send(&Message::Introduce {
+        id: peer.id,
+        host_name: "caf\u{e9}-\u{6771}\u{4eac}".into(),
+        port: 9,
+        metadata: "{}".into(),
+        master_eligible: false,
+        max_message: 1 << 20,
+    });
+    peer.send(&Message::Verdict { accepted: true });
+    assert_eq!(peer.their_verdict(), Some(true));
+    target.exit();
+}

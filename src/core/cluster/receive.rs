@@ -10,6 +10,7 @@ use super::{Cluster, ConnId, Event};
 use crate::core::error::{ConnectionError, DecodeError};
 use crate::core::json::{is_json, is_json_object};
 use crate::core::message::Message;
+use crate::core::node::is_valid_host_name;
 use crate::core::wire::FrameDecoder;
 
 impl<R: RngCore + CryptoRng> Cluster<R> {
@@ -107,7 +108,19 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         let link = &mut self.membership[conn];
         let from = link.peer_id();
         match msg {
-            Message::Introduce { ref metadata, .. } if link.is_introducing() => {
+            Message::Introduce {
+                ref metadata,
+                ref host_name,
+                ..
+            } if link.is_introducing() => {
+                if !is_valid_host_name(host_name) {
+                    // Names reach logs and terminals: a newline or an escape sequence in
+                    // one is refused here rather than escaped everywhere.
+                    self.stats.messages_refused += 1;
+                    return Err(ConnectionError::Protocol(
+                        "host name with control characters",
+                    ));
+                }
                 self.check_metadata(metadata)?;
                 let link = &mut self.membership[conn];
                 let peer = link.peer_from_introduction(msg).expect("an introduction");
