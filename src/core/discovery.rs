@@ -18,6 +18,12 @@ use super::node::NodeId;
 /// entry here: past the bound, expired entries go first, then the one ending soonest.
 pub const MAX_BACKOFF: usize = 1024;
 
+/// Most nodes heard of by id and waiting for their own dial ([`Discovery::learn`]); each
+/// leaves after `fallback_after`, but forged beacons can arrive faster. Past the bound a
+/// newly heard node is still answered with a beacon (it dials us), only our fallback dial
+/// to it is not kept.
+pub const MAX_HEARD: usize = 1024;
+
 /// Discovery settings.
 #[derive(Debug, Clone)]
 pub struct DiscoveryConfig {
@@ -120,6 +126,9 @@ impl Discovery {
         if self.in_backoff(now, id) {
             return None;
         }
+        if me > id && self.heard.len() >= MAX_HEARD && !self.heard.contains_key(&id) {
+            return Some(Learned::Announce);
+        }
         let (first, _) = *self.heard.entry(id).or_insert((now, addr));
         if me < id || first + cfg.fallback_after <= now {
             self.heard.remove(&id);
@@ -159,6 +168,11 @@ impl Discovery {
             }
         }
         self.backoff.insert(id, now + wait);
+    }
+
+    /// Nodes heard of and waiting for their own dial.
+    pub fn heard_len(&self) -> usize {
+        self.heard.len()
     }
 
     /// Nodes held back from redialing, expired or not.
@@ -345,6 +359,25 @@ mod tests {
         d.failed(later, id(2), Duration::from_secs(1));
         assert_eq!(d.backoff_len(), 1);
         assert_eq!(d.learn(later, &cfg, id(1), id(2), addr(2)), None);
+    }
+
+    #[test]
+    fn forged_ids_cannot_grow_the_heard_map_past_its_bound() {
+        let cfg = DiscoveryConfig::lan();
+        let t0 = Instant::now();
+        let mut d = Discovery::default();
+        let me = NodeId([0xff; 16]);
+        for n in 0..20_000u32 {
+            let mut b = [0x01; 16];
+            b[..4].copy_from_slice(&n.to_be_bytes());
+            let learned = d.learn(t0, &cfg, me, NodeId(b), addr(2));
+            assert_eq!(learned, Some(Learned::Announce), "answered all the same");
+            assert!(d.heard_len() <= MAX_HEARD, "{} after {n}", d.heard_len());
+        }
+        // They leave after the fallback delay, and room is made for new ones.
+        let later = t0 + cfg.fallback_after;
+        assert_eq!(d.due(later, &cfg, 0, false).len(), MAX_HEARD);
+        assert_eq!(d.heard_len(), 0);
     }
 
     #[test]
