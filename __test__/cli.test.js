@@ -122,6 +122,30 @@ test('espial members prints the cluster nodes and its master, then leaves', asyn
   });
 });
 
+test('espial members escapes what a peer could use to drive the terminal', async () => {
+  const [portA, multicastPort] = randomPorts(2);
+  const cluster = uniqueCluster();
+  // Metadata is any JSON object: a string in it may hold an ESC, an 8-bit CSI (U+009B), a
+  // newline or a right-to-left override.
+  const metadata = { note: 'a\u001b[2Jb\u009b31mc\nd\u202ee\u007f' };
+  await withNodes(async ({ node }) => {
+    node(loopbackOptions({ port: portA, multicastPort, cluster, metadata }), 'A');
+    const unsafe = /[\u0000-\u0009\u000b-\u001f\u007f-\u009f\u200e\u200f\u202a-\u202e\u2066-\u2069]/;
+
+    const text = await cli(['members', ...flags(multicastPort, cluster), '--wait', '1000']);
+    assert.equal(text.code, 0, text.stderr);
+    assert.doesNotMatch(text.stdout, unsafe);
+    const lines = text.stdout.trim().split('\n');
+    assert.equal(lines.length, 3, 'one line per node: the newline stayed escaped');
+    assert.ok(lines[2].endsWith(String.raw`{"note":"a\u001b[2Jb\u009b31mc\nd\u202ee\u007f"}`), lines[2]);
+
+    const json = await cli(['members', ...flags(multicastPort, cluster), '--json', '--wait', '1000']);
+    assert.equal(json.code, 0, json.stderr);
+    assert.doesNotMatch(json.stdout, unsafe);
+    assert.deepEqual(JSON.parse(json.stdout).nodes[0].metadata, metadata, 'escaped, not changed');
+  });
+});
+
 test('espial members exits 1 when it finds nobody', async () => {
   const [multicastPort] = randomPorts(1);
   const result = await cli(['members', ...flags(multicastPort, uniqueCluster()), '--wait', '300']);

@@ -216,13 +216,33 @@ function freePort(address) {
   });
 }
 
+// What a peer must not get to a terminal as it is (a forged line, an escape sequence,
+// reordered text): control characters (C0, DEL, C1) and bidirectional overrides. Peer text
+// (host names, metadata) is printed with these as \uXXXX escapes; JSON.stringify already
+// escapes C0 inside strings, the rest is escaped in its output the same way, which keeps
+// it valid JSON meaning the same.
+const UNSAFE = /[\u0000-\u001f\u007f-\u009f\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
+const UNSAFE_IN_JSON = /[\u007f-\u009f\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
+
+function escapeChar(c) {
+  return `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`;
+}
+
+function safe(text) {
+  return String(text).replace(UNSAFE, escapeChar);
+}
+
+function safeJson(value, indent) {
+  return JSON.stringify(value, null, indent).replace(UNSAFE_IN_JSON, escapeChar);
+}
+
 function shortId(id) {
   return id.slice(0, 8);
 }
 
 function describeNode(node) {
   if (!node) return 'none';
-  return `${node.id} ${node.host_name} ${node.ip}:${node.port} ${JSON.stringify(node.metadata)}`;
+  return `${node.id} ${safe(node.host_name)} ${node.ip}:${node.port} ${safeJson(node.metadata)}`;
 }
 
 function table(rows) {
@@ -232,13 +252,13 @@ function table(rows) {
 
 function membersTable(nodes, master, cluster) {
   const lines = [];
-  const masterText = master ? `${master.host_name} (${shortId(master.id)})` : 'none';
+  const masterText = master ? `${safe(master.host_name)} (${shortId(master.id)})` : 'none';
   lines.push(`cluster "${cluster}": ${nodes.length} node${nodes.length === 1 ? '' : 's'}, master: ${masterText}`);
   if (nodes.length > 0) {
     const rows = [['ID', 'HOST', 'ADDRESS', 'MASTER', 'METADATA']];
     const sorted = [...nodes].sort((a, b) => a.host_name.localeCompare(b.host_name) || a.port - b.port || a.id.localeCompare(b.id));
     for (const node of sorted) {
-      rows.push([node.id, node.host_name, `${node.ip}:${node.port}`, master && master.id === node.id ? '*' : '', JSON.stringify(node.metadata)]);
+      rows.push([node.id, safe(node.host_name), `${node.ip}:${node.port}`, master && master.id === node.id ? '*' : '', safeJson(node.metadata)]);
     }
     lines.push(table(rows));
   }
@@ -255,9 +275,9 @@ function eventLine(event, arg, json) {
     else if (event === 'demotion') record.new_master = node ?? null;
     else if (event === 'error') record.error = { code: arg.code, message: arg.message };
     else if (node !== undefined) record.node = node;
-    return JSON.stringify(record);
+    return safeJson(record);
   }
-  if (event === 'error') return `${time}  ${event.padEnd(13)} ${arg.code} ${arg.message}`;
+  if (event === 'error') return `${time}  ${event.padEnd(13)} ${arg.code} ${safe(arg.message)}`;
   if (event === 'promotion') return `${time}  ${event.padEnd(13)} this node is master; previous master: ${describeNode(node)}`;
   if (event === 'demotion') return `${time}  ${event.padEnd(13)} this node is no longer master; new master: ${describeNode(node)}`;
   return `${time}  ${event.padEnd(13)} ${describeNode(node)}`;
@@ -319,7 +339,7 @@ async function run(command, values) {
       console.error(`espial: cannot start: ${err.message} (${err.code})`);
       finish(1);
     } else if (command === 'members') {
-      console.error(`espial: ${err.message} (${err.code})`);
+      console.error(`espial: ${safe(err.message)} (${err.code})`);
     } else {
       console.log(eventLine('error', err, json));
     }
@@ -344,7 +364,7 @@ async function run(command, values) {
     const nodes = node.get_nodes();
     const master = node.get_master();
     if (json) {
-      console.log(JSON.stringify({ cluster, master: master ?? null, nodes }, null, 2));
+      console.log(safeJson({ cluster, master: master ?? null, nodes }, 2));
     } else {
       console.log(membersTable(nodes, master, cluster));
     }

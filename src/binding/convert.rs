@@ -14,7 +14,7 @@ use crate::core::crypto::handshake::MAX_CLUSTER_NAME;
 use crate::core::crypto::ClusterKey;
 use crate::core::election::ElectionConfig;
 use crate::core::message::MAX_HOST_NAME;
-use crate::core::node::{NodeId, NodeInfo};
+use crate::core::node::{is_valid_host_name, NodeId, NodeInfo};
 use crate::driver::{MulticastConfig, NodeConfig, Notification};
 
 // Where `mod.rs` has always found them.
@@ -252,6 +252,13 @@ pub fn node_config(o: NativeOptions) -> Result<NodeConfig> {
     }
     if o.host_name.len() > MAX_HOST_NAME {
         return Err(invalid("network.host_name", "at most 255 bytes"));
+    }
+    // Peers refuse such a name (it would reach their logs and terminals).
+    if !is_valid_host_name(&o.host_name) {
+        return Err(invalid(
+            "network.host_name",
+            "a name without control characters",
+        ));
     }
     let mut core = Config::lan(o.cluster.clone());
     if o.metadata.len() > core.max_metadata {

@@ -7,6 +7,7 @@ use super::crypto::ClusterKey;
 use super::detector::DetectorConfig;
 use super::discovery::DiscoveryConfig;
 use super::election::ElectionConfig;
+use super::message::MAX_MEMBERS;
 
 /// Settings the core needs. The binding builds one from the user's options.
 #[derive(Debug, Clone)]
@@ -49,7 +50,17 @@ pub struct Config {
     /// Most incoming connections still in their handshake from one IP address, so one
     /// host cannot take every slot.
     pub max_pending_per_ip: usize,
+    /// Most peers introduced at once (being admitted or members); a further introduction
+    /// is refused. [`MAX_MEMBERS`] by default, the most a member list carries.
+    pub max_members: usize,
+    /// Most peers introduced at once from one IP address, so one host cannot register
+    /// fake members by the hundred. [`MAX_MEMBERS_PER_IP`] by default.
+    pub max_members_per_ip: usize,
 }
+
+/// Default for [`Config::max_members_per_ip`]: room for a host running a node per core,
+/// as many as [`Config::max_pending_per_ip`]'s handshakes.
+pub const MAX_MEMBERS_PER_IP: usize = 32;
 
 /// Documented default for [`Config::max_metadata`]: 64 KiB of JSON.
 pub const DEFAULT_MAX_METADATA: usize = 64 * 1024;
@@ -99,6 +110,8 @@ impl Config {
             max_metadata: DEFAULT_MAX_METADATA,
             max_pending_handshakes: 256,
             max_pending_per_ip: 32,
+            max_members: MAX_MEMBERS,
+            max_members_per_ip: MAX_MEMBERS_PER_IP,
         }
     }
 }

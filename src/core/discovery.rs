@@ -13,6 +13,17 @@ use std::time::{Duration, Instant};
 
 use super::node::NodeId;
 
+/// Most nodes held back from redialing at once ([`Discovery::failed`]). Beacons are
+/// unauthenticated without a cluster key, so every forged id can cost a failed dial and an
+/// entry here: past the bound, expired entries go first, then the one ending soonest.
+pub const MAX_BACKOFF: usize = 1024;
+
+/// Most nodes heard of by id and waiting for their own dial ([`Discovery::learn`]); each
+/// leaves after `fallback_after`, but forged beacons can arrive faster. Past the bound a
+/// newly heard node is still answered with a beacon (it dials us), only our fallback dial
+/// to it is not kept.
+pub const MAX_HEARD: usize = 1024;
+
 /// Discovery settings.
 #[derive(Debug, Clone)]
 pub struct DiscoveryConfig {
@@ -115,6 +126,9 @@ impl Discovery {
         if self.in_backoff(now, id) {
             return None;
         }
+        if me > id && self.heard.len() >= MAX_HEARD && !self.heard.contains_key(&id) {
+            return Some(Learned::Announce);
+        }
         let (first, _) = *self.heard.entry(id).or_insert((now, addr));
         if me < id || first + cfg.fallback_after <= now {
             self.heard.remove(&id);
@@ -141,9 +155,29 @@ impl Discovery {
         self.lost.remove(&id);
     }
 
-    /// A connection to `id` failed: do not redial at once.
+    /// A connection to `id` failed: do not redial at once. At most [`MAX_BACKOFF`] nodes
+    /// are held back; to make room, expired entries are dropped, then the one ending
+    /// soonest.
     pub fn failed(&mut self, now: Instant, id: NodeId, wait: Duration) {
+        if self.backoff.len() >= MAX_BACKOFF && !self.backoff.contains_key(&id) {
+            self.backoff.retain(|_, until| *until > now);
+            if self.backoff.len() >= MAX_BACKOFF {
+                let soonest = self.backoff.iter().min_by_key(|(_, until)| **until);
+                let soonest = *soonest.expect("the map is full").0;
+                self.backoff.remove(&soonest);
+            }
+        }
         self.backoff.insert(id, now + wait);
+    }
+
+    /// Nodes heard of and waiting for their own dial.
+    pub fn heard_len(&self) -> usize {
+        self.heard.len()
+    }
+
+    /// Nodes held back from redialing, expired or not.
+    pub fn backoff_len(&self) -> usize {
+        self.backoff.len()
     }
 
     /// Member `id` was lost without a goodbye; probe it for a while if configured to.
@@ -291,6 +325,59 @@ mod tests {
             d.learn(t1, &cfg, id(1), id(2), addr(2)),
             Some(Learned::Dial)
         );
+    }
+
+    #[test]
+    fn forged_ids_cannot_grow_the_backoff_map_past_its_bound() {
+        let cfg = DiscoveryConfig::lan();
+        let t0 = Instant::now();
+        let mut d = Discovery::default();
+        let forged = |n: u32| {
+            let mut b = [0xee; 16];
+            b[..4].copy_from_slice(&n.to_be_bytes());
+            NodeId(b)
+        };
+        // One failed dial per forged beacon, each waiting longer than the last.
+        for n in 0..20_000u32 {
+            let wait = Duration::from_secs(60) + Duration::from_millis(n.into());
+            d.failed(t0, forged(n), wait);
+            assert!(
+                d.backoff_len() <= MAX_BACKOFF,
+                "{} after {n}",
+                d.backoff_len()
+            );
+        }
+        assert_eq!(d.backoff_len(), MAX_BACKOFF);
+        // The newest are held back; the one ending soonest made room.
+        assert_eq!(d.learn(t0, &cfg, id(0), forged(19_999), addr(2)), None);
+        assert_eq!(
+            d.learn(t0, &cfg, id(0), forged(0), addr(2)),
+            Some(Learned::Dial)
+        );
+        // Expired entries go first: one new failure later clears them all.
+        let later = t0 + Duration::from_secs(3600);
+        d.failed(later, id(2), Duration::from_secs(1));
+        assert_eq!(d.backoff_len(), 1);
+        assert_eq!(d.learn(later, &cfg, id(1), id(2), addr(2)), None);
+    }
+
+    #[test]
+    fn forged_ids_cannot_grow_the_heard_map_past_its_bound() {
+        let cfg = DiscoveryConfig::lan();
+        let t0 = Instant::now();
+        let mut d = Discovery::default();
+        let me = NodeId([0xff; 16]);
+        for n in 0..20_000u32 {
+            let mut b = [0x01; 16];
+            b[..4].copy_from_slice(&n.to_be_bytes());
+            let learned = d.learn(t0, &cfg, me, NodeId(b), addr(2));
+            assert_eq!(learned, Some(Learned::Announce), "answered all the same");
+            assert!(d.heard_len() <= MAX_HEARD, "{} after {n}", d.heard_len());
+        }
+        // They leave after the fallback delay, and room is made for new ones.
+        let later = t0 + cfg.fallback_after;
+        assert_eq!(d.due(later, &cfg, 0, false).len(), MAX_HEARD);
+        assert_eq!(d.heard_len(), 0);
     }
 
     #[test]

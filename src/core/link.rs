@@ -16,7 +16,7 @@ use super::error::{ConnectionError, FrameError, RecordError};
 use super::message::Message;
 use super::node::{NodeId, NodeInfo};
 use super::subscriptions::Subscriptions;
-use super::wire::{FrameDecoder, MAX_HANDSHAKE_FRAME};
+use super::wire::{admission_frame_limit, FrameDecoder, MAX_HANDSHAKE_FRAME};
 
 /// Which of a pending link's deadlines ran out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -233,12 +233,19 @@ impl Link {
         }
     }
 
-    /// The largest frame accepted now: little before the handshake has authenticated
-    /// anything, `max_frame` after.
-    pub fn frame_limit(&self, max_frame: usize) -> usize {
-        match self.stage {
-            Stage::Dialing { .. } | Stage::Handshake { .. } => MAX_HANDSHAKE_FRAME,
-            _ => max_frame,
+    /// The largest frame accepted now. Until the peer's key confirmation is verified
+    /// nothing is authenticated: [`MAX_HANDSHAKE_FRAME`] (a hello or the confirmation). Then
+    /// until both ends have admitted each other, the largest valid introduction (metadata
+    /// up to `max_metadata`) and nothing bigger: [`admission_frame_limit`]. Only a member
+    /// may send frames up to `max_frame`.
+    pub fn frame_limit(&self, max_frame: usize, max_metadata: usize) -> usize {
+        match &self.stage {
+            Stage::Dialing { .. } | Stage::Handshake { .. } | Stage::Failed => MAX_HANDSHAKE_FRAME,
+            Stage::Introducing { session, .. } if !session.is_confirmed() => MAX_HANDSHAKE_FRAME,
+            Stage::Introducing { .. } | Stage::Admitting { .. } => {
+                admission_frame_limit(max_metadata).min(max_frame)
+            }
+            Stage::Member { .. } => max_frame,
         }
     }
 
@@ -514,14 +521,16 @@ mod tests {
         let mut rng = ChaCha20Rng::seed_from_u64(5);
         let t0 = Instant::now();
         let (mut link, their_hello) = connected(t0, &mut rng);
-        assert_eq!(link.frame_limit(1 << 20), MAX_HANDSHAKE_FRAME);
+        assert_eq!(link.frame_limit(1 << 20, 64), MAX_HANDSHAKE_FRAME);
         let intro = Message::Ping;
         let [_confirmation, _intro] = link.finish_handshake(&their_hello, &intro).unwrap();
-        // Introducing stays under the handshake's deadline, with the authenticated limit.
+        // Introducing stays under the handshake's deadline, and at the handshake's frame
+        // limit until the peer's key confirmation is verified.
         assert!(link.is_introducing() && link.is_unproven());
-        assert_eq!(link.frame_limit(1 << 20), 1 << 20);
+        assert_eq!(link.frame_limit(1 << 20, 64), MAX_HANDSHAKE_FRAME);
         assert_eq!(link.expired(t0 + S(6)), Some(Timer::Handshake));
         link.introduced(peer(), t0 + S(13));
+        assert_eq!(link.frame_limit(1 << 20, 64), admission_frame_limit(64));
         assert!(link.is_admitting() && !link.is_unproven());
         assert_eq!(link.peer_id(), Some(NodeId([9; 16])));
         assert_eq!(link.expired(t0 + S(12)), None);
@@ -536,6 +545,7 @@ mod tests {
         );
         assert_eq!(link.become_member(t0 + S(8), &detector()), Some(peer()));
         assert!(link.is_member() && !link.is_pending());
+        assert_eq!(link.frame_limit(1 << 20, 64), 1 << 20);
         assert_eq!(link.deadline(), None);
         assert_eq!(link.expired(t0 + S(3600)), None);
         // A member's wake-up is its heartbeat.

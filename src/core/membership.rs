@@ -169,6 +169,18 @@ impl Membership {
             .any(|l| (id.is_some() && l.expect == id) || l.listen_addr() == Some(addr))
     }
 
+    /// Links whose peer has introduced itself (being admitted or a member), but for node
+    /// `except`'s (a reconnection replaces it): how many in all, and from `ip`.
+    pub fn introduced_counts(&self, ip: IpAddr, except: NodeId) -> (usize, usize) {
+        let introduced = self
+            .links
+            .values()
+            .filter(|l| l.is_introduced() && l.peer_id() != Some(except));
+        introduced.fold((0, 0), |(all, from), l| {
+            (all + 1, from + usize::from(l.addr.ip() == ip))
+        })
+    }
+
     /// Links still on their way to membership.
     pub fn pending(&self) -> usize {
         self.links.values().filter(|l| l.is_pending()).count()

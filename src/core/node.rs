@@ -6,6 +6,20 @@ use std::str::FromStr;
 
 use rand_core::{CryptoRng, RngCore};
 
+/// A character that must not reach a log line or a terminal as it is: a control character
+/// (newlines, escape sequences, C1 controls, DEL) or a bidirectional override, with which a
+/// peer could forge a log line or rewrite what a terminal shows.
+pub fn is_unsafe_char(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// A host name a node may give: no [`is_unsafe_char`] character. A peer introducing
+/// itself with any other name breaks the protocol.
+pub fn is_valid_host_name(name: &str) -> bool {
+    !name.chars().any(is_unsafe_char)
+}
+
 /// A node's identity: 128 random bits, fresh at every start, shown as a UUID (v4 layout)
 /// as the original espial did. Ordered, so ties between nodes break the same way everywhere.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -73,6 +73,7 @@ pub struct Stats {
     /// Bytes written to and read from connections, all protocol traffic included.
     pub bytes_out: u64,
     pub bytes_in: u64,
+    /// Handshakes whose key confirmation from the peer was verified (a wrong key fails).
     pub handshakes_completed: u64,
     pub handshakes_failed: u64,
     pub frames_rejected: u64,

@@ -20,6 +20,23 @@ pub mod kind {
 /// about 150 bytes, so an unauthenticated peer can make us buffer at most this much.
 pub const MAX_HANDSHAKE_FRAME: usize = 512;
 
+/// Bytes of a record frame body around the largest valid introduction, metadata aside:
+/// the record's kind, sequence number and tag (25), the message's tag, eligibility,
+/// max message, id, port (24), a host name of at most 255 bytes with its length (256) and
+/// the metadata's length (4).
+pub const INTRODUCTION_OVERHEAD: usize = 1 + 8 + 16 + (1 + 1 + 4 + 16 + 2) + (1 + 255) + 4;
+
+/// Largest frame body accepted from a peer that has confirmed the key but is not yet a
+/// member: its largest valid introduction with metadata of `max_metadata` bytes, and
+/// nothing bigger (a verdict, a goodbye or a metadata update are smaller).
+pub const fn admission_frame_limit(max_metadata: usize) -> usize {
+    max_metadata + INTRODUCTION_OVERHEAD
+}
+
+/// [`admission_frame_limit`] at the default metadata bound of 64 KiB: 65 845 bytes.
+pub const MAX_ADMISSION_FRAME: usize =
+    admission_frame_limit(crate::core::config::DEFAULT_MAX_METADATA);
+
 /// Writes the length prefix for a body of `body_len` bytes into `out`.
 pub fn put_len(out: &mut Vec<u8>, body_len: usize) {
     let len = u32::try_from(body_len).expect("frame bodies are bounded far below 4 GiB");
@@ -162,6 +179,25 @@ mod tests {
             })
         );
         assert!(d.capacity() < 1024, "capacity {} grew", d.capacity());
+    }
+
+    #[test]
+    fn the_admission_limit_is_the_largest_valid_introduction_sealed() {
+        use crate::core::config::DEFAULT_MAX_METADATA;
+        use crate::core::crypto::session::RECORD_OVERHEAD;
+        use crate::core::message::{Message, MAX_HOST_NAME};
+        use crate::core::node::NodeId;
+        let largest = Message::Introduce {
+            id: NodeId([7; 16]),
+            host_name: "h".repeat(MAX_HOST_NAME),
+            port: 1,
+            metadata: "m".repeat(DEFAULT_MAX_METADATA),
+            master_eligible: true,
+            max_message: u32::MAX,
+        };
+        let body = largest.encode().len() + RECORD_OVERHEAD - LEN_PREFIX;
+        assert_eq!(body, MAX_ADMISSION_FRAME);
+        assert_eq!(MAX_ADMISSION_FRAME, 65_845);
     }
 
     #[test]

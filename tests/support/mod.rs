@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use espial::core::cluster::{Event, Stats};
 use espial::core::config::Config;
+use espial::core::crypto::ClusterKey;
 use espial::core::node::{NodeId, NodeInfo};
 use espial::driver::{Handle, NodeConfig, Notification};
 use rand_core::OsRng;
@@ -25,13 +26,23 @@ pub struct Target {
     rx: mpsc::Receiver<Notification>,
     pub addr: SocketAddr,
     pub cluster: String,
+    /// The cluster key, if the node was started with one.
+    pub key: Option<ClusterKey>,
     /// Every notification seen so far.
     pub seen: Vec<Notification>,
 }
 
 impl Target {
     pub fn start(events: &[&str]) -> Target {
+        Target::start_with(events, |_| {})
+    }
+
+    /// [`Target::start`] with its core configuration changed by `tune` first.
+    pub fn start_with(events: &[&str], tune: impl FnOnce(&mut Config)) -> Target {
         let cluster = format!("hostile-{}", std::process::id());
+        let mut core = Config::lan(cluster.clone());
+        tune(&mut core);
+        let key = core.cluster_key.clone();
         let config = NodeConfig {
             me: NodeInfo {
                 id: NodeId::random(&mut OsRng),
@@ -41,7 +52,7 @@ impl Target {
                 metadata: "{}".into(),
                 master_eligible: true,
             },
-            core: Config::lan(cluster.clone()),
+            core,
             multicast: None,
             seeds: Vec::new(),
             filter_timeout: Duration::from_secs(5),
@@ -54,6 +65,7 @@ impl Target {
             rx,
             addr: SocketAddr::new(IpAddr::V4(LOOPBACK), 0),
             cluster,
+            key,
             seen: Vec::new(),
         };
         let port =
@@ -128,7 +140,7 @@ impl Target {
 impl Peer {
     /// Connects to `target` and completes the handshake and key confirmation.
     pub fn handshake(target: &Target) -> Peer {
-        Peer::connect(target.addr, &target.cluster)
+        Peer::connect_keyed(target.addr, &target.cluster, target.key.as_ref())
     }
 
     /// Handshake, introduction and admission: the node adds us as a member.

@@ -7,7 +7,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use espial::core::crypto::{Handshake, Role, Session};
+use espial::core::crypto::{ClusterKey, Handshake, Role, Session};
 use espial::core::message::Message;
 use espial::core::node::NodeId;
 use espial::core::wire;
@@ -26,9 +26,14 @@ pub struct Peer {
 impl Peer {
     /// Connects to `addr` and completes the handshake and key confirmation of `cluster`.
     pub fn connect(addr: SocketAddr, cluster: &str) -> Peer {
+        Peer::connect_keyed(addr, cluster, None)
+    }
+
+    /// [`Peer::connect`] to a cluster with a key (`None`: keyless).
+    pub fn connect_keyed(addr: SocketAddr, cluster: &str, key: Option<&ClusterKey>) -> Peer {
         let mut stream = TcpStream::connect(addr).unwrap();
         stream.set_read_timeout(Some(WAIT)).unwrap();
-        let (hs, hello) = Handshake::start(Role::Initiator, cluster, None, &mut OsRng);
+        let (hs, hello) = Handshake::start(Role::Initiator, cluster, key, &mut OsRng);
         stream.write_all(&wire::frame(&hello)).unwrap();
         let their_hello = read_frame(&mut stream).expect("the node's hello");
         let (mut session, confirmation) = hs.finish(&their_hello).expect("handshake");

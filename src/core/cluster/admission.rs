@@ -119,6 +119,15 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
             self.discovery.forget(expected);
         }
         let ip = peer.ip;
+        let (all, from_ip) = self.membership.introduced_counts(ip, id);
+        if all >= self.config.max_members || from_ip >= self.config.max_members_per_ip {
+            // Full, or this address has enough peers: refused before anyone is asked.
+            self.stats.connections_refused += 1;
+            let backoff = self.config.discovery.redial_backoff;
+            self.discovery.failed(now, id, backoff);
+            self.close(conn);
+            return Ok(());
+        }
         self.membership[conn].introduced(peer, now + self.config.admission_timeout);
         self.discovery.connected(id);
         if self.membership.suspect_info(id).is_some_and(|s| s.ip == ip) {

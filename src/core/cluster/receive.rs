@@ -10,6 +10,7 @@ use super::{Cluster, ConnId, Event};
 use crate::core::error::{ConnectionError, DecodeError};
 use crate::core::json::{is_json, is_json_object};
 use crate::core::message::Message;
+use crate::core::node::is_valid_host_name;
 use crate::core::wire::FrameDecoder;
 
 impl<R: RngCore + CryptoRng> Cluster<R> {
@@ -42,7 +43,7 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
             let Some(link) = self.membership.get(conn) else {
                 return Ok(());
             };
-            decoder.set_max_len(link.frame_limit(self.config.max_frame));
+            decoder.set_max_len(link.frame_limit(self.config.max_frame, self.config.max_metadata));
             let Some(frame) = decoder.next_frame()? else {
                 return Ok(());
             };
@@ -60,8 +61,8 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
     ) -> Result<(), ConnectionError> {
         if self.membership[conn].is_handshaking() {
             let intro = self.introduction();
+            // Not yet completed: that takes the peer's key confirmation, verified below.
             let [finished, intro] = self.membership[conn].finish_handshake(frame, &intro)?;
-            self.stats.handshakes_completed += 1;
             self.transmit(conn, finished);
             self.transmit(conn, intro);
             return Ok(());
@@ -69,7 +70,11 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         let link = &mut self.membership[conn];
         match link.receive(now, frame, self.config.max_metadata) {
             Ok(Some(msg)) => self.handle_message(now, conn, msg),
-            Ok(None) => Ok(()),
+            // The peer's key confirmation, verified: only now is the handshake complete.
+            Ok(None) => {
+                self.stats.handshakes_completed += 1;
+                Ok(())
+            }
             Err(e) => {
                 // Authentic, but its metadata is over the bound: a rule broken, not noise.
                 if let ConnectionError::Decode(DecodeError::TooLong {
@@ -103,7 +108,19 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         let link = &mut self.membership[conn];
         let from = link.peer_id();
         match msg {
-            Message::Introduce { ref metadata, .. } if link.is_introducing() => {
+            Message::Introduce {
+                ref metadata,
+                ref host_name,
+                ..
+            } if link.is_introducing() => {
+                if !is_valid_host_name(host_name) {
+                    // Names reach logs and terminals: a newline or an escape sequence in
+                    // one is refused here rather than escaped everywhere.
+                    self.stats.messages_refused += 1;
+                    return Err(ConnectionError::Protocol(
+                        "host name with control characters",
+                    ));
+                }
                 self.check_metadata(metadata)?;
                 let link = &mut self.membership[conn];
                 let peer = link.peer_from_introduction(msg).expect("an introduction");
