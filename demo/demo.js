@@ -20,7 +20,7 @@ const JOIN_SETTLE_MS = 250;
 
 const startedAt = Date.now();
 const cluster = `espial-demo-${crypto.randomBytes(3).toString('hex')}`;
-const basePort = 20000 + crypto.randomInt(30000);
+const basePort = 20000 + crypto.randomInt(12000);
 const multicastPort = basePort + NAMES.length;
 
 // name -> { child, info, peers: Set of names, master: name or null, replies, exited, leaving }

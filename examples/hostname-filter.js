@@ -14,7 +14,7 @@ const crypto = require('node:crypto');
 const espial = require('..');
 
 const cluster = `example-filter-${crypto.randomBytes(4).toString('hex')}`;
-const basePort = 20000 + crypto.randomInt(30000);
+const basePort = 20000 + crypto.randomInt(12000);
 const DEADLINE_MS = 15_000;
 
 function start(hostName, port) {

@@ -26,7 +26,7 @@ const REASSIGN_MS = 1000; // a job without a result by then is handed out again
 const DEADLINE_MS = 20_000;
 
 const cluster = `example-jobs-${crypto.randomBytes(4).toString('hex')}`;
-const basePort = 20000 + crypto.randomInt(30000);
+const basePort = 20000 + crypto.randomInt(12000);
 let nextPort = basePort;
 const nodes = [];
 const started = Date.now();

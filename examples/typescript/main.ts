@@ -21,7 +21,7 @@ interface PriceReply {
 }
 
 const cluster = `example-ts-${crypto.randomBytes(4).toString('hex')}`;
-const basePort = 20000 + crypto.randomInt(30000);
+const basePort = 20000 + crypto.randomInt(12000);
 
 function options(port: number, role: string): espial.EspialOptions {
   return {

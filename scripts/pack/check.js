@@ -205,7 +205,7 @@ function main() {
     // 4. A two-node cluster from the install directory.
     fs.writeFileSync(path.join(app, 'smoke.js'), SMOKE);
     const ports = new Set();
-    while (ports.size < 3) ports.add(20000 + crypto.randomInt(30000));
+    while (ports.size < 3) ports.add(20000 + crypto.randomInt(12000));
     const cluster = `pack-check-${crypto.randomBytes(6).toString('hex')}`;
     const out = run('node', ['smoke.js', ...[...ports].map(String), cluster], { cwd: app, env, timeout: CLUSTER_TIMEOUT_MS + 5000 });
     const result = JSON.parse(out.trim().split('\n').pop());
