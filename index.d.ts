@@ -25,7 +25,9 @@ declare namespace espial {
      * Shared secret mixed into every key exchange; nodes without it can neither join,
      * read nor impersonate, and beacons are authenticated. A string of at least 16
      * characters or a Buffer / Uint8Array of at least 16 bytes. Default: none (any node
-     * that speaks the protocol may join). (Not in the original.)
+     * that speaks the protocol may join). Present but `undefined`, `null` or empty throws
+     * a TypeError (ERR_INVALID_ARG_VALUE): leave the option out to run without a key.
+     * (Not in the original.)
      */
     cluster_key?: string | Uint8Array;
     /**
