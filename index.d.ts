@@ -192,11 +192,16 @@ declare namespace espial {
     | 'ERR_ESPIAL_INVALID_PAYLOAD'
     | 'ERR_ESPIAL_BIND'
     | 'ERR_ESPIAL_MULTICAST'
-    | 'ERR_ESPIAL_SEED';
+    | 'ERR_ESPIAL_SEED'
+    | 'ERR_ESPIAL_FILTER';
 
   /** The error of an `error` event, or of a rejected `send()`; `code` is stable. */
   interface EspialError extends Error {
     code: EspialErrorCode;
+    /** ERR_ESPIAL_FILTER: the node the connection filter was judging (it was refused). */
+    node?: EspialNode;
+    /** ERR_ESPIAL_FILTER: what the filter threw or rejected with (none for a timeout). */
+    cause?: unknown;
   }
 
   /** The argument of `promotion`. */
@@ -238,6 +243,11 @@ declare namespace espial {
      * JSON): refused, never acted on.
      */
     messages_refused: number;
+    /**
+     * Nodes refused because the connection filter failed: it threw, rejected, answered
+     * something that is not a boolean, or did not answer within connection_filter_timeout.
+     */
+    filter_errors: number;
   }
 
   /**

@@ -84,4 +84,7 @@ pub struct Stats {
     /// the peer has no authority for, metadata that is not a JSON object, a custom event
     /// whose JSON text is not JSON): never acted on.
     pub messages_refused: u64,
+    /// Nodes refused because the connection filter failed: it threw, rejected, answered
+    /// something that is not a boolean, or did not answer in time.
+    pub filter_errors: u64,
 }

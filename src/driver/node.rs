@@ -395,6 +395,28 @@ impl Node {
                 self.core.dial_failed(now, conn);
             }
             ConnEvent::Verdict(conn, accept) => self.core.admit(now, conn, accept),
+            ConnEvent::FilterFailed {
+                conn,
+                node,
+                reason,
+                timed_out,
+            } => {
+                // A filter that fails refuses, as before, but never silently: counted in
+                // stats().filter_errors, logged, and (a timeout, which only the driver sees)
+                // reported to the application.
+                let message = format!(
+                    "connection filter failed on node {} ({}:{}): {reason}; the node was refused",
+                    node.id, node.ip, node.port
+                );
+                self.log.line(format_args!("{message}"));
+                self.core.filter_failed(now, conn);
+                if timed_out {
+                    self.notes.push(Notification::FilterTimeout {
+                        node,
+                        message: format!("espial: {message}"),
+                    });
+                }
+            }
             ConnEvent::Drained => self.answer_sends(),
             ConnEvent::Closed(conn) => {
                 self.conns.remove(&conn);
@@ -475,13 +497,26 @@ impl Node {
                     None => self.core.admit(now(), conn, true),
                     Some(filter) => {
                         // Asked off the node's lock so a slow filter holds up nobody else.
+                        let judged = node.clone();
                         let verdict = filter.judge(node);
                         let limit = self.filter_timeout;
                         let events = self.conn_events.clone();
                         self.runtime.spawn(async move {
-                            let accept =
-                                tokio::time::timeout(limit, verdict).await.unwrap_or(false);
-                            let _ = events.send(ConnEvent::Verdict(conn, accept));
+                            let failed = |reason, timed_out| ConnEvent::FilterFailed {
+                                conn,
+                                node: judged,
+                                reason,
+                                timed_out,
+                            };
+                            let event = match tokio::time::timeout(limit, verdict).await {
+                                Ok(Ok(accept)) => ConnEvent::Verdict(conn, accept),
+                                Ok(Err(reason)) => failed(reason, false),
+                                Err(_) => failed(
+                                    format!("it did not answer within {} ms", limit.as_millis()),
+                                    true,
+                                ),
+                            };
+                            let _ = events.send(event);
                         });
                     }
                 },

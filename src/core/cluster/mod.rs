@@ -253,6 +253,13 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         self.give_verdict(now, conn, accept);
     }
 
+    /// The connection filter failed on the node of `conn` (threw, rejected, answered
+    /// something else than a boolean, or not in time): counted, and the node is refused.
+    pub fn filter_failed(&mut self, now: Instant, conn: ConnId) {
+        self.stats.filter_errors += 1;
+        self.give_verdict(now, conn, false);
+    }
+
     /// Leaves the cluster: tells every peer, then closes every connection. Beacons, dials
     /// and accepts stop.
     pub fn leave(&mut self, _now: Instant) {
