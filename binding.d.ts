@@ -155,4 +155,5 @@ export interface NativeStats {
   beaconsIgnored: number
   messagesRefused: number
   filterErrors: number
+  keyMismatches: number
 }

@@ -248,6 +248,12 @@ declare namespace espial {
      * something that is not a boolean, or did not answer within connection_filter_timeout.
      */
     filter_errors: number;
+    /**
+     * Peers refused for another `cluster_key` (or none where this node has one, or the other
+     * way round): handshakes that failed key confirmation (also in `handshakes_failed`) and
+     * beacons of this cluster under another key (also in `beacons_ignored`).
+     */
+    key_mismatches: number;
   }
 
   /**

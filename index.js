@@ -208,6 +208,7 @@ class Espial extends EventEmitter {
       beacons_ignored: s.beaconsIgnored,
       messages_refused: s.messagesRefused,
       filter_errors: s.filterErrors,
+      key_mismatches: s.keyMismatches,
     };
   }
 

@@ -145,6 +145,7 @@ const counters: number[] = [
   stats.connections_refused, stats.nodes_rejected, stats.beacons_sent, stats.beacons_ignored,
   stats.messages_refused,
   stats.filter_errors,
+  stats.key_mismatches,
 ];
 const exited: Promise<void> = a.exit((err) => void err);
 void [version, me, others, master, isMaster, counters, exited];

@@ -140,6 +140,7 @@ pub struct NativeStats {
     pub beacons_ignored: i64,
     pub messages_refused: i64,
     pub filter_errors: i64,
+    pub key_mismatches: i64,
 }
 
 impl From<Stats> for NativeStats {
@@ -160,6 +161,7 @@ impl From<Stats> for NativeStats {
             beacons_ignored: n(s.beacons_ignored),
             messages_refused: n(s.messages_refused),
             filter_errors: n(s.filter_errors),
+            key_mismatches: n(s.key_mismatches),
         }
     }
 }
@@ -214,9 +216,9 @@ impl From<Notification> for NativeEvent {
                 Event::Promotion { previous } => event("promotion", previous.as_ref()),
                 Event::Demotion { new } => event("demotion", new.as_ref()),
                 // Messages are packed by `pack`; failed connections are never delivered.
-                Event::ConnectionFailed { .. } | Event::Delivery { .. } => {
-                    event("connection_failed", None)
-                }
+                Event::ConnectionFailed { .. }
+                | Event::BeaconKeyMismatch { .. }
+                | Event::Delivery { .. } => event("connection_failed", None),
             },
         }
     }

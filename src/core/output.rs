@@ -62,6 +62,9 @@ pub enum Event {
         addr: SocketAddr,
         error: ConnectionError,
     },
+    /// A beacon of this cluster from `addr` was ignored: it was under another cluster key
+    /// (or none where this node has one, or the other way round). For logs.
+    BeaconKeyMismatch { addr: SocketAddr },
 }
 
 /// Counters, for `stats()` and tests.
@@ -87,4 +90,9 @@ pub struct Stats {
     /// Nodes refused because the connection filter failed: it threw, rejected, answered
     /// something that is not a boolean, or did not answer in time.
     pub filter_errors: u64,
+    /// Peers refused for holding another `cluster_key` (or none where this node has one, or
+    /// the other way round): handshakes that failed key confirmation (also counted in
+    /// `handshakes_failed`) and beacons of this cluster under another key (also counted in
+    /// `beacons_ignored`).
+    pub key_mismatches: u64,
 }
