@@ -78,16 +78,18 @@ test('DEBUG=espial writes readable logs on stderr; without it the core is silent
   assert.equal(off.stderr, '');
 });
 
-// A child process running one node with DEBUG=espial and `options`; it prints its stats() as
-// JSON on stdout once `key_mismatches` is above 0 (or after 8 s), then exits.
-function keyedChild(options) {
+// A child process running one node with DEBUG=espial and `options` (and `setup`, code run
+// with the node as `e`); it prints its stats() as JSON on stdout once `counter` is above 0
+// (or after 8 s), then exits.
+function debugChild(options, counter = 'key_mismatches', setup = '') {
   return new Promise((resolve, reject) => {
     const script = `const e = require(${JSON.stringify(path.join(__dirname, '..'))})(${JSON.stringify(options)});
       e.on('error', (err) => console.error('error event', err.code, err.message));
+      ${setup}
       const started = Date.now();
       const poll = setInterval(() => {
         const s = e.stats();
-        if (s.key_mismatches > 0 || Date.now() - started > 8000) {
+        if (s[${JSON.stringify(counter)}] > 0 || Date.now() - started > 8000) {
           clearInterval(poll);
           console.log(JSON.stringify(s));
           e.exit();
@@ -119,7 +121,7 @@ test('nodes with different cluster keys (seeds) count key_mismatches and log it 
   const a = espial(manualOptions({ port: pa, cluster, cluster_key: KEY_A }));
   try {
     await waitFor(a, 'listening', 'a: listening');
-    const b = await keyedChild(manualOptions({ port: pb, cluster, cluster_key: KEY_B, peers: [`127.0.0.1:${pa}`] }));
+    const b = await debugChild(manualOptions({ port: pb, cluster, cluster_key: KEY_B, peers: [`127.0.0.1:${pa}`] }));
     assert.equal(b.code, 0, b.stderr);
     const mine = a.stats();
     assert.ok(
@@ -145,11 +147,32 @@ test('nodes with different cluster keys (multicast) count key_mismatches from be
   const a = espial(loopbackOptions({ port: pa, multicastPort, cluster, cluster_key: KEY_A }));
   try {
     await waitFor(a, 'listening', 'a: listening');
-    const b = await keyedChild(loopbackOptions({ port: pb, multicastPort, cluster, cluster_key: KEY_B }));
+    const b = await debugChild(loopbackOptions({ port: pb, multicastPort, cluster, cluster_key: KEY_B }));
     assert.equal(b.code, 0, b.stderr);
     assert.ok(b.stats.key_mismatches > 0, `b's key_mismatches: ${b.stats.key_mismatches}`);
     assert.ok(b.stats.beacons_ignored >= b.stats.key_mismatches);
     assert.match(b.stderr, /^espial [0-9a-f]{8} ignored a beacon of this cluster from 127\.0\.0\.1:\d+ under another cluster_key/m);
+    assert.deepEqual(a.get_nodes(), []);
+  } finally {
+    await a.exit();
+  }
+});
+
+test('a connection filter that throws is logged under DEBUG=espial and counted', async () => {
+  const cluster = uniqueCluster();
+  const [pa, pb] = randomPorts(2);
+  // b (the child) judges a, which seeds b, with a filter that has a typo.
+  const setup = 'e.connection_filter((data, cb) => cb(data.hots.match(/x/) != null));';
+  const a = espial(manualOptions({ port: pa, cluster, peers: [`127.0.0.1:${pb}`] }));
+  try {
+    const b = await debugChild(manualOptions({ port: pb, cluster }), 'filter_errors', setup);
+    assert.equal(b.code, 0, b.stderr);
+    assert.ok(b.stats.filter_errors > 0, `b's filter_errors: ${b.stats.filter_errors}`);
+    const aId = a.get_node_info().id;
+    const line = new RegExp(`^espial [0-9a-f]{8} connection filter failed on node ${aId} \\(127\\.0\\.0\\.1:${pa}\\): it threw TypeError: .*; the node was refused$`, 'm');
+    assert.match(b.stderr, line);
+    // The child listens for `error`: the same failure reached it as ERR_ESPIAL_FILTER.
+    assert.match(b.stderr, /^error event ERR_ESPIAL_FILTER espial: connection filter failed on node /m);
     assert.deepEqual(a.get_nodes(), []);
   } finally {
     await a.exit();
