@@ -449,7 +449,7 @@ function askFilter(fn, espial, info, timeoutMs, failed) {
     const answer = (accept) => {
       if (settled) return;
       if (typeof accept !== 'boolean') {
-        fail(`it answered ${describe(accept)}, not true or false`, undefined);
+        fail(`it answered ${accept === undefined ? 'undefined' : describe(accept)}, not true or false`, undefined);
         return;
       }
       settled = true;
