@@ -29,7 +29,7 @@ export declare class NativeNode {
    * Installs the connection filter (`null` removes it). It applies to nodes that ask
    * to join from now on.
    */
-  setFilter(filter: ((node: NativeNodeInfo) => Promise<boolean>) | null): void
+  setFilter(filter: ((node: NativeNodeInfo) => Promise<boolean | string>) | null): void
   /** Makes this node master cluster-wide; `new_master` follows everywhere. */
   promote(): void
   /**
@@ -154,4 +154,6 @@ export interface NativeStats {
   beaconsSent: number
   beaconsIgnored: number
   messagesRefused: number
+  filterErrors: number
+  keyMismatches: number
 }

@@ -25,7 +25,9 @@ declare namespace espial {
      * Shared secret mixed into every key exchange; nodes without it can neither join,
      * read nor impersonate, and beacons are authenticated. A string of at least 16
      * characters or a Buffer / Uint8Array of at least 16 bytes. Default: none (any node
-     * that speaks the protocol may join). (Not in the original.)
+     * that speaks the protocol may join). Present but `undefined`, `null` or empty throws
+     * a TypeError (ERR_INVALID_ARG_VALUE): leave the option out to run without a key.
+     * (Not in the original.)
      */
     cluster_key?: string | Uint8Array;
     /**
@@ -190,11 +192,16 @@ declare namespace espial {
     | 'ERR_ESPIAL_INVALID_PAYLOAD'
     | 'ERR_ESPIAL_BIND'
     | 'ERR_ESPIAL_MULTICAST'
-    | 'ERR_ESPIAL_SEED';
+    | 'ERR_ESPIAL_SEED'
+    | 'ERR_ESPIAL_FILTER';
 
   /** The error of an `error` event, or of a rejected `send()`; `code` is stable. */
   interface EspialError extends Error {
     code: EspialErrorCode;
+    /** ERR_ESPIAL_FILTER: the node the connection filter was judging (it was refused). */
+    node?: EspialNode;
+    /** ERR_ESPIAL_FILTER: what the filter threw or rejected with (none for a timeout). */
+    cause?: unknown;
   }
 
   /** The argument of `promotion`. */
@@ -236,6 +243,17 @@ declare namespace espial {
      * JSON): refused, never acted on.
      */
     messages_refused: number;
+    /**
+     * Nodes refused because the connection filter failed: it threw, rejected, answered
+     * something that is not a boolean, or did not answer within connection_filter_timeout.
+     */
+    filter_errors: number;
+    /**
+     * Peers refused for another `cluster_key` (or none where this node has one, or the other
+     * way round): handshakes that failed key confirmation (also in `handshakes_failed`) and
+     * beacons of this cluster under another key (also in `beacons_ignored`).
+     */
+    key_mismatches: number;
   }
 
   /**

@@ -1,6 +1,7 @@
 'use strict';
 
 const { EventEmitter } = require('node:events');
+const { performance } = require('node:perf_hooks');
 const { NativeNode } = require('./binding.js');
 const { normalizeOptions, metadataJson, toPublicNode, describe } = require('./lib/options.js');
 const { eventName, targetIds, encodePayload, decodePayload } = require('./lib/events.js');
@@ -23,6 +24,8 @@ class Espial extends EventEmitter {
   #joined = new Set(); // custom events whose messages are emitted
   #eligible; // master_eligible
   #sends; // the SendQueue: one native call per tick's sends, settled in order
+  #filterTimeout; // connection_filter_timeout, in ms
+  #filterWarned = false; // a filter failure went to process.emitWarning (once per node)
 
   /**
    * Starts a node on the next tick; `listening` follows, or `error` if it cannot start.
@@ -36,6 +39,7 @@ class Espial extends EventEmitter {
     this.#native = new NativeNode(nativeOptions, (events) => this.#dispatchAll(events));
     this.#info = this.#native.info();
     this.#eligible = nativeOptions.masterEligible;
+    this.#filterTimeout = nativeOptions.connectionFilterTimeout;
     const native = this.#native;
     this.#sends = new SendQueue(
       (batch) => native.sendBatch(batch.names, batch.targets, batch.meta, batch.payload),
@@ -120,6 +124,11 @@ class Espial extends EventEmitter {
         this.emit('node_rejected', toPublicNode(event.node));
         break;
       case 'error':
+        // A filter that did not answer in time: the addon saw it, and names the node.
+        if (event.code === 'ERR_ESPIAL_FILTER') {
+          this.#filterFailed(event.message, event.node, undefined);
+          break;
+        }
         this.emit('error', espialError(event.code, event.message));
         break;
       default:
@@ -198,6 +207,8 @@ class Espial extends EventEmitter {
       beacons_sent: s.beaconsSent,
       beacons_ignored: s.beaconsIgnored,
       messages_refused: s.messagesRefused,
+      filter_errors: s.filterErrors,
+      key_mismatches: s.keyMismatches,
     };
   }
 
@@ -231,7 +242,32 @@ class Espial extends EventEmitter {
       const message = `espial: connection_filter(fn): fn must be a function or null (received ${describe(fn)})`;
       throw espialError('ERR_INVALID_ARG_TYPE', message, TypeError);
     }
-    this.#native.setFilter((info) => askFilter(fn, this, info));
+    const timeout = this.#filterTimeout;
+    const failed = (message, info, cause) => this.#filterFailed(message, info, cause);
+    this.#native.setFilter((info) => askFilter(fn, this, info, timeout, failed));
+  }
+
+  // The connection filter threw, rejected, answered something that is not a boolean, or did
+  // not answer in time; the node was refused. A typo in a filter used to mean that no
+  // cluster ever formed, without a word. It is an `error` event with the node and what was
+  // thrown, but only to a listener: a bug in the filter must not end the process, and
+  // `error` without a listener would throw. Without one, a warning (once per node) goes to
+  // process.emitWarning, shown on stderr by default. The addon counts each failure in
+  // stats().filter_errors and logs it under DEBUG=espial.
+  #filterFailed(message, info, cause) {
+    if (this.#left) return;
+    if (this.listenerCount('error') === 0) {
+      if (this.#filterWarned) return;
+      this.#filterWarned = true;
+      process.emitWarning(`${message} (further filter failures: see stats().filter_errors, DEBUG=espial)`, {
+        code: 'ERR_ESPIAL_FILTER',
+      });
+      return;
+    }
+    const err = espialError('ERR_ESPIAL_FILTER', message);
+    err.node = info ? toPublicNode(info) : undefined;
+    if (cause !== undefined) err.cause = cause;
+    this.emit('error', err);
   }
 
   /**
@@ -388,13 +424,37 @@ function rethrow(err) {
 
 /**
  * Asks the application's filter about one node, for the addon, which awaits the Promise:
- * `true` admits; `false`, a rejection, or no answer within connection_filter_timeout refuses.
- * The first answer wins, whichever way it comes (cb, a returned boolean, a returned Promise);
- * anything else returned is no answer, so a filter may return undefined and call cb later.
+ * `true` admits, `false` refuses. The first answer wins, whichever way it comes (cb, a
+ * returned boolean, a returned Promise). Returning undefined, a Promise of undefined or an
+ * object that is not a thenable is no answer, so a filter may call cb later; no answer
+ * within connection_filter_timeout refuses (the addon sees and reports that).
+ * A filter that fails refuses too, but says so: it threw, its Promise rejected, or it
+ * answered something that is not a boolean (cb('yes'), returning 'yes' or null, a Promise
+ * of 'yes'). Then the Promise resolves with a string saying how, for the addon's count and
+ * DEBUG line, and `failed(message, info, cause)` tells the application, unless the answer
+ * came after the timeout, which the addon has already reported.
  */
-function askFilter(fn, espial, info) {
-  return new Promise((resolve, reject) => {
-    const answer = (accept) => resolve(accept === true);
+function askFilter(fn, espial, info, timeoutMs, failed) {
+  const started = performance.now();
+  return new Promise((resolve) => {
+    let settled = false;
+    const fail = (reason, cause) => {
+      if (settled) return;
+      settled = true;
+      resolve(reason);
+      if (performance.now() - started >= timeoutMs) return;
+      const message = `espial: connection filter failed on node ${info.id} (${info.ip}:${info.port}): ${reason}; the node was refused`;
+      failed(message, info, cause);
+    };
+    const answer = (accept) => {
+      if (settled) return;
+      if (typeof accept !== 'boolean') {
+        fail(`it answered ${accept === undefined ? 'undefined' : describe(accept)}, not true or false`, undefined);
+        return;
+      }
+      settled = true;
+      resolve(accept);
+    };
     // The original handed the filter the node's data with its host name as `host`; the
     // README's own example reads `data.host`.
     const data = { ...toPublicNode(info), host: info.hostName };
@@ -402,19 +462,32 @@ function askFilter(fn, espial, info) {
     try {
       returned = fn.call(espial, data, answer);
     } catch (err) {
-      reject(err);
+      fail(`it threw ${thrown(err)}`, err);
       return;
     }
+    if (returned === undefined) return;
     if (typeof returned === 'boolean') {
       answer(returned);
     } else if (returned !== null && (typeof returned === 'object' || typeof returned === 'function')) {
       // Promise.resolve adopts any thenable (and turns a throwing `then` into a rejection);
-      // a non-thenable object resolves to itself, which is not a boolean, so no answer.
-      Promise.resolve(returned).then((value) => {
-        if (typeof value === 'boolean') answer(value);
-      }, reject);
+      // a non-thenable object resolves to itself: no answer, as a callback-style API's
+      // handle returned by the filter is not meant as one.
+      Promise.resolve(returned).then(
+        (value) => {
+          if (value !== undefined && value !== returned) answer(value);
+        },
+        (err) => fail(`its Promise rejected with ${thrown(err)}`, err),
+      );
+    } else {
+      answer(returned);
     }
   });
+}
+
+// What a filter threw, for a message: "TypeError: Cannot read …", or the value described.
+function thrown(err) {
+  const text = err instanceof Error ? `${err.name}: ${err.message}` : describe(err);
+  return text.length > 300 ? `${text.slice(0, 300)}…` : text;
 }
 
 // The original module was a factory, `require("espial")(options)`; `new Espial(options)` is

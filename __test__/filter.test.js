@@ -6,7 +6,7 @@
 const { test } = require('node:test');
 const assert = require('node:assert/strict');
 const { performance } = require('node:perf_hooks');
-const { randomPorts, uniqueCluster, manualOptions, withNodes, byId, ids, delay } = require('./support.js');
+const { randomPorts, uniqueCluster, manualOptions, withNodes, byId, ids, delay, within } = require('./support.js');
 
 // The README's example, word for word.
 function readmeFilter(data, fn) {
@@ -15,11 +15,13 @@ function readmeFilter(data, fn) {
 
 // Starts member `a` (host a.org.internal) with `filter` set right after construction, then a
 // newcomer `b` seeding it; resolves once b has been accepted or refused by a.
-async function admission(scope, { filter, newcomerHost, memberOptions = {}, newcomerFilter }) {
+// With `failing`, a's filter is expected to fail: its ERR_ESPIAL_FILTER errors are allowed.
+async function admission(scope, { filter, newcomerHost, memberOptions = {}, newcomerFilter, failing = false }) {
   const cluster = uniqueCluster();
   const [portA, portB] = randomPorts(2);
   const calls = [];
   const a = scope.node(manualOptions({ port: portA, cluster, hostName: 'a.org.internal', ...memberOptions }), 'a');
+  if (failing) a.events.allowErrors('ERR_ESPIAL_FILTER');
   // Set after the constructor, as the original's users did; the node starts on the next tick.
   a.connection_filter(function (data, cb) {
     calls.push({ data, at: performance.now() });
@@ -61,6 +63,25 @@ async function assertRefused({ a, b, decision }) {
   assert.deepEqual(b.events.seen('node_accepted'), [], 'the rejected node was accepted by nobody');
   assert.deepEqual(a.get_nodes(), [], "the decider's get_nodes()");
   assert.deepEqual(a.events.seen('added_node', byId(bId)), [], 'the decider never added it');
+}
+
+// a's filter failed on b: refused as before, but a reported it, an ERR_ESPIAL_FILTER error
+// naming b (id and address) and `reason`, with err.node = b's object and err.cause = what
+// was thrown (`cause`, if given), and counted it in stats().filter_errors.
+async function assertFilterFailure(result, { reason, cause }) {
+  const { a, b } = result;
+  await assertRefused(result);
+  const bInfo = b.get_node_info();
+  const isFilterError = (err) => err.code === 'ERR_ESPIAL_FILTER';
+  const { arg: err } = await a.events.next('error', 'a: ERR_ESPIAL_FILTER', isFilterError);
+  assert.ok(err instanceof Error);
+  assert.deepEqual(err.node, bInfo, 'err.node is the node judged');
+  assert.ok(err.message.includes(bInfo.id), `the message names the node's id: ${err.message}`);
+  assert.ok(err.message.includes('127.0.0.1'), `the message names the node's address: ${err.message}`);
+  assert.match(err.message, reason);
+  if (cause !== undefined) assert.equal(err.cause, cause, 'err.cause is what was thrown');
+  assert.ok(a.stats().filter_errors >= 1, `filter_errors: ${a.stats().filter_errors}`);
+  return err;
 }
 
 test("the README's filter accepts a host in org.internal; both sides are asked", async () => {
@@ -122,14 +143,17 @@ test("the README's filter rejects evil.example: it learns no members and is in n
 
 test('a filter that throws rejects, without crashing the member', async () => {
   await withNodes(async (scope) => {
+    const bug = new Error('a bug in the filter');
     const result = await admission(scope, {
       newcomerHost: 'x.org.internal',
+      failing: true,
       filter: () => {
-        throw new Error('a bug in the filter');
+        throw bug;
       },
     });
     assert.ok(result.calls.length >= 1, 'the filter was called');
     await assertRefused(result);
+    await assertFilterFailure(result, { reason: /threw Error: a bug in the filter/, cause: bug });
   });
 });
 
@@ -139,6 +163,7 @@ test('a filter that does not answer within connection_filter_timeout rejects', a
     const result = await admission(scope, {
       newcomerHost: 'x.org.internal',
       memberOptions: { connection_filter_timeout: 300 },
+      failing: true,
       filter: (data, cb) => {
         late.push(cb); // never answers in time
       },
@@ -149,6 +174,8 @@ test('a filter that does not answer within connection_filter_timeout rejects', a
     // An answer after the timeout changes nothing.
     for (const cb of late) cb(true);
     await assertRefused(result);
+    const err = await assertFilterFailure(result, { reason: /did not answer within 300 ms/ });
+    assert.equal(err.cause, undefined, 'a timeout has no cause');
   });
 });
 
@@ -176,10 +203,108 @@ test('a filter may answer by returning a Promise', async () => {
   });
   // A rejected Promise refuses.
   await withNodes(async (scope) => {
+    const lookup = new Error('lookup failed');
     const failing = async () => {
       await delay(10);
-      throw new Error('lookup failed');
+      throw lookup;
     };
-    await assertRefused(await admission(scope, { filter: failing, newcomerHost: 'x.org.internal' }));
+    const result = await admission(scope, { filter: failing, newcomerHost: 'x.org.internal', failing: true });
+    await assertFilterFailure(result, { reason: /rejected with Error: lookup failed/, cause: lookup });
   });
+});
+
+// A typo in a filter used to mean that no cluster ever formed, without a word (issue 16).
+test('a filter with a typo (a TypeError) refuses and reports it with the node and the TypeError', async () => {
+  await withNodes(async (scope) => {
+    let thrown;
+    const result = await admission(scope, {
+      newcomerHost: 'x.org.internal',
+      failing: true,
+      filter: (data, cb) => {
+        try {
+          return cb(data.hots.match(/org.internal$/g) != null);
+        } catch (err) {
+          thrown = err;
+          throw err;
+        }
+      },
+    });
+    const err = await assertFilterFailure(result, { reason: /threw TypeError: .*match/ });
+    assert.ok(err.cause instanceof TypeError);
+    assert.equal(err.cause, thrown);
+  });
+});
+
+test('a filter answering something that is not a boolean refuses and reports what it answered', async () => {
+  const ways = [
+    ['cb(\'yes\')', (data, cb) => cb('yes'), /answered string "yes", not true or false/],
+    ['returning \'yes\'', () => 'yes', /answered string "yes", not true or false/],
+    ['a Promise of \'yes\'', async () => 'yes', /answered string "yes", not true or false/],
+    ['returning null', () => null, /answered null, not true or false/],
+    ['cb(1)', (data, cb) => cb(1), /answered number 1, not true or false/],
+  ];
+  for (const [how, filter, reason] of ways) {
+    await withNodes(async (scope) => {
+      const result = await admission(scope, { filter, newcomerHost: 'x.org.internal', failing: true });
+      await assertFilterFailure(result, { reason }).catch((err) => {
+        err.message = `${how}: ${err.message}`;
+        throw err;
+      });
+    });
+  }
+});
+
+test('returning undefined or a Promise of undefined and answering with cb later stays valid', async () => {
+  await withNodes(async (scope) => {
+    const filter = (data, cb) => {
+      setTimeout(() => cb(true), 20);
+    };
+    await assertAdmitted(await admission(scope, { filter, newcomerHost: 'x.org.internal' }));
+  });
+  await withNodes(async (scope) => {
+    const filter = async (data, cb) => {
+      await delay(20);
+      cb(true);
+    };
+    const result = await admission(scope, { filter, newcomerHost: 'x.org.internal' });
+    await assertAdmitted(result);
+    assert.equal(result.a.stats().filter_errors, 0);
+  });
+});
+
+test('a failing filter without an error listener refuses, warns once and keeps the process up', async () => {
+  // Not withNodes' nodes: those listen for `error`. An `error` event without a listener would
+  // throw and end this process.
+  const espial = require('..');
+  const cluster = uniqueCluster();
+  const [portA, portB] = randomPorts(2);
+  const a = espial(manualOptions({ port: portA, cluster, hostName: 'a.org.internal' }));
+  a.connection_filter(() => {
+    throw new Error('no listener for this');
+  });
+  const warnings = [];
+  const onWarning = (warning) => {
+    if (warning.code === 'ERR_ESPIAL_FILTER') warnings.push(warning);
+  };
+  process.on('warning', onWarning);
+  let b;
+  try {
+    await new Promise((resolve) => a.once('listening', resolve));
+    b = espial(manualOptions({ port: portB, cluster, hostName: 'x.org.internal', peers: [`127.0.0.1:${portA}`] }));
+    const aId = a.get_node_info().id;
+    const rejected = new Promise((resolve) => b.on('node_rejected', (node) => node.id === aId && resolve()));
+    await within(10_000, rejected, () => 'b: no node_rejected from a within 10 s');
+    await within(5_000, (async () => {
+      while (warnings.length === 0) await delay(20);
+    })(), () => 'no ERR_ESPIAL_FILTER warning within 5 s');
+    assert.equal(a.listenerCount('error'), 0);
+    assert.match(warnings[0].message, new RegExp(b.get_node_info().id));
+    assert.match(warnings[0].message, /threw Error: no listener for this/);
+    assert.ok(a.stats().filter_errors >= 1);
+    assert.deepEqual(a.get_nodes(), []);
+  } finally {
+    process.off('warning', onWarning);
+    await Promise.all([a.exit(), b?.exit()]);
+  }
+  assert.equal(warnings.length, 1, 'one warning per node, not one per failure');
 });

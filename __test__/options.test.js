@@ -290,6 +290,25 @@ test('valid options pass through', () => {
   assert.notEqual(native.clusterKey, key);
 });
 
+test('a cluster_key given but undefined, null or empty is refused, not taken as "no key"', () => {
+  // `cluster_key: process.env.ESPIAL_CLUSTER_KEY` with the variable unset must not run an
+  // open cluster.
+  const unset = {};
+  for (const options of [
+    { cluster_key: unset.ESPIAL_CLUSTER_KEY },
+    { cluster_key: undefined },
+    { cluster_key: null },
+    { cluster_key: '' },
+    { cluster_key: Buffer.alloc(0) },
+  ]) {
+    rejects(options, 'cluster_key', 'ERR_INVALID_ARG_VALUE');
+    assert.throws(() => normalizeOptions(options), /remove the option to run without a key/);
+  }
+  // Absent is still the original's open cluster.
+  assert.equal(normalizeOptions({}).clusterKey, undefined);
+  assert.equal('clusterKey' in normalizeOptions({ cluster: 'x' }), false);
+});
+
 test('a string cluster_key becomes its UTF-8 bytes', () => {
   const native = normalizeOptions({ cluster_key: 'correct horse battery staple' });
   assert.deepEqual(native.clusterKey, Buffer.from('correct horse battery staple'));

@@ -108,6 +108,7 @@ class Recorder {
   log = [];
   #watchers = new Set();
   #emitter;
+  #allowed = new Set(); // codes of `error` events a test expects (see allowErrors)
 
   constructor(emitter, name) {
     this.name = name;
@@ -123,6 +124,18 @@ class Recorder {
   /** Records the custom event `event` from now on too, as { event, arg: data, from, at }. */
   track(event) {
     this.#emitter.on(event, (data, from) => this.#record({ event, arg: data, from, at: performance.now() }));
+  }
+
+  /**
+   * `error` events with one of `codes` are expected from now on: they neither fail a wait
+   * nor count as unexpected in assertNoErrors (they are still recorded, for `next`).
+   */
+  allowErrors(...codes) {
+    for (const code of codes) this.#allowed.add(code);
+  }
+
+  #unexpected(err) {
+    return !this.#allowed.has(err?.code);
   }
 
   /** The argument of every `event` so far for which `accept` holds. */
@@ -142,7 +155,7 @@ class Recorder {
   until(what, predicate, ms = WAIT_MS) {
     return new Promise((resolve, reject) => {
       const check = () => {
-        const error = this.first('error');
+        const error = this.first('error', (err) => this.#unexpected(err));
         if (error) {
           done();
           reject(new Error(`${this.name}: error while waiting for ${what}: ${error.arg.message} (${error.arg.code})`));
@@ -172,7 +185,7 @@ class Recorder {
 
   /** Fails if any `error` event was recorded. */
   assertNoErrors() {
-    const errors = this.seen('error').map((err) => `${err.message} (${err.code})`);
+    const errors = this.seen('error', (err) => this.#unexpected(err)).map((err) => `${err.message} (${err.code})`);
     if (errors.length > 0) throw new Error(`${this.name}: unexpected error events: ${errors.join('; ')}`);
   }
 }

@@ -140,15 +140,22 @@ function nodeInfo(id, { hostName = `${id}.org.internal`, metadata = '{}' } = {})
 // A node with a filter, and the native side's view of that filter.
 function withFilter(fn) {
   const node = espial(OPTIONS);
+  // The failures these filters are made to have are reported to this listener (tested
+  // below), rather than as process warnings.
+  node.on('error', () => {});
   node.connection_filter(fn);
   return FakeNative.last.filter;
 }
 
-// What the addon would conclude from the filter's Promise: true, false or 'rejected'.
+// What the addon would conclude from the filter's Promise: true or false (an answer),
+// 'failed' (a string saying how the filter failed: refused, counted and logged) or
+// 'rejected' (refused too).
 async function verdict(promise) {
   assert.ok(promise instanceof Promise, 'the filter given to the addon returns a Promise');
   try {
-    return await promise;
+    const value = await promise;
+    if (typeof value === 'string') return 'failed';
+    return value;
   } catch {
     return 'rejected';
   }
@@ -233,9 +240,10 @@ test('cb(true) admits; cb(false) and cb with anything but true refuse', async ()
   const answers = [
     [true, true],
     [false, false],
-    ['yes', false],
-    [1, false],
-    [undefined, false],
+    // Anything but a boolean refuses as a failure of the filter, which is reported.
+    ['yes', 'failed'],
+    [1, 'failed'],
+    [undefined, 'failed'],
   ];
   for (const [given, expected] of answers) {
     const filter = withFilter((data, cb) => cb(given));
@@ -274,14 +282,45 @@ test('a filter that throws, or whose Promise rejects, rejects', async () => {
   const boom = () => {
     throw new Error('filter bug');
   };
-  assert.equal(await verdict(withFilter(boom)(nodeInfo('a'))), 'rejected');
-  assert.equal(await verdict(withFilter(async () => boom())(nodeInfo('a'))), 'rejected');
+  // Refused as a failure of the filter, which is reported (ERR_ESPIAL_FILTER).
+  assert.equal(await verdict(withFilter(boom)(nodeInfo('a'))), 'failed');
+  assert.equal(await verdict(withFilter(async () => boom())(nodeInfo('a'))), 'failed');
   const badThenable = {
     get then() {
       throw new Error('bad then');
     },
   };
-  assert.equal(await verdict(withFilter(() => badThenable)(nodeInfo('a'))), 'rejected');
+  assert.equal(await verdict(withFilter(() => badThenable)(nodeInfo('a'))), 'failed');
+});
+
+test('a failing filter tells an error listener: ERR_ESPIAL_FILTER with the node and the cause', async () => {
+  const node = espial(OPTIONS);
+  const errors = [];
+  node.on('error', (err) => errors.push(err));
+  const bug = new TypeError("Cannot read properties of undefined (reading 'match')");
+  node.connection_filter(() => {
+    throw bug;
+  });
+  const reason = await FakeNative.last.filter(nodeInfo('a'));
+  assert.equal(reason, "it threw TypeError: Cannot read properties of undefined (reading 'match')");
+  assert.equal(errors.length, 1);
+  const [err] = errors;
+  assert.equal(err.code, 'ERR_ESPIAL_FILTER');
+  assert.equal(err.cause, bug);
+  assert.deepEqual(err.node, { id: 'a', host_name: 'a.org.internal', ip: '127.0.0.2', port: 30002, metadata: {} });
+  assert.equal(
+    err.message,
+    "espial: connection filter failed on node a (127.0.0.2:30002): it threw TypeError: Cannot read properties of undefined (reading 'match'); the node was refused",
+  );
+  // An answer that is not a boolean has no cause; an answer after the filter failed is ignored.
+  node.connection_filter((data, cb) => {
+    cb('yes');
+    cb(true);
+  });
+  assert.equal(await FakeNative.last.filter(nodeInfo('b')), 'it answered string "yes", not true or false');
+  assert.equal(errors.length, 2);
+  assert.equal(errors[1].cause, undefined);
+  assert.equal(errors[1].node.id, 'b');
 });
 
 test('the first answer wins', async () => {

@@ -234,6 +234,16 @@ function clusterName(name, value) {
 // The key is a secret: errors say what was wrong with it, never what it was.
 function clusterKey(name, value) {
   const expected = `a string of at least ${MIN_CLUSTER_KEY} characters or a Buffer of at least ${MIN_CLUSTER_KEY} bytes`;
+  // Given but empty is most likely a secret that did not arrive (an unset environment
+  // variable), not a wish for an open cluster: say so rather than run without a key.
+  const empty = value === undefined || value === null || value === '' || (value instanceof Uint8Array && value.byteLength === 0);
+  if (empty) {
+    const what = value === '' ? 'an empty string' : value instanceof Uint8Array ? 'an empty Buffer' : String(value);
+    throw optionError(
+      'ERR_INVALID_ARG_VALUE',
+      `option "${name}" was given but is ${what}; set it to ${expected}, or remove the option to run without a key`,
+    );
+  }
   if (typeof value === 'string') {
     if (value.length < MIN_CLUSTER_KEY) {
       throw optionError('ERR_INVALID_ARG_VALUE', `option "${name}" must be ${expected} (received a string of ${value.length} characters)`);
@@ -360,7 +370,9 @@ function normalizeOptions(options) {
       'max_message_size',
     ),
   };
-  if (top.cluster_key !== undefined) native.clusterKey = clusterKey('cluster_key', top.cluster_key);
+  // A cluster_key that is present but undefined counts as given: `process.env.X` of an unset
+  // variable must not quietly run an open cluster.
+  if (Object.hasOwn(top, 'cluster_key')) native.clusterKey = clusterKey('cluster_key', top.cluster_key);
   return native;
 }
 

@@ -38,9 +38,9 @@ fn bad_metadata() -> Vec<(&'static str, String)> {
 struct Asked(Mutex<Vec<String>>);
 
 impl Filter for Asked {
-    fn judge(&self, node: NodeInfo) -> Pin<Box<dyn Future<Output = bool> + Send>> {
+    fn judge(&self, node: NodeInfo) -> Pin<Box<dyn Future<Output = Result<bool, String>> + Send>> {
         self.0.lock().unwrap().push(node.metadata);
-        Box::pin(async { true })
+        Box::pin(async { Ok(true) })
     }
 }
 

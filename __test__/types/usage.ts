@@ -144,6 +144,8 @@ const counters: number[] = [
   stats.handshakes_completed, stats.handshakes_failed, stats.frames_rejected,
   stats.connections_refused, stats.nodes_rejected, stats.beacons_sent, stats.beacons_ignored,
   stats.messages_refused,
+  stats.filter_errors,
+  stats.key_mismatches,
 ];
 const exited: Promise<void> = a.exit((err) => void err);
 void [version, me, others, master, isMaster, counters, exited];

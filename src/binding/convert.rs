@@ -15,7 +15,7 @@ use crate::core::crypto::ClusterKey;
 use crate::core::election::ElectionConfig;
 use crate::core::message::MAX_HOST_NAME;
 use crate::core::node::{is_valid_host_name, NodeId, NodeInfo};
-use crate::driver::{MulticastConfig, NodeConfig, Notification};
+use crate::driver::{ErrorCode, MulticastConfig, NodeConfig, Notification};
 
 // Where `mod.rs` has always found them.
 pub use super::errors::NativeSendError;
@@ -139,6 +139,8 @@ pub struct NativeStats {
     pub beacons_sent: i64,
     pub beacons_ignored: i64,
     pub messages_refused: i64,
+    pub filter_errors: i64,
+    pub key_mismatches: i64,
 }
 
 impl From<Stats> for NativeStats {
@@ -158,6 +160,8 @@ impl From<Stats> for NativeStats {
             beacons_sent: n(s.beacons_sent),
             beacons_ignored: n(s.beacons_ignored),
             messages_refused: n(s.messages_refused),
+            filter_errors: n(s.filter_errors),
+            key_mismatches: n(s.key_mismatches),
         }
     }
 }
@@ -197,6 +201,11 @@ impl From<Notification> for NativeEvent {
                 code: Some(code.as_str().to_owned()),
                 ..event("error", None)
             },
+            Notification::FilterTimeout { node, message } => NativeEvent {
+                message: Some(message),
+                code: Some(ErrorCode::Filter.as_str().to_owned()),
+                ..event("error", Some(&node))
+            },
             Notification::Cluster(e) => match &e {
                 Event::NodeAdded(n) => event("added_node", Some(n)),
                 Event::NodeRemoved(n) => event("removed_node", Some(n)),
@@ -207,9 +216,9 @@ impl From<Notification> for NativeEvent {
                 Event::Promotion { previous } => event("promotion", previous.as_ref()),
                 Event::Demotion { new } => event("demotion", new.as_ref()),
                 // Messages are packed by `pack`; failed connections are never delivered.
-                Event::ConnectionFailed { .. } | Event::Delivery { .. } => {
-                    event("connection_failed", None)
-                }
+                Event::ConnectionFailed { .. }
+                | Event::BeaconKeyMismatch { .. }
+                | Event::Delivery { .. } => event("connection_failed", None),
             },
         }
     }

@@ -25,8 +25,14 @@ pub use convert::{NativeEvent, NativeNodeInfo, NativeOptions, NativeSendError, N
 type EventCallback = ThreadsafeFunction<Vec<NativeEvent>, (), Vec<NativeEvent>, Status, false>;
 
 /// Weak: a filter alone does not keep the process alive.
-type FilterCallback =
-    ThreadsafeFunction<NativeNodeInfo, Promise<bool>, NativeNodeInfo, Status, false, true>;
+type FilterCallback = ThreadsafeFunction<
+    NativeNodeInfo,
+    Promise<Either<bool, String>>,
+    NativeNodeInfo,
+    Status,
+    false,
+    true,
+>;
 
 struct JsSink(EventCallback);
 
@@ -38,17 +44,26 @@ impl EventSink for JsSink {
     }
 }
 
-/// `index.js` hands in a function that never throws and returns a Promise; a rejection,
-/// an exception or anything but `true` rejects the node.
+/// `index.js` hands in a function that never throws and returns a Promise of the answer, a
+/// boolean, or of a string saying how the application's filter failed (it has told the
+/// application itself, with what was thrown); anything else is a failure too.
 struct JsFilter(Arc<FilterCallback>);
 
 impl Filter for JsFilter {
-    fn judge(&self, node: NodeInfo) -> Pin<Box<dyn Future<Output = bool> + Send>> {
+    fn judge(
+        &self,
+        node: NodeInfo,
+    ) -> Pin<Box<dyn Future<Output = std::result::Result<bool, String>> + Send>> {
         let filter = self.0.clone();
         Box::pin(async move {
-            match filter.call_async_catch(NativeNodeInfo::from(&node)).await {
-                Ok(answer) => answer.await.unwrap_or(false),
-                Err(_) => false,
+            let answer = filter
+                .call_async_catch(NativeNodeInfo::from(&node))
+                .await
+                .map_err(|e| format!("could not be called: {}", e.reason))?;
+            match answer.await {
+                Ok(Either::A(accept)) => Ok(accept),
+                Ok(Either::B(failure)) => Err(failure),
+                Err(e) => Err(e.reason.clone()),
             }
         })
     }
@@ -104,7 +119,7 @@ impl NativeNode {
 
     /// Installs the connection filter (`null` removes it). It applies to nodes that ask
     /// to join from now on.
-    #[napi(ts_args_type = "filter: ((node: NativeNodeInfo) => Promise<boolean>) | null")]
+    #[napi(ts_args_type = "filter: ((node: NativeNodeInfo) => Promise<boolean | string>) | null")]
     pub fn set_filter(&self, filter: Option<FilterCallback>) {
         let filter = filter.map(|f| Arc::new(JsFilter(Arc::new(f))) as Arc<dyn Filter>);
         self.node.set_filter(filter);

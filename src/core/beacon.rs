@@ -46,33 +46,54 @@ pub fn encode(cluster: &str, key: Option<&ClusterKey>, beacon: Beacon) -> Vec<u8
     out
 }
 
+/// Why a datagram is not a beacon to act on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ignored {
+    /// Not a well-formed beacon of our cluster name and version.
+    NotOurs,
+    /// A well-formed beacon of our cluster name and version, but under another cluster key,
+    /// or without one where we have one (or the other way round), or forged: the usual sign
+    /// of a `cluster_key` that differs between nodes.
+    KeyMismatch,
+}
+
 /// Decodes a datagram. `None` for anything that is not a beacon of our cluster, of our
 /// version, and (in a keyed cluster) authenticated: such datagrams are silently ignored,
 /// since anyone on the LAN can send them.
 pub fn decode(datagram: &[u8], cluster: &str, key: Option<&ClusterKey>) -> Option<Beacon> {
-    let rest = datagram.strip_prefix(MAGIC)?;
+    classify(datagram, cluster, key).ok()
+}
+
+/// [`decode`], saying why a datagram is ignored.
+pub fn classify(
+    datagram: &[u8],
+    cluster: &str,
+    key: Option<&ClusterKey>,
+) -> Result<Beacon, Ignored> {
+    let rest = datagram.strip_prefix(MAGIC).ok_or(Ignored::NotOurs)?;
     let [version, flags, cluster_len, rest @ ..] = rest else {
-        return None;
+        return Err(Ignored::NotOurs);
     };
     let cluster_len = *cluster_len as usize;
     if *version != PROTOCOL_VERSION || cluster_len > MAX_CLUSTER_NAME {
-        return None;
+        return Err(Ignored::NotOurs);
     }
-    if (*flags & FLAG_KEYED != 0) != key.is_some() {
-        return None;
-    }
-    let mac_len = if key.is_some() { MAC_LEN } else { 0 };
+    let keyed = *flags & FLAG_KEYED != 0;
+    let mac_len = if keyed { MAC_LEN } else { 0 };
     if rest.len() != cluster_len + 18 + mac_len || &rest[..cluster_len] != cluster.as_bytes() {
-        return None;
+        return Err(Ignored::NotOurs);
+    }
+    if keyed != key.is_some() {
+        return Err(Ignored::KeyMismatch);
     }
     let body = &rest[cluster_len..];
     if let Some(key) = key {
         let signed = &datagram[..datagram.len() - MAC_LEN];
         mac(key, signed)
             .verify_truncated_left(&datagram[datagram.len() - MAC_LEN..])
-            .ok()?;
+            .map_err(|_| Ignored::KeyMismatch)?;
     }
-    Some(Beacon {
+    Ok(Beacon {
         id: NodeId(body[..16].try_into().unwrap()),
         port: u16::from_be_bytes(body[16..18].try_into().unwrap()),
     })
@@ -112,5 +133,36 @@ mod tests {
         let port_at = forged.len() - MAC_LEN - 1;
         forged[port_at] ^= 1;
         assert_eq!(decode(&forged, "prod", Some(&key)), None);
+    }
+
+    #[test]
+    fn a_beacon_of_our_cluster_under_another_key_is_a_key_mismatch() {
+        let key = ClusterKey::derive(b"0123456789abcdef");
+        let other = ClusterKey::derive(b"0123456789abcdeg");
+        let keyed = encode("prod", Some(&key), B);
+        let unkeyed = encode("prod", None, B);
+        assert_eq!(classify(&keyed, "prod", Some(&key)), Ok(B));
+        assert_eq!(
+            classify(&keyed, "prod", Some(&other)),
+            Err(Ignored::KeyMismatch)
+        );
+        assert_eq!(classify(&keyed, "prod", None), Err(Ignored::KeyMismatch));
+        assert_eq!(
+            classify(&unkeyed, "prod", Some(&key)),
+            Err(Ignored::KeyMismatch)
+        );
+        // Another cluster, a truncated beacon or junk are not ours, whatever the key.
+        assert_eq!(
+            classify(&keyed, "staging", Some(&other)),
+            Err(Ignored::NotOurs)
+        );
+        assert_eq!(
+            classify(&keyed[..keyed.len() - 1], "prod", Some(&key)),
+            Err(Ignored::NotOurs)
+        );
+        assert_eq!(
+            classify(b"random junk", "prod", None),
+            Err(Ignored::NotOurs)
+        );
     }
 }

@@ -180,11 +180,14 @@ pub enum ErrorCode {
     Multicast,
     /// A seed's host name could not be resolved; the node runs without that seed.
     Seed,
+    /// The connection filter threw, rejected, answered something that is not a boolean, or
+    /// did not answer within `connection_filter_timeout`; the node judged was refused.
+    Filter,
 }
 
 impl ErrorCode {
     /// Every code, in the order of the enum.
-    pub const ALL: [ErrorCode; 12] = [
+    pub const ALL: [ErrorCode; 13] = [
         ErrorCode::UnknownOption,
         ErrorCode::NotEligible,
         ErrorCode::ReservedEvent,
@@ -197,6 +200,7 @@ impl ErrorCode {
         ErrorCode::Bind,
         ErrorCode::Multicast,
         ErrorCode::Seed,
+        ErrorCode::Filter,
     ];
 
     /// The string in `err.code`.
@@ -214,6 +218,7 @@ impl ErrorCode {
             ErrorCode::Bind => "ERR_ESPIAL_BIND",
             ErrorCode::Multicast => "ERR_ESPIAL_MULTICAST",
             ErrorCode::Seed => "ERR_ESPIAL_SEED",
+            ErrorCode::Filter => "ERR_ESPIAL_FILTER",
         }
     }
 }

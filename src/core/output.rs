@@ -62,6 +62,9 @@ pub enum Event {
         addr: SocketAddr,
         error: ConnectionError,
     },
+    /// A beacon of this cluster from `addr` was ignored: it was under another cluster key
+    /// (or none where this node has one, or the other way round). For logs.
+    BeaconKeyMismatch { addr: SocketAddr },
 }
 
 /// Counters, for `stats()` and tests.
@@ -85,4 +88,12 @@ pub struct Stats {
     /// the peer has no authority for, metadata that is not a JSON object, a custom event
     /// whose JSON text is not JSON): never acted on.
     pub messages_refused: u64,
+    /// Nodes refused because the connection filter failed: it threw, rejected, answered
+    /// something that is not a boolean, or did not answer in time.
+    pub filter_errors: u64,
+    /// Peers refused for holding another `cluster_key` (or none where this node has one, or
+    /// the other way round): handshakes that failed key confirmation (also counted in
+    /// `handshakes_failed`) and beacons of this cluster under another key (also counted in
+    /// `beacons_ignored`).
+    pub key_mismatches: u64,
 }

@@ -22,6 +22,7 @@ use tokio::sync::{mpsc, Notify};
 use tokio::task::{AbortHandle, JoinSet};
 
 use crate::core::cluster::ConnId;
+use crate::core::node::NodeInfo;
 
 /// A safety net only: the core gives up on a dial sooner and the task is aborted then.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -38,6 +39,14 @@ pub enum ConnEvent {
     Closed(ConnId),
     /// The connection filter's answer about the node on this connection.
     Verdict(ConnId, bool),
+    /// The connection filter failed on `node` (on this connection): `reason` says how, and
+    /// `timed_out` whether it did not answer in time (which nobody has reported yet).
+    FilterFailed {
+        conn: ConnId,
+        node: NodeInfo,
+        reason: String,
+        timed_out: bool,
+    },
     /// The write queue fell below the low-water mark after a sender waited on it.
     Drained,
 }

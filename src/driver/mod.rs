@@ -74,6 +74,9 @@ pub enum Notification {
     },
     /// The node could not start or hit a fatal error; it has stopped.
     Error { code: ErrorCode, message: String },
+    /// The connection filter did not answer about `node` in time, so it was refused
+    /// (`ERR_ESPIAL_FILTER`; failures the filter's side sees itself it reports itself).
+    FilterTimeout { node: NodeInfo, message: String },
 }
 
 /// Receives notifications in batches, in order. Dropped when the node has stopped, which
@@ -96,7 +99,11 @@ impl EventSink for std::sync::mpsc::Sender<Notification> {
 /// The application's connection filter: may this node join? Answering `false`, or not
 /// answering within the node's filter timeout, rejects it.
 pub trait Filter: Send + Sync + 'static {
-    fn judge(&self, node: NodeInfo) -> Pin<Box<dyn Future<Output = bool> + Send>>;
+    /// `Ok(answer)`, or `Err(what went wrong)` when the filter failed (threw, rejected,
+    /// answered something that is not a boolean): the node is refused and the failure
+    /// counted and logged; telling the application is the filter side's own business, as
+    /// only it holds what was thrown. A timeout is the driver's to see and report.
+    fn judge(&self, node: NodeInfo) -> Pin<Box<dyn Future<Output = Result<bool, String>> + Send>>;
 }
 
 /// A node, from creation to its end.

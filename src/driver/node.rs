@@ -52,7 +52,7 @@ use super::log::Log;
 use super::multicast;
 use super::{ipv4, ErrorCode, EventSink, Filter, NodeConfig, Notification};
 use crate::core::cluster::{Cluster, ConnId, Event, Output, Stats};
-use crate::core::error::{SendError, SubscribeError};
+use crate::core::error::{ConnectionError, HandshakeError, SendError, SubscribeError};
 use crate::core::subscriptions::Subscriptions;
 
 /// How long `exit()` waits for goodbyes to be flushed before closing regardless.
@@ -257,6 +257,8 @@ pub struct Node {
     /// The socket beacons are multicast from, and the group.
     beacons: Option<(UdpSocket, SocketAddr)>,
     log: Log,
+    /// When a key or cluster mismatch with each peer address was last logged.
+    mismatches_logged: Quiet,
     filter: Option<Arc<dyn Filter>>,
     filter_timeout: Duration,
     /// Where connection tasks (and filter verdicts) report to the node task.
@@ -395,6 +397,28 @@ impl Node {
                 self.core.dial_failed(now, conn);
             }
             ConnEvent::Verdict(conn, accept) => self.core.admit(now, conn, accept),
+            ConnEvent::FilterFailed {
+                conn,
+                node,
+                reason,
+                timed_out,
+            } => {
+                // A filter that fails refuses, as before, but never silently: counted in
+                // stats().filter_errors, logged, and (a timeout, which only the driver sees)
+                // reported to the application.
+                let message = format!(
+                    "connection filter failed on node {} ({}:{}): {reason}; the node was refused",
+                    node.id, node.ip, node.port
+                );
+                self.log.line(format_args!("{message}"));
+                self.core.filter_failed(now, conn);
+                if timed_out {
+                    self.notes.push(Notification::FilterTimeout {
+                        node,
+                        message: format!("espial: {message}"),
+                    });
+                }
+            }
             ConnEvent::Drained => self.answer_sends(),
             ConnEvent::Closed(conn) => {
                 self.conns.remove(&conn);
@@ -475,19 +499,41 @@ impl Node {
                     None => self.core.admit(now(), conn, true),
                     Some(filter) => {
                         // Asked off the node's lock so a slow filter holds up nobody else.
+                        let judged = node.clone();
                         let verdict = filter.judge(node);
                         let limit = self.filter_timeout;
                         let events = self.conn_events.clone();
                         self.runtime.spawn(async move {
-                            let accept =
-                                tokio::time::timeout(limit, verdict).await.unwrap_or(false);
-                            let _ = events.send(ConnEvent::Verdict(conn, accept));
+                            let failed = |reason, timed_out| ConnEvent::FilterFailed {
+                                conn,
+                                node: judged,
+                                reason,
+                                timed_out,
+                            };
+                            let event = match tokio::time::timeout(limit, verdict).await {
+                                Ok(Ok(accept)) => ConnEvent::Verdict(conn, accept),
+                                Ok(Err(reason)) => failed(reason, false),
+                                Err(_) => failed(
+                                    format!("it did not answer within {} ms", limit.as_millis()),
+                                    true,
+                                ),
+                            };
+                            let _ = events.send(event);
                         });
                     }
                 },
                 Output::Event(e) => {
                     if self.log.enabled() {
-                        log_event(&self.log, &e);
+                        match mismatch(&e) {
+                            // A peer with another key (or cluster) is refused each time it
+                            // tries: one line per address now and then is enough.
+                            Some(ip) => {
+                                if self.mismatches_logged.allow(now(), ip) {
+                                    log_mismatch(&self.log, &e);
+                                }
+                            }
+                            None => log_event(&self.log, &e),
+                        }
                     }
                     if let Some(n) = notification(e) {
                         self.notes.push(n);
@@ -595,6 +641,7 @@ pub async fn run(shared: Arc<Shared>, start: Box<Start>) {
             waiting_sends: Vec::new(),
             beacons: beacons_out,
             log,
+            mismatches_logged: Quiet::default(),
             filter: early.filter,
             filter_timeout: config.filter_timeout,
             conn_events,
@@ -736,14 +783,77 @@ fn log_event(log: &Log, e: &Event) {
         Event::ConnectionFailed { addr, error } => {
             log.line(format_args!("connection with {addr} closed: {error}"))
         }
+        Event::BeaconKeyMismatch { addr } => log.line(format_args!(
+            "ignored a beacon from {addr}: another cluster_key"
+        )),
         Event::Delivery { .. } => {}
+    }
+}
+
+/// How long after a line about a key or cluster mismatch with a peer address the next one
+/// about that address is left out.
+const MISMATCH_QUIET: Duration = Duration::from_secs(10);
+/// Addresses remembered for that at most; past it, lines are left out until some expire.
+const MISMATCH_PEERS: usize = 256;
+
+/// At most one line per peer address per [`MISMATCH_QUIET`], remembering at most
+/// [`MISMATCH_PEERS`] addresses.
+#[derive(Default)]
+struct Quiet {
+    last: HashMap<IpAddr, std::time::Instant>,
+}
+
+impl Quiet {
+    fn allow(&mut self, now: std::time::Instant, ip: IpAddr) -> bool {
+        let recent = |at: &std::time::Instant| now.saturating_duration_since(*at) < MISMATCH_QUIET;
+        if self.last.get(&ip).is_some_and(recent) {
+            return false;
+        }
+        if self.last.len() >= MISMATCH_PEERS && !self.last.contains_key(&ip) {
+            self.last.retain(|_, at| recent(at));
+            if self.last.len() >= MISMATCH_PEERS {
+                return false;
+            }
+        }
+        self.last.insert(ip, now);
+        true
+    }
+}
+
+/// The peer address of a refusal for another cluster key or cluster name.
+fn mismatch(e: &Event) -> Option<IpAddr> {
+    match e {
+        Event::ConnectionFailed {
+            addr,
+            error:
+                ConnectionError::Handshake(
+                    HandshakeError::KeyMismatch | HandshakeError::ClusterMismatch { .. },
+                ),
+        } => Some(addr.ip()),
+        Event::BeaconKeyMismatch { addr } => Some(addr.ip()),
+        _ => None,
+    }
+}
+
+fn log_mismatch(log: &Log, e: &Event) {
+    let quiet = MISMATCH_QUIET.as_secs();
+    match e {
+        Event::ConnectionFailed { addr, error } => log.line(format_args!(
+            "refused {addr}: {error}; check cluster_key and cluster on both nodes (counted in stats().key_mismatches or handshakes_failed; the next such line about {} in {quiet} s at the earliest)",
+            addr.ip()
+        )),
+        Event::BeaconKeyMismatch { addr } => log.line(format_args!(
+            "ignored a beacon of this cluster from {addr} under another cluster_key (or without one, or with one where this node has none); check cluster_key on both nodes (counted in stats().key_mismatches; the next such line about {} in {quiet} s at the earliest)",
+            addr.ip()
+        )),
+        _ => {}
     }
 }
 
 fn notification(e: Event) -> Option<Notification> {
     match e {
         // Failed connections are counted by the core; they are not application events.
-        Event::ConnectionFailed { .. } => None,
+        Event::ConnectionFailed { .. } | Event::BeaconKeyMismatch { .. } => None,
         e => Some(Notification::Cluster(e)),
     }
 }
@@ -780,5 +890,29 @@ fn hint(e: &std::io::Error) -> &'static str {
             " (no interface has this address; check network.address.local)"
         }
         _ => "",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mismatch_lines_are_one_per_address_per_quiet_period_and_bounded() {
+        let t0 = std::time::Instant::now();
+        let ip = |n: u32| IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + n));
+        let mut quiet = Quiet::default();
+        assert!(quiet.allow(t0, ip(1)));
+        assert!(!quiet.allow(t0 + Duration::from_secs(9), ip(1)));
+        assert!(quiet.allow(t0, ip(2)), "another address has its own line");
+        assert!(quiet.allow(t0 + MISMATCH_QUIET, ip(1)));
+        // Full: new addresses are left out until remembered ones expire.
+        for n in 3..=MISMATCH_PEERS as u32 {
+            assert!(quiet.allow(t0, ip(n)));
+        }
+        assert!(!quiet.allow(t0 + Duration::from_secs(1), ip(100_000)));
+        assert!(quiet.last.len() <= MISMATCH_PEERS);
+        assert!(quiet.allow(t0 + MISMATCH_QUIET * 2, ip(100_000)));
+        assert!(quiet.last.len() <= MISMATCH_PEERS);
     }
 }

@@ -101,6 +101,18 @@ fn different_cluster_names_and_keys_stay_apart() {
     assert_eq!(sim.member_ids(b), vec![sim.id(a)]);
     assert!(sim.member_ids(c).is_empty());
     assert!(sim.member_ids(d).is_empty());
+    // The keyed pair and the unkeyed node of the same cluster name hear each other's
+    // beacons: key mismatches, counted (not silently lumped with other clusters' beacons);
+    // the node of another cluster name is no key mismatch for anyone.
+    for h in [a, b, c] {
+        let stats = sim.nodes[&h].stats();
+        assert!(stats.key_mismatches > 0, "node {h}: {stats:?}");
+        assert!(
+            stats.beacons_ignored >= stats.key_mismatches,
+            "node {h}: {stats:?}"
+        );
+    }
+    assert_eq!(sim.nodes[&d].stats().key_mismatches, 0);
 }
 
 #[test]

@@ -8,7 +8,7 @@ use rand_core::{CryptoRng, RngCore};
 
 use super::{Cluster, ConnId, Event, Output};
 use crate::core::discovery::Target;
-use crate::core::error::ConnectionError;
+use crate::core::error::{ConnectionError, HandshakeError};
 use crate::core::link::Heartbeat;
 use crate::core::message::Message;
 use crate::core::node::{NodeId, NodeInfo};
@@ -158,9 +158,13 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         };
         let addr = link.addr;
         match &error {
-            ConnectionError::Handshake(_) | ConnectionError::HandshakeTimeout => {
-                self.stats.handshakes_failed += 1
+            ConnectionError::Handshake(e) => {
+                self.stats.handshakes_failed += 1;
+                if *e == HandshakeError::KeyMismatch {
+                    self.stats.key_mismatches += 1;
+                }
             }
+            ConnectionError::HandshakeTimeout => self.stats.handshakes_failed += 1,
             ConnectionError::Frame(_) | ConnectionError::Record(_) | ConnectionError::Decode(_) => {
                 self.stats.frames_rejected += 1
             }

@@ -202,9 +202,18 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
             return;
         }
         let key = self.config.cluster_key.as_ref();
-        let Some(Beacon { id, port }) = beacon::decode(datagram, &self.config.cluster, key) else {
-            self.stats.beacons_ignored += 1;
-            return;
+        let Beacon { id, port } = match beacon::classify(datagram, &self.config.cluster, key) {
+            Ok(beacon) => beacon,
+            Err(ignored) => {
+                self.stats.beacons_ignored += 1;
+                if ignored == beacon::Ignored::KeyMismatch {
+                    // Without this a node with another key would never be heard of: no
+                    // connection is ever tried with it in multicast discovery.
+                    self.stats.key_mismatches += 1;
+                    self.push_event(Event::BeaconKeyMismatch { addr: from });
+                }
+                return;
+            }
         };
         self.learn(now, id, SocketAddr::new(from.ip(), port));
     }
@@ -251,6 +260,13 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
     /// The application's verdict on an [`Output::AskAdmission`].
     pub fn admit(&mut self, now: Instant, conn: ConnId, accept: bool) {
         self.give_verdict(now, conn, accept);
+    }
+
+    /// The connection filter failed on the node of `conn` (threw, rejected, answered
+    /// something else than a boolean, or not in time): counted, and the node is refused.
+    pub fn filter_failed(&mut self, now: Instant, conn: ConnId) {
+        self.stats.filter_errors += 1;
+        self.give_verdict(now, conn, false);
     }
 
     /// Leaves the cluster: tells every peer, then closes every connection. Beacons, dials
