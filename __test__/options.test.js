@@ -184,6 +184,10 @@ test('other wrong types are refused by name', () => {
   rejects({ master_eligible: 1 }, 'master_eligible', 'ERR_INVALID_ARG_TYPE');
   rejects({ network: { host_name: '' } }, 'network.host_name', 'ERR_INVALID_ARG_VALUE');
   rejects({ network: { host_name: 'é'.repeat(128) } }, 'network.host_name', 'ERR_INVALID_ARG_VALUE');
+  // Names peers refuse (they could forge a log line or drive a terminal): refused here first.
+  for (const unsafe of ['web\n1', 'web\x1b[2J', 'a\u0007', 'x\u007f', 'rtl\u202e', 'c1\u009b']) {
+    rejects({ network: { host_name: unsafe } }, 'network.host_name', 'ERR_INVALID_ARG_VALUE');
+  }
   rejects({ network: { multicast_ttl: 256 } }, 'network.multicast_ttl', 'ERR_INVALID_ARG_VALUE');
   rejects({ cluster: '' }, 'cluster', 'ERR_INVALID_ARG_VALUE');
   rejects({ cluster: 'x'.repeat(65) }, 'cluster', 'ERR_INVALID_ARG_VALUE');

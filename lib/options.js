@@ -159,11 +159,16 @@ function timer(name, value) {
   return integer(name, value, 1, MAX_TIMER_MS, 'a whole number of milliseconds');
 }
 
+// Characters no host name may hold, as the native core rules (is_unsafe_char in
+// src/core/node.rs): control characters and bidirectional overrides, with which a name could
+// forge a log line or rewrite what a terminal shows. Peers refuse such a name.
+const UNSAFE_CHAR = /[\p{Cc}\u200e\u200f\u202a-\u202e\u2066-\u2069]/u;
+
 function hostName(name, value) {
-  const expected = `a string of 1 to ${MAX_HOST_NAME_BYTES} bytes (UTF-8)`;
+  const expected = `a string of 1 to ${MAX_HOST_NAME_BYTES} bytes (UTF-8) with no control characters`;
   if (typeof value !== 'string') throw invalidType(name, expected, value);
   const bytes = Buffer.byteLength(value, 'utf8');
-  if (bytes < 1 || bytes > MAX_HOST_NAME_BYTES) throw invalidValue(name, expected, value);
+  if (bytes < 1 || bytes > MAX_HOST_NAME_BYTES || UNSAFE_CHAR.test(value)) throw invalidValue(name, expected, value);
   return value;
 }
 
