@@ -384,6 +384,7 @@ impl Node {
         self.task = TaskState::Asleep(next);
         next.map(Instant::from_std)
     }
+
     fn on_conn_event(&mut self, ev: ConnEvent, writers: &mut JoinSet<()>) {
         let now = now();
         match ev {

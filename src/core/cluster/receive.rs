@@ -94,8 +94,14 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         if is_json_object(metadata) {
             return Ok(());
         }
+        Err(self.refuse("metadata is not a JSON object"))
+    }
+
+    /// A message broke protocol rule `rule`: counted in `messages_refused`; the error fails
+    /// the connection it came on.
+    fn refuse(&mut self, rule: &'static str) -> ConnectionError {
         self.stats.messages_refused += 1;
-        Err(ConnectionError::Protocol("metadata is not a JSON object"))
+        ConnectionError::Protocol(rule)
     }
 
     /// A message from the peer on `conn`, opened from its record.
@@ -116,10 +122,7 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
                 if !is_valid_host_name(host_name) {
                     // Names reach logs and terminals: a newline or an escape sequence in
                     // one is refused here rather than escaped everywhere.
-                    self.stats.messages_refused += 1;
-                    return Err(ConnectionError::Protocol(
-                        "host name with control characters",
-                    ));
+                    return Err(self.refuse("host name with control characters"));
                 }
                 self.check_metadata(metadata)?;
                 let link = &mut self.membership[conn];
@@ -201,10 +204,7 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
                     .election
                     .handle(now, from.expect("members are introduced"), m);
                 self.run_election(now);
-                heard.map_err(|crate::core::election::Refused(rule)| {
-                    self.stats.messages_refused += 1;
-                    ConnectionError::Protocol(rule)
-                })
+                heard.map_err(|crate::core::election::Refused(rule)| self.refuse(rule))
             }
             Message::Members(list) => {
                 for (id, addr) in list {
