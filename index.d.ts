@@ -254,6 +254,12 @@ declare namespace espial {
      * beacons of this cluster under another key (also in `beacons_ignored`).
      */
     key_mismatches: number;
+    /**
+     * Dials to addresses learnt from beacons and member lists put off because the dial
+     * budget (16 at once, then 8 per second) was spent; each is dialed when the budget
+     * allows, if still wanted then.
+     */
+    dials_skipped: number;
   }
 
   /**

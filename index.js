@@ -209,6 +209,7 @@ class Espial extends EventEmitter {
       messages_refused: s.messagesRefused,
       filter_errors: s.filterErrors,
       key_mismatches: s.keyMismatches,
+      dials_skipped: s.dialsSkipped,
     };
   }
 

@@ -141,6 +141,7 @@ pub struct NativeStats {
     pub messages_refused: i64,
     pub filter_errors: i64,
     pub key_mismatches: i64,
+    pub dials_skipped: i64,
 }
 
 impl From<Stats> for NativeStats {
@@ -162,6 +163,7 @@ impl From<Stats> for NativeStats {
             messages_refused: n(s.messages_refused),
             filter_errors: n(s.filter_errors),
             key_mismatches: n(s.key_mismatches),
+            dials_skipped: n(s.dials_skipped),
         }
     }
 }
@@ -218,6 +220,7 @@ impl From<Notification> for NativeEvent {
                 // Messages are packed by `pack`; failed connections are never delivered.
                 Event::ConnectionFailed { .. }
                 | Event::BeaconKeyMismatch { .. }
+                | Event::Explained { .. }
                 | Event::Delivery { .. } => event("connection_failed", None),
             },
         }

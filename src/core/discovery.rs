@@ -24,6 +24,26 @@ pub const MAX_BACKOFF: usize = 1024;
 /// to it is not kept.
 pub const MAX_HEARD: usize = 1024;
 
+/// Dials to addresses learnt from beacons and member lists (which anyone on the LAN, or any
+/// member, can fill with other hosts' addresses) are made at most this many at once...
+pub const DIAL_BUDGET_BURST: u32 = 16;
+/// ...and at most this many per second on average after that; the others wait for their
+/// turn (each counted once in `stats().dials_skipped`). Seeds, scans and redials of
+/// members are not counted against it: the application chose those.
+pub const DIAL_BUDGET_PER_SEC: u32 = 8;
+
+/// Most nodes remembered as refused at once ([`Discovery::refused`]); past the bound the
+/// entry whose hold ends soonest goes.
+pub const MAX_REFUSALS: usize = 1024;
+
+/// The first retry after a refusal comes this long after it...
+pub const REFUSAL_FIRST_WAIT: Duration = Duration::from_secs(2);
+/// ...each further refusal in a row doubles the wait, up to this...
+pub const REFUSAL_MAX_WAIT: Duration = Duration::from_secs(60);
+/// ...and each wait is lengthened by a random part of up to 1/this of itself, so nodes
+/// refused together do not all knock again together.
+pub const REFUSAL_JITTER_DIVISOR: u32 = 4;
+
 /// Discovery settings.
 #[derive(Debug, Clone)]
 pub struct DiscoveryConfig {
@@ -83,15 +103,80 @@ pub struct Target {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Learned {
     Dial,
+    /// Dial it, but the dial budget is spent: it is dialed when the budget allows.
+    Deferred,
     /// Let it know about us soon (it has the smaller id and will dial).
     Announce,
+}
+
+/// A node refused at admission.
+#[derive(Debug, Clone, Copy)]
+struct Refusal {
+    /// Refusals in a row.
+    count: u32,
+    /// No dial to it, or to its address, before then.
+    until: Instant,
+    addr: SocketAddr,
+    /// Our own filter refused it (else it refused us).
+    by_us: bool,
+}
+
+/// A token bucket for dials to learnt addresses ([`DIAL_BUDGET_BURST`],
+/// [`DIAL_BUDGET_PER_SEC`]), counted in thousandths of a dial.
+#[derive(Debug)]
+struct DialBudget {
+    milli: u64,
+    refilled: Option<Instant>,
+}
+
+impl Default for DialBudget {
+    fn default() -> Self {
+        DialBudget {
+            milli: u64::from(DIAL_BUDGET_BURST) * 1000,
+            refilled: None,
+        }
+    }
+}
+
+impl DialBudget {
+    fn refill(&mut self, now: Instant) {
+        let last = *self.refilled.get_or_insert(now);
+        let ms = now.saturating_duration_since(last).as_millis();
+        let gained = u64::try_from(ms).unwrap_or(u64::MAX) * u64::from(DIAL_BUDGET_PER_SEC);
+        self.milli = (self.milli.saturating_add(gained)).min(u64::from(DIAL_BUDGET_BURST) * 1000);
+        self.refilled = Some(now);
+    }
+
+    /// Takes one dial, if there is one.
+    fn take(&mut self, now: Instant) -> bool {
+        self.refill(now);
+        if self.milli < 1000 {
+            return false;
+        }
+        self.milli -= 1000;
+        true
+    }
+
+    /// When the next whole dial is there.
+    fn next(&self) -> Option<Instant> {
+        let missing = 1000u64.saturating_sub(self.milli);
+        let ms = missing.div_ceil(u64::from(DIAL_BUDGET_PER_SEC));
+        self.refilled.map(|t| t + Duration::from_millis(ms))
+    }
 }
 
 /// Discovery state.
 #[derive(Debug, Default)]
 pub struct Discovery {
+    /// Nodes heard of by id, and when they are due for our dial: after `fallback_after`
+    /// for a node that should dial us, at once for one the dial budget deferred.
     heard: BTreeMap<NodeId, (Instant, SocketAddr)>,
+    budget: DialBudget,
     backoff: BTreeMap<NodeId, Instant>,
+    /// Nodes refused at admission, by us or by them: held back with a wait that doubles
+    /// per refusal in a row. Kept past `connected` (an introduction is no admission) and
+    /// cleared by [`Discovery::admitted`].
+    refusals: BTreeMap<NodeId, Refusal>,
     lost: BTreeMap<NodeId, (SocketAddr, Instant)>,
     scan_queue: VecDeque<SocketAddr>,
     next_probe: Option<Instant>,
@@ -126,20 +211,100 @@ impl Discovery {
         if self.in_backoff(now, id) {
             return None;
         }
-        if me > id && self.heard.len() >= MAX_HEARD && !self.heard.contains_key(&id) {
-            return Some(Learned::Announce);
+        let full = self.heard.len() >= MAX_HEARD;
+        let waiting = self.heard.get(&id).map(|&(due, _)| due);
+        if me > id {
+            // It dials; we do only if it has not after `fallback_after`.
+            match waiting {
+                None => {
+                    if !full {
+                        self.heard.insert(id, (now + cfg.fallback_after, addr));
+                    }
+                    return Some(Learned::Announce);
+                }
+                Some(due) if due > now => return Some(Learned::Announce),
+                Some(_) => {}
+            }
         }
-        let (first, _) = *self.heard.entry(id).or_insert((now, addr));
-        if me < id || first + cfg.fallback_after <= now {
+        if self.budget.take(now) {
             self.heard.remove(&id);
-            Some(Learned::Dial)
-        } else {
-            Some(Learned::Announce)
+            return Some(Learned::Dial);
         }
+        if waiting.is_some() {
+            // Already waiting for its turn (counted when it began to).
+            return None;
+        }
+        if !full {
+            self.heard.insert(id, (now, addr));
+        }
+        Some(Learned::Deferred)
     }
 
     fn in_backoff(&self, now: Instant, id: NodeId) -> bool {
         self.backoff.get(&id).is_some_and(|&t| t > now)
+            || self.refusals.get(&id).is_some_and(|r| r.until > now)
+    }
+
+    /// Node `id`, listening at `addr`, was refused at admission (`by_us`: by our filter,
+    /// else by its): no dial to it or its address until a wait of [`REFUSAL_FIRST_WAIT`]
+    /// doubled per refusal in a row, at most [`REFUSAL_MAX_WAIT`], lengthened by up to a
+    /// [`REFUSAL_JITTER_DIVISOR`]th of itself in proportion to `jitter` (a random number
+    /// out of 2^32). Returns the wait.
+    pub fn refused(
+        &mut self,
+        now: Instant,
+        id: NodeId,
+        addr: SocketAddr,
+        by_us: bool,
+        jitter: u32,
+    ) -> Duration {
+        if self.refusals.len() >= MAX_REFUSALS && !self.refusals.contains_key(&id) {
+            let soonest = self.refusals.iter().min_by_key(|(_, r)| r.until);
+            let soonest = *soonest.expect("the map is full").0;
+            self.refusals.remove(&soonest);
+        }
+        let count = self.refusals.get(&id).map_or(0, |r| r.count);
+        let base = REFUSAL_FIRST_WAIT
+            .saturating_mul(1 << count.min(16))
+            .min(REFUSAL_MAX_WAIT);
+        let spread = base / REFUSAL_JITTER_DIVISOR;
+        let extra = (spread.as_nanos() * u128::from(jitter)) >> 32;
+        let extra = Duration::from_nanos(u64::try_from(extra).unwrap_or(u64::MAX));
+        let wait = base + extra;
+        self.refusals.insert(
+            id,
+            Refusal {
+                count: count.saturating_add(1),
+                until: now + wait,
+                addr,
+                by_us,
+            },
+        );
+        wait
+    }
+
+    /// True while our filter's refusal of `id` holds: it is refused again unasked.
+    pub fn we_refuse(&self, now: Instant, id: NodeId) -> bool {
+        self.refusals
+            .get(&id)
+            .is_some_and(|r| r.by_us && r.until > now)
+    }
+
+    /// True while a refusal holds for the node at `addr` (a seed's address, say).
+    fn refused_addr(&self, now: Instant, addr: SocketAddr) -> bool {
+        self.refusals
+            .values()
+            .any(|r| r.addr == addr && r.until > now)
+    }
+
+    /// Both ends admitted node `id`: its refusals in a row are over.
+    pub fn admitted(&mut self, id: NodeId) {
+        self.refusals.remove(&id);
+    }
+
+    /// Nodes remembered as refused.
+    pub fn refusals_len(&self) -> usize {
+        self.refusals.len()
     }
 
     /// A connection to `id` got as far as its introduction.
@@ -152,6 +317,7 @@ impl Discovery {
     /// Node `id` is gone for good (another node answers at its address).
     pub fn forget(&mut self, id: NodeId) {
         self.heard.remove(&id);
+        self.refusals.remove(&id);
         self.lost.remove(&id);
     }
 
@@ -200,23 +366,29 @@ impl Discovery {
         let overdue: Vec<NodeId> = self
             .heard
             .iter()
-            .filter(|(_, (t, _))| *t + cfg.fallback_after <= now)
+            .filter(|(_, (due, _))| *due <= now)
             .map(|(&id, _)| id)
             .collect();
         for id in overdue {
-            let (_, addr) = self.heard.remove(&id).unwrap();
-            if !self.in_backoff(now, id) {
-                out.push(Target {
-                    addr,
-                    expect: Some(id),
-                    scan: false,
-                });
+            if self.in_backoff(now, id) {
+                self.heard.remove(&id);
+                continue;
             }
+            // Learnt addresses are dialed within the budget; the rest wait their turn.
+            if !self.budget.take(now) {
+                break;
+            }
+            let (_, addr) = self.heard.remove(&id).unwrap();
+            out.push(Target {
+                addr,
+                expect: Some(id),
+                scan: false,
+            });
         }
         if self.next_probe.is_some_and(|t| t <= now) {
             self.next_probe = Some(now + cfg.probe_interval);
             self.lost.retain(|_, (_, forget)| *forget > now);
-            for &addr in &cfg.seeds {
+            for &addr in cfg.seeds.iter().filter(|&&a| !self.refused_addr(now, a)) {
                 out.push(Target {
                     addr,
                     expect: None,
@@ -271,8 +443,16 @@ impl Discovery {
 
     /// The next instant [`Discovery::due`] has work.
     pub fn poll_timeout(&self, cfg: &DiscoveryConfig) -> Option<Instant> {
-        let fallback = self.heard.values().map(|(t, _)| *t + cfg.fallback_after);
-        fallback.chain(self.next_probe).chain(self.next_scan).min()
+        let _ = cfg;
+        // A dial due but over the budget waits for the next token, not a busy loop.
+        let next_token = self.budget.next();
+        let heard = self.heard.values().map(|(due, _)| *due).min();
+        let heard = heard.map(|due| next_token.map_or(due, |t| due.max(t)));
+        heard
+            .into_iter()
+            .chain(self.next_probe)
+            .chain(self.next_scan)
+            .min()
     }
 }
 
@@ -374,10 +554,84 @@ mod tests {
             assert_eq!(learned, Some(Learned::Announce), "answered all the same");
             assert!(d.heard_len() <= MAX_HEARD, "{} after {n}", d.heard_len());
         }
-        // They leave after the fallback delay, and room is made for new ones.
+        // They leave after the fallback delay, within the dial budget, and room is made
+        // for new ones.
         let later = t0 + cfg.fallback_after;
-        assert_eq!(d.due(later, &cfg, 0, false).len(), MAX_HEARD);
+        assert_eq!(
+            d.due(later, &cfg, 0, false).len(),
+            DIAL_BUDGET_BURST as usize
+        );
+        let mut dialed = DIAL_BUDGET_BURST as usize;
+        for s in 1..=200u64 {
+            let batch = d.due(later + Duration::from_secs(s), &cfg, 0, false).len();
+            assert!(
+                batch <= DIAL_BUDGET_PER_SEC as usize,
+                "{batch} in one second"
+            );
+            dialed += batch;
+        }
+        assert_eq!(dialed, MAX_HEARD);
         assert_eq!(d.heard_len(), 0);
+    }
+
+    #[test]
+    fn learnt_addresses_are_dialed_within_the_budget_and_the_rest_later() {
+        let cfg = DiscoveryConfig::lan();
+        let t0 = Instant::now();
+        let mut d = Discovery::default();
+        let mut dials = 0;
+        let mut deferred = 0;
+        for n in 2..62u8 {
+            match d.learn(t0, &cfg, id(1), id(n), addr(n)) {
+                Some(Learned::Dial) => dials += 1,
+                Some(Learned::Deferred) => deferred += 1,
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(dials, DIAL_BUDGET_BURST);
+        assert_eq!(deferred, 60 - DIAL_BUDGET_BURST);
+        // Heard again meanwhile: not counted twice.
+        assert_eq!(d.learn(t0, &cfg, id(1), id(61), addr(61)), None);
+        // The next one is due when the budget has a dial again, not before.
+        let next = d.poll_timeout(&cfg).expect("deferred dials wait");
+        assert_eq!(
+            next,
+            t0 + Duration::from_millis(1000 / u64::from(DIAL_BUDGET_PER_SEC))
+        );
+        assert_eq!(d.due(next, &cfg, 0, false).len(), 1);
+        let second = next + Duration::from_secs(1);
+        assert_eq!(
+            d.due(second, &cfg, 0, false).len(),
+            DIAL_BUDGET_PER_SEC as usize
+        );
+    }
+
+    #[test]
+    fn refusals_in_a_row_double_the_wait_up_to_the_cap() {
+        let cfg = DiscoveryConfig::lan();
+        let t0 = Instant::now();
+        let mut d = Discovery::default();
+        let mut waits = Vec::new();
+        let mut now = t0;
+        for _ in 0..8 {
+            let wait = d.refused(now, id(2), addr(2), true, 1 << 31);
+            assert!(d.we_refuse(now, id(2)));
+            assert_eq!(d.learn(now, &cfg, id(1), id(2), addr(2)), None);
+            now += wait;
+            assert!(!d.we_refuse(now, id(2)));
+            waits.push(wait.as_millis());
+        }
+        // 2 s, 4 s, 8 s... each with an eighth more (half the jitter), capped at 60 s.
+        assert_eq!(waits, [2250, 4500, 9000, 18000, 36000, 67500, 67500, 67500]);
+        // The seed at its address is not probed while it holds either.
+        let mut seeded = cfg.clone();
+        seeded.seeds = vec![addr(2)];
+        d.start(now, &seeded);
+        d.refused(now, id(2), addr(2), false, 0);
+        assert!(d.due(now, &seeded, 0, true).is_empty());
+        // Admitted: the count starts again.
+        d.admitted(id(2));
+        assert_eq!(d.refused(now, id(2), addr(2), true, 0), REFUSAL_FIRST_WAIT);
     }
 
     #[test]

@@ -472,7 +472,9 @@ impl Election {
             self.term = self.term.max(c.term);
             self.deadline = None;
             self.pending = None;
-            if c.master == self.me {
+            // A master that yields says so too: a node that saw the new claim first holds
+            // its news back until the old master is gone or speaks (see cluster::master).
+            if c.master == self.me || previous == Some(self.me) {
                 self.effects
                     .push_back(Effect::SendAll(ElectionMsg::State(claim)));
             }

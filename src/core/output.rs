@@ -62,9 +62,66 @@ pub enum Event {
         addr: SocketAddr,
         error: ConnectionError,
     },
+    /// Why a member was removed or a node refused, told just before `NodeRemoved` and for
+    /// every refusal by this node. For logs (`DEBUG=espial`), not the application.
+    Explained {
+        node: NodeInfo,
+        what: Happened,
+        reason: Reason,
+    },
     /// A beacon of this cluster from `addr` was ignored: it was under another cluster key
     /// (or none where this node has one, or the other way round). For logs.
     BeaconKeyMismatch { addr: SocketAddr },
+}
+
+/// What [`Event::Explained`] explains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Happened {
+    /// The member was removed.
+    Removed,
+    /// This node refused the node at admission.
+    Refused,
+}
+
+/// Why a member was removed or a node refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// It said goodbye.
+    Left,
+    /// It went silent past the failure detector's bound, or did not come back in time.
+    Timeout,
+    /// Its connection dropped and a redial failed or was refused: it crashed or stopped.
+    Reset,
+    /// It broke a protocol rule, and its connection was closed for it.
+    ProtocolViolation,
+    /// Another node now answers at its address.
+    Replaced,
+    /// Our connection filter said no.
+    Filter,
+    /// Our connection filter failed on it (threw, rejected, answered no boolean, timed out).
+    FilterError,
+    /// Our filter refused it before, and its back-off has not run out.
+    RefusedBefore,
+    /// Too many members, or too many from its address.
+    Full,
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Reason::Left => "left (it said goodbye)",
+            Reason::Timeout => "timeout (silent past the failure detector's bound)",
+            Reason::Reset => "reset (its connection dropped and the redial failed)",
+            Reason::ProtocolViolation => "protocol violation",
+            Reason::Replaced => "replaced (another node answers at its address)",
+            Reason::Filter => "refused by the connection filter",
+            Reason::FilterError => "filter error (the connection filter failed)",
+            Reason::RefusedBefore => {
+                "refused by the connection filter before, and still backing off"
+            }
+            Reason::Full => "full (max members in total or from its address)",
+        })
+    }
 }
 
 /// Counters, for `stats()` and tests.
@@ -96,4 +153,8 @@ pub struct Stats {
     /// `handshakes_failed`) and beacons of this cluster under another key (also counted in
     /// `beacons_ignored`).
     pub key_mismatches: u64,
+    /// Dials to addresses learnt from beacons and member lists put off because the dial
+    /// budget was spent (each counted once; it is dialed when the budget allows, if still
+    /// wanted then).
+    pub dials_skipped: u64,
 }

@@ -52,7 +52,9 @@ use super::log::Log;
 use super::multicast;
 use super::{ipv4, ErrorCode, EventSink, Filter, NodeConfig, Notification};
 use crate::core::cluster::{Cluster, ConnId, Event, Output, Stats};
+use crate::core::discovery::{REFUSAL_FIRST_WAIT, REFUSAL_MAX_WAIT};
 use crate::core::error::{ConnectionError, HandshakeError, SendError, SubscribeError};
+use crate::core::output::Happened;
 use crate::core::subscriptions::Subscriptions;
 
 /// How long `exit()` waits for goodbyes to be flushed before closing regardless.
@@ -771,10 +773,25 @@ fn log_event(log: &Log, e: &Event) {
         |n: &Option<crate::core::node::NodeInfo>| n.as_ref().map_or("nobody".to_owned(), who);
     match e {
         Event::NodeAdded(n) => log.line(format_args!("added {}", who(n))),
-        Event::NodeRemoved(n) => log.line(format_args!("removed {}", who(n))),
+        // Told with its reason by the `Explained` just before.
+        Event::NodeRemoved(_) => {}
+        Event::Explained { node, what, reason } => match what {
+            Happened::Removed => log.line(format_args!("removed {}: {reason}", who(node))),
+            Happened::Refused => log.line(format_args!(
+                "refused {}: {reason}; it is not dialed, and refused again unasked, for {} s doubling per refusal in a row up to {} s",
+                who(node),
+                REFUSAL_FIRST_WAIT.as_secs(),
+                REFUSAL_MAX_WAIT.as_secs()
+            )),
+        },
         Event::NodeUpdated(n) => log.line(format_args!("metadata of {} updated", who(n))),
         Event::NodeAccepted(n) => log.line(format_args!("accepted by {}", who(n))),
-        Event::NodeRejected(n) => log.line(format_args!("rejected by {}", who(n))),
+        Event::NodeRejected(n) => log.line(format_args!(
+            "refused by {}: its connection filter said no; not dialed again for {} s doubling per refusal in a row up to {} s",
+            who(n),
+            REFUSAL_FIRST_WAIT.as_secs(),
+            REFUSAL_MAX_WAIT.as_secs()
+        )),
         Event::NewMaster(n) => log.line(format_args!("master is now {}", maybe(n))),
         Event::Promotion { previous } => log.line(format_args!(
             "promoted to master (previous: {})",
@@ -854,7 +871,9 @@ fn log_mismatch(log: &Log, e: &Event) {
 fn notification(e: Event) -> Option<Notification> {
     match e {
         // Failed connections are counted by the core; they are not application events.
-        Event::ConnectionFailed { .. } | Event::BeaconKeyMismatch { .. } => None,
+        Event::ConnectionFailed { .. }
+        | Event::BeaconKeyMismatch { .. }
+        | Event::Explained { .. } => None,
         e => Some(Notification::Cluster(e)),
     }
 }

@@ -557,3 +557,88 @@ fn partitions_with_different_promote_counts_heal_under_the_term_bound() {
         assert_eq!(sim.nodes[h].stats().messages_refused, 0, "host {h}");
     }
 }
+
+/// Position in `host`'s events of the first one `pick` accepts.
+fn position(sim: &Sim, host: Host, pick: impl Fn(&Event) -> bool) -> Option<usize> {
+    sim.events[&host].iter().position(pick)
+}
+
+/// Trap 5 of issue 16: the survivor that takes over sends its claim as soon as it sees
+/// the master go, and that claim can reach a third node before the master's own goodbye
+/// or crash does (they travel on different connections). Scripted here: the claim is
+/// delivered first. The third node still tells `NodeRemoved(old)` before `NewMaster(new)`,
+/// whether the master exits gracefully or crashes.
+#[test]
+fn a_departed_masters_removal_comes_before_the_new_master_everywhere() {
+    for graceful in [true, false] {
+        let mut sim = Sim::new(91);
+        for _ in 0..3 {
+            sim.add(config(true, 0));
+        }
+        sim.run_for(Duration::from_secs(3));
+        let claim = sim.nodes[&0].claim().expect("a master");
+        let m = (0..3).find(|&h| sim.id(h) == claim.master).unwrap();
+        let mut rest: Vec<Host> = (0..3).filter(|&h| h != m).collect();
+        rest.sort_by_key(|&h| sim.id(h));
+        let (x, y) = (rest[0], rest[1]);
+        let (new, old) = (sim.id(x), claim.master);
+        let before = sim.events[&y].len();
+        // x's claim, as x will make it once it sees m go, reaches y first.
+        let next = Claim {
+            master: new,
+            term: claim.term + 1,
+        };
+        sim.inject(x, y, &Message::Election(ElectionMsg::State(Some(next))));
+        sim.run_for(Duration::from_millis(1));
+        if graceful {
+            let now = sim.now;
+            sim.nodes.get_mut(&m).unwrap().leave(now);
+        } else {
+            sim.crash(m);
+        }
+        sim.run_for(Duration::from_secs(1));
+        for h in [x, y] {
+            let removed_at = position(
+                &sim,
+                h,
+                |e| matches!(e, Event::NodeRemoved(n) if n.id == old),
+            );
+            let master_at = position(
+                &sim,
+                h,
+                |e| matches!(e, Event::NewMaster(Some(n)) if n.id == new),
+            );
+            let (Some(r), Some(n)) = (removed_at, master_at) else {
+                panic!("graceful {graceful}, host {h}: removed {removed_at:?}, new master {master_at:?}");
+            };
+            assert!(
+                r < n,
+                "graceful {graceful}, host {h}: NewMaster at {n} before NodeRemoved at {r}: {:?}",
+                &sim.events[&h][before.min(r)..]
+            );
+            assert_eq!(sim.nodes[&h].master(), Some(new));
+        }
+    }
+}
+
+/// Holding a change of master back for a master that departed does not delay one made by
+/// `promote()` while the old master lives: it speaks (it now follows the new one), and
+/// that releases the change at once.
+#[test]
+fn a_promotion_elsewhere_is_told_at_once_while_the_old_master_lives() {
+    let mut sim = Sim::new(92);
+    for _ in 0..3 {
+        sim.add(config(true, 0));
+    }
+    sim.run_for(Duration::from_secs(3));
+    let old = sim.nodes[&0].master().unwrap();
+    let others: Vec<Host> = (0..3).filter(|&h| sim.id(h) != old).collect();
+    let (p, third) = (others[0], others[1]);
+    let now = sim.now;
+    sim.nodes.get_mut(&p).unwrap().promote(now).unwrap();
+    sim.run_for(Duration::from_millis(5));
+    let told = sim.events[&third]
+        .iter()
+        .any(|e| matches!(e, Event::NewMaster(Some(n)) if n.id == sim.id(p)));
+    assert!(told, "third node: {:?}", sim.events[&third]);
+}

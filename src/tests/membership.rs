@@ -437,3 +437,87 @@ fn the_node_index_always_agrees_with_the_links() {
         members_are_each_other(&sim, h, &stayed);
     }
 }
+
+/// Host 0's filter refuses host 1, over `span`: how often each filter ran, and the events
+/// each side emitted about the other.
+fn refusal_over(seed: u64, span: Duration, manual_mode: bool) -> (Sim, usize, usize) {
+    let mut sim = Sim::new(seed);
+    let (a, b) = if manual_mode {
+        (sim.add_manual(manual(&[])), sim.add_manual(manual(&[0])))
+    } else {
+        (sim.add(Config::lan("sim")), sim.add(Config::lan("sim")))
+    };
+    sim.filters.insert(
+        a,
+        Box::new(|n: &crate::core::node::NodeInfo| n.host_name != "host-1"),
+    );
+    sim.run_for(span);
+    let asked = |h| sim.asked.get(&h).copied().unwrap_or(0);
+    let (on_a, on_b) = (asked(a), asked(b));
+    (sim, on_a, on_b)
+}
+
+/// Trap 4 of issue 16: a refused node is retried with a back-off that doubles (2 s, 4 s,
+/// 8 s... up to 60 s, plus up to a quarter), not every beacon period: over 20 s each
+/// filter runs at most 5 times (once every 2 s was 10 or more), and each side's events
+/// read the right way round: the refused node hears `NodeRejected(refuser)` once per try,
+/// the refusing node tells the application nothing, and nobody is accepted or added.
+#[test]
+fn a_refused_node_is_retried_with_a_back_off_that_doubles_and_events_read_right() {
+    for manual_mode in [false, true] {
+        for seed in [61, 62, 63] {
+            let (sim, on_a, on_b) = refusal_over(seed, Duration::from_secs(20), manual_mode);
+            let (a, b) = (0, 1);
+            let what = format!("seed {seed}, manual {manual_mode}");
+            assert!(
+                (1..=5).contains(&on_a),
+                "{what}: the refusing filter ran {on_a} times in 20 s"
+            );
+            assert!(
+                on_b <= 5,
+                "{what}: the refused node's filter ran {on_b} times in 20 s"
+            );
+            let refusals = sim.nodes[&a].stats().nodes_rejected as usize;
+            assert_eq!(
+                sim.count(b, sim.id(a), rejected),
+                refusals,
+                "{what}: one NodeRejected per refusal"
+            );
+            assert_eq!(
+                sim.count(a, sim.id(b), accepted),
+                0,
+                "{what}: the refuser was not 'accepted by' the node it refused"
+            );
+            assert_eq!(sim.count(b, sim.id(a), accepted), 0, "{what}");
+            assert_eq!(
+                sim.count(a, sim.id(b), rejected),
+                0,
+                "{what}: the refuser was not refused"
+            );
+            assert_eq!(
+                sim.count(a, sim.id(b), added) + sim.count(b, sim.id(a), added),
+                0,
+                "{what}"
+            );
+        }
+    }
+    // Over ten minutes the wait reaches its cap: about log2(60/2) + 600/60 tries, not 300.
+    let (_, on_a, _) = refusal_over(64, Duration::from_secs(600), false);
+    assert!(
+        on_a <= 16,
+        "the refusing filter ran {on_a} times in 10 minutes"
+    );
+}
+
+/// Once the refusing filter changes its mind, the refused node joins at its next try, and
+/// its refusals in a row start again from the shortest wait.
+#[test]
+fn a_refused_node_joins_once_the_filter_admits_it() {
+    let (mut sim, _, _) = refusal_over(65, Duration::from_secs(10), false);
+    sim.filters.clear();
+    sim.run_for(Duration::from_secs(70));
+    assert_eq!(sim.member_ids(0), vec![sim.id(1)]);
+    assert_eq!(sim.count(0, sim.id(1), accepted), 1);
+    assert_eq!(sim.count(1, sim.id(0), accepted), 1);
+    assert_eq!(sim.count(0, sim.id(1), added), 1);
+}

@@ -35,6 +35,8 @@ pub struct Sim {
     pub events: BTreeMap<Host, Vec<Event>>,
     /// Connection filters by host; a host without one admits everyone.
     pub filters: BTreeMap<Host, Filter>,
+    /// How many times each host was asked to admit a node (its filter run).
+    pub asked: BTreeMap<Host, usize>,
     links: BTreeMap<(Host, ConnId), (Host, ConnId)>,
     queue: VecDeque<Delivery>,
     /// Which side of a partition each host is on (absent: side 0). Hosts on different
@@ -59,6 +61,7 @@ impl Sim {
             nodes: BTreeMap::new(),
             events: BTreeMap::new(),
             filters: BTreeMap::new(),
+            asked: BTreeMap::new(),
             links: BTreeMap::new(),
             queue: VecDeque::new(),
             side: BTreeMap::new(),
@@ -261,6 +264,7 @@ impl Sim {
                 }
             }
             Output::AskAdmission { conn, node } => {
+                *self.asked.entry(host).or_default() += 1;
                 let ok = self.filters.get(&host).is_none_or(|f| f(&node));
                 self.nodes.get_mut(&host).unwrap().admit(now, conn, ok);
             }

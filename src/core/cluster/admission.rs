@@ -15,6 +15,7 @@ use crate::core::error::ConnectionError;
 use crate::core::link::Link;
 use crate::core::message::{Message, MAX_MEMBERS};
 use crate::core::node::{NodeId, NodeInfo};
+use crate::core::output::{Happened, Reason};
 use crate::core::wire;
 
 impl<R: RngCore + CryptoRng> Cluster<R> {
@@ -113,8 +114,9 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
             // Another node now listens where `expected` did: it restarted with a new id,
             // or the address was reused. The old one is gone for good.
             link.expect = None;
+            self.suspect_why.remove(&expected);
             if let Some(info) = self.membership.clear_suspect(expected) {
-                self.removed(now, info);
+                self.removed(now, info, Reason::Replaced);
             }
             self.discovery.forget(expected);
         }
@@ -125,6 +127,7 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
             self.stats.connections_refused += 1;
             let backoff = self.config.discovery.redial_backoff;
             self.discovery.failed(now, id, backoff);
+            self.explain_refusal(peer, Reason::Full);
             self.close(conn);
             return Ok(());
         }
@@ -133,6 +136,7 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         if self.membership.suspect_info(id).is_some_and(|s| s.ip == ip) {
             // A suspect is back: the member carries on, no event either way.
             self.membership.clear_suspect(id);
+            self.suspect_why.remove(&id);
             self.membership[conn].restore = true;
         }
         if !self.resolve_duplicate(conn, id) {
@@ -142,6 +146,10 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         let link = &self.membership[conn];
         if link.restore {
             self.admit(now, conn, true);
+        } else if self.discovery.we_refuse(now, id) {
+            // Refused a moment ago: refused again without troubling the filter, and the
+            // wait before the next try doubles.
+            self.give_verdict(now, conn, false, Reason::RefusedBefore);
         } else {
             let node = link.peer().expect("just introduced").clone();
             self.outputs.push_back(Output::AskAdmission { conn, node });
@@ -182,9 +190,11 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         keep_this
     }
 
-    /// Sends our verdict on the peer of `conn` (see [`Cluster::admit`]).
-    pub(super) fn give_verdict(&mut self, now: Instant, conn: ConnId, accept: bool) {
+    /// Sends our verdict on the peer of `conn` (see [`Cluster::admit`]); `why` is the
+    /// reason of a refusal.
+    pub(super) fn give_verdict(&mut self, now: Instant, conn: ConnId, accept: bool, why: Reason) {
         let link = self.membership.get_mut(conn);
+        let peer = link.as_ref().and_then(|l| l.peer()).cloned();
         let Some(verdict) = link.and_then(|l| l.our_verdict(accept)) else {
             return;
         };
@@ -193,12 +203,26 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
             Err(e) => return self.fail(now, conn, e.into()),
         }
         if !accept {
-            // A refused node learns nothing more and is heard no more.
+            // A refused node learns nothing more and is heard no more: no dial to it, and
+            // it is refused unasked if it comes back, until a wait that doubles per refusal.
             self.stats.nodes_rejected += 1;
             self.close(conn);
+            if let Some(peer) = peer {
+                self.hold_back_refused(now, &peer, true);
+                self.explain_refusal(peer, why);
+            }
             return;
         }
         self.check_admitted(now, conn);
+    }
+
+    /// Tells the logs that this node refused `node`, and why.
+    fn explain_refusal(&mut self, node: NodeInfo, reason: Reason) {
+        self.push_event(Event::Explained {
+            node,
+            what: Happened::Refused,
+            reason,
+        });
     }
 
     /// Makes the peer of `conn` a member once both ends have admitted each other.
@@ -208,6 +232,10 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
             return;
         };
         let restore = std::mem::take(&mut link.restore);
+        // Told only now, when both ends have admitted each other: a node that our filter
+        // refuses never reads as having been accepted here.
+        let tell_accepted = !restore && !std::mem::replace(&mut link.accepted_told, true);
+        self.discovery.admitted(peer.id);
         // Tell the newcomer whom to connect to, and everyone else about the newcomer.
         let others: Vec<(NodeId, SocketAddr)> = self
             .members()
@@ -224,6 +252,9 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
             if other != conn {
                 self.send(now, other, &newcomer);
             }
+        }
+        if tell_accepted {
+            self.push_event(Event::NodeAccepted(peer.clone()));
         }
         if !restore {
             self.election

@@ -12,6 +12,7 @@ use crate::core::error::{ConnectionError, HandshakeError};
 use crate::core::link::Heartbeat;
 use crate::core::message::Message;
 use crate::core::node::{NodeId, NodeInfo};
+use crate::core::output::{Happened, Reason};
 
 /// Why a member is no longer one.
 pub(super) enum Loss {
@@ -35,7 +36,7 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
             self.discovery.failed(now, id, backoff);
             // A suspect whose redial is refused has crashed or stopped: remove it now.
             if self.membership.is_suspect(id) {
-                self.give_up_suspect(now, id);
+                self.give_up_suspect(now, id, Reason::Reset);
             }
         }
         if link.scan {
@@ -74,10 +75,18 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         }
     }
 
-    /// Tells the application and the election that a member is gone.
-    pub(super) fn removed(&mut self, now: Instant, info: NodeInfo) {
+    /// Tells the application and the election that a member is gone, and why (for logs).
+    /// A master change its departure causes comes after its `NodeRemoved`, and so does one
+    /// held back until it departed (see `master`).
+    pub(super) fn removed(&mut self, now: Instant, info: NodeInfo, reason: Reason) {
         let id = info.id;
+        self.push_event(Event::Explained {
+            node: info.clone(),
+            what: Happened::Removed,
+            reason,
+        });
         self.push_event(Event::NodeRemoved(info));
+        self.release_master(now, id);
         self.election.member_removed(now, id);
         self.run_election(now);
     }
@@ -98,7 +107,7 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         let expected = link.expect;
         self.close(conn);
         if let Some(id) = expected.filter(|&id| unproven && self.membership.is_suspect(id)) {
-            self.give_up_suspect(now, id);
+            self.give_up_suspect(now, id, Reason::Reset);
         }
     }
 
@@ -112,9 +121,13 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
             return;
         };
         let addr = SocketAddr::new(peer.ip, peer.port);
+        let violation = std::mem::take(&mut self.violation);
         match loss {
             Loss::Dropped if !self.leaving => {
                 let expect = Some(peer.id);
+                if violation {
+                    self.suspect_why.insert(peer.id, Reason::ProtocolViolation);
+                }
                 let deadline = now + self.config.suspect_timeout;
                 self.membership.suspect(peer, deadline);
                 let redial = Target {
@@ -124,23 +137,30 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
                 };
                 self.dial(now, redial);
             }
-            Loss::Left => self.removed(now, peer),
+            Loss::Left => self.removed(now, peer, Reason::Left),
             Loss::Dropped | Loss::Dead => {
                 self.discovery
                     .lost(now, &self.config.discovery, peer.id, addr);
-                self.removed(now, peer);
+                let reason = match loss {
+                    Loss::Dead => Reason::Timeout,
+                    _ if violation => Reason::ProtocolViolation,
+                    _ => Reason::Reset,
+                };
+                self.removed(now, peer, reason);
             }
         }
     }
 
-    /// A suspect did not come back in time: remove it.
-    pub(super) fn give_up_suspect(&mut self, now: Instant, id: NodeId) {
+    /// A suspect did not come back (`reason`, unless its connection was closed for a
+    /// protocol violation): remove it.
+    pub(super) fn give_up_suspect(&mut self, now: Instant, id: NodeId, reason: Reason) {
+        let why = self.suspect_why.remove(&id);
         let Some(info) = self.membership.clear_suspect(id) else {
             return;
         };
         let addr = SocketAddr::new(info.ip, info.port);
         self.discovery.lost(now, &self.config.discovery, id, addr);
-        self.removed(now, info);
+        self.removed(now, info, why.unwrap_or(reason));
     }
 
     /// Drops `conn` and has the driver close it, if it is still open.
@@ -166,9 +186,10 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
             }
             ConnectionError::HandshakeTimeout => self.stats.handshakes_failed += 1,
             ConnectionError::Frame(_) | ConnectionError::Record(_) | ConnectionError::Decode(_) => {
-                self.stats.frames_rejected += 1
+                self.stats.frames_rejected += 1;
+                self.violation = true;
             }
-            _ => {}
+            ConnectionError::Protocol(_) => self.violation = true,
         }
         if let Some(id) = link.expect.or(link.peer_id()) {
             let backoff = self.config.discovery.redial_backoff;
@@ -176,6 +197,7 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         }
         self.report(addr, error);
         self.end(now, conn, Loss::Dropped);
+        self.violation = false;
     }
 
     /// Tells the application that a connection with `addr` failed.

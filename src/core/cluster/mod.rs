@@ -37,7 +37,7 @@ mod loss;
 mod master;
 mod receive;
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -53,8 +53,10 @@ use super::link::Timer;
 use super::membership::Membership;
 use super::message::Message;
 use super::node::{NodeId, NodeInfo};
+use super::output::Reason;
 use super::subscriptions::Subscriptions;
 use loss::Loss;
+use master::HeldMaster;
 
 pub use super::output::{ConnId, Event, Output, Stats};
 
@@ -78,6 +80,14 @@ pub struct Cluster<R> {
     stats: Stats,
     /// The links of the message being sent (see [`Cluster::send_event`]).
     send_scratch: Vec<ConnId>,
+    /// A change of master not told yet: the master it replaces is still a member here
+    /// (see `master`).
+    held_master: Option<HeldMaster>,
+    /// The connection being failed broke a protocol rule (set and cleared by `fail`).
+    violation: bool,
+    /// Suspects whose connection was closed for a protocol violation: if they do not come
+    /// back, that is why they are removed. At most one entry per suspect.
+    suspect_why: BTreeMap<NodeId, Reason>,
 }
 
 impl<R: RngCore + CryptoRng> Cluster<R> {
@@ -99,6 +109,9 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
             leaving: false,
             stats: Stats::default(),
             send_scratch: Vec::new(),
+            held_master: None,
+            violation: false,
+            suspect_why: BTreeMap::new(),
         }
     }
 
@@ -160,6 +173,7 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
             .chain(self.discovery.poll_timeout(&self.config.discovery))
             .chain(self.election.poll_timeout())
             .chain(self.beacons.next())
+            .chain(self.held_master_deadline())
             .min()
     }
 
@@ -183,8 +197,9 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         }
         self.heartbeats(now);
         for id in self.membership.overdue_suspects(now) {
-            self.give_up_suspect(now, id);
+            self.give_up_suspect(now, id, Reason::Timeout);
         }
+        self.release_overdue_master(now);
         if !self.leaving {
             self.election.handle_timeout(now);
             self.run_election(now);
@@ -259,14 +274,14 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
 
     /// The application's verdict on an [`Output::AskAdmission`].
     pub fn admit(&mut self, now: Instant, conn: ConnId, accept: bool) {
-        self.give_verdict(now, conn, accept);
+        self.give_verdict(now, conn, accept, Reason::Filter);
     }
 
     /// The connection filter failed on the node of `conn` (threw, rejected, answered
     /// something else than a boolean, or not in time): counted, and the node is refused.
     pub fn filter_failed(&mut self, now: Instant, conn: ConnId) {
         self.stats.filter_errors += 1;
-        self.give_verdict(now, conn, false);
+        self.give_verdict(now, conn, false, Reason::FilterError);
     }
 
     /// Leaves the cluster: tells every peer, then closes every connection. Beacons, dials
@@ -276,6 +291,7 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         self.beacons.stop();
         self.discovery.stop();
         self.membership.clear_suspects();
+        self.suspect_why.clear();
         self.say_goodbye();
         self.debug_check_index();
     }

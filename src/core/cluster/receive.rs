@@ -132,17 +132,13 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
             Message::Verdict { accepted } if link.is_admitting() => {
                 let peer = link.their_verdict(accepted)?;
                 if accepted {
-                    if !link.restore && !link.accepted_told {
-                        link.accepted_told = true;
-                        self.push_event(Event::NodeAccepted(peer));
-                    }
+                    // `NodeAccepted` is told once both ends have admitted each other.
                     self.check_admitted(now, conn);
                 } else {
-                    self.push_event(Event::NodeRejected(peer.clone()));
-                    // Do not knock again until its next beacon period.
-                    let wait = self.config.beacon_interval;
-                    self.discovery.failed(now, peer.id, wait);
+                    let peer = peer.clone();
                     self.close(conn);
+                    self.hold_back_refused(now, &peer, false);
+                    self.push_event(Event::NodeRejected(peer));
                 }
                 Ok(())
             }
@@ -200,10 +196,11 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
             Message::Election(m) => {
                 // The peer speaks for itself only: a message that breaks the election's
                 // rules changes nothing and closes this connection.
-                let heard = self
-                    .election
-                    .handle(now, from.expect("members are introduced"), m);
+                let from = from.expect("members are introduced");
+                let heard = self.election.handle(now, from, m);
                 self.run_election(now);
+                // It speaks, so it has not departed: a change of master held for it is told.
+                self.release_master(now, from);
                 heard.map_err(|crate::core::election::Refused(rule)| self.refuse(rule))
             }
             Message::Members(list) => {
