@@ -156,4 +156,5 @@ export interface NativeStats {
   messagesRefused: number
   filterErrors: number
   keyMismatches: number
+  dialsSkipped: number
 }

@@ -2,7 +2,7 @@
 
 const { EventEmitter } = require('node:events');
 const { performance } = require('node:perf_hooks');
-const { NativeNode } = require('./binding.js');
+const { NativeNode } = require('./lib/load.js').loadBinding();
 const { normalizeOptions, metadataJson, toPublicNode, describe } = require('./lib/options.js');
 const { eventName, targetIds, encodePayload, decodePayload } = require('./lib/events.js');
 const { forEachDelivery } = require('./lib/packed.js');

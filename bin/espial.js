@@ -44,7 +44,9 @@ const COMMANDS = {
 
 Joins the cluster as a node that can never be master (an observer), waits --wait ms for
 the membership to settle, prints every other node and which one is the master, then leaves.
-The other nodes see the observer come and go (added_node, removed_node).
+The other nodes see the observer come and go (added_node, removed_node); its metadata is
+{"espial_observer":"members"} (\`espial watch\`: "watch"), and the ROLE column (JSON:
+"observers") marks such nodes as observers.
 
   --wait <ms>    how long to wait for the membership to settle (default 2000)
 
@@ -112,6 +114,11 @@ const FLAG_OF = {
   metadata: '--metadata',
   'network.host_name': '--host-name',
 };
+
+// The metadata key of a node that `espial members` or `espial watch` runs: an observer,
+// which `members` marks as one.
+const OBSERVER_KEY = 'espial_observer';
+const isObserver = (node) => node.metadata !== null && typeof node.metadata === 'object' && typeof node.metadata[OBSERVER_KEY] === 'string';
 
 const CORE_EVENTS = ['added_node', 'updated_node', 'removed_node', 'new_master', 'promotion', 'demotion', 'node_accepted', 'node_rejected'];
 
@@ -188,6 +195,8 @@ function nodeOptions(command, values) {
   const key = values['cluster-key'] ?? process.env.ESPIAL_CLUSTER_KEY;
   if (key !== undefined && key !== '') options.cluster_key = key;
   if (command === 'members' || command === 'watch' || values.observer) options.master_eligible = false;
+  // Marks this node as the CLI looking on, so that `espial members` elsewhere can say so.
+  if (command === 'members' || command === 'watch') options.metadata = { [OBSERVER_KEY]: command };
   if (values.metadata !== undefined) {
     let metadata;
     try {
@@ -253,12 +262,15 @@ function table(rows) {
 function membersTable(nodes, master, cluster) {
   const lines = [];
   const masterText = master ? `${safe(master.host_name)} (${shortId(master.id)})` : 'none';
-  lines.push(`cluster "${cluster}": ${nodes.length} node${nodes.length === 1 ? '' : 's'}, master: ${masterText}`);
+  const observers = nodes.filter(isObserver).length;
+  const observersText = observers > 0 ? ` (${observers} of them espial CLI observer${observers === 1 ? '' : 's'})` : '';
+  lines.push(`cluster "${cluster}": ${nodes.length} node${nodes.length === 1 ? '' : 's'}${observersText}, master: ${masterText}`);
   if (nodes.length > 0) {
-    const rows = [['ID', 'HOST', 'ADDRESS', 'MASTER', 'METADATA']];
+    const rows = [['ID', 'HOST', 'ADDRESS', 'ROLE', 'METADATA']];
     const sorted = [...nodes].sort((a, b) => a.host_name.localeCompare(b.host_name) || a.port - b.port || a.id.localeCompare(b.id));
     for (const node of sorted) {
-      rows.push([node.id, safe(node.host_name), `${node.ip}:${node.port}`, master && master.id === node.id ? '*' : '', safeJson(node.metadata)]);
+      const role = master && master.id === node.id ? 'master' : isObserver(node) ? `observer(${safe(node.metadata[OBSERVER_KEY])})` : 'node';
+      rows.push([node.id, safe(node.host_name), `${node.ip}:${node.port}`, role, safeJson(node.metadata)]);
     }
     lines.push(table(rows));
   }
@@ -336,7 +348,7 @@ async function run(command, values) {
 
   node.on('error', (err) => {
     if (!listening) {
-      console.error(`espial: cannot start: ${err.message} (${err.code})`);
+      console.error(`espial: cannot start: ${safe(err.message).split('\n')[0]} (${err.code})`);
       finish(1);
     } else if (command === 'members') {
       console.error(`espial: ${safe(err.message)} (${err.code})`);
@@ -364,7 +376,8 @@ async function run(command, values) {
     const nodes = node.get_nodes();
     const master = node.get_master();
     if (json) {
-      console.log(safeJson({ cluster, master: master ?? null, nodes }, 2));
+      const observers = nodes.filter(isObserver).map((n) => n.id);
+      console.log(safeJson({ cluster, master: master ?? null, nodes, observers }, 2));
     } else {
       console.log(membersTable(nodes, master, cluster));
     }
@@ -376,6 +389,18 @@ async function run(command, values) {
   }
   // Runs until a signal or --duration; the node keeps the process alive meanwhile.
   return done;
+}
+
+// One line for a failure at run time (the stack only under DEBUG=espial): what failed and,
+// for the usual mistakes, what to do.
+function runtimeError(err, values) {
+  if (process.env.DEBUG && /espial/.test(process.env.DEBUG) && err && err.stack) return `espial: ${err.stack}`;
+  const code = err && err.code ? ` (${err.code})` : '';
+  if (err && err.code === 'EADDRNOTAVAIL') {
+    return `espial: cannot use --interface ${values.interface ?? ''}: it is not an address of this machine${code}; see \`ip -4 addr\` for this machine's addresses`;
+  }
+  const message = String(err && err.message !== undefined ? err.message : err).replace(/^espial: /, '');
+  return `espial: ${safe(message).split('\n')[0]}${code}`;
 }
 
 async function main(argv) {
@@ -411,7 +436,7 @@ async function main(argv) {
       console.error(`${err.message}${flag}\nRun \`espial ${parsed.command} --help\` for usage.`);
       return 2;
     }
-    console.error(`espial: ${err.stack || err}`);
+    console.error(runtimeError(err, parsed.values));
     return 1;
   }
 }

@@ -5,7 +5,7 @@
 // errorCodes()), or Node's own code for a bad argument. A code neither knows is a bug in
 // espial, caught here rather than handed to users.
 
-const { errorCodes } = require('../binding.js');
+const { errorCodes } = require('./load.js').loadBinding();
 
 /** Node's own codes, which espial uses for an argument of the wrong type or value. */
 const NODE_CODES = Object.freeze(['ERR_INVALID_ARG_TYPE', 'ERR_INVALID_ARG_VALUE']);

@@ -112,8 +112,14 @@ function unknownOption(fullName) {
   return optionError('ERR_ESPIAL_UNKNOWN_OPTION', `unknown option "${fullName}"${hint}`);
 }
 
-// A typo is the usual reason for an unknown name, so suggest the nearest known one.
+// A typo is the usual reason for an unknown name, so suggest the nearest known one; a known
+// name at another level (`port` for `network.port`) is nearer still.
 function closest(name) {
+  const leaf = name.slice(name.lastIndexOf('.') + 1);
+  const elsewhere = ALL_NAMES.find((candidate) => candidate !== name && candidate.endsWith(`.${leaf}`));
+  if (elsewhere) return elsewhere;
+  const moved = ALL_NAMES.find((candidate) => candidate === leaf && candidate !== name);
+  if (moved) return moved;
   let best;
   let bestDistance = 3; // farther than this is not a typo worth pointing at
   for (const candidate of ALL_NAMES) {
