@@ -94,7 +94,7 @@ test('espial members prints the cluster nodes and its master, then leaves', asyn
     assert.equal(result.code, 0, result.stderr);
     const lines = result.stdout.trim().split('\n');
     assert.match(lines[0], new RegExp(`^cluster "${cluster}": 2 nodes, master: \\S+ \\(${master.id.slice(0, 8)}\\)$`));
-    assert.deepEqual(lines[1].split(/\s{2,}/), ['ID', 'HOST', 'ADDRESS', 'MASTER', 'METADATA']);
+    assert.deepEqual(lines[1].split(/\s{2,}/), ['ID', 'HOST', 'ADDRESS', 'ROLE', 'METADATA']);
     const rows = lines.slice(2).map((line) => line.split(/\s+/));
     assert.equal(rows.length, 2);
     const byId = new Map(rows.map((row) => [row[0], row]));
@@ -102,7 +102,7 @@ test('espial members prints the cluster nodes and its master, then leaves', asyn
       const row = byId.get(n.id);
       assert.ok(row, `${n.id} listed`);
       assert.equal(row[2], `127.0.0.1:${n.port}`);
-      assert.equal(row.includes('*'), n.id === master.id);
+      assert.equal(row[3], n.id === master.id ? 'master' : 'node');
       assert.equal(row.at(-1), JSON.stringify(n.metadata));
     }
     // The observer joined as a non-eligible node and left: both saw it come and go, and the
@@ -198,4 +198,39 @@ test('espial node runs a node with --metadata until SIGINT, then leaves graceful
     // A graceful exit: A hears removed_node at once, not after the heartbeat limit.
     await a.events.until('the CLI node left', () => a.events.seen('removed_node').length === 1, 3000);
   });
+});
+
+test('espial members marks the observers of espial watch and members', async () => {
+  const [portA, multicastPort] = randomPorts(2);
+  const cluster = uniqueCluster();
+  await withNodes(async ({ node }) => {
+    const a = node(loopbackOptions({ port: portA, multicastPort, cluster }), 'A');
+    const watching = cli(['watch', ...flags(multicastPort, cluster), '--duration', '4']);
+    await a.events.until('the watcher joined', () => a.get_nodes().length === 1);
+    const watcher = a.get_nodes()[0];
+    assert.deepEqual(watcher.metadata, { espial_observer: 'watch' });
+    const result = await cli(['members', ...flags(multicastPort, cluster), '--wait', '1000']);
+    assert.equal(result.code, 0, result.stderr);
+    const lines = result.stdout.trim().split('\n');
+    assert.match(lines[0], /: 2 nodes \(1 of them espial CLI observer\), master: /);
+    const rows = new Map(lines.slice(2).map((line) => line.split(/\s+/)).map((row) => [row[0], row]));
+    assert.equal(rows.get(watcher.id)[3], 'observer(watch)');
+    assert.equal(rows.get(a.get_node_info().id)[3], 'master');
+    const json = await cli(['members', ...flags(multicastPort, cluster), '--json', '--wait', '1000']);
+    assert.deepEqual(JSON.parse(json.stdout).observers, [watcher.id]);
+    assert.equal((await watching).code, 0);
+  });
+});
+
+test('a bad --interface is one line on stderr and exit code 1', async () => {
+  // 10.9.9.9 is no address of this machine (tests run in a namespace with loopback only):
+  // binding it fails with EADDRNOTAVAIL before any packet is sent.
+  for (const extra of [[], ['--port', '27999']]) {
+    const result = await cli(['members', '--interface', '10.9.9.9', '--peers', '127.0.0.1:27998', '--wait', '100', ...extra]);
+    assert.equal(result.code, 1, `${extra.join(' ')}: ${result.stderr}`);
+    const lines = result.stderr.trim().split('\n');
+    assert.equal(lines.length, 1, `one line: ${result.stderr}`);
+    assert.match(lines[0], /^espial: .*10\.9\.9\.9.*(EADDRNOTAVAIL|ERR_ESPIAL_BIND)/);
+    assert.doesNotMatch(result.stderr, /\n\s+at /, 'no stack');
+  }
 });

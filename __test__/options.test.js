@@ -35,6 +35,20 @@ test('an unknown option close to a known one suggests it', () => {
   });
 });
 
+test('an option given at the wrong level suggests where it belongs', () => {
+  assert.throws(() => normalizeOptions({ port: 27272 }), {
+    name: 'TypeError',
+    code: 'ERR_ESPIAL_UNKNOWN_OPTION',
+    message: 'espial: unknown option "port" (did you mean "network.port"?)',
+  });
+  assert.throws(() => normalizeOptions({ peers: ['127.0.0.1:27272'] }), {
+    message: 'espial: unknown option "peers" (did you mean "network.peers"?)',
+  });
+  assert.throws(() => normalizeOptions({ network: { cluster: 'a' } }), {
+    message: 'espial: unknown option "network.cluster" (did you mean "cluster"?)',
+  });
+});
+
 test('ports must be integers from 1 to 65535', () => {
   rejects({ network: { port: '27272' } }, 'network.port', 'ERR_INVALID_ARG_TYPE');
   rejects({ network: { port: 70000 } }, 'network.port', 'ERR_INVALID_ARG_VALUE');

@@ -521,3 +521,61 @@ fn a_refused_node_joins_once_the_filter_admits_it() {
     assert_eq!(sim.count(1, sim.id(0), accepted), 1);
     assert_eq!(sim.count(0, sim.id(1), added), 1);
 }
+
+/// The reason each removal and refusal is logged with (`Event::Explained`): a goodbye is
+/// `Left`, a crash `Reset`, a silence `Timeout`, a node our filter refuses `Filter`, and
+/// one that comes back while refused `RefusedBefore`.
+#[test]
+fn every_removal_and_refusal_is_explained() {
+    use crate::core::cluster::Event;
+    use crate::core::node::NodeId;
+    use crate::core::output::{Happened, Reason};
+    fn why(sim: &Sim, host: usize, about: NodeId, what: Happened) -> Vec<Reason> {
+        sim.events[&host]
+            .iter()
+            .filter_map(|e| match e {
+                Event::Explained {
+                    node,
+                    what: w,
+                    reason,
+                } if node.id == about && *w == what => Some(*reason),
+                _ => None,
+            })
+            .collect()
+    }
+    let mut sim = Sim::new(71);
+    for _ in 0..4 {
+        sim.add(Config::lan("sim"));
+    }
+    sim.run_for(Duration::from_secs(2));
+    let (left, crashed, silent) = (sim.id(1), sim.id(2), sim.id(3));
+    let now = sim.now;
+    sim.nodes.get_mut(&1).unwrap().leave(now);
+    sim.crash(2);
+    sim.cut(3);
+    sim.run_for(Duration::from_secs(30));
+    assert_eq!(why(&sim, 0, left, Happened::Removed), [Reason::Left]);
+    assert_eq!(why(&sim, 0, crashed, Happened::Removed), [Reason::Reset]);
+    assert_eq!(why(&sim, 0, silent, Happened::Removed), [Reason::Timeout]);
+    // Each explanation comes just before its removal.
+    let events = &sim.events[&0];
+    for (i, e) in events.iter().enumerate() {
+        if let Event::NodeRemoved(n) = e {
+            assert!(
+                matches!(&events[i - 1], Event::Explained { node, what: Happened::Removed, .. } if node.id == n.id)
+            );
+        }
+    }
+
+    let (refusing, _, _) = refusal_over(72, Duration::from_secs(20), true);
+    let refused = refusing.id(1);
+    let reasons = why(&refusing, 0, refused, Happened::Refused);
+    assert_eq!(reasons.first(), Some(&Reason::Filter));
+    assert!(reasons
+        .iter()
+        .all(|r| matches!(r, Reason::Filter | Reason::RefusedBefore)));
+    assert_eq!(
+        reasons.len() as u64,
+        refusing.nodes[&0].stats().nodes_rejected
+    );
+}
