@@ -284,11 +284,17 @@ declare namespace espial {
     updated_node: [node: EspialNode];
     /** Another node left the cluster: it exited, crashed, or stopped answering heartbeats. */
     removed_node: [node: EspialNode];
-    /** `node` admitted this node. */
+    /** `node` admitted this node, and this node `node`: the pair is formed (`added_node` follows). */
     node_accepted: [node: EspialNode];
-    /** `node`'s connection filter refused this node. */
+    /**
+     * `node`'s connection filter refused this node (once per try; tries back off from 2 s,
+     * doubling, up to 60 s). The refusing node emits nothing about the node it refused.
+     */
     node_rejected: [node: EspialNode];
-    /** `node` became master (possibly this node). */
+    /**
+     * `node` became master (possibly this node). A departed master's `removed_node` comes
+     * first.
+     */
     new_master: [node: EspialNode];
     /** This node became master. */
     promotion: [promotion: Promotion];
