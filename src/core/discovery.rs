@@ -116,6 +116,10 @@ struct Refusal {
     count: u32,
     /// No dial to it, or to its address, before then.
     until: Instant,
+    /// Refused again unasked before then, if `by_us`: the wait without its random part,
+    /// so that a node keeping to its own back-off (which has one) always finds the filter
+    /// asked again.
+    refuse_until: Instant,
     addr: SocketAddr,
     /// Our own filter refused it (else it refused us).
     by_us: bool,
@@ -276,6 +280,7 @@ impl Discovery {
             Refusal {
                 count: count.saturating_add(1),
                 until: now + wait,
+                refuse_until: now + base,
                 addr,
                 by_us,
             },
@@ -287,7 +292,7 @@ impl Discovery {
     pub fn we_refuse(&self, now: Instant, id: NodeId) -> bool {
         self.refusals
             .get(&id)
-            .is_some_and(|r| r.by_us && r.until > now)
+            .is_some_and(|r| r.by_us && r.refuse_until > now)
     }
 
     /// True while a refusal holds for the node at `addr` (a seed's address, say).
@@ -617,8 +622,13 @@ mod tests {
             let wait = d.refused(now, id(2), addr(2), true, 1 << 31);
             assert!(d.we_refuse(now, id(2)));
             assert_eq!(d.learn(now, &cfg, id(1), id(2), addr(2)), None);
+            // Refused unasked for the wait without its random part only: the other side
+            // waits at least that long after it was refused, so it finds the filter asked.
+            let base = wait - wait / 9;
+            assert!(d.we_refuse(now + base - Duration::from_millis(1), id(2)));
+            assert!(!d.we_refuse(now + base, id(2)));
+            assert_eq!(d.learn(now + base, &cfg, id(1), id(2), addr(2)), None, "no dial yet");
             now += wait;
-            assert!(!d.we_refuse(now, id(2)));
             waits.push(wait.as_millis());
         }
         // 2 s, 4 s, 8 s... each with an eighth more (half the jitter), capped at 60 s.
