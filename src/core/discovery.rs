@@ -627,7 +627,11 @@ mod tests {
             let base = wait - wait / 9;
             assert!(d.we_refuse(now + base - Duration::from_millis(1), id(2)));
             assert!(!d.we_refuse(now + base, id(2)));
-            assert_eq!(d.learn(now + base, &cfg, id(1), id(2), addr(2)), None, "no dial yet");
+            assert_eq!(
+                d.learn(now + base, &cfg, id(1), id(2), addr(2)),
+                None,
+                "no dial yet"
+            );
             now += wait;
             waits.push(wait.as_millis());
         }
