@@ -86,7 +86,7 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
             reason,
         });
         self.push_event(Event::NodeRemoved(info));
-        self.release_master(now, id);
+        self.release_master(id);
         self.election.member_removed(now, id);
         self.run_election(now);
     }

@@ -68,7 +68,7 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
 
     /// Node `id` is no longer a member, or spoke for itself: a change of master held back
     /// for it is told now.
-    pub(super) fn release_master(&mut self, _now: Instant, id: NodeId) {
+    pub(super) fn release_master(&mut self, id: NodeId) {
         if self.held_master.is_some_and(|h| h.departing == id) {
             self.release_held_master();
         }

@@ -200,7 +200,7 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
                 let heard = self.election.handle(now, from, m);
                 self.run_election(now);
                 // It speaks, so it has not departed: a change of master held for it is told.
-                self.release_master(now, from);
+                self.release_master(from);
                 heard.map_err(|crate::core::election::Refused(rule)| self.refuse(rule))
             }
             Message::Members(list) => {
