@@ -77,6 +77,14 @@ declare namespace espial {
      * @default 16777216
      */
     max_message_size?: number;
+    /**
+     * Bytes of received messages (and metadata) waiting for this process to take them,
+     * above which the node stops reading its members' connections until half of it is
+     * taken: the senders' `send()` then waits, and nothing is dropped. 65536 (64 KiB) to
+     * 1073741824 (1 GiB). See the README's Limits. (Not in the original.)
+     * @default 4194304
+     */
+    max_receive_buffer?: number;
   }
 
   /** The `network` options. */
