@@ -364,7 +364,9 @@ declare namespace espial {
     /**
      * Starts emitting the custom event `event` as `(data, from)`; other nodes send it here
      * from now on. `event` is 1 to 255 bytes of UTF-8 (else a TypeError); one of espial's
-     * own event names throws an Error with code `ERR_ESPIAL_RESERVED_EVENT`.
+     * own event names throws an Error with code `ERR_ESPIAL_RESERVED_EVENT`. Past 4096
+     * events, or 64 KiB of their names in all, it throws an Error with code
+     * `ERR_ESPIAL_TOO_MANY_EVENTS` and the event is not joined.
      */
     join(event: string): void;
     /** Stops emitting the custom event `event`; other nodes stop sending it here. */
