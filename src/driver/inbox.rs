@@ -97,8 +97,10 @@ impl Inbox {
         }
         self.paused.store(true, SeqCst);
         // A release may have brought the count down meanwhile without seeing the flag (the
-        // two sides write one and read the other): look again.
+        // two sides write one and read the other): look again. A reader still on its way
+        // out of an earlier pause may have seen the flag up meanwhile: wake it.
         if self.waiting.load(SeqCst) < self.low && self.paused.swap(false, SeqCst) {
+            self.resume.notify_waiters();
             return false;
         }
         true
