@@ -132,6 +132,7 @@ export interface NativeOptions {
   /** 0 is off. */
   masterQuorum: number
   maxMessageSize: number
+  maxReceiveBuffer: number
 }
 
 /** Why `send()` failed, for `lib/errors.js` to turn into an Error with this `code`. */

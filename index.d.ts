@@ -77,6 +77,14 @@ declare namespace espial {
      * @default 16777216
      */
     max_message_size?: number;
+    /**
+     * Bytes of received messages (and metadata) waiting for this process to take them,
+     * above which the node stops reading its members' connections until half of it is
+     * taken: the senders' `send()` then waits, and nothing is dropped. 65536 (64 KiB) to
+     * 1073741824 (1 GiB). See the README's Limits. (Not in the original.)
+     * @default 4194304
+     */
+    max_receive_buffer?: number;
   }
 
   /** The `network` options. */
@@ -368,7 +376,9 @@ declare namespace espial {
     /**
      * Starts emitting the custom event `event` as `(data, from)`; other nodes send it here
      * from now on. `event` is 1 to 255 bytes of UTF-8 (else a TypeError); one of espial's
-     * own event names throws an Error with code `ERR_ESPIAL_RESERVED_EVENT`.
+     * own event names throws an Error with code `ERR_ESPIAL_RESERVED_EVENT`. Past 4096
+     * events, or 64 KiB of their names in all, it throws an Error with code
+     * `ERR_ESPIAL_TOO_MANY_EVENTS` and the event is not joined.
      */
     join(event: string): void;
     /** Stops emitting the custom event `event`; other nodes stop sending it here. */

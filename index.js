@@ -309,7 +309,7 @@ class Espial extends EventEmitter {
    * @throws {TypeError} for a name that is not such a string
    * @throws {Error} with code ERR_ESPIAL_RESERVED_EVENT for one of espial's own event names
    * @throws {Error} with code ERR_ESPIAL_TOO_MANY_EVENTS past the number of events a node
-   *   may join (4096); the event is not joined then
+   *   may join (4096 events, 64 KiB of their names in all); the event is not joined then
    */
   join(event) {
     const name = eventName('join', event);

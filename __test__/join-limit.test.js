@@ -1,7 +1,8 @@
 'use strict';
 
-// join() past the number of custom events a node may join is refused with a stable code,
-// the same before start() and while running, and the refused event is not joined.
+// join() past the number of custom events a node may join, or past the bytes of their names,
+// is refused with a stable code, the same before start() and while running, and the refused
+// event is not joined.
 
 const { test } = require('node:test');
 const assert = require('node:assert/strict');
@@ -10,6 +11,8 @@ const { WAIT_MS, manualOptions, randomPorts, uniqueCluster, waitFor } = require(
 
 // crate::core::message::MAX_JOINED
 const MAX_JOINED = 4096;
+// crate::core::subscriptions::MAX_JOINED_BYTES
+const MAX_JOINED_BYTES = 64 * 1024;
 
 function isTooMany(err) {
   assert.equal(err.code, 'ERR_ESPIAL_TOO_MANY_EVENTS');
@@ -52,6 +55,29 @@ test('join() past the limit throws ERR_ESPIAL_TOO_MANY_EVENTS while running', as
     assert.throws(() => node.join('one-too-many'), isTooMany);
     node.leave('running-0');
     node.join('one-too-many');
+  } finally {
+    await node.exit();
+  }
+});
+
+test('join() past 64 KiB of event names throws ERR_ESPIAL_TOO_MANY_EVENTS, before start and while running', async () => {
+  const node = espial(manualOptions({ port: randomPorts(1)[0], cluster: uniqueCluster() }));
+  const longest = (i) => String(i).padStart(255, '0');
+  const fit = Math.floor(MAX_JOINED_BYTES / 255);
+  const isOverBytes = (err) => {
+    assert.equal(err.code, 'ERR_ESPIAL_TOO_MANY_EVENTS');
+    assert.match(err.message, /^espial: join\(\): .*65536 bytes/);
+    return true;
+  };
+  try {
+    for (let i = 0; i < fit; i++) node.join(longest(i));
+    assert.throws(() => node.join(longest(fit)), isOverBytes);
+    await waitFor(node, 'listening', 'listening', undefined, WAIT_MS);
+    assert.throws(() => node.join(longest(fit)), isOverBytes);
+    // The one byte left still takes a one-byte name; leaving one makes room for another.
+    node.join('x');
+    node.leave(longest(0));
+    node.join(longest(fit));
   } finally {
     await node.exit();
   }

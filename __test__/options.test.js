@@ -130,6 +130,21 @@ test('master_quorum is a whole number from 0 (off, the default) up', () => {
   });
 });
 
+test('max_receive_buffer is a whole number of bytes from 64 KiB to 1 GiB, 4 MiB by default', () => {
+  rejects({ max_receive_buffer: 0 }, 'max_receive_buffer', 'ERR_INVALID_ARG_VALUE');
+  rejects({ max_receive_buffer: 65535 }, 'max_receive_buffer', 'ERR_INVALID_ARG_VALUE');
+  rejects({ max_receive_buffer: 65536.5 }, 'max_receive_buffer', 'ERR_INVALID_ARG_VALUE');
+  rejects({ max_receive_buffer: 2 ** 30 + 1 }, 'max_receive_buffer', 'ERR_INVALID_ARG_VALUE');
+  rejects({ max_receive_buffer: NaN }, 'max_receive_buffer', 'ERR_INVALID_ARG_VALUE');
+  rejects({ max_receive_buffer: '4mb' }, 'max_receive_buffer', 'ERR_INVALID_ARG_TYPE');
+  assert.equal(normalizeOptions({}).maxReceiveBuffer, 4 * 1024 * 1024);
+  assert.equal(normalizeOptions({ max_receive_buffer: 65536 }).maxReceiveBuffer, 65536);
+  assert.equal(normalizeOptions({ max_receive_buffer: 2 ** 30 }).maxReceiveBuffer, 2 ** 30);
+  assert.throws(() => normalizeOptions({ max_receive_buffer: 1024 }), {
+    message: 'espial: option "max_receive_buffer" must be a whole number of bytes from 65536 to 1073741824 (received number 1024)',
+  });
+});
+
 test('max_message_size is a whole number of bytes from 1 to 256 MiB, 16 MiB by default', () => {
   rejects({ max_message_size: 0 }, 'max_message_size', 'ERR_INVALID_ARG_VALUE');
   rejects({ max_message_size: -1 }, 'max_message_size', 'ERR_INVALID_ARG_VALUE');
@@ -234,6 +249,7 @@ test('defaults are the original ones plus ours', () => {
     sendPresenceFrequency: 5000,
     connectionFilterTimeout: 5000,
     maxMessageSize: 16 * 1024 * 1024,
+    maxReceiveBuffer: 4 * 1024 * 1024,
   };
   assert.deepEqual(normalizeOptions(), expected);
   assert.deepEqual(normalizeOptions(null), expected);
@@ -281,6 +297,7 @@ test('valid options pass through', () => {
     metadata: { role: 'web', weight: 2, tags: ['a', null, true], nested: { x: 1.5 } },
     connection_filter_timeout: 300,
     max_message_size: 1024,
+    max_receive_buffer: 65536,
   });
   assert.deepEqual(native, {
     port: 30001,
@@ -303,6 +320,7 @@ test('valid options pass through', () => {
     sendPresenceFrequency: 2000,
     connectionFilterTimeout: 300,
     maxMessageSize: 1024,
+    maxReceiveBuffer: 65536,
   });
   // A copy: changing the caller's buffer later must not change a running node's key.
   assert.notEqual(native.clusterKey, key);

@@ -19,6 +19,11 @@ const MIN_CLUSTER_KEY = 16;
 // max_message_size: 16 MiB by default (the core's frame limit), at most 256 MiB.
 const DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024;
 const MAX_MESSAGE_SIZE_LIMIT = 256 * 1024 * 1024;
+// max_receive_buffer: bytes received and not yet taken by the application before the node
+// stops reading its members' connections (src/driver/inbox.rs); 4 MiB by default.
+const DEFAULT_MAX_RECEIVE_BUFFER = 4 * 1024 * 1024;
+const MIN_RECEIVE_BUFFER = 64 * 1024;
+const MAX_RECEIVE_BUFFER_LIMIT = 1024 * 1024 * 1024;
 // master_quorum counts nodes; any bound is arbitrary, this one fits a u32 on the Rust side.
 const MAX_QUORUM = 2 ** 31 - 1;
 
@@ -34,6 +39,7 @@ const TOP_LEVEL = [
   'metadata',
   'connection_filter_timeout',
   'max_message_size',
+  'max_receive_buffer',
 ];
 const NETWORK = [
   'port',
@@ -379,6 +385,12 @@ function normalizeOptions(options) {
       DEFAULT_MAX_MESSAGE_SIZE,
       (n, v) => integer(n, v, 1, MAX_MESSAGE_SIZE_LIMIT, 'a whole number of bytes'),
       'max_message_size',
+    ),
+    maxReceiveBuffer: given(
+      top.max_receive_buffer,
+      DEFAULT_MAX_RECEIVE_BUFFER,
+      (n, v) => integer(n, v, MIN_RECEIVE_BUFFER, MAX_RECEIVE_BUFFER_LIMIT, 'a whole number of bytes'),
+      'max_receive_buffer',
     ),
   };
   // A cluster_key that is present but undefined counts as given: `process.env.X` of an unset

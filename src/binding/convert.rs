@@ -47,6 +47,7 @@ pub struct NativeOptions {
     /// 0 is off.
     pub master_quorum: u32,
     pub max_message_size: u32,
+    pub max_receive_buffer: u32,
 }
 
 /// A node as JavaScript receives it; `index.js` parses `metadata`.
@@ -292,6 +293,9 @@ pub fn node_config(o: NativeOptions) -> Result<NodeConfig> {
         return Err(invalid("max_message_size", "a positive number of bytes"));
     }
     core.set_max_message(o.max_message_size as usize);
+    if o.max_receive_buffer == 0 {
+        return Err(invalid("max_receive_buffer", "a positive number of bytes"));
+    }
     let listen_port = port("network.port", o.port)?;
     let subnets = o
         .subnets
@@ -340,5 +344,6 @@ pub fn node_config(o: NativeOptions) -> Result<NodeConfig> {
         multicast,
         seeds: o.peers,
         filter_timeout,
+        max_receive_buffer: o.max_receive_buffer as usize,
     })
 }

@@ -16,7 +16,7 @@ use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
 
 use crate::core::node::NodeInfo;
-use crate::driver::{ErrorCode, EventSink, Filter, Handle, Notification, Sent};
+use crate::driver::{ErrorCode, EventSink, Filter, Handle, Notification, Receipt, Sent};
 
 pub use convert::{NativeEvent, NativeNodeInfo, NativeOptions, NativeSendError, NativeStats};
 
@@ -37,10 +37,22 @@ type FilterCallback = ThreadsafeFunction<
 struct JsSink(EventCallback);
 
 impl EventSink for JsSink {
-    fn deliver(&self, batch: Vec<Notification>) {
+    fn deliver(&self, batch: Vec<Notification>, receipt: Receipt) {
         let events = convert::pack(batch);
-        // NonBlocking: the queue is unbounded, so this never fails for lack of room.
-        self.0.call(events, ThreadsafeFunctionCallMode::NonBlocking);
+        // NonBlocking: the queue is unbounded, so this never fails for lack of room; what
+        // waits in it is bounded by the receipts (max_receive_buffer).
+        let mode = ThreadsafeFunctionCallMode::NonBlocking;
+        if receipt.is_none() {
+            self.0.call(events, mode);
+            return;
+        }
+        // The receipt is given back once `index.js` has dispatched the batch: the callback
+        // runs on the JavaScript thread right after the function returns, every listener of
+        // the batch having run. (Dropped with the call, should the call never be made.)
+        self.0.call_with_return_value(events, mode, move |_, _| {
+            drop(receipt);
+            Ok(())
+        });
     }
 }
 

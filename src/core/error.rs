@@ -231,6 +231,8 @@ pub enum SubscribeError {
     InvalidName,
     /// This node has joined `max` custom events already.
     TooMany { max: usize },
+    /// The names of the events joined would be over `max` bytes in all.
+    TooManyBytes { max: usize },
 }
 
 impl SubscribeError {
@@ -238,7 +240,9 @@ impl SubscribeError {
     pub fn code(&self) -> ErrorCode {
         match self {
             SubscribeError::InvalidName => ErrorCode::InvalidEvent,
-            SubscribeError::TooMany { .. } => ErrorCode::TooManyEvents,
+            SubscribeError::TooMany { .. } | SubscribeError::TooManyBytes { .. } => {
+                ErrorCode::TooManyEvents
+            }
         }
     }
 }
@@ -253,6 +257,10 @@ impl fmt::Display for SubscribeError {
                     "this node has joined {max} custom events, the most it may"
                 )
             }
+            SubscribeError::TooManyBytes { max } => write!(
+                f,
+                "the names of the custom events this node has joined would be over {max} bytes in all, the most it may"
+            ),
         }
     }
 }

@@ -424,6 +424,14 @@ impl Link {
         peer
     }
 
+    /// A member's silence up to `now` does not count: we were not reading its connection
+    /// (see [`Cluster::set_reading_paused`](super::cluster::Cluster::set_reading_paused)).
+    pub fn excuse_silence(&mut self, now: Instant) {
+        if let Stage::Member { liveness, .. } = &mut self.stage {
+            liveness.heard(now);
+        }
+    }
+
     /// A member's heartbeat timer at `now`.
     pub fn heartbeat(&mut self, now: Instant, detector: &DetectorConfig) -> Heartbeat {
         let Stage::Member {

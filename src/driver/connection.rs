@@ -21,6 +21,7 @@ use tokio::runtime::Handle as Runtime;
 use tokio::sync::{mpsc, Notify};
 use tokio::task::{AbortHandle, JoinSet};
 
+use super::inbox::Inbox;
 use crate::core::cluster::ConnId;
 use crate::core::node::NodeInfo;
 
@@ -49,6 +50,20 @@ pub enum ConnEvent {
     },
     /// The write queue fell below the low-water mark after a sender waited on it.
     Drained,
+    /// The application took enough of what was delivered: members' connections are read
+    /// again (see [`super::inbox`]).
+    Resumed,
+}
+
+/// What became of bytes a connection's reader read.
+pub enum Read {
+    /// Handled.
+    Taken,
+    /// Not handled: the application is behind. The reader keeps them and tries again once
+    /// reading resumes.
+    Wait,
+    /// Nobody wants them any more: the node has stopped.
+    Gone,
 }
 
 /// The node's hold on a live connection. Dropping it writes what is staged, lets the writer
@@ -189,13 +204,14 @@ pub fn dial(
 }
 
 /// Starts the reader and writer of an open connection. The reader hands what it reads to
-/// `received` (which returns false once nobody wants it) and reports the end to `events`.
-/// The writer runs in `writers` so that shutdown can wait for queued frames (a goodbye, say)
-/// to be flushed.
+/// `received`; told to wait, it reads nothing more until `inbox` resumes, then hands the
+/// same bytes over again. It reports the end to `events`. The writer runs in `writers` so
+/// that shutdown can wait for queued frames (a goodbye, say) to be flushed.
 pub fn spawn_io(
     conn: ConnId,
     stream: TcpStream,
-    mut received: impl FnMut(&[u8]) -> bool + Send + 'static,
+    mut received: impl FnMut(&[u8]) -> Read + Send + 'static,
+    inbox: Arc<Inbox>,
     events: mpsc::UnboundedSender<ConnEvent>,
     writers: &mut JoinSet<()>,
 ) -> ConnHandle {
@@ -214,11 +230,13 @@ pub fn spawn_io(
         loop {
             match rd.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if !received(&buf[..n]) {
-                        return;
+                Ok(n) => loop {
+                    match received(&buf[..n]) {
+                        Read::Taken => break,
+                        Read::Wait => inbox.resumed().await,
+                        Read::Gone => return,
                     }
-                }
+                },
             }
         }
         let _ = events.send(ConnEvent::Closed(conn));

@@ -10,6 +10,7 @@
 
 mod batch;
 mod connection;
+mod inbox;
 mod log;
 pub mod multicast;
 mod node;
@@ -18,6 +19,7 @@ pub mod runtime;
 mod tests;
 
 pub use batch::{BatchError, SendBatch, Targets};
+pub use inbox::Receipt;
 pub use node::Sent;
 
 use std::future::Future;
@@ -57,7 +59,13 @@ pub struct NodeConfig {
     pub seeds: Vec<String>,
     /// A connection filter that has not answered by then has rejected.
     pub filter_timeout: Duration,
+    /// Most bytes delivered and not yet taken by the application before members'
+    /// connections stop being read (`max_receive_buffer`; see [`Receipt`]).
+    pub max_receive_buffer: usize,
 }
+
+/// Default for [`NodeConfig::max_receive_buffer`]: 4 MiB.
+pub const DEFAULT_MAX_RECEIVE_BUFFER: usize = 4 * 1024 * 1024;
 
 /// What the driver tells the application, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,13 +90,17 @@ pub enum Notification {
 /// Receives notifications in batches, in order. Dropped when the node has stopped, which
 /// is how the binding knows to release its hold on the Node.js event loop.
 pub trait EventSink: Send + Sync + 'static {
-    fn deliver(&self, batch: Vec<Notification>);
+    /// `receipt` is to be dropped once the application has processed `batch`, not before:
+    /// until then its weight counts against `max_receive_buffer`, and above that bound
+    /// members' connections are not read.
+    fn deliver(&self, batch: Vec<Notification>, receipt: Receipt);
 }
 
-/// A channel as a sink, one notification at a time (the tests' sink); the receiver sees the
-/// channel disconnect once the node has stopped.
+/// A channel as a sink, one notification at a time (the tests' sink): a batch counts as
+/// taken once it is in the channel. The receiver sees the channel disconnect once the node
+/// has stopped.
 impl EventSink for std::sync::mpsc::Sender<Notification> {
-    fn deliver(&self, batch: Vec<Notification>) {
+    fn deliver(&self, batch: Vec<Notification>, _taken: Receipt) {
         for n in batch {
             // Nobody listening any more: the notification has nowhere to go.
             let _ = self.send(n);

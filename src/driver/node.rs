@@ -47,7 +47,8 @@ use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::{sleep_until, Instant};
 
 use super::batch::SendBatch;
-use super::connection::{self, ConnEvent, ConnHandle};
+use super::connection::{self, ConnEvent, ConnHandle, Read};
+use super::inbox::{self, Inbox, Receipt};
 use super::log::Log;
 use super::multicast;
 use super::{ipv4, ErrorCode, EventSink, Filter, NodeConfig, Notification};
@@ -269,6 +270,11 @@ pub struct Node {
     /// node when it stops, which is how the binding knows to let go of the event loop.
     sink: Box<dyn EventSink>,
     notes: Vec<Notification>,
+    /// What `notes` weigh against the receive bound.
+    notes_weight: usize,
+    /// What was delivered and not yet taken by the application; members' connections wait
+    /// while it is over the bound.
+    inbox: Arc<Inbox>,
     /// `exit()` was called: from then on sends are refused.
     exiting: bool,
     task: TaskState,
@@ -359,7 +365,8 @@ impl Node {
     fn finish_step(&mut self) -> bool {
         self.write_out();
         if !self.notes.is_empty() {
-            self.sink.deliver(std::mem::take(&mut self.notes));
+            let receipt = self.inbox.deliver(std::mem::take(&mut self.notes_weight));
+            self.sink.deliver(std::mem::take(&mut self.notes), receipt);
         }
         match self.task {
             TaskState::Awake => false,
@@ -423,6 +430,12 @@ impl Node {
                 }
             }
             ConnEvent::Drained => self.answer_sends(),
+            // Unless a reader found the bound exceeded again since.
+            ConnEvent::Resumed => {
+                if !self.inbox.is_paused() {
+                    self.core.set_reading_paused(now, false);
+                }
+            }
             ConnEvent::Closed(conn) => {
                 self.conns.remove(&conn);
                 self.core.connection_closed(now, conn);
@@ -436,15 +449,30 @@ impl Node {
         // no copy and no hand-off to the node task.
         let shared = self.shared.clone();
         let received = move |bytes: &[u8]| {
-            shared.upgrade().is_some_and(|shared| {
-                shared
-                    .step(|node| node.core.handle_bytes(now(), conn, bytes))
-                    .is_some()
-            })
+            let Some(shared) = shared.upgrade() else {
+                return Read::Gone;
+            };
+            shared
+                .step(|node| node.receive(conn, bytes))
+                .unwrap_or(Read::Gone)
         };
         let events = self.conn_events.clone();
-        let handle = connection::spawn_io(conn, stream, received, events, writers);
+        let inbox = self.inbox.clone();
+        let handle = connection::spawn_io(conn, stream, received, inbox, events, writers);
         self.conns.insert(conn, handle);
+    }
+
+    /// Bytes read on `conn`: handled, unless they come from a member while the application
+    /// is behind (see [`super::inbox`]); then the core excuses the silence of every member
+    /// until reading resumes.
+    fn receive(&mut self, conn: ConnId, bytes: &[u8]) -> Read {
+        let now = now();
+        if self.core.is_member_conn(conn) && self.inbox.must_wait() {
+            self.core.set_reading_paused(now, true);
+            return Read::Wait;
+        }
+        self.core.handle_bytes(now, conn, bytes);
+        Read::Taken
     }
 
     /// Answers the sends whose connections are no longer backlogged (or are gone: what was
@@ -539,6 +567,7 @@ impl Node {
                         }
                     }
                     if let Some(n) = notification(e) {
+                        self.notes_weight += inbox::weight(&n);
                         self.notes.push(n);
                     }
                 }
@@ -560,7 +589,7 @@ pub async fn run(shared: Arc<Shared>, start: Box<Start>) {
     let fail = |code: ErrorCode, message: String| {
         log.line(format_args!("{message}"));
         *shared.lock() = Stage::Stopped(Stats::default());
-        sink.deliver(vec![Notification::Error { code, message }]);
+        sink.deliver(vec![Notification::Error { code, message }], Receipt::none());
     };
     let listener = match TcpListener::bind(SocketAddr::new(local, config.me.port)).await {
         Ok(l) => l,
@@ -620,6 +649,7 @@ pub async fn run(shared: Arc<Shared>, start: Box<Start>) {
             ))
     ));
     let (conn_events, mut conn_reports) = mpsc::unbounded_channel();
+    let inbox = Inbox::new(config.max_receive_buffer, conn_events.clone());
     {
         // Starting → Running and the kept requests in one step, so that nothing asked
         // meanwhile can come before them.
@@ -650,6 +680,8 @@ pub async fn run(shared: Arc<Shared>, start: Box<Start>) {
             conn_events,
             sink,
             notes,
+            notes_weight: 0,
+            inbox,
             exiting,
             task: TaskState::Awake,
             shared: Arc::downgrade(&shared),

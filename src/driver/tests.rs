@@ -33,6 +33,7 @@ fn config(cluster: &str, group_port: u16, port: u16) -> NodeConfig {
         }),
         seeds: Vec::new(),
         filter_timeout: Duration::from_secs(5),
+        max_receive_buffer: crate::driver::DEFAULT_MAX_RECEIVE_BUFFER,
     }
 }
 
@@ -521,4 +522,157 @@ fn goodbyes_are_flushed_on_exit_and_the_final_counters_kept() {
     assert!(after.bytes_out > before.bytes_out, "the goodbye is counted");
     assert_eq!(a.stats(), after, "stopped: the counters stay");
     bounded(b.exit());
+}
+
+/// A sink that, while told to hold, keeps the receipts of what it was handed: an
+/// application whose event loop is blocked (the notifications still reach the channel, so
+/// the test sees what was delivered).
+#[derive(Clone)]
+struct Holding {
+    tx: mpsc::Sender<Notification>,
+    held: std::sync::Arc<std::sync::Mutex<Option<Vec<super::Receipt>>>>,
+}
+
+impl super::EventSink for Holding {
+    fn deliver(&self, batch: Vec<Notification>, receipt: super::Receipt) {
+        for n in batch {
+            let _ = self.tx.send(n);
+        }
+        if let Some(held) = self.held.lock().unwrap().as_mut() {
+            held.push(receipt);
+        }
+    }
+}
+
+impl Holding {
+    fn hold(&self) {
+        *self.held.lock().unwrap() = Some(Vec::new());
+    }
+
+    /// The weight held so far.
+    fn weight(&self) -> usize {
+        let held = self.held.lock().unwrap();
+        held.iter().flatten().map(|r| r.weight()).sum()
+    }
+
+    /// Lets go of every receipt: the application has caught up.
+    fn release(&self) {
+        self.held.lock().unwrap().take();
+    }
+}
+
+#[test]
+fn a_receiver_that_is_behind_stops_reading_and_loses_nothing_nor_anyone() {
+    use super::{SendBatch, Sent};
+
+    const BOUND: usize = 256 * 1024;
+    const SIZE: usize = 16 * 1024;
+    let cluster = format!("driver-{}", OsRng.next_u64());
+    let b_port = free_port();
+    let quick = |mut c: NodeConfig| {
+        // Dead after 1.3 s of silence: far shorter than the hold below.
+        c.core.detector.interval = Duration::from_millis(100);
+        c
+    };
+    let mut b_cfg = quick(manual(&cluster, b_port, Vec::new()));
+    b_cfg.max_receive_buffer = BOUND;
+    let a_cfg = quick(manual(&cluster, 0, vec![format!("127.0.0.1:{b_port}")]));
+    let (a_id, b_id) = (a_cfg.me.id, b_cfg.me.id);
+    let (b_tx, b_rx) = mpsc::channel();
+    let sink = Holding {
+        tx: b_tx,
+        held: Default::default(),
+    };
+    let b = Handle::new(b_cfg, sink.clone());
+    b.start();
+    listening(&b_rx);
+    b.subscribe("e".into()).unwrap();
+    let (a, a_rx) = start(a_cfg);
+    wait_for(
+        &a_rx,
+        |n| matches!(n, Notification::Cluster(Event::NodeAdded(n)) if n.id == b_id),
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        assert_eq!(a.send(&one(b_id, b"hi"), 0), Sent::Now(vec![Ok(())]));
+        let got = b_rx.recv_timeout(Duration::from_millis(50));
+        if matches!(got, Ok(Notification::Cluster(Event::Delivery { .. }))) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "b never got one");
+    }
+    while b_rx.try_recv().is_ok() {}
+
+    // b's application stops taking anything; a sends numbered messages until its send waits.
+    sink.hold();
+    let mut sent = 0u32;
+    let mut later = None;
+    for id in 1..=8192u64 {
+        let mut payload = vec![0u8; SIZE];
+        payload[..4].copy_from_slice(&sent.to_be_bytes());
+        let mut batch = SendBatch::default();
+        batch.add("e", true, &payload, Ok(Some(vec![b_id])));
+        let answer = a.send(&batch, id);
+        sent += 1;
+        if answer == Sent::Later {
+            later = Some(id);
+            break;
+        }
+        assert_eq!(answer, Sent::Now(vec![Ok(())]));
+    }
+    let later = later.expect("128 MiB sent to a receiver that takes nothing, never waiting");
+    // Longer than the detector's bound: neither node may take the other for dead.
+    std::thread::sleep(Duration::from_millis(2500));
+    let held = sink.weight();
+    // One step past the bound at most: a read (64 KiB) and the message it completes.
+    let most = BOUND + 64 * 1024 + SIZE + super::inbox::PER_NOTIFICATION + 1;
+    assert!(
+        held <= most,
+        "{held} bytes waiting for the application, over {most}"
+    );
+    assert!(held >= BOUND, "the bound was reached ({held})");
+    let answered = a_rx
+        .try_iter()
+        .any(|n| matches!(n, Notification::Sent { id, .. } if id == later));
+    assert!(!answered, "a's send was answered while b took nothing");
+
+    sink.release();
+    wait_for(
+        &a_rx,
+        |n| matches!(n, Notification::Sent { id, .. } if *id == later),
+    );
+    let mut next_seq = 0u32;
+    let mut seen = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while next_seq < sent {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let n = b_rx
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("only {next_seq} of {sent} messages arrived"));
+        // (A late "hi" from the subscription check above is skipped.)
+        if let Notification::Cluster(Event::Delivery { payload, .. }) = &n {
+            if payload.len() != SIZE {
+                continue;
+            }
+            let seq = u32::from_be_bytes(payload[..4].try_into().unwrap());
+            assert_eq!(seq, next_seq, "every message once, in order");
+            next_seq += 1;
+        } else {
+            seen.push(n);
+        }
+    }
+    // Reading again; a little longer for a late verdict of either detector.
+    std::thread::sleep(Duration::from_millis(1500));
+    seen.extend(b_rx.try_iter());
+    let a_seen: Vec<_> = a_rx.try_iter().collect();
+    for (who, notes, other) in [("b", &seen, a_id), ("a", &a_seen, b_id)] {
+        assert!(
+            !notes.iter().any(
+                |n| matches!(n, Notification::Cluster(Event::NodeRemoved(n)) if n.id == other)
+            ),
+            "{who} removed the other: {notes:?}"
+        );
+    }
+    super::runtime::get().block_on(a.exit());
+    super::runtime::get().block_on(b.exit());
 }

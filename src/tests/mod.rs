@@ -4,4 +4,5 @@
 mod election;
 mod events;
 mod membership;
+mod paused;
 pub mod sim;

@@ -46,6 +46,8 @@ pub struct Sim {
     next_host: Host,
     /// Hosts with multicast off.
     manual: BTreeSet<Host>,
+    /// Hosts not reading their connections, with what arrived for them meanwhile, in order.
+    held: BTreeMap<Host, VecDeque<Delivery>>,
     rng: ChaCha20Rng,
 }
 
@@ -68,6 +70,7 @@ impl Sim {
             next_side: 1,
             next_host: 0,
             manual: BTreeSet::new(),
+            held: BTreeMap::new(),
             rng: ChaCha20Rng::seed_from_u64(seed),
         }
     }
@@ -272,8 +275,47 @@ impl Sim {
         }
     }
 
+    /// `host` stops reading its connections, as the driver does while the application is
+    /// behind: bytes and closes for it wait. `tell` says whether its core is told (as the
+    /// driver does), or left to see the silence.
+    pub fn stop_reading(&mut self, host: Host, tell: bool) {
+        self.held.entry(host).or_default();
+        if tell {
+            let now = self.now;
+            self.nodes
+                .get_mut(&host)
+                .unwrap()
+                .set_reading_paused(now, true);
+        }
+    }
+
+    /// `host` reads again: what waited arrives first, in order.
+    pub fn resume_reading(&mut self, host: Host) {
+        let now = self.now;
+        if let Some(node) = self.nodes.get_mut(&host) {
+            node.set_reading_paused(now, false);
+        }
+        for d in self
+            .held
+            .remove(&host)
+            .unwrap_or_default()
+            .into_iter()
+            .rev()
+        {
+            self.queue.push_front(d);
+        }
+    }
+
     fn deliver(&mut self, d: Delivery) {
         let now = self.now;
+        let to = match &d {
+            Delivery::Bytes { to, .. } | Delivery::Closed { to } => Some(to.0),
+            Delivery::Beacon { .. } => None,
+        };
+        if let Some(held) = to.and_then(|h| self.held.get_mut(&h)) {
+            held.push_back(d);
+            return;
+        }
         match d {
             Delivery::Bytes { to: (h, c), bytes } => {
                 if let Some(n) = self.nodes.get_mut(&h) {

@@ -56,6 +56,7 @@ impl Target {
             multicast: None,
             seeds: Vec::new(),
             filter_timeout: Duration::from_secs(5),
+            max_receive_buffer: espial::driver::DEFAULT_MAX_RECEIVE_BUFFER,
         };
         let (tx, rx) = mpsc::channel();
         let handle = Handle::new(config, tx);

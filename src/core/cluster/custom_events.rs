@@ -6,10 +6,10 @@ use std::time::Instant;
 use rand_core::{CryptoRng, RngCore};
 
 use super::{Cluster, ConnId, Output};
-use crate::core::error::{SendError, SubscribeError};
+use crate::core::error::{ConnectionError, SendError, SubscribeError};
 use crate::core::message::{self, Message};
 use crate::core::node::NodeId;
-use crate::core::subscriptions::is_valid_name;
+use crate::core::subscriptions::{is_valid_name, Subscriptions};
 
 impl<R: RngCore + CryptoRng> Cluster<R> {
     /// Starts delivery of custom event `name` and tells every member to send it to us.
@@ -26,6 +26,21 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         if self.subscriptions.unsubscribe(name) {
             self.send_all(now, &Message::Unsubscribe(name.to_owned()));
         }
+    }
+
+    /// A member's `Subscribe` or `Subscriptions`, applied by `join` to its set. Past the
+    /// set's bounds (events and bytes) that breaks the protocol: nothing changes, it is
+    /// counted in `messages_refused`, and the error fails the connection.
+    pub(super) fn peer_joins(
+        &mut self,
+        conn: ConnId,
+        join: impl FnOnce(&mut Subscriptions) -> Result<(), ConnectionError>,
+    ) -> Result<(), ConnectionError> {
+        let joined = join(&mut self.membership[conn].subscriptions);
+        if joined.is_err() {
+            self.stats.messages_refused += 1;
+        }
+        joined
     }
 
     /// Sends custom event `name` to `targets` (every member if `None`), skipping members

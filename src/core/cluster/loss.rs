@@ -57,11 +57,38 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         }
     }
 
+    /// The driver stops (`true`) or resumes reading members' connections, as it does while
+    /// the application has not taken what was delivered to it (a slow consumer, or an event
+    /// loop blocked for seconds). Unread, a member's heartbeats look like silence: while
+    /// paused nobody is declared dead for silence, and on resuming each member has the
+    /// detector's whole bound again from `now`. Our own heartbeats go out as usual, so the
+    /// peers keep us. A member that crashes meanwhile is noticed once reading resumes (its
+    /// end of stream is behind the unread bytes), as other members notice it at once.
+    pub fn set_reading_paused(&mut self, now: Instant, paused: bool) {
+        if self.reading_paused == paused {
+            return;
+        }
+        self.reading_paused = paused;
+        for (_, link) in self.membership.iter_mut() {
+            link.excuse_silence(now);
+        }
+    }
+
+    /// True if `conn` carries a member: the only connections whose bytes can become
+    /// custom events for the application, so the ones the driver pauses.
+    pub fn is_member_conn(&self, conn: ConnId) -> bool {
+        self.membership.get(conn).is_some_and(|l| l.is_member())
+    }
+
     /// Sends due heartbeats and removes members silent for too long.
     pub(super) fn heartbeats(&mut self, now: Instant) {
         let detector = self.config.detector;
+        let excused = self.reading_paused;
         let mut dead = Vec::new();
         for (conn, link) in self.membership.iter_mut() {
+            if excused {
+                link.excuse_silence(now);
+            }
             match link.heartbeat(now, &detector) {
                 Heartbeat::Dead => dead.push(conn),
                 Heartbeat::Ping(Ok(bytes)) => {

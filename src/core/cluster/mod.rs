@@ -77,6 +77,9 @@ pub struct Cluster<R> {
     own_addrs: BTreeSet<SocketAddr>,
     beacons: BeaconSchedule,
     leaving: bool,
+    /// The driver is not reading members' connections (the application is behind): their
+    /// silence is not theirs, so nobody is declared dead for it meanwhile.
+    reading_paused: bool,
     stats: Stats,
     /// The links of the message being sent (see [`Cluster::send_event`]).
     send_scratch: Vec<ConnId>,
@@ -107,6 +110,7 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
             own_addrs: BTreeSet::new(),
             beacons: BeaconSchedule::default(),
             leaving: false,
+            reading_paused: false,
             stats: Stats::default(),
             send_scratch: Vec::new(),
             held_master: None,

@@ -184,15 +184,12 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
                 }
                 Ok(())
             }
-            Message::Subscribe(name) => link.subscriptions.peer_subscribed(name),
+            Message::Subscribe(name) => self.peer_joins(conn, |s| s.peer_subscribed(name)),
             Message::Unsubscribe(name) => {
                 link.subscriptions.unsubscribe(&name);
                 Ok(())
             }
-            Message::Subscriptions(names) => {
-                link.subscriptions.replace(names);
-                Ok(())
-            }
+            Message::Subscriptions(names) => self.peer_joins(conn, |s| s.replace(names)),
             Message::Election(m) => {
                 // The peer speaks for itself only: a message that breaks the election's
                 // rules changes nothing and closes this connection.
