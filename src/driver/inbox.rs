@@ -181,7 +181,10 @@ pub fn weight(n: &Notification) -> usize {
             Event::NewMaster(n) | Event::Promotion { previous: n } | Event::Demotion { new: n } => {
                 n.as_ref().map_or(0, node)
             }
-            Event::ConnectionFailed { .. } | Event::BeaconKeyMismatch { .. } => 0,
+            // Never handed to JavaScript (logs only).
+            Event::ConnectionFailed { .. }
+            | Event::BeaconKeyMismatch { .. }
+            | Event::Explained { .. } => 0,
         }
 }
 
