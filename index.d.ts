@@ -238,6 +238,12 @@ declare namespace espial {
     /** Beacons received and ignored (this node's own, another cluster's, unauthenticated, malformed). */
     beacons_ignored: number;
     /**
+     * Beacons of this cluster not acted on: sent from another address than the one they
+     * name, or, in a keyed cluster, stale (time more than 60 s from this node's clock) or
+     * replayed (a counter already seen from that sender).
+     */
+    beacons_refused: number;
+    /**
      * Messages from members or joining nodes that broke a protocol rule (a statement about
      * another node, metadata that is not a JSON object, a custom event that is not valid
      * JSON): refused, never acted on.

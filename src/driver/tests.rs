@@ -33,6 +33,7 @@ fn config(cluster: &str, group_port: u16, port: u16) -> NodeConfig {
         }),
         seeds: Vec::new(),
         filter_timeout: Duration::from_secs(5),
+        key_material: None,
     }
 }
 

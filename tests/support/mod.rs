@@ -56,6 +56,7 @@ impl Target {
             multicast: None,
             seeds: Vec::new(),
             filter_timeout: Duration::from_secs(5),
+            key_material: None,
         };
         let (tx, rx) = mpsc::channel();
         let handle = Handle::new(config, tx);
