@@ -496,4 +496,93 @@ mod tests {
         );
         assert!(b.open(body(&frame)).unwrap().is_some());
     }
+
+    /// A confirmed pair that renews keys every `records` records (or `bytes` bytes).
+    fn pair_renewing(records: u64, bytes: u64) -> (Session, Session) {
+        let (mut a, mut b) = pair();
+        for s in [&mut a, &mut b] {
+            s.set_rekey_limits(RekeyLimits { records, bytes });
+        }
+        (a, b)
+    }
+
+    #[test]
+    fn keys_are_renewed_every_n_records_and_every_record_still_opens() {
+        const N: u64 = 16;
+        let (mut a, mut b) = pair_renewing(N, u64::MAX);
+        // The key confirmation was record 0 of each direction's first key.
+        let total = 5 * N + 3;
+        for i in 0..total {
+            let msg = format!("a to b, record {i}");
+            let f = a.seal(msg.as_bytes()).unwrap();
+            assert_eq!(b.open(body(&f)).unwrap().as_deref(), Some(msg.as_bytes()));
+            let msg = format!("b to a, record {i}");
+            let f = b.seal(msg.as_bytes()).unwrap();
+            assert_eq!(a.open(body(&f)).unwrap().as_deref(), Some(msg.as_bytes()));
+        }
+        // 1 + total records per direction, N per key: both ends agree on the key in use.
+        let epochs = (1 + total).div_ceil(N);
+        assert_eq!(a.key_epochs(), (epochs, epochs));
+        assert_eq!(b.key_epochs(), (epochs, epochs));
+        assert!(epochs >= 5);
+    }
+
+    #[test]
+    fn keys_are_renewed_by_bytes_too() {
+        let (mut a, mut b) = pair_renewing(u64::MAX, 1000);
+        for _ in 0..10 {
+            let f = a.seal(&[9u8; 300]).unwrap();
+            assert!(b.open(body(&f)).unwrap().is_some());
+        }
+        // 3000 bytes at 1000 a key (the key turns before the record that finds the count
+        // at or over the bound; the confirmation's 49 bytes count too).
+        assert_eq!(a.key_epochs().0, b.key_epochs().1);
+        assert_eq!(a.key_epochs().0, 3);
+    }
+
+    #[test]
+    fn a_record_sealed_under_the_old_key_after_the_renewal_point_is_refused() {
+        const N: u64 = 4;
+        let (mut a, mut b) = pair_renewing(N, u64::MAX);
+        // A stale copy of a's sending state, as it was under the first key.
+        let mut stale = Sealer {
+            dir: DirectionKey::new([1u8; 16]),
+            next: 0,
+        };
+        stale.dir.limits = RekeyLimits {
+            records: u64::MAX,
+            bytes: u64::MAX,
+        };
+        // Records 0 (the confirmation) to N-1 are under the first key.
+        for _ in 1..N {
+            let f = a.seal(b"first key").unwrap();
+            assert!(b.open(body(&f)).unwrap().is_some());
+        }
+        stale.next = N;
+        let old = stale.seal(&[b"old key, record N"]).unwrap();
+        assert_eq!(
+            b.open(body(&old)),
+            Err(ConnectionError::Record(RecordError::Forged))
+        );
+        // The refusal does not move b's count: a's genuine record N still opens.
+        let new = a.seal(b"new key, record N").unwrap();
+        assert_eq!(
+            b.open(body(&new)).unwrap().as_deref(),
+            Some(&b"new key, record N"[..])
+        );
+        assert_eq!(b.key_epochs().1, 2);
+    }
+
+    #[test]
+    fn the_counter_runs_on_across_renewals_so_no_nonce_repeats() {
+        let (mut a, _) = pair_renewing(3, u64::MAX);
+        let mut seen = std::collections::BTreeSet::new();
+        seen.insert(0u64);
+        for _ in 0..20 {
+            let f = a.seal(b"m").unwrap();
+            let seq = u64::from_be_bytes(body(&f)[1..9].try_into().unwrap());
+            assert!(seen.insert(seq), "nonce {seq} used twice");
+        }
+        assert_eq!(a.key_epochs().0, 7);
+    }
 }
