@@ -416,4 +416,32 @@ mod tests {
         assert_eq!(f.check(late, T + 130_000, &newcomer), Ok(()));
         assert_eq!(f.len(), 1);
     }
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The test vector of docs/protocol-beacon.md.
+    #[test]
+    fn the_documented_test_vector() {
+        let key = ClusterKey::new(b"espial test vector key", "vectors");
+        let beacon = Beacon {
+            id: NodeId(*b"0123456789abcdef"),
+            addr: "192.168.1.10:27272".parse().unwrap(),
+            time_ms: 1_800_000_000_000,
+            seq: 1,
+        };
+        let bytes = encode("vectors", Some(&key), beacon);
+        assert_eq!(hex(&key.psk), VECTOR_PSK);
+        assert_eq!(hex(&key.beacon), VECTOR_BEACON_KEY);
+        assert_eq!(hex(&bytes), VECTOR_BEACON);
+    }
+
+    const VECTOR_PSK: &str = "7ffdd63fc0ce070d782eebcd0d2c64056a85db2c8230f3ed3b0108f0906167d7";
+    const VECTOR_BEACON_KEY: &str =
+        "153411ed51fe9785f4658f8cd9c7409ae855695a8713bd19a129f7864f95135f";
+    const VECTOR_BEACON: &str = concat!(
+        "45535042010107766563746f72733031323334353637383961626364656604c0a8010a6a88",
+        "000001a3185c5000000000000000000145b5b0144ce4ebce47c438e3fca940c1"
+    );
 }

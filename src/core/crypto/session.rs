@@ -585,4 +585,28 @@ mod tests {
         }
         assert_eq!(a.key_epochs().0, 7);
     }
+
+    /// The renewal vector of docs/protocol-record-layer.md: key 0x01 × 16, then the next two.
+    #[test]
+    fn the_documented_renewal_vector() {
+        let mut dir = DirectionKey::new([1u8; 16]);
+        dir.limits = RekeyLimits {
+            records: 1,
+            bytes: u64::MAX,
+        };
+        let hex = |k: &[u8]| k.iter().map(|b| format!("{b:02x}")).collect::<String>();
+        let mut keys = Vec::new();
+        for _ in 0..3 {
+            dir.next(0);
+            keys.push(hex(&dir.key[..]));
+        }
+        assert_eq!(
+            keys,
+            [
+                "01010101010101010101010101010101",
+                "fa0a9d807c7cc52555c032c3f4e60dff",
+                "753e19ceea6e955ab780682410ab761f",
+            ]
+        );
+    }
 }
