@@ -27,7 +27,9 @@ declare namespace espial {
      * characters or a Buffer / Uint8Array of at least 16 bytes. Default: none (any node
      * that speaks the protocol may join). Present but `undefined`, `null` or empty throws
      * a TypeError (ERR_INVALID_ARG_VALUE): leave the option out to run without a key.
-     * (Not in the original.)
+     * Make one with `espial keygen` (128 random bits); a passphrase is stretched with
+     * Argon2id (64 MiB, 3 passes) when the node starts, but only a random key is beyond
+     * offline guessing (see README, "Guessing the cluster key"). (Not in the original.)
      */
     cluster_key?: string | Uint8Array;
     /**
