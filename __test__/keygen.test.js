@@ -51,3 +51,14 @@ test('a cluster keyed with a generated key forms by multicast, and refuses no be
     }
   });
 });
+
+test('the cluster_key bytes handed to the native side are wiped once copied', async () => {
+  const { NativeNode } = require('../binding.js');
+  const { normalizeOptions } = require('../lib/options.js');
+  const native = normalizeOptions({ cluster: uniqueCluster(), cluster_key: 'a passphrase, stretched at start', network: { address: { local: '127.0.0.1' } } });
+  const bytes = native.clusterKey;
+  assert.equal(bytes.toString('utf8'), 'a passphrase, stretched at start');
+  const node = new NativeNode(native, () => {});
+  assert.ok(bytes.every((b) => b === 0), 'the option bytes are still there');
+  await node.exit();
+});
