@@ -112,7 +112,7 @@ impl DirectionKey {
     }
 
     /// Undoes the count of a record that [`DirectionKey::next`] counted but that did not
-    /// open (a forgery with the expected sequence number), so that the genuine record in
+    /// seal or open (a forgery with the expected sequence number), so that the record in
     /// its place is counted instead. A renewal made for it stands: the key turns at that
     /// position whichever record fills it, so the state is exactly "renewed, nothing sealed
     /// under the new key yet".
@@ -145,11 +145,16 @@ impl Sealer {
         for part in parts {
             out.extend_from_slice(part);
         }
-        let tag = self
-            .dir
-            .next(plain_len)
-            .encrypt_in_place_detached(&Nonce::from(nonce(seq)), &hdr, &mut out[start..])
-            .map_err(|_| RecordError::Forged)?;
+        let sealed = self.dir.next(plain_len).encrypt_in_place_detached(
+            &Nonce::from(nonce(seq)),
+            &hdr,
+            &mut out[start..],
+        );
+        let Ok(tag) = sealed else {
+            // Only a plaintext over AES-GCM's 64 GiB could; the counts stay exact anyway.
+            self.dir.uncount(plain_len);
+            return Err(RecordError::Forged);
+        };
         out.extend_from_slice(&tag);
         self.next = seq + 1;
         Ok(out)
