@@ -67,3 +67,46 @@ test('a beacon naming another address than the one it comes from is refused, not
     await here.close();
   }
 });
+
+test('a keyed beacon captured off the group and sent again, or from another host, is refused', async () => {
+  const [portA, portB, multicastPort] = randomPorts(3);
+  const cluster = uniqueCluster();
+  const key = crypto.randomBytes(16).toString('base64url');
+  const capture = dgram.createSocket({ type: 'udp4', reuseAddr: true });
+  const captured = [];
+  capture.on('message', (msg) => captured.push(msg));
+  await new Promise((resolve) => capture.bind(multicastPort, '239.255.27.27', resolve));
+  capture.addMembership('239.255.27.27', '127.0.0.1');
+  const replayer = dgram.createSocket({ type: 'udp4' });
+  await new Promise((resolve) => replayer.bind(0, '127.0.0.1', resolve));
+  replayer.setMulticastInterface('127.0.0.1');
+  const relayer = dgram.createSocket({ type: 'udp4' });
+  await new Promise((resolve) => relayer.bind(0, '127.0.0.2', resolve));
+  relayer.setMulticastInterface('127.0.0.1');
+  const resend = (socket, bytes) => new Promise((resolve) => socket.send(bytes, multicastPort, '239.255.27.27', resolve));
+  try {
+    await withNodes(async ({ node }) => {
+      const a = node(loopbackOptions({ port: portA, multicastPort, cluster, cluster_key: key }), 'A');
+      const b = node(loopbackOptions({ port: portB, multicastPort, cluster, cluster_key: key }), 'B');
+      await a.events.until('A and B joined', () => a.get_nodes().length === 1 && b.get_nodes().length === 1);
+      // B's beacons carry its port (the 2 bytes after the 4-byte IPv4 address). Once three
+      // have gone by, A has accepted a later one than the first, whatever the start order.
+      const fromB = () => captured.filter((msg) => msg.includes(Buffer.from([4, 127, 0, 0, 1, portB >> 8, portB & 0xff])));
+      for (let i = 0; i < 250 && fromB().length < 3; i++) await delay(20);
+      assert.ok(fromB().length >= 3, 'B sent fewer than 3 beacons');
+      const before = a.stats().beacons_refused;
+      assert.equal(before, 0, 'a genuine beacon was refused');
+      await resend(replayer, fromB()[0]);
+      await resend(relayer, fromB()[0]);
+      for (let i = 0; i < 250 && a.stats().beacons_refused < 2; i++) await delay(20);
+      await delay(200);
+      assert.equal(a.stats().beacons_refused, 2, JSON.stringify(a.stats()));
+      assert.deepEqual(a.get_nodes().map((n) => n.id), [b.get_node_info().id]);
+      assert.equal(a.events.seen('removed_node').length, 0);
+    });
+  } finally {
+    capture.close();
+    replayer.close();
+    relayer.close();
+  }
+});
