@@ -14,14 +14,14 @@ const { randomPorts, uniqueCluster, loopbackOptions, withNodes, delay } = requir
 
 // docs/protocol-beacon.md: "ESPB" | version | flags | cluster_len | cluster | id(16) |
 // ip_len | ip | port(2) | time_ms(8) | seq(8); unkeyed. The id is all 0xff: larger than any
-// node's, so the node is the one that dials.
-function beacon(cluster, ip, port) {
+// node's, so the node is the one that dials. `version` is taken from a genuine beacon.
+function beacon(version, cluster, ip, port) {
   const addr = Buffer.from([4, ...ip.split('.').map(Number), 0, 0]);
   addr.writeUInt16BE(port, 5);
   const stamp = Buffer.alloc(16);
   stamp.writeBigUInt64BE(BigInt(Date.now()), 0);
   stamp.writeBigUInt64BE(1n, 8);
-  const head = Buffer.from([0x45, 0x53, 0x50, 0x42, 1, 0, cluster.length]);
+  const head = Buffer.from([0x45, 0x53, 0x50, 0x42, version, 0, cluster.length]);
   return Buffer.concat([head, Buffer.from(cluster), Buffer.alloc(16, 0xff), addr, stamp]);
 }
 
@@ -47,15 +47,22 @@ test('a beacon naming another address than the one it comes from is refused, not
   await new Promise((resolve) => socket.bind(0, '127.0.0.1', resolve));
   socket.setMulticastInterface('127.0.0.1');
   const send = (bytes) => new Promise((resolve) => socket.send(bytes, multicastPort, '239.255.27.27', resolve));
+  const capture = dgram.createSocket({ type: 'udp4', reuseAddr: true });
+  let version;
+  capture.on('message', (msg) => (version ??= msg[4]));
+  await new Promise((resolve) => capture.bind(multicastPort, '239.255.27.27', resolve));
+  capture.addMembership('239.255.27.27', '127.0.0.1');
   try {
     await withNodes(async ({ node }) => {
       const a = node(loopbackOptions({ port, multicastPort, cluster }), 'A');
       await a.events.next('listening', 'A listening');
-      for (let i = 0; i < 10; i++) await send(beacon(cluster, '127.0.0.99', elsewhere.port));
+      for (let i = 0; i < 250 && version === undefined; i++) await delay(20);
+      assert.ok(version !== undefined, 'no beacon of A seen');
+      for (let i = 0; i < 10; i++) await send(beacon(version, cluster, '127.0.0.99', elsewhere.port));
       // Counters change without an event: polled, bounded.
       for (let i = 0; i < 250 && a.stats().beacons_refused < 10; i++) await delay(20);
       assert.equal(a.stats().beacons_refused, 10, JSON.stringify(a.stats()));
-      await send(beacon(cluster, '127.0.0.1', here.port));
+      await send(beacon(version, cluster, '127.0.0.1', here.port));
       for (let i = 0; i < 100 && here.dials === 0; i++) await delay(20);
       assert.ok(here.dials >= 1, 'the control beacon, naming its own source, was not dialed');
       assert.equal(elsewhere.dials, 0, 'the node dialed the address a beacon from elsewhere named');
@@ -63,6 +70,7 @@ test('a beacon naming another address than the one it comes from is refused, not
     });
   } finally {
     socket.close();
+    capture.close();
     await elsewhere.close();
     await here.close();
   }
