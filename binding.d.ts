@@ -154,6 +154,7 @@ export interface NativeStats {
   nodesRejected: number
   beaconsSent: number
   beaconsIgnored: number
+  beaconsRefused: number
   messagesRefused: number
   filterErrors: number
   keyMismatches: number

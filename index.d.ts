@@ -27,7 +27,9 @@ declare namespace espial {
      * characters or a Buffer / Uint8Array of at least 16 bytes. Default: none (any node
      * that speaks the protocol may join). Present but `undefined`, `null` or empty throws
      * a TypeError (ERR_INVALID_ARG_VALUE): leave the option out to run without a key.
-     * (Not in the original.)
+     * Make one with `espial keygen` (128 random bits); a passphrase is stretched with
+     * Argon2id (64 MiB, 3 passes) when the node starts, but only a random key is beyond
+     * offline guessing (see README, "Guessing the cluster key"). (Not in the original.)
      */
     cluster_key?: string | Uint8Array;
     /**
@@ -245,6 +247,12 @@ declare namespace espial {
     beacons_sent: number;
     /** Beacons received and ignored (this node's own, another cluster's, unauthenticated, malformed). */
     beacons_ignored: number;
+    /**
+     * Beacons of this cluster not acted on: sent from another address than the one they
+     * name, or, in a keyed cluster, stale (time more than 60 s from this node's clock) or
+     * replayed (a counter already seen from that sender).
+     */
+    beacons_refused: number;
     /**
      * Messages from members or joining nodes that broke a protocol rule (a statement about
      * another node, metadata that is not a JSON object, a custom event that is not valid

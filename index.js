@@ -206,6 +206,7 @@ class Espial extends EventEmitter {
       nodes_rejected: s.nodesRejected,
       beacons_sent: s.beaconsSent,
       beacons_ignored: s.beaconsIgnored,
+      beacons_refused: s.beaconsRefused,
       messages_refused: s.messagesRefused,
       filter_errors: s.filterErrors,
       key_mismatches: s.keyMismatches,

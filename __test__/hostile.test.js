@@ -175,12 +175,17 @@ test('300 stalled or half-open handshakes: memory stays bounded and a legit node
   });
 });
 
-// A forged beacon: "ESPB" | version | flags | cluster_len | cluster | id(16) | port(2) [| mac(16)].
+// A forged beacon (docs/protocol-beacon.md): "ESPB" | version | flags | cluster_len | cluster |
+// id(16) | ip_len(1) | ip | port(2) | time_ms(8) | seq(8) [| mac(16)], naming 127.0.0.1, where
+// the flood comes from, so that only the MAC stands between it and a dial.
 function forgedBeacon(cluster, port, keyed) {
   const head = Buffer.from([0x45, 0x53, 0x50, 0x42, 1, keyed ? 1 : 0, cluster.length]);
-  const portBytes = Buffer.alloc(2);
-  portBytes.writeUInt16BE(port);
-  const parts = [head, Buffer.from(cluster), crypto.randomBytes(16), portBytes];
+  const addr = Buffer.from([4, 127, 0, 0, 1, 0, 0]);
+  addr.writeUInt16BE(port, 5);
+  const stamp = Buffer.alloc(16);
+  stamp.writeBigUInt64BE(BigInt(Date.now()), 0);
+  stamp.writeBigUInt64BE(1n, 8);
+  const parts = [head, Buffer.from(cluster), crypto.randomBytes(16), addr, stamp];
   if (keyed) parts.push(crypto.randomBytes(16));
   return Buffer.concat(parts);
 }

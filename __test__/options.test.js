@@ -205,6 +205,7 @@ test('cluster_key must be long enough and is never echoed', () => {
   rejects({ cluster_key: Buffer.alloc(15) }, 'cluster_key', 'ERR_INVALID_ARG_VALUE');
   rejects({ cluster_key: 1234567890123456 }, 'cluster_key', 'ERR_INVALID_ARG_TYPE');
   assert.throws(() => normalizeOptions({ cluster_key: 'hunter2' }), (err) => !err.message.includes('hunter2'));
+  assert.throws(() => normalizeOptions({ cluster_key: 'hunter2' }), /espial keygen/);
 });
 
 test('other wrong types are refused by name', () => {

@@ -15,6 +15,7 @@ Commands:
                    as a table, and leave
   espial watch     print membership and election events live, until Ctrl-C or --duration
   espial node      run a node (with --metadata) until Ctrl-C or --duration
+  espial keygen    print a new random cluster_key (128 bits, base64url)
 
 Options of every command:
   --interface <ipv4>         IPv4 address of this node and of the interface the discovery
@@ -403,7 +404,29 @@ function runtimeError(err, values) {
   return `espial: ${safe(message).split('\n')[0]}${code}`;
 }
 
+// `espial keygen`: a cluster_key nobody can guess, 128 bits from the OS's CSPRNG, in
+// base64url (22 characters, no padding), fit for an environment variable. It takes no options.
+const KEYGEN_HELP = `Usage: espial keygen
+
+Prints a new random cluster_key: 128 bits from the operating system's random number
+generator, as 22 base64url characters. Give the same key to every node of the cluster,
+e.g. as ESPIAL_CLUSTER_KEY, and keep it out of source code.`;
+
+function keygen(args) {
+  if (args.length === 1 && (args[0] === '-h' || args[0] === '--help')) {
+    console.log(KEYGEN_HELP);
+    return 0;
+  }
+  if (args.length > 0) {
+    console.error(`espial: keygen takes no arguments (received ${JSON.stringify(args[0])})\nRun \`espial keygen --help\` for usage.`);
+    return 2;
+  }
+  console.log(require('node:crypto').randomBytes(16).toString('base64url'));
+  return 0;
+}
+
 async function main(argv) {
+  if (argv[0] === 'keygen') return keygen(argv.slice(1));
   let parsed;
   try {
     parsed = parseCommandLine(argv);

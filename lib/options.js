@@ -263,13 +263,13 @@ function clusterKey(name, value) {
   }
   if (typeof value === 'string') {
     if (value.length < MIN_CLUSTER_KEY) {
-      throw optionError('ERR_INVALID_ARG_VALUE', `option "${name}" must be ${expected} (received a string of ${value.length} characters)`);
+      throw optionError('ERR_INVALID_ARG_VALUE', `option "${name}" must be ${expected} (received a string of ${value.length} characters; \`npx espial keygen\` makes a random key)`);
     }
     return Buffer.from(value, 'utf8');
   }
   if (value instanceof Uint8Array) {
     if (value.byteLength < MIN_CLUSTER_KEY) {
-      throw optionError('ERR_INVALID_ARG_VALUE', `option "${name}" must be ${expected} (received ${value.byteLength} bytes)`);
+      throw optionError('ERR_INVALID_ARG_VALUE', `option "${name}" must be ${expected} (received ${value.byteLength} bytes; \`npx espial keygen\` makes a random key)`);
     }
     // A copy, so that changing the caller's buffer later cannot change a running node's key.
     return Buffer.from(value);

@@ -32,7 +32,10 @@ const LARGE: usize = 1 << 20;
 
 fn keyed_target() -> Target {
     Target::start_with(&["evt"], |c| {
-        c.cluster_key = Some(ClusterKey::derive(b"the genuine cluster key, 32 bytes+"));
+        c.cluster_key = Some(ClusterKey::new(
+            b"the genuine cluster key, 32 bytes+",
+            "hostile",
+        ));
     })
 }
 
@@ -133,7 +136,7 @@ fn a_member_still_sends_a_one_mebibyte_event() {
 #[test]
 fn a_wrong_key_handshake_is_failed_not_completed() {
     let target = keyed_target();
-    let wrong = ClusterKey::derive(b"a different key of the same shape");
+    let wrong = ClusterKey::new(b"a different key of the same shape", "hostile");
     let (mut stream, _, confirmation) = half_handshake(&target, Some(&wrong));
     stream.write_all(&confirmation).unwrap();
     assert_closed(&mut stream, "after a wrong-key confirmation");

@@ -142,7 +142,7 @@ const stats: espial.EspialStats = a.stats();
 const counters: number[] = [
   stats.messages_in, stats.messages_out, stats.bytes_in, stats.bytes_out,
   stats.handshakes_completed, stats.handshakes_failed, stats.frames_rejected,
-  stats.connections_refused, stats.nodes_rejected, stats.beacons_sent, stats.beacons_ignored,
+  stats.connections_refused, stats.nodes_rejected, stats.beacons_sent, stats.beacons_ignored, stats.beacons_refused,
   stats.messages_refused,
   stats.filter_errors,
   stats.key_mismatches,

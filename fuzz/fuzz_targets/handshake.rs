@@ -13,7 +13,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let mut rng = ChaCha20Rng::seed_from_u64(u64::from(control));
-    let key = ClusterKey::derive(b"fuzzing cluster key material");
+    let key = ClusterKey::new(b"fuzzing cluster key material", "fuzz");
     let role = if control & 1 == 0 {
         Role::Initiator
     } else {

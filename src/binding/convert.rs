@@ -7,15 +7,15 @@ use std::time::Duration;
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 use rand_core::OsRng;
+use zeroize::Zeroize;
 
 use crate::core::cluster::{Event, Stats};
 use crate::core::config::Config;
 use crate::core::crypto::handshake::MAX_CLUSTER_NAME;
-use crate::core::crypto::ClusterKey;
 use crate::core::election::ElectionConfig;
 use crate::core::message::MAX_HOST_NAME;
 use crate::core::node::{is_valid_host_name, NodeId, NodeInfo};
-use crate::driver::{ErrorCode, MulticastConfig, NodeConfig, Notification};
+use crate::driver::{ErrorCode, KeyMaterial, MulticastConfig, NodeConfig, Notification};
 
 // Where `mod.rs` has always found them.
 pub use super::errors::NativeSendError;
@@ -139,6 +139,7 @@ pub struct NativeStats {
     pub nodes_rejected: i64,
     pub beacons_sent: i64,
     pub beacons_ignored: i64,
+    pub beacons_refused: i64,
     pub messages_refused: i64,
     pub filter_errors: i64,
     pub key_mismatches: i64,
@@ -161,6 +162,7 @@ impl From<Stats> for NativeStats {
             nodes_rejected: n(s.nodes_rejected),
             beacons_sent: n(s.beacons_sent),
             beacons_ignored: n(s.beacons_ignored),
+            beacons_refused: n(s.beacons_refused),
             messages_refused: n(s.messages_refused),
             filter_errors: n(s.filter_errors),
             key_mismatches: n(s.key_mismatches),
@@ -222,6 +224,7 @@ impl From<Notification> for NativeEvent {
                 Event::ConnectionFailed { .. }
                 | Event::BeaconKeyMismatch { .. }
                 | Event::Explained { .. }
+                | Event::BeaconRefused { .. }
                 | Event::Delivery { .. } => event("connection_failed", None),
             },
         }
@@ -259,7 +262,7 @@ fn port(option: &str, value: u32) -> Result<u16> {
 
 /// Checks what JavaScript already validated once more (the binding is public too) and
 /// builds the driver's configuration with a fresh node id.
-pub fn node_config(o: NativeOptions) -> Result<NodeConfig> {
+pub fn node_config(mut o: NativeOptions) -> Result<NodeConfig> {
     if o.cluster.is_empty() || o.cluster.len() > MAX_CLUSTER_NAME {
         return Err(invalid("cluster", "a name of 1 to 64 bytes"));
     }
@@ -277,7 +280,15 @@ pub fn node_config(o: NativeOptions) -> Result<NodeConfig> {
     if o.metadata.len() > core.max_metadata {
         return Err(metadata_too_large(o.metadata.len(), core.max_metadata));
     }
-    core.cluster_key = o.cluster_key.as_ref().map(|k| ClusterKey::derive(k));
+    // Stretched when the node starts, off this thread (see `driver::KeyMaterial`). The
+    // Buffer is `lib/options.js`'s own copy of the option, so it is wiped here: from now on
+    // the key's bytes live only in memory that is wiped after use.
+    let key_material = o.cluster_key.as_mut().map(|buffer| {
+        let bytes = buffer.as_mut();
+        let material = KeyMaterial::new(bytes.to_vec());
+        bytes.zeroize();
+        material
+    });
     let positive = |option: &str, ms: u32| {
         if ms == 0 {
             Err(invalid(option, "a positive number of milliseconds"))
@@ -345,5 +356,6 @@ pub fn node_config(o: NativeOptions) -> Result<NodeConfig> {
         seeds: o.peers,
         filter_timeout,
         max_receive_buffer: o.max_receive_buffer as usize,
+        key_material,
     })
 }

@@ -72,6 +72,12 @@ pub enum Event {
     /// A beacon of this cluster from `addr` was ignored: it was under another cluster key
     /// (or none where this node has one, or the other way round). For logs.
     BeaconKeyMismatch { addr: SocketAddr },
+    /// A beacon of this cluster from `addr` (authenticated, in a keyed cluster) was not
+    /// acted on: sent from another address than it names, stale or replayed. For logs.
+    BeaconRefused {
+        addr: SocketAddr,
+        reason: super::beacon::Refused,
+    },
 }
 
 /// What [`Event::Explained`] explains.
@@ -140,6 +146,9 @@ pub struct Stats {
     pub connections_refused: u64,
     pub beacons_sent: u64,
     pub beacons_ignored: u64,
+    /// Beacons of this cluster (authenticated, in a keyed cluster) not acted on: sent from
+    /// another address than the one they name, or, keyed, stale or replayed.
+    pub beacons_refused: u64,
     pub nodes_rejected: u64,
     /// Messages from a peer that broke a protocol rule after the handshake (a statement
     /// the peer has no authority for, metadata that is not a JSON object, a custom event

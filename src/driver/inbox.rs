@@ -184,7 +184,8 @@ pub fn weight(n: &Notification) -> usize {
             // Never handed to JavaScript (logs only).
             Event::ConnectionFailed { .. }
             | Event::BeaconKeyMismatch { .. }
-            | Event::Explained { .. } => 0,
+            | Event::Explained { .. }
+            | Event::BeaconRefused { .. } => 0,
         }
 }
 

@@ -62,6 +62,33 @@ pub struct NodeConfig {
     /// Most bytes delivered and not yet taken by the application before members'
     /// connections stop being read (`max_receive_buffer`; see [`Receipt`]).
     pub max_receive_buffer: usize,
+    /// The `cluster_key` option as given: stretched into `core.cluster_key` when the node
+    /// starts, on a blocking thread (it takes a good fraction of a second by design), then
+    /// wiped. `None` keeps `core.cluster_key` as it is.
+    pub key_material: Option<KeyMaterial>,
+}
+
+/// Raw `cluster_key` bytes, wiped when dropped, never printed.
+#[derive(Clone)]
+pub struct KeyMaterial(zeroize::Zeroizing<Vec<u8>>);
+
+impl KeyMaterial {
+    pub fn new(bytes: Vec<u8>) -> Self {
+        KeyMaterial(zeroize::Zeroizing::new(bytes))
+    }
+}
+
+impl std::ops::Deref for KeyMaterial {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for KeyMaterial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeyMaterial(<redacted>)")
+    }
 }
 
 /// Default for [`NodeConfig::max_receive_buffer`]: 4 MiB.

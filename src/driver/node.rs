@@ -53,6 +53,7 @@ use super::log::Log;
 use super::multicast;
 use super::{ipv4, ErrorCode, EventSink, Filter, NodeConfig, Notification};
 use crate::core::cluster::{Cluster, ConnId, Event, Output, Stats};
+use crate::core::crypto::ClusterKey;
 use crate::core::discovery::{REFUSAL_FIRST_WAIT, REFUSAL_MAX_WAIT};
 use crate::core::error::{ConnectionError, HandshakeError, SendError, SubscribeError};
 use crate::core::output::Happened;
@@ -299,6 +300,14 @@ fn any_backlogged(conns: &HashMap<ConnId, ConnHandle>, which: &[ConnId]) -> bool
 
 fn now() -> std::time::Instant {
     Instant::now().into_std()
+}
+
+/// The system's wall clock in ms since the Unix epoch (0 before it), for the core's
+/// freshness stamps on keyed beacons.
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Node {
@@ -580,12 +589,23 @@ impl Node {
 /// dropped): `Starting` meanwhile, `Running` then, `Stopped` afterwards.
 pub async fn run(shared: Arc<Shared>, start: Box<Start>) {
     let Start {
-        config,
+        mut config,
         sink,
         mut exits,
     } = *start;
     let local = config.me.ip;
     let log = Log::for_node(config.me.id);
+    if let Some(material) = config.key_material.take() {
+        let cluster = config.core.cluster.clone();
+        // Off the runtime's workers (and the application's thread): the stretch is slow
+        // on purpose. The material is wiped once stretched.
+        let stretch = move || ClusterKey::new(&material, &cluster);
+        // It cannot fail (constant parameters); a panic in it is carried on here.
+        let key = tokio::task::spawn_blocking(stretch)
+            .await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+        config.core.cluster_key = Some(key);
+    }
     let fail = |code: ErrorCode, message: String| {
         log.line(format_args!("{message}"));
         *shared.lock() = Stage::Stopped(Stats::default());
@@ -663,7 +683,9 @@ pub async fn run(shared: Arc<Shared>, start: Box<Start>) {
             me.metadata = metadata;
         }
         let mut core = Cluster::new(me, core_config, OsRng);
-        core.start(now());
+        let started = now();
+        core.set_wall_clock(started, unix_ms());
+        core.start(started);
         let mut node = Box::new(Node {
             core,
             local,
@@ -724,10 +746,19 @@ pub async fn run(shared: Arc<Shared>, start: Box<Start>) {
                 }
             }
             Some((n, from)) = recv_beacon(&beacons_in, &mut buf) => {
-                task.step(|node, _| node.core.handle_beacon(now(), from, &buf[..n]));
+                task.step(|node, _| {
+                    let now = now();
+                    node.core.set_wall_clock(now, unix_ms());
+                    node.core.handle_beacon(now, from, &buf[..n]);
+                });
             }
             _ = sleep_until(deadline.unwrap_or_else(far_future)), if deadline.is_some() => {
-                task.step(|node, _| node.core.handle_timeout(now()));
+                task.step(|node, _| {
+                    let now = now();
+                    // Timeouts send our beacons: their stamps follow the system clock.
+                    node.core.set_wall_clock(now, unix_ms());
+                    node.core.handle_timeout(now);
+                });
             }
             Some(_) = task.writers.join_next() => {}
         }
@@ -836,6 +867,9 @@ fn log_event(log: &Log, e: &Event) {
         Event::BeaconKeyMismatch { addr } => log.line(format_args!(
             "ignored a beacon from {addr}: another cluster_key"
         )),
+        Event::BeaconRefused { addr, reason } => {
+            log.line(format_args!("refused a beacon from {addr}: {reason}"))
+        }
         Event::Delivery { .. } => {}
     }
 }
@@ -880,7 +914,7 @@ fn mismatch(e: &Event) -> Option<IpAddr> {
                     HandshakeError::KeyMismatch | HandshakeError::ClusterMismatch { .. },
                 ),
         } => Some(addr.ip()),
-        Event::BeaconKeyMismatch { addr } => Some(addr.ip()),
+        Event::BeaconKeyMismatch { addr } | Event::BeaconRefused { addr, .. } => Some(addr.ip()),
         _ => None,
     }
 }
@@ -896,6 +930,10 @@ fn log_mismatch(log: &Log, e: &Event) {
             "ignored a beacon of this cluster from {addr} under another cluster_key (or without one, or with one where this node has none); check cluster_key on both nodes (counted in stats().key_mismatches; the next such line about {} in {quiet} s at the earliest)",
             addr.ip()
         )),
+        Event::BeaconRefused { addr, reason } => log.line(format_args!(
+            "refused a beacon of this cluster from {addr}: {reason} (counted in stats().beacons_refused; the next such line about {} in {quiet} s at the earliest)",
+            addr.ip()
+        )),
         _ => {}
     }
 }
@@ -906,6 +944,7 @@ fn notification(e: Event) -> Option<Notification> {
         Event::ConnectionFailed { .. }
         | Event::BeaconKeyMismatch { .. }
         | Event::Explained { .. } => None,
+        Event::BeaconRefused { .. } => None,
         e => Some(Notification::Cluster(e)),
     }
 }

@@ -34,6 +34,7 @@ fn config(cluster: &str, group_port: u16, port: u16) -> NodeConfig {
         seeds: Vec::new(),
         filter_timeout: Duration::from_secs(5),
         max_receive_buffer: crate::driver::DEFAULT_MAX_RECEIVE_BUFFER,
+        key_material: None,
     }
 }
 
@@ -675,4 +676,92 @@ fn a_receiver_that_is_behind_stops_reading_and_loses_nothing_nor_anyone() {
     }
     super::runtime::get().block_on(a.exit());
     super::runtime::get().block_on(b.exit());
+}
+
+/// A keyed node's beacon, captured off the multicast group and sent again (the same bytes,
+/// later) from the same address, and from another address: the node it reached the first
+/// time refuses both, counts them in `beacons_refused`, and nothing changes in its cluster.
+#[test]
+fn a_replayed_or_relayed_keyed_beacon_is_refused_and_counted() {
+    use crate::core::beacon;
+    use crate::core::crypto::ClusterKey;
+    use socket2::{Domain, Protocol, Socket, Type};
+    use std::net::{SocketAddrV4, UdpSocket};
+
+    let cluster = format!("driver-{}", OsRng.next_u64());
+    let group_port = random_port();
+    let group = Ipv4Addr::new(239, 255, 27, 27);
+    let material = b"a keyed cluster for the replay test";
+    let keyed = || {
+        let mut c = config(&cluster, group_port, 0);
+        c.key_material = Some(super::KeyMaterial::new(material.to_vec()));
+        c
+    };
+    let capture = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).unwrap();
+    capture.set_reuse_address(true).unwrap();
+    capture.set_reuse_port(true).unwrap();
+    capture
+        .bind(&SocketAddrV4::new(group, group_port).into())
+        .unwrap();
+    capture.join_multicast_v4(&group, &LOOPBACK).unwrap();
+    let capture: UdpSocket = capture.into();
+    capture
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+
+    let (victim, victim_rx) = start(keyed());
+    listening(&victim_rx);
+    let sender_cfg = keyed();
+    let sender_id = sender_cfg.me.id;
+    let (sender, sender_rx) = start(sender_cfg);
+    listening(&sender_rx);
+    // The sender's first beacon, as the victim heard it.
+    let key = ClusterKey::new(material, &cluster);
+    let mut buf = [0u8; 1500];
+    let captured = loop {
+        let (n, _) = capture.recv_from(&mut buf).expect("no beacon within 10 s");
+        if beacon::decode(&buf[..n], &cluster, Some(&key)).is_some_and(|b| b.id == sender_id) {
+            break buf[..n].to_vec();
+        }
+    };
+    wait_for(
+        &victim_rx,
+        |n| matches!(n, Notification::Cluster(Event::NodeAdded(n)) if n.id == sender_id),
+    );
+    let refused_before = victim.stats().beacons_refused;
+
+    let to = SocketAddrV4::new(group, group_port);
+    let replayer = UdpSocket::bind((LOOPBACK, 0)).unwrap();
+    replayer.set_multicast_loop_v4(true).unwrap();
+    replayer.send_to(&captured, to).unwrap();
+    let relayer = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).unwrap();
+    relayer
+        .bind(&SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 2), 0).into())
+        .unwrap();
+    relayer.set_multicast_if_v4(&LOOPBACK).unwrap();
+    relayer.set_multicast_loop_v4(true).unwrap();
+    relayer.send_to(&captured, &to.into()).unwrap();
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while victim.stats().beacons_refused < refused_before + 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the replayed and relayed beacons were not refused: {:?}",
+            victim.stats()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(victim.stats().beacons_refused, refused_before + 2);
+    while let Ok(n) = victim_rx.try_recv() {
+        assert!(
+            !matches!(
+                n,
+                Notification::Cluster(Event::NodeAdded(_) | Event::NodeRemoved(_))
+            ),
+            "membership changed: {n:?}"
+        );
+    }
+    bounded(sender.exit());
+    bounded(victim.exit());
 }

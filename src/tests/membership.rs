@@ -115,6 +115,34 @@ fn different_cluster_names_and_keys_stay_apart() {
     assert_eq!(sim.nodes[&d].stats().key_mismatches, 0);
 }
 
+/// Keyed beacons carry the sender's clock: nodes whose clocks are within the freshness
+/// window find each other by multicast; a node whose clock is set far off is refused by
+/// the others (counted in `beacons_refused`, never dialed) until its clock is put right.
+#[test]
+fn keyed_discovery_needs_clocks_within_the_freshness_window() {
+    use crate::core::beacon::FRESHNESS_WINDOW;
+    let window = FRESHNESS_WINDOW.as_millis() as i64;
+    let mut sim = Sim::new(14);
+    let mut keyed = Config::lan("sim");
+    keyed.cluster_key = Some(ClusterKey::derive(b"0123456789abcdef"));
+    let a = sim.add(keyed.clone());
+    let b = sim.add(keyed.clone());
+    let far = sim.add(keyed);
+    sim.set_clock_skew(b, -(window - 5_000));
+    sim.set_clock_skew(far, window + 5_000);
+    sim.run_for(Duration::from_secs(10));
+    assert_eq!(sim.member_ids(a), vec![sim.id(b)]);
+    assert_eq!(sim.member_ids(b), vec![sim.id(a)]);
+    assert!(sim.member_ids(far).is_empty());
+    assert!(sim.nodes[&a].stats().beacons_refused > 0);
+    // Refused from the skewed node, but its own view of the others' beacons is just as far
+    // off: nobody dials anybody across the gap.
+    assert!(sim.nodes[&far].stats().beacons_refused > 0);
+    sim.set_clock_skew(far, 0);
+    sim.run_for(Duration::from_secs(10));
+    assert_eq!(sim.member_ids(far).len(), 2);
+}
+
 #[test]
 fn when_both_nodes_dial_at_once_both_keep_the_same_single_connection() {
     use crate::core::beacon::{self, Beacon};
@@ -134,7 +162,9 @@ fn when_both_nodes_dial_at_once_both_keep_the_same_single_connection() {
             let me = sim.nodes[&h].me();
             let b = Beacon {
                 id: me.id,
-                port: me.port,
+                addr: SocketAddr::new(me.ip, me.port),
+                time_ms: 0,
+                seq: 1,
             };
             (
                 SocketAddr::new(me.ip, 50000),

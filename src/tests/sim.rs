@@ -48,8 +48,15 @@ pub struct Sim {
     manual: BTreeSet<Host>,
     /// Hosts not reading their connections, with what arrived for them meanwhile, in order.
     held: BTreeMap<Host, VecDeque<Delivery>>,
+    /// When the simulation started; the wall clock reads [`SIM_EPOCH_MS`] then.
+    epoch: Instant,
+    /// How far each host's wall clock is ahead of true time, in ms (absent: 0).
+    clock_skew: BTreeMap<Host, i64>,
     rng: ChaCha20Rng,
 }
+
+/// The wall clock (ms since the Unix epoch) when a simulation starts.
+pub const SIM_EPOCH_MS: u64 = 1_800_000_000_000;
 
 /// The address host `host` listens at.
 pub fn addr(host: Host) -> SocketAddr {
@@ -58,8 +65,11 @@ pub fn addr(host: Host) -> SocketAddr {
 
 impl Sim {
     pub fn new(seed: u64) -> Self {
+        let now = Instant::now();
         Sim {
-            now: Instant::now(),
+            now,
+            epoch: now,
+            clock_skew: BTreeMap::new(),
             nodes: BTreeMap::new(),
             events: BTreeMap::new(),
             filters: BTreeMap::new(),
@@ -175,10 +185,28 @@ impl Sim {
             master_eligible: config.election.eligible,
         };
         let mut node = Cluster::new(me, config, rng);
+        node.set_wall_clock(self.now, self.wall_ms(host));
         node.start(self.now);
         self.nodes.insert(host, node);
         // A restarted node is a new process: its events start afresh.
         self.events.insert(host, Vec::new());
+    }
+
+    /// Host `host`'s wall clock now.
+    pub fn wall_ms(&self, host: Host) -> u64 {
+        let skew = self.clock_skew.get(&host).copied().unwrap_or(0);
+        let true_ms = SIM_EPOCH_MS + self.now.duration_since(self.epoch).as_millis() as u64;
+        true_ms.saturating_add_signed(skew)
+    }
+
+    /// Sets host `host`'s wall clock `skew_ms` ahead of true time (behind if negative),
+    /// as a system clock set by hand would be; the node reads it at once.
+    pub fn set_clock_skew(&mut self, host: Host, skew_ms: i64) {
+        self.clock_skew.insert(host, skew_ms);
+        let (now, wall) = (self.now, self.wall_ms(host));
+        if let Some(node) = self.nodes.get_mut(&host) {
+            node.set_wall_clock(now, wall);
+        }
     }
 
     pub fn id(&self, host: Host) -> NodeId {

@@ -57,6 +57,7 @@ impl Target {
             seeds: Vec::new(),
             filter_timeout: Duration::from_secs(5),
             max_receive_buffer: espial::driver::DEFAULT_MAX_RECEIVE_BUFFER,
+            key_material: None,
         };
         let (tx, rx) = mpsc::channel();
         let handle = Handle::new(config, tx);

@@ -70,12 +70,15 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
 
     /// Broadcasts our beacon and schedules the next one.
     pub(super) fn send_beacon(&mut self, now: Instant) {
+        self.beacon_seq += 1;
         let bytes = beacon::encode(
             &self.config.cluster,
             self.config.cluster_key.as_ref(),
             Beacon {
                 id: self.me.id,
-                port: self.me.port,
+                addr: SocketAddr::new(self.me.ip, self.me.port),
+                time_ms: self.wall_ms(now).unwrap_or(0),
+                seq: self.beacon_seq,
             },
         );
         self.outputs.push_back(Output::Beacon(bytes));

@@ -43,7 +43,7 @@ use std::time::Instant;
 
 use rand_core::{CryptoRng, RngCore};
 
-use super::beacon::{self, Beacon};
+use super::beacon;
 use super::beacon_schedule::BeaconSchedule;
 use super::config::Config;
 use super::discovery::Discovery;
@@ -76,6 +76,12 @@ pub struct Cluster<R> {
     /// Addresses that turned out to reach this very node (a seed naming us, say).
     own_addrs: BTreeSet<SocketAddr>,
     beacons: BeaconSchedule,
+    /// Counts our beacons, for their freshness stamp.
+    beacon_seq: u64,
+    /// The last counter of each keyed beacon sender (see [`beacon::Freshness`]).
+    beacon_freshness: beacon::Freshness,
+    /// The wall clock at some `now`: an input, for the freshness stamps of keyed beacons.
+    wall_clock: Option<(Instant, u64)>,
     leaving: bool,
     /// The driver is not reading members' connections (the application is behind): their
     /// silence is not theirs, so nobody is declared dead for it meanwhile.
@@ -109,6 +115,9 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
             membership: Membership::default(),
             own_addrs: BTreeSet::new(),
             beacons: BeaconSchedule::default(),
+            beacon_seq: 0,
+            beacon_freshness: beacon::Freshness::default(),
+            wall_clock: None,
             leaving: false,
             reading_paused: false,
             stats: Stats::default(),
@@ -138,6 +147,25 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
     pub fn payload_limit(&self, id: NodeId) -> Option<usize> {
         let conn = self.membership.member_link(id)?;
         Some(self.membership[conn].peer_max_message)
+    }
+
+    /// The wall clock reads `unix_ms` (ms since the Unix epoch) at `now`. Keyed beacons
+    /// carry the time, and are refused when theirs is far from ours, so the node needs the
+    /// wall clock: the core reads no clock, so the driver hands it in, before the start and
+    /// whenever it likes after (it tracks changes to the system clock that way). Between
+    /// two readings the core counts from the last one with `now`. Until the first, keyed
+    /// beacons go out with time 0 and every one received is stale.
+    pub fn set_wall_clock(&mut self, now: Instant, unix_ms: u64) {
+        self.wall_clock = Some((now, unix_ms));
+    }
+
+    /// The wall clock at `now`, from the last reading.
+    fn wall_ms(&self, now: Instant) -> Option<u64> {
+        let (at, ms) = self.wall_clock?;
+        Some(match now.checked_duration_since(at) {
+            Some(later) => ms.saturating_add(later.as_millis() as u64),
+            None => ms.saturating_sub(at.duration_since(now).as_millis() as u64),
+        })
     }
 
     /// Starts beaconing and discovery; call once the sockets are bound.
@@ -221,8 +249,8 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
             return;
         }
         let key = self.config.cluster_key.as_ref();
-        let Beacon { id, port } = match beacon::classify(datagram, &self.config.cluster, key) {
-            Ok(beacon) => beacon,
+        let found = match beacon::classify(datagram, &self.config.cluster, key) {
+            Ok(found) => found,
             Err(ignored) => {
                 self.stats.beacons_ignored += 1;
                 if ignored == beacon::Ignored::KeyMismatch {
@@ -234,7 +262,18 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
                 return;
             }
         };
-        self.learn(now, id, SocketAddr::new(from.ip(), port));
+        let mut checked = beacon::check_source(&found, from);
+        if checked.is_ok() && key.is_some() {
+            // Unkeyed beacons can be forged outright: a stamp on them would prove nothing.
+            let wall_ms = self.wall_ms(now).unwrap_or(0);
+            checked = self.beacon_freshness.check(now, wall_ms, &found);
+        }
+        if let Err(reason) = checked {
+            self.stats.beacons_refused += 1;
+            self.push_event(Event::BeaconRefused { addr: from, reason });
+            return;
+        }
+        self.learn(now, found.id, found.addr);
     }
 
     /// A dial succeeded.

@@ -3,10 +3,21 @@
 //! that a replay or a gap is reported as what it is. A counter is checked, used, then
 //! incremented, and never wraps: at `u64::MAX` sealing fails with `NonceExhausted`.
 //!
+//! Keys are renewed without a message: each direction's key is replaced by
+//! `HKDF-SHA256(ikm = key, info = "espial/1 rekey")` once it has sealed [`REKEY_RECORDS`]
+//! records or [`REKEY_BYTES`] bytes of plaintext, whichever comes first. Both ends count the
+//! same records (they arrive in order, each one exactly once) so they turn the key at the
+//! same record. The counter is not reset by a rekey: a nonce is never used twice in a
+//! session, under any key. The key replaced is wiped, so a key taken from memory later does
+//! not open the records sealed before it.
+//!
 //! Record frame body: `kind(1) | seq(8) | ciphertext | tag(16)`.
 
 use aes_gcm::aead::{AeadInPlace, KeyInit};
 use aes_gcm::{Aes128Gcm, Nonce, Tag};
+use hkdf::Hkdf;
+use sha2::Sha256;
+use zeroize::Zeroizing;
 
 use crate::core::error::{ConnectionError, HandshakeError, RecordError};
 use crate::core::wire::{self, kind};
@@ -16,6 +27,14 @@ const TAG_LEN: usize = 16;
 /// Bytes a record adds to its plaintext, length prefix included.
 pub const RECORD_OVERHEAD: usize = wire::LEN_PREFIX + 1 + SEQ_LEN + TAG_LEN;
 const FINISHED_LABEL: &[u8] = b"espial/1 finished";
+const REKEY_LABEL: &[u8] = b"espial/1 rekey";
+
+/// Records one key seals before it is renewed (2^20).
+pub const REKEY_RECORDS: u64 = 1 << 20;
+/// Plaintext bytes one key seals before it is renewed (4 GiB): with a record of at most
+/// 256 MiB on top, a key encrypts under 2^28.1 AES blocks, which keeps an attacker's
+/// advantage in telling its output from random below 2^-71 (σ²/2^128).
+pub const REKEY_BYTES: u64 = 1 << 32;
 
 fn nonce(seq: u64) -> [u8; 12] {
     let mut n = [0u8; 12];
@@ -30,8 +49,81 @@ fn header(seq: u64) -> [u8; 1 + SEQ_LEN] {
     h
 }
 
-struct Sealer {
+/// When a direction's key is renewed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RekeyLimits {
+    pub records: u64,
+    pub bytes: u64,
+}
+
+impl Default for RekeyLimits {
+    fn default() -> Self {
+        RekeyLimits {
+            records: REKEY_RECORDS,
+            bytes: REKEY_BYTES,
+        }
+    }
+}
+
+/// One direction's current key and how much it has sealed.
+struct DirectionKey {
+    key: Zeroizing<[u8; 16]>,
     cipher: Aes128Gcm,
+    records: u64,
+    bytes: u64,
+    limits: RekeyLimits,
+    /// Keys used so far in this direction, the first one included.
+    epoch: u64,
+}
+
+impl DirectionKey {
+    fn new(key: [u8; 16]) -> Self {
+        let key = Zeroizing::new(key);
+        DirectionKey {
+            cipher: Aes128Gcm::new(&(*key).into()),
+            key,
+            records: 0,
+            bytes: 0,
+            limits: RekeyLimits::default(),
+            epoch: 1,
+        }
+    }
+
+    /// The cipher for the next record of `len` plaintext bytes: the key is renewed first if
+    /// the current one has done its share. Called exactly once per record, at the same
+    /// record on both ends; on the receiving end only for a record that will be opened
+    /// (its sequence number is the expected one), so a forgery cannot turn the key.
+    fn next(&mut self, len: usize) -> &Aes128Gcm {
+        if self.records >= self.limits.records || self.bytes >= self.limits.bytes {
+            let mut next = Zeroizing::new([0u8; 16]);
+            Hkdf::<Sha256>::new(None, &self.key[..])
+                .expand(REKEY_LABEL, &mut next[..])
+                .expect("16 bytes is a valid HKDF-SHA256 output length");
+            // The old key and its schedule are wiped as they are replaced.
+            self.cipher = Aes128Gcm::new(&(*next).into());
+            self.key = next;
+            self.records = 0;
+            self.bytes = 0;
+            self.epoch += 1;
+        }
+        self.records += 1;
+        self.bytes = self.bytes.saturating_add(len as u64);
+        &self.cipher
+    }
+
+    /// Undoes the count of a record that [`DirectionKey::next`] counted but that did not
+    /// seal or open (a forgery with the expected sequence number), so that the record in
+    /// its place is counted instead. A renewal made for it stands: the key turns at that
+    /// position whichever record fills it, so the state is exactly "renewed, nothing sealed
+    /// under the new key yet".
+    fn uncount(&mut self, len: usize) {
+        self.records -= 1;
+        self.bytes -= len as u64;
+    }
+}
+
+struct Sealer {
+    dir: DirectionKey,
     next: u64,
 }
 
@@ -53,10 +145,16 @@ impl Sealer {
         for part in parts {
             out.extend_from_slice(part);
         }
-        let tag = self
-            .cipher
-            .encrypt_in_place_detached(&Nonce::from(nonce(seq)), &hdr, &mut out[start..])
-            .map_err(|_| RecordError::Forged)?;
+        let sealed = self.dir.next(plain_len).encrypt_in_place_detached(
+            &Nonce::from(nonce(seq)),
+            &hdr,
+            &mut out[start..],
+        );
+        let Ok(tag) = sealed else {
+            // Only a plaintext over AES-GCM's 64 GiB could; the counts stay exact anyway.
+            self.dir.uncount(plain_len);
+            return Err(RecordError::Forged);
+        };
         out.extend_from_slice(&tag);
         self.next = seq + 1;
         Ok(out)
@@ -64,7 +162,7 @@ impl Sealer {
 }
 
 struct Opener {
-    cipher: Aes128Gcm,
+    dir: DirectionKey,
     expected: u64,
 }
 
@@ -93,14 +191,18 @@ impl Opener {
         }
         let (header, rest) = body.split_at_mut(1 + SEQ_LEN);
         let (plain, tag) = rest.split_at_mut(rest.len() - TAG_LEN);
-        self.cipher
-            .decrypt_in_place_detached(
-                &Nonce::from(nonce(seq)),
-                header,
-                plain,
-                &Tag::from(<[u8; TAG_LEN]>::try_from(&*tag).expect("split at TAG_LEN")),
-            )
-            .map_err(|_| RecordError::Forged)?;
+        let len = plain.len();
+        let opened = self.dir.next(len).decrypt_in_place_detached(
+            &Nonce::from(nonce(seq)),
+            header,
+            plain,
+            &Tag::from(<[u8; TAG_LEN]>::try_from(&*tag).expect("split at TAG_LEN")),
+        );
+        if opened.is_err() {
+            // A refused record closes the connection, but the count stays exact anyway.
+            self.dir.uncount(len);
+            return Err(RecordError::Forged);
+        }
         self.expected = seq + 1;
         Ok(plain)
     }
@@ -124,11 +226,11 @@ impl Session {
     ) -> (Session, Vec<u8>) {
         let mut s = Session {
             sealer: Sealer {
-                cipher: Aes128Gcm::new(&send.into()),
+                dir: DirectionKey::new(send),
                 next: 0,
             },
             opener: Opener {
-                cipher: Aes128Gcm::new(&recv.into()),
+                dir: DirectionKey::new(recv),
                 expected: 0,
             },
             transcript,
@@ -190,6 +292,18 @@ impl Session {
         Ok(self.open_in_place(&mut body)?.map(<[u8]>::to_vec))
     }
 
+    /// Keys used so far (sending, receiving), the first ones included.
+    pub fn key_epochs(&self) -> (u64, u64) {
+        (self.sealer.dir.epoch, self.opener.dir.epoch)
+    }
+
+    /// Renews keys sooner than [`RekeyLimits::default`], for tests of the renewal.
+    #[cfg(test)]
+    pub(crate) fn set_rekey_limits(&mut self, limits: RekeyLimits) {
+        self.sealer.dir.limits = limits;
+        self.opener.dir.limits = limits;
+    }
+
     #[cfg(test)]
     pub(crate) fn set_send_counter(&mut self, next: u64) {
         self.sealer.next = next;
@@ -207,6 +321,7 @@ impl std::fmt::Debug for Session {
         f.debug_struct("Session")
             .field("sent", &self.sealer.next)
             .field("received", &self.opener.expected)
+            .field("key_epochs", &self.key_epochs())
             .field("confirmed", &self.confirmed)
             .finish_non_exhaustive()
     }
@@ -385,5 +500,118 @@ mod tests {
             Err(ConnectionError::Record(RecordError::Forged))
         );
         assert!(b.open(body(&frame)).unwrap().is_some());
+    }
+
+    /// A confirmed pair that renews keys every `records` records (or `bytes` bytes).
+    fn pair_renewing(records: u64, bytes: u64) -> (Session, Session) {
+        let (mut a, mut b) = pair();
+        for s in [&mut a, &mut b] {
+            s.set_rekey_limits(RekeyLimits { records, bytes });
+        }
+        (a, b)
+    }
+
+    #[test]
+    fn keys_are_renewed_every_n_records_and_every_record_still_opens() {
+        const N: u64 = 16;
+        let (mut a, mut b) = pair_renewing(N, u64::MAX);
+        // The key confirmation was record 0 of each direction's first key.
+        let total = 5 * N + 3;
+        for i in 0..total {
+            let msg = format!("a to b, record {i}");
+            let f = a.seal(msg.as_bytes()).unwrap();
+            assert_eq!(b.open(body(&f)).unwrap().as_deref(), Some(msg.as_bytes()));
+            let msg = format!("b to a, record {i}");
+            let f = b.seal(msg.as_bytes()).unwrap();
+            assert_eq!(a.open(body(&f)).unwrap().as_deref(), Some(msg.as_bytes()));
+        }
+        // 1 + total records per direction, N per key: both ends agree on the key in use.
+        let epochs = (1 + total).div_ceil(N);
+        assert_eq!(a.key_epochs(), (epochs, epochs));
+        assert_eq!(b.key_epochs(), (epochs, epochs));
+        assert!(epochs >= 5);
+    }
+
+    #[test]
+    fn keys_are_renewed_by_bytes_too() {
+        let (mut a, mut b) = pair_renewing(u64::MAX, 1000);
+        for _ in 0..10 {
+            let f = a.seal(&[9u8; 300]).unwrap();
+            assert!(b.open(body(&f)).unwrap().is_some());
+        }
+        // 3000 bytes at 1000 a key (the key turns before the record that finds the count
+        // at or over the bound; the confirmation's 49 bytes count too).
+        assert_eq!(a.key_epochs().0, b.key_epochs().1);
+        assert_eq!(a.key_epochs().0, 3);
+    }
+
+    #[test]
+    fn a_record_sealed_under_the_old_key_after_the_renewal_point_is_refused() {
+        const N: u64 = 4;
+        let (mut a, mut b) = pair_renewing(N, u64::MAX);
+        // A stale copy of a's sending state, as it was under the first key.
+        let mut stale = Sealer {
+            dir: DirectionKey::new([1u8; 16]),
+            next: 0,
+        };
+        stale.dir.limits = RekeyLimits {
+            records: u64::MAX,
+            bytes: u64::MAX,
+        };
+        // Records 0 (the confirmation) to N-1 are under the first key.
+        for _ in 1..N {
+            let f = a.seal(b"first key").unwrap();
+            assert!(b.open(body(&f)).unwrap().is_some());
+        }
+        stale.next = N;
+        let old = stale.seal(&[b"old key, record N"]).unwrap();
+        assert_eq!(
+            b.open(body(&old)),
+            Err(ConnectionError::Record(RecordError::Forged))
+        );
+        // The refusal does not move b's count: a's genuine record N still opens.
+        let new = a.seal(b"new key, record N").unwrap();
+        assert_eq!(
+            b.open(body(&new)).unwrap().as_deref(),
+            Some(&b"new key, record N"[..])
+        );
+        assert_eq!(b.key_epochs().1, 2);
+    }
+
+    #[test]
+    fn the_counter_runs_on_across_renewals_so_no_nonce_repeats() {
+        let (mut a, _) = pair_renewing(3, u64::MAX);
+        let mut seen = std::collections::BTreeSet::new();
+        seen.insert(0u64);
+        for _ in 0..20 {
+            let f = a.seal(b"m").unwrap();
+            let seq = u64::from_be_bytes(body(&f)[1..9].try_into().unwrap());
+            assert!(seen.insert(seq), "nonce {seq} used twice");
+        }
+        assert_eq!(a.key_epochs().0, 7);
+    }
+
+    /// The renewal vector of docs/protocol-record-layer.md: key 0x01 × 16, then the next two.
+    #[test]
+    fn the_documented_renewal_vector() {
+        let mut dir = DirectionKey::new([1u8; 16]);
+        dir.limits = RekeyLimits {
+            records: 1,
+            bytes: u64::MAX,
+        };
+        let hex = |k: &[u8]| k.iter().map(|b| format!("{b:02x}")).collect::<String>();
+        let mut keys = Vec::new();
+        for _ in 0..3 {
+            dir.next(0);
+            keys.push(hex(&dir.key[..]));
+        }
+        assert_eq!(
+            keys,
+            [
+                "01010101010101010101010101010101",
+                "fa0a9d807c7cc52555c032c3f4e60dff",
+                "753e19ceea6e955ab780682410ab761f",
+            ]
+        );
     }
 }
