@@ -11,10 +11,10 @@ use rand_core::OsRng;
 use crate::core::cluster::{Event, Stats};
 use crate::core::config::Config;
 use crate::core::crypto::handshake::MAX_CLUSTER_NAME;
-use crate::core::crypto::ClusterKey;
+use crate::core::crypto::{ClusterKey, Identity};
 use crate::core::election::ElectionConfig;
 use crate::core::message::MAX_HOST_NAME;
-use crate::core::node::{is_valid_host_name, NodeId, NodeInfo};
+use crate::core::node::{is_valid_host_name, NodeInfo};
 use crate::driver::{ErrorCode, MulticastConfig, NodeConfig, Notification};
 
 // Where `mod.rs` has always found them.
@@ -141,6 +141,8 @@ pub struct NativeStats {
     pub messages_refused: i64,
     pub filter_errors: i64,
     pub key_mismatches: i64,
+    pub identity_mismatches: i64,
+    pub version_mismatches: i64,
 }
 
 impl From<Stats> for NativeStats {
@@ -162,6 +164,8 @@ impl From<Stats> for NativeStats {
             messages_refused: n(s.messages_refused),
             filter_errors: n(s.filter_errors),
             key_mismatches: n(s.key_mismatches),
+            identity_mismatches: n(s.identity_mismatches),
+            version_mismatches: n(s.version_mismatches),
         }
     }
 }
@@ -218,6 +222,7 @@ impl From<Notification> for NativeEvent {
                 // Messages are packed by `pack`; failed connections are never delivered.
                 Event::ConnectionFailed { .. }
                 | Event::BeaconKeyMismatch { .. }
+                | Event::BeaconVersionMismatch { .. }
                 | Event::Delivery { .. } => event("connection_failed", None),
             },
         }
@@ -324,9 +329,11 @@ pub fn node_config(o: NativeOptions) -> Result<NodeConfig> {
     } else {
         None
     };
+    // The node's key pair is made now, so that its id is known before it starts.
+    let identity = Identity::generate(&mut OsRng);
     Ok(NodeConfig {
         me: NodeInfo {
-            id: NodeId::random(&mut OsRng),
+            id: identity.id(),
             host_name: o.host_name,
             ip: address,
             port: listen_port,
@@ -337,5 +344,6 @@ pub fn node_config(o: NativeOptions) -> Result<NodeConfig> {
         multicast,
         seeds: o.peers,
         filter_timeout,
+        identity,
     })
 }

@@ -31,6 +31,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::core::cluster::Event;
 use crate::core::cluster::Stats;
 use crate::core::config::Config;
+use crate::core::crypto::Identity;
 pub use crate::core::error::ErrorCode;
 use crate::core::error::{SendError, SubscribeError};
 use crate::core::node::NodeInfo;
@@ -57,6 +58,8 @@ pub struct NodeConfig {
     pub seeds: Vec<String>,
     /// A connection filter that has not answered by then has rejected.
     pub filter_timeout: Duration,
+    /// This node's static key pair: `me.id` must be its id (the core sets it so).
+    pub identity: Identity,
 }
 
 /// What the driver tells the application, in order.

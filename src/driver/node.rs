@@ -554,7 +554,7 @@ pub async fn run(shared: Arc<Shared>, start: Box<Start>) {
         mut exits,
     } = *start;
     let local = config.me.ip;
-    let log = Log::for_node(config.me.id);
+    let log = Log::for_node(config.identity.id());
     let fail = |code: ErrorCode, message: String| {
         log.line(format_args!("{message}"));
         *shared.lock() = Stage::Stopped(Stats::default());
@@ -630,7 +630,7 @@ pub async fn run(shared: Arc<Shared>, start: Box<Start>) {
         if let Some(metadata) = early.metadata {
             me.metadata = metadata;
         }
-        let mut core = Cluster::new(me, core_config, OsRng);
+        let mut core = Cluster::with_identity(config.identity, me, core_config, OsRng);
         core.start(now());
         let mut node = Box::new(Node {
             core,
@@ -787,6 +787,9 @@ fn log_event(log: &Log, e: &Event) {
         Event::BeaconKeyMismatch { addr } => log.line(format_args!(
             "ignored a beacon from {addr}: another cluster_key"
         )),
+        Event::BeaconVersionMismatch { addr, ours, theirs } => log.line(format_args!(
+            "ignored a beacon from {addr}: it speaks espial protocol version {theirs}, this node speaks {ours}"
+        )),
         Event::Delivery { .. } => {}
     }
 }
@@ -828,10 +831,14 @@ fn mismatch(e: &Event) -> Option<IpAddr> {
             addr,
             error:
                 ConnectionError::Handshake(
-                    HandshakeError::KeyMismatch | HandshakeError::ClusterMismatch { .. },
+                    HandshakeError::KeyMismatch
+                    | HandshakeError::ClusterMismatch { .. }
+                    | HandshakeError::Version { .. },
                 ),
         } => Some(addr.ip()),
-        Event::BeaconKeyMismatch { addr } => Some(addr.ip()),
+        Event::BeaconKeyMismatch { addr } | Event::BeaconVersionMismatch { addr, .. } => {
+            Some(addr.ip())
+        }
         _ => None,
     }
 }
@@ -839,6 +846,17 @@ fn mismatch(e: &Event) -> Option<IpAddr> {
 fn log_mismatch(log: &Log, e: &Event) {
     let quiet = MISMATCH_QUIET.as_secs();
     match e {
+        Event::ConnectionFailed {
+            addr,
+            error: error @ ConnectionError::Handshake(HandshakeError::Version { .. }),
+        } => log.line(format_args!(
+            "refused {addr}: {error}; every node of a cluster must run an espial release of the same protocol version (counted in stats().version_mismatches; the next such line about {} in {quiet} s at the earliest)",
+            addr.ip()
+        )),
+        Event::BeaconVersionMismatch { addr, ours, theirs } => log.line(format_args!(
+            "ignored a beacon of espial protocol version {theirs} from {addr}, this node speaks {ours}; every node of a cluster must run an espial release of the same protocol version (counted in stats().version_mismatches; the next such line about {} in {quiet} s at the earliest)",
+            addr.ip()
+        )),
         Event::ConnectionFailed { addr, error } => log.line(format_args!(
             "refused {addr}: {error}; check cluster_key and cluster on both nodes (counted in stats().key_mismatches or handshakes_failed; the next such line about {} in {quiet} s at the earliest)",
             addr.ip()
@@ -854,7 +872,9 @@ fn log_mismatch(log: &Log, e: &Event) {
 fn notification(e: Event) -> Option<Notification> {
     match e {
         // Failed connections are counted by the core; they are not application events.
-        Event::ConnectionFailed { .. } | Event::BeaconKeyMismatch { .. } => None,
+        Event::ConnectionFailed { .. }
+        | Event::BeaconKeyMismatch { .. }
+        | Event::BeaconVersionMismatch { .. } => None,
         e => Some(Notification::Cluster(e)),
     }
 }

@@ -62,19 +62,19 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         if self.membership[conn].is_handshaking() {
             let intro = self.introduction();
             // Not yet completed: that takes the peer's key confirmation, verified below.
-            let [finished, intro] = self.membership[conn].finish_handshake(frame, &intro)?;
-            self.transmit(conn, finished);
-            self.transmit(conn, intro);
+            let sent = self.membership[conn].finish_handshake(frame, &self.identity, &intro)?;
+            for frame in sent {
+                self.transmit(conn, frame);
+            }
             return Ok(());
+        }
+        if self.membership[conn].is_confirming() {
+            let (proven, ours) = self.membership[conn].confirm(frame)?;
+            return self.proven(now, conn, proven, ours);
         }
         let link = &mut self.membership[conn];
         match link.receive(now, frame, self.config.max_metadata) {
-            Ok(Some(msg)) => self.handle_message(now, conn, msg),
-            // The peer's key confirmation, verified: only now is the handshake complete.
-            Ok(None) => {
-                self.stats.handshakes_completed += 1;
-                Ok(())
-            }
+            Ok(msg) => self.handle_message(now, conn, msg),
             Err(e) => {
                 // Authentic, but its metadata is over the bound: a rule broken, not noise.
                 if let ConnectionError::Decode(DecodeError::TooLong {
@@ -115,10 +115,15 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         let from = link.peer_id();
         match msg {
             Message::Introduce {
+                id,
                 ref metadata,
                 ref host_name,
                 ..
             } if link.is_introducing() => {
+                if Some(id) != link.proven_id() {
+                    // The handshake proved who the peer is; it speaks for that id only.
+                    return Err(self.refuse("introduced itself with an id it did not prove"));
+                }
                 if !is_valid_host_name(host_name) {
                     // Names reach logs and terminals: a newline or an escape sequence in
                     // one is refused here rather than escaped everywhere.

@@ -8,14 +8,13 @@
 use aes_gcm::aead::{AeadInPlace, KeyInit};
 use aes_gcm::{Aes128Gcm, Nonce, Tag};
 
-use crate::core::error::{ConnectionError, HandshakeError, RecordError};
+use crate::core::error::{ConnectionError, RecordError};
 use crate::core::wire::{self, kind};
 
 const SEQ_LEN: usize = 8;
 const TAG_LEN: usize = 16;
 /// Bytes a record adds to its plaintext, length prefix included.
 pub const RECORD_OVERHEAD: usize = wire::LEN_PREFIX + 1 + SEQ_LEN + TAG_LEN;
-const FINISHED_LABEL: &[u8] = b"espial/1 finished";
 
 fn nonce(seq: u64) -> [u8; 12] {
     let mut n = [0u8; 12];
@@ -106,23 +105,17 @@ impl Opener {
     }
 }
 
-/// An established, encrypted link to one peer.
+/// An established, encrypted link to one peer. Its first record each way is the key
+/// confirmation, sealed and checked by the handshake ([`super::handshake::Confirming`]).
 pub struct Session {
     sealer: Sealer,
     opener: Opener,
-    transcript: [u8; 32],
-    confirmed: bool,
 }
 
 impl Session {
-    /// Builds the session from the derived keys and seals our key confirmation, which must
-    /// be the first record sent.
-    pub(super) fn confirm(
-        send: [u8; 16],
-        recv: [u8; 16],
-        transcript: [u8; 32],
-    ) -> (Session, Vec<u8>) {
-        let mut s = Session {
+    /// A session sealing under `send` and opening under `recv`, both counters at 0.
+    pub(super) fn new(send: [u8; 16], recv: [u8; 16]) -> Session {
+        Session {
             sealer: Sealer {
                 cipher: Aes128Gcm::new(&send.into()),
                 next: 0,
@@ -131,22 +124,7 @@ impl Session {
                 cipher: Aes128Gcm::new(&recv.into()),
                 expected: 0,
             },
-            transcript,
-            confirmed: false,
-        };
-        let finished = s
-            .seal(&s.finished_payload())
-            .expect("a fresh counter cannot be exhausted");
-        (s, finished)
-    }
-
-    fn finished_payload(&self) -> Vec<u8> {
-        [FINISHED_LABEL, &self.transcript[..]].concat()
-    }
-
-    /// True once the peer's key confirmation has been verified.
-    pub fn is_confirmed(&self) -> bool {
-        self.confirmed
+        }
     }
 
     /// Seals a plaintext into a complete frame (length prefix included).
@@ -160,34 +138,16 @@ impl Session {
     }
 
     /// Opens a record frame body in place: the plaintext is decrypted over the ciphertext
-    /// and returned as a slice of `body`. Returns `None` for the peer's key confirmation,
-    /// which carries no application data; nothing is returned before it has been verified.
-    /// A refused record may be left garbled in `body`.
-    pub fn open_in_place<'b>(
-        &mut self,
-        body: &'b mut [u8],
-    ) -> Result<Option<&'b [u8]>, ConnectionError> {
-        if self.confirmed {
-            return Ok(Some(self.opener.open(body)?));
-        }
-        let plain = match self.opener.open(body) {
-            Ok(p) => p,
-            // Under a wrong key the very first record cannot authenticate.
-            Err(RecordError::Forged) => return Err(HandshakeError::KeyMismatch.into()),
-            Err(e) => return Err(e.into()),
-        };
-        if plain != self.finished_payload() {
-            return Err(HandshakeError::KeyMismatch.into());
-        }
-        self.confirmed = true;
-        Ok(None)
+    /// and returned as a slice of `body`. A refused record may be left garbled in `body`.
+    pub fn open_in_place<'b>(&mut self, body: &'b mut [u8]) -> Result<&'b [u8], ConnectionError> {
+        Ok(self.opener.open(body)?)
     }
 
     /// [`Session::open_in_place`] on a copy of `body`, for callers that keep the record
     /// (tests, tools).
-    pub fn open(&mut self, body: &[u8]) -> Result<Option<Vec<u8>>, ConnectionError> {
+    pub fn open(&mut self, body: &[u8]) -> Result<Vec<u8>, ConnectionError> {
         let mut body = body.to_vec();
-        Ok(self.open_in_place(&mut body)?.map(<[u8]>::to_vec))
+        Ok(self.open_in_place(&mut body)?.to_vec())
     }
 
     #[cfg(test)]
@@ -207,7 +167,6 @@ impl std::fmt::Debug for Session {
         f.debug_struct("Session")
             .field("sent", &self.sealer.next)
             .field("received", &self.opener.expected)
-            .field("confirmed", &self.confirmed)
             .finish_non_exhaustive()
     }
 }
@@ -216,13 +175,14 @@ impl std::fmt::Debug for Session {
 mod tests {
     use super::*;
 
-    /// A confirmed pair of sessions, as the handshake would leave them.
+    /// A pair of sessions past their key confirmations, as the handshake would leave them.
     fn pair() -> (Session, Session) {
-        let (k1, k2, t) = ([1u8; 16], [2u8; 16], [3u8; 32]);
-        let (mut a, a_fin) = Session::confirm(k1, k2, t);
-        let (mut b, b_fin) = Session::confirm(k2, k1, t);
-        assert_eq!(b.open(&a_fin[4..]), Ok(None));
-        assert_eq!(a.open(&b_fin[4..]), Ok(None));
+        let (k1, k2) = ([1u8; 16], [2u8; 16]);
+        let (mut a, mut b) = (Session::new(k1, k2), Session::new(k2, k1));
+        let a_fin = a.seal(b"confirmation").unwrap();
+        let b_fin = b.seal(b"confirmation").unwrap();
+        assert_eq!(b.open(&a_fin[4..]).unwrap(), b"confirmation");
+        assert_eq!(a.open(&b_fin[4..]).unwrap(), b"confirmation");
         (a, b)
     }
 
@@ -245,10 +205,7 @@ mod tests {
         }
         // And the untouched frame still opens.
         let (_, mut b) = pair();
-        assert_eq!(
-            b.open(body(&frame)).unwrap().as_deref(),
-            Some(&b"attack at dawn"[..])
-        );
+        assert_eq!(b.open(body(&frame)).unwrap(), b"attack at dawn");
     }
 
     #[test]
@@ -281,7 +238,7 @@ mod tests {
     fn a_replayed_record_is_rejected() {
         let (mut a, mut b) = pair();
         let frame = a.seal(b"pay 100").unwrap();
-        assert!(b.open(body(&frame)).unwrap().is_some());
+        b.open(body(&frame)).unwrap();
         assert_eq!(
             b.open(body(&frame)),
             Err(ConnectionError::Record(RecordError::Replayed {
@@ -310,7 +267,7 @@ mod tests {
             b.open(&renumbered),
             Err(ConnectionError::Record(RecordError::Forged))
         );
-        assert!(b.open(body(&first)).unwrap().is_some());
+        b.open(body(&first)).unwrap();
     }
 
     #[test]
@@ -333,7 +290,7 @@ mod tests {
         a.set_send_counter(u64::MAX - 1);
         b.set_recv_counter(u64::MAX - 1);
         let last = a.seal(b"last").unwrap();
-        assert_eq!(b.open(body(&last)).unwrap().as_deref(), Some(&b"last"[..]));
+        assert_eq!(b.open(body(&last)).unwrap(), b"last");
         assert_eq!(a.seal(b"one more"), Err(RecordError::NonceExhausted));
         assert_eq!(a.seal(b"and again"), Err(RecordError::NonceExhausted));
     }
@@ -343,10 +300,7 @@ mod tests {
         let (mut a, mut b) = pair();
         let frame = a.seal(b"attack at dawn").unwrap();
         let mut record = body(&frame).to_vec();
-        assert_eq!(
-            b.open_in_place(&mut record).unwrap(),
-            Some(&b"attack at dawn"[..])
-        );
+        assert_eq!(b.open_in_place(&mut record).unwrap(), b"attack at dawn");
         assert_eq!(
             &record[1 + SEQ_LEN..record.len() - TAG_LEN],
             b"attack at dawn"
@@ -369,10 +323,7 @@ mod tests {
             Err(ConnectionError::Record(RecordError::Forged))
         );
         let mut genuine = body(&next).to_vec();
-        assert_eq!(
-            b.open_in_place(&mut genuine).unwrap(),
-            Some(&b"retreat"[..])
-        );
+        assert_eq!(b.open_in_place(&mut genuine).unwrap(), b"retreat");
     }
 
     #[test]
@@ -384,6 +335,6 @@ mod tests {
             a.open(body(&frame)),
             Err(ConnectionError::Record(RecordError::Forged))
         );
-        assert!(b.open(body(&frame)).unwrap().is_some());
+        b.open(body(&frame)).unwrap();
     }
 }
