@@ -607,4 +607,100 @@ mod tests {
             }))
         );
     }
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The vectors of PROTOCOL.md ("Test vectors"): fixed ephemeral and static keys,
+    /// randoms and pre-shared key give these exact bytes.
+    #[test]
+    fn vectors() {
+        let scalar = |b: u8| SecretKey::from_bytes(&[b; 32].into()).unwrap();
+        let static_i = Identity::from_secret_bytes(&[0x33; 32]).unwrap();
+        let static_r = Identity::from_secret_bytes(&[0x44; 32]).unwrap();
+        let mut key = ClusterKey::derive(b"unused: the vector fixes the psk");
+        key.psk = [0x5c; 32];
+        let (hs_i, hello_i) = Handshake::from_parts(
+            Role::Initiator,
+            "espial",
+            Some(&key),
+            scalar(0x11),
+            [0xa1; 32],
+        );
+        let (hs_r, hello_r) = Handshake::from_parts(
+            Role::Responder,
+            "espial",
+            Some(&key),
+            scalar(0x22),
+            [0xb2; 32],
+        );
+        let th = transcript_hash(&hello_i, &hello_r);
+        let dh = p256::ecdh::diffie_hellman(
+            scalar(0x11).to_nonzero_scalar(),
+            scalar(0x22).public_key().as_affine(),
+        );
+        let (k_i2r, k_r2i) = session_keys(&th, dh.raw_secret_bytes(), &Some(key.clone()));
+        let (k_i2r_open, k_r2i_open) = session_keys(&th, dh.raw_secret_bytes(), &None);
+        let (ci, conf_i) = hs_i.finish(&hello_r, &static_i).unwrap();
+        let mut conf_i = conf_i.unwrap();
+        let (cr, none) = hs_r.finish(&hello_i, &static_r).unwrap();
+        assert!(none.is_none());
+        let sent_i = conf_i.clone();
+        let done_r = cr.verify(&mut conf_i[4..]).unwrap();
+        let mut conf_r = done_r.confirmation.unwrap();
+        let sent_r = conf_r.clone();
+        let done_i = ci.verify(&mut conf_r[4..]).unwrap();
+        assert_eq!(done_r.peer, static_i.id());
+        assert_eq!(done_i.peer, static_r.id());
+        let got = [
+            ("hello_I", hex(&hello_i)),
+            ("hello_R", hex(&hello_r)),
+            ("ecdh", hex(dh.raw_secret_bytes())),
+            ("th", hex(&th)),
+            ("key_i2r", hex(&k_i2r[..])),
+            ("key_r2i", hex(&k_r2i[..])),
+            ("key_i2r (no cluster key)", hex(&k_i2r_open[..])),
+            ("key_r2i (no cluster key)", hex(&k_r2i_open[..])),
+            ("S_I", hex(static_i.public_key())),
+            ("S_R", hex(static_r.public_key())),
+            ("id_I", static_i.id().to_string()),
+            ("id_R", static_r.id().to_string()),
+            (
+                "proof_I",
+                hex(&static_i.sign(&proof_input(Role::Initiator, &th, static_i.public_key()))),
+            ),
+            (
+                "proof_R",
+                hex(&static_r.sign(&proof_input(Role::Responder, &th, static_r.public_key()))),
+            ),
+            ("confirm_I frame", hex(&sent_i)),
+            ("confirm_R frame", hex(&sent_r)),
+        ];
+        for (name, value) in &got {
+            println!("{name}: {value}");
+        }
+        let expected = [
+            ("hello_I", "010201000665737069616c040217e617f0b6443928278f96999e69a23a4f2c152bdf6d6cdf66e5b80282d4ed194a7debcb97712d2dda3ca85aa8765a56f45fc758599652f2897c65306e5794a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1"),
+            ("hello_R", "010201010665737069616c04d65a93977caa3d1b081852ff57a79e465f1660577304baead505dd3a48589cf350185e895372df6221ea3a137557e473fddb6755f05bd507c3c533fce9c91285b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2"),
+            ("ecdh", "ccfc261f58193c98ca4ad4a53bbac6f0ee29bc4d48438090446908622ca79af6"),
+            ("th", "68636e07d7298a8009b7e7ac6d4d788f561d38c69e6f79b5cb65b7b95cd0fde3"),
+            ("key_i2r", "3a28adc3ed0b3fe0012109d47e3eba3f"),
+            ("key_r2i", "0ef7c5403c1fa37d74a1bb7159e4c8af"),
+            ("key_i2r (no cluster key)", "9a7d876c49a99eb6119e2c5a212d603a"),
+            ("key_r2i (no cluster key)", "207285e366c1908e0177de4ce0391367"),
+            ("S_I", "0351a7580833898ea1b183cbd7350a4099078c6ef1c1e18e970cd7683035f25e7d"),
+            ("S_R", "025b36890dacbd7c9a96bb74a1ee28b3d2d75b72e09a20ef25cf8e6fd8a9f0350d"),
+            ("id_I", "0b0b0f69-3d14-8bff-91e0-d69b3d8672c8"),
+            ("id_R", "ed1720b7-5bd2-8a63-906f-723094729797"),
+            ("proof_I", "9ce2a7c4a0174eef511e7cce064ecfa4a7a4c956ee88b376b7004af2a2c35e819044485552f259e2fde0c2f38a0460a57e7c27fe7d39f18a834394f9abf2a713"),
+            ("proof_R", "181ea574f023c5b8f8913f89e25b1035ac1c36628ef41b1024dcfcc5dbc04c89bd5a25a104eb6aa179599f0482a6a67c92e1f3fa5873eb337afb59e02f8690d2"),
+            ("confirm_I frame", "0000008b0200000000000000008d3534e1d853fbcda9c18e2e11fb75c8caf3870e2c5f78e38e24b37c5bfcd28f1940ff7b807a3127a63daaf827a497e99827156973b319601d92a46181f91f4a2dd3324d8b4d3a1841f0ae5e54e43e1768824e052d2fe8ef31307cdefe8b2cbdd3f3fd1b6ab39b2f36d636b07b0d6467bf9b80d03ac0595c87b886f82271df9c7cab"),
+            ("confirm_R frame", "0000008b020000000000000000e1231c7ecb877d6be7d70f8b6839571039b5f1d6b5ff1d6f6f4433c505da48ec4c85d9bacbf978f8c344a54683a2e70b75bc75c889f0e518451087cb857f02531c1a07100bef971250ad88708db7baf234d4ca15cdea5b8559999ab9291bfb267c47ce20b8d7a9bc1e1c253b1ffcc5274a7770f70b904bddbe485548ff0352666d8d"),
+        ];
+        assert_eq!(got.len(), expected.len());
+        for ((name, value), (want_name, want)) in got.iter().zip(expected) {
+            assert_eq!((*name, value.as_str()), (want_name, want));
+        }
+    }
 }
