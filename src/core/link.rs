@@ -300,15 +300,14 @@ impl Link {
         };
     }
 
-    /// Takes the peer's hello. The initiator returns its key confirmation and `intro`
-    /// sealed, to send in that order; the responder returns nothing: it sends nothing
-    /// sealed before the peer has proven the cluster key ([`Link::confirm`]).
+    /// Takes the peer's hello. The initiator returns its key confirmation, to send now;
+    /// the responder returns nothing: it sends nothing sealed before the peer has proven
+    /// the cluster key ([`Link::confirm`]).
     pub fn finish_handshake(
         &mut self,
         hello: &[u8],
         identity: &Identity,
-        intro: &Message,
-    ) -> Result<Vec<Vec<u8>>, ConnectionError> {
+    ) -> Result<Option<Vec<u8>>, ConnectionError> {
         let Stage::Handshake {
             handshake,
             handshake_deadline,
@@ -316,16 +315,12 @@ impl Link {
         else {
             unreachable!("hellos are taken while handshaking only")
         };
-        let (mut confirming, ours) = handshake.finish(hello, identity)?;
-        let out = match ours {
-            Some(confirmation) => vec![confirmation, confirming.seal(&intro.encode())?],
-            None => Vec::new(),
-        };
+        let (confirming, ours) = handshake.finish(hello, identity)?;
         self.stage = Stage::Confirming {
             confirming,
             handshake_deadline,
         };
-        Ok(out)
+        Ok(ours)
     }
 
     /// Takes the peer's key confirmation: returns the id it proved and, for the responder,
@@ -526,8 +521,8 @@ fn confirming_link(addr: SocketAddr, rng: &mut rand_chacha::ChaCha20Rng) -> (Lin
     let (ours, our_hello) = Handshake::start(Role::Responder, "c", None, rng);
     let (theirs, their_hello) = Handshake::start(Role::Initiator, "c", None, rng);
     let mut link = Link::accepted(addr, ours, t0);
-    let sent = link.finish_handshake(&their_hello, &me, &Message::Ping);
-    assert_eq!(sent, Ok(vec![]), "a responder sends nothing sealed yet");
+    let sent = link.finish_handshake(&their_hello, &me);
+    assert_eq!(sent, Ok(None), "a responder sends nothing sealed yet");
     let (_, confirmation) = theirs.finish(&our_hello, &them).expect("a genuine hello");
     (link, confirmation.expect("the initiator confirms at once"))
 }
@@ -588,20 +583,15 @@ mod tests {
         let (me, them) = (Identity::generate(&mut rng), Identity::generate(&mut rng));
         let (mut link, their_hello, theirs, our_hello) = connected(t0, &mut rng);
         assert_eq!(link.frame_limit(1 << 20, 64), MAX_HANDSHAKE_FRAME);
-        let intro = Message::Ping;
-        let sent = link.finish_handshake(&their_hello, &me, &intro).unwrap();
-        assert_eq!(
-            sent.len(),
-            2,
-            "the initiator confirms and introduces itself at once"
-        );
+        let sent = link.finish_handshake(&their_hello, &me).unwrap();
+        let sent = sent.expect("the initiator confirms at once");
         // Confirming stays under the handshake's deadline, and at the handshake's frame
         // limit until the peer's key confirmation is verified.
         assert!(link.is_confirming() && link.is_unproven());
         assert_eq!(link.frame_limit(1 << 20, 64), MAX_HANDSHAKE_FRAME);
         assert_eq!(link.expired(t0 + S(6)), Some(Timer::Handshake));
         let (peer_end, _) = theirs.finish(&our_hello, &them).unwrap();
-        let mut mine = sent[0].clone();
+        let mut mine = sent;
         let peer_done = peer_end.verify(&mut mine[4..]).unwrap();
         assert_eq!(peer_done.peer, me.id());
         let mut theirs = peer_done.confirmation.unwrap();
@@ -655,9 +645,7 @@ mod tests {
         let t0 = Instant::now();
         let me = Identity::generate(&mut rng);
         let (mut link, ..) = connected(t0, &mut rng);
-        assert!(link
-            .finish_handshake(b"not a hello", &me, &Message::Ping)
-            .is_err());
+        assert!(link.finish_handshake(b"not a hello", &me).is_err());
         assert!(!link.is_pending() && !link.is_unproven() && !link.is_introduced());
         assert_eq!(
             link.receive(t0, &mut [2; 40], 64),

@@ -83,7 +83,9 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
     }
 
     /// The peer on `conn` proved its id `id` (its key confirmation verified); `ours` is the
-    /// responder's own confirmation, released only now.
+    /// responder's own confirmation, released only now. Each end introduces itself only
+    /// to a peer that proved the id it was dialed for: whoever answers a stale or forged
+    /// hint learns nothing about us.
     pub(super) fn proven(
         &mut self,
         now: Instant,
@@ -121,9 +123,9 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         self.stats.handshakes_completed += 1;
         if let Some(confirmation) = ours {
             self.transmit(conn, confirmation);
-            let intro = self.introduction();
-            self.send(now, conn, &intro);
         }
+        let intro = self.introduction();
+        self.send(now, conn, &intro);
         Ok(())
     }
 

@@ -60,11 +60,10 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         frame: &mut [u8],
     ) -> Result<(), ConnectionError> {
         if self.membership[conn].is_handshaking() {
-            let intro = self.introduction();
             // Not yet completed: that takes the peer's key confirmation, verified below.
-            let sent = self.membership[conn].finish_handshake(frame, &self.identity, &intro)?;
-            for frame in sent {
-                self.transmit(conn, frame);
+            let ours = self.membership[conn].finish_handshake(frame, &self.identity)?;
+            if let Some(confirmation) = ours {
+                self.transmit(conn, confirmation);
             }
             return Ok(());
         }

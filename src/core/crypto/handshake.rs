@@ -4,10 +4,11 @@
 //! the byte-level description and the test vectors (`tests::vectors` checks the same).
 //!
 //! ```text
-//! I -> R  hello_I                      (both hellos go out as soon as TCP is up)
+//! I -> R  hello_I               (both hellos go out as soon as TCP is up)
 //! R -> I  hello_R
-//! I -> R  confirm_I, Introduce         (sealed, i2r seq 0 and 1)
-//! R -> I  confirm_R, Introduce         (sealed, r2i seq 0 and 1; only once confirm_I is verified)
+//! I -> R  confirm_I             (sealed, i2r seq 0)
+//! R -> I  confirm_R, Introduce  (sealed, r2i seq 0 and 1; only once confirm_I is verified)
+//! I -> R  Introduce             (i2r seq 1; only once confirm_R is verified)
 //!
 //! th        = SHA-256("espial/2 transcript" || u32(len)||hello_I || u32(len)||hello_R)
 //! prk       = HKDF-Extract(salt = th, ikm = ECDH(e_I, e_R) || psk-or-32-zeros)
