@@ -209,6 +209,8 @@ class Espial extends EventEmitter {
       messages_refused: s.messagesRefused,
       filter_errors: s.filterErrors,
       key_mismatches: s.keyMismatches,
+      identity_mismatches: s.identityMismatches,
+      version_mismatches: s.versionMismatches,
     };
   }
 
