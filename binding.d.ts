@@ -156,4 +156,6 @@ export interface NativeStats {
   messagesRefused: number
   filterErrors: number
   keyMismatches: number
+  identityMismatches: number
+  versionMismatches: number
 }

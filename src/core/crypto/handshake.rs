@@ -193,8 +193,10 @@ impl Handshake {
         }
         let peer_key =
             PublicKey::from_sec1_bytes(parsed.pubkey).map_err(|_| HandshakeError::BadPublicKey)?;
-        let shared =
-            p256::ecdh::diffie_hellman(self.secret.to_nonzero_scalar(), peer_key.as_affine());
+        // The scalar's copy is zeroized as the key it came from is; the shared secret
+        // zeroizes itself.
+        let scalar = Zeroizing::new(self.secret.to_nonzero_scalar());
+        let shared = p256::ecdh::diffie_hellman(&*scalar, peer_key.as_affine());
 
         let (initiator_hello, responder_hello) = match self.role {
             Role::Initiator => (&self.our_hello[..], peer_hello),
