@@ -7,11 +7,11 @@ use rand_core::{CryptoRng, RngCore};
 
 use super::loss::Loss;
 use super::{Cluster, ConnId, Event};
-use crate::core::error::{ConnectionError, DecodeError};
+use crate::core::error::{ConnectionError, DecodeError, HandshakeError};
 use crate::core::json::{is_json, is_json_object};
 use crate::core::message::Message;
 use crate::core::node::is_valid_host_name;
-use crate::core::wire::FrameDecoder;
+use crate::core::wire::{self, FrameDecoder};
 
 impl<R: RngCore + CryptoRng> Cluster<R> {
     /// Bytes arrived on `conn` (see [`Cluster::handle_bytes`]): lends its decoder to
@@ -68,8 +68,25 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
             return Ok(());
         }
         if self.membership[conn].is_confirming() {
-            let (proven, ours) = self.membership[conn].confirm(frame)?;
-            return self.proven(now, conn, proven, ours);
+            if frame.first() == Some(&wire::kind::ALERT) {
+                // The responder could not verify our confirmation: it holds another key.
+                let known = *frame == wire::KEY_MISMATCH_ALERT;
+                return Err(if known {
+                    HandshakeError::KeyMismatch.into()
+                } else {
+                    HandshakeError::Malformed("unknown alert").into()
+                });
+            }
+            return match self.membership[conn].confirm(frame) {
+                Ok((proven, ours)) => self.proven(now, conn, proven, ours),
+                Err(e @ ConnectionError::Handshake(HandshakeError::KeyMismatch)) => {
+                    // Said in the clear, so the dialing end can tell why (a close alone
+                    // would not); it learns nothing a close would not tell it.
+                    self.transmit(conn, wire::frame(&wire::KEY_MISMATCH_ALERT));
+                    Err(e)
+                }
+                Err(e) => Err(e),
+            };
         }
         let link = &mut self.membership[conn];
         match link.receive(now, frame, self.config.max_metadata) {
