@@ -3,5 +3,6 @@
 
 mod election;
 mod events;
+mod identity;
 mod membership;
 pub mod sim;
