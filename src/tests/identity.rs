@@ -60,3 +60,38 @@ fn a_hinted_dial_that_reaches_another_key_fails_is_counted_and_adds_nothing() {
     assert_eq!(sim.member_ids(1), vec![id0]);
     assert_eq!(sim.member_ids(2), Vec::<NodeId>::new());
 }
+
+#[test]
+fn a_beacon_of_another_version_is_ignored_counted_and_told() {
+    use crate::core::beacon::{self, Beacon};
+    use crate::core::cluster::{Event, Output};
+    let mut sim = Sim::new(78);
+    sim.add(Config::lan("sim"));
+    let mut v1 = beacon::encode(
+        "sim",
+        None,
+        Beacon {
+            id: NodeId([1; 16]),
+            port: 9,
+        },
+    );
+    v1[4] = 1;
+    let now = sim.now;
+    let node = sim.nodes.get_mut(&0).unwrap();
+    node.handle_beacon(now, addr(5), &v1);
+    let stats = node.stats().clone();
+    assert_eq!(
+        (stats.version_mismatches, stats.beacons_ignored),
+        (1, 1),
+        "{stats:?}"
+    );
+    let told = std::iter::from_fn(|| node.poll_output()).any(|o| {
+        o == Output::Event(Event::BeaconVersionMismatch {
+            addr: addr(5),
+            ours: 2,
+            theirs: 1,
+        })
+    });
+    assert!(told, "no BeaconVersionMismatch event");
+    assert_eq!(sim.member_ids(0), Vec::<NodeId>::new());
+}
