@@ -159,4 +159,6 @@ export interface NativeStats {
   filterErrors: number
   keyMismatches: number
   dialsSkipped: number
+  identityMismatches: number
+  versionMismatches: number
 }

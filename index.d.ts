@@ -276,6 +276,17 @@ declare namespace espial {
      * allows, if still wanted then.
      */
     dials_skipped: number;
+     * Dials meant for a node (an id learned from a beacon or a member list) that reached a
+     * peer proving another id in the handshake: failed, nothing added (also in
+     * `handshakes_failed`).
+     */
+    identity_mismatches: number;
+    /**
+     * Peers refused for speaking another espial protocol version: handshakes (also in
+     * `handshakes_failed`) and beacons (also in `beacons_ignored`); each logged under
+     * `DEBUG=espial` naming both versions.
+     */
+    version_mismatches: number;
   }
 
   /**

@@ -211,6 +211,8 @@ class Espial extends EventEmitter {
       filter_errors: s.filterErrors,
       key_mismatches: s.keyMismatches,
       dials_skipped: s.dialsSkipped,
+      identity_mismatches: s.identityMismatches,
+      version_mismatches: s.versionMismatches,
     };
   }
 

@@ -205,7 +205,7 @@ fn claim_told_to(peer: &mut Peer) -> Option<espial::core::election::Claim> {
     use espial::core::election::ElectionMsg;
     loop {
         let frame = read_frame(&mut peer.stream).expect("the node's election state");
-        let plain = peer.session.open(&frame).unwrap().unwrap();
+        let plain = peer.session.open(&frame).unwrap();
         if let Ok(Message::Election(ElectionMsg::State(claim))) = Message::decode(&plain, 1 << 20) {
             return claim;
         }

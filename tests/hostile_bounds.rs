@@ -18,9 +18,8 @@ use std::io::Write;
 use std::net::TcpStream;
 
 use espial::core::cluster::Event;
-use espial::core::crypto::{ClusterKey, Handshake, Role, Session};
+use espial::core::crypto::{ClusterKey, Handshake, Identity, Role};
 use espial::core::message::Message;
-use espial::core::node::NodeId;
 use espial::core::wire;
 use espial::driver::Notification;
 use rand_core::OsRng;
@@ -39,17 +38,18 @@ fn keyed_target() -> Target {
     })
 }
 
-/// A handshake half done: our hello sent, the node's hello and key confirmation read (so
-/// the node has finished its half); returns our key confirmation, not yet sent.
-fn half_handshake(target: &Target, key: Option<&ClusterKey>) -> (TcpStream, Session, Vec<u8>) {
+/// A handshake half done: our hello sent, the node's hello read (the node has its keys
+/// and awaits our key confirmation before it sends its own); returns our key
+/// confirmation, not yet sent.
+fn half_handshake(target: &Target, key: Option<&ClusterKey>) -> (TcpStream, Vec<u8>) {
     let mut stream = TcpStream::connect(target.addr).unwrap();
     stream.set_read_timeout(Some(WAIT)).unwrap();
     let (hs, hello) = Handshake::start(Role::Initiator, &target.cluster, key, &mut OsRng);
     stream.write_all(&wire::frame(&hello)).unwrap();
     let their_hello = read_frame(&mut stream).expect("the node's hello");
-    let (session, confirmation) = hs.finish(&their_hello).expect("handshake");
-    read_frame(&mut stream).expect("the node's key confirmation");
-    (stream, session, confirmation)
+    let me = Identity::generate(&mut OsRng);
+    let (_, confirmation) = hs.finish(&their_hello, &me).expect("handshake");
+    (stream, confirmation.expect("an initiator confirms at once"))
 }
 
 /// Declares a record of `len` bytes and sends its first bytes only.
@@ -63,7 +63,7 @@ fn declare(stream: &mut TcpStream, len: usize) {
 fn a_large_frame_before_the_key_confirmation_is_refused_at_the_handshake_limit() {
     let mut target = keyed_target();
     let key = target.key.clone();
-    let (mut stream, _, _confirmation) = half_handshake(&target, key.as_ref());
+    let (mut stream, _confirmation) = half_handshake(&target, key.as_ref());
     declare(&mut stream, wire::MAX_HANDSHAKE_FRAME + 1);
     assert_closed(
         &mut stream,
@@ -85,7 +85,7 @@ fn a_large_frame_before_admission_is_refused_at_the_admission_limit() {
     let mut target = keyed_target();
     let key = target.key.clone();
     // Key confirmed, not introduced.
-    let (mut stream, _, confirmation) = half_handshake(&target, key.as_ref());
+    let (mut stream, confirmation) = half_handshake(&target, key.as_ref());
     stream.write_all(&confirmation).unwrap();
     declare(&mut stream, wire::MAX_ADMISSION_FRAME + 1);
     assert_closed(&mut stream, "after a large frame before the introduction");
@@ -100,7 +100,7 @@ fn a_large_frame_before_admission_is_refused_at_the_admission_limit() {
     // Introduced and admitted by the node, but it has not admitted the node: not a member.
     let mut peer = Peer::handshake(&target);
     peer.send(&Message::Introduce {
-        id: NodeId::random(&mut OsRng),
+        id: peer.id,
         host_name: "attacker".into(),
         port: 9,
         metadata: "{}".into(),
@@ -137,7 +137,7 @@ fn a_member_still_sends_a_one_mebibyte_event() {
 fn a_wrong_key_handshake_is_failed_not_completed() {
     let target = keyed_target();
     let wrong = ClusterKey::new(b"a different key of the same shape", "hostile");
-    let (mut stream, _, confirmation) = half_handshake(&target, Some(&wrong));
+    let (mut stream, confirmation) = half_handshake(&target, Some(&wrong));
     stream.write_all(&confirmation).unwrap();
     assert_closed(&mut stream, "after a wrong-key confirmation");
     let stats = target.stats();

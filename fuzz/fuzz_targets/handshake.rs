@@ -1,9 +1,9 @@
-//! The handshake on an arbitrary peer hello, then arbitrary records: never panics, and no
-//! record is delivered (nothing authenticates) since the fuzzer holds no session key: the
-//! first record must be a key confirmation the fuzzer cannot forge.
+//! The handshake on an arbitrary peer hello, then an arbitrary record as the peer's key
+//! confirmation: never panics, and nothing is confirmed, since the fuzzer holds no session
+//! key (the confirmation must authenticate) nor any identity key it could prove.
 #![no_main]
 
-use espial::core::crypto::{ClusterKey, Handshake, Role};
+use espial::core::crypto::{ClusterKey, Handshake, Identity, Role};
 use libfuzzer_sys::fuzz_target;
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
@@ -27,7 +27,8 @@ fuzz_target!(|data: &[u8]| {
     let hello_len = usize::from(hello_len).min(rest.len());
     let (hello, records) = rest.split_at(hello_len);
     let (hs, _our_hello) = Handshake::start(role, "espial", key, &mut rng);
-    let Ok((mut session, _confirmation)) = hs.finish(hello) else {
+    let me = Identity::generate(&mut rng);
+    let Ok((confirming, _confirmation)) = hs.finish(hello, &me) else {
         return;
     };
     // The first record must be the peer's key confirmation: the fuzzer cannot make one.
@@ -36,7 +37,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let len = usize::from(len).min(tail.len());
     let mut record = tail[..len].to_vec();
-    if let Ok(got) = session.open_in_place(&mut record) {
-        panic!("a record from nowhere was accepted: {got:?}");
+    if let Ok(done) = confirming.verify(&mut record) {
+        panic!("a confirmation from nowhere was accepted: {:?}", done.peer);
     }
 });

@@ -12,6 +12,7 @@ use zeroize::Zeroize;
 use crate::core::cluster::{Event, Stats};
 use crate::core::config::Config;
 use crate::core::crypto::handshake::MAX_CLUSTER_NAME;
+use crate::core::crypto::Identity;
 use crate::core::election::ElectionConfig;
 use crate::core::message::MAX_HOST_NAME;
 use crate::core::node::{is_valid_host_name, NodeId, NodeInfo};
@@ -144,6 +145,8 @@ pub struct NativeStats {
     pub filter_errors: i64,
     pub key_mismatches: i64,
     pub dials_skipped: i64,
+    pub identity_mismatches: i64,
+    pub version_mismatches: i64,
 }
 
 impl From<Stats> for NativeStats {
@@ -167,6 +170,8 @@ impl From<Stats> for NativeStats {
             filter_errors: n(s.filter_errors),
             key_mismatches: n(s.key_mismatches),
             dials_skipped: n(s.dials_skipped),
+            identity_mismatches: n(s.identity_mismatches),
+            version_mismatches: n(s.version_mismatches),
         }
     }
 }
@@ -225,6 +230,7 @@ impl From<Notification> for NativeEvent {
                 | Event::BeaconKeyMismatch { .. }
                 | Event::Explained { .. }
                 | Event::BeaconRefused { .. }
+                | Event::BeaconVersionMismatch { .. }
                 | Event::Delivery { .. } => event("connection_failed", None),
             },
         }
@@ -342,9 +348,11 @@ pub fn node_config(mut o: NativeOptions) -> Result<NodeConfig> {
     } else {
         None
     };
+    // The node's key pair is made now, so that its id is known before it starts.
+    let identity = Identity::generate(&mut OsRng);
     Ok(NodeConfig {
         me: NodeInfo {
-            id: NodeId::random(&mut OsRng),
+            id: identity.id(),
             host_name: o.host_name,
             ip: address,
             port: listen_port,
@@ -357,5 +365,6 @@ pub fn node_config(mut o: NativeOptions) -> Result<NodeConfig> {
         filter_timeout,
         max_receive_buffer: o.max_receive_buffer as usize,
         key_material,
+        identity,
     })
 }

@@ -91,6 +91,9 @@ pub fn encode(cluster: &str, key: Option<&ClusterKey>, beacon: Beacon) -> Vec<u8
 pub enum Ignored {
     /// Not a well-formed beacon of our cluster name and version.
     NotOurs,
+    /// An espial beacon of another protocol version (this one, the version it speaks): a
+    /// node of another release, which cannot join this one.
+    Version(u8),
     /// A well-formed beacon of our cluster name and version, but under another cluster key,
     /// or without one where we have one (or the other way round), or forged: the usual sign
     /// of a `cluster_key` that differs between nodes.
@@ -116,7 +119,11 @@ pub fn classify(
         return Err(Ignored::NotOurs);
     };
     let cluster_len = *cluster_len as usize;
-    if *version != PROTOCOL_VERSION || cluster_len > MAX_CLUSTER_NAME {
+    if *version != PROTOCOL_VERSION {
+        // Magic and version keep their place in every version; the rest may change.
+        return Err(Ignored::Version(*version));
+    }
+    if cluster_len > MAX_CLUSTER_NAME {
         return Err(Ignored::NotOurs);
     }
     if rest.len() < cluster_len || &rest[..cluster_len] != cluster.as_bytes() {
@@ -454,4 +461,16 @@ mod tests {
         "45535042020107766563746f72733031323334353637383961626364656604c0a8010a6a88",
         "000001a3185c500000000000000000010e0d734e62cc9d066d6532464ff8361c"
     );
+
+    #[test]
+    fn a_beacon_of_another_version_says_which() {
+        let mut v1 = encode("prod", None, b());
+        v1[4] = 1;
+        assert_eq!(classify(&v1, "prod", None), Err(Ignored::Version(1)));
+        assert_eq!(
+            classify(b"ESPB\x03\x00\x00", "prod", None),
+            Err(Ignored::Version(3))
+        );
+        assert_eq!(classify(b"ESPB", "prod", None), Err(Ignored::NotOurs));
+    }
 }

@@ -4,6 +4,8 @@
 
 use std::fmt;
 
+use super::node::NodeId;
+
 /// Why a frame could not be read off a byte stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -51,6 +53,12 @@ pub enum HandshakeError {
     /// One side has a cluster key and the other has none or another one (or the handshake
     /// was tampered with): key confirmation failed.
     KeyMismatch,
+    /// The peer's key confirmation does not prove the identity key it names: a signature
+    /// that does not verify over this handshake's transcript.
+    BadProof,
+    /// A dial meant for node `expected` reached a peer that proved another id: the hint it
+    /// came from (a beacon, a member list) was stale or forged. Nothing is added.
+    UnexpectedIdentity { expected: NodeId, proven: NodeId },
 }
 
 impl fmt::Display for HandshakeError {
@@ -69,6 +77,14 @@ impl fmt::Display for HandshakeError {
             HandshakeError::KeyMismatch => write!(
                 f,
                 "key confirmation failed: the peer does not hold the same cluster_key, or the handshake was tampered with"
+            ),
+            HandshakeError::BadProof => write!(
+                f,
+                "the peer did not prove the identity key it named (bad signature)"
+            ),
+            HandshakeError::UnexpectedIdentity { expected, proven } => write!(
+                f,
+                "dialed node {expected}, but the peer proved it is {proven}"
             ),
         }
     }

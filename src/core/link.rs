@@ -1,4 +1,5 @@
-//! One connection's state machine: Dialing → Handshake → Introducing → Admitting → Member.
+//! One connection's state machine: Dialing → Handshake → Confirming → Introducing →
+//! Admitting → Member.
 //!
 //! Each stage before Member carries its own deadline, so "pending" and "which timeout" are
 //! read off the stage instead of a shared field. A link decides what concerns it alone (the
@@ -9,7 +10,7 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use super::crypto::{Handshake, Role, Session};
+use super::crypto::{Confirming, Handshake, Identity, Role, Session};
 use super::detector::{DetectorConfig, Liveness};
 use super::discovery::Target;
 use super::error::{ConnectionError, FrameError, RecordError};
@@ -37,10 +38,17 @@ enum Stage {
         handshake: Handshake,
         handshake_deadline: Instant,
     },
-    /// Keys are agreed; the peer's key confirmation and introduction are awaited, still
-    /// under the handshake's deadline.
+    /// Keys are agreed; the peer's key confirmation (its identity proof) is awaited, under
+    /// the handshake's deadline.
+    Confirming {
+        confirming: Confirming,
+        handshake_deadline: Instant,
+    },
+    /// The peer proved `proven` is its id; its introduction is awaited, still under the
+    /// handshake's deadline.
     Introducing {
         session: Session,
+        proven: NodeId,
         handshake_deadline: Instant,
     },
     Admitting {
@@ -75,7 +83,8 @@ pub struct Link {
     pub role: Role,
     /// Dialed address, or the peer's source address for accepted connections.
     pub addr: SocketAddr,
-    /// The node a dial was meant for, if known.
+    /// The node a dial was meant for, if known: a hint the handshake must prove, or the
+    /// dial fails.
     pub expect: Option<NodeId>,
     /// A subnet-scan dial.
     pub scan: bool,
@@ -162,8 +171,21 @@ impl Link {
         matches!(self.stage, Stage::Handshake { .. })
     }
 
+    pub fn is_confirming(&self) -> bool {
+        matches!(self.stage, Stage::Confirming { .. })
+    }
+
     pub fn is_introducing(&self) -> bool {
         matches!(self.stage, Stage::Introducing { .. })
+    }
+
+    /// The id the peer proved in the handshake, once it has.
+    pub fn proven_id(&self) -> Option<NodeId> {
+        match &self.stage {
+            Stage::Introducing { proven, .. } => Some(*proven),
+            Stage::Admitting { peer, .. } | Stage::Member { peer, .. } => Some(peer.id),
+            _ => None,
+        }
     }
 
     pub fn is_admitting(&self) -> bool {
@@ -179,7 +201,7 @@ impl Link {
     pub fn is_unproven(&self) -> bool {
         matches!(
             self.stage,
-            Stage::Dialing { .. } | Stage::Handshake { .. } | Stage::Introducing { .. }
+            Stage::Dialing { .. } | Stage::Handshake { .. } | Stage::Confirming { .. }
         )
     }
 
@@ -188,6 +210,9 @@ impl Link {
         match self.stage {
             Stage::Dialing { dial_deadline } => Some((Timer::Dial, dial_deadline)),
             Stage::Handshake {
+                handshake_deadline, ..
+            }
+            | Stage::Confirming {
                 handshake_deadline, ..
             }
             | Stage::Introducing {
@@ -240,8 +265,10 @@ impl Link {
     /// may send frames up to `max_frame`.
     pub fn frame_limit(&self, max_frame: usize, max_metadata: usize) -> usize {
         match &self.stage {
-            Stage::Dialing { .. } | Stage::Handshake { .. } | Stage::Failed => MAX_HANDSHAKE_FRAME,
-            Stage::Introducing { session, .. } if !session.is_confirmed() => MAX_HANDSHAKE_FRAME,
+            Stage::Dialing { .. }
+            | Stage::Handshake { .. }
+            | Stage::Confirming { .. }
+            | Stage::Failed => MAX_HANDSHAKE_FRAME,
             Stage::Introducing { .. } | Stage::Admitting { .. } => {
                 admission_frame_limit(max_metadata).min(max_frame)
             }
@@ -273,13 +300,14 @@ impl Link {
         };
     }
 
-    /// Takes the peer's hello: returns our key confirmation and `intro` sealed, to send in
-    /// that order.
+    /// Takes the peer's hello. The initiator returns its key confirmation, to send now;
+    /// the responder returns nothing: it sends nothing sealed before the peer has proven
+    /// the cluster key ([`Link::confirm`]).
     pub fn finish_handshake(
         &mut self,
         hello: &[u8],
-        intro: &Message,
-    ) -> Result<[Vec<u8>; 2], ConnectionError> {
+        identity: &Identity,
+    ) -> Result<Option<Vec<u8>>, ConnectionError> {
         let Stage::Handshake {
             handshake,
             handshake_deadline,
@@ -287,34 +315,52 @@ impl Link {
         else {
             unreachable!("hellos are taken while handshaking only")
         };
-        let (mut session, finished) = handshake.finish(hello)?;
-        let intro = session.seal(&intro.encode())?;
-        self.stage = Stage::Introducing {
-            session,
+        let (confirming, ours) = handshake.finish(hello, identity)?;
+        self.stage = Stage::Confirming {
+            confirming,
             handshake_deadline,
         };
-        Ok([finished, intro])
+        Ok(ours)
+    }
+
+    /// Takes the peer's key confirmation: returns the id it proved and, for the responder,
+    /// its own confirmation to send now (before anything else it seals).
+    pub fn confirm(
+        &mut self,
+        record: &mut [u8],
+    ) -> Result<(NodeId, Option<Vec<u8>>), ConnectionError> {
+        let Stage::Confirming {
+            confirming,
+            handshake_deadline,
+        } = std::mem::replace(&mut self.stage, Stage::Failed)
+        else {
+            unreachable!("confirmations are taken while confirming only")
+        };
+        let done = confirming.verify(record)?;
+        self.stage = Stage::Introducing {
+            session: done.session,
+            proven: done.peer,
+            handshake_deadline,
+        };
+        Ok((done.peer, done.confirmation))
     }
 
     /// Opens a record where it lies and decodes its message, which borrows the record.
-    /// `None` for the peer's key confirmation. Anything authentic from a member is a sign
-    /// of life.
+    /// Anything authentic from a member is a sign of life.
     pub fn receive<'r>(
         &mut self,
         now: Instant,
         record: &'r mut [u8],
         max_metadata: usize,
-    ) -> Result<Option<Message<'r>>, ConnectionError> {
+    ) -> Result<Message<'r>, ConnectionError> {
         let Some(session) = self.session() else {
             return Err(ConnectionError::Protocol("data before the handshake"));
         };
-        let Some(plain) = session.open_in_place(record)? else {
-            return Ok(None);
-        };
+        let plain = session.open_in_place(record)?;
         if let Stage::Member { liveness, .. } = &mut self.stage {
             liveness.heard(now);
         }
-        Ok(Some(Message::decode(plain, max_metadata)?))
+        Ok(Message::decode(plain, max_metadata)?)
     }
 
     /// Seals a message, if the link has a session yet.
@@ -327,8 +373,9 @@ impl Link {
         Some(self.session()?.seal_parts(parts))
     }
 
-    /// The node a `Message::Introduce` describes, as this node will know it: at the address
-    /// seen on the socket, not one it claims. `None` for any other message.
+    /// The node a `Message::Introduce` describes, as this node will know it: with the id
+    /// proven in the handshake (the caller has checked the claimed one equals it), at the
+    /// address seen on the socket, not one it claims. `None` for any other message.
     pub fn peer_from_introduction(&mut self, msg: Message) -> Option<NodeInfo> {
         let Message::Introduce {
             id,
@@ -343,8 +390,9 @@ impl Link {
         };
         self.peer_max_message = max_message as usize;
         let ip = self.addr.ip();
+        debug_assert_eq!(Some(id), self.proven_id(), "checked by the caller");
         Some(NodeInfo {
-            id,
+            id: self.proven_id()?,
             host_name,
             ip,
             port,
@@ -464,15 +512,27 @@ pub(crate) fn introduced_link(peer: NodeInfo, role: Role, seed: u64) -> Link {
     use rand_chacha::rand_core::SeedableRng;
     let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(seed);
     let t0 = Instant::now();
-    let (ours, _) = Handshake::start(Role::Responder, "c", None, &mut rng);
-    let (_, their_hello) = Handshake::start(Role::Initiator, "c", None, &mut rng);
     let addr = SocketAddr::new(peer.ip, 40000);
-    let mut link = Link::accepted(addr, ours, t0);
+    let (mut link, mut their_confirmation) = confirming_link(addr, &mut rng);
     link.role = role;
-    link.finish_handshake(&their_hello, &Message::Ping)
-        .expect("a genuine hello");
+    link.confirm(&mut their_confirmation[4..])
+        .expect("a genuine confirmation");
     link.introduced(peer, t0);
     link
+}
+
+/// An accepted link past the peer's hello, with the peer's key confirmation to come.
+#[cfg(test)]
+fn confirming_link(addr: SocketAddr, rng: &mut rand_chacha::ChaCha20Rng) -> (Link, Vec<u8>) {
+    let t0 = Instant::now();
+    let (me, them) = (Identity::generate(rng), Identity::generate(rng));
+    let (ours, our_hello) = Handshake::start(Role::Responder, "c", None, rng);
+    let (theirs, their_hello) = Handshake::start(Role::Initiator, "c", None, rng);
+    let mut link = Link::accepted(addr, ours, t0);
+    let sent = link.finish_handshake(&their_hello, &me);
+    assert_eq!(sent, Ok(None), "a responder sends nothing sealed yet");
+    let (_, confirmation) = theirs.finish(&our_hello, &them).expect("a genuine hello");
+    (link, confirmation.expect("the initiator confirms at once"))
 }
 
 #[cfg(test)]
@@ -505,8 +565,8 @@ mod tests {
         }
     }
 
-    /// A link dialed at `t0` and connected, with the peer's hello.
-    fn connected(t0: Instant, rng: &mut ChaCha20Rng) -> (Link, Vec<u8>) {
+    /// A link dialed at `t0` and connected, with the peer's hello and the peer's own end.
+    fn connected(t0: Instant, rng: &mut ChaCha20Rng) -> (Link, Vec<u8>, Handshake, Vec<u8>) {
         let target = Target {
             addr: "10.0.0.9:27272".parse().unwrap(),
             expect: Some(NodeId([9; 16])),
@@ -516,26 +576,37 @@ mod tests {
         assert!(link.is_pending() && link.is_unproven());
         assert_eq!(link.expired(t0 + S(3) - Duration::from_nanos(1)), None);
         assert_eq!(link.expired(t0 + S(3)), Some(Timer::Dial));
-        let (ours, _) = Handshake::start(Role::Initiator, "c", None, rng);
-        let (_, their_hello) = Handshake::start(Role::Responder, "c", None, rng);
+        let (ours, our_hello) = Handshake::start(Role::Initiator, "c", None, rng);
+        let (theirs, their_hello) = Handshake::start(Role::Responder, "c", None, rng);
         link.connected(ours, t0 + S(6));
         assert_eq!(link.deadline(), Some(t0 + S(6)));
         assert_eq!(link.expired(t0 + S(6)), Some(Timer::Handshake));
-        (link, their_hello)
+        (link, their_hello, theirs, our_hello)
     }
 
     #[test]
     fn each_stage_runs_its_own_deadline_and_a_member_none() {
         let mut rng = ChaCha20Rng::seed_from_u64(5);
         let t0 = Instant::now();
-        let (mut link, their_hello) = connected(t0, &mut rng);
+        let (me, them) = (Identity::generate(&mut rng), Identity::generate(&mut rng));
+        let (mut link, their_hello, theirs, our_hello) = connected(t0, &mut rng);
         assert_eq!(link.frame_limit(1 << 20, 64), MAX_HANDSHAKE_FRAME);
-        let intro = Message::Ping;
-        let [_confirmation, _intro] = link.finish_handshake(&their_hello, &intro).unwrap();
-        // Introducing stays under the handshake's deadline, and at the handshake's frame
+        let sent = link.finish_handshake(&their_hello, &me).unwrap();
+        let sent = sent.expect("the initiator confirms at once");
+        // Confirming stays under the handshake's deadline, and at the handshake's frame
         // limit until the peer's key confirmation is verified.
-        assert!(link.is_introducing() && link.is_unproven());
+        assert!(link.is_confirming() && link.is_unproven());
         assert_eq!(link.frame_limit(1 << 20, 64), MAX_HANDSHAKE_FRAME);
+        assert_eq!(link.expired(t0 + S(6)), Some(Timer::Handshake));
+        let (peer_end, _) = theirs.finish(&our_hello, &them).unwrap();
+        let mut mine = sent;
+        let peer_done = peer_end.verify(&mut mine[4..]).unwrap();
+        assert_eq!(peer_done.peer, me.id());
+        let mut theirs = peer_done.confirmation.unwrap();
+        assert_eq!(link.confirm(&mut theirs[4..]), Ok((them.id(), None)));
+        assert!(link.is_introducing() && !link.is_unproven());
+        assert_eq!(link.proven_id(), Some(them.id()));
+        assert_eq!(link.frame_limit(1 << 20, 64), admission_frame_limit(64));
         assert_eq!(link.expired(t0 + S(6)), Some(Timer::Handshake));
         link.introduced(peer(), t0 + S(13));
         assert_eq!(link.frame_limit(1 << 20, 64), admission_frame_limit(64));
@@ -562,13 +633,27 @@ mod tests {
     }
 
     #[test]
+    fn a_responder_hands_its_confirmation_over_only_with_the_peers_verified() {
+        let mut rng = ChaCha20Rng::seed_from_u64(8);
+        let addr = "10.0.0.9:40000".parse().unwrap();
+        let (mut link, mut confirmation) = confirming_link(addr, &mut rng);
+        let (proven, ours) = link.confirm(&mut confirmation[4..]).unwrap();
+        assert_eq!(link.proven_id(), Some(proven));
+        assert!(ours.is_some(), "released once the initiator's is verified");
+        // A confirmation under other keys fails, and releases nothing.
+        let (mut link, _) = confirming_link(addr, &mut rng);
+        let (_, mut other) = confirming_link(addr, &mut rng);
+        assert!(link.confirm(&mut other[4..]).is_err());
+        assert!(!link.is_pending() && !link.is_introduced());
+    }
+
+    #[test]
     fn a_failed_handshake_leaves_a_link_neither_pending_nor_unproven() {
         let mut rng = ChaCha20Rng::seed_from_u64(6);
         let t0 = Instant::now();
-        let (mut link, _) = connected(t0, &mut rng);
-        assert!(link
-            .finish_handshake(b"not a hello", &Message::Ping)
-            .is_err());
+        let me = Identity::generate(&mut rng);
+        let (mut link, ..) = connected(t0, &mut rng);
+        assert!(link.finish_handshake(b"not a hello", &me).is_err());
         assert!(!link.is_pending() && !link.is_unproven() && !link.is_introduced());
         assert_eq!(
             link.receive(t0, &mut [2; 40], 64),

@@ -20,13 +20,17 @@ pub fn is_valid_host_name(name: &str) -> bool {
     !name.chars().any(is_unsafe_char)
 }
 
-/// A node's identity: 128 random bits, fresh at every start, shown as a UUID (v4 layout)
-/// as the original espial did. Ordered, so ties between nodes break the same way everywhere.
+/// A node's id: derived from its static public key (see
+/// [`crate::core::crypto::identity`]), new at every start, shown as a UUID (version 8) as
+/// the original espial showed its random ids. Only the handshake makes an id true: anywhere
+/// else (a beacon, a member list) it is a hint. Ordered, so ties between nodes break the
+/// same way everywhere.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct NodeId(pub [u8; 16]);
 
 impl NodeId {
-    /// A fresh random id.
+    /// A random id (UUID v4 layout) that no key backs: for tests that need an id nobody
+    /// can prove.
     pub fn random<R: RngCore + CryptoRng>(rng: &mut R) -> Self {
         let mut b = [0u8; 16];
         rng.fill_bytes(&mut b);

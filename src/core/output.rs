@@ -72,6 +72,13 @@ pub enum Event {
     /// A beacon of this cluster from `addr` was ignored: it was under another cluster key
     /// (or none where this node has one, or the other way round). For logs.
     BeaconKeyMismatch { addr: SocketAddr },
+    /// A beacon from `addr` was ignored: it speaks protocol version `theirs`, this node
+    /// `ours`. For logs.
+    BeaconVersionMismatch {
+        addr: SocketAddr,
+        ours: u8,
+        theirs: u8,
+    },
     /// A beacon of this cluster from `addr` (authenticated, in a keyed cluster) was not
     /// acted on: sent from another address than it names, stale or replayed. For logs.
     BeaconRefused {
@@ -166,4 +173,10 @@ pub struct Stats {
     /// budget was spent (each counted once; it is dialed when the budget allows, if still
     /// wanted then).
     pub dials_skipped: u64,
+    /// Dials meant for a node (an id from a beacon or a member list) that reached a peer
+    /// proving another id: failed, nothing added (also counted in `handshakes_failed`).
+    pub identity_mismatches: u64,
+    /// Peers refused for speaking another protocol version: handshakes (also counted in
+    /// `handshakes_failed`) and beacons of this cluster's magic (also in `beacons_ignored`).
+    pub version_mismatches: u64,
 }

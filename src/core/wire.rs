@@ -14,7 +14,14 @@ pub mod kind {
     pub const HELLO: u8 = 1;
     /// Encrypted record.
     pub const RECORD: u8 = 2;
+    /// Plaintext alert from a responder whose peer's key confirmation did not verify:
+    /// `ALERT || 1`. It tells the dialing end why it was refused (another cluster key) and
+    /// nothing a close would not tell it.
+    pub const ALERT: u8 = 3;
 }
+
+/// The body of the only alert: the peer's key confirmation failed.
+pub const KEY_MISMATCH_ALERT: [u8; 2] = [kind::ALERT, 1];
 
 /// Largest frame accepted before the handshake has authenticated anything: a hello is
 /// about 150 bytes, so an unauthenticated peer can make us buffer at most this much.

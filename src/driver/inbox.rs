@@ -185,7 +185,8 @@ pub fn weight(n: &Notification) -> usize {
             Event::ConnectionFailed { .. }
             | Event::BeaconKeyMismatch { .. }
             | Event::Explained { .. }
-            | Event::BeaconRefused { .. } => 0,
+            | Event::BeaconRefused { .. }
+            | Event::BeaconVersionMismatch { .. } => 0,
         }
 }
 

@@ -33,6 +33,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::core::cluster::Event;
 use crate::core::cluster::Stats;
 use crate::core::config::Config;
+use crate::core::crypto::Identity;
 pub use crate::core::error::ErrorCode;
 use crate::core::error::{SendError, SubscribeError};
 use crate::core::node::NodeInfo;
@@ -66,6 +67,8 @@ pub struct NodeConfig {
     /// starts, on a blocking thread (it takes a good fraction of a second by design), then
     /// wiped. `None` keeps `core.cluster_key` as it is.
     pub key_material: Option<KeyMaterial>,
+    /// This node's static key pair: `me.id` must be its id (the core sets it so).
+    pub identity: Identity,
 }
 
 /// Raw `cluster_key` bytes, wiped when dropped, never printed.

@@ -594,7 +594,7 @@ pub async fn run(shared: Arc<Shared>, start: Box<Start>) {
         mut exits,
     } = *start;
     let local = config.me.ip;
-    let log = Log::for_node(config.me.id);
+    let log = Log::for_node(config.identity.id());
     if let Some(material) = config.key_material.take() {
         let cluster = config.core.cluster.clone();
         // Off the runtime's workers (and the application's thread): the stretch is slow
@@ -682,7 +682,7 @@ pub async fn run(shared: Arc<Shared>, start: Box<Start>) {
         if let Some(metadata) = early.metadata {
             me.metadata = metadata;
         }
-        let mut core = Cluster::new(me, core_config, OsRng);
+        let mut core = Cluster::with_identity(config.identity, me, core_config, OsRng);
         let started = now();
         core.set_wall_clock(started, unix_ms());
         core.start(started);
@@ -870,6 +870,9 @@ fn log_event(log: &Log, e: &Event) {
         Event::BeaconRefused { addr, reason } => {
             log.line(format_args!("refused a beacon from {addr}: {reason}"))
         }
+        Event::BeaconVersionMismatch { addr, ours, theirs } => log.line(format_args!(
+            "ignored a beacon from {addr}: it speaks espial protocol version {theirs}, this node speaks {ours}"
+        )),
         Event::Delivery { .. } => {}
     }
 }
@@ -911,10 +914,14 @@ fn mismatch(e: &Event) -> Option<IpAddr> {
             addr,
             error:
                 ConnectionError::Handshake(
-                    HandshakeError::KeyMismatch | HandshakeError::ClusterMismatch { .. },
+                    HandshakeError::KeyMismatch
+                    | HandshakeError::ClusterMismatch { .. }
+                    | HandshakeError::Version { .. },
                 ),
         } => Some(addr.ip()),
-        Event::BeaconKeyMismatch { addr } | Event::BeaconRefused { addr, .. } => Some(addr.ip()),
+        Event::BeaconKeyMismatch { addr }
+        | Event::BeaconRefused { addr, .. }
+        | Event::BeaconVersionMismatch { addr, .. } => Some(addr.ip()),
         _ => None,
     }
 }
@@ -922,6 +929,17 @@ fn mismatch(e: &Event) -> Option<IpAddr> {
 fn log_mismatch(log: &Log, e: &Event) {
     let quiet = MISMATCH_QUIET.as_secs();
     match e {
+        Event::ConnectionFailed {
+            addr,
+            error: error @ ConnectionError::Handshake(HandshakeError::Version { .. }),
+        } => log.line(format_args!(
+            "refused {addr}: {error}; every node of a cluster must run an espial release of the same protocol version (counted in stats().version_mismatches; the next such line about {} in {quiet} s at the earliest)",
+            addr.ip()
+        )),
+        Event::BeaconVersionMismatch { addr, ours, theirs } => log.line(format_args!(
+            "ignored a beacon of espial protocol version {theirs} from {addr}, this node speaks {ours}; every node of a cluster must run an espial release of the same protocol version (counted in stats().version_mismatches; the next such line about {} in {quiet} s at the earliest)",
+            addr.ip()
+        )),
         Event::ConnectionFailed { addr, error } => log.line(format_args!(
             "refused {addr}: {error}; check cluster_key and cluster on both nodes (counted in stats().key_mismatches or handshakes_failed; the next such line about {} in {quiet} s at the earliest)",
             addr.ip()
@@ -944,7 +962,7 @@ fn notification(e: Event) -> Option<Notification> {
         Event::ConnectionFailed { .. }
         | Event::BeaconKeyMismatch { .. }
         | Event::Explained { .. } => None,
-        Event::BeaconRefused { .. } => None,
+        Event::BeaconRefused { .. } | Event::BeaconVersionMismatch { .. } => None,
         e => Some(Notification::Cluster(e)),
     }
 }

@@ -10,14 +10,16 @@ use rand_core::{OsRng, RngCore};
 use super::{ErrorCode, Handle, MulticastConfig, NodeConfig, Notification};
 use crate::core::cluster::Event;
 use crate::core::config::Config;
+use crate::core::crypto::Identity;
 use crate::core::node::{NodeId, NodeInfo};
 
 const LOOPBACK: Ipv4Addr = Ipv4Addr::LOCALHOST;
 
 fn config(cluster: &str, group_port: u16, port: u16) -> NodeConfig {
+    let identity = Identity::generate(&mut OsRng);
     NodeConfig {
         me: NodeInfo {
-            id: NodeId::random(&mut OsRng),
+            id: identity.id(),
             host_name: "test".into(),
             ip: IpAddr::V4(LOOPBACK),
             port,
@@ -35,6 +37,7 @@ fn config(cluster: &str, group_port: u16, port: u16) -> NodeConfig {
         filter_timeout: Duration::from_secs(5),
         max_receive_buffer: crate::driver::DEFAULT_MAX_RECEIVE_BUFFER,
         key_material: None,
+        identity,
     }
 }
 

@@ -3,6 +3,7 @@
 
 mod election;
 mod events;
+mod identity;
 mod membership;
 mod paused;
 pub mod sim;

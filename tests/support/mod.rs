@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use espial::core::cluster::{Event, Stats};
 use espial::core::config::Config;
-use espial::core::crypto::ClusterKey;
-use espial::core::node::{NodeId, NodeInfo};
+use espial::core::crypto::{ClusterKey, Identity};
+use espial::core::node::NodeInfo;
 use espial::driver::{Handle, NodeConfig, Notification};
 use rand_core::OsRng;
 
@@ -43,9 +43,10 @@ impl Target {
         let mut core = Config::lan(cluster.clone());
         tune(&mut core);
         let key = core.cluster_key.clone();
+        let identity = Identity::generate(&mut OsRng);
         let config = NodeConfig {
             me: NodeInfo {
-                id: NodeId::random(&mut OsRng),
+                id: identity.id(),
                 host_name: "target".into(),
                 ip: IpAddr::V4(LOOPBACK),
                 port: 0,
@@ -58,6 +59,7 @@ impl Target {
             filter_timeout: Duration::from_secs(5),
             max_receive_buffer: espial::driver::DEFAULT_MAX_RECEIVE_BUFFER,
             key_material: None,
+            identity,
         };
         let (tx, rx) = mpsc::channel();
         let handle = Handle::new(config, tx);

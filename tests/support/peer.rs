@@ -4,10 +4,11 @@
 //! adversary that the JavaScript tests drive (`adversary.rs`, a cargo example).
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use espial::core::crypto::{ClusterKey, Handshake, Role, Session};
+use espial::core::crypto::identity::PUBLIC_KEY_LEN;
+use espial::core::crypto::{ClusterKey, Handshake, Identity, Role, Session};
 use espial::core::message::Message;
 use espial::core::node::NodeId;
 use espial::core::wire;
@@ -20,31 +21,123 @@ pub const WAIT: Duration = Duration::from_secs(10);
 pub struct Peer {
     pub stream: TcpStream,
     pub session: Session,
+    /// The id it introduces itself with by default: its identity's, the one it proved.
     pub id: NodeId,
+    /// The key pair it proved in the handshake.
+    pub identity: Identity,
+    /// The id the node proved in the handshake.
+    pub node_id: NodeId,
+}
+
+/// How a handshake with the node went wrong, for tests that expect it to.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refused {
+    /// The node closed the connection before its key confirmation (what it sent until then
+    /// was only its hello).
+    Closed,
+    /// The node's own hello or confirmation did not check out (the message says why).
+    Failed(String),
 }
 
 impl Peer {
-    /// Connects to `addr` and completes the handshake and key confirmation of `cluster`.
+    /// Connects to `addr` and completes the handshake and key confirmation of `cluster`,
+    /// with a fresh identity key pair.
     pub fn connect(addr: SocketAddr, cluster: &str) -> Peer {
         Peer::connect_keyed(addr, cluster, None)
     }
 
     /// [`Peer::connect`] to a cluster with a key (`None`: keyless).
     pub fn connect_keyed(addr: SocketAddr, cluster: &str, key: Option<&ClusterKey>) -> Peer {
+        Peer::connect_as(addr, cluster, key, Identity::generate(&mut OsRng))
+    }
+
+    /// [`Peer::connect_keyed`] proving the key pair `identity` (a fresh one or one it holds).
+    pub fn connect_as(
+        addr: SocketAddr,
+        cluster: &str,
+        key: Option<&ClusterKey>,
+        identity: Identity,
+    ) -> Peer {
+        Peer::try_connect(addr, cluster, key, identity, None).expect("handshake")
+    }
+
+    /// Connects as the initiator and runs the handshake; its confirmation names `claimed`
+    /// as its key (while `identity` signs) if given: an impostor's. `Err` if the node
+    /// refuses.
+    pub fn try_connect(
+        addr: SocketAddr,
+        cluster: &str,
+        key: Option<&ClusterKey>,
+        identity: Identity,
+        claimed: Option<[u8; PUBLIC_KEY_LEN]>,
+    ) -> Result<Peer, Refused> {
         let mut stream = TcpStream::connect(addr).unwrap();
         stream.set_read_timeout(Some(WAIT)).unwrap();
         let (hs, hello) = Handshake::start(Role::Initiator, cluster, key, &mut OsRng);
         stream.write_all(&wire::frame(&hello)).unwrap();
-        let their_hello = read_frame(&mut stream).expect("the node's hello");
-        let (mut session, confirmation) = hs.finish(&their_hello).expect("handshake");
-        stream.write_all(&confirmation).unwrap();
-        let their_confirmation = read_frame(&mut stream).expect("the node's key confirmation");
-        assert_eq!(session.open(&their_confirmation).unwrap(), None);
-        Peer {
+        let their_hello = read_frame(&mut stream).ok_or(Refused::Closed)?;
+        let claimed = claimed.unwrap_or(*identity.public_key());
+        let (confirming, confirmation) = hs
+            .finish_claiming(&their_hello, &identity, &claimed)
+            .map_err(|e| Refused::Failed(e.to_string()))?;
+        stream
+            .write_all(&confirmation.expect("an initiator confirms at once"))
+            .unwrap();
+        let mut theirs = read_frame(&mut stream).ok_or(Refused::Closed)?;
+        let done = confirming
+            .verify(&mut theirs)
+            .map_err(|e| Refused::Failed(e.to_string()))?;
+        Ok(Peer {
             stream,
-            session,
-            id: NodeId::random(&mut OsRng),
-        }
+            session: done.session,
+            id: identity.id(),
+            identity,
+            node_id: done.peer,
+        })
+    }
+
+    /// Accepts one connection on `listener` (a node dialing us) and runs the handshake as
+    /// its responder, proving `identity`. `Err` if the node refuses or does not check out.
+    pub fn accept(
+        listener: &TcpListener,
+        cluster: &str,
+        key: Option<&ClusterKey>,
+        identity: Identity,
+    ) -> Result<Peer, Refused> {
+        listener.set_nonblocking(true).unwrap();
+        let deadline = Instant::now() + WAIT;
+        let mut stream = loop {
+            match listener.accept() {
+                Ok((s, _)) => break s,
+                Err(e) if e.kind() == ErrorKind::WouldBlock && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10))
+                }
+                Err(e) => return Err(Refused::Failed(format!("no dial came: {e}"))),
+            }
+        };
+        stream.set_nonblocking(false).unwrap();
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        let (hs, hello) = Handshake::start(Role::Responder, cluster, key, &mut OsRng);
+        stream.write_all(&wire::frame(&hello)).unwrap();
+        let their_hello = read_frame(&mut stream).ok_or(Refused::Closed)?;
+        let (confirming, _) = hs
+            .finish(&their_hello, &identity)
+            .map_err(|e| Refused::Failed(e.to_string()))?;
+        let mut theirs = read_frame(&mut stream).ok_or(Refused::Closed)?;
+        let done = confirming
+            .verify(&mut theirs)
+            .map_err(|e| Refused::Failed(e.to_string()))?;
+        let ours = done
+            .confirmation
+            .expect("a responder confirms once verified");
+        stream.write_all(&ours).unwrap();
+        Ok(Peer {
+            stream,
+            session: done.session,
+            id: identity.id(),
+            identity,
+            node_id: done.peer,
+        })
     }
 
     /// Seals `msg`; returns the frame written, so it can be replayed.
@@ -56,8 +149,13 @@ impl Peer {
 
     /// Introduces itself with `metadata`, whatever it is, and admits the node.
     pub fn introduce(&mut self, metadata: &str) {
+        self.introduce_as(self.id, metadata);
+    }
+
+    /// [`Peer::introduce`] claiming the id `id`, which need not be the one it proved.
+    pub fn introduce_as(&mut self, id: NodeId, metadata: &str) {
         self.send(&Message::Introduce {
-            id: self.id,
+            id,
             host_name: "attacker".into(),
             port: 9,
             metadata: metadata.into(),
@@ -71,7 +169,7 @@ impl Peer {
     pub fn their_verdict(&mut self) -> Option<bool> {
         loop {
             let frame = read_frame(&mut self.stream)?;
-            let plain = self.session.open(&frame).unwrap().unwrap();
+            let plain = self.session.open(&frame).unwrap();
             if let Ok(Message::Verdict { accepted }) = Message::decode(&plain, 1 << 20) {
                 return Some(accepted);
             }

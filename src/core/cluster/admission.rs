@@ -11,7 +11,7 @@ use rand_core::{CryptoRng, RngCore};
 use super::{Cluster, ConnId, Event, Output};
 use crate::core::crypto::{Handshake, Role};
 use crate::core::discovery::Target;
-use crate::core::error::ConnectionError;
+use crate::core::error::{ConnectionError, HandshakeError};
 use crate::core::link::Link;
 use crate::core::message::{Message, MAX_MEMBERS};
 use crate::core::node::{NodeId, NodeInfo};
@@ -83,6 +83,54 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         Some(conn)
     }
 
+    /// The peer on `conn` proved its id `id` (its key confirmation verified); `ours` is the
+    /// responder's own confirmation, released only now. Each end introduces itself only
+    /// to a peer that proved the id it was dialed for: whoever answers a stale or forged
+    /// hint learns nothing about us.
+    pub(super) fn proven(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        id: NodeId,
+        ours: Option<Vec<u8>>,
+    ) -> Result<(), ConnectionError> {
+        let link = &mut self.membership[conn];
+        if id == self.me.id {
+            // Only this node holds its key: we dialed ourselves. The responder still
+            // confirms, so that the dialing end learns it too and stops dialing there.
+            if link.role == Role::Initiator {
+                self.own_addrs.insert(link.addr);
+            }
+            if let Some(confirmation) = ours {
+                self.transmit(conn, confirmation);
+            }
+            return Err(ConnectionError::Protocol("connected to itself"));
+        }
+        if let Some(expected) = link.expect.filter(|&e| e != id) {
+            // A hint (a beacon, a member list) said `expected` listens here, and the peer
+            // proved another id: the hint was stale (`expected` restarted with a new key,
+            // or the address was reused) or forged. The dial fails and nothing is added;
+            // `expected`, if it was a suspect, is gone for good. The peer that answered is
+            // found by its own beacons and dials.
+            link.expect = None;
+            self.stats.identity_mismatches += 1;
+            self.suspect_why.remove(&expected);
+            if let Some(info) = self.membership.clear_suspect(expected) {
+                self.removed(now, info, Reason::Replaced);
+            }
+            self.discovery.forget(expected);
+            let proven = id;
+            return Err(HandshakeError::UnexpectedIdentity { expected, proven }.into());
+        }
+        self.stats.handshakes_completed += 1;
+        if let Some(confirmation) = ours {
+            self.transmit(conn, confirmation);
+        }
+        let intro = self.introduction();
+        self.send(now, conn, &intro);
+        Ok(())
+    }
+
     /// What we say about ourselves once the handshake is done.
     pub(super) fn introduction(&self) -> Message<'static> {
         Message::Introduce {
@@ -104,22 +152,7 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
     ) -> Result<(), ConnectionError> {
         let id = peer.id;
         let link = &mut self.membership[conn];
-        if id == self.me.id {
-            if link.role == Role::Initiator {
-                self.own_addrs.insert(link.addr);
-            }
-            return Err(ConnectionError::Protocol("connected to itself"));
-        }
-        if let Some(expected) = link.expect.filter(|&e| e != id) {
-            // Another node now listens where `expected` did: it restarted with a new id,
-            // or the address was reused. The old one is gone for good.
-            link.expect = None;
-            self.suspect_why.remove(&expected);
-            if let Some(info) = self.membership.clear_suspect(expected) {
-                self.removed(now, info, Reason::Replaced);
-            }
-            self.discovery.forget(expected);
-        }
+        debug_assert!(id != self.me.id && link.expect.is_none_or(|e| e == id));
         let ip = peer.ip;
         let (all, from_ip) = self.membership.introduced_counts(ip, id);
         if all >= self.config.max_members || from_ip >= self.config.max_members_per_ip {

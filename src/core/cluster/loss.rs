@@ -207,8 +207,10 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         match &error {
             ConnectionError::Handshake(e) => {
                 self.stats.handshakes_failed += 1;
-                if *e == HandshakeError::KeyMismatch {
-                    self.stats.key_mismatches += 1;
+                match e {
+                    HandshakeError::KeyMismatch => self.stats.key_mismatches += 1,
+                    HandshakeError::Version { .. } => self.stats.version_mismatches += 1,
+                    _ => {}
                 }
             }
             ConnectionError::HandshakeTimeout => self.stats.handshakes_failed += 1,

@@ -5,7 +5,9 @@
 //! [`Cluster::poll_timeout`] (the quinn-proto shape). Randomness is injected, so a seeded
 //! simulation replays exactly.
 //!
-//! A connection goes Dialing → Handshake → Introducing → Admitting → Member. Admission is
+//! A connection goes Dialing → Handshake → Confirming → Introducing → Admitting → Member.
+//! The handshake proves the peer's id (its static key): that id, not one it claims, is the
+//! one it is known by, and a dial meant for another id fails. Admission is
 //! an explicit step: the core asks ([`Output::AskAdmission`]) and the driver answers with
 //! [`Cluster::admit`], which is where the application's connection filter plugs in. A node
 //! becomes a member only when both ends have admitted each other.
@@ -46,6 +48,7 @@ use rand_core::{CryptoRng, RngCore};
 use super::beacon;
 use super::beacon_schedule::BeaconSchedule;
 use super::config::Config;
+use super::crypto::Identity;
 use super::discovery::Discovery;
 use super::election::{Election, PromoteError};
 use super::error::ConnectionError;
@@ -63,6 +66,8 @@ pub use super::output::{ConnId, Event, Output, Stats};
 /// This node's state: its links, its members, its discovery.
 pub struct Cluster<R> {
     me: NodeInfo,
+    /// This node's static key pair; `me.id` is derived from it.
+    identity: Identity,
     config: Config,
     rng: R,
     outputs: VecDeque<Output>,
@@ -100,10 +105,20 @@ pub struct Cluster<R> {
 }
 
 impl<R: RngCore + CryptoRng> Cluster<R> {
-    /// A node with identity `me` (its `ip`/`port` are where it listens).
-    pub fn new(mut me: NodeInfo, config: Config, rng: R) -> Self {
+    /// A node described by `me` (its `ip`/`port` are where it listens), with a fresh
+    /// identity key pair drawn from `rng`: `me.id` is replaced by the id derived from it.
+    pub fn new(me: NodeInfo, config: Config, mut rng: R) -> Self {
+        let identity = Identity::generate(&mut rng);
+        Cluster::with_identity(identity, me, config, rng)
+    }
+
+    /// [`Cluster::new`] with a given identity (the driver makes it when the node is
+    /// created, so its id is known before it starts); `me.id` is replaced by its id.
+    pub fn with_identity(identity: Identity, mut me: NodeInfo, config: Config, rng: R) -> Self {
         me.master_eligible = config.election.eligible;
+        me.id = identity.id();
         Cluster {
+            identity,
             election: Election::new(me.id, config.election),
             subscriptions: Subscriptions::default(),
             last_master: None,
@@ -253,11 +268,20 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
             Ok(found) => found,
             Err(ignored) => {
                 self.stats.beacons_ignored += 1;
-                if ignored == beacon::Ignored::KeyMismatch {
-                    // Without this a node with another key would never be heard of: no
-                    // connection is ever tried with it in multicast discovery.
-                    self.stats.key_mismatches += 1;
-                    self.push_event(Event::BeaconKeyMismatch { addr: from });
+                // Without these a node with another key or of another release would never
+                // be heard of: no connection is ever tried with it in multicast discovery.
+                match ignored {
+                    beacon::Ignored::KeyMismatch => {
+                        self.stats.key_mismatches += 1;
+                        self.push_event(Event::BeaconKeyMismatch { addr: from });
+                    }
+                    beacon::Ignored::Version(theirs) => {
+                        self.stats.version_mismatches += 1;
+                        let ours = super::crypto::handshake::PROTOCOL_VERSION;
+                        let addr = from;
+                        self.push_event(Event::BeaconVersionMismatch { addr, ours, theirs });
+                    }
+                    beacon::Ignored::NotOurs => {}
                 }
                 return;
             }

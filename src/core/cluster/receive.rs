@@ -7,11 +7,11 @@ use rand_core::{CryptoRng, RngCore};
 
 use super::loss::Loss;
 use super::{Cluster, ConnId, Event};
-use crate::core::error::{ConnectionError, DecodeError};
+use crate::core::error::{ConnectionError, DecodeError, HandshakeError};
 use crate::core::json::{is_json, is_json_object};
 use crate::core::message::Message;
 use crate::core::node::is_valid_host_name;
-use crate::core::wire::FrameDecoder;
+use crate::core::wire::{self, FrameDecoder};
 
 impl<R: RngCore + CryptoRng> Cluster<R> {
     /// Bytes arrived on `conn` (see [`Cluster::handle_bytes`]): lends its decoder to
@@ -60,21 +60,37 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         frame: &mut [u8],
     ) -> Result<(), ConnectionError> {
         if self.membership[conn].is_handshaking() {
-            let intro = self.introduction();
             // Not yet completed: that takes the peer's key confirmation, verified below.
-            let [finished, intro] = self.membership[conn].finish_handshake(frame, &intro)?;
-            self.transmit(conn, finished);
-            self.transmit(conn, intro);
+            let ours = self.membership[conn].finish_handshake(frame, &self.identity)?;
+            if let Some(confirmation) = ours {
+                self.transmit(conn, confirmation);
+            }
             return Ok(());
+        }
+        if self.membership[conn].is_confirming() {
+            if frame.first() == Some(&wire::kind::ALERT) {
+                // The responder could not verify our confirmation: it holds another key.
+                let known = *frame == wire::KEY_MISMATCH_ALERT;
+                return Err(if known {
+                    HandshakeError::KeyMismatch.into()
+                } else {
+                    HandshakeError::Malformed("unknown alert").into()
+                });
+            }
+            return match self.membership[conn].confirm(frame) {
+                Ok((proven, ours)) => self.proven(now, conn, proven, ours),
+                Err(e @ ConnectionError::Handshake(HandshakeError::KeyMismatch)) => {
+                    // Said in the clear, so the dialing end can tell why (a close alone
+                    // would not); it learns nothing a close would not tell it.
+                    self.transmit(conn, wire::frame(&wire::KEY_MISMATCH_ALERT));
+                    Err(e)
+                }
+                Err(e) => Err(e),
+            };
         }
         let link = &mut self.membership[conn];
         match link.receive(now, frame, self.config.max_metadata) {
-            Ok(Some(msg)) => self.handle_message(now, conn, msg),
-            // The peer's key confirmation, verified: only now is the handshake complete.
-            Ok(None) => {
-                self.stats.handshakes_completed += 1;
-                Ok(())
-            }
+            Ok(msg) => self.handle_message(now, conn, msg),
             Err(e) => {
                 // Authentic, but its metadata is over the bound: a rule broken, not noise.
                 if let ConnectionError::Decode(DecodeError::TooLong {
@@ -115,10 +131,15 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         let from = link.peer_id();
         match msg {
             Message::Introduce {
+                id,
                 ref metadata,
                 ref host_name,
                 ..
             } if link.is_introducing() => {
+                if Some(id) != link.proven_id() {
+                    // The handshake proved who the peer is; it speaks for that id only.
+                    return Err(self.refuse("introduced itself with an id it did not prove"));
+                }
                 if !is_valid_host_name(host_name) {
                     // Names reach logs and terminals: a newline or an escape sequence in
                     // one is refused here rather than escaped everywhere.

@@ -1,13 +1,15 @@
 //! The secure link between two nodes: an ephemeral P-256 ECDH [`handshake`] whose keys are
 //! derived with HKDF-SHA256 over the whole transcript, consumed into a [`session`] that
 //! seals records with AES-128-GCM under one key per direction and 64-bit counter nonces,
-//! renewed every [`session::REKEY_RECORDS`] records.
+//! renewed every [`session::REKEY_RECORDS`] records. Each node also holds a static
+//! [`identity`] key pair, its id derived from it, and proves it in the handshake.
 //!
 //! An optional cluster key is mixed into the derivation; key confirmation (the first record
 //! each side sends) then proves both hold it, so a node without it can neither complete a
 //! connection, read records nor impersonate a member.
 
 pub mod handshake;
+pub mod identity;
 pub mod session;
 
 use std::sync::Mutex;
@@ -17,7 +19,8 @@ use hkdf::Hkdf;
 use sha2::{Digest, Sha256};
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
-pub use handshake::{Handshake, Role};
+pub use handshake::{Confirmed, Confirming, Handshake, Role};
+pub use identity::Identity;
 pub use session::Session;
 
 /// Argon2id memory cost, in KiB: 64 MiB (RFC 9106's second recommended setting). Each guess

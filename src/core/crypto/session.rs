@@ -19,14 +19,13 @@ use hkdf::Hkdf;
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
-use crate::core::error::{ConnectionError, HandshakeError, RecordError};
+use crate::core::error::{ConnectionError, RecordError};
 use crate::core::wire::{self, kind};
 
 const SEQ_LEN: usize = 8;
 const TAG_LEN: usize = 16;
 /// Bytes a record adds to its plaintext, length prefix included.
 pub const RECORD_OVERHEAD: usize = wire::LEN_PREFIX + 1 + SEQ_LEN + TAG_LEN;
-const FINISHED_LABEL: &[u8] = b"espial/1 finished";
 const REKEY_LABEL: &[u8] = b"espial/1 rekey";
 
 /// Records one key seals before it is renewed (2^20).
@@ -208,23 +207,17 @@ impl Opener {
     }
 }
 
-/// An established, encrypted link to one peer.
+/// An established, encrypted link to one peer. Its first record each way is the key
+/// confirmation, sealed and checked by the handshake ([`super::handshake::Confirming`]).
 pub struct Session {
     sealer: Sealer,
     opener: Opener,
-    transcript: [u8; 32],
-    confirmed: bool,
 }
 
 impl Session {
-    /// Builds the session from the derived keys and seals our key confirmation, which must
-    /// be the first record sent.
-    pub(super) fn confirm(
-        send: [u8; 16],
-        recv: [u8; 16],
-        transcript: [u8; 32],
-    ) -> (Session, Vec<u8>) {
-        let mut s = Session {
+    /// A session sealing under `send` and opening under `recv`, both counters at 0.
+    pub(super) fn new(send: [u8; 16], recv: [u8; 16]) -> Session {
+        Session {
             sealer: Sealer {
                 dir: DirectionKey::new(send),
                 next: 0,
@@ -233,22 +226,7 @@ impl Session {
                 dir: DirectionKey::new(recv),
                 expected: 0,
             },
-            transcript,
-            confirmed: false,
-        };
-        let finished = s
-            .seal(&s.finished_payload())
-            .expect("a fresh counter cannot be exhausted");
-        (s, finished)
-    }
-
-    fn finished_payload(&self) -> Vec<u8> {
-        [FINISHED_LABEL, &self.transcript[..]].concat()
-    }
-
-    /// True once the peer's key confirmation has been verified.
-    pub fn is_confirmed(&self) -> bool {
-        self.confirmed
+        }
     }
 
     /// Seals a plaintext into a complete frame (length prefix included).
@@ -262,34 +240,16 @@ impl Session {
     }
 
     /// Opens a record frame body in place: the plaintext is decrypted over the ciphertext
-    /// and returned as a slice of `body`. Returns `None` for the peer's key confirmation,
-    /// which carries no application data; nothing is returned before it has been verified.
-    /// A refused record may be left garbled in `body`.
-    pub fn open_in_place<'b>(
-        &mut self,
-        body: &'b mut [u8],
-    ) -> Result<Option<&'b [u8]>, ConnectionError> {
-        if self.confirmed {
-            return Ok(Some(self.opener.open(body)?));
-        }
-        let plain = match self.opener.open(body) {
-            Ok(p) => p,
-            // Under a wrong key the very first record cannot authenticate.
-            Err(RecordError::Forged) => return Err(HandshakeError::KeyMismatch.into()),
-            Err(e) => return Err(e.into()),
-        };
-        if plain != self.finished_payload() {
-            return Err(HandshakeError::KeyMismatch.into());
-        }
-        self.confirmed = true;
-        Ok(None)
+    /// and returned as a slice of `body`. A refused record may be left garbled in `body`.
+    pub fn open_in_place<'b>(&mut self, body: &'b mut [u8]) -> Result<&'b [u8], ConnectionError> {
+        Ok(self.opener.open(body)?)
     }
 
     /// [`Session::open_in_place`] on a copy of `body`, for callers that keep the record
     /// (tests, tools).
-    pub fn open(&mut self, body: &[u8]) -> Result<Option<Vec<u8>>, ConnectionError> {
+    pub fn open(&mut self, body: &[u8]) -> Result<Vec<u8>, ConnectionError> {
         let mut body = body.to_vec();
-        Ok(self.open_in_place(&mut body)?.map(<[u8]>::to_vec))
+        Ok(self.open_in_place(&mut body)?.to_vec())
     }
 
     /// Keys used so far (sending, receiving), the first ones included.
@@ -322,7 +282,6 @@ impl std::fmt::Debug for Session {
             .field("sent", &self.sealer.next)
             .field("received", &self.opener.expected)
             .field("key_epochs", &self.key_epochs())
-            .field("confirmed", &self.confirmed)
             .finish_non_exhaustive()
     }
 }
@@ -331,13 +290,14 @@ impl std::fmt::Debug for Session {
 mod tests {
     use super::*;
 
-    /// A confirmed pair of sessions, as the handshake would leave them.
+    /// A pair of sessions past their key confirmations, as the handshake would leave them.
     fn pair() -> (Session, Session) {
-        let (k1, k2, t) = ([1u8; 16], [2u8; 16], [3u8; 32]);
-        let (mut a, a_fin) = Session::confirm(k1, k2, t);
-        let (mut b, b_fin) = Session::confirm(k2, k1, t);
-        assert_eq!(b.open(&a_fin[4..]), Ok(None));
-        assert_eq!(a.open(&b_fin[4..]), Ok(None));
+        let (k1, k2) = ([1u8; 16], [2u8; 16]);
+        let (mut a, mut b) = (Session::new(k1, k2), Session::new(k2, k1));
+        let a_fin = a.seal(b"confirmation").unwrap();
+        let b_fin = b.seal(b"confirmation").unwrap();
+        assert_eq!(b.open(&a_fin[4..]).unwrap(), b"confirmation");
+        assert_eq!(a.open(&b_fin[4..]).unwrap(), b"confirmation");
         (a, b)
     }
 
@@ -360,10 +320,7 @@ mod tests {
         }
         // And the untouched frame still opens.
         let (_, mut b) = pair();
-        assert_eq!(
-            b.open(body(&frame)).unwrap().as_deref(),
-            Some(&b"attack at dawn"[..])
-        );
+        assert_eq!(b.open(body(&frame)).unwrap(), b"attack at dawn");
     }
 
     #[test]
@@ -396,7 +353,7 @@ mod tests {
     fn a_replayed_record_is_rejected() {
         let (mut a, mut b) = pair();
         let frame = a.seal(b"pay 100").unwrap();
-        assert!(b.open(body(&frame)).unwrap().is_some());
+        b.open(body(&frame)).unwrap();
         assert_eq!(
             b.open(body(&frame)),
             Err(ConnectionError::Record(RecordError::Replayed {
@@ -425,7 +382,7 @@ mod tests {
             b.open(&renumbered),
             Err(ConnectionError::Record(RecordError::Forged))
         );
-        assert!(b.open(body(&first)).unwrap().is_some());
+        b.open(body(&first)).unwrap();
     }
 
     #[test]
@@ -448,7 +405,7 @@ mod tests {
         a.set_send_counter(u64::MAX - 1);
         b.set_recv_counter(u64::MAX - 1);
         let last = a.seal(b"last").unwrap();
-        assert_eq!(b.open(body(&last)).unwrap().as_deref(), Some(&b"last"[..]));
+        assert_eq!(b.open(body(&last)).unwrap(), b"last");
         assert_eq!(a.seal(b"one more"), Err(RecordError::NonceExhausted));
         assert_eq!(a.seal(b"and again"), Err(RecordError::NonceExhausted));
     }
@@ -458,10 +415,7 @@ mod tests {
         let (mut a, mut b) = pair();
         let frame = a.seal(b"attack at dawn").unwrap();
         let mut record = body(&frame).to_vec();
-        assert_eq!(
-            b.open_in_place(&mut record).unwrap(),
-            Some(&b"attack at dawn"[..])
-        );
+        assert_eq!(b.open_in_place(&mut record).unwrap(), b"attack at dawn");
         assert_eq!(
             &record[1 + SEQ_LEN..record.len() - TAG_LEN],
             b"attack at dawn"
@@ -484,10 +438,7 @@ mod tests {
             Err(ConnectionError::Record(RecordError::Forged))
         );
         let mut genuine = body(&next).to_vec();
-        assert_eq!(
-            b.open_in_place(&mut genuine).unwrap(),
-            Some(&b"retreat"[..])
-        );
+        assert_eq!(b.open_in_place(&mut genuine).unwrap(), b"retreat");
     }
 
     #[test]
@@ -499,7 +450,7 @@ mod tests {
             a.open(body(&frame)),
             Err(ConnectionError::Record(RecordError::Forged))
         );
-        assert!(b.open(body(&frame)).unwrap().is_some());
+        b.open(body(&frame)).unwrap();
     }
 
     /// A confirmed pair that renews keys every `records` records (or `bytes` bytes).
@@ -520,10 +471,10 @@ mod tests {
         for i in 0..total {
             let msg = format!("a to b, record {i}");
             let f = a.seal(msg.as_bytes()).unwrap();
-            assert_eq!(b.open(body(&f)).unwrap().as_deref(), Some(msg.as_bytes()));
+            assert_eq!(b.open(body(&f)).unwrap(), msg.as_bytes());
             let msg = format!("b to a, record {i}");
             let f = b.seal(msg.as_bytes()).unwrap();
-            assert_eq!(a.open(body(&f)).unwrap().as_deref(), Some(msg.as_bytes()));
+            assert_eq!(a.open(body(&f)).unwrap(), msg.as_bytes());
         }
         // 1 + total records per direction, N per key: both ends agree on the key in use.
         let epochs = (1 + total).div_ceil(N);
@@ -537,7 +488,7 @@ mod tests {
         let (mut a, mut b) = pair_renewing(u64::MAX, 1000);
         for _ in 0..10 {
             let f = a.seal(&[9u8; 300]).unwrap();
-            assert!(b.open(body(&f)).unwrap().is_some());
+            assert!(b.open(body(&f)).is_ok());
         }
         // 3000 bytes at 1000 a key (the key turns before the record that finds the count
         // at or over the bound; the confirmation's 49 bytes count too).
@@ -561,7 +512,7 @@ mod tests {
         // Records 0 (the confirmation) to N-1 are under the first key.
         for _ in 1..N {
             let f = a.seal(b"first key").unwrap();
-            assert!(b.open(body(&f)).unwrap().is_some());
+            assert!(b.open(body(&f)).is_ok());
         }
         stale.next = N;
         let old = stale.seal(&[b"old key, record N"]).unwrap();
@@ -571,10 +522,7 @@ mod tests {
         );
         // The refusal does not move b's count: a's genuine record N still opens.
         let new = a.seal(b"new key, record N").unwrap();
-        assert_eq!(
-            b.open(body(&new)).unwrap().as_deref(),
-            Some(&b"new key, record N"[..])
-        );
+        assert_eq!(b.open(body(&new)).unwrap(), &b"new key, record N"[..]);
         assert_eq!(b.key_epochs().1, 2);
     }
 
