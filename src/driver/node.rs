@@ -774,7 +774,10 @@ fn log_event(log: &Log, e: &Event) {
         Event::NodeRemoved(n) => log.line(format_args!("removed {}", who(n))),
         Event::NodeUpdated(n) => log.line(format_args!("metadata of {} updated", who(n))),
         Event::NodeAccepted(n) => log.line(format_args!("accepted by {}", who(n))),
-        Event::NodeRejected(n) => log.line(format_args!("rejected by {}", who(n))),
+        Event::NodeRejected(n) => log.line(format_args!(
+            "rejected by {} ({} {}:{})",
+            n.id, n.host_name, n.ip, n.port
+        )),
         Event::NewMaster(n) => log.line(format_args!("master is now {}", maybe(n))),
         Event::Promotion { previous } => log.line(format_args!(
             "promoted to master (previous: {})",

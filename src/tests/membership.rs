@@ -357,7 +357,7 @@ fn a_rejected_node_learns_nothing_and_is_nobodys_member() {
     for h in 0..3 {
         sim.filters.insert(
             h,
-            Box::new(|n: &crate::core::node::NodeInfo| n.host_name != "host-3"),
+            Box::new(|n: &crate::core::node::Candidate| n.host_name != "host-3"),
         );
     }
     let intruder = sim.add_manual(manual(&[0]));

@@ -43,11 +43,12 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         }
     }
 
-    /// Tells every introduced peer that this node leaves, then closes every connection.
+    /// Tells every member that this node leaves, then closes every connection (a peer
+    /// still being admitted is no member to leave: it sees the connection close).
     pub(super) fn say_goodbye(&mut self) {
         for conn in self.membership.conns() {
             let link = &mut self.membership[conn];
-            if link.is_introduced() {
+            if link.is_member() {
                 if let Some(Ok(bytes)) = link.seal(&Message::Leave) {
                     self.transmit(conn, bytes);
                 }
@@ -116,7 +117,13 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
             Loss::Dropped if !self.leaving => {
                 let expect = Some(peer.id);
                 let deadline = now + self.config.suspect_timeout;
+                // Its second connection, if one is being admitted, took the index: it is
+                // the reconnection, judged like any other; no redial beside it.
+                let reconnecting = self.membership.link_of(peer.id).is_some();
                 self.membership.suspect(peer, deadline);
+                if reconnecting {
+                    return;
+                }
                 let redial = Target {
                     addr,
                     expect,
