@@ -21,6 +21,12 @@ pub struct Peer {
     pub stream: TcpStream,
     pub session: Session,
     pub id: NodeId,
+    /// The host name it introduces itself with.
+    pub host_name: String,
+    /// The metadata of the profile it sends once the node has admitted it, if any.
+    pub profile: Option<String>,
+    /// Every message the node sent it, decrypted, in order (the key confirmation aside).
+    pub heard: Vec<Vec<u8>>,
 }
 
 impl Peer {
@@ -44,6 +50,9 @@ impl Peer {
             stream,
             session,
             id: NodeId::random(&mut OsRng),
+            host_name: "attacker".into(),
+            profile: None,
+            heard: Vec::new(),
         }
     }
 
@@ -54,28 +63,65 @@ impl Peer {
         frame
     }
 
-    /// Introduces itself with `metadata`, whatever it is, and admits the node.
+    /// Introduces itself (id, host name, port 9) and admits the node; `metadata`, whatever
+    /// it is, goes in the profile that [`Peer::their_verdict`] sends once the node has
+    /// admitted it.
     pub fn introduce(&mut self, metadata: &str) {
+        self.profile = Some(metadata.into());
+        self.introduce_only();
+        self.send(&Message::Verdict { accepted: true });
+    }
+
+    /// Sends its introduction only.
+    pub fn introduce_only(&mut self) {
         self.send(&Message::Introduce {
             id: self.id,
-            host_name: "attacker".into(),
+            host_name: self.host_name.clone(),
             port: 9,
+        });
+    }
+
+    /// Sends a profile with `metadata`, whatever the stage.
+    pub fn send_profile(&mut self, metadata: &str) {
+        self.send(&Message::Profile {
             metadata: metadata.into(),
             master_eligible: false,
             max_message: 1 << 20,
         });
-        self.send(&Message::Verdict { accepted: true });
     }
 
-    /// Reads until the node's verdict on us; `None` if it closed the connection first.
+    /// Reads the node's next message, kept in [`Peer::heard`]; `None` at end of stream.
+    pub fn next_message(&mut self) -> Option<Vec<u8>> {
+        let frame = read_frame(&mut self.stream)?;
+        let plain = self.session.open(&frame).unwrap()?;
+        self.heard.push(plain.clone());
+        Some(plain)
+    }
+
+    /// Reads until the node's verdict on us; `None` if it closed the connection first. If
+    /// the node admitted us and a profile is pending (see [`Peer::introduce`]), sends it.
     pub fn their_verdict(&mut self) -> Option<bool> {
         loop {
-            let frame = read_frame(&mut self.stream)?;
-            let plain = self.session.open(&frame).unwrap().unwrap();
+            let plain = self.next_message()?;
             if let Ok(Message::Verdict { accepted }) = Message::decode(&plain, 1 << 20) {
+                if let Some(metadata) = self.profile.take().filter(|_| accepted) {
+                    self.send_profile(&metadata);
+                }
                 return Some(accepted);
             }
         }
+    }
+
+    /// Reads everything the node sends until it closes the connection (at most [`WAIT`]);
+    /// an error if it has not closed it by then.
+    pub fn read_until_closed(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + WAIT;
+        while Instant::now() < deadline {
+            if self.next_message().is_none() {
+                return Ok(());
+            }
+        }
+        Err("the node kept the connection open".into())
     }
 
     /// Sends custom event `name` with `payload`, as JSON text unless `binary`.
