@@ -79,7 +79,10 @@ fn members(target: &Target) -> Vec<NodeId> {
 
 /// The messages `peer` heard, decoded.
 fn heard(peer: &Peer) -> Vec<Message<'_>> {
-    let decoded = peer.heard.iter().map(|p| Message::decode(p, 1 << 20).unwrap());
+    let decoded = peer
+        .heard
+        .iter()
+        .map(|p| Message::decode(p, 1 << 20).unwrap());
     decoded.collect()
 }
 
@@ -90,9 +93,10 @@ fn member(target: &mut Target) -> Peer {
     peer.introduce(r#"{"secret":"member"}"#);
     assert_eq!(peer.their_verdict(), Some(true));
     let id = peer.id;
-    target.wait_for("the member added", |n| {
-        matches!(n, Notification::Cluster(Event::NodeAdded(i)) if i.id == id)
-    });
+    target.wait_for(
+        "the member added",
+        |n| matches!(n, Notification::Cluster(Event::NodeAdded(i)) if i.id == id),
+    );
     peer.send(&Message::Subscribe("secret-event".into()));
     peer
 }
@@ -120,7 +124,10 @@ fn a_refused_node_learns_nothing_of_the_membership() {
     hesitant.stream.shutdown(std::net::Shutdown::Write).unwrap();
     hesitant.read_until_closed().unwrap();
 
-    for (who, peer) in [("the intruder", &intruder), ("the hesitant peer", &hesitant)] {
+    for (who, peer) in [
+        ("the intruder", &intruder),
+        ("the hesitant peer", &hesitant),
+    ] {
         let kinds: Vec<_> = heard(peer).into_iter().map(|m| format!("{m:?}")).collect();
         assert_eq!(kinds.len(), 2, "{who} heard {kinds:?}");
         assert!(
@@ -235,9 +242,10 @@ fn a_second_connection_of_a_live_member_is_judged_again_and_inherits_nothing() {
         let heard = heard(twin);
         assert!(heard.len() <= 3, "{heard:?}");
         assert!(
-            !heard
-                .iter()
-                .any(|m| matches!(m, Message::Members(_) | Message::Subscriptions(_) | Message::Election(_))),
+            !heard.iter().any(|m| matches!(
+                m,
+                Message::Members(_) | Message::Subscriptions(_) | Message::Election(_)
+            )),
             "{heard:?}"
         );
     }
@@ -248,7 +256,11 @@ fn a_second_connection_of_a_live_member_is_judged_again_and_inherits_nothing() {
     assert!(!target.messages().contains(&b"forged by a twin".to_vec()));
     assert_eq!(judge.asked_ids(), vec![id, id, id], "asked each time");
     assert_eq!(members(&target), before);
-    assert_eq!(membership_events(&target, id).len(), 1, "added once, nothing since");
+    assert_eq!(
+        membership_events(&target, id).len(),
+        1,
+        "added once, nothing since"
+    );
 
     // Admitted by both ends with a profile: it replaces the old connection, judged anew
     // (with the metadata of its own profile), and the node stays one member.

@@ -593,7 +593,10 @@ mod tests {
             link.their_verdict(true),
             Err(ConnectionError::Protocol("second verdict"))
         );
-        assert!(link.is_admitted() && link.peer().is_none(), "no profile yet");
+        assert!(
+            link.is_admitted() && link.peer().is_none(),
+            "no profile yet"
+        );
         assert_eq!(profile(&mut link), Some(peer()));
         assert_eq!(link.peer_max_message, 1 << 20);
         assert_eq!(profile(&mut link), None, "one profile only");

@@ -105,9 +105,10 @@ impl Membership {
     /// documentation), other than `except`.
     pub fn challenger_of(&self, id: NodeId, except: Option<ConnId>) -> Option<ConnId> {
         let indexed = self.link_of(id);
-        let mut others = self.links.iter().filter(|&(&k, l)| {
-            l.peer_id() == Some(id) && Some(k) != indexed && Some(k) != except
-        });
+        let mut others = self
+            .links
+            .iter()
+            .filter(|&(&k, l)| l.peer_id() == Some(id) && Some(k) != indexed && Some(k) != except);
         others.next().map(|(&k, _)| k)
     }
 
@@ -153,9 +154,10 @@ impl Membership {
                 _ => return false,
             }
         }
-        let index_live = self.link_of.iter().all(|(id, k)| {
-            self.links.get(k).and_then(Link::peer_id) == Some(*id)
-        });
+        let index_live = self
+            .link_of
+            .iter()
+            .all(|(id, k)| self.links.get(k).and_then(Link::peer_id) == Some(*id));
         index_live && indexed == self.link_of.len()
     }
 
@@ -364,7 +366,11 @@ mod tests {
         assert!(m.remove(a).is_some());
         m.introduced(node(1).id, b);
         assert!(m.index_agrees());
-        assert_eq!(m.info_of(node(1).id), None, "known as a member only once it is one");
+        assert_eq!(
+            m.info_of(node(1).id),
+            None,
+            "known as a member only once it is one"
+        );
         // Removing a link that lost the rule leaves the winner indexed.
         let c = m.add(introduced_link(node(1), Role::Initiator, 3));
         assert!(m.remove(c).is_some());

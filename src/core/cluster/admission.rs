@@ -180,7 +180,7 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         let keep_this = self.prefers(conn, rival, id);
         let loser = if keep_this { rival } else { conn };
         self.close(loser);
-        if keep_this && !self.membership.member_link(id).is_some_and(|k| k != conn) {
+        if keep_this && self.membership.member_link(id).is_none_or(|k| k == conn) {
             self.membership.introduced(id, conn);
         }
         keep_this

@@ -126,7 +126,9 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
                     // one is refused here rather than escaped everywhere.
                     return Err(self.refuse("host name with control characters"));
                 }
-                let candidate = link.candidate_from_introduction(msg).expect("an introduction");
+                let candidate = link
+                    .candidate_from_introduction(msg)
+                    .expect("an introduction");
                 self.introduced(now, conn, candidate)
             }
             Message::Verdict { accepted } if link.is_admitting() => {
