@@ -1,5 +1,5 @@
 //! Hostile *content* from authenticated peers against a real driver node on 127.0.0.1:
-//! metadata that is not a JSON object (in the introduction and in an `Update`) and custom
+//! metadata that is not a JSON object (in the profile and in an `Update`) and custom
 //! event text that is not JSON. JavaScript parses both, so the core refuses them before
 //! they become an event: metadata closes the connection, a bad payload is dropped, each is
 //! counted in `messages_refused`, and the node keeps serving. (The target and the peer are
