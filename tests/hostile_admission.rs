@@ -64,6 +64,15 @@ fn membership_events(target: &Target, id: NodeId) -> Vec<Event> {
     events.collect()
 }
 
+/// No master change named any of `ids` (`get_master()` never became one of them).
+fn assert_no_master_among(target: &Target, ids: &[NodeId]) {
+    for n in &target.seen {
+        if let Notification::Cluster(Event::NewMaster(Some(m))) = n {
+            assert!(!ids.contains(&m.id), "{m:?} made master");
+        }
+    }
+}
+
 /// The members as the application sees them (`get_nodes()`): added and not removed since.
 fn members(target: &Target) -> Vec<NodeId> {
     let mut ids = Vec::new();
@@ -146,6 +155,7 @@ fn a_refused_node_learns_nothing_of_the_membership() {
     for id in [intruder.id, hesitant.id] {
         assert_eq!(membership_events(&target, id), vec![], "nothing about {id}");
     }
+    assert_no_master_among(&target, &[intruder.id, hesitant.id]);
     assert_eq!(members(&target), before);
     member.event(b"member still heard");
     target.wait_for("the member's event", |n| {
@@ -191,6 +201,7 @@ fn metadata_sent_before_admission_is_refused_and_a_member_has_its_profile_metada
     for id in [early.id, hasty.id, eager.id] {
         assert_eq!(membership_events(&target, id), vec![], "nothing about {id}");
     }
+    assert_no_master_among(&target, &[early.id, hasty.id, eager.id]);
     assert_eq!(members(&target), Vec::<NodeId>::new());
 
     // The honest order: the member has the metadata of its profile, sent after admission.
@@ -283,6 +294,7 @@ fn a_second_connection_of_a_live_member_is_judged_again_and_inherits_nothing() {
         "added once, then only its metadata updated: {events:?}"
     );
     assert_eq!(members(&target).len(), 1);
+    assert_no_master_among(&target, &[id]);
     still_serving(&mut target, "a newcomer after the twins");
     target.assert_no_errors();
     target.exit();
