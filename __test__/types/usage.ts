@@ -134,6 +134,8 @@ a.set_metadata({ role: 'db' });
 a.set_metadata('db');
 a.connection_filter((data, cb) => cb(data.host.endsWith('org.internal')));
 a.connection_filter((data) => data.host_name === 'x');
+a.connection_filter(async (data) => data.ip.startsWith('10.1.'));
+// @ts-expect-error the filter sees no metadata: it crosses only after admission
 a.connection_filter(async (data) => data.metadata['role'] === 'web');
 a.connection_filter(null);
 // @ts-expect-error the filter is a function or null

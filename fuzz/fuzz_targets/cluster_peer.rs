@@ -7,7 +7,8 @@
 //!   as a member or takes a custom event from was admitted by A's filter on a connection
 //!   that introduced that id;
 //! - H hears nothing of the membership before admission: before H has sent its profile,
-//!   A sends it only its introduction, its verdict and (both verdicts in) its profile;
+//!   A sends it only its introduction, its verdict and (both verdicts in) its profile and
+//!   the events it joined;
 //! - a message A refuses changes nothing: same members, same master, no event but the
 //!   connection's failure;
 //! - one master per agreed view: once H is gone and the network is quiet, A and B, members
@@ -59,6 +60,7 @@ struct Hostile {
     profile_sent: bool,
     /// What A has said to H on it.
     a_accepted: bool,
+    a_profile: bool,
 }
 
 /// Connects H to A and completes a genuine handshake, as the initiator; A's hello and key
@@ -88,6 +90,7 @@ fn hostile_handshake(
         verdict_sent: false,
         profile_sent: false,
         a_accepted: false,
+        a_profile: false,
     };
     // A's key confirmation (and its introduction, read with the rest).
     drain(a, a_out, &mut Vec::new());
@@ -114,10 +117,14 @@ impl Hostile {
             match msg {
                 Message::Introduce { .. } => {}
                 Message::Verdict { accepted } => self.a_accepted = accepted,
-                Message::Profile { .. } => assert!(
-                    self.a_accepted && self.verdict_sent,
-                    "A's profile before both verdicts"
-                ),
+                Message::Profile { .. } => {
+                    assert!(
+                        self.a_accepted && self.verdict_sent,
+                        "A's profile before both verdicts"
+                    );
+                    self.a_profile = true;
+                }
+                Message::Subscriptions(_) if self.a_profile => {}
                 other => assert!(
                     self.profile_sent,
                     "A sent {other:?} to a peer not admitted"

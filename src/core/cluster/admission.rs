@@ -223,12 +223,16 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         self.share_profile(now, conn);
     }
 
-    /// Sends our profile on `conn` once both ends have admitted each other. Each end calls
-    /// this after each verdict, so it is sent exactly once: after the second.
+    /// Sends our profile on `conn` once both ends have admitted each other, and the custom
+    /// events we joined right behind it, so that they reach the peer with the profile that
+    /// makes us its member (what it sends us before our join arrives is lost to us). Each
+    /// end calls this after each verdict, so it happens exactly once: after the second.
     pub(super) fn share_profile(&mut self, now: Instant, conn: ConnId) {
         if self.membership[conn].is_admitted() && !self.membership[conn].is_member() {
             let profile = self.profile();
             self.send(now, conn, &profile);
+            let joined = Message::Subscriptions(self.subscriptions.names());
+            self.send(now, conn, &joined);
         }
     }
 
@@ -257,8 +261,6 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
             .map(|m| (m.id, SocketAddr::new(m.ip, m.port)))
             .collect();
         self.send(now, conn, &Message::Members(others));
-        let joined = Message::Subscriptions(self.subscriptions.names());
-        self.send(now, conn, &joined);
         let newcomer = Message::Members(vec![(id, SocketAddr::new(peer.ip, peer.port))]);
         for other in self.membership.member_links() {
             if other != conn {
