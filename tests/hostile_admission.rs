@@ -313,3 +313,61 @@ fn a_second_connection_of_a_live_member_is_judged_again_and_inherits_nothing() {
     target.assert_no_errors();
     target.exit();
 }
+
+#[test]
+fn a_member_closed_for_breaking_a_rule_is_judged_again_when_the_node_redials_it() {
+    let mut target = Target::start(&["evt"]);
+    let judge = Judge::refusing(&[]);
+    target.handle.set_filter(Some(judge.clone()));
+    // The member listens, so the node's redial reaches it.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut member = Peer::handshake(&target);
+    member.port = listener.local_addr().unwrap().port();
+    member.introduce(r#"{"v":1}"#);
+    assert_eq!(member.their_verdict(), Some(true));
+    let id = member.id;
+    target.wait_for(
+        "the member added",
+        |n| matches!(n, Notification::Cluster(Event::NodeAdded(i)) if i.id == id),
+    );
+    let rule_broken = Message::Update {
+        metadata: "not json".into(),
+    };
+    // 1. Closed for it; the node redials, and asks its filter about the redial.
+    member.send(&rule_broken);
+    assert_closed(&mut member.stream, "a member that broke a rule");
+    let mut back = Peer::accept(&listener, &target.cluster, id);
+    back.introduce(r#"{"v":1}"#);
+    assert_eq!(back.their_verdict(), Some(true));
+    back.event(b"back again");
+    target.wait_for("an event on the redial", |n| {
+        matches!(n, Notification::Cluster(Event::Delivery { from, payload, .. })
+            if *from == id && payload == b"back again")
+    });
+    assert_eq!(judge.asked_ids(), vec![id, id], "the redial was judged");
+    assert_eq!(target.stats().messages_refused, 1);
+    assert_eq!(
+        membership_events(&target, id).len(),
+        1,
+        "added once, nothing since"
+    );
+    assert_eq!(members(&target), vec![id]);
+    // 2. Again, and this time the filter refuses it: it is a member no more.
+    judge.refuse.lock().unwrap().push("rule-breaker".into());
+    back.send(&rule_broken);
+    assert_closed(&mut back.stream, "a member that broke a rule again");
+    let mut refused = Peer::accept(&listener, &target.cluster, id);
+    refused.host_name = "rule-breaker".into();
+    refused.introduce(r#"{"v":1}"#);
+    assert_eq!(refused.their_verdict(), Some(false));
+    target.wait_for(
+        "the member removed",
+        |n| matches!(n, Notification::Cluster(Event::NodeRemoved(i)) if i.id == id),
+    );
+    assert_eq!(judge.asked_ids(), vec![id, id, id]);
+    assert_eq!(members(&target), Vec::<NodeId>::new());
+    assert_no_master_among(&target, &[id]);
+    still_serving(&mut target, "a newcomer after the rule breaker");
+    target.assert_no_errors();
+    target.exit();
+}

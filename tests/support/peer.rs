@@ -4,7 +4,7 @@
 //! adversary that the JavaScript tests drive (`adversary.rs`, a cargo example).
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 use espial::core::crypto::{ClusterKey, Handshake, Role, Session};
@@ -23,6 +23,8 @@ pub struct Peer {
     pub id: NodeId,
     /// The host name it introduces itself with.
     pub host_name: String,
+    /// The port it says it listens on (9 unless it listens: see [`Peer::accept`]).
+    pub port: u16,
     /// The metadata of the profile it sends once the node has admitted it, if any.
     pub profile: Option<String>,
     /// Every message the node sent it, decrypted, in order (the key confirmation aside).
@@ -51,6 +53,31 @@ impl Peer {
             session,
             id: NodeId::random(&mut OsRng),
             host_name: "attacker".into(),
+            port: 9,
+            profile: None,
+            heard: Vec::new(),
+        }
+    }
+
+    /// Accepts the node's dial on `listener` and completes the handshake as the responder,
+    /// as `id` (the node's redial of a member it lost). The one place that drives the
+    /// responder's side of the handshake.
+    pub fn accept(listener: &TcpListener, cluster: &str, id: NodeId) -> Peer {
+        let (mut stream, _) = listener.accept().unwrap();
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        let their_hello = read_frame(&mut stream).expect("the node's hello");
+        let (hs, hello) = Handshake::start(Role::Responder, cluster, None, &mut OsRng);
+        stream.write_all(&wire::frame(&hello)).unwrap();
+        let (mut session, confirmation) = hs.finish(&their_hello).expect("handshake");
+        stream.write_all(&confirmation).unwrap();
+        let their_confirmation = read_frame(&mut stream).expect("the node's key confirmation");
+        assert_eq!(session.open(&their_confirmation).unwrap(), None);
+        Peer {
+            stream,
+            session,
+            id,
+            host_name: "attacker".into(),
+            port: listener.local_addr().unwrap().port(),
             profile: None,
             heard: Vec::new(),
         }
@@ -77,7 +104,7 @@ impl Peer {
         self.send(&Message::Introduce {
             id: self.id,
             host_name: self.host_name.clone(),
-            port: 9,
+            port: self.port,
         });
     }
 
