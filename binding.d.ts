@@ -104,8 +104,11 @@ export interface NativeNodeInfo {
   hostName: string
   ip: string
   port: number
-  /** JSON text. */
-  metadata: string
+  /**
+   * JSON text; none for a node not admitted by both ends (the connection filter's
+   * candidate, a node that refused this one): its metadata never reached this node.
+   */
+  metadata?: string
 }
 
 /** Options after `lib/options.js` has validated and defaulted them. */

@@ -166,8 +166,27 @@ declare namespace espial {
     metadata: Record<string, unknown>;
   }
 
-  /** What the connection filter is asked about: the node, plus its host name as `host`. */
-  interface ConnectionFilterData extends EspialNode {
+  /**
+   * A node not admitted by both ends: what its introduction said, with the address seen on
+   * its connection. Its metadata crosses only once both ends have admitted each other, so
+   * it has none (see "Connection filter" in the README).
+   */
+  interface EspialCandidate {
+    /** The node's id. */
+    id: string;
+    /** The host name it claims (`network.host_name`): a claim, checked by nothing. */
+    host_name: string;
+    /** The address seen on its connection, not a claim: the field to enforce on. */
+    ip: string;
+    /** The TCP port it says it listens on. */
+    port: number;
+  }
+
+  /**
+   * What the connection filter is asked about: the node as its introduction describes it,
+   * plus its host name as `host`. No `metadata`: it crosses only after admission.
+   */
+  interface ConnectionFilterData extends EspialCandidate {
     /** The same as `host_name`, under the original's name. */
     host: string;
   }
@@ -209,7 +228,7 @@ declare namespace espial {
   interface EspialError extends Error {
     code: EspialErrorCode;
     /** ERR_ESPIAL_FILTER: the node the connection filter was judging (it was refused). */
-    node?: EspialNode;
+    node?: EspialCandidate;
     /** ERR_ESPIAL_FILTER: what the filter threw or rejected with (none for a timeout). */
     cause?: unknown;
   }
@@ -317,7 +336,7 @@ declare namespace espial {
      * `node`'s connection filter refused this node (once per try; tries back off from 2 s,
      * doubling, up to 60 s). The refusing node emits nothing about the node it refused.
      */
-    node_rejected: [node: EspialNode];
+    node_rejected: [node: EspialCandidate];
     /**
      * `node` became master (possibly this node). A departed master's `removed_node` comes
      * first.
@@ -430,7 +449,7 @@ declare namespace espial {
      */
     on(event: 'node_accepted', listener: (node: EspialNode) => void): this;
     /** This node was refused by `node`'s connection filter; it joins no cluster through it. */
-    on(event: 'node_rejected', listener: (node: EspialNode) => void): this;
+    on(event: 'node_rejected', listener: (node: EspialCandidate) => void): this;
     /** Another node changed its metadata; `node` is its new object. */
     on(event: 'updated_node', listener: (node: EspialNode) => void): this;
     /** Another node left the cluster, crashed, or stopped answering heartbeats. */
@@ -459,7 +478,7 @@ declare namespace espial {
     /** `node` admitted this node. */
     once(event: 'node_accepted', listener: (node: EspialNode) => void): this;
     /** This node was refused by `node`'s connection filter. */
-    once(event: 'node_rejected', listener: (node: EspialNode) => void): this;
+    once(event: 'node_rejected', listener: (node: EspialCandidate) => void): this;
     /** Another node changed its metadata; `node` is its new object. */
     once(event: 'updated_node', listener: (node: EspialNode) => void): this;
     /** Another node left the cluster, crashed, or stopped answering heartbeats. */

@@ -8,9 +8,14 @@ const assert = require('node:assert/strict');
 const { performance } = require('node:perf_hooks');
 const { randomPorts, uniqueCluster, manualOptions, withNodes, byId, ids, delay, within } = require('./support.js');
 
-// The README's example, word for word.
-function readmeFilter(data, fn) {
-  return fn(data.host.match(/org.internal$/g) != null);
+// The README's host-name example, word for word.
+const readmeFilter = (data, cb) => cb(/\.org\.internal$/.test(data.host_name));
+
+// A node as a filter or node_rejected sees it: no metadata, which crosses only after admission.
+function judged(info) {
+  const { metadata, ...candidate } = info;
+  assert.ok(metadata !== undefined, 'a node object has metadata');
+  return candidate;
 }
 
 // Starts member `a` (host a.org.internal) with `filter` set right after construction, then a
@@ -55,7 +60,7 @@ async function assertAdmitted({ a, b, decision }) {
 // b was refused by a: b learnt nothing and nobody has it, even after a while.
 async function assertRefused({ a, b, decision }) {
   assert.equal(decision.event, 'node_rejected');
-  assert.deepEqual(decision.arg, a.get_node_info(), 'node_rejected names the decider');
+  assert.deepEqual(decision.arg, judged(a.get_node_info()), 'node_rejected names the decider');
   await delay(500);
   const bId = b.get_node_info().id;
   assert.deepEqual(b.get_nodes(), [], "the rejected node's get_nodes()");
@@ -75,7 +80,7 @@ async function assertFilterFailure(result, { reason, cause }) {
   const isFilterError = (err) => err.code === 'ERR_ESPIAL_FILTER';
   const { arg: err } = await a.events.next('error', 'a: ERR_ESPIAL_FILTER', isFilterError);
   assert.ok(err instanceof Error);
-  assert.deepEqual(err.node, bInfo, 'err.node is the node judged');
+  assert.deepEqual(err.node, judged(bInfo), 'err.node is the node judged');
   assert.ok(err.message.includes(bInfo.id), `the message names the node's id: ${err.message}`);
   assert.ok(err.message.includes('127.0.0.1'), `the message names the node's address: ${err.message}`);
   assert.match(err.message, reason);
@@ -100,10 +105,28 @@ test("the README's filter accepts a host in org.internal; both sides are asked",
     // The member was asked about the newcomer, with the address seen on its socket.
     assert.ok(calls.length >= 1);
     const { data } = calls[0];
-    assert.deepEqual(data, { ...b.get_node_info(), host: 'x.org.internal' });
+    // What the filter judges: the introduction and the socket's address, never metadata.
+    assert.deepEqual(data, { ...judged(b.get_node_info()), host: 'x.org.internal' });
+    assert.ok(!('metadata' in data), 'the filter sees no metadata');
     assert.equal(data.ip, '127.0.0.1');
     // Admission is mutual: the newcomer was asked about the member.
     assert.ok(asked.some((d) => d.id === a.get_node_info().id && d.host === 'a.org.internal'));
+  });
+});
+
+test("the README's address filter decides on the socket's address, whatever the host name claims", async () => {
+  await withNodes(async (scope) => {
+    // Word for word, with its network: 127.0.0.1 is not in 10.1.0.0/16.
+    const ipFilter = (data) => data.ip.startsWith('10.1.');
+    const refused = await admission(scope, { filter: ipFilter, newcomerHost: 'x.org.internal' });
+    await assertRefused(refused);
+    assert.equal(refused.calls[0].data.ip, '127.0.0.1');
+    // The same check on the loopback network admits it.
+    const admitted = await admission(scope, {
+      filter: (data) => data.ip.startsWith('127.'),
+      newcomerHost: 'anything.example',
+    });
+    await assertAdmitted(admitted);
   });
 });
 
@@ -126,7 +149,7 @@ test("the README's filter rejects evil.example: it learns no members and is in n
 
     const b = scope.node(manualOptions({ port: portB, cluster, hostName: 'evil.example', peers: seed }), 'b');
     const { arg: decider } = await b.events.next('node_rejected', 'b: node_rejected', byId(aId));
-    assert.deepEqual(decider, a.get_node_info());
+    assert.deepEqual(decider, judged(a.get_node_info()));
     await delay(1000);
 
     const bId = b.get_node_info().id;

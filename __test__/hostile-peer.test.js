@@ -2,8 +2,9 @@
 
 // Hostile data from a peer that completes a genuine handshake, against a real node in a child
 // process that has NO `error` listener (as a careless application would not): metadata that
-// is not JSON in the introduction, an admitted member's Update that is not JSON, a custom
-// event whose text is not JSON. Any of these used to end the victim's process. The attacker
+// is not JSON in the profile that follows admission, an admitted member's Update that is not
+// JSON, a custom event whose text is not JSON; and a refused peer, which hears nothing of the
+// membership. Any of these used to end the victim's process. The attacker
 // is target/debug/examples/adversary (a test-only peer, built by `cargo test`, which npm test
 // runs first); everything stays on 127.0.0.1 with multicast off.
 
@@ -45,7 +46,8 @@ test('a hostile peer cannot crash a node that has no error listener, nor forge i
   await withNodes(async (scope) => {
     const cluster = uniqueCluster();
     const [port, genuinePort] = randomPorts(2);
-    const victim = await scope.child(manualOptions({ port, cluster }), 'victim', { errorListener: false });
+    const victimOptions = { ...manualOptions({ port, cluster }), metadata: { secret: 'victim' } };
+    const victim = await scope.child(victimOptions, 'victim', { errorListener: false });
     await victim.events.next('listening', 'the victim listening');
     assert.equal(await victim.request('join', { event: 'work' }), true);
     // A crash comes a tick after the forged data arrives: give it time to, then check.
@@ -55,12 +57,18 @@ test('a hostile peer cannot crash a node that has no error listener, nor forge i
       assert.ok(alive, `the victim ended ${what}: ${victim.output()}`);
     };
 
-    // 1. Metadata that is not JSON in the introduction, to a node whose filter refuses
-    // everyone: the connection is closed before any verdict, the filter is never asked.
+    // 1. To a node whose filter refuses everyone: the refused peer hears the node's
+    // introduction and its verdict, nothing more (no metadata, no member list).
     assert.equal(await victim.request('filter', { accept: false }), true);
-    assert.deepEqual(await adversary(port, cluster, ['intro', '{', 'verdict']), ['verdict closed']);
-    await survived('after metadata "{" in an introduction');
+    assert.deepEqual(await adversary(port, cluster, ['intro', '{', 'verdict', 'heard']), [
+      'verdict false',
+      'heard Introduce,Verdict',
+    ]);
+    await survived('after a refusal');
     assert.equal(await victim.request('filter', { accept: null }), true);
+    // Metadata that is not JSON in the profile, once admitted: closed, never added.
+    assert.deepEqual(await adversary(port, cluster, ['intro', '{', 'verdict', 'closed']), ['verdict true', 'closed']);
+    await survived('after metadata "{" in a profile');
 
     // 2. An admitted member sends an Update whose metadata is not JSON: closed.
     const admitted = ['intro', '{"who":"adversary"}', 'verdict'];

@@ -301,13 +301,13 @@ test('a failing filter tells an error listener: ERR_ESPIAL_FILTER with the node 
   node.connection_filter(() => {
     throw bug;
   });
-  const reason = await FakeNative.last.filter(nodeInfo('a'));
+  const reason = await FakeNative.last.filter(nodeInfo('a', { metadata: null }));
   assert.equal(reason, "it threw TypeError: Cannot read properties of undefined (reading 'match')");
   assert.equal(errors.length, 1);
   const [err] = errors;
   assert.equal(err.code, 'ERR_ESPIAL_FILTER');
   assert.equal(err.cause, bug);
-  assert.deepEqual(err.node, { id: 'a', host_name: 'a.org.internal', ip: '127.0.0.2', port: 30002, metadata: {} });
+  assert.deepEqual(err.node, { id: 'a', host_name: 'a.org.internal', ip: '127.0.0.2', port: 30002 });
   assert.equal(
     err.message,
     "espial: connection filter failed on node a (127.0.0.2:30002): it threw TypeError: Cannot read properties of undefined (reading 'match'); the node was refused",
@@ -392,9 +392,10 @@ test('node_rejected hands out the decider as a public node object', async () => 
   const node = espial(OPTIONS);
   const seen = [];
   node.on('node_rejected', (decider) => seen.push(decider));
-  FakeNative.last.deliver({ kind: 'node_rejected', node: nodeInfo('a', { hostName: 'gate.test' }) });
+  // The addon hands it over without metadata: that crosses only after admission.
+  FakeNative.last.deliver({ kind: 'node_rejected', node: nodeInfo('a', { hostName: 'gate.test', metadata: null }) });
   await tick();
-  assert.deepEqual(seen, [{ id: 'a', host_name: 'gate.test', ip: '127.0.0.2', port: 30002, metadata: {} }]);
+  assert.deepEqual(seen, [{ id: 'a', host_name: 'gate.test', ip: '127.0.0.2', port: 30002 }]);
   assert.deepEqual(node.get_nodes(), []);
   await node.exit();
 });

@@ -252,7 +252,9 @@ function shortId(id) {
 
 function describeNode(node) {
   if (!node) return 'none';
-  return `${node.id} ${safe(node.host_name)} ${node.ip}:${node.port} ${safeJson(node.metadata)}`;
+  // A node that refused this one (node_rejected) has no metadata: it never crossed.
+  const metadata = node.metadata === undefined ? '' : ` ${safeJson(node.metadata)}`;
+  return `${node.id} ${safe(node.host_name)} ${node.ip}:${node.port}${metadata}`;
 }
 
 function table(rows) {

@@ -1,7 +1,9 @@
 'use strict';
 
-// The README's connection filter: only nodes whose host name ends in "org.internal" may
-// join. Three nodes run in this process, on 127.0.0.1 with ports and a cluster name of
+// The README's host-name filter: only nodes whose host name ends in ".org.internal" may
+// join. A host name is what a node says about itself, so this keeps honest nodes apart; to
+// keep a hostile host out, decide on data.ip, the address seen on its connection (all three
+// nodes here share 127.0.0.1). Three nodes run in this process, on 127.0.0.1 with ports and a cluster name of
 // their own: web1.org.internal and db1.org.internal join each other; laptop.example.com is
 // refused by both (node_rejected) and is seen by nobody.
 //
@@ -32,7 +34,7 @@ function start(hostName, port) {
   // Right after creating the node, before it starts (on the next tick): every node
   // applies its own filter, so set it on every node.
   node.connection_filter(function (data, fn) {
-    return fn(data.host.match(/org.internal$/g) != null);
+    return fn(/\.org\.internal$/.test(data.host_name));
   });
   node.on('error', (err) => fail(`${hostName}: ${err.code} ${err.message}`));
   node.on('added_node', (other) => console.log(`${hostName}: added ${other.host_name}`));

@@ -404,13 +404,11 @@ function normalizeOptions(options) {
  * A fresh object every time; index.js builds one per change of a member and shares it.
  */
 function toPublicNode(info) {
-  return {
-    id: info.id,
-    host_name: info.hostName,
-    ip: info.ip,
-    port: info.port,
-    metadata: parseMetadata(info.metadata),
-  };
+  const node = { id: info.id, host_name: info.hostName, ip: info.ip, port: info.port };
+  // A node not admitted by both ends (the filter's candidate, a node that refused this one)
+  // comes without metadata: it never crossed the connection.
+  if (info.metadata != null) node.metadata = parseMetadata(info.metadata);
+  return node;
 }
 
 /**

@@ -99,14 +99,7 @@ fn a_large_frame_before_admission_is_refused_at_the_admission_limit() {
 
     // Introduced and admitted by the node, but it has not admitted the node: not a member.
     let mut peer = Peer::handshake(&target);
-    peer.send(&Message::Introduce {
-        id: peer.id,
-        host_name: "attacker".into(),
-        port: 9,
-        metadata: "{}".into(),
-        master_eligible: false,
-        max_message: 1 << 20,
-    });
+    peer.introduce_only();
     assert_eq!(peer.their_verdict(), Some(true));
     declare(&mut peer.stream, wire::MAX_ADMISSION_FRAME + 1);
     assert_closed(&mut peer.stream, "after a large frame before its verdict");
@@ -208,15 +201,8 @@ fn a_host_name_with_control_characters_is_refused() {
     ];
     for (i, name) in names.into_iter().enumerate() {
         let mut peer = Peer::handshake(&target);
-        peer.send(&Message::Introduce {
-            id: peer.id,
-            host_name: name.into(),
-            port: 9,
-            metadata: "{}".into(),
-            master_eligible: false,
-            max_message: 1 << 20,
-        });
-        peer.send(&Message::Verdict { accepted: true });
+        peer.host_name = name.into();
+        peer.introduce("{}");
         assert_eq!(peer.their_verdict(), None, "{name:?}: closed, no verdict");
         assert_eq!(target.stats().messages_refused, i as u64 + 1, "{name:?}");
     }
@@ -230,15 +216,8 @@ fn a_host_name_with_control_characters_is_refused() {
     );
     // Printable Unicode is a host name like any other.
     let mut peer = Peer::handshake(&target);
-    peer.send(&Message::Introduce {
-        id: peer.id,
-        host_name: "caf\u{e9}-\u{6771}\u{4eac}".into(),
-        port: 9,
-        metadata: "{}".into(),
-        master_eligible: false,
-        max_message: 1 << 20,
-    });
-    peer.send(&Message::Verdict { accepted: true });
+    peer.host_name = "caf\u{e9}-\u{6771}\u{4eac}".into();
+    peer.introduce("{}");
     assert_eq!(peer.their_verdict(), Some(true));
     target.exit();
 }

@@ -16,7 +16,7 @@ use std::time::Duration;
 use espial::core::cluster::Event;
 use espial::core::crypto::{ClusterKey, Handshake, Identity, Role};
 use espial::core::message::Message;
-use espial::core::node::{NodeId, NodeInfo};
+use espial::core::node::{Candidate, NodeId};
 use espial::core::wire;
 use espial::driver::{Filter, Notification};
 use rand_core::OsRng;
@@ -30,7 +30,7 @@ struct Recorder(Arc<Mutex<Vec<NodeId>>>);
 impl Filter for Recorder {
     fn judge(
         &self,
-        node: NodeInfo,
+        node: Candidate,
     ) -> Pin<Box<dyn std::future::Future<Output = Result<bool, String>> + Send>> {
         self.0.lock().unwrap().push(node.id);
         Box::pin(async { Ok(true) })

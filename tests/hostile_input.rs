@@ -1,5 +1,5 @@
 //! Hostile *content* from authenticated peers against a real driver node on 127.0.0.1:
-//! metadata that is not a JSON object (in the introduction and in an `Update`) and custom
+//! metadata that is not a JSON object (in the profile and in an `Update`) and custom
 //! event text that is not JSON. JavaScript parses both, so the core refuses them before
 //! they become an event: metadata closes the connection, a bad payload is dropped, each is
 //! counted in `messages_refused`, and the node keeps serving. (The target and the peer are
@@ -15,7 +15,7 @@ use std::time::Duration;
 use espial::core::cluster::Event;
 use espial::core::config::DEFAULT_MAX_METADATA;
 use espial::core::message::Message;
-use espial::core::node::{NodeId, NodeInfo};
+use espial::core::node::{Candidate, NodeId};
 use espial::driver::{Filter, Notification};
 use support::{assert_closed, still_serving, Peer, Target};
 
@@ -33,13 +33,13 @@ fn bad_metadata() -> Vec<(&'static str, String)> {
     ]
 }
 
-/// A connection filter that admits everyone and remembers the metadata it was asked about.
+/// A connection filter that admits everyone and remembers whom it was asked about.
 #[derive(Default)]
-struct Asked(Mutex<Vec<String>>);
+struct Asked(Mutex<Vec<NodeId>>);
 
 impl Filter for Asked {
-    fn judge(&self, node: NodeInfo) -> Pin<Box<dyn Future<Output = Result<bool, String>> + Send>> {
-        self.0.lock().unwrap().push(node.metadata);
+    fn judge(&self, node: Candidate) -> Pin<Box<dyn Future<Output = Result<bool, String>> + Send>> {
+        self.0.lock().unwrap().push(node.id);
         Box::pin(async { Ok(true) })
     }
 }
@@ -51,11 +51,9 @@ fn events_about(target: &Target, ids: &[NodeId]) -> Vec<Notification> {
         .iter()
         .filter(|n| match n {
             Notification::Cluster(
-                Event::NodeAdded(i)
-                | Event::NodeUpdated(i)
-                | Event::NodeAccepted(i)
-                | Event::NodeRejected(i),
+                Event::NodeAdded(i) | Event::NodeUpdated(i) | Event::NodeAccepted(i),
             ) => ids.contains(&i.id),
+            Notification::Cluster(Event::NodeRejected(c)) => ids.contains(&c.id),
             _ => false,
         })
         .cloned()
@@ -63,15 +61,18 @@ fn events_about(target: &Target, ids: &[NodeId]) -> Vec<Notification> {
 }
 
 #[test]
-fn introduction_metadata_that_is_not_a_json_object_is_refused() {
+fn profile_metadata_that_is_not_a_json_object_is_refused() {
     let mut target = Target::start(&["evt"]);
     let asked = Arc::new(Asked::default());
     target.handle.set_filter(Some(asked.clone()));
     let mut forgers = Vec::new();
     for (i, (what, metadata)) in bad_metadata().into_iter().enumerate() {
         let mut peer = Peer::handshake(&target);
+        // The filter judges the introduction, which carries no metadata; the profile
+        // that follows admission does, and is refused.
         peer.introduce(&metadata);
-        assert_eq!(peer.their_verdict(), None, "{what}: closed, no verdict");
+        assert_eq!(peer.their_verdict(), Some(true), "{what}");
+        assert_closed(&mut peer.stream, what);
         assert_eq!(target.stats().messages_refused, i as u64 + 1, "{what}");
         forgers.push(peer.id);
     }
@@ -83,8 +84,11 @@ fn introduction_metadata_that_is_not_a_json_object_is_refused() {
     );
     assert_eq!(target.handle.stats().nodes_rejected, 0);
     still_serving(&mut target, "a genuine peer after the forged introductions");
-    // The filter was asked about the genuine peer only: no forged metadata reached it.
-    assert_eq!(*asked.0.lock().unwrap(), vec!["{}".to_string()]);
+    // The filter was asked about every newcomer, forgers included: it judges before any
+    // metadata crosses.
+    let asked = asked.0.lock().unwrap().clone();
+    assert_eq!(asked.len(), forgers.len() + 1, "{asked:?}");
+    assert_eq!(asked[..forgers.len()], forgers[..]);
     target.assert_no_errors();
     target.exit();
 }

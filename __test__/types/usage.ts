@@ -65,7 +65,7 @@ a.on('added_node', (node) => {
 a.on('updated_node', (node) => assertType<Equal<typeof node, espial.EspialNode>>());
 a.on('removed_node', (node) => assertType<Equal<typeof node, espial.EspialNode>>());
 a.on('node_accepted', (node) => assertType<Equal<typeof node, espial.EspialNode>>());
-a.on('node_rejected', (node) => assertType<Equal<typeof node, espial.EspialNode>>());
+a.on('node_rejected', (node) => assertType<Equal<typeof node, espial.EspialCandidate>>());
 a.on('new_master', (node) => assertType<Equal<typeof node, espial.EspialNode>>());
 a.on('promotion', (p) => assertType<Equal<typeof p.previous_master, espial.EspialNode | undefined>>());
 a.on('demotion', (next) => assertType<Equal<typeof next, espial.EspialNode | undefined>>());
@@ -88,7 +88,7 @@ a.once('added_node', (node) => assertType<Equal<typeof node, espial.EspialNode>>
 a.once('updated_node', (node) => assertType<Equal<typeof node, espial.EspialNode>>());
 a.once('removed_node', (node) => assertType<Equal<typeof node, espial.EspialNode>>());
 a.once('node_accepted', (node) => assertType<Equal<typeof node, espial.EspialNode>>());
-a.once('node_rejected', (node) => assertType<Equal<typeof node, espial.EspialNode>>());
+a.once('node_rejected', (node) => assertType<Equal<typeof node, espial.EspialCandidate>>());
 a.once('new_master', (node) => assertType<Equal<typeof node, espial.EspialNode>>());
 a.once('promotion', (p) => assertType<Equal<typeof p, espial.Promotion>>());
 a.once('demotion', (next) => assertType<Equal<typeof next, espial.EspialNode | undefined>>());
@@ -134,6 +134,8 @@ a.set_metadata({ role: 'db' });
 a.set_metadata('db');
 a.connection_filter((data, cb) => cb(data.host.endsWith('org.internal')));
 a.connection_filter((data) => data.host_name === 'x');
+a.connection_filter(async (data) => data.ip.startsWith('10.1.'));
+// @ts-expect-error the filter sees no metadata: it crosses only after admission
 a.connection_filter(async (data) => data.metadata['role'] === 'web');
 a.connection_filter(null);
 // @ts-expect-error the filter is a function or null

@@ -9,7 +9,7 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     let max_metadata = 1024;
     if let Ok(msg) = Message::decode(data, max_metadata) {
-        if let Message::Introduce { metadata, .. } | Message::Update { metadata } = &msg {
+        if let Message::Profile { metadata, .. } | Message::Update { metadata } = &msg {
             assert!(metadata.len() <= max_metadata);
         }
         assert_eq!(msg.encode(), data, "decode then encode changed {msg:?}");

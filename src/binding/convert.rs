@@ -15,7 +15,7 @@ use crate::core::crypto::handshake::MAX_CLUSTER_NAME;
 use crate::core::crypto::Identity;
 use crate::core::election::ElectionConfig;
 use crate::core::message::MAX_HOST_NAME;
-use crate::core::node::{is_valid_host_name, NodeId, NodeInfo};
+use crate::core::node::{is_valid_host_name, Candidate, NodeId, NodeInfo};
 use crate::driver::{ErrorCode, KeyMaterial, MulticastConfig, NodeConfig, Notification};
 
 // Where `mod.rs` has always found them.
@@ -58,8 +58,9 @@ pub struct NativeNodeInfo {
     pub host_name: String,
     pub ip: String,
     pub port: u32,
-    /// JSON text.
-    pub metadata: String,
+    /// JSON text; none for a node not admitted by both ends (the connection filter's
+    /// candidate, a node that refused this one): its metadata never reached this node.
+    pub metadata: Option<String>,
 }
 
 /// One notification; `kind` is the event name JavaScript emits (`message` for a custom
@@ -183,7 +184,19 @@ impl From<&NodeInfo> for NativeNodeInfo {
             host_name: n.host_name.clone(),
             ip: n.ip.to_string(),
             port: u32::from(n.port),
-            metadata: n.metadata.clone(),
+            metadata: Some(n.metadata.clone()),
+        }
+    }
+}
+
+impl From<&Candidate> for NativeNodeInfo {
+    fn from(n: &Candidate) -> Self {
+        NativeNodeInfo {
+            id: n.id.to_string(),
+            host_name: n.host_name.clone(),
+            ip: n.ip.to_string(),
+            port: u32::from(n.port),
+            metadata: None,
         }
     }
 }
@@ -214,14 +227,18 @@ impl From<Notification> for NativeEvent {
             Notification::FilterTimeout { node, message } => NativeEvent {
                 message: Some(message),
                 code: Some(ErrorCode::Filter.as_str().to_owned()),
-                ..event("error", Some(&node))
+                node: Some(NativeNodeInfo::from(&node)),
+                ..event("error", None)
             },
             Notification::Cluster(e) => match &e {
                 Event::NodeAdded(n) => event("added_node", Some(n)),
                 Event::NodeRemoved(n) => event("removed_node", Some(n)),
                 Event::NodeUpdated(n) => event("updated_node", Some(n)),
                 Event::NodeAccepted(n) => event("node_accepted", Some(n)),
-                Event::NodeRejected(n) => event("node_rejected", Some(n)),
+                Event::NodeRejected(n) => NativeEvent {
+                    node: Some(NativeNodeInfo::from(n)),
+                    ..event("node_rejected", None)
+                },
                 Event::NewMaster(n) => event("new_master", n.as_ref()),
                 Event::Promotion { previous } => event("promotion", previous.as_ref()),
                 Event::Demotion { new } => event("demotion", new.as_ref()),

@@ -15,7 +15,7 @@ use napi::bindgen_prelude::*;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
 
-use crate::core::node::NodeInfo;
+use crate::core::node::{Candidate, NodeInfo};
 use crate::driver::{ErrorCode, EventSink, Filter, Handle, Notification, Receipt, Sent};
 
 pub use convert::{NativeEvent, NativeNodeInfo, NativeOptions, NativeSendError, NativeStats};
@@ -64,7 +64,7 @@ struct JsFilter(Arc<FilterCallback>);
 impl Filter for JsFilter {
     fn judge(
         &self,
-        node: NodeInfo,
+        node: Candidate,
     ) -> Pin<Box<dyn Future<Output = std::result::Result<bool, String>> + Send>> {
         let filter = self.0.clone();
         Box::pin(async move {

@@ -1,6 +1,11 @@
 //! One connection's state machine: Dialing → Handshake → Confirming → Introducing →
 //! Admitting → Member.
 //!
+//! Admission first: while Admitting, a link knows only the peer's [`Candidate`] (what the
+//! connection filter judges); the peer's metadata, eligibility and largest payload arrive in
+//! its `Profile`, which it sends once both ends have admitted each other, and which makes it
+//! a member.
+//!
 //! Each stage before Member carries its own deadline, so "pending" and "which timeout" are
 //! read off the stage instead of a shared field. A link decides what concerns it alone (the
 //! handshake step, sealing and opening records, its stage transitions); whatever needs the
@@ -15,7 +20,7 @@ use super::detector::{DetectorConfig, Liveness};
 use super::discovery::Target;
 use super::error::{ConnectionError, FrameError, RecordError};
 use super::message::Message;
-use super::node::{NodeId, NodeInfo};
+use super::node::{Candidate, NodeId, NodeInfo};
 use super::subscriptions::Subscriptions;
 use super::wire::{admission_frame_limit, FrameDecoder, MAX_HANDSHAKE_FRAME};
 
@@ -51,9 +56,11 @@ enum Stage {
         proven: NodeId,
         handshake_deadline: Instant,
     },
+    /// The peer introduced itself. Once both verdicts are `true`, each end sends its
+    /// `Profile`; the peer's makes it a member.
     Admitting {
         session: Session,
-        peer: NodeInfo,
+        candidate: Candidate,
         ours: Option<bool>,
         theirs: Option<bool>,
         admission_deadline: Instant,
@@ -88,11 +95,6 @@ pub struct Link {
     pub expect: Option<NodeId>,
     /// A subnet-scan dial.
     pub scan: bool,
-    /// A member coming back on a new connection: admitted without asking again and
-    /// without events.
-    pub restore: bool,
-    /// `node_accepted` was already emitted for this peer (by this or a replaced link).
-    pub accepted_told: bool,
     /// Custom events the peer has joined: only those are sent to it.
     pub subscriptions: Subscriptions,
     /// The largest payload the peer accepts; a larger one would break the connection.
@@ -108,8 +110,6 @@ impl Link {
             addr,
             expect: None,
             scan: false,
-            restore: false,
-            accepted_told: false,
             subscriptions: Subscriptions::default(),
             peer_max_message: 0,
             decoder: FrameDecoder::new(MAX_HANDSHAKE_FRAME),
@@ -138,16 +138,27 @@ impl Link {
         Link::new(Role::Responder, addr, stage)
     }
 
-    /// The peer, once it has introduced itself.
+    /// The peer, once it is a member.
     pub fn peer(&self) -> Option<&NodeInfo> {
         match &self.stage {
-            Stage::Admitting { peer, .. } | Stage::Member { peer, .. } => Some(peer),
+            Stage::Member { peer, .. } => Some(peer),
             _ => None,
         }
     }
 
+    /// The peer as its introduction described it, while it is being admitted.
+    pub fn candidate(&self) -> Option<&Candidate> {
+        match &self.stage {
+            Stage::Admitting { candidate, .. } => Some(candidate),
+            _ => None,
+        }
+    }
+
+    /// The node the peer introduced itself as (admitting or member).
     pub fn peer_id(&self) -> Option<NodeId> {
-        self.peer().map(|p| p.id)
+        self.candidate()
+            .map(|c| c.id)
+            .or_else(|| self.peer().map(|p| p.id))
     }
 
     fn session(&mut self) -> Option<&mut Session> {
@@ -183,7 +194,8 @@ impl Link {
     pub fn proven_id(&self) -> Option<NodeId> {
         match &self.stage {
             Stage::Introducing { proven, .. } => Some(*proven),
-            Stage::Admitting { peer, .. } | Stage::Member { peer, .. } => Some(peer.id),
+            Stage::Admitting { candidate, .. } => Some(candidate.id),
+            Stage::Member { peer, .. } => Some(peer.id),
             _ => None,
         }
     }
@@ -194,7 +206,20 @@ impl Link {
 
     /// The peer has said who it is (admitting or member).
     pub fn is_introduced(&self) -> bool {
-        self.peer().is_some()
+        self.peer_id().is_some()
+    }
+
+    /// Both ends have admitted each other: our `Profile` is (being) sent, and the link takes
+    /// the peer's and what follows it.
+    pub fn is_admitted(&self) -> bool {
+        matches!(
+            self.stage,
+            Stage::Admitting {
+                ours: Some(true),
+                theirs: Some(true),
+                ..
+            } | Stage::Member { .. }
+        )
     }
 
     /// Nothing proves yet that the peer is the node it was dialed for.
@@ -251,6 +276,9 @@ impl Link {
 
     /// The address the peer listens on, when known.
     pub fn listen_addr(&self) -> Option<SocketAddr> {
+        if let Some(c) = self.candidate() {
+            return Some(SocketAddr::new(c.ip, c.port));
+        }
         match (self.peer(), self.role) {
             (Some(p), _) => Some(SocketAddr::new(p.ip, p.port)),
             (None, Role::Initiator) => Some(self.addr),
@@ -373,43 +401,36 @@ impl Link {
         Some(self.session()?.seal_parts(parts))
     }
 
-    /// The node a `Message::Introduce` describes, as this node will know it: with the id
-    /// proven in the handshake (the caller has checked the claimed one equals it), at the
-    /// address seen on the socket, not one it claims. `None` for any other message.
-    pub fn peer_from_introduction(&mut self, msg: Message) -> Option<NodeInfo> {
+    /// The node a `Message::Introduce` describes, as this node's filter will judge it: with
+    /// the id proven in the handshake (the caller has checked the claimed one equals it), at
+    /// the address seen on the socket, not one it claims. `None` for any other message.
+    pub fn candidate_from_introduction(&self, msg: Message) -> Option<Candidate> {
         let Message::Introduce {
             id,
             host_name,
             port,
-            metadata,
-            master_eligible,
-            max_message,
         } = msg
         else {
             return None;
         };
-        self.peer_max_message = max_message as usize;
-        let ip = self.addr.ip();
         debug_assert_eq!(Some(id), self.proven_id(), "checked by the caller");
-        Some(NodeInfo {
+        Some(Candidate {
             id: self.proven_id()?,
             host_name,
-            ip,
+            ip: self.addr.ip(),
             port,
-            metadata,
-            master_eligible,
         })
     }
 
     /// The peer introduced itself: admission starts, under its own deadline.
-    pub fn introduced(&mut self, peer: NodeInfo, admission_deadline: Instant) {
+    pub fn introduced(&mut self, candidate: Candidate, admission_deadline: Instant) {
         let Stage::Introducing { session, .. } = std::mem::replace(&mut self.stage, Stage::Failed)
         else {
             unreachable!("introductions are taken while introducing only")
         };
         self.stage = Stage::Admitting {
             session,
-            peer,
+            candidate,
             ours: None,
             theirs: None,
             admission_deadline,
@@ -429,32 +450,55 @@ impl Link {
     }
 
     /// The peer's verdict on us; the peer, who gave it.
-    pub fn their_verdict(&mut self, accepted: bool) -> Result<NodeInfo, ConnectionError> {
-        let Stage::Admitting { theirs, peer, .. } = &mut self.stage else {
+    pub fn their_verdict(&mut self, accepted: bool) -> Result<Candidate, ConnectionError> {
+        let Stage::Admitting {
+            theirs, candidate, ..
+        } = &mut self.stage
+        else {
             unreachable!("verdicts are taken while admitting only")
         };
         if theirs.is_some() {
             return Err(ConnectionError::Protocol("second verdict"));
         }
         *theirs = Some(accepted);
-        Ok(peer.clone())
+        Ok(candidate.clone())
     }
 
-    /// Becomes a member once both ends have admitted each other; returns the peer then.
-    pub fn become_member(&mut self, now: Instant, detector: &DetectorConfig) -> Option<NodeInfo> {
-        let Stage::Admitting {
-            ours: Some(true),
-            theirs: Some(true),
-            ..
-        } = &self.stage
-        else {
+    /// The peer's `Profile` (metadata already checked by the caller) makes it a member, if
+    /// both ends have admitted each other; returns the peer then. `None`, and no change, if
+    /// they have not: a profile before both verdicts breaks the protocol.
+    pub fn become_member(
+        &mut self,
+        now: Instant,
+        detector: &DetectorConfig,
+        metadata: String,
+        master_eligible: bool,
+        max_message: u32,
+    ) -> Option<NodeInfo> {
+        if !self.is_admitted() || self.is_member() {
             return None;
-        };
-        let Stage::Admitting { session, peer, .. } =
-            std::mem::replace(&mut self.stage, Stage::Failed)
+        }
+        let Stage::Admitting {
+            session, candidate, ..
+        } = std::mem::replace(&mut self.stage, Stage::Failed)
         else {
-            unreachable!()
+            unreachable!("is_admitted and not a member")
         };
+        let Candidate {
+            id,
+            host_name,
+            ip,
+            port,
+        } = candidate;
+        let peer = NodeInfo {
+            id,
+            host_name,
+            ip,
+            port,
+            metadata,
+            master_eligible,
+        };
+        self.peer_max_message = max_message as usize;
         self.stage = Stage::Member {
             session,
             peer: peer.clone(),
@@ -463,10 +507,10 @@ impl Link {
         Some(peer)
     }
 
-    /// The peer's new metadata; the peer as it is now.
+    /// A member's new metadata; the member as it is now.
     pub fn update_metadata(&mut self, metadata: String) -> &NodeInfo {
-        let (Stage::Admitting { peer, .. } | Stage::Member { peer, .. }) = &mut self.stage else {
-            unreachable!("updates are taken from introduced peers only")
+        let Stage::Member { peer, .. } = &mut self.stage else {
+            unreachable!("updates are taken from members only")
         };
         peer.metadata = metadata;
         peer
@@ -509,6 +553,7 @@ impl Link {
 /// A link on which `peer` has introduced itself, for tests of what holds links.
 #[cfg(test)]
 pub(crate) fn introduced_link(peer: NodeInfo, role: Role, seed: u64) -> Link {
+    let peer = Candidate::from(&peer);
     use rand_chacha::rand_core::SeedableRng;
     let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(seed);
     let t0 = Instant::now();
@@ -608,7 +653,7 @@ mod tests {
         assert_eq!(link.proven_id(), Some(them.id()));
         assert_eq!(link.frame_limit(1 << 20, 64), admission_frame_limit(64));
         assert_eq!(link.expired(t0 + S(6)), Some(Timer::Handshake));
-        link.introduced(peer(), t0 + S(13));
+        link.introduced(Candidate::from(&peer()), t0 + S(13));
         assert_eq!(link.frame_limit(1 << 20, 64), admission_frame_limit(64));
         assert!(link.is_admitting() && !link.is_unproven());
         assert_eq!(link.peer_id(), Some(NodeId([9; 16])));
@@ -616,13 +661,25 @@ mod tests {
         assert_eq!(link.expired(t0 + S(13)), Some(Timer::Admission));
         assert!(link.our_verdict(true).unwrap().is_ok());
         assert!(link.our_verdict(true).is_none(), "one verdict only");
-        assert_eq!(link.become_member(t0 + S(8), &detector()), None);
-        assert_eq!(link.their_verdict(true), Ok(peer()));
+        let p = peer();
+        let profile = |l: &mut Link| {
+            l.become_member(t0 + S(8), &detector(), p.metadata.clone(), true, 1 << 20)
+        };
+        // A profile before the peer's own verdict: no member, nothing changed.
+        assert_eq!(profile(&mut link), None);
+        assert!(link.is_admitting() && !link.is_admitted());
+        assert_eq!(link.their_verdict(true), Ok(Candidate::from(&p)));
         assert_eq!(
             link.their_verdict(true),
             Err(ConnectionError::Protocol("second verdict"))
         );
-        assert_eq!(link.become_member(t0 + S(8), &detector()), Some(peer()));
+        assert!(
+            link.is_admitted() && link.peer().is_none(),
+            "no profile yet"
+        );
+        assert_eq!(profile(&mut link), Some(peer()));
+        assert_eq!(link.peer_max_message, 1 << 20);
+        assert_eq!(profile(&mut link), None, "one profile only");
         assert!(link.is_member() && !link.is_pending());
         assert_eq!(link.frame_limit(1 << 20, 64), 1 << 20);
         assert_eq!(link.deadline(), None);

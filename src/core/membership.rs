@@ -4,6 +4,11 @@
 //!
 //! Links are added and removed only here, so the index follows every removal; the
 //! coordinator indexes a link once the one-link-per-pair rule has let it stay.
+//!
+//! A node that is a member may introduce itself again on a new link (a redial while the old
+//! link lingers): that link, a challenger, is judged like any other and stays out of the
+//! index until it is admitted and replaces the member's link. If the member's link goes
+//! first, the challenger takes its place in the index.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -81,22 +86,37 @@ impl Membership {
         self.links.keys().copied().collect()
     }
 
-    /// Forgets a link, and the node it carried.
+    /// Forgets a link, and the node it carried (a challenger of that node, if any, is
+    /// indexed instead).
     pub fn remove(&mut self, conn: ConnId) -> Option<Link> {
         let link = self.links.remove(&conn)?;
         if let Some(id) = link.peer_id() {
             if self.link_of.get(&id) == Some(&conn) {
                 self.link_of.remove(&id);
+                if let Some(next) = self.challenger_of(id, None) {
+                    self.link_of.insert(id, next);
+                }
             }
         }
         Some(link)
+    }
+
+    /// A link on which member `id` introduced itself again, not indexed (see the module
+    /// documentation), other than `except`.
+    pub fn challenger_of(&self, id: NodeId, except: Option<ConnId>) -> Option<ConnId> {
+        let indexed = self.link_of(id);
+        let mut others = self
+            .links
+            .iter()
+            .filter(|&(&k, l)| l.peer_id() == Some(id) && Some(k) != indexed && Some(k) != except);
+        others.next().map(|(&k, _)| k)
     }
 
     /// Records that node `id` introduced itself on `conn`; its previous link, if any, must
     /// have been removed.
     pub fn introduced(&mut self, id: NodeId, conn: ConnId) {
         let previous = self.link_of.insert(id, conn);
-        debug_assert_eq!(previous, None, "one link per node");
+        debug_assert!(previous.is_none_or(|k| k == conn), "one link per node");
     }
 
     /// The link on which node `id` introduced itself, member or still being admitted.
@@ -119,20 +139,26 @@ impl Membership {
         self.links.values().any(Link::is_member)
     }
 
-    /// True if the index names exactly the introduced links.
+    /// True if the index names exactly the introduced links but challengers, and a
+    /// challenger only ever stands beside a member's link.
     pub fn index_agrees(&self) -> bool {
         let introduced = self
             .links
             .iter()
             .filter_map(|(&k, l)| Some((l.peer_id()?, k)));
-        let mut count = 0;
+        let mut indexed = 0;
         for (id, conn) in introduced {
-            count += 1;
-            if self.link_of(id) != Some(conn) {
-                return false;
+            match self.link_of(id) {
+                Some(k) if k == conn => indexed += 1,
+                Some(k) if self.links.get(&k).is_some_and(Link::is_member) => {}
+                _ => return false,
             }
         }
-        count == self.link_of.len()
+        let index_live = self
+            .link_of
+            .iter()
+            .all(|(id, k)| self.links.get(k).and_then(Link::peer_id) == Some(*id));
+        index_live && indexed == self.link_of.len()
     }
 
     /// The current members in id order: member links, then suspects (they have not been
@@ -290,10 +316,6 @@ impl Membership {
         self.suspects.contains_key(&id)
     }
 
-    pub fn suspect_info(&self, id: NodeId) -> Option<&NodeInfo> {
-        self.suspects.get(&id).map(|s| &s.info)
-    }
-
     /// No longer a suspect (back, or given up); what was known of it.
     pub fn clear_suspect(&mut self, id: NodeId) -> Option<NodeInfo> {
         self.suspects.remove(&id).map(|s| s.info)
@@ -344,7 +366,11 @@ mod tests {
         assert!(m.remove(a).is_some());
         m.introduced(node(1).id, b);
         assert!(m.index_agrees());
-        assert_eq!(m.info_of(node(1).id), Some(&node(1)));
+        assert_eq!(
+            m.info_of(node(1).id),
+            None,
+            "known as a member only once it is one"
+        );
         // Removing a link that lost the rule leaves the winner indexed.
         let c = m.add(introduced_link(node(1), Role::Initiator, 3));
         assert!(m.remove(c).is_some());

@@ -30,23 +30,30 @@ mod tag {
     pub const SUBSCRIBE: u8 = 9;
     pub const UNSUBSCRIBE: u8 = 10;
     pub const SUBSCRIPTIONS: u8 = 11;
+    pub const PROFILE: u8 = 12;
 }
 
 /// A message between two connected nodes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message<'a> {
-    /// First message after key confirmation: who the sender is.
+    /// First message after key confirmation: who the sender is, and no more than the
+    /// receiver's connection filter judges (with the address seen on the socket).
     Introduce {
         id: NodeId,
         host_name: String,
         port: u16,
+    },
+    /// The sender's admission decision about the receiver.
+    Verdict { accepted: bool },
+    /// What the sender shares with members only, sent once both ends have admitted each
+    /// other and before anything else of the membership: the receiver makes the sender a
+    /// member on it.
+    Profile {
         metadata: String,
         master_eligible: bool,
         /// The largest custom event payload the sender accepts (`max_message_size`).
         max_message: u32,
     },
-    /// The sender's admission decision about the receiver.
-    Verdict { accepted: bool },
     /// The sender is leaving the cluster on purpose.
     Leave,
     /// A heartbeat: the sender is alive.
@@ -95,24 +102,29 @@ impl<'a> Message<'a> {
                 id,
                 host_name,
                 port,
-                metadata,
-                master_eligible,
-                max_message,
             } => {
-                let mut out =
-                    Vec::with_capacity(1 + 16 + 2 + 1 + host_name.len() + 4 + metadata.len());
+                let mut out = Vec::with_capacity(1 + 16 + 2 + 1 + host_name.len());
                 out.push(tag::INTRODUCE);
-                out.push(u8::from(*master_eligible));
-                out.extend_from_slice(&max_message.to_be_bytes());
                 out.extend_from_slice(&id.0);
                 out.extend_from_slice(&port.to_be_bytes());
                 out.push(host_name.len() as u8);
                 out.extend_from_slice(host_name.as_bytes());
+                out
+            }
+            Message::Verdict { accepted } => vec![tag::VERDICT, u8::from(*accepted)],
+            Message::Profile {
+                metadata,
+                master_eligible,
+                max_message,
+            } => {
+                let mut out = Vec::with_capacity(1 + 1 + 4 + 4 + metadata.len());
+                out.push(tag::PROFILE);
+                out.push(u8::from(*master_eligible));
+                out.extend_from_slice(&max_message.to_be_bytes());
                 out.extend_from_slice(&(metadata.len() as u32).to_be_bytes());
                 out.extend_from_slice(metadata.as_bytes());
                 out
             }
-            Message::Verdict { accepted } => vec![tag::VERDICT, u8::from(*accepted)],
             Message::Leave => vec![tag::LEAVE],
             Message::Ping => vec![tag::PING],
             Message::Members(list) => {
@@ -193,22 +205,26 @@ impl<'a> Message<'a> {
         let mut r = Reader(bytes);
         let msg = match r.u8("type")? {
             tag::INTRODUCE => {
+                let id = NodeId(r.array("id")?);
+                let port = u16::from_be_bytes(r.array("port")?);
+                let host_len = r.u8("host_name")? as usize;
+                let host_name = r.text("host_name", host_len, MAX_HOST_NAME)?;
+                Message::Introduce {
+                    id,
+                    host_name,
+                    port,
+                }
+            }
+            tag::PROFILE => {
                 let master_eligible = match r.u8("master_eligible")? {
                     0 => false,
                     1 => true,
                     _ => return Err(DecodeError::Invalid("master_eligible")),
                 };
                 let max_message = u32::from_be_bytes(r.array("max_message")?);
-                let id = NodeId(r.array("id")?);
-                let port = u16::from_be_bytes(r.array("port")?);
-                let host_len = r.u8("host_name")? as usize;
-                let host_name = r.text("host_name", host_len, MAX_HOST_NAME)?;
                 let meta_len = u32::from_be_bytes(r.array("metadata")?) as usize;
                 let metadata = r.text("metadata", meta_len, max_metadata)?;
-                Message::Introduce {
-                    id,
-                    host_name,
-                    port,
+                Message::Profile {
                     metadata,
                     master_eligible,
                     max_message,
@@ -356,6 +372,11 @@ mod tests {
             id: NodeId([7; 16]),
             host_name: "web-1.org.internal".into(),
             port: 27272,
+        }
+    }
+
+    fn profile() -> Message<'static> {
+        Message::Profile {
             metadata: r#"{"role":"web"}"#.into(),
             master_eligible: true,
             max_message: 1 << 24,
@@ -366,6 +387,7 @@ mod tests {
     fn messages_round_trip() {
         for m in [
             intro(),
+            profile(),
             Message::Verdict { accepted: true },
             Message::Verdict { accepted: false },
             Message::Leave,
@@ -408,7 +430,10 @@ mod tests {
 
     #[test]
     fn bounds_and_truncation_are_enforced() {
-        let bytes = intro().encode();
+        for cut in 0..intro().encode().len() {
+            assert!(Message::decode(&intro().encode()[..cut], 1024).is_err());
+        }
+        let bytes = profile().encode();
         assert_eq!(
             Message::decode(&bytes, 4),
             Err(DecodeError::TooLong {

@@ -101,6 +101,30 @@ pub struct NodeInfo {
     pub master_eligible: bool,
 }
 
+/// What the connection filter judges, and all a node learns of a peer before both have
+/// admitted each other: metadata, eligibility and the membership cross only after that.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    pub id: NodeId,
+    /// A claim of the peer's: nothing checks it but its characters.
+    pub host_name: String,
+    /// The address seen on the socket, not a claim of the peer's.
+    pub ip: IpAddr,
+    /// The TCP port the peer says it listens on.
+    pub port: u16,
+}
+
+impl From<&NodeInfo> for Candidate {
+    fn from(n: &NodeInfo) -> Candidate {
+        Candidate {
+            id: n.id,
+            host_name: n.host_name.clone(),
+            ip: n.ip,
+            port: n.port,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

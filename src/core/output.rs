@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 #[cfg(doc)]
 use super::cluster::Cluster;
 use super::error::ConnectionError;
-use super::node::{NodeId, NodeInfo};
+use super::node::{Candidate, NodeId, NodeInfo};
 
 /// The core's name for a connection; the driver maps it to a socket.
 pub type ConnId = u64;
@@ -25,8 +25,9 @@ pub enum Output {
     Dial { conn: ConnId, addr: SocketAddr },
     /// Multicast this beacon.
     Beacon(Vec<u8>),
-    /// Decide whether `node` may join; answer with [`Cluster::admit`].
-    AskAdmission { conn: ConnId, node: NodeInfo },
+    /// Decide whether `node` may join; answer with [`Cluster::admit`]. Every connection
+    /// is asked about, before anything of the membership crosses it.
+    AskAdmission { conn: ConnId, node: Candidate },
     /// Something the application hears about.
     Event(Event),
 }
@@ -40,10 +41,12 @@ pub enum Event {
     NodeRemoved(NodeInfo),
     /// A member's metadata changed.
     NodeUpdated(NodeInfo),
-    /// A node admitted this one (it is the decider).
+    /// A node admitted this one (it is the decider); reported when it becomes a member,
+    /// just before [`Event::NodeAdded`], as only then is its metadata known.
     NodeAccepted(NodeInfo),
-    /// A node refused this one (it is the decider).
-    NodeRejected(NodeInfo),
+    /// A node refused this one (it is the decider): only what its introduction said is
+    /// known of it.
+    NodeRejected(Candidate),
     /// The master changed: the new one (possibly this node), or nobody.
     NewMaster(Option<NodeInfo>),
     /// This node became master; `previous` is the master before it.
@@ -65,7 +68,7 @@ pub enum Event {
     /// Why a member was removed or a node refused, told just before `NodeRemoved` and for
     /// every refusal by this node. For logs (`DEBUG=espial`), not the application.
     Explained {
-        node: NodeInfo,
+        node: Candidate,
         what: Happened,
         reason: Reason,
     },

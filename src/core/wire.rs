@@ -27,10 +27,11 @@ pub const KEY_MISMATCH_ALERT: [u8; 2] = [kind::ALERT, 1];
 /// about 150 bytes, so an unauthenticated peer can make us buffer at most this much.
 pub const MAX_HANDSHAKE_FRAME: usize = 512;
 
-/// Bytes of a record frame body around the largest valid introduction, metadata aside:
-/// the record's kind, sequence number and tag (25), the message's tag, eligibility,
-/// max message, id, port (24), a host name of at most 255 bytes with its length (256) and
-/// the metadata's length (4).
+/// Bytes of a record frame body around the largest valid message before admission,
+/// metadata aside: the record's kind, sequence number and tag (25), a message's tag,
+/// eligibility, max message, id, port (24), a host name of at most 255 bytes with its
+/// length (256) and the metadata's length (4). Since admission comes first the host name
+/// travels in the introduction and the metadata in the profile, each under this bound.
 pub const INTRODUCTION_OVERHEAD: usize = 1 + 8 + 16 + (1 + 1 + 4 + 16 + 2) + (1 + 255) + 4;
 
 /// Largest frame body accepted from a peer that has confirmed the key but is not yet a
@@ -189,21 +190,26 @@ mod tests {
     }
 
     #[test]
-    fn the_admission_limit_is_the_largest_valid_introduction_sealed() {
+    fn the_admission_limit_holds_the_largest_valid_introduction_and_profile_sealed() {
         use crate::core::config::DEFAULT_MAX_METADATA;
         use crate::core::crypto::session::RECORD_OVERHEAD;
         use crate::core::message::{Message, MAX_HOST_NAME};
         use crate::core::node::NodeId;
-        let largest = Message::Introduce {
+        let intro = Message::Introduce {
             id: NodeId([7; 16]),
             host_name: "h".repeat(MAX_HOST_NAME),
             port: 1,
+        };
+        let profile = Message::Profile {
             metadata: "m".repeat(DEFAULT_MAX_METADATA),
             master_eligible: true,
             max_message: u32::MAX,
         };
-        let body = largest.encode().len() + RECORD_OVERHEAD - LEN_PREFIX;
-        assert_eq!(body, MAX_ADMISSION_FRAME);
+        for largest in [intro, profile] {
+            let body = largest.encode().len() + RECORD_OVERHEAD - LEN_PREFIX;
+            assert!(body <= MAX_ADMISSION_FRAME, "{body}");
+        }
+        // Both together, as the introduction carried them before admission came first.
         assert_eq!(MAX_ADMISSION_FRAME, 65_845);
     }
 

@@ -23,7 +23,7 @@ use tokio::task::{AbortHandle, JoinSet};
 
 use super::inbox::Inbox;
 use crate::core::cluster::ConnId;
-use crate::core::node::NodeInfo;
+use crate::core::node::Candidate;
 
 /// A safety net only: the core gives up on a dial sooner and the task is aborted then.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -44,7 +44,7 @@ pub enum ConnEvent {
     /// `timed_out` whether it did not answer in time (which nobody has reported yet).
     FilterFailed {
         conn: ConnId,
-        node: NodeInfo,
+        node: Candidate,
         reason: String,
         timed_out: bool,
     },

@@ -176,8 +176,8 @@ pub fn weight(n: &Notification) -> usize {
             Event::NodeAdded(n)
             | Event::NodeRemoved(n)
             | Event::NodeUpdated(n)
-            | Event::NodeAccepted(n)
-            | Event::NodeRejected(n) => node(n),
+            | Event::NodeAccepted(n) => node(n),
+            Event::NodeRejected(c) => c.host_name.len(),
             Event::NewMaster(n) | Event::Promotion { previous: n } | Event::Demotion { new: n } => {
                 n.as_ref().map_or(0, node)
             }

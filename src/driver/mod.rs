@@ -36,7 +36,7 @@ use crate::core::config::Config;
 use crate::core::crypto::Identity;
 pub use crate::core::error::ErrorCode;
 use crate::core::error::{SendError, SubscribeError};
-use crate::core::node::NodeInfo;
+use crate::core::node::{Candidate, NodeInfo};
 
 /// How a node finds its peers by multicast.
 #[derive(Debug, Clone)]
@@ -114,7 +114,7 @@ pub enum Notification {
     Error { code: ErrorCode, message: String },
     /// The connection filter did not answer about `node` in time, so it was refused
     /// (`ERR_ESPIAL_FILTER`; failures the filter's side sees itself it reports itself).
-    FilterTimeout { node: NodeInfo, message: String },
+    FilterTimeout { node: Candidate, message: String },
 }
 
 /// Receives notifications in batches, in order. Dropped when the node has stopped, which
@@ -145,7 +145,7 @@ pub trait Filter: Send + Sync + 'static {
     /// answered something that is not a boolean): the node is refused and the failure
     /// counted and logged; telling the application is the filter side's own business, as
     /// only it holds what was thrown. A timeout is the driver's to see and report.
-    fn judge(&self, node: NodeInfo) -> Pin<Box<dyn Future<Output = Result<bool, String>> + Send>>;
+    fn judge(&self, node: Candidate) -> Pin<Box<dyn Future<Output = Result<bool, String>> + Send>>;
 }
 
 /// A node, from creation to its end.

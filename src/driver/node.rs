@@ -832,6 +832,9 @@ impl Task<'_> {
 fn log_event(log: &Log, e: &Event) {
     let who =
         |n: &crate::core::node::NodeInfo| format!("{} ({} {}:{})", n.id, n.host_name, n.ip, n.port);
+    let who_c = |n: &crate::core::node::Candidate| {
+        format!("{} ({} {}:{})", n.id, n.host_name, n.ip, n.port)
+    };
     let maybe =
         |n: &Option<crate::core::node::NodeInfo>| n.as_ref().map_or("nobody".to_owned(), who);
     match e {
@@ -839,10 +842,10 @@ fn log_event(log: &Log, e: &Event) {
         // Told with its reason by the `Explained` just before.
         Event::NodeRemoved(_) => {}
         Event::Explained { node, what, reason } => match what {
-            Happened::Removed => log.line(format_args!("removed {}: {reason}", who(node))),
+            Happened::Removed => log.line(format_args!("removed {}: {reason}", who_c(node))),
             Happened::Refused => log.line(format_args!(
                 "refused {}: {reason}; it is not dialed, and refused again unasked, for {} s doubling per refusal in a row up to {} s",
-                who(node),
+                who_c(node),
                 REFUSAL_FIRST_WAIT.as_secs(),
                 REFUSAL_MAX_WAIT.as_secs()
             )),
@@ -851,7 +854,7 @@ fn log_event(log: &Log, e: &Event) {
         Event::NodeAccepted(n) => log.line(format_args!("accepted by {}", who(n))),
         Event::NodeRejected(n) => log.line(format_args!(
             "refused by {}: its connection filter said no; not dialed again for {} s doubling per refusal in a row up to {} s",
-            who(n),
+            who_c(n),
             REFUSAL_FIRST_WAIT.as_secs(),
             REFUSAL_MAX_WAIT.as_secs()
         )),

@@ -387,7 +387,7 @@ fn a_rejected_node_learns_nothing_and_is_nobodys_member() {
     for h in 0..3 {
         sim.filters.insert(
             h,
-            Box::new(|n: &crate::core::node::NodeInfo| n.host_name != "host-3"),
+            Box::new(|n: &crate::core::node::Candidate| n.host_name != "host-3"),
         );
     }
     let intruder = sim.add_manual(manual(&[0]));
@@ -479,7 +479,7 @@ fn refusal_over(seed: u64, span: Duration, manual_mode: bool) -> (Sim, usize, us
     };
     sim.filters.insert(
         a,
-        Box::new(|n: &crate::core::node::NodeInfo| n.host_name != "host-1"),
+        Box::new(|n: &crate::core::node::Candidate| n.host_name != "host-1"),
     );
     sim.run_for(span);
     let asked = |h| sim.asked.get(&h).copied().unwrap_or(0);
@@ -608,4 +608,53 @@ fn every_removal_and_refusal_is_explained() {
         reasons.len() as u64,
         refusing.nodes[&0].stats().nodes_rejected
     );
+}
+
+#[test]
+fn a_member_that_breaks_a_rule_is_judged_again_when_it_reconnects() {
+    use std::cell::Cell;
+    use std::rc::Rc;
+
+    use crate::core::message::Message;
+
+    let mut sim = Sim::new(47);
+    let a = sim.add_manual(manual(&[]));
+    let b = sim.add_manual(manual(&[a]));
+    sim.run_for(Duration::from_secs(3));
+    let b_id = sim.id(b);
+    let metadata = sim.nodes[&a].members()[0].metadata.clone();
+    let asked = Rc::new(Cell::new(0));
+    let refuse = Rc::new(Cell::new(false));
+    let (count, no) = (asked.clone(), refuse.clone());
+    sim.filters.insert(
+        a,
+        Box::new(move |c: &crate::core::node::Candidate| {
+            count.set(count.get() + u32::from(c.id == b_id));
+            !no.get()
+        }),
+    );
+    let rule_broken = Message::Update {
+        metadata: "not json".into(),
+    };
+    // Its connection is closed for it; the reconnection is judged like a newcomer's, and
+    // admitted it carries on as the member it was: no event, the metadata it had.
+    sim.inject(b, a, &rule_broken);
+    sim.run_for(Duration::from_secs(3));
+    assert_eq!(sim.nodes[&a].stats().messages_refused, 1);
+    assert!(asked.get() >= 1, "the reconnection was judged");
+    assert_eq!(sim.member_ids(a), vec![b_id]);
+    assert_eq!(sim.nodes[&a].members()[0].metadata, metadata);
+    assert_eq!(sim.count(a, b_id, removed), 0);
+    assert_eq!(sim.count(a, b_id, added), 1);
+    assert_eq!(sim.count(a, b_id, updated), 0);
+    // Refused by the filter this time: it is a member no more.
+    refuse.set(true);
+    let before = asked.get();
+    sim.inject(b, a, &rule_broken);
+    sim.run_for(Duration::from_secs(10));
+    assert!(asked.get() > before, "the reconnection was judged");
+    assert!(sim.member_ids(a).is_empty());
+    assert_eq!(sim.count(a, b_id, removed), 1);
+    assert_eq!(sim.count(a, b_id, added), 1);
+    assert!(sim.nodes[&a].index_agrees());
 }

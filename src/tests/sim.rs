@@ -13,7 +13,7 @@ use rand_chacha::ChaCha20Rng;
 use crate::core::cluster::{Cluster, ConnId, Event, Output};
 use crate::core::config::Config;
 use crate::core::message::Message;
-use crate::core::node::{NodeId, NodeInfo};
+use crate::core::node::{Candidate, NodeId, NodeInfo};
 
 /// Index of a node in the simulation.
 pub type Host = usize;
@@ -25,7 +25,7 @@ enum Delivery {
 }
 
 /// A connection filter: may `host` admit `node`?
-pub type Filter = Box<dyn Fn(&NodeInfo) -> bool>;
+pub type Filter = Box<dyn Fn(&Candidate) -> bool>;
 
 /// The simulated network and its nodes.
 pub struct Sim {

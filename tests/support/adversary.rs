@@ -6,8 +6,12 @@
 //!
 //! ```text
 //! adversary <port> <cluster> [option…] [step…]
-//!   intro <metadata>     introduce itself with this metadata, verbatim, and admit the node
-//!   verdict              wait for the node's verdict; prints `verdict true|false|closed`
+//!   intro <metadata>     introduce itself and admit the node; the metadata, verbatim, goes
+//!                        in the profile sent once the node has admitted it (`verdict`)
+//!   verdict              wait for the node's verdict (then send the profile if admitted);
+//!                        prints `verdict true|false|closed`
+//!   heard                read until the node closes the connection; prints `heard ` and
+//!                        the kinds of every message the node sent it, comma-separated
 //!   update <metadata>    send an Update with this metadata, verbatim
 //!   event <name> <text>  send custom event <name> with these bytes as its JSON text
 //!   closed               wait for the node to close the connection; prints `closed`
@@ -165,6 +169,22 @@ fn run(args: &[String]) -> Result<(), String> {
             "event" => {
                 let name = arg("event")?;
                 peer.send_event(name, false, arg("event")?.as_bytes());
+            }
+            "heard" => {
+                peer.read_until_closed()?;
+                let kinds: Vec<String> = peer
+                    .heard
+                    .iter()
+                    .map(|plain| match Message::decode(plain, 1 << 20) {
+                        Ok(m) => format!("{m:?}")
+                            .split([' ', '(', '{'])
+                            .next()
+                            .unwrap_or_default()
+                            .to_owned(),
+                        Err(_) => "undecodable".into(),
+                    })
+                    .collect();
+                println!("heard {}", kinds.join(","));
             }
             "closed" => {
                 wait_closed(&mut peer.stream)?;

@@ -151,13 +151,13 @@ impl Peer {
     pub fn join(target: &mut Target) -> Peer {
         let mut peer = Peer::handshake(target);
         peer.introduce("{}");
+        // The node's verdict first: only then does our profile go, which makes us a member.
+        assert_eq!(peer.their_verdict(), Some(true));
         let id = peer.id;
         target.wait_for(
             "the attacker added",
             |n| matches!(n, Notification::Cluster(Event::NodeAdded(info)) if info.id == id),
         );
-        // Read until the node has sent us its verdict, so later records are in order.
-        assert_eq!(peer.their_verdict(), Some(true));
         peer
     }
 

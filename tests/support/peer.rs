@@ -27,6 +27,14 @@ pub struct Peer {
     pub identity: Identity,
     /// The id the node proved in the handshake.
     pub node_id: NodeId,
+    /// The host name it introduces itself with.
+    pub host_name: String,
+    /// The port it says it listens on (9 unless it listens: see [`Peer::accept`]).
+    pub port: u16,
+    /// The metadata of the profile it sends once the node has admitted it, if any.
+    pub profile: Option<String>,
+    /// Every message the node sent it, decrypted, in order (the key confirmation aside).
+    pub heard: Vec<Vec<u8>>,
 }
 
 /// How a handshake with the node went wrong, for tests that expect it to.
@@ -87,13 +95,27 @@ impl Peer {
         let done = confirming
             .verify(&mut theirs)
             .map_err(|e| Refused::Failed(e.to_string()))?;
-        Ok(Peer {
+        Ok(Peer::ready(stream, done.session, identity, done.peer, 9))
+    }
+
+    fn ready(
+        stream: TcpStream,
+        session: Session,
+        identity: Identity,
+        node_id: NodeId,
+        port: u16,
+    ) -> Peer {
+        Peer {
             stream,
-            session: done.session,
+            session,
             id: identity.id(),
             identity,
-            node_id: done.peer,
-        })
+            node_id,
+            host_name: "attacker".into(),
+            port,
+            profile: None,
+            heard: Vec::new(),
+        }
     }
 
     /// Accepts one connection on `listener` (a node dialing us) and runs the handshake as
@@ -131,13 +153,8 @@ impl Peer {
             .confirmation
             .expect("a responder confirms once verified");
         stream.write_all(&ours).unwrap();
-        Ok(Peer {
-            stream,
-            session: done.session,
-            id: identity.id(),
-            identity,
-            node_id: done.peer,
-        })
+        let port = listener.local_addr().unwrap().port();
+        Ok(Peer::ready(stream, done.session, identity, done.peer, port))
     }
 
     /// Seals `msg`; returns the frame written, so it can be replayed.
@@ -147,33 +164,74 @@ impl Peer {
         frame
     }
 
-    /// Introduces itself with `metadata`, whatever it is, and admits the node.
+    /// Introduces itself (id, host name, port) and admits the node; `metadata`, whatever
+    /// it is, goes in the profile that [`Peer::their_verdict`] sends once the node has
+    /// admitted it.
     pub fn introduce(&mut self, metadata: &str) {
         self.introduce_as(self.id, metadata);
     }
 
     /// [`Peer::introduce`] claiming the id `id`, which need not be the one it proved.
     pub fn introduce_as(&mut self, id: NodeId, metadata: &str) {
+        self.profile = Some(metadata.into());
         self.send(&Message::Introduce {
             id,
-            host_name: "attacker".into(),
-            port: 9,
-            metadata: metadata.into(),
-            master_eligible: false,
-            max_message: 1 << 20,
+            host_name: self.host_name.clone(),
+            port: self.port,
         });
         self.send(&Message::Verdict { accepted: true });
     }
 
-    /// Reads until the node's verdict on us; `None` if it closed the connection first.
+    /// Sends its introduction only.
+    pub fn introduce_only(&mut self) {
+        self.send(&Message::Introduce {
+            id: self.id,
+            host_name: self.host_name.clone(),
+            port: self.port,
+        });
+    }
+
+    /// Sends a profile with `metadata`, whatever the stage.
+    pub fn send_profile(&mut self, metadata: &str) {
+        self.send(&Message::Profile {
+            metadata: metadata.into(),
+            master_eligible: false,
+            max_message: 1 << 20,
+        });
+    }
+
+    /// Reads the node's next message, kept in [`Peer::heard`]; `None` at end of stream.
+    pub fn next_message(&mut self) -> Option<Vec<u8>> {
+        let frame = read_frame(&mut self.stream)?;
+        let plain = self.session.open(&frame).unwrap();
+        self.heard.push(plain.clone());
+        Some(plain)
+    }
+
+    /// Reads until the node's verdict on us; `None` if it closed the connection first. If
+    /// the node admitted us and a profile is pending (see [`Peer::introduce`]), sends it.
     pub fn their_verdict(&mut self) -> Option<bool> {
         loop {
-            let frame = read_frame(&mut self.stream)?;
-            let plain = self.session.open(&frame).unwrap();
+            let plain = self.next_message()?;
             if let Ok(Message::Verdict { accepted }) = Message::decode(&plain, 1 << 20) {
+                if let Some(metadata) = self.profile.take().filter(|_| accepted) {
+                    self.send_profile(&metadata);
+                }
                 return Some(accepted);
             }
         }
+    }
+
+    /// Reads everything the node sends until it closes the connection (at most [`WAIT`]);
+    /// an error if it has not closed it by then.
+    pub fn read_until_closed(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + WAIT;
+        while Instant::now() < deadline {
+            if self.next_message().is_none() {
+                return Ok(());
+            }
+        }
+        Err("the node kept the connection open".into())
     }
 
     /// Sends custom event `name` with `payload`, as JSON text unless `binary`.

@@ -1,7 +1,14 @@
 //! A connection on its way to membership: Dialing → Handshake → Introducing → Admitting →
 //! Member. The handshake's frames are read in `receive`; this file starts it, takes the
 //! peer's introduction, applies the one-connection-per-pair rule and the two admission
-//! verdicts.
+//! verdicts, and makes the peer a member when its profile arrives.
+//!
+//! Admission first: until both ends have admitted each other, a connection carries only
+//! the two introductions (id, host name, port: what the filters judge) and the two
+//! verdicts. Metadata, eligibility, the member list, subscriptions and the election's state
+//! cross only after that, starting with each side's `Profile`. Every connection is judged by
+//! the filter, a member's second connection and a suspect's redial included: nothing is
+//! handed from one connection to another.
 
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -14,7 +21,7 @@ use crate::core::discovery::Target;
 use crate::core::error::{ConnectionError, HandshakeError};
 use crate::core::link::Link;
 use crate::core::message::{Message, MAX_MEMBERS};
-use crate::core::node::{NodeId, NodeInfo};
+use crate::core::node::{Candidate, NodeId, NodeInfo};
 use crate::core::output::{Happened, Reason};
 use crate::core::wire;
 
@@ -131,12 +138,19 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         Ok(())
     }
 
-    /// What we say about ourselves once the handshake is done.
+    /// What we say about ourselves once the handshake is done: what the peer's filter
+    /// judges, and nothing more.
     pub(super) fn introduction(&self) -> Message<'static> {
         Message::Introduce {
             id: self.me.id,
             host_name: self.me.host_name.clone(),
             port: self.me.port,
+        }
+    }
+
+    /// What we share with a peer once both ends have admitted each other.
+    fn profile(&self) -> Message<'static> {
+        Message::Profile {
             metadata: self.me.metadata.clone(),
             master_eligible: self.me.master_eligible,
             max_message: u32::try_from(self.config.max_message).unwrap_or(u32::MAX),
@@ -148,86 +162,91 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         &mut self,
         now: Instant,
         conn: ConnId,
-        peer: NodeInfo,
+        candidate: Candidate,
     ) -> Result<(), ConnectionError> {
-        let id = peer.id;
+        let id = candidate.id;
         let link = &mut self.membership[conn];
+        // Checked when the handshake proved `id` (see `proven`).
         debug_assert!(id != self.me.id && link.expect.is_none_or(|e| e == id));
-        let ip = peer.ip;
+        let ip = candidate.ip;
         let (all, from_ip) = self.membership.introduced_counts(ip, id);
         if all >= self.config.max_members || from_ip >= self.config.max_members_per_ip {
             // Full, or this address has enough peers: refused before anyone is asked.
             self.stats.connections_refused += 1;
             let backoff = self.config.discovery.redial_backoff;
             self.discovery.failed(now, id, backoff);
-            self.explain_refusal(peer, Reason::Full);
+            self.explain_refusal(candidate, Reason::Full);
             self.close(conn);
             return Ok(());
         }
-        self.membership[conn].introduced(peer, now + self.config.admission_timeout);
+        let deadline = now + self.config.admission_timeout;
+        self.membership[conn].introduced(candidate.clone(), deadline);
         self.discovery.connected(id);
-        if self.membership.suspect_info(id).is_some_and(|s| s.ip == ip) {
-            // A suspect is back: the member carries on, no event either way.
-            self.membership.clear_suspect(id);
-            self.suspect_why.remove(&id);
-            self.membership[conn].restore = true;
-        }
         if !self.resolve_duplicate(conn, id) {
             return Ok(());
         }
-        self.membership.introduced(id, conn);
-        let link = &self.membership[conn];
-        if link.restore {
-            self.admit(now, conn, true);
-        } else if self.discovery.we_refuse(now, id) {
+        if self.discovery.we_refuse(now, id) {
             // Refused a moment ago: refused again without troubling the filter, and the
             // wait before the next try doubles.
             self.give_verdict(now, conn, false, Reason::RefusedBefore);
         } else {
-            let node = link.peer().expect("just introduced").clone();
-            self.outputs.push_back(Output::AskAdmission { conn, node });
+            // Every connection is judged, whoever it claims to be and whatever came before.
+            self.outputs.push_back(Output::AskAdmission {
+                conn,
+                node: candidate,
+            });
         }
         Ok(())
     }
 
-    /// Applies the one-connection-per-pair rule when `conn` has introduced node `id`.
-    /// Returns false if `conn` itself lost and was closed.
+    /// Applies the one-connection-per-pair rule when `conn` has introduced node `id`, and
+    /// indexes `conn` if it stays. Returns false if `conn` itself lost and was closed.
+    ///
+    /// Between two connections still being admitted, both ends keep the one the rule
+    /// prefers. A connection of a node that is a member already is a challenger: it is
+    /// judged like any newcomer while the member's connection carries on, and replaces it
+    /// only once both ends have admitted each other on it (see [`Cluster::welcome`]), so a
+    /// refused or failed second connection changes nothing.
     fn resolve_duplicate(&mut self, conn: ConnId, id: NodeId) -> bool {
         let Some(other) = self.membership.link_of(id) else {
+            self.membership.introduced(id, conn);
             return true;
         };
+        let rival = if self.membership[other].is_member() {
+            match self.membership.challenger_of(id, Some(conn)) {
+                Some(rival) => rival,
+                None => return true,
+            }
+        } else {
+            other
+        };
+        let keep_this = self.prefers(conn, rival, id);
+        let loser = if keep_this { rival } else { conn };
+        self.close(loser);
+        if keep_this && self.membership.member_link(id).is_none_or(|k| k == conn) {
+            self.membership.introduced(id, conn);
+        }
+        keep_this
+    }
+
+    /// Whether `this` wins the one-connection-per-pair rule over `other`, both of node
+    /// `id`: the connection initiated by the smaller id, or the newer of two of the same
+    /// role (a redial while an old connection lingers). Both ends decide alike.
+    fn prefers(&self, this: ConnId, other: ConnId, id: NodeId) -> bool {
         let preferred = if self.me.id < id {
             Role::Initiator
         } else {
             Role::Responder
         };
-        let this_role = self.membership[conn].role;
-        let other_role = self.membership[other].role;
-        // Same role on both (a redial while an old connection lingers): the newer wins.
-        let keep_this = this_role == preferred || this_role == other_role;
-        let (winner, loser) = if keep_this {
-            (conn, other)
-        } else {
-            (other, conn)
-        };
-        // The winner inherits what the loser had told the application, so the pair's
-        // events happen once.
-        let (member, restore, told) = {
-            let l = &self.membership[loser];
-            (l.is_member(), l.restore, l.accepted_told)
-        };
-        let w = &mut self.membership[winner];
-        w.restore |= member || restore;
-        w.accepted_told |= told;
-        self.close(loser);
-        keep_this
+        let this_role = self.membership[this].role;
+        this_role == preferred || this_role == self.membership[other].role
     }
 
     /// Sends our verdict on the peer of `conn` (see [`Cluster::admit`]); `why` is the
     /// reason of a refusal.
     pub(super) fn give_verdict(&mut self, now: Instant, conn: ConnId, accept: bool, why: Reason) {
         let link = self.membership.get_mut(conn);
-        let peer = link.as_ref().and_then(|l| l.peer()).cloned();
+        let candidate = link.as_ref().and_then(|l| l.candidate()).cloned();
         let Some(verdict) = link.and_then(|l| l.our_verdict(accept)) else {
             return;
         };
@@ -240,17 +259,27 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
             // it is refused unasked if it comes back, until a wait that doubles per refusal.
             self.stats.nodes_rejected += 1;
             self.close(conn);
-            if let Some(peer) = peer {
-                self.hold_back_refused(now, &peer, true);
-                self.explain_refusal(peer, why);
+            if let Some(candidate) = candidate {
+                let id = candidate.id;
+                // A live member's second connection: only that connection is refused; the
+                // member is not held back from (its own connection carries on).
+                let live = self.membership.link_of(id).is_some();
+                if !live {
+                    self.hold_back_refused(now, &candidate, true);
+                }
+                self.explain_refusal(candidate, why);
+                // A suspect whose reconnection this node refuses is a member no more.
+                if !live {
+                    self.give_up_suspect(now, id, why);
+                }
             }
             return;
         }
-        self.check_admitted(now, conn);
+        self.share_profile(now, conn);
     }
 
     /// Tells the logs that this node refused `node`, and why.
-    fn explain_refusal(&mut self, node: NodeInfo, reason: Reason) {
+    fn explain_refusal(&mut self, node: Candidate, reason: Reason) {
         self.push_event(Event::Explained {
             node,
             what: Happened::Refused,
@@ -258,42 +287,70 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         });
     }
 
-    /// Makes the peer of `conn` a member once both ends have admitted each other.
-    pub(super) fn check_admitted(&mut self, now: Instant, conn: ConnId) {
-        let link = &mut self.membership[conn];
-        let Some(peer) = link.become_member(now, &self.config.detector) else {
-            return;
+    /// Sends our profile on `conn` once both ends have admitted each other, and the custom
+    /// events we joined right behind it, so that they reach the peer with the profile that
+    /// makes us its member (what it sends us before our join arrives is lost to us). Each
+    /// end calls this after each verdict, so it happens exactly once: after the second.
+    pub(super) fn share_profile(&mut self, now: Instant, conn: ConnId) {
+        if self.membership[conn].is_admitted() && !self.membership[conn].is_member() {
+            let profile = self.profile();
+            self.send(now, conn, &profile);
+            let joined = Message::Subscriptions(self.subscriptions.names());
+            self.send(now, conn, &joined);
+        }
+    }
+
+    /// The peer of `conn` sent its profile, both ends having admitted each other: it is a
+    /// member. A member's challenger replaces the member's connection now; a suspect that
+    /// came back carries on. Either way the node stays the member it was, without events,
+    /// unless its metadata changed (`updated_node`) or it is not the same node at all (from
+    /// another address, or with another eligibility: removed, then added).
+    pub(super) fn welcome(&mut self, now: Instant, conn: ConnId, peer: NodeInfo) {
+        let id = peer.id;
+        let previous = match self.membership.link_of(id) {
+            Some(old) if old != conn => {
+                let info = self.membership[old].peer().cloned();
+                self.close(old);
+                info
+            }
+            _ => {
+                self.suspect_why.remove(&id);
+                self.membership.clear_suspect(id)
+            }
         };
-        let restore = std::mem::take(&mut link.restore);
-        // Told only now, when both ends have admitted each other: a node that our filter
-        // refuses never reads as having been accepted here.
-        let tell_accepted = !restore && !std::mem::replace(&mut link.accepted_told, true);
-        self.discovery.admitted(peer.id);
+        self.membership.introduced(id, conn);
+        self.discovery.admitted(id);
         // Tell the newcomer whom to connect to, and everyone else about the newcomer.
         let others: Vec<(NodeId, SocketAddr)> = self
             .members()
             .into_iter()
-            .filter(|m| m.id != peer.id)
+            .filter(|m| m.id != id)
             .take(MAX_MEMBERS)
             .map(|m| (m.id, SocketAddr::new(m.ip, m.port)))
             .collect();
         self.send(now, conn, &Message::Members(others));
-        let joined = Message::Subscriptions(self.subscriptions.names());
-        self.send(now, conn, &joined);
-        let newcomer = Message::Members(vec![(peer.id, SocketAddr::new(peer.ip, peer.port))]);
+        let newcomer = Message::Members(vec![(id, SocketAddr::new(peer.ip, peer.port))]);
         for other in self.membership.member_links() {
             if other != conn {
                 self.send(now, other, &newcomer);
             }
         }
-        if tell_accepted {
-            self.push_event(Event::NodeAccepted(peer.clone()));
-        }
-        if !restore {
-            self.election
-                .member_added(now, peer.id, peer.master_eligible);
-            self.push_event(Event::NodeAdded(peer));
-            self.run_election(now);
+        match previous {
+            Some(old) if old.ip == peer.ip && old.master_eligible == peer.master_eligible => {
+                if old.metadata != peer.metadata {
+                    self.push_event(Event::NodeUpdated(peer));
+                }
+            }
+            old => {
+                if let Some(old) = old {
+                    // Not the same node at all: another address or another eligibility.
+                    self.removed(now, old, Reason::Replaced);
+                }
+                self.push_event(Event::NodeAccepted(peer.clone()));
+                self.election.member_added(now, id, peer.master_eligible);
+                self.push_event(Event::NodeAdded(peer));
+                self.run_election(now);
+            }
         }
     }
 }

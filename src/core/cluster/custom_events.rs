@@ -104,9 +104,9 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
             metadata: self.me.metadata.clone(),
         }
         .encode();
-        // Peers still being admitted got the old metadata in our introduction.
+        // Peers not yet admitted by both ends get it in our profile, once they are.
         for (conn, link) in self.membership.iter_mut() {
-            if link.is_introduced() {
+            if link.is_admitted() {
                 if let Some(Ok(bytes)) = link.seal_parts(&[&update]) {
                     self.outputs.push_back(Output::Transmit { conn, bytes });
                 }

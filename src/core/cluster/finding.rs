@@ -9,7 +9,7 @@ use rand_core::{CryptoRng, RngCore};
 use super::{Cluster, Output};
 use crate::core::beacon::{self, Beacon};
 use crate::core::discovery::{Learned, Target};
-use crate::core::node::{NodeId, NodeInfo};
+use crate::core::node::{Candidate, NodeId};
 
 impl<R: RngCore + CryptoRng> Cluster<R> {
     /// Carries out the dials discovery wants now.
@@ -54,7 +54,7 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
     /// `peer` was refused at admission (`by_us`: by our filter, else by its): no dial to it
     /// or its address, and (by us) refused unasked, for a wait that doubles per refusal in
     /// a row (see [`crate::core::discovery::REFUSAL_FIRST_WAIT`]).
-    pub(super) fn hold_back_refused(&mut self, now: Instant, peer: &NodeInfo, by_us: bool) {
+    pub(super) fn hold_back_refused(&mut self, now: Instant, peer: &Candidate, by_us: bool) {
         let jitter = self.rng.next_u32();
         let addr = SocketAddr::new(peer.ip, peer.port);
         self.discovery.refused(now, peer.id, addr, by_us, jitter);

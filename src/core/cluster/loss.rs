@@ -11,7 +11,7 @@ use crate::core::discovery::Target;
 use crate::core::error::{ConnectionError, HandshakeError};
 use crate::core::link::Heartbeat;
 use crate::core::message::Message;
-use crate::core::node::{NodeId, NodeInfo};
+use crate::core::node::{Candidate, NodeId, NodeInfo};
 use crate::core::output::{Happened, Reason};
 
 /// Why a member is no longer one.
@@ -44,11 +44,12 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         }
     }
 
-    /// Tells every introduced peer that this node leaves, then closes every connection.
+    /// Tells every member that this node leaves, then closes every connection (a peer
+    /// still being admitted is no member to leave: it sees the connection close).
     pub(super) fn say_goodbye(&mut self) {
         for conn in self.membership.conns() {
             let link = &mut self.membership[conn];
-            if link.is_introduced() {
+            if link.is_member() {
                 if let Some(Ok(bytes)) = link.seal(&Message::Leave) {
                     self.transmit(conn, bytes);
                 }
@@ -108,7 +109,7 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
     pub(super) fn removed(&mut self, now: Instant, info: NodeInfo, reason: Reason) {
         let id = info.id;
         self.push_event(Event::Explained {
-            node: info.clone(),
+            node: Candidate::from(&info),
             what: Happened::Removed,
             reason,
         });
@@ -156,7 +157,13 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
                     self.suspect_why.insert(peer.id, Reason::ProtocolViolation);
                 }
                 let deadline = now + self.config.suspect_timeout;
+                // Its second connection, if one is being admitted, took the index: it is
+                // the reconnection, judged like any other; no redial beside it.
+                let reconnecting = self.membership.link_of(peer.id).is_some();
                 self.membership.suspect(peer, deadline);
+                if reconnecting {
+                    return;
+                }
                 let redial = Target {
                     addr,
                     expect,

@@ -9,12 +9,15 @@
 //! The handshake proves the peer's id (its static key): that id, not one it claims, is the
 //! one it is known by, and a dial meant for another id fails. Admission is
 //! an explicit step: the core asks ([`Output::AskAdmission`]) and the driver answers with
-//! [`Cluster::admit`], which is where the application's connection filter plugs in. A node
-//! becomes a member only when both ends have admitted each other.
+//! [`Cluster::admit`], which is where the application's connection filter plugs in. It is
+//! asked about every connection, and comes first: until both ends have admitted each other
+//! only the introductions and the verdicts cross; the peer's profile (metadata,
+//! eligibility), sent after both verdicts, makes it a member.
 //!
 //! One connection per pair: see [`super::discovery`] for who dials. If both dial anyway,
 //! both ends keep the connection initiated by the smaller id, a rule each end evaluates
-//! alike; a replacement inherits the membership of the connection it replaces.
+//! alike. A member's second connection is judged like any other and replaces the member's
+//! only once admitted; nothing passes from one connection to another.
 //!
 //! A member whose connection drops without a goodbye becomes a suspect and is redialed at
 //! once: a crashed process refuses the redial and is removed within milliseconds, a

@@ -121,6 +121,11 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
     }
 
     /// A message from the peer on `conn`, opened from its record.
+    ///
+    /// Before both ends have admitted each other the peer may send its introduction, its
+    /// verdict and, once both verdicts are in, its profile, each once and in that order;
+    /// anything else, or any of them out of turn, is refused: counted, the connection
+    /// closed, nothing changed.
     fn handle_message(
         &mut self,
         now: Instant,
@@ -131,10 +136,7 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         let from = link.peer_id();
         match msg {
             Message::Introduce {
-                id,
-                ref metadata,
-                ref host_name,
-                ..
+                id, ref host_name, ..
             } if link.is_introducing() => {
                 if Some(id) != link.proven_id() {
                     // The handshake proved who the peer is; it speaks for that id only.
@@ -145,41 +147,51 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
                     // one is refused here rather than escaped everywhere.
                     return Err(self.refuse("host name with control characters"));
                 }
-                self.check_metadata(metadata)?;
-                let link = &mut self.membership[conn];
-                let peer = link.peer_from_introduction(msg).expect("an introduction");
-                self.introduced(now, conn, peer)
+                let candidate = link
+                    .candidate_from_introduction(msg)
+                    .expect("an introduction");
+                self.introduced(now, conn, candidate)
             }
             Message::Verdict { accepted } if link.is_admitting() => {
-                let peer = link.their_verdict(accepted)?;
+                let Ok(candidate) = link.their_verdict(accepted) else {
+                    return Err(self.refuse("second verdict"));
+                };
                 if accepted {
-                    // `NodeAccepted` is told once both ends have admitted each other.
-                    self.check_admitted(now, conn);
+                    self.share_profile(now, conn);
                 } else {
-                    let peer = peer.clone();
                     self.close(conn);
-                    self.hold_back_refused(now, &peer, false);
-                    self.push_event(Event::NodeRejected(peer));
+                    self.hold_back_refused(now, &candidate, false);
+                    self.push_event(Event::NodeRejected(candidate));
                 }
                 Ok(())
             }
-            Message::Leave if link.is_introduced() => {
+            Message::Profile {
+                metadata,
+                master_eligible,
+                max_message,
+            } if link.is_admitted() && !link.is_member() => {
+                self.check_metadata(&metadata)?;
+                let detector = self.config.detector;
+                let link = &mut self.membership[conn];
+                let peer = link
+                    .become_member(now, &detector, metadata, master_eligible, max_message)
+                    .expect("admitted by both ends");
+                self.welcome(now, conn, peer);
+                Ok(())
+            }
+            // The rest is for members only: nothing of the membership before admission.
+            _ if !link.is_member() => Err(self.refuse("message before admission")),
+            Message::Leave => {
                 self.end(now, conn, Loss::Left);
                 Ok(())
             }
-            Message::Update { metadata } if link.is_introduced() => {
+            Message::Update { metadata } => {
                 self.check_metadata(&metadata)?;
                 let link = &mut self.membership[conn];
-                let member = link.is_member();
-                let peer = link.update_metadata(metadata);
-                if member {
-                    let peer = peer.clone();
-                    self.push_event(Event::NodeUpdated(peer));
-                }
+                let peer = link.update_metadata(metadata).clone();
+                self.push_event(Event::NodeUpdated(peer));
                 Ok(())
             }
-            // The rest is for members only.
-            _ if !link.is_member() => Err(ConnectionError::Protocol("unexpected message")),
             Message::Ping => Ok(()),
             Message::Event {
                 name,
@@ -227,7 +239,10 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
                 }
                 Ok(())
             }
-            _ => Err(ConnectionError::Protocol("unexpected message")),
+            // An introduction, a verdict or a profile from a member: admission is over.
+            Message::Introduce { .. } | Message::Verdict { .. } | Message::Profile { .. } => {
+                Err(self.refuse("admission message from a member"))
+            }
         }
     }
 }
