@@ -15,7 +15,7 @@ use crate::core::crypto::handshake::MAX_CLUSTER_NAME;
 use crate::core::crypto::Identity;
 use crate::core::election::ElectionConfig;
 use crate::core::message::MAX_HOST_NAME;
-use crate::core::node::{is_valid_host_name, Candidate, NodeId, NodeInfo};
+use crate::core::node::{is_valid_host_name, Candidate, NodeInfo};
 use crate::driver::{ErrorCode, KeyMaterial, MulticastConfig, NodeConfig, Notification};
 
 // Where `mod.rs` has always found them.
