@@ -295,6 +295,7 @@ declare namespace espial {
      * allows, if still wanted then.
      */
     dials_skipped: number;
+    /**
      * Dials meant for a node (an id learned from a beacon or a member list) that reached a
      * peer proving another id in the handshake: failed, nothing added (also in
      * `handshakes_failed`).
