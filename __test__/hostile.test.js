@@ -110,14 +110,14 @@ test('random bytes, enormous declared lengths and truncated frames: refused, the
       ['a declared length of 0x7FFFFFFF, then 1 MiB', Buffer.concat([Buffer.from([0x7f, 0xff, 0xff, 0xff]), crypto.randomBytes(1 << 20)])],
       ['an empty frame', Buffer.alloc(4)],
       ['a record before any hello', framed(Buffer.concat([Buffer.from([2]), crypto.randomBytes(60)]))],
-      ['a hello with garbage inside', framed(Buffer.concat([Buffer.from([1, 1, 0, 0, 200]), crypto.randomBytes(150)]))],
+      ['a hello with garbage inside', framed(Buffer.concat([Buffer.from([1, 2, 0, 0, 200]), crypto.randomBytes(150)]))],
     ];
     for (const [what, bytes] of cases) {
       assert.ok(await throwAt(portA, bytes), `a did not close the connection after ${what}`);
     }
     // Truncated frames, then the end of the stream: closed too (a read of 0 or a timeout).
     for (const cut of [1, 3, 4, 40]) {
-      const hello = framed(Buffer.concat([Buffer.from([1, 1, 0, 0, cluster.length]), Buffer.from(cluster), crypto.randomBytes(97)]));
+      const hello = framed(Buffer.concat([Buffer.from([1, 2, 0, 0, cluster.length]), Buffer.from(cluster), crypto.randomBytes(97)]));
       assert.ok(await throwAt(portA, hello.subarray(0, cut), { end: true }), `a kept a hello cut to ${cut} bytes open`);
     }
     // Many at once, in parallel.
@@ -145,7 +145,7 @@ test('300 stalled or half-open handshakes: memory stays bounded and a legit node
 
     const sockets = [];
     try {
-      const helloStart = framed(Buffer.concat([Buffer.from([1, 1, 0, 0, cluster.length]), Buffer.from(cluster), crypto.randomBytes(97)]));
+      const helloStart = framed(Buffer.concat([Buffer.from([1, 2, 0, 0, cluster.length]), Buffer.from(cluster), crypto.randomBytes(97)]));
       for (let i = 0; i < 300; i++) {
         const socket = await connect(portA).catch(() => null);
         if (socket === null) continue;
@@ -175,11 +175,11 @@ test('300 stalled or half-open handshakes: memory stays bounded and a legit node
   });
 });
 
-// A forged beacon (docs/protocol-beacon.md): "ESPB" | version | flags | cluster_len | cluster |
+// A forged beacon (PROTOCOL.md, protocol version 2): "ESPB" | version | flags | cluster_len | cluster |
 // id(16) | ip_len(1) | ip | port(2) | time_ms(8) | seq(8) [| mac(16)], naming 127.0.0.1, where
 // the flood comes from, so that only the MAC stands between it and a dial.
 function forgedBeacon(cluster, port, keyed) {
-  const head = Buffer.from([0x45, 0x53, 0x50, 0x42, 1, keyed ? 1 : 0, cluster.length]);
+  const head = Buffer.from([0x45, 0x53, 0x50, 0x42, 2, keyed ? 1 : 0, cluster.length]);
   const addr = Buffer.from([4, 127, 0, 0, 1, 0, 0]);
   addr.writeUInt16BE(port, 5);
   const stamp = Buffer.alloc(16);
