@@ -12,7 +12,7 @@ const dgram = require('node:dgram');
 const net = require('node:net');
 const { randomPorts, uniqueCluster, loopbackOptions, withNodes, delay } = require('./support.js');
 
-// docs/protocol-beacon.md: "ESPB" | version | flags | cluster_len | cluster | id(16) |
+// PROTOCOL.md ("Beacons"): "ESPB" | version | flags | cluster_len | cluster | id(16) |
 // ip_len | ip | port(2) | time_ms(8) | seq(8); unkeyed. The id is all 0xff: larger than any
 // node's, so the node is the one that dials. `version` is taken from a genuine beacon.
 function beacon(version, cluster, ip, port) {

@@ -10,7 +10,7 @@
 //! away from its own clock or whose counter does not exceed the last one it accepted from
 //! that sender: a sniffed beacon replayed later, or from another host, is not acted on.
 //!
-//! Layout (docs/protocol-beacon.md):
+//! Layout (PROTOCOL.md, "Beacons"):
 //! `"ESPB" | version | flags | cluster_len | cluster | node_id(16) | ip_len(1) | ip(4|16) |
 //! port(2) | time_ms(8) | seq(8) | [mac(16)]`.
 
@@ -428,7 +428,7 @@ mod tests {
         bytes.iter().map(|b| format!("{b:02x}")).collect()
     }
 
-    /// The test vector of docs/protocol-beacon.md.
+    /// The test vector of PROTOCOL.md ("Test vectors", "Cluster key and beacon").
     #[test]
     fn the_documented_test_vector() {
         let key = ClusterKey::new(b"espial test vector key", "vectors");

@@ -539,7 +539,8 @@ mod tests {
         assert_eq!(a.key_epochs().0, 7);
     }
 
-    /// The renewal vector of docs/protocol-record-layer.md: key 0x01 × 16, then the next two.
+    /// The renewal vector of PROTOCOL.md ("Test vectors", "Key renewal"): key 0x01 × 16, then
+    /// the next two.
     #[test]
     fn the_documented_renewal_vector() {
         let mut dir = DirectionKey::new([1u8; 16]);
