@@ -1,17 +1,32 @@
 //! Master election: exactly one eligible master per connected cluster, agreed by all.
 //!
-//! The master holds a *claim* `(master, term)`. Every node follows the best claim it has
-//! heard from a live member (or made itself): a higher term beats a lower one, and at equal
-//! terms the smaller node id wins. That one rule settles every conflict the same way on
-//! every node, including two masters meeting after a partition heals.
+//! The master holds a *claim* `(master, term)`. Every node says which claim it follows (or
+//! none) to each new member and to all whenever that changes, so every node knows each
+//! claim's *support*: how many nodes in its view follow it.
 //!
 //! - On joining, members tell each other their claim (or that they have none), so a
 //!   newcomer adopts the cluster's master: joins never move mastership.
+//! - **Mastership is sticky.** A claim a node brings when it joins or comes back (a node
+//!   that was paused, cut off or partitioned, and made itself master meanwhile) is a
+//!   *rival*, and rivals are settled by the heal rule, not by the term: the claim with more
+//!   support wins, then the higher term, then the smaller id. Only masters weigh rivals: a
+//!   master yields to a rival that wins (its followers then follow the winner on the
+//!   winner's own word); a follower stays with its master. Support only grows as a side's
+//!   nodes connect, so a master never yields to a side smaller than its own, and a lone
+//!   returning node always yields to a cluster of two or more.
+//! - A claim *changed* by a member already here (a `promote()` or a failover, made in view
+//!   of ours) is settled as before: a higher term beats a lower one, then the smaller id.
+//! - **Pre-vote.** A node that follows nobody adopts at once a claim whose master's own
+//!   word it already has. It raises no term of its own while a member it hears still
+//!   follows a master (one it cannot reach, or has not heard yet): it waits for that member
+//!   to lose the master (it says so) or for the master's own word. A node alone has nobody
+//!   to ask and elects itself.
 //! - A node that has heard from every member and still knows no master after the election
 //!   timeout elects: the eligible node with the smallest id (itself, or it nominates that
 //!   node). A lone node therefore becomes master after the timeout.
-//! - When the master is removed (crash, exit, silence) the survivors elect at once: the
-//!   eligible member with the smallest id promotes itself with the next term.
+//! - When the master is removed (crash, exit, silence) the survivors elect as soon as each
+//!   of them has lost it (pre-vote): the eligible member with the smallest id promotes
+//!   itself with the next term.
 //! - `promote()` takes mastership with a term above any seen.
 //! - With a quorum set, a node needs that many eligible nodes (itself included) in view to
 //!   become or stay master; a master that loses quorum resigns.
@@ -77,7 +92,8 @@ pub struct Claim {
 }
 
 impl Claim {
-    /// The documented rule: higher term first, then the smaller id.
+    /// Between claims made in view of each other (a `promote()`, a failover): higher term
+    /// first, then the smaller id. A heal is settled by support first (`heal_beats`).
     pub fn beats(&self, other: &Claim) -> bool {
         self.term > other.term || (self.term == other.term && self.master < other.master)
     }
@@ -121,6 +137,9 @@ pub struct Election {
     /// Claims members brought with them when they joined (or came back) that conflicted
     /// with ours: a heal, settled by [`Election::heal_beats`], not by the term alone.
     rivals: BTreeMap<NodeId, Claim>,
+    /// Masters we followed that were removed here while members may still follow them
+    /// (the pre-vote waits for those members); at most one per member.
+    lost: BTreeSet<NodeId>,
     claim: Option<Claim>,
     /// Best hint heard while following nobody: a claim relayed about a node whose own word
     /// we wait for (bounded by the deadline).
@@ -154,6 +173,7 @@ impl Election {
             reported: BTreeSet::new(),
             said: BTreeMap::new(),
             rivals: BTreeMap::new(),
+            lost: BTreeSet::new(),
             claim: None,
             pending: None,
             term: 0,
@@ -218,6 +238,7 @@ impl Election {
     /// A node joined; tell it what we follow. A hint naming it waits for its own word.
     pub fn member_added(&mut self, _now: Instant, id: NodeId, eligible: bool) {
         self.members.insert(id, eligible);
+        self.lost.remove(&id);
         self.effects
             .push_back(Effect::SendTo(id, ElectionMsg::State(self.claim)));
     }
@@ -232,11 +253,13 @@ impl Election {
             self.pending = None;
         }
         if self.master() == Some(id) {
+            self.lost.insert(id);
             self.set_claim(None);
         } else if self.is_master() && !self.has_quorum() {
             self.resign();
         }
         // The candidate may have changed, and so may the support of a rival.
+        self.prune_lost();
         self.settle_heal();
         self.elect(now);
     }
@@ -282,9 +305,10 @@ impl Election {
                     None => {}
                 }
                 self.settle_heal();
-                // Past the first wait, a member that stops following a master may be the
-                // last one the pre-vote waited for.
-                if stale || (self.claim.is_none() && !self.first_wait) {
+                self.prune_lost();
+                // Following nobody and not waiting for a deadline: this member may have
+                // been the last one the pre-vote waited for.
+                if stale || (self.claim.is_none() && self.deadline.is_none()) {
                     self.elect(now);
                 }
                 self.hasten(now);
@@ -465,13 +489,20 @@ impl Election {
             })
     }
 
-    /// Pre-vote: some member still follows a master we lost (or have not heard): it may
-    /// well be alive, out of our reach only. Wait for that member to lose it too (it says
-    /// so) or for the master's own word.
+    /// Pre-vote: some member still follows a master that was removed here: it may well be
+    /// alive, out of our reach only. Wait for that member to lose it too (it says so) or
+    /// for the master's own word when it is back.
     fn others_follow_a_master(&self) -> bool {
         self.said
-            .iter()
-            .any(|(m, s)| s.is_some_and(|c| c.master != self.me && c.master != *m))
+            .values()
+            .any(|s| s.is_some_and(|c| self.lost.contains(&c.master)))
+    }
+
+    /// Forgets lost masters no member follows any more: the pre-vote is over for them.
+    fn prune_lost(&mut self) {
+        let said = &self.said;
+        self.lost
+            .retain(|l| said.values().any(|s| s.is_some_and(|c| c.master == *l)));
     }
 
     /// A claim `from` relays about another node: never adopted, and the term is not raised.
