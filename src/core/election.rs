@@ -8,12 +8,14 @@
 //!   newcomer adopts the cluster's master: joins never move mastership.
 //! - **Mastership is sticky.** A claim a node brings when it joins or comes back (a node
 //!   that was paused, cut off or partitioned, and made itself master meanwhile) is a
-//!   *rival*, and rivals are settled by the heal rule, not by the term: the claim with more
-//!   support wins, then the higher term, then the smaller id. Only masters weigh rivals: a
-//!   master yields to a rival that wins (its followers then follow the winner on the
-//!   winner's own word); a follower stays with its master. Support only grows as a side's
-//!   nodes connect, so a master never yields to a side smaller than its own, and a lone
-//!   returning node always yields to a cluster of two or more.
+//!   *rival*, settled by the heal rule ([`Election::heal_beats`]), not by the term alone:
+//!   at equal terms the smaller id wins (masters made apart from the same history, such as
+//!   nodes started apart); at different terms the claim with more support wins, then the
+//!   higher term. A node away alone took the term above its cluster's: it yields to any
+//!   cluster of two or more that kept its master. Only masters weigh rivals: a master
+//!   yields to a rival that wins (its followers then follow the winner on the winner's own
+//!   word); a follower stays with its master. Support only grows as a side's nodes
+//!   connect, so at different terms no master yields to a side smaller than its own.
 //! - A claim *changed* by a member already here (a `promote()` or a failover, made in view
 //!   of ours) is settled as before: a higher term beats a lower one, then the smaller id.
 //! - **Pre-vote.** A node that follows nobody adopts at once a claim whose master's own
@@ -444,11 +446,16 @@ impl Election {
             + self.said.values().filter(|s| s.as_ref() == Some(c)).count()
     }
 
-    /// The heal rule: the claim followed by more nodes in view wins; at equal support the
-    /// higher term, then the smaller id ([`Claim::beats`]).
+    /// The heal rule. Masters at the same term were made from the same history (nodes
+    /// that started apart, each electing itself first): the smaller id wins, as it always
+    /// did. At different terms one side changed master while the other may have kept its
+    /// own: the claim followed by more nodes in view wins, then the higher term.
     fn heal_beats(&self, a: &Claim, b: &Claim) -> bool {
+        if a.term == b.term {
+            return a.master < b.master;
+        }
         let (sa, sb) = (self.support(a), self.support(b));
-        sa > sb || (sa == sb && a.beats(b))
+        sa > sb || (sa == sb && a.term > b.term)
     }
 
     /// A master facing rivals (masters that joined or came back with their own claim)
