@@ -377,6 +377,11 @@ test('a node paused with SIGSTOP past the failure detector comes back without ta
     }
     const again = await agreedMaster(members, 'the four nodes to agree again after SIGCONT', 15_000);
     t.diagnostic(`after a 3 s SIGSTOP of ${paused.name} the four agreed again within ${Math.round(performance.now() - stoppedAt - 3000)} ms`);
+    const removedIt = members.filter((m) => m !== paused && after(m, 'removed_node', stoppedAt).length > 0).length;
+    const itRemoved = after(paused, 'removed_node', stoppedAt).length;
+    const itPromoted = after(paused, 'promotion', stoppedAt).length;
+    t.diagnostic(`${removedIt} of 3 removed it; it removed ${itRemoved}; it promoted itself ${itPromoted} time(s)`);
+    assert.ok(removedIt > 0, 'the pause outlasted the failure detector (else this test proves nothing)');
     assert.equal(again, master, 'the master it had before the pause');
     const masterMember = members.find((m) => idOf(m) === master);
     assert.deepEqual(after(masterMember, 'demotion', stoppedAt), [], 'the master was never demoted');
