@@ -227,15 +227,18 @@ fn partition_heals(seed: u64) -> Result<(), String> {
     Ok(())
 }
 
-/// The master's link to one node goes bad one way for 3 to 4 s: that node removes the
-/// master (it hears nothing) while the master keeps it. When it comes back, every node
-/// that sees the whole cluster has its master within 10 ms.
+/// The master's link to one node goes bad one way for 2.3 to 3.3 s: that node removes the
+/// master (it hears nothing) while the master, which still hears it, may keep it as a
+/// member across the reconnection. Every node that sees the whole cluster has its master
+/// within 10 ms, and the master never moves. (Before the fix: 91 of 200 seeds failed, 24
+/// of them with a node that saw the whole cluster and no master, never told by the master
+/// that kept it; the rest with the master moved to the node that lost it.)
 fn blip_sees_master_at_once(seed: u64) -> Result<(), String> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let n = 3 + (rng.next_u32() % 3) as usize;
     let (mut sim, hosts, m) = formed(seed, n);
     let away = pick_other(&mut rng, &hosts, m);
-    let bad = Duration::from_millis(3000 + u64::from(rng.next_u32() % 1000));
+    let bad = Duration::from_millis(2300 + u64::from(rng.next_u32() % 1000));
     sim.sever(m, away);
     sim.run_for(bad);
     sim.mend();
