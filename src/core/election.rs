@@ -135,9 +135,11 @@ pub struct Election {
     reported: BTreeSet<NodeId>,
     /// What each member last said it follows: its own word about itself, so it counts for
     /// a claim's support, and a master's own claim heard once is not waited for again.
+    /// One entry per member (bounded by the member limit), dropped with it.
     said: BTreeMap<NodeId, Option<Claim>>,
     /// Claims members brought with them when they joined (or came back) that conflicted
     /// with ours: a heal, settled by [`Election::heal_beats`], not by the term alone.
+    /// At most one per member.
     rivals: BTreeMap<NodeId, Claim>,
     /// Masters we followed that were removed here while members may still follow them
     /// (the pre-vote waits for those members); at most one per member.
