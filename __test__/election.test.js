@@ -353,3 +353,40 @@ test('a healed partition: two lone masters meet, the smaller id wins at equal te
     assertCleanHistory([a, b, c]);
   });
 });
+
+test('a node paused with SIGSTOP past the failure detector comes back without taking mastership: the master stays, no demotion', async (t) => {
+  await withNodes(async (scope) => {
+    const cluster = uniqueCluster();
+    const [multicastPort, ...ports] = randomPorts(5);
+    // Heartbeats every 500 ms: a node silent for 2.5 s is removed.
+    const members = await Promise.all(
+      ports.map((port, i) =>
+        scope.child(loopbackOptions({ port, multicastPort, cluster, send_presence_frequency: 500 }), `p${i}`),
+      ),
+    );
+    const master = await agreedMaster(members, 'the four nodes to agree on one master');
+    const paused = members.find((m) => idOf(m) !== master);
+    const stoppedAt = performance.now();
+    paused.proc.kill('SIGSTOP');
+    try {
+      // Longer than the detector's bound and the election timeout: the others remove it, and
+      // on its return it finds every member silent for 3 s.
+      await delay(3000);
+    } finally {
+      paused.proc.kill('SIGCONT');
+    }
+    const again = await agreedMaster(members, 'the four nodes to agree again after SIGCONT', 15_000);
+    t.diagnostic(`after a 3 s SIGSTOP of ${paused.name} the four agreed again within ${Math.round(performance.now() - stoppedAt - 3000)} ms`);
+    const removedIt = members.filter((m) => m !== paused && after(m, 'removed_node', stoppedAt).length > 0).length;
+    const itRemoved = after(paused, 'removed_node', stoppedAt).length;
+    const itPromoted = after(paused, 'promotion', stoppedAt).length;
+    t.diagnostic(`${removedIt} of 3 removed it; it removed ${itRemoved}; it promoted itself ${itPromoted} time(s)`);
+    assert.ok(removedIt > 0, 'the pause outlasted the failure detector (else this test proves nothing)');
+    assert.equal(again, master, 'the master it had before the pause');
+    const masterMember = members.find((m) => idOf(m) === master);
+    assert.deepEqual(after(masterMember, 'demotion', stoppedAt), [], 'the master was never demoted');
+    for (const m of members.filter((m) => m !== paused)) {
+      assert.deepEqual(after(m, 'new_master', stoppedAt), [], `${m.name} saw its master change`);
+    }
+  });
+});

@@ -1,17 +1,34 @@
 //! Master election: exactly one eligible master per connected cluster, agreed by all.
 //!
-//! The master holds a *claim* `(master, term)`. Every node follows the best claim it has
-//! heard from a live member (or made itself): a higher term beats a lower one, and at equal
-//! terms the smaller node id wins. That one rule settles every conflict the same way on
-//! every node, including two masters meeting after a partition heals.
+//! The master holds a *claim* `(master, term)`. Every node says which claim it follows (or
+//! none) to each new member and to all whenever that changes, so every node knows each
+//! claim's *support*: how many nodes in its view follow it.
 //!
 //! - On joining, members tell each other their claim (or that they have none), so a
 //!   newcomer adopts the cluster's master: joins never move mastership.
+//! - **Mastership is sticky.** A claim a node brings when it joins or comes back (a node
+//!   that was paused, cut off or partitioned, and made itself master meanwhile) is a
+//!   *rival*, settled by the heal rule ([`Election::heal_beats`]), not by the term alone:
+//!   at equal terms the smaller id wins (masters made apart from the same history, such as
+//!   nodes started apart); at different terms the claim with more support wins, then the
+//!   higher term. A node away alone took the term above its cluster's: it yields to any
+//!   cluster of two or more that kept its master. Only masters weigh rivals: a master
+//!   yields to a rival that wins (its followers then follow the winner on the winner's own
+//!   word); a follower stays with its master. Support only grows as a side's nodes
+//!   connect, so at different terms no master yields to a side smaller than its own.
+//! - A claim *changed* by a member already here (a `promote()` or a failover, made in view
+//!   of ours) is settled as before: a higher term beats a lower one, then the smaller id.
+//! - **Pre-vote.** A node that follows nobody adopts at once a claim whose master's own
+//!   word it already has. It raises no term of its own while a member it hears still
+//!   follows a master (one it cannot reach, or has not heard yet): it waits for that member
+//!   to lose the master (it says so) or for the master's own word. A node alone has nobody
+//!   to ask and elects itself.
 //! - A node that has heard from every member and still knows no master after the election
 //!   timeout elects: the eligible node with the smallest id (itself, or it nominates that
 //!   node). A lone node therefore becomes master after the timeout.
-//! - When the master is removed (crash, exit, silence) the survivors elect at once: the
-//!   eligible member with the smallest id promotes itself with the next term.
+//! - When the master is removed (crash, exit, silence) the survivors elect as soon as each
+//!   of them has lost it (pre-vote): the eligible member with the smallest id promotes
+//!   itself with the next term.
 //! - `promote()` takes mastership with a term above any seen.
 //! - With a quorum set, a node needs that many eligible nodes (itself included) in view to
 //!   become or stay master; a master that loses quorum resigns.
@@ -77,7 +94,8 @@ pub struct Claim {
 }
 
 impl Claim {
-    /// The documented rule: higher term first, then the smaller id.
+    /// Between claims made in view of each other (a `promote()`, a failover): higher term
+    /// first, then the smaller id. A heal is settled by support first (`heal_beats`).
     pub fn beats(&self, other: &Claim) -> bool {
         self.term > other.term || (self.term == other.term && self.master < other.master)
     }
@@ -115,6 +133,17 @@ pub struct Election {
     members: BTreeMap<NodeId, bool>,
     /// Members whose state report has arrived.
     reported: BTreeSet<NodeId>,
+    /// What each member last said it follows: its own word about itself, so it counts for
+    /// a claim's support, and a master's own claim heard once is not waited for again.
+    /// One entry per member (bounded by the member limit), dropped with it.
+    said: BTreeMap<NodeId, Option<Claim>>,
+    /// Claims members brought with them when they joined (or came back) that conflicted
+    /// with ours: a heal, settled by [`Election::heal_beats`], not by the term alone.
+    /// At most one per member.
+    rivals: BTreeMap<NodeId, Claim>,
+    /// Masters we followed that were removed here while members may still follow them
+    /// (the pre-vote waits for those members); at most one per member.
+    lost: BTreeSet<NodeId>,
     claim: Option<Claim>,
     /// Best hint heard while following nobody: a claim relayed about a node whose own word
     /// we wait for (bounded by the deadline).
@@ -146,6 +175,9 @@ impl Election {
             cfg,
             members: BTreeMap::new(),
             reported: BTreeSet::new(),
+            said: BTreeMap::new(),
+            rivals: BTreeMap::new(),
+            lost: BTreeSet::new(),
             claim: None,
             pending: None,
             term: 0,
@@ -210,6 +242,7 @@ impl Election {
     /// A node joined; tell it what we follow. A hint naming it waits for its own word.
     pub fn member_added(&mut self, _now: Instant, id: NodeId, eligible: bool) {
         self.members.insert(id, eligible);
+        self.lost.remove(&id);
         self.effects
             .push_back(Effect::SendTo(id, ElectionMsg::State(self.claim)));
     }
@@ -218,16 +251,32 @@ impl Election {
     pub fn member_removed(&mut self, now: Instant, id: NodeId) {
         self.members.remove(&id);
         self.reported.remove(&id);
+        self.said.remove(&id);
+        self.rivals.remove(&id);
         if self.pending.is_some_and(|p| p.master == id) {
             self.pending = None;
         }
         if self.master() == Some(id) {
+            self.lost.insert(id);
             self.set_claim(None);
         } else if self.is_master() && !self.has_quorum() {
             self.resign();
         }
-        // The candidate may have changed.
+        // The candidate may have changed, and so may the support of a rival.
+        self.prune_lost();
+        self.settle_heal();
         self.elect(now);
+    }
+
+    /// A member came back on a new connection without having been removed here (it may
+    /// have removed us): tell it what we follow, and weigh its next report as a returning
+    /// node's, as if it had just joined.
+    pub fn member_relinked(&mut self, id: NodeId) {
+        if self.members.contains_key(&id) {
+            self.reported.remove(&id);
+            self.effects
+                .push_back(Effect::SendTo(id, ElectionMsg::State(self.claim)));
+        }
     }
 
     /// An election message from member `from`, over its own link. A message that breaks a
@@ -236,7 +285,11 @@ impl Election {
         self.check(from, msg)?;
         match msg {
             ElectionMsg::State(claim) => {
-                self.reported.insert(from);
+                let first = self.reported.insert(from);
+                if self.said.get(&from) != Some(&claim) {
+                    self.rivals.remove(&from);
+                }
+                self.said.insert(from, claim);
                 // Its own word settles what a hint said about it.
                 if self.pending.is_some_and(|p| p.master == from) {
                     self.pending = None;
@@ -245,14 +298,21 @@ impl Election {
                 // master (it resigned or yielded while we were apart), we stop following.
                 let stale = self.master() == Some(from) && claim.map(|c| c.master) != Some(from);
                 if stale {
-                    self.set_claim(None);
+                    // It yielded to a master whose own word we have: follow that one
+                    // straight away, with no masterless moment between.
+                    let known = claim.filter(|c| self.said.get(&c.master) == Some(&Some(*c)));
+                    self.set_claim(known);
                 }
                 match claim {
-                    Some(c) if c.master == from => self.consider(from, c),
+                    Some(c) if c.master == from => self.consider(from, c, first),
                     Some(c) => self.hint(from, c),
                     None => {}
                 }
-                if stale {
+                self.settle_heal();
+                self.prune_lost();
+                // Following nobody and not waiting for a deadline: this member may have
+                // been the last one the pre-vote waited for.
+                if stale || (self.claim.is_none() && self.deadline.is_none()) {
                     self.elect(now);
                 }
                 self.hasten(now);
@@ -266,6 +326,9 @@ impl Election {
             }
             // `check` saw that `from` resigns its own claim.
             ElectionMsg::Resign(c) => {
+                if self.said.get(&from) == Some(&Some(c)) {
+                    self.said.insert(from, None);
+                }
                 if self.claim == Some(c) {
                     self.set_claim(None);
                     self.elect(now);
@@ -315,6 +378,7 @@ impl Election {
             .is_some_and(|end| now >= end);
         self.claim.is_none()
             && self.pending.is_none()
+            && !self.others_follow_a_master()
             && first_wait_over
             && self.can_be_master()
             && self.candidate() == Some(self.me)
@@ -353,18 +417,101 @@ impl Election {
                     .push_back(Effect::SendTo(c, ElectionMsg::Nominate));
                 self.deadline = Some(now + self.cfg.timeout);
             }
-            _ => self.elect(now),
+            _ => self.elect_now(now),
         }
     }
 
     /// Weighs a claim made by its master `from` itself (checked: an eligible member).
-    fn consider(&mut self, from: NodeId, c: Claim) {
+    /// `first`: its first report since it joined or came back.
+    fn consider(&mut self, from: NodeId, c: Claim, first: bool) {
         self.term = self.term.max(c.term);
         match self.claim {
             Some(ours) if ours == c => {}
+            None => self.set_claim(Some(c)),
+            // A node that joins (or comes back) as master of its own while we follow a
+            // master that is not it: a heal. Higher term does not decide it; the masters
+            // settle it by support (`settle_heal`), followers stay with theirs.
+            // (It has our claim: we sent it when it joined. Repeats change nothing.)
+            Some(ours) if (first || self.rivals.get(&from) == Some(&c)) && ours.master != from => {
+                self.rivals.insert(from, c);
+            }
+            // A member already here changed its claim: a `promote()` or a failover, made
+            // in view of ours. Higher term wins.
             Some(ours) if ours.beats(&c) => self.tell(from, ours),
             _ => self.set_claim(Some(c)),
         }
+    }
+
+    /// How many nodes in view follow `c`: members by their own last word, and this node.
+    fn support(&self, c: &Claim) -> usize {
+        usize::from(self.claim.as_ref() == Some(c))
+            + self.said.values().filter(|s| s.as_ref() == Some(c)).count()
+    }
+
+    /// The heal rule. Masters at the same term were made from the same history (nodes
+    /// that started apart, each electing itself first): the smaller id wins, as it always
+    /// did. At different terms one side changed master while the other may have kept its
+    /// own: the claim followed by more nodes in view wins, then the higher term.
+    fn heal_beats(&self, a: &Claim, b: &Claim) -> bool {
+        if a.term == b.term {
+            return a.master < b.master;
+        }
+        let (sa, sb) = (self.support(a), self.support(b));
+        sa > sb || (sa == sb && a.term > b.term)
+    }
+
+    /// A master facing rivals (masters that joined or came back with their own claim)
+    /// yields to the best of them that the heal rule prefers; its followers then follow
+    /// the winner on its own word. Support only grows as a side's nodes connect, so a
+    /// master never yields to a side smaller than its own.
+    fn settle_heal(&mut self) {
+        self.rivals
+            .retain(|m, r| self.said.get(m) == Some(&Some(*r)) && self.claim != Some(*r));
+        let Some(ours) = self.claim.filter(|c| c.master == self.me) else {
+            return;
+        };
+        let best = self
+            .rivals
+            .values()
+            .copied()
+            .filter(|r| self.heal_beats(r, &ours))
+            .fold(None::<Claim>, |best, r| match best {
+                Some(b) if self.heal_beats(&b, &r) => Some(b),
+                _ => Some(r),
+            });
+        if let Some(winner) = best {
+            self.rivals.clear();
+            self.set_claim(Some(winner));
+        }
+    }
+
+    /// The best claim a member made itself and still holds, as its own word said: what a
+    /// node that follows nobody adopts at once.
+    fn known_master(&self) -> Option<Claim> {
+        self.said
+            .iter()
+            .filter_map(|(m, s)| s.filter(|c| c.master == *m))
+            .filter(|c| self.members.get(&c.master) == Some(&true))
+            .fold(None::<Claim>, |best, c| match best {
+                Some(b) if self.heal_beats(&b, &c) => Some(b),
+                _ => Some(c),
+            })
+    }
+
+    /// Pre-vote: some member still follows a master that was removed here: it may well be
+    /// alive, out of our reach only. Wait for that member to lose it too (it says so) or
+    /// for the master's own word when it is back.
+    fn others_follow_a_master(&self) -> bool {
+        self.said
+            .values()
+            .any(|s| s.is_some_and(|c| self.lost.contains(&c.master)))
+    }
+
+    /// Forgets lost masters no member follows any more: the pre-vote is over for them.
+    fn prune_lost(&mut self) {
+        let said = &self.said;
+        self.lost
+            .retain(|l| said.values().any(|s| s.is_some_and(|c| c.master == *l)));
     }
 
     /// A claim `from` relays about another node: never adopted, and the term is not raised.
@@ -379,6 +526,8 @@ impl Election {
         match self.claim {
             Some(ours) if ours.beats(&c) => self.tell(from, ours),
             Some(_) => {}
+            // The master's own word already reached us: no need to wait for it.
+            None if self.said.get(&c.master) == Some(&Some(c)) => self.set_claim(Some(c)),
             None => {
                 if self.pending.is_none_or(|p| c.beats(&p)) {
                     self.pending = Some(c);
@@ -397,10 +546,29 @@ impl Election {
     /// (once it has heard every member, one of which may know a master); others wait for
     /// it until the deadline, then nominate it.
     fn elect(&mut self, now: Instant) {
+        self.elect_with(now, true)
+    }
+
+    /// Elects once the wait for a hinted master has run out. The pre-vote has no such
+    /// bound: a member that follows a live master we cannot reach is what it is for.
+    fn elect_now(&mut self, now: Instant) {
+        self.elect_with(now, false)
+    }
+
+    fn elect_with(&mut self, now: Instant, wait_for_hint: bool) {
         if self.claim.is_some() {
             return;
         }
-        if self.pending.is_some() {
+        if let Some(c) = self.known_master() {
+            self.set_claim(Some(c));
+            return;
+        }
+        if self.others_follow_a_master() {
+            // Pre-vote: no term raised while a member we hear still has a master. It says
+            // so when it loses it (or we hear that master ourselves).
+            return;
+        }
+        if wait_for_hint && self.pending.is_some() {
             // A master exists that we are not connected to yet: wait for it, bounded by
             // the deadline.
             self.deadline.get_or_insert(now + self.cfg.timeout);
@@ -453,6 +621,8 @@ impl Election {
             master: self.me,
             term,
         };
+        // Made in view of every claim we know: none of them is a rival any more.
+        self.rivals.clear();
         self.set_claim(Some(claim));
         true
     }
@@ -467,17 +637,21 @@ impl Election {
 
     fn set_claim(&mut self, claim: Option<Claim>) {
         let previous = self.master();
+        let previous_claim = self.claim;
         self.claim = claim;
         if let Some(c) = claim {
             self.term = self.term.max(c.term);
             self.deadline = None;
             self.pending = None;
-            // A master that yields says so too: a node that saw the new claim first holds
-            // its news back until the old master is gone or speaks (see cluster::master).
-            if c.master == self.me || previous == Some(self.me) {
-                self.effects
-                    .push_back(Effect::SendAll(ElectionMsg::State(claim)));
-            }
+        }
+        // Every node says what it follows whenever that changes, so each claim's support
+        // is known everywhere (the heal rule) and a node that lost its master sees whether
+        // the others still have one (the pre-vote). A master that yields says so too: a
+        // node that saw the new claim first holds its news back until the old master is
+        // gone or speaks (see cluster::master).
+        if previous_claim != claim {
+            self.effects
+                .push_back(Effect::SendAll(ElectionMsg::State(claim)));
         }
         if previous != self.master() {
             self.effects.push_back(Effect::MasterChanged {

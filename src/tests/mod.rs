@@ -7,3 +7,4 @@ mod identity;
 mod membership;
 mod paused;
 pub mod sim;
+mod sticky;

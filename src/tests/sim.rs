@@ -48,6 +48,10 @@ pub struct Sim {
     manual: BTreeSet<Host>,
     /// Hosts not reading their connections, with what arrived for them meanwhile, in order.
     held: BTreeMap<Host, VecDeque<Delivery>>,
+    /// Paused processes (SIGSTOP): no input handled, no timer fired, until resumed.
+    paused: BTreeSet<Host>,
+    /// One-way bad links `(from, to)`: bytes from `from` to `to` are lost.
+    severed: BTreeSet<(Host, Host)>,
     /// When the simulation started; the wall clock reads [`SIM_EPOCH_MS`] then.
     epoch: Instant,
     /// How far each host's wall clock is ahead of true time, in ms (absent: 0).
@@ -81,6 +85,8 @@ impl Sim {
             next_host: 0,
             manual: BTreeSet::new(),
             held: BTreeMap::new(),
+            paused: BTreeSet::new(),
+            severed: BTreeSet::new(),
             rng: ChaCha20Rng::seed_from_u64(seed),
         }
     }
@@ -222,12 +228,21 @@ impl Sim {
                 self.deliver(delivery);
                 continue;
             }
-            let next = self.nodes.values().filter_map(|n| n.poll_timeout()).min();
+            let paused = &self.paused;
+            let next = self
+                .nodes
+                .iter()
+                .filter(|(h, _)| !paused.contains(h))
+                .filter_map(|(_, n)| n.poll_timeout())
+                .min();
             match next {
                 Some(t) if t <= until => {
                     self.now = self.now.max(t);
                     let now = self.now;
-                    for node in self.nodes.values_mut() {
+                    for (h, node) in self.nodes.iter_mut() {
+                        if self.paused.contains(h) {
+                            continue;
+                        }
                         if node.poll_timeout().is_some_and(|t| t <= now) {
                             node.handle_timeout(now);
                         }
@@ -257,7 +272,7 @@ impl Sim {
         match out {
             Output::Transmit { conn, bytes } => {
                 if let Some(&to) = self.links.get(&(host, conn)) {
-                    if !self.apart(host, to.0) {
+                    if !self.apart(host, to.0) && !self.severed.contains(&(host, to.0)) {
                         self.queue.push_back(Delivery::Bytes { to, bytes });
                     }
                 }
@@ -270,7 +285,7 @@ impl Sim {
             }
             Output::Dial { conn, addr: target } => {
                 let listener = self.nodes.keys().copied().find(|&h| addr(h) == target);
-                if listener.is_some_and(|h| self.apart(host, h)) {
+                if listener.is_some_and(|h| self.apart(host, h) || self.paused.contains(&h)) {
                     // No answer at all: the core's dial timeout decides.
                     return;
                 }
@@ -334,6 +349,38 @@ impl Sim {
         }
     }
 
+    /// Pauses `host`'s process, as SIGSTOP does: it handles no input and fires no timer;
+    /// bytes and closes for it wait, dials to it hang, beacons to it are lost.
+    pub fn pause(&mut self, host: Host) {
+        self.paused.insert(host);
+        self.held.entry(host).or_default();
+    }
+
+    /// Resumes a paused process, as SIGCONT does. Its timers are overdue and its sockets
+    /// full; its overdue timers run first (the harsher order: it finds every member silent
+    /// for the whole pause), then what waited arrives, in order.
+    pub fn resume(&mut self, host: Host) {
+        self.paused.remove(&host);
+        let now = self.now;
+        if let Some(node) = self.nodes.get_mut(&host) {
+            if node.poll_timeout().is_some_and(|t| t <= now) {
+                node.handle_timeout(now);
+            }
+        }
+        self.collect();
+        self.resume_reading(host);
+    }
+
+    /// Bytes from `from` to `to` are lost from now on (one direction of one link).
+    pub fn sever(&mut self, from: Host, to: Host) {
+        self.severed.insert((from, to));
+    }
+
+    /// Ends every [`Sim::sever`].
+    pub fn mend(&mut self) {
+        self.severed.clear();
+    }
+
     fn deliver(&mut self, d: Delivery) {
         let now = self.now;
         let to = match &d {
@@ -360,7 +407,8 @@ impl Sim {
                 let from_side = self.side.get(&from).copied().unwrap_or(0);
                 for (h, node) in self.nodes.iter_mut() {
                     let side = self.side.get(h).copied().unwrap_or(0);
-                    if !self.manual.contains(h) && side == from_side {
+                    let listening = !self.manual.contains(h) && !self.paused.contains(h);
+                    if listening && side == from_side {
                         node.handle_beacon(now, src, &bytes);
                     }
                 }

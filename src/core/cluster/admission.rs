@@ -340,6 +340,9 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
                 if old.metadata != peer.metadata {
                     self.push_event(Event::NodeUpdated(peer));
                 }
+                // It may have removed us meanwhile and be waiting for our word.
+                self.election.member_relinked(id);
+                self.run_election(now);
             }
             old => {
                 if let Some(old) = old {
