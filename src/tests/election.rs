@@ -12,7 +12,7 @@ use std::time::Duration;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::sim::{demoted, promoted, Host, Sim};
+use super::sim::{demoted, over_seeds, promoted, Host, Sim};
 use crate::core::cluster::Event;
 use crate::core::config::Config;
 use crate::core::election::{Claim, ElectionMsg};
@@ -197,46 +197,7 @@ fn env_u64(name: &str) -> Option<u64> {
 
 #[test]
 fn random_runs_always_settle_on_one_agreed_master() {
-    let seeds: Vec<u64> = match env_u64("ESPIAL_SIM_SEED") {
-        Some(seed) => vec![seed],
-        None => (0..env_u64("ESPIAL_SIM_RUNS").unwrap_or(2000)).collect(),
-    };
-    // Runs are independent: spread them over the machine's cores.
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let chunk = seeds.len().div_ceil(threads).max(1);
-    let mut failures: Vec<String> = std::thread::scope(|scope| {
-        let workers: Vec<_> = seeds
-            .chunks(chunk)
-            .map(|part| {
-                scope.spawn(move || {
-                    part.iter()
-                        .filter_map(|&seed| {
-                            random_run(seed).err().map(|e| {
-                                format!("seed {seed}: {e} (replay: ESPIAL_SIM_SEED={seed})")
-                            })
-                        })
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .flat_map(|w| w.join().expect("a simulation thread panicked"))
-            .collect()
-    });
-    failures.sort();
-    assert!(
-        failures.is_empty(),
-        "{} of {} runs failed:\n{}",
-        failures.len(),
-        seeds.len(),
-        failures
-            .iter()
-            .take(10)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
+    over_seeds(env_u64("ESPIAL_SIM_RUNS").unwrap_or(2000), random_run);
 }
 
 #[test]

@@ -485,3 +485,49 @@ pub fn accepted(e: &Event) -> Option<NodeId> {
         _ => None,
     }
 }
+
+/// Runs `case` over seeds `0..runs` (or `ESPIAL_SIM_SEED` alone), spread over the cores, and
+/// fails with the first few failures, each naming its seed and how to replay it.
+pub fn over_seeds(runs: u64, case: fn(u64) -> Result<(), String>) {
+    let env = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
+    let seeds: Vec<u64> = match env("ESPIAL_SIM_SEED") {
+        Some(seed) => vec![seed],
+        None => (0..runs).collect(),
+    };
+    // Runs are independent: spread them over the machine's cores.
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let chunk = seeds.len().div_ceil(threads).max(1);
+    let mut failures: Vec<String> = std::thread::scope(|scope| {
+        let workers: Vec<_> = seeds
+            .chunks(chunk)
+            .map(|part| {
+                scope.spawn(move || {
+                    part.iter()
+                        .filter_map(|&seed| {
+                            case(seed).err().map(|e| {
+                                format!("seed {seed}: {e} (replay: ESPIAL_SIM_SEED={seed})")
+                            })
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().expect("a simulation thread panicked"))
+            .collect()
+    });
+    failures.sort();
+    assert!(
+        failures.is_empty(),
+        "{} of {} runs failed:\n{}",
+        failures.len(),
+        seeds.len(),
+        failures
+            .iter()
+            .take(10)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}

@@ -10,7 +10,7 @@ use std::time::Duration;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::sim::{demoted, Host, Sim};
+use super::sim::{demoted, over_seeds, Host, Sim};
 use crate::core::cluster::Event;
 use crate::core::config::Config;
 use crate::core::node::NodeId;
@@ -47,49 +47,6 @@ fn new_masters(events: &[Event]) -> usize {
         .iter()
         .filter(|e| matches!(e, Event::NewMaster(_)))
         .count()
-}
-
-/// Runs `case` over every seed (or `ESPIAL_SIM_SEED` alone), spread over the cores; fails
-/// with the first few failures and their seeds.
-fn over_seeds(case: fn(u64) -> Result<(), String>) {
-    let seeds: Vec<u64> = match std::env::var("ESPIAL_SIM_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-    {
-        Some(seed) => vec![seed],
-        None => (0..SEEDS).collect(),
-    };
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let chunk = seeds.len().div_ceil(threads).max(1);
-    let mut failures: Vec<String> = std::thread::scope(|scope| {
-        let workers: Vec<_> = seeds
-            .chunks(chunk)
-            .map(|part| {
-                scope.spawn(move || {
-                    part.iter()
-                        .filter_map(|&seed| case(seed).err().map(|e| format!("seed {seed}: {e}")))
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .flat_map(|w| w.join().expect("a simulation thread panicked"))
-            .collect()
-    });
-    failures.sort();
-    assert!(
-        failures.is_empty(),
-        "{} of {} seeds failed:\n{}",
-        failures.len(),
-        seeds.len(),
-        failures
-            .iter()
-            .take(8)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
 }
 
 /// After `away` returned: everyone follows the master `m` it had before, `m` never
@@ -275,20 +232,20 @@ fn blip_sees_master_at_once(seed: u64) -> Result<(), String> {
 
 #[test]
 fn a_paused_node_returning_does_not_take_mastership() {
-    over_seeds(paused_node_returns);
+    over_seeds(SEEDS, paused_node_returns);
 }
 
 #[test]
 fn a_node_cut_off_briefly_does_not_take_mastership() {
-    over_seeds(cut_node_returns);
+    over_seeds(SEEDS, cut_node_returns);
 }
 
 #[test]
 fn a_partition_heal_keeps_the_larger_sides_master_with_one_demotion() {
-    over_seeds(partition_heals);
+    over_seeds(SEEDS, partition_heals);
 }
 
 #[test]
 fn a_node_that_sees_its_cluster_whole_sees_its_master_within_milliseconds() {
-    over_seeds(blip_sees_master_at_once);
+    over_seeds(SEEDS, blip_sees_master_at_once);
 }
