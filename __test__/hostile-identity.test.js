@@ -8,29 +8,17 @@
 const { test } = require('node:test');
 const assert = require('node:assert/strict');
 const fs = require('node:fs');
-const path = require('node:path');
-const { execFile } = require('node:child_process');
-const { performance } = require('node:perf_hooks');
-const { withNodes, manualOptions, randomPorts, uniqueCluster, idOf, delay, WAIT_MS } = require('./support.js');
-
-const ADVERSARY = path.join(__dirname, '..', 'target', 'debug', 'examples', 'adversary');
-
-function adversary(port, cluster, args) {
-  return new Promise((resolve, reject) => {
-    execFile(ADVERSARY, [String(port), cluster, ...args], { timeout: 2 * WAIT_MS }, (err, stdout, stderr) => {
-      if (err) reject(new Error(`adversary ${JSON.stringify(args)}: ${err.message} ${stderr}`));
-      else resolve(stdout.split('\n').filter(Boolean));
-    });
-  });
-}
-
-async function eventually(what, attempt, ms = WAIT_MS) {
-  const deadline = performance.now() + ms;
-  while (!(await attempt())) {
-    if (performance.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await delay(50);
-  }
-}
+const {
+  withNodes,
+  manualOptions,
+  randomPorts,
+  uniqueCluster,
+  idOf,
+  delay,
+  ADVERSARY,
+  adversary,
+  eventually,
+} = require('./support.js');
 
 test('the adversary is built', () => {
   assert.ok(fs.existsSync(ADVERSARY), `${ADVERSARY} is missing: cargo test --no-default-features builds it`);

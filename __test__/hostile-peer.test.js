@@ -11,32 +11,17 @@
 const { test } = require('node:test');
 const assert = require('node:assert/strict');
 const fs = require('node:fs');
-const path = require('node:path');
-const { execFile } = require('node:child_process');
-const { performance } = require('node:perf_hooks');
-const { withNodes, manualOptions, randomPorts, uniqueCluster, idOf, delay, WAIT_MS } = require('./support.js');
-
-const ADVERSARY = path.join(__dirname, '..', 'target', 'debug', 'examples', 'adversary');
-
-// Runs the adversary against 127.0.0.1:port; resolves with the lines it printed. It bounds
-// each of its own waits; the timeout here ends it should it hang anyway.
-function adversary(port, cluster, steps) {
-  return new Promise((resolve, reject) => {
-    execFile(ADVERSARY, [String(port), cluster, ...steps], { timeout: 2 * WAIT_MS }, (err, stdout, stderr) => {
-      if (err) reject(new Error(`adversary ${JSON.stringify(steps)}: ${err.message} ${stderr}`));
-      else resolve(stdout.split('\n').filter(Boolean));
-    });
-  });
-}
-
-// Calls `attempt()` every 50 ms until it returns true, for at most `ms`.
-async function eventually(what, attempt, ms = WAIT_MS) {
-  const deadline = performance.now() + ms;
-  while (!(await attempt())) {
-    if (performance.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await delay(50);
-  }
-}
+const {
+  withNodes,
+  manualOptions,
+  randomPorts,
+  uniqueCluster,
+  idOf,
+  delay,
+  ADVERSARY,
+  adversary,
+  eventually,
+} = require('./support.js');
 
 test('a hostile peer cannot crash a node that has no error listener, nor forge its events', async () => {
   assert.ok(

@@ -375,7 +375,39 @@ const RESERVED_EVENTS = [
   'removeListener',
 ];
 
+// The test-only protocol peer (tests/support/adversary.rs), built by `cargo test`, which
+// npm test runs first.
+const ADVERSARY = require('node:path').join(__dirname, '..', 'target', 'debug', 'examples', 'adversary');
+
+// Runs the adversary against 127.0.0.1:port; resolves with the lines it printed. It bounds
+// each of its own waits; the timeout here ends it should it hang anyway.
+function adversary(port, clusterName, args) {
+  return new Promise((resolve, reject) => {
+    require('node:child_process').execFile(
+      ADVERSARY,
+      [String(port), clusterName, ...args],
+      { timeout: 2 * WAIT_MS },
+      (err, stdout, stderr) => {
+        if (err) reject(new Error(`adversary ${JSON.stringify(args)}: ${err.message} ${stderr}`));
+        else resolve(stdout.split('\n').filter(Boolean));
+      },
+    );
+  });
+}
+
+// Calls `attempt()` every 50 ms until it returns true, for at most `ms`.
+async function eventually(what, attempt, ms = WAIT_MS) {
+  const deadline = Date.now() + ms;
+  while (!(await attempt())) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await delay(50);
+  }
+}
+
 module.exports = {
+  ADVERSARY,
+  adversary,
+  eventually,
   NODE_EVENTS,
   RESERVED_EVENTS,
   WAIT_MS,
