@@ -133,8 +133,6 @@ type Started = (Handle, mpsc::Receiver<Notification>);
 /// Two nodes of a fresh cluster, the second joined to custom event "e", once a message of it
 /// from the first has arrived (so the first knows the subscription), and the second's id.
 fn sender_and_subscriber() -> (Started, Started, NodeId) {
-    use super::Sent;
-
     let cluster = format!("driver-{}", OsRng.next_u64());
     let group_port = random_port();
     let (a_cfg, b_cfg) = (
@@ -149,22 +147,27 @@ fn sender_and_subscriber() -> (Started, Started, NodeId) {
         &a_rx,
         |n| matches!(n, Notification::Cluster(Event::NodeAdded(n)) if n.id == b_id),
     );
-    // A member is handed a message when the call returns. b's subscription may reach a just
-    // after b is added, so a sends until b has one (a member that has not joined gets none).
+    until_delivered(&a, &b_rx, b_id);
+    ((a, a_rx), (b, b_rx), b_id)
+}
+
+/// `a` sends "hi" to `b_id` until b's application has one. A member is handed a message when
+/// the call returns, but b's subscription may reach a just after b is added, and a member
+/// that has not joined gets none.
+fn until_delivered(a: &Handle, b_rx: &mpsc::Receiver<Notification>, b_id: NodeId) {
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     loop {
-        assert_eq!(a.send(&one(b_id, b"hi"), 0), Sent::Now(vec![Ok(())]));
+        assert_eq!(a.send(&one(b_id, b"hi"), 0), super::Sent::Now(vec![Ok(())]));
         let got = b_rx.recv_timeout(Duration::from_millis(50));
         if let Ok(Notification::Cluster(Event::Delivery { payload, .. })) = got {
             assert_eq!(payload, b"hi");
-            break;
+            return;
         }
         assert!(
             std::time::Instant::now() < deadline,
             "b never got a message"
         );
     }
-    ((a, a_rx), (b, b_rx), b_id)
 }
 
 #[test]
@@ -596,15 +599,7 @@ fn a_receiver_that_is_behind_stops_reading_and_loses_nothing_nor_anyone() {
         &a_rx,
         |n| matches!(n, Notification::Cluster(Event::NodeAdded(n)) if n.id == b_id),
     );
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        assert_eq!(a.send(&one(b_id, b"hi"), 0), Sent::Now(vec![Ok(())]));
-        let got = b_rx.recv_timeout(Duration::from_millis(50));
-        if matches!(got, Ok(Notification::Cluster(Event::Delivery { .. }))) {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "b never got one");
-    }
+    until_delivered(&a, &b_rx, b_id);
     while b_rx.try_recv().is_ok() {}
 
     // b's application stops taking anything; a sends numbered messages until its send waits.
