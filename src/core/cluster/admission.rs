@@ -261,15 +261,12 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
             self.close(conn);
             if let Some(candidate) = candidate {
                 let id = candidate.id;
-                // A live member's second connection: only that connection is refused; the
-                // member is not held back from (its own connection carries on).
-                let live = self.membership.link_of(id).is_some();
-                if !live {
+                self.explain_refusal(candidate.clone(), why);
+                // A live member's second connection: only that connection is refused, and
+                // the member is not held back from (its own connection carries on). A
+                // suspect whose reconnection this node refuses is a member no more.
+                if self.membership.link_of(id).is_none() {
                     self.hold_back_refused(now, &candidate, true);
-                }
-                self.explain_refusal(candidate, why);
-                // A suspect whose reconnection this node refuses is a member no more.
-                if !live {
                     self.give_up_suspect(now, id, why);
                 }
             }
