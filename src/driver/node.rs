@@ -876,6 +876,11 @@ fn log_event(log: &Log, e: &Event) {
         Event::BeaconVersionMismatch { addr, ours, theirs } => log.line(format_args!(
             "ignored a beacon from {addr}: it speaks espial protocol version {theirs}, this node speaks {ours}"
         )),
+        Event::Undelivered { node, events } => log.line(format_args!(
+            "{} custom events sent to {} were not acknowledged before it was removed: reported in `undelivered`",
+            events.len(),
+            who(node)
+        )),
         Event::Delivery { .. } => {}
     }
 }

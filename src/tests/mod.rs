@@ -6,4 +6,5 @@ mod events;
 mod identity;
 mod membership;
 mod paused;
+mod resend;
 pub mod sim;
