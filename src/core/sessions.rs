@@ -126,6 +126,17 @@ impl Sessions {
         self.out.values().any(|o| o.unacked_bytes >= max)
     }
 
+    /// True if the stream to `peer` holds `max` unacknowledged bytes or more.
+    pub fn full_to(&self, peer: NodeId, max: usize) -> bool {
+        self.out.get(&peer).is_some_and(|o| o.unacked_bytes >= max)
+    }
+
+    /// True if the stream to a peer away holds `max` unacknowledged bytes or more.
+    pub fn full_away(&self, max: usize) -> bool {
+        let away = self.out.values().filter(|o| o.away.is_some());
+        away.into_iter().any(|o| o.unacked_bytes >= max)
+    }
+
     /// `peer` acknowledged every event of `stream` up to `seq`. False if it acknowledged
     /// one never sent (a protocol violation); an acknowledgement of a stream ended since is
     /// ignored.

@@ -146,14 +146,12 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
     /// True if a sender must wait: the stream to the peer of one of `conns`, or to a peer
     /// away, holds `max_unacked_bytes` not yet acknowledged. Once acknowledgements (or a
     /// removal) bring it under, [`Cluster::sends_blocked`] turns false again.
-    pub fn sends_blocked(&mut self, conns: &[ConnId]) -> bool {
+    pub fn sends_blocked(&self, conns: &[ConnId]) -> bool {
         let max = self.config.max_unacked;
-        let away_full = self.sessions.away().any(|(_, o)| o.unacked_bytes >= max);
-        away_full
+        self.sessions.full_away(max)
             || conns.iter().any(|&conn| {
                 let peer = self.membership.get(conn).and_then(|l| l.peer_id());
-                peer.and_then(|p| self.sessions.outbound_of(p))
-                    .is_some_and(|o| o.unacked_bytes >= max)
+                peer.is_some_and(|p| self.sessions.full_to(p, max))
             })
     }
 
