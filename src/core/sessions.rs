@@ -40,7 +40,7 @@ pub const DEFAULT_MAX_UNACKED: usize = 4 * 1024 * 1024;
 #[derive(Debug, Clone)]
 pub struct Unacked {
     pub seq: u64,
-    pub body: Arc<[u8]>,
+    pub body: Arc<Vec<u8>>,
 }
 
 /// Our stream to one peer.
@@ -110,7 +110,12 @@ impl Sessions {
     }
 
     /// Numbers the next event to `peer` and keeps it until acknowledged; returns its number.
-    pub fn record(&mut self, peer: NodeId, stream: impl FnOnce() -> u64, body: &Arc<[u8]>) -> u64 {
+    pub fn record(
+        &mut self,
+        peer: NodeId,
+        stream: impl FnOnce() -> u64,
+        body: &Arc<Vec<u8>>,
+    ) -> u64 {
         let out = self.outbound(peer, stream);
         out.last_seq += 1;
         out.unacked_bytes += body.len();
@@ -242,7 +247,7 @@ mod tests {
     fn acknowledged_events_are_released_and_a_stale_stream_is_ignored() {
         let mut s = Sessions::default();
         let p = NodeId([1; 16]);
-        let body: Arc<[u8]> = Arc::from(&b"abc"[..]);
+        let body = Arc::new(b"abc".to_vec());
         for _ in 0..3 {
             s.record(p, || 7, &body);
         }

@@ -114,10 +114,10 @@ fn repeated_resets_from_either_side_keep_both_directions_exactly_once_in_order()
         }
         let mut sent = [0u32; 3];
         for round in 0..25u64 {
-            for h in 0..3 {
+            for (h, sent) in sent.iter_mut().enumerate() {
                 let n = 5 + ((round * 7 + h as u64 * 3 + seed) % 40) as u32;
-                send(&mut sim, h, "job", sent[h]..sent[h] + n);
-                sent[h] += n;
+                send(&mut sim, h, "job", *sent..*sent + n);
+                *sent += n;
             }
             // Sometimes nothing goes out before the reset, sometimes some of it.
             sim.run_for(Duration::from_micros((round * 37 + seed * 11) % 4000));
@@ -135,9 +135,9 @@ fn repeated_resets_from_either_side_keep_both_directions_exactly_once_in_order()
         }
         sim.run_for(Duration::from_secs(3));
         for to in 0..3 {
-            for from in 0..3 {
+            for (from, &count) in sent.iter().enumerate() {
                 if from != to {
-                    let expected: Vec<u32> = (0..sent[from]).collect();
+                    let expected: Vec<u32> = (0..count).collect();
                     assert_eq!(
                         got(&sim, to, from, "job"),
                         expected,

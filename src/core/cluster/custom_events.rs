@@ -86,7 +86,11 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
                 return Err(e);
             }
         };
-        let body: Arc<[u8]> = Arc::from(message::event_body(name, binary, payload));
+        if conns.is_empty() && away.is_empty() {
+            self.send_scratch = conns;
+            return Ok(&self.send_scratch);
+        }
+        let body = Arc::new(message::event_body(name, binary, payload));
         for peer in away {
             self.sessions
                 .record(peer, || stream_id(&mut self.rng), &body);
