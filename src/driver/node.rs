@@ -492,12 +492,12 @@ impl Node {
 
     /// Answers the sends whose connections are no longer backlogged (or are gone: what was
     /// queued on a lost connection is kept in the peer's stream and replayed on its next
-    /// one) and whose peers have acknowledged enough (see `Cluster::sends_blocked`).
+    /// one) and whose peers have acknowledged enough (see `Cluster::sends_resumable`).
     fn answer_sends(&mut self) {
         let (conns, core) = (&self.conns, &self.core);
         let (blocked, ready): (Vec<_>, Vec<_>) = std::mem::take(&mut self.waiting_sends)
             .into_iter()
-            .partition(|w| any_backlogged(conns, &w.conns) || core.sends_blocked(&w.conns));
+            .partition(|w| any_backlogged(conns, &w.conns) || !core.sends_resumable(&w.conns));
         self.waiting_sends = blocked;
         for w in ready {
             self.answer(w);

@@ -267,9 +267,11 @@ fn senders_wait_while_a_peer_holds_the_bound_unacknowledged() {
     assert!(!node.sends_blocked(&conns));
     node.send_event(now, "job", true, &[0; 600], None).unwrap();
     assert!(node.sends_blocked(&conns), "over the bound: wait");
+    assert!(!node.sends_resumable(&conns), "and until under half of it");
     sim.run_for(MS(20));
     let node = sim.nodes.get_mut(&0).unwrap();
     assert!(!node.sends_blocked(&conns), "acknowledged: go on");
+    assert!(node.sends_resumable(&conns));
 }
 
 #[test]

@@ -148,14 +148,24 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
     }
 
     /// True if a sender must wait: the stream to the peer of one of `conns`, or to a peer
-    /// away, holds `max_unacked_bytes` not yet acknowledged. Once acknowledgements (or a
-    /// removal) bring it under, [`Cluster::sends_blocked`] turns false again.
+    /// away, holds `max_unacked_bytes` not yet acknowledged. A waiting sender goes on once
+    /// [`Cluster::sends_resumable`].
     pub fn sends_blocked(&self, conns: &[ConnId]) -> bool {
-        let max = self.config.max_unacked;
-        self.sessions.full_away(max)
+        self.unacked_reach(conns, self.config.max_unacked)
+    }
+
+    /// True once a sender that waited may go on: below half of `max_unacked_bytes` on each
+    /// of those streams (as the connection's queue goes on below its low-water mark), so
+    /// that an acknowledgement of a few messages does not release one send at a time.
+    pub fn sends_resumable(&self, conns: &[ConnId]) -> bool {
+        !self.unacked_reach(conns, self.config.max_unacked / 2)
+    }
+
+    fn unacked_reach(&self, conns: &[ConnId], limit: usize) -> bool {
+        self.sessions.full_away(limit)
             || conns.iter().any(|&conn| {
                 let peer = self.membership.get(conn).and_then(|l| l.peer_id());
-                peer.is_some_and(|p| self.sessions.full_to(p, max))
+                peer.is_some_and(|p| self.sessions.full_to(p, limit))
             })
     }
 
