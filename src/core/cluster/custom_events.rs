@@ -169,21 +169,21 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
             })
     }
 
-    /// Sends every acknowledgement due (all waiting, with `force`). One owed to a peer
-    /// without a connection is dropped: on its return it replays what it holds, and the
-    /// duplicates are acknowledged then.
-    pub(super) fn send_acks(&mut self, now: Instant, force: bool) {
+    /// Sends every acknowledgement due by its delay. One owed to a peer without a
+    /// connection is dropped: on its return it replays what it holds, and the duplicates
+    /// are acknowledged then.
+    pub(super) fn send_acks(&mut self, now: Instant) {
         for peer in self.sessions.acks_waiting() {
             match self.membership.member_link(peer) {
-                Some(conn) => self.ack_if_due(now, conn, peer, force),
+                Some(conn) => self.ack_if_due(now, conn, peer),
                 None => drop(self.sessions.ack_due(now, peer, true)),
             }
         }
     }
 
     /// Acknowledges what `peer` sent on `conn`, if an acknowledgement is due.
-    pub(super) fn ack_if_due(&mut self, now: Instant, conn: ConnId, peer: NodeId, force: bool) {
-        if let Some((stream, seq)) = self.sessions.ack_due(now, peer, force) {
+    pub(super) fn ack_if_due(&mut self, now: Instant, conn: ConnId, peer: NodeId) {
+        if let Some((stream, seq)) = self.sessions.ack_due(now, peer, false) {
             self.send(now, conn, &Message::Ack { stream, seq });
         }
     }
@@ -249,7 +249,7 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
 
 /// A new stream's id: random, so that a peer tells a stream restarted after our removal of
 /// it from the one it knew; never 0, the stream of a peer that announced none.
-fn stream_id(rng: &mut impl RngCore) -> u64 {
+pub(super) fn stream_id(rng: &mut impl RngCore) -> u64 {
     rng.next_u64().max(1)
 }
 

@@ -161,7 +161,9 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
                 let deadline = now + self.config.suspect_timeout;
                 // What is sent to it meanwhile is kept for its return.
                 let rng = &mut self.rng;
-                let out = self.sessions.outbound(peer.id, || rng.next_u64().max(1));
+                let out = self
+                    .sessions
+                    .outbound(peer.id, || super::custom_events::stream_id(rng));
                 out.away = Some(joined);
                 // Its second connection, if one is being admitted, took the index: it is
                 // the reconnection, judged like any other; no redial beside it.

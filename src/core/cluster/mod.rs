@@ -251,7 +251,7 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
             }
         }
         self.heartbeats(now);
-        self.send_acks(now, false);
+        self.send_acks(now);
         for id in self.membership.overdue_suspects(now) {
             self.give_up_suspect(now, id, Reason::Timeout);
         }

@@ -206,7 +206,7 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
                     Received::Duplicate => {
                         // Replayed on a new connection: delivered already.
                         self.stats.duplicates_dropped += 1;
-                        self.ack_if_due(now, conn, from, false);
+                        self.ack_if_due(now, conn, from);
                         return Ok(());
                     }
                     Received::New => {}
@@ -229,7 +229,7 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
                         });
                     }
                 }
-                self.ack_if_due(now, conn, from, false);
+                self.ack_if_due(now, conn, from);
                 Ok(())
             }
             Message::Stream { id } => {
