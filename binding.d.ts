@@ -136,6 +136,7 @@ export interface NativeOptions {
   masterQuorum: number
   maxMessageSize: number
   maxReceiveBuffer: number
+  maxUnackedBytes: number
 }
 
 /** Why `send()` failed, for `lib/errors.js` to turn into an Error with this `code`. */
@@ -164,4 +165,7 @@ export interface NativeStats {
   dialsSkipped: number
   identityMismatches: number
   versionMismatches: number
+  messagesResent: number
+  duplicatesDropped: number
+  messagesUndelivered: number
 }

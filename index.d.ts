@@ -87,6 +87,14 @@ declare namespace espial {
      * @default 4194304
      */
     max_receive_buffer?: number;
+    /**
+     * Bytes of custom events sent to one node and not yet acknowledged by it (kept to be
+     * sent again if the connection breaks), above which `send()` waits until it
+     * acknowledges them. 65536 (64 KiB) to 1073741824 (1 GiB). See the README's Limits.
+     * (Not in the original.)
+     * @default 4194304
+     */
+    max_unacked_bytes?: number;
   }
 
   /** The `network` options. */
@@ -307,6 +315,12 @@ declare namespace espial {
      * `DEBUG=espial` naming both versions.
      */
     version_mismatches: number;
+    /** Custom events sent again on a member's new connection (its old one broke before it acknowledged them). */
+    messages_resent: number;
+    /** Custom events received again after a reconnection and dropped: delivered once already. */
+    duplicates_dropped: number;
+    /** Custom events reported in `undelivered`. */
+    messages_undelivered: number;
   }
 
   /**
@@ -322,9 +336,21 @@ declare namespace espial {
   type CustomEventListener = (data: any, from: EspialNode) => void;
 
   /** espial's own events and the arguments their listeners get. */
+  /** A custom event in `undelivered`: its name and its data, as given to `send()`. */
+  interface UndeliveredEvent {
+    event: string;
+    data: unknown;
+  }
+
   interface EspialEvents {
     /** This node has started. */
     listening: [];
+    /**
+     * `node` was removed (its `removed_node` comes first) while custom events sent to it
+     * were not yet acknowledged by it: each may or may not have reached it, and none is
+     * sent again. In the order sent. See the README's "Delivery".
+     */
+    undelivered: [node: EspialNode, events: UndeliveredEvent[]];
     /** Another node joined the cluster. */
     added_node: [node: EspialNode];
     /** Another node changed its metadata; `node` is its new object. */
@@ -455,6 +481,8 @@ declare namespace espial {
     on(event: 'updated_node', listener: (node: EspialNode) => void): this;
     /** Another node left the cluster, crashed, or stopped answering heartbeats. */
     on(event: 'removed_node', listener: (node: EspialNode) => void): this;
+    /** Custom events sent to a removed node that it never acknowledged (see `EspialEvents`). */
+    on(event: 'undelivered', listener: (node: EspialNode, events: UndeliveredEvent[]) => void): this;
     /** Something failed, e.g. the node could not start. */
     on(event: 'error', listener: (err: EspialError) => void): this;
     /**
@@ -484,6 +512,8 @@ declare namespace espial {
     once(event: 'updated_node', listener: (node: EspialNode) => void): this;
     /** Another node left the cluster, crashed, or stopped answering heartbeats. */
     once(event: 'removed_node', listener: (node: EspialNode) => void): this;
+    /** Custom events sent to a removed node that it never acknowledged (see `EspialEvents`). */
+    once(event: 'undelivered', listener: (node: EspialNode, events: UndeliveredEvent[]) => void): this;
     /** Something failed, e.g. the node could not start. */
     once(event: 'error', listener: (err: EspialError) => void): this;
     /** `node` became master (it may be this node). */

@@ -117,6 +117,15 @@ class Espial extends EventEmitter {
       case 'messages':
         forEachDelivery(event.messages, this.#deliver);
         break;
+      case 'undelivered': {
+        // Our own sends, as they were given: each decodes as it was encoded.
+        const events = [];
+        forEachDelivery(event.messages, (name, _to, payload, start, end, binary) => {
+          events.push({ event: name, data: decodePayload(payload, start, end, binary) });
+        });
+        this.emit('undelivered', toPublicNode(event.node), events);
+        break;
+      }
       case 'node_accepted':
         this.emit('node_accepted', toPublicNode(event.node));
         break;
@@ -213,6 +222,9 @@ class Espial extends EventEmitter {
       dials_skipped: s.dialsSkipped,
       identity_mismatches: s.identityMismatches,
       version_mismatches: s.versionMismatches,
+      messages_resent: s.messagesResent,
+      duplicates_dropped: s.duplicatesDropped,
+      messages_undelivered: s.messagesUndelivered,
     };
   }
 

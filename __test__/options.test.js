@@ -130,6 +130,16 @@ test('master_quorum is a whole number from 0 (off, the default) up', () => {
   });
 });
 
+test('max_unacked_bytes is a whole number of bytes from 64 KiB to 1 GiB, 4 MiB by default', () => {
+  rejects({ max_unacked_bytes: 0 }, 'max_unacked_bytes', 'ERR_INVALID_ARG_VALUE');
+  rejects({ max_unacked_bytes: 65535 }, 'max_unacked_bytes', 'ERR_INVALID_ARG_VALUE');
+  rejects({ max_unacked_bytes: 2 ** 30 + 1 }, 'max_unacked_bytes', 'ERR_INVALID_ARG_VALUE');
+  rejects({ max_unacked_bytes: '4mb' }, 'max_unacked_bytes', 'ERR_INVALID_ARG_TYPE');
+  assert.equal(normalizeOptions({}).maxUnackedBytes, 4 * 1024 * 1024);
+  assert.equal(normalizeOptions({ max_unacked_bytes: 65536 }).maxUnackedBytes, 65536);
+  assert.equal(normalizeOptions({ max_unacked_bytes: 2 ** 30 }).maxUnackedBytes, 2 ** 30);
+});
+
 test('max_receive_buffer is a whole number of bytes from 64 KiB to 1 GiB, 4 MiB by default', () => {
   rejects({ max_receive_buffer: 0 }, 'max_receive_buffer', 'ERR_INVALID_ARG_VALUE');
   rejects({ max_receive_buffer: 65535 }, 'max_receive_buffer', 'ERR_INVALID_ARG_VALUE');
@@ -251,6 +261,7 @@ test('defaults are the original ones plus ours', () => {
     connectionFilterTimeout: 5000,
     maxMessageSize: 16 * 1024 * 1024,
     maxReceiveBuffer: 4 * 1024 * 1024,
+    maxUnackedBytes: 4 * 1024 * 1024,
   };
   assert.deepEqual(normalizeOptions(), expected);
   assert.deepEqual(normalizeOptions(null), expected);
@@ -299,6 +310,7 @@ test('valid options pass through', () => {
     connection_filter_timeout: 300,
     max_message_size: 1024,
     max_receive_buffer: 65536,
+    max_unacked_bytes: 65536,
   });
   assert.deepEqual(native, {
     port: 30001,
@@ -322,6 +334,7 @@ test('valid options pass through', () => {
     connectionFilterTimeout: 300,
     maxMessageSize: 1024,
     maxReceiveBuffer: 65536,
+    maxUnackedBytes: 65536,
   });
   // A copy: changing the caller's buffer later must not change a running node's key.
   assert.notEqual(native.clusterKey, key);

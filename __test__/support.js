@@ -370,6 +370,7 @@ const RESERVED_EVENTS = [
   'new_master',
   'promotion',
   'demotion',
+  'undelivered',
   'error',
   'newListener',
   'removeListener',

@@ -22,6 +22,7 @@ const RESERVED_EVENTS = new Set([
   'new_master',
   'promotion',
   'demotion',
+  'undelivered',
   'error',
   'newListener',
   'removeListener',

@@ -24,6 +24,11 @@ const MAX_MESSAGE_SIZE_LIMIT = 256 * 1024 * 1024;
 const DEFAULT_MAX_RECEIVE_BUFFER = 4 * 1024 * 1024;
 const MIN_RECEIVE_BUFFER = 64 * 1024;
 const MAX_RECEIVE_BUFFER_LIMIT = 1024 * 1024 * 1024;
+// max_unacked_bytes: custom event bytes sent to one node and not yet acknowledged, kept for
+// replay on its next connection, above which send() waits (src/core/sessions.rs); 4 MiB.
+const DEFAULT_MAX_UNACKED_BYTES = 4 * 1024 * 1024;
+const MIN_UNACKED_BYTES = 64 * 1024;
+const MAX_UNACKED_BYTES_LIMIT = 1024 * 1024 * 1024;
 // master_quorum counts nodes; any bound is arbitrary, this one fits a u32 on the Rust side.
 const MAX_QUORUM = 2 ** 31 - 1;
 
@@ -40,6 +45,7 @@ const TOP_LEVEL = [
   'connection_filter_timeout',
   'max_message_size',
   'max_receive_buffer',
+  'max_unacked_bytes',
 ];
 const NETWORK = [
   'port',
@@ -391,6 +397,12 @@ function normalizeOptions(options) {
       DEFAULT_MAX_RECEIVE_BUFFER,
       (n, v) => integer(n, v, MIN_RECEIVE_BUFFER, MAX_RECEIVE_BUFFER_LIMIT, 'a whole number of bytes'),
       'max_receive_buffer',
+    ),
+    maxUnackedBytes: given(
+      top.max_unacked_bytes,
+      DEFAULT_MAX_UNACKED_BYTES,
+      (n, v) => integer(n, v, MIN_UNACKED_BYTES, MAX_UNACKED_BYTES_LIMIT, 'a whole number of bytes'),
+      'max_unacked_bytes',
     ),
   };
   // A cluster_key that is present but undefined counts as given: `process.env.X` of an unset

@@ -50,13 +50,14 @@ fn a_bit_flipped_record_closes_the_connection_and_is_not_delivered() {
     let mut target = Target::start(&["evt"]);
     // One bit flipped in each part of the record: the kind byte, the sequence number, the
     // ciphertext and the tag (a fresh authenticated connection each time).
-    let body_len = 1 + 8 + (1 + 1 + 1 + 3 + 9) + 16;
+    let body_len = 1 + 8 + (1 + 8 + 1 + 1 + 3 + 9) + 16;
     for (i, at) in [0usize, 8, 14, body_len - 1].into_iter().enumerate() {
         let mut peer = Peer::join(&mut target);
         let mut frame = peer
             .session
             .seal(
                 &Message::Event {
+                    seq: 1,
                     name: "evt",
                     binary: true,
                     payload: b"forged-00",
@@ -150,6 +151,7 @@ fn garbage_before_and_during_the_handshake_is_refused() {
         .session
         .seal(
             &Message::Event {
+                seq: 2,
                 name: "evt",
                 binary: true,
                 payload: b"cut-short",
@@ -179,6 +181,7 @@ fn records_of_one_connection_are_refused_on_another() {
     // Both sessions have sent 2 records (Introduce, Verdict) plus the confirmation: same seq.
     let lifted = a.session.seal(
         &Message::Event {
+            seq: 1,
             name: "evt",
             binary: true,
             payload: b"lifted",

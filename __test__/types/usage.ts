@@ -64,6 +64,12 @@ a.on('added_node', (node) => {
 });
 a.on('updated_node', (node) => assertType<Equal<typeof node, espial.EspialNode>>());
 a.on('removed_node', (node) => assertType<Equal<typeof node, espial.EspialNode>>());
+a.on('undelivered', (node, events) => {
+  assertType<Equal<typeof node, espial.EspialNode>>();
+  assertType<Equal<typeof events, espial.UndeliveredEvent[]>>();
+  const first: { event: string; data: unknown } | undefined = events[0];
+  void first;
+});
 a.on('node_accepted', (node) => assertType<Equal<typeof node, espial.EspialNode>>());
 a.on('node_rejected', (node) => assertType<Equal<typeof node, espial.EspialCandidate>>());
 a.on('new_master', (node) => assertType<Equal<typeof node, espial.EspialNode>>());

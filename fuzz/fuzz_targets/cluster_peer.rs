@@ -368,6 +368,7 @@ fuzz_target!(|data: &[u8]| {
                 addr(input.u8().unwrap_or(9)),
             )])),
             7 => Some(Message::Event {
+                seq: u64::from(input.u8().unwrap_or(1)),
                 name: "e",
                 binary: input.u8().unwrap_or(0) & 1 == 1,
                 payload: b"{\"x\":1}",

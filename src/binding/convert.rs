@@ -49,6 +49,7 @@ pub struct NativeOptions {
     pub master_quorum: u32,
     pub max_message_size: u32,
     pub max_receive_buffer: u32,
+    pub max_unacked_bytes: u32,
 }
 
 /// A node as JavaScript receives it; `index.js` parses `metadata`.
@@ -148,6 +149,9 @@ pub struct NativeStats {
     pub dials_skipped: i64,
     pub identity_mismatches: i64,
     pub version_mismatches: i64,
+    pub messages_resent: i64,
+    pub duplicates_dropped: i64,
+    pub messages_undelivered: i64,
 }
 
 impl From<Stats> for NativeStats {
@@ -173,6 +177,9 @@ impl From<Stats> for NativeStats {
             dials_skipped: n(s.dials_skipped),
             identity_mismatches: n(s.identity_mismatches),
             version_mismatches: n(s.version_mismatches),
+            messages_resent: n(s.messages_resent),
+            duplicates_dropped: n(s.duplicates_dropped),
+            messages_undelivered: n(s.messages_undelivered),
         }
     }
 }
@@ -242,6 +249,17 @@ impl From<Notification> for NativeEvent {
                 Event::NewMaster(n) => event("new_master", n.as_ref()),
                 Event::Promotion { previous } => event("promotion", previous.as_ref()),
                 Event::Demotion { new } => event("demotion", new.as_ref()),
+                // The events as a packed run, each "from" the node they were for.
+                Event::Undelivered { node, events } => {
+                    let mut run = Deliveries::default();
+                    for e in events.clone() {
+                        run.push(node.id, e.name, e.binary, e.payload);
+                    }
+                    NativeEvent {
+                        messages: Some(run.finish()),
+                        ..event("undelivered", Some(node))
+                    }
+                }
                 // Messages are packed by `pack`; failed connections are never delivered.
                 Event::ConnectionFailed { .. }
                 | Event::BeaconKeyMismatch { .. }
@@ -327,6 +345,10 @@ pub fn node_config(mut o: NativeOptions) -> Result<NodeConfig> {
         return Err(invalid("max_message_size", "a positive number of bytes"));
     }
     core.set_max_message(o.max_message_size as usize);
+    if o.max_unacked_bytes == 0 {
+        return Err(invalid("max_unacked_bytes", "a positive number of bytes"));
+    }
+    core.max_unacked = o.max_unacked_bytes as usize;
     if o.max_receive_buffer == 0 {
         return Err(invalid("max_receive_buffer", "a positive number of bytes"));
     }

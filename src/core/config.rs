@@ -42,6 +42,9 @@ pub struct Config {
     pub max_frame: usize,
     /// Largest custom event payload, in bytes (`max_message_size`).
     pub max_message: usize,
+    /// Bytes of custom events sent to one peer and not yet acknowledged by it above which
+    /// senders wait (`max_unacked_bytes`; see `sessions`).
+    pub max_unacked: usize,
     /// Largest metadata JSON text, in bytes.
     pub max_metadata: usize,
     /// Most connections still in their handshake at once; more are refused, so half-open
@@ -107,6 +110,7 @@ impl Config {
             beacon_min_gap: Duration::from_millis(50),
             max_frame: DEFAULT_MAX_MESSAGE + FRAME_HEADROOM,
             max_message: DEFAULT_MAX_MESSAGE,
+            max_unacked: super::sessions::DEFAULT_MAX_UNACKED,
             max_metadata: DEFAULT_MAX_METADATA,
             max_pending_handshakes: 256,
             max_pending_per_ip: 32,

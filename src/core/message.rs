@@ -31,6 +31,8 @@ mod tag {
     pub const UNSUBSCRIBE: u8 = 10;
     pub const SUBSCRIPTIONS: u8 = 11;
     pub const PROFILE: u8 = 12;
+    pub const STREAM: u8 = 13;
+    pub const ACK: u8 = 14;
 }
 
 /// A message between two connected nodes.
@@ -64,8 +66,10 @@ pub enum Message<'a> {
     Update { metadata: String },
     /// Master election.
     Election(ElectionMsg),
-    /// A custom event; the payload is opaque (JSON text or bytes, as `binary` says).
+    /// A custom event, number `seq` of the sender's stream to the receiver; the payload is
+    /// opaque (JSON text or bytes, as `binary` says).
     Event {
+        seq: u64,
         name: &'a str,
         binary: bool,
         payload: &'a [u8],
@@ -76,17 +80,33 @@ pub enum Message<'a> {
     Unsubscribe(String),
     /// Every custom event the sender has joined (sent once to each new member).
     Subscriptions(Vec<String>),
+    /// The sender's events from now on belong to its stream `id` (see `sessions`).
+    Stream { id: u64 },
+    /// The sender received every event of the receiver's stream `stream` up to `seq`.
+    Ack { stream: u64, seq: u64 },
 }
 
 /// Encodes a custom event.
-fn encode_event(name: &str, binary: bool, payload: &[u8]) -> Vec<u8> {
-    [&event_head(name, binary)[..], name.as_bytes(), payload].concat()
+fn encode_event(seq: u64, name: &str, binary: bool, payload: &[u8]) -> Vec<u8> {
+    let body = event_body(name, binary, payload);
+    [&event_tag(seq)[..], &body].concat()
 }
 
-/// What precedes the name in an encoded [`Message::Event`]; the name (at most
-/// [`MAX_EVENT_NAME`] bytes, checked by the caller) and the payload follow.
-pub fn event_head(name: &str, binary: bool) -> [u8; 3] {
-    [tag::EVENT, u8::from(binary), name.len() as u8]
+/// What precedes an event's body in an encoded [`Message::Event`]: its tag and number.
+pub fn event_tag(seq: u64) -> [u8; 9] {
+    let mut head = [tag::EVENT; 9];
+    head[1..].copy_from_slice(&seq.to_be_bytes());
+    head
+}
+
+/// An encoded [`Message::Event`] after its number: the flag, the name (at most
+/// [`MAX_EVENT_NAME`] bytes, checked by the caller) and the payload.
+pub fn event_body(name: &str, binary: bool, payload: &[u8]) -> Vec<u8> {
+    let mut body = Vec::with_capacity(2 + name.len() + payload.len());
+    body.extend_from_slice(&[u8::from(binary), name.len() as u8]);
+    body.extend_from_slice(name.as_bytes());
+    body.extend_from_slice(payload);
+    body
 }
 
 fn put_name(out: &mut Vec<u8>, name: &str) {
@@ -168,10 +188,22 @@ impl<'a> Message<'a> {
                 out
             }
             Message::Event {
+                seq,
                 name,
                 binary,
                 payload,
-            } => encode_event(name, *binary, payload),
+            } => encode_event(*seq, name, *binary, payload),
+            Message::Stream { id } => {
+                let mut out = vec![tag::STREAM];
+                out.extend_from_slice(&id.to_be_bytes());
+                out
+            }
+            Message::Ack { stream, seq } => {
+                let mut out = vec![tag::ACK];
+                out.extend_from_slice(&stream.to_be_bytes());
+                out.extend_from_slice(&seq.to_be_bytes());
+                out
+            }
             Message::Subscribe(name) => {
                 let mut out = vec![tag::SUBSCRIBE];
                 put_name(&mut out, name);
@@ -275,6 +307,7 @@ impl<'a> Message<'a> {
                 })
             }
             tag::EVENT => {
+                let seq = u64::from_be_bytes(r.array("seq")?);
                 let binary = match r.u8("binary")? {
                     0 => false,
                     1 => true,
@@ -284,11 +317,19 @@ impl<'a> Message<'a> {
                 // The frame bound already limits the payload.
                 let payload = std::mem::take(&mut r.0);
                 Message::Event {
+                    seq,
                     name,
                     binary,
                     payload,
                 }
             }
+            tag::STREAM => Message::Stream {
+                id: u64::from_be_bytes(r.array("stream")?),
+            },
+            tag::ACK => Message::Ack {
+                stream: u64::from_be_bytes(r.array("stream")?),
+                seq: u64::from_be_bytes(r.array("seq")?),
+            },
             tag::SUBSCRIBE => Message::Subscribe(r.name()?.to_owned()),
             tag::UNSUBSCRIBE => Message::Unsubscribe(r.name()?.to_owned()),
             tag::SUBSCRIPTIONS => {
@@ -404,17 +445,23 @@ mod tests {
             }))),
             Message::Election(ElectionMsg::Nominate),
             Message::Event {
+                seq: 1,
                 name: "job",
                 binary: true,
                 payload: &[0, 1, 2, 255],
             },
             Message::Event {
+                seq: u64::MAX,
                 name: &"x".repeat(255),
                 binary: false,
                 payload: b"{}",
             },
             Message::Subscribe("job".into()),
             Message::Unsubscribe("job".into()),
+            Message::Stream {
+                id: 0x0102_0304_0506_0708,
+            },
+            Message::Ack { stream: 9, seq: 10 },
             Message::Subscriptions(vec!["a".into(), "b".into()]),
             Message::Election(ElectionMsg::Resign(Claim {
                 master: NodeId([4; 16]),

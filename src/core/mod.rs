@@ -22,5 +22,6 @@ mod membership;
 pub mod message;
 pub mod node;
 pub mod output;
+pub mod sessions;
 pub mod subscriptions;
 pub mod wire;

@@ -60,6 +60,13 @@ pub enum Event {
         binary: bool,
         payload: Vec<u8>,
     },
+    /// Member `node` was removed (see [`Event::NodeRemoved`], which this follows) with
+    /// custom events sent to it that it never acknowledged: they may or may not have
+    /// reached it, and are not sent again. In the order they were sent.
+    Undelivered {
+        node: NodeInfo,
+        events: Vec<UndeliveredEvent>,
+    },
     /// A connection failed; for logs and counters.
     ConnectionFailed {
         addr: SocketAddr,
@@ -88,6 +95,14 @@ pub enum Event {
         addr: SocketAddr,
         reason: super::beacon::Refused,
     },
+}
+
+/// A custom event in [`Event::Undelivered`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UndeliveredEvent {
+    pub name: String,
+    pub binary: bool,
+    pub payload: Vec<u8>,
 }
 
 /// What [`Event::Explained`] explains.
@@ -146,6 +161,13 @@ pub struct Stats {
     /// Custom event messages sent (one per target) and received.
     pub messages_out: u64,
     pub messages_in: u64,
+    /// Custom events sent again on a member's new connection (not acknowledged on the old),
+    /// and those received again and dropped as duplicates.
+    pub messages_resent: u64,
+    pub duplicates_dropped: u64,
+    /// Custom events reported in `undelivered`: their peer was removed before it
+    /// acknowledged them.
+    pub messages_undelivered: u64,
     /// Bytes written to and read from connections, all protocol traffic included.
     pub bytes_out: u64,
     pub bytes_in: u64,

@@ -173,6 +173,13 @@ pub fn weight(n: &Notification) -> usize {
     PER_NOTIFICATION
         + match e {
             Event::Delivery { name, payload, .. } => name.len() + payload.len(),
+            Event::Undelivered { node: n, events } => {
+                node(n)
+                    + events
+                        .iter()
+                        .map(|e| e.name.len() + e.payload.len())
+                        .sum::<usize>()
+            }
             Event::NodeAdded(n)
             | Event::NodeRemoved(n)
             | Event::NodeUpdated(n)

@@ -336,7 +336,9 @@ impl Node {
         self.write_out();
         conns.sort_unstable();
         conns.dedup();
-        if any_backlogged(&self.conns, &conns) {
+        // Two bounds make a sender wait: the socket's queue, and the peer's events not yet
+        // acknowledged (kept for replay on its next connection).
+        if any_backlogged(&self.conns, &conns) || self.core.sends_blocked(&conns) {
             self.waiting_sends.push(WaitingSend { conns, id, results });
             Sent::Later
         } else {
@@ -373,6 +375,10 @@ impl Node {
     /// the one it sleeps on.
     fn finish_step(&mut self) -> bool {
         self.write_out();
+        // Acknowledgements (or a removal) may have made room for senders waiting on them.
+        if !self.waiting_sends.is_empty() {
+            self.answer_sends();
+        }
         if !self.notes.is_empty() {
             let receipt = self.inbox.deliver(std::mem::take(&mut self.notes_weight));
             self.sink.deliver(std::mem::take(&mut self.notes), receipt);
@@ -485,12 +491,13 @@ impl Node {
     }
 
     /// Answers the sends whose connections are no longer backlogged (or are gone: what was
-    /// queued on a lost connection is lost with it, as with any socket).
+    /// queued on a lost connection is kept in the peer's stream and replayed on its next
+    /// one) and whose peers have acknowledged enough (see `Cluster::sends_resumable`).
     fn answer_sends(&mut self) {
-        let conns = &self.conns;
+        let (conns, core) = (&self.conns, &self.core);
         let (blocked, ready): (Vec<_>, Vec<_>) = std::mem::take(&mut self.waiting_sends)
             .into_iter()
-            .partition(|w| any_backlogged(conns, &w.conns));
+            .partition(|w| any_backlogged(conns, &w.conns) || !core.sends_resumable(&w.conns));
         self.waiting_sends = blocked;
         for w in ready {
             self.answer(w);
@@ -875,6 +882,11 @@ fn log_event(log: &Log, e: &Event) {
         }
         Event::BeaconVersionMismatch { addr, ours, theirs } => log.line(format_args!(
             "ignored a beacon from {addr}: it speaks espial protocol version {theirs}, this node speaks {ours}"
+        )),
+        Event::Undelivered { node, events } => log.line(format_args!(
+            "{} custom events sent to {} were not acknowledged before it was removed: reported in `undelivered`",
+            events.len(),
+            who(node)
         )),
         Event::Delivery { .. } => {}
     }

@@ -6,5 +6,6 @@ mod events;
 mod identity;
 mod membership;
 mod paused;
+mod resend;
 pub mod sim;
 mod sticky;

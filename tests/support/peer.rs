@@ -12,7 +12,7 @@ use espial::core::crypto::{ClusterKey, Handshake, Identity, Role, Session};
 use espial::core::message::Message;
 use espial::core::node::NodeId;
 use espial::core::wire;
-use rand_core::OsRng;
+use rand_core::{OsRng, RngCore};
 
 /// How long any one wait on the node may take.
 pub const WAIT: Duration = Duration::from_secs(10);
@@ -35,6 +35,9 @@ pub struct Peer {
     pub profile: Option<String>,
     /// Every message the node sent it, decrypted, in order (the key confirmation aside).
     pub heard: Vec<Vec<u8>>,
+    /// The number of the last custom event it sent on this connection (its stream is
+    /// announced with the first).
+    pub events_sent: u64,
 }
 
 /// How a handshake with the node went wrong, for tests that expect it to.
@@ -115,6 +118,7 @@ impl Peer {
             port,
             profile: None,
             heard: Vec::new(),
+            events_sent: 0,
         }
     }
 
@@ -235,8 +239,17 @@ impl Peer {
     }
 
     /// Sends custom event `name` with `payload`, as JSON text unless `binary`.
+    /// Each connection is a stream of its own, announced before its first event, so that
+    /// a peer reconnecting under an id it held is not taken for a replay.
     pub fn send_event(&mut self, name: &str, binary: bool, payload: &[u8]) -> Vec<u8> {
+        if self.events_sent == 0 {
+            self.send(&Message::Stream {
+                id: OsRng.next_u64() | 1,
+            });
+        }
+        self.events_sent += 1;
         self.send(&Message::Event {
+            seq: self.events_sent,
             name,
             binary,
             payload,

@@ -352,5 +352,6 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
                 self.run_election(now);
             }
         }
+        self.resume_stream(now, conn, id);
     }
 }

@@ -1,14 +1,17 @@
 //! What the application tells the cluster: custom events, the ones it joins, and this
 //! node's metadata.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use rand_core::{CryptoRng, RngCore};
 
-use super::{Cluster, ConnId, Output};
+use super::{Cluster, ConnId, Event, Output};
 use crate::core::error::{ConnectionError, SendError, SubscribeError};
 use crate::core::message::{self, Message};
-use crate::core::node::NodeId;
+use crate::core::node::{NodeId, NodeInfo};
+use crate::core::output::UndeliveredEvent;
+use crate::core::sessions::Unacked;
 use crate::core::subscriptions::{is_valid_name, Subscriptions};
 
 impl<R: RngCore + CryptoRng> Cluster<R> {
@@ -74,13 +77,36 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
             self.send_scratch = conns;
             return Err(e);
         }
-        let head = message::event_head(name, binary);
-        let parts = [&head[..], name.as_bytes(), payload];
+        // Suspects that joined it get it too, kept until they return (or are removed).
+        let away = self.away_targets(name, payload.len(), targets);
+        let away = match away {
+            Ok(away) => away,
+            Err(e) => {
+                self.send_scratch = conns;
+                return Err(e);
+            }
+        };
+        if conns.is_empty() && away.is_empty() {
+            self.send_scratch = conns;
+            return Ok(&self.send_scratch);
+        }
+        let body = Arc::new(message::event_body(name, binary, payload));
+        for peer in away {
+            self.sessions
+                .record(peer, || stream_id(&mut self.rng), &body);
+        }
         let mut sent = 0;
         for i in 0..conns.len() {
             let conn = conns[i];
+            let peer = self.membership[conn]
+                .peer_id()
+                .expect("members are introduced");
+            let seq = self
+                .sessions
+                .record(peer, || stream_id(&mut self.rng), &body);
+            let tag = message::event_tag(seq);
             match self.membership[conn]
-                .seal_parts(&parts)
+                .seal_parts(&[&tag, &body])
                 .expect("members have sessions")
             {
                 Ok(bytes) => {
@@ -89,12 +115,118 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
                     conns[sent] = conn;
                     sent += 1;
                 }
+                // Kept in the peer's stream: its next connection carries it.
                 Err(e) => self.fail(now, conn, e.into()),
             }
         }
         conns.truncate(sent);
         self.send_scratch = conns;
         Ok(&self.send_scratch)
+    }
+
+    /// The suspects (members whose connection dropped) among `targets` (all if `None`) that
+    /// had joined `name`; an error if one of them does not accept `len` bytes.
+    fn away_targets(
+        &mut self,
+        name: &str,
+        len: usize,
+        targets: Option<&[NodeId]>,
+    ) -> Result<Vec<NodeId>, SendError> {
+        let mut away = Vec::new();
+        for (&peer, out) in self.sessions.away() {
+            let (joined, max) = out.away.as_ref().expect("away");
+            let wanted = targets.is_none_or(|t| t.contains(&peer));
+            if !wanted || !joined.contains(name) {
+                continue;
+            }
+            if len > *max {
+                return Err(SendError::TooLarge { len, max: *max });
+            }
+            away.push(peer);
+        }
+        Ok(away)
+    }
+
+    /// True if a sender must wait: the stream to the peer of one of `conns`, or to a peer
+    /// away, holds `max_unacked_bytes` not yet acknowledged. A waiting sender goes on once
+    /// [`Cluster::sends_resumable`].
+    pub fn sends_blocked(&self, conns: &[ConnId]) -> bool {
+        self.unacked_reach(conns, self.config.max_unacked)
+    }
+
+    /// True once a sender that waited may go on: below half of `max_unacked_bytes` on each
+    /// of those streams (as the connection's queue goes on below its low-water mark), so
+    /// that an acknowledgement of a few messages does not release one send at a time.
+    pub fn sends_resumable(&self, conns: &[ConnId]) -> bool {
+        !self.unacked_reach(conns, self.config.max_unacked / 2)
+    }
+
+    fn unacked_reach(&self, conns: &[ConnId], limit: usize) -> bool {
+        self.sessions.full_away(limit)
+            || conns.iter().any(|&conn| {
+                let peer = self.membership.get(conn).and_then(|l| l.peer_id());
+                peer.is_some_and(|p| self.sessions.full_to(p, limit))
+            })
+    }
+
+    /// Sends every acknowledgement due by its delay. One owed to a peer without a
+    /// connection is dropped: on its return it replays what it holds, and the duplicates
+    /// are acknowledged then.
+    pub(super) fn send_acks(&mut self, now: Instant) {
+        for peer in self.sessions.acks_waiting() {
+            match self.membership.member_link(peer) {
+                Some(conn) => self.ack_if_due(now, conn, peer),
+                None => drop(self.sessions.ack_due(now, peer, true)),
+            }
+        }
+    }
+
+    /// Acknowledges what `peer` sent on `conn`, if an acknowledgement is due.
+    pub(super) fn ack_if_due(&mut self, now: Instant, conn: ConnId, peer: NodeId) {
+        if let Some((stream, seq)) = self.sessions.ack_due(now, peer, false) {
+            self.send(now, conn, &Message::Ack { stream, seq });
+        }
+    }
+
+    /// `peer` became a member on `conn` (new, or back on a new connection): announce our
+    /// stream to it, then replay, in order, what it has not acknowledged.
+    pub(super) fn resume_stream(&mut self, now: Instant, conn: ConnId, peer: NodeId) {
+        self.sessions.revive(peer);
+        let out = self.sessions.outbound(peer, || stream_id(&mut self.rng));
+        out.away = None;
+        let stream = out.stream;
+        let replay: Vec<Unacked> = out.unacked.iter().cloned().collect();
+        self.send(now, conn, &Message::Stream { id: stream });
+        for u in replay {
+            let tag = message::event_tag(u.seq);
+            let Some(link) = self.membership.get_mut(conn) else {
+                return;
+            };
+            match link
+                .seal_parts(&[&tag, &u.body])
+                .expect("members have sessions")
+            {
+                Ok(bytes) => {
+                    self.transmit(conn, bytes);
+                    self.stats.messages_resent += 1;
+                }
+                Err(e) => return self.fail(now, conn, e.into()),
+            }
+        }
+    }
+
+    /// `peer` was removed: its stream ends, and what it never acknowledged is reported.
+    pub(super) fn end_stream(&mut self, node: &NodeInfo) {
+        let left = self.sessions.end(node.id);
+        if left.is_empty() {
+            return;
+        }
+        self.stats.messages_undelivered += left.len() as u64;
+        let events = left.iter().map(|u| undelivered(&u.body)).collect();
+        self.push_event(Event::Undelivered {
+            node: node.clone(),
+            events,
+        });
     }
 
     /// Replaces this node's metadata (JSON text) and tells every peer.
@@ -112,5 +244,21 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
                 }
             }
         }
+    }
+}
+
+/// A new stream's id: random, so that a peer tells a stream restarted after our removal of
+/// it from the one it knew; never 0, the stream of a peer that announced none.
+pub(super) fn stream_id(rng: &mut impl RngCore) -> u64 {
+    rng.next_u64().max(1)
+}
+
+/// An event kept in a stream, as the application sent it.
+fn undelivered(body: &[u8]) -> UndeliveredEvent {
+    let name_len = usize::from(body[1]);
+    UndeliveredEvent {
+        name: String::from_utf8_lossy(&body[2..2 + name_len]).into_owned(),
+        binary: body[0] == 1,
+        payload: body[2 + name_len..].to_vec(),
     }
 }

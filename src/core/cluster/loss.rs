@@ -113,7 +113,8 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
             what: Happened::Removed,
             reason,
         });
-        self.push_event(Event::NodeRemoved(info));
+        self.push_event(Event::NodeRemoved(info.clone()));
+        self.end_stream(&info);
         self.release_master(id);
         self.election.member_removed(now, id);
         self.run_election(now);
@@ -145,6 +146,7 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
             return;
         };
         self.outputs.push_back(Output::Close { conn });
+        let joined = (link.subscriptions.clone(), link.peer_max_message);
         let Some(peer) = link.into_member() else {
             return;
         };
@@ -157,6 +159,12 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
                     self.suspect_why.insert(peer.id, Reason::ProtocolViolation);
                 }
                 let deadline = now + self.config.suspect_timeout;
+                // What is sent to it meanwhile is kept for its return.
+                let rng = &mut self.rng;
+                let out = self
+                    .sessions
+                    .outbound(peer.id, || super::custom_events::stream_id(rng));
+                out.away = Some(joined);
                 // Its second connection, if one is being admitted, took the index: it is
                 // the reconnection, judged like any other; no redial beside it.
                 let reconnecting = self.membership.link_of(peer.id).is_some();

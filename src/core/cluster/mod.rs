@@ -60,6 +60,7 @@ use super::membership::Membership;
 use super::message::Message;
 use super::node::{NodeId, NodeInfo};
 use super::output::Reason;
+use super::sessions::Sessions;
 use super::subscriptions::Subscriptions;
 use loss::Loss;
 use master::HeldMaster;
@@ -79,6 +80,8 @@ pub struct Cluster<R> {
     election: Election,
     /// Custom events this node has joined.
     subscriptions: Subscriptions,
+    /// Custom event streams to and from each peer, across its connections.
+    sessions: Sessions,
     /// The last node known to be master, for `promotion`'s previous master.
     last_master: Option<NodeInfo>,
     /// Addresses that turned out to reach this very node (a seed naming us, say).
@@ -124,6 +127,7 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
             identity,
             election: Election::new(me.id, config.election),
             subscriptions: Subscriptions::default(),
+            sessions: Sessions::default(),
             last_master: None,
             me,
             config,
@@ -224,6 +228,7 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
             .chain(self.election.poll_timeout())
             .chain(self.beacons.next())
             .chain(self.held_master_deadline())
+            .chain(self.sessions.next_ack())
             .min()
     }
 
@@ -246,6 +251,7 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
             }
         }
         self.heartbeats(now);
+        self.send_acks(now);
         for id in self.membership.overdue_suspects(now) {
             self.give_up_suspect(now, id, Reason::Timeout);
         }
@@ -411,6 +417,13 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
     pub(crate) fn inject(&mut self, now: Instant, to: NodeId, msg: &Message) {
         let conn = self.membership.member_link(to).expect("`to` is a member");
         self.send(now, conn, msg);
+    }
+
+    /// Our stream to `peer` and how many of its events wait for an acknowledgement.
+    #[cfg(test)]
+    pub(crate) fn stream_to(&mut self, peer: NodeId) -> Option<(u64, usize)> {
+        let out = self.sessions.outbound_of(peer)?;
+        Some((out.stream, out.unacked.len()))
     }
 
     /// The claim this node follows.

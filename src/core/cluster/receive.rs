@@ -11,6 +11,7 @@ use crate::core::error::{ConnectionError, DecodeError, HandshakeError};
 use crate::core::json::{is_json, is_json_object};
 use crate::core::message::Message;
 use crate::core::node::is_valid_host_name;
+use crate::core::sessions::Received;
 use crate::core::wire::{self, FrameDecoder};
 
 impl<R: RngCore + CryptoRng> Cluster<R> {
@@ -194,26 +195,52 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
             }
             Message::Ping => Ok(()),
             Message::Event {
+                seq,
                 name,
                 binary,
                 payload,
             } => {
-                // Sent before our Unsubscribe reached the peer: dropped here, never emitted.
+                let from = from.expect("members are introduced");
+                match self.sessions.received(now, from, seq, payload.len()) {
+                    Received::Gap => return Err(self.refuse("custom event out of sequence")),
+                    Received::Duplicate => {
+                        // Replayed on a new connection: delivered already.
+                        self.stats.duplicates_dropped += 1;
+                        self.ack_if_due(now, conn, from);
+                        return Ok(());
+                    }
+                    Received::New => {}
+                }
+                // Sent before our Unsubscribe reached the peer: dropped here, never emitted
+                // (and acknowledged: it was received).
                 if self.subscriptions.contains(name) {
                     // JavaScript parses a text payload: one that is not JSON is refused
                     // here, and the connection kept (the rest of its stream is sound).
                     if !binary && !is_json(payload) {
                         self.stats.messages_refused += 1;
-                        return Ok(());
+                    } else {
+                        self.stats.messages_in += 1;
+                        // The one copy of a received payload the core makes.
+                        self.push_event(Event::Delivery {
+                            from,
+                            name: name.to_owned(),
+                            binary,
+                            payload: payload.to_vec(),
+                        });
                     }
-                    self.stats.messages_in += 1;
-                    // The one copy of a received payload the core makes.
-                    self.push_event(Event::Delivery {
-                        from: from.expect("members are introduced"),
-                        name: name.to_owned(),
-                        binary,
-                        payload: payload.to_vec(),
-                    });
+                }
+                self.ack_if_due(now, conn, from);
+                Ok(())
+            }
+            Message::Stream { id } => {
+                self.sessions
+                    .announced(from.expect("members are introduced"), id);
+                Ok(())
+            }
+            Message::Ack { stream, seq } => {
+                let from = from.expect("members are introduced");
+                if !self.sessions.acked(from, stream, seq) {
+                    return Err(self.refuse("acknowledged a custom event never sent"));
                 }
                 Ok(())
             }
