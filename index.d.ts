@@ -322,6 +322,21 @@ declare namespace espial {
     duplicates_dropped: number;
     /** Custom events reported in `undelivered`. */
     messages_undelivered: number;
+    /** Liveness probe datagrams (UDP) sent: pings, answers, relay requests, relayed probes. */
+    probes_sent: number;
+    /** Authentic liveness probe datagrams received. */
+    probes_received: number;
+    /**
+     * Probe datagrams dropped: malformed, from a sender that is no member or an address no
+     * member has, failing authentication, replayed, or a relay nobody asked for.
+     */
+    probes_rejected: number;
+    /** Probes this node passed on between two other members (indirect probing). */
+    probes_relayed: number;
+    /** Relay requests sent: a member silent for two heartbeats probed through others. */
+    indirect_probes: number;
+    /** Times this node's own process was found to have been paused (a timer fired far too late). */
+    pauses_noticed: number;
   }
 
   /**
