@@ -86,15 +86,16 @@ fn hostile_probes_are_dropped_and_counted_genuine_ones_answered() {
 
     // Now the hostile datagrams; each one must be dropped and counted.
     let base = target.stats();
-    let mut hostile: Vec<Vec<u8>> = Vec::new();
-    hostile.push(ping.clone()); // replayed
-    hostile.push(Vec::new());
-    hostile.push(vec![0u8; 1500]);
-    hostile.push(b"eP".to_vec());
-    hostile.push(ping[..ping.len() - 1].to_vec());
     let mut long = ping.clone();
     long.push(0);
-    hostile.push(long);
+    let mut hostile: Vec<Vec<u8>> = vec![
+        ping.clone(), // replayed
+        Vec::new(),
+        vec![0u8; 1500],
+        b"eP".to_vec(),
+        ping[..ping.len() - 1].to_vec(),
+        long,
+    ];
     for i in 0..ping.len() {
         let mut flipped = keys.seal(probe::PING, me, node, &[0]).unwrap();
         flipped[i] ^= 0x20;

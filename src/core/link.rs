@@ -71,7 +71,7 @@ enum Stage {
         peer: NodeInfo,
         liveness: Liveness,
         /// The pair's UDP probe keys (none on links made without a handshake, in tests).
-        probe: Option<ProbeKeys>,
+        probe: Option<Box<ProbeKeys>>,
     },
     /// The handshake failed after consuming its secret; the link is closed next. It is no
     /// longer "unproven": a suspect's redial that fails so is left to the suspect's own
@@ -506,7 +506,7 @@ impl Link {
         self.peer_max_message = max_message as usize;
         let probe = session
             .take_probe_keys()
-            .map(|(send, recv)| ProbeKeys::new(&send, &recv));
+            .map(|(send, recv)| Box::new(ProbeKeys::new(&send, &recv)));
         self.stage = Stage::Member {
             session,
             peer: peer.clone(),
@@ -556,7 +556,7 @@ impl Link {
     /// The member's probe keys.
     pub fn probe_keys(&mut self) -> Option<&mut ProbeKeys> {
         match &mut self.stage {
-            Stage::Member { probe, .. } => probe.as_mut(),
+            Stage::Member { probe, .. } => probe.as_deref_mut(),
             _ => None,
         }
     }

@@ -213,8 +213,11 @@ pub struct Session {
     sealer: Sealer,
     opener: Opener,
     /// The pair's probe keys (sending, receiving), until the link takes them.
-    probe_keys: Option<(Zeroizing<[u8; 16]>, Zeroizing<[u8; 16]>)>,
+    probe_keys: Option<ProbeKeyPair>,
 }
+
+/// A pair's liveness probe keys: (sending, receiving).
+pub type ProbeKeyPair = (Zeroizing<[u8; 16]>, Zeroizing<[u8; 16]>);
 
 impl Session {
     /// A session sealing under `send` and opening under `recv`, both counters at 0.
@@ -239,7 +242,7 @@ impl Session {
 
     /// Takes the probe keys (sending, receiving): they leave the session once, for the
     /// link's [`crate::core::probe::ProbeKeys`].
-    pub fn take_probe_keys(&mut self) -> Option<(Zeroizing<[u8; 16]>, Zeroizing<[u8; 16]>)> {
+    pub fn take_probe_keys(&mut self) -> Option<ProbeKeyPair> {
         self.probe_keys.take()
     }
 
