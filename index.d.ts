@@ -101,8 +101,8 @@ declare namespace espial {
   /** The `network` options. */
   interface NetworkOptions {
     /**
-     * TCP port of this node (1 to 65535). Manual discovery's subnet scan looks for other
-     * nodes on this same port.
+     * TCP port of this node (1 to 65535); its liveness probes use the UDP port of the same
+     * number. Manual discovery's subnet scan looks for other nodes on this same port.
      * @default 27272
      */
     port?: number;
