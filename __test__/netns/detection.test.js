@@ -3,7 +3,8 @@
 // Failure detection on real hosts, with the default options (heartbeats and UDP probes every
 // 400 ms; a member silent for 2.2 s is removed): a 1.2 s link cut removes nobody and loses
 // none of the sends that resolved; a host whose link goes down for good, or whose process is
-// stopped (SIGSTOP), is removed by the others within 2.5 s. Needs root; fails where
+// stopped (SIGSTOP), is removed by the others within 2.5 s; two hosts that cannot reach
+// each other but reach the others are both kept (indirect probes). Needs root; fails where
 // namespaces cannot be made unless ESPIAL_SKIP_NETNS=1.
 
 const { test } = require('node:test');
@@ -12,9 +13,19 @@ const { performance } = require('node:perf_hooks');
 const { withTestbed } = require('./testbed.js');
 const { hostOptions, uniqueSetup, converge } = require('./helpers.js');
 const { byId, delay } = require('../support.js');
+const { execFileSync } = require('node:child_process');
 
 async function startAll(bed, hosts, setup, extra = {}) {
   return Promise.all(hosts.map((k) => bed.runNode(k, hostOptions(bed, k, { ...setup, ...extra }))));
+}
+
+// A blackhole route on host `from` to host `to`: what `from` sends to `to` goes nowhere (no
+// error, no ICMP, no link changes state), as on a bad link. Returns the undo.
+function dropBetween(bed, from, to) {
+  const route = (verb) =>
+    execFileSync('ip', ['-n', bed.ns(from), 'route', verb, 'blackhole', `${bed.addr(to)}/32`], { stdio: 'pipe', timeout: 10_000 });
+  route('add');
+  return () => route('del');
 }
 
 test('a 1.2 s link cut removes nobody and loses none of the resolved sends', async (t) => {
@@ -113,5 +124,32 @@ test('a host whose process is stopped (SIGSTOP) is removed within 2.5 s, and ret
     await converge(nodes, 'all three after SIGCONT', 15_000);
     // On its return it probed its members before counting their silence: it removed nobody.
     assert.deepEqual(lost.events.seen('removed_node'), [], `${lost.name} removed a live member`);
+  });
+});
+
+test('one bad link between two hosts that both reach the others removes neither', async (t) => {
+  await withTestbed(t, 4, async (bed) => {
+    const setup = uniqueSetup();
+    const nodes = await startAll(bed, [1, 2, 3, 4], setup);
+    await converge(nodes, 'four hosts');
+    const [a, b] = nodes;
+    const mends = [dropBetween(bed, a.host, b.host), dropBetween(bed, b.host, a.host)];
+    const cutAt = performance.now();
+    try {
+      await delay(6000); // well past the 2.2 s of silence that would remove a silent node
+    } finally {
+      for (const mend of mends) mend();
+    }
+    const [sa, sb] = await Promise.all([a.request('stats'), b.request('stats')]);
+    t.diagnostic(`${a.name}: ${sa.indirect_probes} relay requests; ${b.name}: ${sb.indirect_probes}`);
+    const relayed = await Promise.all(nodes.slice(2).map((n) => n.request('stats')));
+    t.diagnostic(`relayed by the others: ${relayed.map((s) => s.probes_relayed).join(', ')}`);
+    assert.ok(sa.indirect_probes > 0 && sb.indirect_probes > 0, 'both probed the other through relays');
+    for (const n of nodes) {
+      const removals = n.events.log.filter((e) => e.event === 'removed_node');
+      const when = removals.map((e) => `${e.arg.host_name} at +${Math.round(e.at - cutAt)} ms`);
+      assert.deepEqual(when, [], `${n.name} removed a node`);
+    }
+    await converge(nodes, 'all four after the bad link mended', 20_000);
   });
 });
