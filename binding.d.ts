@@ -168,4 +168,10 @@ export interface NativeStats {
   messagesResent: number
   duplicatesDropped: number
   messagesUndelivered: number
+  probesSent: number
+  probesReceived: number
+  probesRejected: number
+  probesRelayed: number
+  indirectProbes: number
+  pausesNoticed: number
 }

@@ -56,9 +56,10 @@ declare namespace espial {
      */
     master_quorum?: number;
     /**
-     * Milliseconds between heartbeats; a node silent for 3 heartbeats plus 1 s is removed
-     * (a crashed process is removed sooner, when its connection resets).
-     * @default 5000
+     * Milliseconds between heartbeats (a record on the connection and a UDP liveness probe
+     * to each member); a node silent for 3 heartbeats plus 1 s is removed (2.2 s with the
+     * default; a crashed process is removed sooner, when its connection resets).
+     * @default 400
      */
     send_presence_frequency?: number;
     /**
@@ -100,8 +101,8 @@ declare namespace espial {
   /** The `network` options. */
   interface NetworkOptions {
     /**
-     * TCP port of this node (1 to 65535). Manual discovery's subnet scan looks for other
-     * nodes on this same port.
+     * TCP port of this node (1 to 65535); its liveness probes use the UDP port of the same
+     * number. Manual discovery's subnet scan looks for other nodes on this same port.
      * @default 27272
      */
     port?: number;
@@ -321,6 +322,21 @@ declare namespace espial {
     duplicates_dropped: number;
     /** Custom events reported in `undelivered`. */
     messages_undelivered: number;
+    /** Liveness probe datagrams (UDP) sent: pings, answers, relay requests, relayed probes. */
+    probes_sent: number;
+    /** Authentic liveness probe datagrams received. */
+    probes_received: number;
+    /**
+     * Probe datagrams dropped: malformed, from a sender that is no member or an address no
+     * member has, failing authentication, replayed, or a relay nobody asked for.
+     */
+    probes_rejected: number;
+    /** Probes this node passed on between two other members (indirect probing). */
+    probes_relayed: number;
+    /** Relay requests sent: a member silent for two heartbeats probed through others. */
+    indirect_probes: number;
+    /** Times this node's own process was found to have been paused (a timer fired far too late). */
+    pauses_noticed: number;
   }
 
   /**

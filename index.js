@@ -225,6 +225,12 @@ class Espial extends EventEmitter {
       messages_resent: s.messagesResent,
       duplicates_dropped: s.duplicatesDropped,
       messages_undelivered: s.messagesUndelivered,
+      probes_sent: s.probesSent,
+      probes_received: s.probesReceived,
+      probes_rejected: s.probesRejected,
+      probes_relayed: s.probesRelayed,
+      indirect_probes: s.indirectProbes,
+      pauses_noticed: s.pausesNoticed,
     };
   }
 

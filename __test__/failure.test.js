@@ -32,8 +32,8 @@ test('a crashed process (kill -9) is removed within 2 s, once', async (t) => {
   await withNodes(async (scope) => {
     const cluster = uniqueCluster();
     const [portA, portChild] = randomPorts(2);
-    // Default send_presence_frequency (5000 ms): heartbeats alone would take over 15 s, so
-    // only the crash path (connection reset, redial refused) can be this quick.
+    // Default send_presence_frequency (400 ms): silence alone takes 2.2 s to remove a node,
+    // so only the crash path (connection reset, redial refused) can be this quick.
     const a = scope.node(manualOptions({ port: portA, cluster }), 'a');
     const childOptions = manualOptions({ port: portChild, cluster, peers: [`127.0.0.1:${portA}`] });
     const child = await scope.child(childOptions, 'child');
@@ -97,7 +97,7 @@ test('graceful exit: the other node emits removed_node within 500 ms, once', asy
   await withNodes(async (scope) => {
     const cluster = uniqueCluster();
     const [portA, portB] = randomPorts(2);
-    // Default send_presence_frequency: heartbeat detection could not do this in 500 ms.
+    // Default send_presence_frequency: silence (2.2 s) could not do this in 500 ms.
     const a = scope.node(manualOptions({ port: portA, cluster }), 'a');
     const b = scope.node(manualOptions({ port: portB, cluster, peers: [`127.0.0.1:${portA}`] }), 'b');
     const bId = b.get_node_info().id;

@@ -230,8 +230,9 @@ const STEPS = [
       log(master, 'killed with SIGKILL');
       await state.exited;
       nodes.delete(master);
-      // Heartbeats are every 5 s (the default send_presence_frequency), so this quick
-      // failover comes from the crash itself: the connection resets and a redial is refused.
+      // Silence would take 2.2 s (the default send_presence_frequency, 400 ms), so this
+      // quick failover comes from the crash itself: the connection resets and a redial is
+      // refused.
       await within(FAILOVER_BOUND_MS, 'a new master after kill -9', () =>
         alive().every((other) => !other.peers.has(master)) && agreedMaster(),
       );

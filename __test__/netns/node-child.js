@@ -25,6 +25,7 @@ emit({ espial: 'info', node: node.get_node_info() });
 
 const requests = {
   get_nodes: () => node.get_nodes(),
+  stats: () => node.stats(),
   master: () => ({ master: node.get_master(), is_master: node.is_master(), nodes: node.get_nodes() }),
   set_metadata: ({ metadata }) => {
     node.set_metadata(metadata);

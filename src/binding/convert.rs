@@ -152,6 +152,12 @@ pub struct NativeStats {
     pub messages_resent: i64,
     pub duplicates_dropped: i64,
     pub messages_undelivered: i64,
+    pub probes_sent: i64,
+    pub probes_received: i64,
+    pub probes_rejected: i64,
+    pub probes_relayed: i64,
+    pub indirect_probes: i64,
+    pub pauses_noticed: i64,
 }
 
 impl From<Stats> for NativeStats {
@@ -180,6 +186,12 @@ impl From<Stats> for NativeStats {
             messages_resent: n(s.messages_resent),
             duplicates_dropped: n(s.duplicates_dropped),
             messages_undelivered: n(s.messages_undelivered),
+            probes_sent: n(s.probes_sent),
+            probes_received: n(s.probes_received),
+            probes_rejected: n(s.probes_rejected),
+            probes_relayed: n(s.probes_relayed),
+            indirect_probes: n(s.indirect_probes),
+            pauses_noticed: n(s.pauses_noticed),
         }
     }
 }

@@ -91,8 +91,10 @@ impl Config {
             dial_timeout: Duration::from_secs(3),
             admission_timeout: Duration::from_secs(7),
             suspect_timeout: Duration::from_secs(3),
+            // 3 x 400 ms + 1 s = 2.2 s of silence: a vanished host is removed within
+            // 2.5 s, and an outage under 1.5 s plus one probe interval stays under it.
             detector: DetectorConfig {
-                interval: Duration::from_secs(5),
+                interval: Duration::from_millis(400),
                 misses: 3,
                 grace: Duration::from_secs(1),
             },

@@ -21,6 +21,7 @@ use super::discovery::Target;
 use super::error::{ConnectionError, FrameError, RecordError};
 use super::message::Message;
 use super::node::{Candidate, NodeId, NodeInfo};
+use super::probe::ProbeKeys;
 use super::subscriptions::Subscriptions;
 use super::wire::{admission_frame_limit, FrameDecoder, MAX_HANDSHAKE_FRAME};
 
@@ -69,6 +70,8 @@ enum Stage {
         session: Session,
         peer: NodeInfo,
         liveness: Liveness,
+        /// The pair's UDP probe keys (none on links made without a handshake, in tests).
+        probe: Option<Box<ProbeKeys>>,
     },
     /// The handshake failed after consuming its secret; the link is closed next. It is no
     /// longer "unproven": a suspect's redial that fails so is left to the suspect's own
@@ -479,7 +482,9 @@ impl Link {
             return None;
         }
         let Stage::Admitting {
-            session, candidate, ..
+            mut session,
+            candidate,
+            ..
         } = std::mem::replace(&mut self.stage, Stage::Failed)
         else {
             unreachable!("is_admitted and not a member")
@@ -499,10 +504,14 @@ impl Link {
             master_eligible,
         };
         self.peer_max_message = max_message as usize;
+        let probe = session
+            .take_probe_keys()
+            .map(|(send, recv)| Box::new(ProbeKeys::new(&send, &recv)));
         self.stage = Stage::Member {
             session,
             peer: peer.clone(),
             liveness: Liveness::new(now, detector),
+            probe,
         };
         Some(peer)
     }
@@ -521,6 +530,34 @@ impl Link {
     pub fn excuse_silence(&mut self, now: Instant) {
         if let Stage::Member { liveness, .. } = &mut self.stage {
             liveness.heard(now);
+        }
+    }
+
+    /// An authentic probe from the member arrived.
+    pub fn heard(&mut self, now: Instant) {
+        self.excuse_silence(now);
+    }
+
+    /// Our own process was paused: see [`Liveness::recheck`].
+    pub fn recheck(&mut self, now: Instant, detector: &DetectorConfig) {
+        if let Stage::Member { liveness, .. } = &mut self.stage {
+            liveness.recheck(now, detector);
+        }
+    }
+
+    /// True if the member has been silent long enough to be probed through others.
+    pub fn wants_relays(&self, now: Instant, detector: &DetectorConfig) -> bool {
+        match &self.stage {
+            Stage::Member { liveness, .. } => liveness.wants_relays(now, detector),
+            _ => false,
+        }
+    }
+
+    /// The member's probe keys.
+    pub fn probe_keys(&mut self) -> Option<&mut ProbeKeys> {
+        match &mut self.stage {
+            Stage::Member { probe, .. } => probe.as_deref_mut(),
+            _ => None,
         }
     }
 

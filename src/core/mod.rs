@@ -22,6 +22,7 @@ mod membership;
 pub mod message;
 pub mod node;
 pub mod output;
+pub mod probe;
 pub mod sessions;
 pub mod subscriptions;
 pub mod wire;

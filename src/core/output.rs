@@ -25,6 +25,9 @@ pub enum Output {
     Dial { conn: ConnId, addr: SocketAddr },
     /// Multicast this beacon.
     Beacon(Vec<u8>),
+    /// Send this liveness probe datagram from the probe socket (UDP, the node's TCP port
+    /// number) to `addr`; losing it is fine.
+    Probe { addr: SocketAddr, bytes: Vec<u8> },
     /// Decide whether `node` may join; answer with [`Cluster::admit`]. Every connection
     /// is asked about, before anything of the membership crosses it.
     AskAdmission { conn: ConnId, node: Candidate },
@@ -204,4 +207,18 @@ pub struct Stats {
     /// Peers refused for speaking another protocol version: handshakes (also counted in
     /// `handshakes_failed`) and beacons of this cluster's magic (also in `beacons_ignored`).
     pub version_mismatches: u64,
+    /// Liveness probe datagrams sent (direct pings, answers, relay requests, and what this
+    /// node relayed for others) and authentic ones received.
+    pub probes_sent: u64,
+    pub probes_received: u64,
+    /// Probe datagrams dropped: malformed, from a sender that is no member or an address
+    /// no member has, failing authentication, replayed, or a relay not asked for.
+    pub probes_rejected: u64,
+    /// Probes this node passed on between two other members (relayed pings and answers).
+    pub probes_relayed: u64,
+    /// Relay requests sent: a member silent for two intervals probed through others.
+    pub indirect_probes: u64,
+    /// Times a timer of ours fired so late that our own process must have been paused:
+    /// every member was probed again before any silence counted.
+    pub pauses_noticed: u64,
 }

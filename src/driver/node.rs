@@ -260,6 +260,8 @@ pub struct Node {
     waiting_sends: Vec<WaitingSend>,
     /// The socket beacons are multicast from, and the group.
     beacons: Option<(UdpSocket, SocketAddr)>,
+    /// The liveness probe socket: UDP on the TCP listener's address and port number.
+    probes: Arc<UdpSocket>,
     log: Log,
     /// When a key or cluster mismatch with each peer address was last logged.
     mismatches_logged: Quiet,
@@ -535,6 +537,10 @@ impl Node {
                     let dial = connection::dial(&self.runtime, conn, self.local, addr, events);
                     self.dials.insert(conn, dial);
                 }
+                Output::Probe { addr, bytes } => {
+                    // A full send buffer loses one probe; the next interval sends another.
+                    let _ = self.probes.try_send_to(&bytes, addr);
+                }
                 Output::Beacon(bytes) => {
                     if let Some((socket, group)) = &self.beacons {
                         // A full send buffer only loses one beacon; the next one follows.
@@ -652,6 +658,16 @@ pub async fn run(shared: Arc<Shared>, start: Box<Start>) {
     let mut me = config.me;
     me.port = listener.local_addr().map(|a| a.port()).unwrap_or(me.port);
     let port = me.port;
+    let probes = match UdpSocket::bind(SocketAddr::new(local, port)).await {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            let message = format!(
+                "cannot bind the liveness probe socket (UDP) on {local}:{port}: {e}{}",
+                hint(&e)
+            );
+            return fail(ErrorCode::Bind, message);
+        }
+    };
     let mut core_config = config.core;
     let mut notes = vec![Notification::Listening { port }];
     for seed in &config.seeds {
@@ -702,6 +718,7 @@ pub async fn run(shared: Arc<Shared>, start: Box<Start>) {
             dials: HashMap::new(),
             waiting_sends: Vec::new(),
             beacons: beacons_out,
+            probes: probes.clone(),
             log,
             mismatches_logged: Quiet::default(),
             filter: early.filter,
@@ -730,6 +747,7 @@ pub async fn run(shared: Arc<Shared>, start: Box<Start>) {
         writers: JoinSet::new(),
     };
     let mut buf = vec![0u8; MAX_DATAGRAM];
+    let mut probe_buf = [0u8; MAX_DATAGRAM];
     let mut waiters = Vec::new();
     // Ends when asked to, or (which cannot happen while this task runs) if stopped elsewhere.
     while let Some(deadline) = shared.step(Node::sleep) {
@@ -758,6 +776,11 @@ pub async fn run(shared: Arc<Shared>, start: Box<Start>) {
                     node.core.set_wall_clock(now, unix_ms());
                     node.core.handle_beacon(now, from, &buf[..n]);
                 });
+            }
+            Ok((n, from)) = probes.recv_from(&mut probe_buf) => {
+                // A datagram longer than any probe arrives cut to the buffer, which is
+                // longer than any probe: the core drops it for its length.
+                task.step(|node, _| node.core.handle_probe(now(), from, &probe_buf[..n]));
             }
             _ = sleep_until(deadline.unwrap_or_else(far_future)), if deadline.is_some() => {
                 task.step(|node, _| {

@@ -1,6 +1,7 @@
 //! Tests of the core driven without sockets: an in-memory network of many nodes under
 //! virtual time and seeded randomness.
 
+mod detection;
 mod election;
 mod events;
 mod identity;

@@ -19,9 +19,24 @@ use crate::core::node::{Candidate, NodeId, NodeInfo};
 pub type Host = usize;
 
 enum Delivery {
-    Bytes { to: (Host, ConnId), bytes: Vec<u8> },
-    Closed { to: (Host, ConnId) },
-    Beacon { from: Host, bytes: Vec<u8> },
+    Bytes {
+        to: (Host, ConnId),
+        bytes: Vec<u8>,
+    },
+    Closed {
+        to: (Host, ConnId),
+    },
+    Beacon {
+        from: Host,
+        bytes: Vec<u8>,
+    },
+    /// A UDP probe datagram: lost across a partition or a severed link, and to a paused
+    /// host; not held back while a host stops reading its connections.
+    Probe {
+        from: Host,
+        to: Host,
+        bytes: Vec<u8>,
+    },
 }
 
 /// A connection filter: may `host` admit `node`?
@@ -52,11 +67,15 @@ pub struct Sim {
     paused: BTreeSet<Host>,
     /// One-way bad links `(from, to)`: bytes from `from` to `to` are lost.
     severed: BTreeSet<(Host, Host)>,
+    /// Hosts whose UDP probes, to and from them, are lost (a firewall dropping UDP).
+    no_probes: BTreeSet<Host>,
     /// When the simulation started; the wall clock reads [`SIM_EPOCH_MS`] then.
     epoch: Instant,
     /// How far each host's wall clock is ahead of true time, in ms (absent: 0).
     clock_skew: BTreeMap<Host, i64>,
     rng: ChaCha20Rng,
+    /// Every probe datagram sent, (from, to address, bytes), for hostile tests to replay.
+    pub probes_sent: Vec<(Host, SocketAddr, Vec<u8>)>,
 }
 
 /// The wall clock (ms since the Unix epoch) when a simulation starts.
@@ -87,7 +106,9 @@ impl Sim {
             held: BTreeMap::new(),
             paused: BTreeSet::new(),
             severed: BTreeSet::new(),
+            no_probes: BTreeSet::new(),
             rng: ChaCha20Rng::seed_from_u64(seed),
+            probes_sent: Vec::new(),
         }
     }
 
@@ -304,6 +325,23 @@ impl Sim {
                     None => node.dial_failed(now, conn),
                 }
             }
+            Output::Probe {
+                addr: target,
+                bytes,
+            } => {
+                self.probes_sent.push((host, target, bytes.clone()));
+                let to = self.nodes.keys().copied().find(|&h| addr(h) == target);
+                let blocked = |h| self.no_probes.contains(&h);
+                if let Some(to) = to.filter(|&to| !blocked(host) && !blocked(to)) {
+                    if !self.apart(host, to) && !self.severed.contains(&(host, to)) {
+                        self.queue.push_back(Delivery::Probe {
+                            from: host,
+                            to,
+                            bytes,
+                        });
+                    }
+                }
+            }
             Output::Beacon(bytes) => {
                 if !self.manual.contains(&host) {
                     self.queue.push_back(Delivery::Beacon { from: host, bytes });
@@ -376,6 +414,12 @@ impl Sim {
         self.severed.insert((from, to));
     }
 
+    /// Probes to and from `host` are lost from now on, as behind a firewall dropping UDP:
+    /// only its connections tell whether it lives.
+    pub fn lose_probes(&mut self, host: Host) {
+        self.no_probes.insert(host);
+    }
+
     /// Ends every [`Sim::sever`].
     pub fn mend(&mut self) {
         self.severed.clear();
@@ -385,7 +429,7 @@ impl Sim {
         let now = self.now;
         let to = match &d {
             Delivery::Bytes { to, .. } | Delivery::Closed { to } => Some(to.0),
-            Delivery::Beacon { .. } => None,
+            Delivery::Beacon { .. } | Delivery::Probe { .. } => None,
         };
         if let Some(held) = to.and_then(|h| self.held.get_mut(&h)) {
             held.push_back(d);
@@ -402,6 +446,14 @@ impl Sim {
                     n.connection_closed(now, c);
                 }
             }
+            Delivery::Probe { from, to, bytes } => {
+                if self.paused.contains(&to) {
+                    return;
+                }
+                if let Some(n) = self.nodes.get_mut(&to) {
+                    n.handle_probe(now, addr(from), &bytes);
+                }
+            }
             Delivery::Beacon { from, bytes } => {
                 let src = SocketAddr::new(addr(from).ip(), 50000);
                 let from_side = self.side.get(&from).copied().unwrap_or(0);
@@ -413,6 +465,15 @@ impl Sim {
                     }
                 }
             }
+        }
+    }
+
+    /// Delivers a datagram to `to`'s probe socket as if from `src`, now: what a hostile
+    /// host can send.
+    pub fn send_probe(&mut self, src: SocketAddr, to: Host, bytes: &[u8]) {
+        let now = self.now;
+        if let Some(n) = self.nodes.get_mut(&to) {
+            n.handle_probe(now, src, bytes);
         }
     }
 

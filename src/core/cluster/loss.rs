@@ -81,22 +81,30 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         self.membership.get(conn).is_some_and(|l| l.is_member())
     }
 
-    /// Sends due heartbeats and removes members silent for too long.
+    /// Sends due heartbeats (a record on the connection and a UDP probe, see `probing`)
+    /// and removes members silent for too long.
     pub(super) fn heartbeats(&mut self, now: Instant) {
         let detector = self.config.detector;
         let excused = self.reading_paused;
         let mut dead = Vec::new();
+        let mut due = Vec::new();
         for (conn, link) in self.membership.iter_mut() {
             if excused {
                 link.excuse_silence(now);
             }
             match link.heartbeat(now, &detector) {
                 Heartbeat::Dead => dead.push(conn),
-                Heartbeat::Ping(Ok(bytes)) => {
-                    self.outputs.push_back(Output::Transmit { conn, bytes })
+                Heartbeat::Ping(sealed) => {
+                    if let Ok(bytes) = sealed {
+                        self.outputs.push_back(Output::Transmit { conn, bytes });
+                    }
+                    due.push(conn);
                 }
-                Heartbeat::Ping(Err(_)) | Heartbeat::Quiet => {}
+                Heartbeat::Quiet => {}
             }
+        }
+        for conn in due {
+            self.probe(now, conn);
         }
         for conn in dead {
             self.lose(now, conn, Loss::Dead);

@@ -40,10 +40,11 @@ mod custom_events;
 mod finding;
 mod loss;
 mod master;
+mod probing;
 mod receive;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use rand_core::{CryptoRng, RngCore};
@@ -108,6 +109,11 @@ pub struct Cluster<R> {
     /// Suspects whose connection was closed for a protocol violation: if they do not come
     /// back, that is why they are removed. At most one entry per suspect.
     suspect_why: BTreeMap<NodeId, Reason>,
+    /// Pings this node relayed, (asker, target), until when their answer is passed on
+    /// (see `probing`; at most [`probing::MAX_RELAYS`]).
+    relays: BTreeMap<(NodeId, NodeId), Instant>,
+    /// Addresses members have, rebuilt each tick: probes from others are dropped unread.
+    member_ips: BTreeSet<IpAddr>,
 }
 
 impl<R: RngCore + CryptoRng> Cluster<R> {
@@ -147,6 +153,8 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
             held_master: None,
             violation: false,
             suspect_why: BTreeMap::new(),
+            relays: BTreeMap::new(),
+            member_ips: BTreeSet::new(),
         }
     }
 
@@ -234,6 +242,12 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
 
     /// Handles every timer due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
+        // A timer that fires far later than it was due: our process did not run.
+        let due = self.poll_timeout();
+        if due.is_some_and(|due| now > due + self.config.detector.late_after()) {
+            self.notice_pause(now);
+        }
+        self.tidy_probes(now);
         for (conn, timer) in self.membership.expired(now) {
             if self.membership.get(conn).is_none() {
                 continue;

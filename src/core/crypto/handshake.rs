@@ -53,6 +53,10 @@ pub const MAX_CLUSTER_NAME: usize = 64;
 const TRANSCRIPT_LABEL: &[u8] = b"espial/2 transcript";
 const KEY_I2R_LABEL: &[u8] = b"espial/2 key i2r";
 const KEY_R2I_LABEL: &[u8] = b"espial/2 key r2i";
+/// Liveness probes (UDP, see `core::probe`) have keys of their own, so a probe's counter
+/// nonce can never meet a record's under the same key.
+const PROBE_I2R_LABEL: &[u8] = b"espial/2 probe i2r";
+const PROBE_R2I_LABEL: &[u8] = b"espial/2 probe r2i";
 const FINISHED_LABEL: &[u8] = b"espial/2 finished";
 /// Bytes of a key confirmation's plaintext: label, identity key, proof.
 pub const CONFIRMATION_LEN: usize = FINISHED_LABEL.len() + PUBLIC_KEY_LEN + SIGNATURE_LEN;
@@ -204,11 +208,18 @@ impl Handshake {
         };
         let transcript = transcript_hash(initiator_hello, responder_hello);
         let (k_i2r, k_r2i) = session_keys(&transcript, shared.raw_secret_bytes(), &self.key);
-        let (send, recv) = match self.role {
-            Role::Initiator => (&k_i2r, &k_r2i),
-            Role::Responder => (&k_r2i, &k_i2r),
+        let (p_i2r, p_r2i) = derive_pair(
+            &transcript,
+            shared.raw_secret_bytes(),
+            &self.key,
+            [PROBE_I2R_LABEL, PROBE_R2I_LABEL],
+        );
+        let (send, recv, probe_send, probe_recv) = match self.role {
+            Role::Initiator => (&k_i2r, &k_r2i, p_i2r, p_r2i),
+            Role::Responder => (&k_r2i, &k_i2r, p_r2i, p_i2r),
         };
         let mut session = Session::new(**send, **recv);
+        session.set_probe_keys(probe_send, probe_recv);
         let ours = session
             .seal(&confirmation(self.role, &transcript, identity, claimed))
             .expect("a fresh counter cannot be exhausted");
@@ -294,6 +305,16 @@ type Key = Zeroizing<[u8; 16]>;
 
 /// The two record keys, i2r and r2i; every intermediate secret is zeroized.
 fn session_keys(transcript: &[u8; 32], dh: &[u8], psk: &Option<ClusterKey>) -> (Key, Key) {
+    derive_pair(transcript, dh, psk, [KEY_I2R_LABEL, KEY_R2I_LABEL])
+}
+
+/// Two keys from the handshake's secrets, one per label.
+fn derive_pair(
+    transcript: &[u8; 32],
+    dh: &[u8],
+    psk: &Option<ClusterKey>,
+    labels: [&[u8]; 2],
+) -> (Key, Key) {
     let mut ikm = Zeroizing::new([0u8; 64]);
     ikm[..32].copy_from_slice(dh);
     if let Some(key) = psk {
@@ -302,9 +323,9 @@ fn session_keys(transcript: &[u8; 32], dh: &[u8], psk: &Option<ClusterKey>) -> (
     let hk = Hkdf::<Sha256>::new(Some(transcript), &ikm[..]);
     let mut k_i2r = Zeroizing::new([0u8; 16]);
     let mut k_r2i = Zeroizing::new([0u8; 16]);
-    hk.expand(KEY_I2R_LABEL, &mut k_i2r[..])
+    hk.expand(labels[0], &mut k_i2r[..])
         .expect("16 bytes is a valid HKDF output length");
-    hk.expand(KEY_R2I_LABEL, &mut k_r2i[..])
+    hk.expand(labels[1], &mut k_r2i[..])
         .expect("16 bytes is a valid HKDF output length");
     (k_i2r, k_r2i)
 }

@@ -212,7 +212,12 @@ impl Opener {
 pub struct Session {
     sealer: Sealer,
     opener: Opener,
+    /// The pair's probe keys (sending, receiving), until the link takes them.
+    probe_keys: Option<ProbeKeyPair>,
 }
+
+/// A pair's liveness probe keys: (sending, receiving).
+pub type ProbeKeyPair = (Zeroizing<[u8; 16]>, Zeroizing<[u8; 16]>);
 
 impl Session {
     /// A session sealing under `send` and opening under `recv`, both counters at 0.
@@ -226,7 +231,19 @@ impl Session {
                 dir: DirectionKey::new(recv),
                 expected: 0,
             },
+            probe_keys: None,
         }
+    }
+
+    /// The pair's liveness probe keys, derived by the handshake beside the record keys.
+    pub(super) fn set_probe_keys(&mut self, send: Zeroizing<[u8; 16]>, recv: Zeroizing<[u8; 16]>) {
+        self.probe_keys = Some((send, recv));
+    }
+
+    /// Takes the probe keys (sending, receiving): they leave the session once, for the
+    /// link's [`crate::core::probe::ProbeKeys`].
+    pub fn take_probe_keys(&mut self) -> Option<ProbeKeyPair> {
+        self.probe_keys.take()
     }
 
     /// Seals a plaintext into a complete frame (length prefix included).

@@ -1,0 +1,286 @@
+//! Failure detection that is fast and calm, with the default options: a host that
+//! vanishes is removed everywhere within 2.5 s; an outage under 1.5 s removes nobody; one
+//! bad link between two nodes that both reach the others removes neither (indirect
+//! probes); a node whose own process was paused does not remove its live members on
+//! return; and forged, replayed or garbage probe datagrams change nothing. Each case runs
+//! over [`SEEDS`] seeds; a failure names its seed, and `ESPIAL_SIM_SEED=<seed>` replays it.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::sim::{added, addr, removed, Host, Sim};
+use crate::core::config::Config;
+
+const SEEDS: u64 = 12;
+
+fn over_seeds(case: fn(u64) -> Result<(), String>) {
+    let seeds: Vec<u64> = match std::env::var("ESPIAL_SIM_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        Some(seed) => vec![seed],
+        None => (0..SEEDS).collect(),
+    };
+    let failures: Vec<String> = seeds
+        .into_iter()
+        .filter_map(|seed| case(seed).err().map(|e| format!("seed {seed}: {e}")))
+        .collect();
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+fn check(ok: bool, what: impl FnOnce() -> String) -> Result<(), String> {
+    if ok {
+        Ok(())
+    } else {
+        Err(what())
+    }
+}
+
+/// `n` nodes with the default options, formed.
+fn formed(seed: u64, n: usize) -> (Sim, Vec<Host>) {
+    let mut sim = Sim::new(seed);
+    let hosts: Vec<Host> = (0..n).map(|_| sim.add(Config::lan("sim"))).collect();
+    sim.run_for(Duration::from_secs(3));
+    (sim, hosts)
+}
+
+fn complete(sim: &Sim, hosts: &[Host]) -> Result<(), String> {
+    for &h in hosts {
+        let n = sim.member_ids(h).len();
+        check(n == hosts.len() - 1, || format!("host {h} has {n} members"))?;
+    }
+    Ok(())
+}
+
+fn nobody_removed(sim: &Sim, what: &str) -> Result<(), String> {
+    for (&h, events) in &sim.events {
+        let gone: Vec<_> = events.iter().filter_map(removed).collect();
+        check(gone.is_empty(), || {
+            format!("{what}: host {h} removed {gone:?}")
+        })?;
+    }
+    Ok(())
+}
+
+#[test]
+fn the_defaults_remove_a_silent_member_after_2_2_s_of_silence() {
+    let d = Config::lan("sim").detector;
+    assert_eq!(d.dead_after(), Duration::from_millis(2200));
+}
+
+/// A host that vanishes without a word (its link cut for good) is removed by every other
+/// node within 2.5 s, and not before 1.75 s (2.2 s of silence, the last sign of life at
+/// most one probe interval before the cut).
+#[test]
+fn a_vanished_host_is_removed_everywhere_within_2_5_s() {
+    over_seeds(|seed| {
+        let (mut sim, hosts) = formed(seed, 5);
+        complete(&sim, &hosts)?;
+        // Anywhere in a probe interval.
+        sim.run_for(Duration::from_millis(seed * 37 % 400));
+        let gone = sim.id(4);
+        sim.cut(4);
+        sim.run_for(Duration::from_millis(1750));
+        for &h in &hosts[..4] {
+            let n = sim.count(h, gone, removed);
+            check(n == 0, || format!("host {h} removed it within 1.75 s"))?;
+        }
+        sim.run_for(Duration::from_millis(750));
+        for &h in &hosts[..4] {
+            let n = sim.count(h, gone, removed);
+            check(n == 1, || format!("host {h} removed it {n} times in 2.5 s"))?;
+        }
+        Ok(())
+    });
+}
+
+/// A host paused for good (SIGSTOP, never resumed) is removed within 2.5 s too.
+#[test]
+fn a_host_stopped_for_good_is_removed_everywhere_within_2_5_s() {
+    over_seeds(|seed| {
+        let (mut sim, hosts) = formed(seed, 4);
+        sim.run_for(Duration::from_millis(seed * 53 % 400));
+        let gone = sim.id(3);
+        sim.pause(3);
+        sim.run_for(Duration::from_millis(2500));
+        for &h in &hosts[..3] {
+            let n = sim.count(h, gone, removed);
+            check(n == 1, || format!("host {h} removed it {n} times in 2.5 s"))?;
+        }
+        Ok(())
+    });
+}
+
+/// A host whose link is cut for 1.4 s, at any point of a probe interval, is removed by
+/// nobody and removes nobody.
+#[test]
+fn a_cut_of_1_4_s_removes_nobody() {
+    over_seeds(|seed| {
+        let (mut sim, hosts) = formed(seed, 4);
+        sim.run_for(Duration::from_millis(seed * 31 % 400));
+        sim.cut(1);
+        sim.run_for(Duration::from_millis(1400));
+        sim.heal(1);
+        sim.run_for(Duration::from_secs(5));
+        nobody_removed(&sim, "after a 1.4 s cut")?;
+        complete(&sim, &hosts)
+    });
+}
+
+/// Control for the case above: a cut past the silence bound does remove the host, so the
+/// cut is real.
+#[test]
+fn a_cut_of_2_4_s_removes_the_host() {
+    let (mut sim, _) = formed(3, 4);
+    let cut = sim.id(1);
+    sim.cut(1);
+    sim.run_for(Duration::from_millis(2400));
+    sim.heal(1);
+    assert_eq!(sim.count(0, cut, removed), 1);
+}
+
+/// Hosts 0 and 1 cannot reach each other for 10 s (both directions, TCP and UDP), but
+/// both reach hosts 2 and 3: the probes relayed through those keep each in the other's
+/// view, and nobody is removed; once the link mends the pair's connection comes back.
+#[test]
+fn one_bad_link_removes_nobody() {
+    over_seeds(|seed| {
+        let (mut sim, hosts) = formed(seed, 4);
+        sim.sever(0, 1);
+        sim.sever(1, 0);
+        sim.run_for(Duration::from_secs(10));
+        nobody_removed(&sim, "during the bad link")?;
+        complete(&sim, &hosts)?;
+        let asked = sim.nodes[&0].stats().indirect_probes;
+        check(asked > 0, || "host 0 never probed host 1 indirectly".into())?;
+        let relayed: u64 = [2, 3]
+            .iter()
+            .map(|h| sim.nodes[h].stats().probes_relayed)
+            .sum();
+        check(relayed > 0, || "nobody relayed".into())?;
+        sim.mend();
+        sim.run_for(Duration::from_secs(5));
+        nobody_removed(&sim, "after the link mended")?;
+        complete(&sim, &hosts)
+    });
+}
+
+/// Control: with nobody to relay (two nodes), the same bad link removes the peer; so it is
+/// the relays that keep it above.
+#[test]
+fn one_bad_link_with_nobody_to_relay_removes_the_peer() {
+    let (mut sim, _) = formed(5, 2);
+    let one = sim.id(1);
+    sim.sever(0, 1);
+    sim.sever(1, 0);
+    sim.run_for(Duration::from_secs(3));
+    assert_eq!(sim.count(0, one, removed), 1);
+}
+
+/// Host 0's own process is paused for 5 s (SIGSTOP). The others remove it (it was silent
+/// past the bound); on its return its overdue timers fire first, yet it removes none of its
+/// live members: it probes them again before their silence counts. Then it is back in
+/// every view.
+#[test]
+fn a_paused_node_returning_removes_none_of_its_live_members() {
+    over_seeds(|seed| {
+        let (mut sim, hosts) = formed(seed, 4);
+        let ids: Vec<_> = hosts.iter().map(|&h| sim.id(h)).collect();
+        sim.pause(0);
+        sim.run_for(Duration::from_secs(5));
+        for &h in &hosts[1..] {
+            let n = sim.count(h, ids[0], removed);
+            check(n == 1, || {
+                format!("host {h} removed the paused node {n} times")
+            })?;
+        }
+        sim.resume(0);
+        sim.run_for(Duration::from_secs(3));
+        let noticed = sim.nodes[&0].stats().pauses_noticed;
+        check(noticed == 1, || format!("pauses noticed: {noticed}"))?;
+        for (i, &id) in ids.iter().enumerate().skip(1) {
+            let n = sim.count(0, id, removed);
+            check(n == 0, || format!("the returning node removed host {i}"))?;
+        }
+        for &h in &hosts[1..] {
+            let n = sim.count(h, ids[0], added);
+            check(n >= 2, || format!("host {h} did not add it back"))?;
+        }
+        complete(&sim, &hosts)
+    });
+}
+
+/// A pause of 1.2 s removes nobody, on either side.
+#[test]
+fn a_pause_of_1_2_s_removes_nobody() {
+    over_seeds(|seed| {
+        let (mut sim, hosts) = formed(seed, 3);
+        sim.run_for(Duration::from_millis(seed * 29 % 400));
+        sim.pause(2);
+        sim.run_for(Duration::from_millis(1200));
+        sim.resume(2);
+        sim.run_for(Duration::from_secs(4));
+        nobody_removed(&sim, "after a 1.2 s pause")?;
+        complete(&sim, &hosts)
+    });
+}
+
+/// A vanished host's own probes, replayed from its address (and from another member's),
+/// forged (a bit flipped anywhere), cut short, sent from an address no member has, or
+/// garbage, keep nothing alive and change nothing: it is removed on time, every datagram
+/// is counted as rejected, and no forged answer is relayed.
+#[test]
+fn replayed_forged_and_garbage_probes_change_nothing() {
+    let (mut sim, hosts) = formed(9, 3);
+    let gone = sim.id(2);
+    let theirs: Vec<(SocketAddr, Vec<u8>)> = sim
+        .probes_sent
+        .iter()
+        .filter(|(from, _, _)| *from == 2)
+        .map(|(_, to, bytes)| (*to, bytes.clone()))
+        .collect();
+    assert!(!theirs.is_empty(), "host 2 sent probes");
+    let before: Vec<_> = hosts.iter().map(|h| sim.nodes[h].stats().clone()).collect();
+    sim.cut(2);
+    let stranger = SocketAddr::from(([10, 9, 9, 9], 27272));
+    let mut sent = [0u64; 2];
+    let mut hostile = std::collections::BTreeSet::new();
+    let sent_before = sim.probes_sent.len();
+    for round in 0..22u64 {
+        for (i, (to, bytes)) in theirs.iter().enumerate() {
+            let host = if *to == addr(0) { 0 } else { 1 };
+            // Replayed as it was, and as if relayed by the other live member.
+            sim.send_probe(addr(2), host, bytes);
+            sim.send_probe(addr(1 - host), host, bytes);
+            let mut flipped = bytes.clone();
+            let at = (i + round as usize) % flipped.len();
+            flipped[at] ^= 1 << (round % 8);
+            sim.send_probe(addr(2), host, &flipped);
+            hostile.insert(bytes.clone());
+            hostile.insert(flipped);
+            sim.send_probe(addr(2), host, &bytes[..bytes.len() - 1]);
+            sim.send_probe(stranger, host, bytes);
+            sim.send_probe(addr(2), host, &[round as u8; 61]);
+            sim.send_probe(addr(2), host, &[]);
+            sent[host] += 7;
+        }
+        sim.run_for(Duration::from_millis(100));
+    }
+    for h in [0, 1] {
+        let s = sim.nodes[&h].stats();
+        let rejected = s.probes_rejected - before[h].probes_rejected;
+        assert_eq!(
+            rejected, sent[h],
+            "host {h}: every hostile datagram rejected"
+        );
+        assert_eq!(sim.count(h, gone, removed), 1, "host {h} removed host 2");
+    }
+    assert_eq!(sim.member_ids(0), vec![sim.id(1)]);
+    // The live members did relay meanwhile (each other's probes to the silent host), but
+    // never one of the hostile datagrams.
+    let passed_on = sim.probes_sent[sent_before..]
+        .iter()
+        .filter(|(_, _, bytes)| hostile.contains(bytes))
+        .count();
+    assert_eq!(passed_on, 0, "a hostile datagram was passed on");
+}
