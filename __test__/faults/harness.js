@@ -73,7 +73,7 @@ class Run {
     p.exited = new Promise((resolve) => proc.once('exit', (code, signal) => resolve({ code, signal })));
     proc.stdin.on('error', () => {}); // a write to a process that just died
     proc.stderr.setEncoding('utf8').on('data', (text) => {
-      p.stderr = (p.stderr + text).slice(-10_000);
+      p.stderr = (p.stderr + text).slice(-200_000);
     });
     const replies = new Map();
     let rid = 0;
@@ -226,7 +226,8 @@ class Run {
     const deadline = start + ms;
     let membershipAt;
     let last;
-    while (Date.now() < deadline) {
+    // At least one poll, however short `ms`.
+    do {
       last = await this.views();
       const ids = last.map((v) => v.p.id);
       const sameSet = last.every((v) => v.nodes.slice().sort().join() === ids.filter((id) => id !== v.p.id).sort().join());
@@ -240,7 +241,7 @@ class Run {
         last.filter((v) => v.isMaster).map((v) => v.p.id).join() === master;
       if (sameSet && oneMaster) return { ok: true, membershipAt, masterAt: Date.now() - from, master, last };
       await delay(100);
-    }
+    } while (Date.now() < deadline);
     return { ok: false, membershipAt, last };
   }
 
@@ -302,7 +303,7 @@ class Run {
       figures.masterMs = converged.masterAt;
       if (converged.ok) {
         await delay(cfg.settleMs);
-        const still = await this.converge(Date.now(), 1);
+        const still = await this.converge(Date.now(), 0);
         checks.push({
           name: `still one cluster and master ${cfg.settleMs} ms later`,
           ok: still.ok && still.master === converged.master,
@@ -347,7 +348,7 @@ async function runSeed(seed, cfg) {
   const ok = result.checks.every((c) => c.ok);
   const processes = run.processes.map((p) => `${p.key}=${short(p.id)} ${p.end}${p.endedRel !== undefined ? ` at +${p.endedRel}` : ''}`);
   // Every process's events, for a closer look at a seed (run.js --dump).
-  const events = Object.fromEntries(run.processes.map((p) => [p.key, { id: p.id, end: p.end, events: p.events }]));
+  const events = Object.fromEntries(run.processes.map((p) => [p.key, { id: p.id, end: p.end, events: p.events, stderr: p.stderr }]));
   return { seed, ok, ...result, schedule: run.schedule, describe: describe(run.schedule), notes: run.notes, processes, events };
 }
 

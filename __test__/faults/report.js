@@ -16,6 +16,7 @@ function format(result, cfg) {
   lines.push(`seed ${result.seed}: ${result.ok ? 'PASS' : 'FAIL'} (${result.schedule.hosts} hosts, ${result.schedule.faults.length} faults, ${result.schedule.discovery}${timing}${sent})`);
   for (const c of result.checks) {
     lines.push(`  ${c.ok ? 'ok  ' : 'FAIL'} ${c.name}`);
+    for (const n of (c.notes || []).slice(0, MAX_DETAILS)) lines.push(`         note: ${n}`);
     if (!c.ok) {
       for (const d of c.details.slice(0, MAX_DETAILS)) lines.push(`         ${d}`);
       if (c.details.length > MAX_DETAILS) lines.push(`         … ${c.details.length - MAX_DETAILS} more`);
