@@ -3,7 +3,7 @@
 // How a seed's result is printed: one line per check; for a failing seed, what broke (the
 // check, the nodes, the messages), the processes, the schedule and the command that replays it.
 
-const { envName } = require('./config.js');
+const { DEFAULTS, envName } = require('./config.js');
 
 const MAX_DETAILS = 20;
 
@@ -26,8 +26,9 @@ function format(result, cfg) {
     lines.push(`  processes: ${result.processes.join('; ')}`);
     if (result.notes.length) lines.push(`  steps not played as drawn: ${result.notes.join('; ')}`);
     lines.push(result.describe.replace(/^/gm, '  '));
+    // Whatever differs from the defaults (the CI's shorter fault phase, say) goes in the command.
     const env = Object.entries(cfg)
-      .filter(([key]) => process.env[envName(key)] !== undefined)
+      .filter(([key, v]) => DEFAULTS[key] !== v)
       .map(([key, v]) => `${envName(key)}=${v} `)
       .join('');
     lines.push(`  replay: ${env}npm run test:faults -- --seeds ${result.seed}`);
