@@ -214,7 +214,17 @@ class Run {
 
   /** One view of every live process. */
   async views() {
+    this.assertAlive();
     return Promise.all(this.live().map(async (p) => ({ p, ...(await p.request('view', {}, 3000)) })));
+  }
+
+  /** A process that ended on its own (a crash of the node) fails the run, with its stderr. */
+  assertAlive() {
+    const dead = this.live().filter((p) => !p.running());
+    if (dead.length > 0) {
+      const what = dead.map((p) => `${p.key}(${short(p.id)}) ended on its own (${p.proc.exitCode ?? p.proc.signalCode}); stderr: ${p.stderr.slice(-2000)}`);
+      throw new Error(what.join('\n'));
+    }
   }
 
   /**
@@ -310,6 +320,7 @@ class Run {
           details: still.ok && still.master === converged.master ? [] : this.describeViews(still.last),
         });
       }
+      this.assertAlive();
       await Promise.all(this.live().map((p) => p.request('stop', { ms: cfg.drainMs / 2 }, cfg.drainMs)));
       await this.drain();
       for (const check of [checkEvents(this.processes), checkOrder(this.processes), checkDelivery(this.processes, Math.floor(cfg.settleMs / cfg.sendEveryMs / 4))]) checks.push(check);
