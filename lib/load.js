@@ -9,6 +9,9 @@ const path = require('node:path');
 
 const BINDING = path.join(__dirname, '..', 'binding.js');
 
+/** The oldest glibc the linux gnu addons need: they are linked against it (scripts/toolchain). */
+const GLIBC_FLOOR = '2.17';
+
 /** The platform package binding.js looked for, e.g. `espial-linux-x64-gnu`, from its error. */
 function wantedPackage(err) {
   for (let e = err; e; e = e.cause) {
@@ -47,4 +50,4 @@ function loadBinding() {
   }
 }
 
-module.exports = { loadBinding };
+module.exports = { loadBinding, GLIBC_FLOOR };
