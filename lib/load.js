@@ -10,6 +10,12 @@ const path = require('node:path');
 
 const BINDING = path.join(__dirname, '..', 'binding.js');
 
+/**
+ * The codes of the errors thrown here: Node's own, for an addon that is missing or that the
+ * dynamic loader refused. They are not in lib/errors.js's CODES, which come from the addon.
+ */
+const LOAD_CODES = Object.freeze(['MODULE_NOT_FOUND', 'ERR_DLOPEN_FAILED']);
+
 /** The oldest glibc the linux gnu addons need: they are linked against it (scripts/toolchain). */
 const GLIBC_FLOOR = '2.17';
 
@@ -126,4 +132,4 @@ function loadBinding() {
   }
 }
 
-module.exports = { loadBinding, GLIBC_FLOOR };
+module.exports = { loadBinding, GLIBC_FLOOR, LOAD_CODES };
