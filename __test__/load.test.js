@@ -74,6 +74,16 @@ function needingGlibc299() {
   return patched;
 }
 
+// The built addon with its NEEDED libgcc_s.so.1 renamed to a library no system has.
+function needingMissingLibrary() {
+  const elf = fs.readFileSync(ADDON);
+  const at = elf.indexOf(Buffer.from('\0libgcc_s.so.1\0', 'latin1'));
+  assert.ok(at > 0, 'the built addon needs libgcc_s.so.1');
+  const patched = Buffer.from(elf);
+  patched.write('libgcc_x.so.1', at + 1, 'latin1');
+  return patched;
+}
+
 const probeRefusal = (dir) =>
   `try { require(${JSON.stringify(dir)}) } catch (e) { console.log(JSON.stringify({ message: e.message, code: e.code, pkg: e.package, platform: e.platform, file: e.file, requirement: e.requirement, glibc: e.glibc, cause: Boolean(e.cause) })) }`;
 
@@ -122,5 +132,22 @@ test('a local build the dynamic loader refuses names the file and what it needs;
     const lines = cli.stderr.trim().split('\n');
     assert.equal(lines.length, 1, cli.stderr);
     assert.match(lines[0], /^espial: the native addon from the local build .* cannot be loaded .*it needs GLIBC_2\.99/);
+  });
+});
+
+test('an addon whose library is missing says so, and that the addon is there', { skip: !BUILT && `espial.${PLATFORM}.node is not built` }, () => {
+  withoutAddon((dir) => {
+    const pkgDir = path.join(dir, 'node_modules', `espial-${PLATFORM}`);
+    fs.mkdirSync(pkgDir, { recursive: true });
+    fs.copyFileSync(path.join(ROOT, 'npm', PLATFORM, 'package.json'), path.join(pkgDir, 'package.json'));
+    fs.writeFileSync(path.join(pkgDir, `espial.${PLATFORM}.node`), needingMissingLibrary());
+    const result = run(['-e', probeRefusal(dir)]);
+    assert.equal(result.status, 0, result.stderr);
+    const err = JSON.parse(result.stdout);
+    assert.equal(err.code, 'ERR_DLOPEN_FAILED');
+    assert.equal(err.requirement, undefined);
+    assert.match(err.message, /^espial: the native addon for linux-x64 cannot be loaded on this system .*the dynamic loader says: libgcc_x\.so\.1: cannot open shared object file/);
+    assert.ok(err.message.includes('npm run build'), err.message);
+    assert.doesNotMatch(err.message, /is missing: neither/);
   });
 });

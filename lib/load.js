@@ -70,6 +70,9 @@ function unloadableAddon(err) {
     const message = String(e.message);
     const m = /\((?:required|needed) by ([^()]+\.node)\)/.exec(message) || /^([^:]+\.node): /.exec(message);
     if (m) return { file: m[1], message };
+    // A library the addon needs is not there at all (e.g. libgcc_s.so.1): dlerror names
+    // only that library, not the addon.
+    if (/cannot open shared object file|Error loading shared library/.test(message)) return { file: undefined, message };
   }
   return undefined;
 }
@@ -97,13 +100,13 @@ function requirementOf(message, pkg, platform, glibc) {
 }
 
 function unloadable(err, { file, message }) {
-  const pkg = /node_modules[\\/]+(espial-[a-z0-9-]+)[\\/]/.exec(file)?.[1];
-  const platform = pkg ? pkg.slice('espial-'.length) : /espial\.([a-z0-9-]+)\.node$/.exec(file)?.[1];
+  const pkg = file ? /node_modules[\\/]+(espial-[a-z0-9-]+)[\\/]/.exec(file)?.[1] : wantedPackage(err);
+  const platform = pkg ? pkg.slice('espial-'.length) : /espial\.([a-z0-9-]+)\.node$/.exec(file ?? '')?.[1];
   const glibc = runtimeGlibc();
-  const what = pkg ? `the package "${pkg}"` : `the local build ${file}`;
+  const what = file && !pkg ? `from the local build ${file}` : pkg ? `from the package "${pkg}"` : `for ${process.platform}-${process.arch}`;
   const { requirement, words } = requirementOf(message, pkg, platform, glibc);
   const failed = new Error(
-    `espial: the native addon from ${what} cannot be loaded on this system ` +
+    `espial: the native addon ${what} cannot be loaded on this system ` +
       `(${process.platform}-${process.arch}, ${glibc ? `glibc ${glibc}` : 'no glibc'}, Node.js ${process.version}): ${words}. ` +
       `Use a system that meets it, or ${BUILD_FROM_SOURCE}, which links against glibc ${GLIBC_FLOOR} on linux ` +
       `(\`ESPIAL_HOST_GLIBC=1 npm run build\` against this system's own glibc instead).`,

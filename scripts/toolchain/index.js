@@ -78,6 +78,11 @@ function toolchain(triple) {
     // Unpacked beside its final place and renamed, so that an interrupted or concurrent
     // unpack never leaves a half toolchain where a build would use it.
     fs.mkdirSync(CACHE, { recursive: true });
+    // What an unpack killed midway left (200 MB each); one still running is minutes younger.
+    for (const name of fs.readdirSync(CACHE).filter((n) => n.includes('-partial-'))) {
+      const stale = path.join(CACHE, name);
+      if (Date.now() - fs.statSync(stale).mtimeMs > 10 * 60_000) fs.rmSync(stale, { recursive: true, force: true });
+    }
     const partial = fs.mkdtempSync(path.join(CACHE, `${triple}-partial-`));
     try {
       const tar = spawnSync('tar', ['-xJf', found.archive, '-C', partial], { encoding: 'utf8' });
