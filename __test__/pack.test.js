@@ -1,6 +1,7 @@
 'use strict';
 
-// [slow, ~3 s] The prebuilt install check: scripts/pack/check.js packs the main package and
+// [slow, ~3 s] The prebuilt install check: scripts/pack/check.js checks that the built addon
+// needs no glibc newer than 2.17 (its symbol versions), packs the main package and
 // the linux-x64-gnu package, installs both into an empty directory without cargo or rustc
 // on PATH, and runs a two-node cluster (127.0.0.1) from there. Skipped on other platforms
 // or when the addon is not built.
@@ -31,6 +32,7 @@ test('[slow] the packed tarballs install without a Rust toolchain and form a clu
     return;
   }
   assert.equal(result.code, 0, result.output);
+  assert.match(result.output, /symbol versions within the floor \(GLIBC_2\.17, .*needs at most GLIBC_2\.1\d\b/);
   assert.match(result.output, /two nodes formed a cluster from the installed packages/);
   assert.match(result.output, /addon loaded from node_modules\/espial-linux-x64-gnu/);
   assert.match(result.output, /no cargo or rustc on PATH/);

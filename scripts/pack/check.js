@@ -1,8 +1,12 @@
 #!/usr/bin/env node
 'use strict';
 
-// Prebuilt install check: proves that `npm install espial` works without a Rust toolchain.
+// Prebuilt install check: proves that `npm install espial` works without a Rust toolchain,
+// on the Linux systems the linux-x64-gnu package is for.
 //
+//   0. Read the built addon's dynamic symbol versions (scripts/pack/symbols.js) and fail if it
+//      needs a glibc newer than 2.17, a libgcc_s/libstdc++ newer than GCC 4.8's, or a library
+//      that is not part of such a system: what `npm run build` links against.
 //   1. `npm pack` the main package, and check its tarball ships everything `require("espial")`
 //      needs (index.js, index.d.ts, binding.js, binding.d.ts, lib/, bin/) and nothing it
 //      must not (the .node, src/, tests).
@@ -27,6 +31,7 @@ const crypto = require('node:crypto');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
+const { checkAddon, describeFloor } = require('./symbols.js');
 
 const ROOT = path.resolve(__dirname, '..', '..');
 const PLATFORM = 'linux-x64-gnu';
@@ -161,6 +166,14 @@ function main() {
     const env = cleanEnv(binDir, { HOME: home, npm_config_cache: path.join(tmp, 'npm-cache'), npm_config_update_notifier: 'false' });
     const tarballs = path.join(tmp, 'tarballs');
     fs.mkdirSync(tarballs);
+
+    // 0. What the addon needs of the system it loads on.
+    const symbols = checkAddon(addonPath);
+    if (!symbols.ok) {
+      fail(`${ADDON} needs more than ${describeFloor()} (was it built with \`npm run build\`?):\n  ${symbols.problems.join('\n  ')}`);
+    }
+    const newest = Object.entries(symbols.newest).map(([namespace, version]) => `${namespace}_${version}`).join(', ');
+    log(`symbol versions within the floor (${describeFloor()}): ${ADDON} needs at most ${newest}`);
 
     // 1. The main package.
     const main = packJson(ROOT, tarballs, env);
