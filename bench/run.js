@@ -36,6 +36,9 @@ const JSON_OUT = value('json', null);
 const CPU_PROF = value('cpu-prof', null); // a directory: espial workers run with --cpu-prof
 const PERF = value('perf', null); // a directory: `perf record` of both espial nodes while they send
 const PERF_SYSTEMS = value('perf-systems', 'espial').split(',');
+// What `perf record` samples during the ping-pongs: CPU time by default; e.g.
+// `--perf-event sched:sched_switch` for where each thread blocks, with its stack.
+const PERF_EVENT = value('perf-event', null);
 const NODE_ARGS = value('node-args', '').split(' ').filter(Boolean); // extra node flags for espial workers
 const PHASES = value('phases', 'small,forget,big,ping').split(',');
 // The fire-and-forget phase (send() not awaited, a .catch on each, FORGET_PER_TURN sends per
@@ -103,7 +106,7 @@ class Worker {
     for (let i = 1; i <= HOSTS; i++) hosts.push(network.hostIp(i));
     const spec = { system, ip: this.ip, k, hosts, loopback: network.mode === 'loopback', broadcast: network.broadcast };
     const nodeArgs = [];
-    if (CPU_PROF && system === 'espial') nodeArgs.push('--cpu-prof', `--cpu-prof-dir=${CPU_PROF}`, `--cpu-prof-name=${extra.role ?? `node${k}`}.cpuprofile`);
+    if (CPU_PROF && PERF_SYSTEMS.includes(system)) nodeArgs.push('--cpu-prof', `--cpu-prof-dir=${CPU_PROF}`, `--cpu-prof-name=${extra.role ?? `node${k}`}.cpuprofile`);
     if (system === 'espial') nodeArgs.push(...NODE_ARGS);
     const [cmd, args] = network.wrap(k, [WORKER_NODE, ...nodeArgs, WORKER, JSON.stringify(spec)]);
     this.proc = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe', 'ipc'] });
@@ -473,10 +476,10 @@ function perfRecord([a, b], phase, ms) {
     [a, 'sender'],
     [b, 'receiver'],
   ].map(([w, role]) => {
-    const p = spawn('perf', ['record', '-F', '1999', '-g', '-p', String(w.pid), '-o', path.join(PERF, `${phase}-${role}.perf.data`), '--', 'sleep', String(ms / 1000)], { stdio: 'ignore' });
+    const p = spawn('perf', ['record', '-F', '1999', '-g', '-p', String(w.pid), '-o', path.join(PERF, `${a.system}-${phase}-${role}.perf.data`), '--', 'sleep', String(ms / 1000)], { stdio: 'ignore' });
     return new Promise((resolve) => p.once('exit', resolve));
   });
-  const stat = spawn('perf', ['stat', '--per-thread', '-e', 'context-switches,task-clock', '-p', `${a.pid},${b.pid}`, '-o', path.join(PERF, `${phase}.stat.txt`), '--', 'sleep', String(ms / 1000)], { stdio: 'ignore' });
+  const stat = spawn('perf', ['stat', '--per-thread', '-e', 'context-switches,task-clock', '-p', `${a.pid},${b.pid}`, '-o', path.join(PERF, `${a.system}-${phase}.stat.txt`), '--', 'sleep', String(ms / 1000)], { stdio: 'ignore' });
   runs.push(new Promise((resolve) => stat.once('exit', resolve)));
   return Promise.all(runs);
 }
@@ -486,9 +489,14 @@ function perfRecord([a, b], phase, ms) {
 function perfPing([a, b]) {
   const pids = `${a.pid},${b.pid}`;
   const procs = [
-    spawn('perf', ['stat', '--per-thread', '-e', 'context-switches,task-clock', '-p', pids, '-o', path.join(PERF, 'ping.stat.txt')], { stdio: 'ignore' }),
-    spawn('perf', ['record', '-F', '4999', '-g', '-p', String(a.pid), '-o', path.join(PERF, 'ping-sender.perf.data')], { stdio: 'ignore' }),
-    spawn('perf', ['record', '-F', '4999', '-g', '-p', String(b.pid), '-o', path.join(PERF, 'ping-receiver.perf.data')], { stdio: 'ignore' }),
+    spawn('perf', ['stat', '--per-thread', '-e', 'context-switches,task-clock', '-p', pids, '-o', path.join(PERF, `${a.system}-ping.stat.txt`)], { stdio: 'ignore' }),
+    ...[
+      [a, 'sender'],
+      [b, 'receiver'],
+    ].map(([w, role]) => {
+      const what = PERF_EVENT ? ['-e', PERF_EVENT] : ['-F', '4999'];
+      return spawn('perf', ['record', ...what, '-g', '-p', String(w.pid), '-o', path.join(PERF, `${a.system}-ping-${role}.perf.data`)], { stdio: 'ignore' });
+    }),
   ];
   return {
     async stop() {
