@@ -416,7 +416,9 @@ async function messaging(system) {
       const seconds = (stats.last - sent.t0) / 1000;
       // µs of CPU per message delivered, sender and receiver
       const perMsg = cpu.map((ns) => (stats.count > 0 ? ns / 1000 / stats.count : null));
-      return { sent: sent.sent, got: stats.count, bytes: stats.bytes, seconds, outOfOrder: stats.outOfOrder, perMsg };
+      // How fast send() itself returned (the sender's loop), whatever the delivery.
+      const sendRate = sent.sent / ((sent.t1 - sent.t0) / 1000);
+      return { sent: sent.sent, got: stats.count, bytes: stats.bytes, seconds, outOfOrder: stats.outOfOrder, perMsg, sendRate };
     };
 
     if (PHASES.includes('small')) {
@@ -425,6 +427,7 @@ async function messaging(system) {
       sample.lost = 1 - s.got / s.sent;
       sample.outOfOrder = s.outOfOrder;
       [sample.cpuSend, sample.cpuRecv] = s.perMsg;
+      sample.sendRate = s.sendRate;
       sample.cpuPerMsg = s.got > 0 ? s.perMsg[0] + s.perMsg[1] : null;
     }
 
@@ -434,6 +437,7 @@ async function messaging(system) {
       sample.forgetLost = 1 - s.got / s.sent;
       sample.forgetVsAwaited = sample.msgsPerSec ? sample.msgsPerSec / sample.forgetPerSec : undefined;
       [sample.forgetCpuSend, sample.forgetCpuRecv] = s.perMsg;
+      sample.forgetSendRate = s.sendRate;
       sample.forgetCpuPerMsg = s.got > 0 ? s.perMsg[0] + s.perMsg[1] : null;
     }
 
