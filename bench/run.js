@@ -460,7 +460,15 @@ async function messaging(system) {
     await pings(WARM_PINGS);
     const early = await pings(PINGS);
     await pings(STEADY_PINGS - WARM_PINGS - PINGS);
+    // CPU time and context switches of both processes (every thread) over the steady window.
+    const before = [a, b].map((w) => [cpuNs(w.pid), switches(w.pid)]);
     const steady = await pings(PINGS);
+    const after = [a, b].map((w) => [cpuNs(w.pid), switches(w.pid)]);
+    const done = steady.rtts.length;
+    if (done > 0) {
+      sample.rttCpu = (after[0][0] - before[0][0] + after[1][0] - before[1][0]) / 1000 / done;
+      sample.rttSwitches = (after[0][1] - before[0][1] + after[1][1] - before[1][1]) / done;
+    }
     if (perf) await perf.stop();
     for (const [window, { rtts }] of [['', steady], ['Early', early]]) {
       rtts.sort((x, y) => x - y);
@@ -571,6 +579,21 @@ function cpuNs(pid) {
   for (const tid of fs.readdirSync(`/proc/${pid}/task`)) {
     try {
       total += Number(fs.readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')[0]);
+    } catch {
+      // the thread ended
+    }
+  }
+  return total;
+}
+
+// Context switches of every thread of the process, voluntary and not.
+function switches(pid) {
+  let total = 0;
+  for (const tid of fs.readdirSync(`/proc/${pid}/task`)) {
+    try {
+      const status = fs.readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8');
+      total += Number(/voluntary_ctxt_switches:\s+(\d+)/.exec(status)[1]);
+      total += Number(/nonvoluntary_ctxt_switches:\s+(\d+)/.exec(status)[1]);
     } catch {
       // the thread ended
     }
@@ -780,6 +803,8 @@ async function main() {
         { title: 'p50 (ms)', short: 'p50', key: 'p50', digits: 3, ratio: true },
         { title: 'p99 (ms)', short: 'p99', key: 'p99', digits: 3, ratio: true },
         { title: `p99 after ${WARM_PINGS} (ms)`, short: 'early p99', key: 'p99Early', digits: 3, ratio: true },
+        { title: 'CPU per round trip, both processes (µs)', short: 'CPU', key: 'rttCpu', digits: 1, ratio: true },
+        { title: 'context switches per round trip', short: 'switches', key: 'rttSwitches', digits: 2, ratio: true },
         { title: 'pings lost', key: 'pingLost', digits: 0 },
       ]),
     );
