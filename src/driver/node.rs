@@ -8,8 +8,8 @@
 //! dropping it always finishes the step the same way ([`Node::finish_step`]: carry out the
 //! core's outputs, write the connections written to during the step, wake the node task if
 //! the core's next deadline is now sooner than the one it sleeps on; then, with the lock
-//! let go, deliver the notifications). [`Shared::step`] is the usual way to take it. Three kinds of caller
-//! step the core:
+//! let go, deliver the notifications). [`Shared::step`] is the usual way to take it. Three
+//! kinds of caller step the core:
 //!
 //! - the node task, for connections opened and closed, beacons, filter verdicts and timers;
 //! - a connection's reader, for the bytes it read, with its own buffer (no copy, no hand-off);
