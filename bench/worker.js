@@ -4,7 +4,7 @@
 // namespace of its own, or on a loopback address). Usage:
 //   node bench/worker.js '<JSON spec>'
 // spec: { system, ip, index, hosts: [ip, …] (every host of the run, for unicast), size }
-// system: espial | discover | discover-key | tcp | tcp-gcm | bare
+// system: espial | discover | discover-key | moleculer | libp2p | tcp | tcp-gcm | bare
 //
 // Over IPC it sends { type: 'ready', pid, id }, { type: 'listening', t }, then
 // { type: 'state', t, members, master } whenever its view of the cluster changes and
@@ -317,6 +317,201 @@ function tcpSystem(gcm) {
   };
 }
 
+
+// ---------------------------------------------------------------------------------------
+// Moleculer and js-libp2p find their peers by multicast on every interface they see (their
+// options do not name one for everything): the host they run on must have no interface but
+// lo and, on namespace hosts, the bridge's eth0 with this run's address. Checked before
+// either starts, as run.js checks where node-discover sends.
+
+function onlyBenchInterfaces() {
+  const os = require('node:os');
+  for (const [name, addrs] of Object.entries(os.networkInterfaces())) {
+    for (const a of addrs) {
+      const bridge = !spec.loopback && name === 'eth0' && (a.address === spec.ip || a.address.startsWith('fe80:'));
+      const ok = a.internal || bridge;
+      if (!ok) throw new Error(`refusing to start: interface ${name} (${a.address}) is not this benchmark's`);
+    }
+  }
+}
+
+// The lowest id of the members and itself: neither system elects a master, so the benchmark
+// does what a user of either would, and the formation tables compare membership.
+const lowest = (self, members) => [self, ...members].sort()[0];
+
+const enc = (value) => Buffer.from(JSON.stringify(value));
+
+// Moleculer 0.15 with its TCP transporter: UDP multicast discovery (239.0.0.0, TTL 1) sent
+// only from this host's address, gossip and events over TCP; default timings. A service named
+// after the node takes the benchmark's events; `emit` to that group reaches that node alone.
+function moleculerSystem() {
+  onlyBenchInterfaces();
+  const { ServiceBroker } = require('moleculer');
+  const id = `n${spec.k}-${process.pid}`;
+  const broker = new ServiceBroker({
+    nodeID: id,
+    namespace: 'espial-bench',
+    logger: false,
+    transporter: {
+      type: 'TCP',
+      // useHostname off: every namespace host has the machine's hostname, the address the
+      // discovery datagram came from tells them apart. maxPacketSize up from 1 MiB for the
+      // 1 MiB Buffers (JSON-serialised).
+      options: { udpBindAddress: spec.ip, useHostname: false, maxPacketSize: 8 << 20 },
+    },
+  });
+  let last = '';
+  const report = () => {
+    const members = broker.registry.nodes
+      .list({ onlyAvailable: true, withServices: false })
+      .map((n) => n.id)
+      .filter((n) => n !== id)
+      .sort();
+    const key = JSON.stringify(members);
+    if (key !== last) {
+      last = key;
+      send({ type: 'state', t: now(), members, master: lowest(id, members) });
+    }
+  };
+  const handlers = { ping: null };
+  broker.createService({
+    name: id,
+    events: {
+      '$node.connected': report,
+      '$node.disconnected': report,
+      '$node.updated': report,
+      bench: (ctx) => onBenchMessage(ctx.params && ctx.params.type === 'Buffer' ? Buffer.from(ctx.params.data) : ctx.params),
+      ping: (ctx) => handlers.ping?.('ping', ctx.params, ctx.nodeID),
+      pong: (ctx) => handlers.ping?.('pong', ctx.params, ctx.nodeID),
+    },
+  });
+  send({ type: 'ready', pid: process.pid, id });
+  broker
+    .start()
+    .then(() => {
+      send({ type: 'listening', t: now() });
+      report();
+    })
+    .catch((err) => send({ type: 'error', message: String(err) }));
+  return {
+    leave: () => broker.stop(),
+    recv() {},
+    onPing(handler) {
+      handlers.ping = handler;
+    },
+    sendTo: (event, data, target) => broker.emit(event, data, { groups: [target] }),
+    flush: (p) => p,
+  };
+}
+
+// js-libp2p 3: TCP on this host's address, Noise, yamux, identify; peers found by mDNS
+// (224.0.0.251:5353 on this host's interfaces, see onlyBenchInterfaces) and dialled when
+// found, as its examples do; events by gossipsub (default options: signed messages, flood
+// publish), ping-pongs over one direct stream each way.
+function libp2pSystem() {
+  onlyBenchInterfaces();
+  const PING = '/espial-bench/ping/1.0.0';
+  const handlers = { ping: null };
+  const streams = new Map(); // peer id -> Promise<stream>, for ping-pongs
+  let node;
+  let id;
+
+  // Newline-delimited JSON on a stream: { e: event, d: data }.
+  const readLines = (stream, from) => {
+    let buf = '';
+    stream.addEventListener('message', (evt) => {
+      buf += Buffer.from(evt.data.subarray()).toString('utf8');
+      let nl;
+      while ((nl = buf.indexOf('\n')) >= 0) {
+        const msg = JSON.parse(buf.slice(0, nl));
+        buf = buf.slice(nl + 1);
+        handlers.ping?.(msg.e, msg.d, from);
+      }
+    });
+  };
+
+  const ready = (async () => {
+    const { createLibp2p } = await import('libp2p');
+    const { tcp } = await import('@libp2p/tcp');
+    const { noise } = await import('@chainsafe/libp2p-noise');
+    const { yamux } = await import('@libp2p/yamux');
+    const { mdns } = await import('@libp2p/mdns');
+    const { identify } = await import('@libp2p/identify');
+    const { gossipsub } = await import('@libp2p/gossipsub');
+    node = await createLibp2p({
+      addresses: { listen: [`/ip4/${spec.ip}/tcp/0`] },
+      transports: [tcp()],
+      connectionEncrypters: [noise()],
+      streamMuxers: [yamux()],
+      peerDiscovery: [mdns()],
+      services: { identify: identify(), pubsub: gossipsub() },
+      start: false,
+    });
+    id = node.peerId.toString();
+    send({ type: 'ready', pid: process.pid, id });
+    let last = '';
+    const report = () => {
+      const members = node.getPeers().map(String).sort();
+      const key = JSON.stringify(members);
+      if (key !== last) {
+        last = key;
+        send({ type: 'state', t: now(), members, master: lowest(id, members) });
+      }
+    };
+    node.addEventListener('peer:discovery', (evt) => {
+      node.dial(evt.detail.id).catch(() => {});
+    });
+    node.addEventListener('peer:connect', report);
+    node.addEventListener('peer:disconnect', report);
+    node.services.pubsub.addEventListener('message', (evt) => {
+      const { topic, data } = evt.detail;
+      if (topic !== 'bench') return;
+      onBenchMessage(data[0] === 1 ? Buffer.from(data.subarray(1)) : JSON.parse(Buffer.from(data.subarray(1)).toString('utf8')));
+    });
+    await node.handle(PING, (stream, connection) => {
+      const from = connection.remotePeer.toString();
+      streams.set(from, Promise.resolve(stream));
+      readLines(stream, from);
+    });
+    await node.start();
+    send({ type: 'listening', t: now() });
+    report();
+  })().catch((err) => send({ type: 'error', message: String(err && err.stack) }));
+
+  const stream = (target) => {
+    let s = streams.get(target);
+    if (!s) {
+      s = node.dialProtocol(node.getPeers().find((p) => p.toString() === target), PING).then((st) => {
+        readLines(st, target);
+        return st;
+      });
+      streams.set(target, s);
+    }
+    return s;
+  };
+
+  return {
+    leave: () => node.stop(),
+    recv: (event) => ready.then(() => node.services.pubsub.subscribe(event)),
+    onPing(handler) {
+      handlers.ping = handler;
+    },
+    sendTo(event, data, target) {
+      if (event === 'bench') {
+        const bytes = Buffer.isBuffer(data) ? Buffer.concat([Buffer.from([1]), data]) : Buffer.concat([Buffer.from([0]), enc(data)]);
+        // Refused while the receiver's subscription is on its way: counted as lost.
+        return node.services.pubsub.publish('bench', bytes).catch(() => null);
+      }
+      const line = Buffer.from(`${JSON.stringify({ e: event, d: data })}\n`);
+      return stream(target).then((s) => {
+        if (!s.send(line)) return s.onDrain();
+        return null;
+      });
+    },
+    flush: (p) => p,
+  };
+}
+
 // ---------------------------------------------------------------------------------------
 
 function bareSystem() {
@@ -341,6 +536,12 @@ switch (spec.system) {
     break;
   case 'tcp-gcm':
     system = tcpSystem(true);
+    break;
+  case 'moleculer':
+    system = moleculerSystem();
+    break;
+  case 'libp2p':
+    system = libp2pSystem();
     break;
   case 'bare':
     system = bareSystem();
@@ -369,6 +570,27 @@ async function blast({ target, n, ms, bytes, window }) {
     await system.flush(last);
   }
   return { sent, t0, t1: now() };
+}
+
+// The fire-and-forget pattern: `perTurn` sends per turn of the event loop (setImmediate),
+// none awaited, a .catch on each Promise, until `n` are sent.
+function forget({ target, n, perTurn }) {
+  const t0 = now();
+  let sent = 0;
+  let failed = 0;
+  const onError = () => failed++;
+  return new Promise((resolve) => {
+    const turn = () => {
+      const end = Math.min(n, sent + perTurn);
+      for (; sent < end; sent++) {
+        const p = system.sendTo('bench', small(sent), target);
+        if (p) p.catch(onError);
+      }
+      if (sent < n) setImmediate(turn);
+      else resolve({ sent, t0, t1: now(), failed });
+    };
+    turn();
+  });
 }
 
 // Answers pings with pongs, and hands pongs to the ping-pong under way; set up once, on
@@ -444,11 +666,16 @@ const requests = {
     return true;
   },
   blast,
+  forget,
   pingPong,
   // A handful of messages so that the receiver is known to be reachable before timing.
   warmup: async ({ target }) => {
-    const p = system.sendTo('bench', small(0), target);
-    await system.flush(p);
+    // (js-libp2p: refused until the receiver's subscription has reached the sender)
+    try {
+      await system.flush(system.sendTo('bench', small(0), target));
+    } catch {
+      return false;
+    }
     return true;
   },
 };

@@ -105,7 +105,9 @@ function findNpmCli() {
 }
 
 function packJson(cwd, destination, env) {
-  const out = run('npm', ['pack', '--json', '--pack-destination', destination], { cwd, env });
+  // --ignore-scripts: the repository's `prepare` (scripts/bench-node.js, the benchmark's
+  // Node link) is no part of what is packed, and `sh` is not on this PATH.
+  const out = run('npm', ['pack', '--ignore-scripts', '--json', '--pack-destination', destination], { cwd, env });
   const parsed = JSON.parse(out.slice(out.indexOf('[')));
   return parsed[0];
 }

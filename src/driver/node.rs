@@ -6,10 +6,10 @@
 //! The node's stage sits behind one mutex in [`Shared`], and the only way in is
 //! [`Shared::lock`], which hands out a [`Step`]: whoever holds it may step the core, and
 //! dropping it always finishes the step the same way ([`Node::finish_step`]: carry out the
-//! core's outputs, write the connections written to during the step, deliver the
-//! notifications, and wake the node task if the core's next deadline is now sooner than the
-//! one it sleeps on). [`Shared::step`] is the usual way to take it. Three kinds of caller
-//! step the core:
+//! core's outputs, write the connections written to during the step, wake the node task if
+//! the core's next deadline is now sooner than the one it sleeps on; then, with the lock
+//! let go, deliver the notifications). [`Shared::step`] is the usual way to take it. Three
+//! kinds of caller step the core:
 //!
 //! - the node task, for connections opened and closed, beacons, filter verdicts and timers;
 //! - a connection's reader, for the bytes it read, with its own buffer (no copy, no hand-off);
@@ -68,6 +68,10 @@ pub struct Shared {
     stage: Mutex<Stage>,
     /// Wakes the node task when a step elsewhere brought the core's next deadline forward.
     poke: Notify,
+    /// Taken before the stage's lock is let go and held while a step's notifications are
+    /// delivered, so that batches reach the sink in the order their steps ended although
+    /// they are delivered outside the stage's lock.
+    delivering: Mutex<()>,
 }
 
 /// Where a node is in its life.
@@ -173,6 +177,7 @@ impl Shared {
                 start: Box::new(start),
             }),
             poke: Notify::new(),
+            delivering: Mutex::new(()),
         })
     }
 
@@ -180,8 +185,9 @@ impl Shared {
     /// finishes the step taken meanwhile.
     pub fn lock(&self) -> Step<'_> {
         Step {
-            stage: self.stage.lock().unwrap(),
+            stage: Some(self.stage.lock().unwrap()),
             poke: &self.poke,
+            delivering: &self.delivering,
         }
     }
 
@@ -197,20 +203,27 @@ impl Shared {
 /// The node's stage, held locked. While the node runs, whoever holds this may step the
 /// core; dropping it finishes the step (see the module doc).
 pub struct Step<'a> {
-    stage: MutexGuard<'a, Stage>,
+    /// Always `Some` until the step is finished (taken by `drop`, which lets it go before
+    /// delivering).
+    stage: Option<MutexGuard<'a, Stage>>,
     poke: &'a Notify,
+    delivering: &'a Mutex<()>,
 }
 
 impl Deref for Step<'_> {
     type Target = Stage;
     fn deref(&self) -> &Stage {
-        &self.stage
+        self.stage
+            .as_ref()
+            .expect("a step is finished only when dropped")
     }
 }
 
 impl DerefMut for Step<'_> {
     fn deref_mut(&mut self) -> &mut Stage {
-        &mut self.stage
+        self.stage
+            .as_mut()
+            .expect("a step is finished only when dropped")
     }
 }
 
@@ -219,10 +232,25 @@ impl Drop for Step<'_> {
         if std::thread::panicking() {
             return; // a step that panicked is not finished (the lock is poisoned)
         }
-        if let Stage::Running(node) = &mut *self.stage {
-            if node.finish_step() {
-                self.poke.notify_one();
-            }
+        let Some(mut stage) = self.stage.take() else {
+            return;
+        };
+        let Stage::Running(node) = &mut *stage else {
+            return;
+        };
+        let (wake, delivery) = node.finish_step();
+        if wake {
+            self.poke.notify_one();
+        }
+        if let Some((sink, notes, receipt)) = delivery {
+            // Delivered with the stage's lock let go: the binding's delivery wakes the
+            // JavaScript thread, whose listener's first send then takes this lock. Held
+            // meanwhile, it made that thread sleep on it and be woken again (seen in
+            // `perf record -e sched:sched_switch` of the ping-pong benchmark).
+            let order = self.delivering.lock().unwrap_or_else(|e| e.into_inner());
+            drop(stage);
+            sink.deliver(notes, receipt);
+            drop(order);
         }
     }
 }
@@ -270,8 +298,9 @@ pub struct Node {
     /// Where connection tasks (and filter verdicts) report to the node task.
     conn_events: mpsc::UnboundedSender<ConnEvent>,
     /// What the application hears, delivered at the end of each step. Dropped with the
-    /// node when it stops, which is how the binding knows to let go of the event loop.
-    sink: Box<dyn EventSink>,
+    /// node when it stops (and by a step delivering just then, once it has), which is how
+    /// the binding knows to let go of the event loop.
+    sink: Arc<dyn EventSink>,
     notes: Vec<Notification>,
     /// What `notes` weigh against the receive bound.
     notes_weight: usize,
@@ -284,6 +313,9 @@ pub struct Node {
     /// For the connections' readers to step the node.
     shared: Weak<Shared>,
 }
+
+/// A step's notifications, for the sink, with their receipt.
+type Delivery = (Arc<dyn EventSink>, Vec<Notification>, Receipt);
 
 /// A `send()` waiting for backlogged connections to drain.
 struct WaitingSend {
@@ -372,26 +404,27 @@ impl Node {
         self.exiting = true;
     }
 
-    /// Ends every step (see [`Step`]'s `Drop`): carries out and reports what it caused.
-    /// True if the node task must be woken: the core's next deadline is now sooner than
-    /// the one it sleeps on.
-    fn finish_step(&mut self) -> bool {
+    /// Ends every step (see [`Step`]'s `Drop`): carries out what it caused. True if the
+    /// node task must be woken (the core's next deadline is now sooner than the one it
+    /// sleeps on), and what is to be delivered, counted against the receive bound here.
+    fn finish_step(&mut self) -> (bool, Option<Delivery>) {
         self.write_out();
         // Acknowledgements (or a removal) may have made room for senders waiting on them.
         if !self.waiting_sends.is_empty() {
             self.answer_sends();
         }
-        if !self.notes.is_empty() {
+        let delivery = (!self.notes.is_empty()).then(|| {
             let receipt = self.inbox.deliver(std::mem::take(&mut self.notes_weight));
-            self.sink.deliver(std::mem::take(&mut self.notes), receipt);
-        }
-        match self.task {
+            (self.sink.clone(), std::mem::take(&mut self.notes), receipt)
+        });
+        let wake = match self.task {
             TaskState::Awake => false,
             TaskState::Asleep(until) => self
                 .core
                 .poll_timeout()
                 .is_some_and(|next| until.is_none_or(|until| next < until)),
-        }
+        };
+        (wake, delivery)
     }
 
     /// Carries out the core's outputs and writes what they staged.
@@ -724,7 +757,7 @@ pub async fn run(shared: Arc<Shared>, start: Box<Start>) {
             filter: early.filter,
             filter_timeout: config.filter_timeout,
             conn_events,
-            sink,
+            sink: Arc::from(sink),
             notes,
             notes_weight: 0,
             inbox,
