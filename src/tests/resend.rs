@@ -250,7 +250,7 @@ fn a_receiver_that_left_the_event_gets_no_replay_of_it() {
 }
 
 #[test]
-fn senders_wait_while_a_peer_holds_the_bound_unacknowledged() {
+fn senders_wait_at_the_bound_unacknowledged_and_go_on_below_three_quarters_of_it() {
     let mut sim = Sim::new(51);
     let mut small = Config::lan("sim");
     small.max_unacked = 1000;
@@ -260,14 +260,25 @@ fn senders_wait_while_a_peer_holds_the_bound_unacknowledged() {
     join(&mut sim, 1, "job");
     let now = sim.now;
     let node = sim.nodes.get_mut(&0).unwrap();
+    // Each event counts its body (flag, name length, name, payload) and 4 bytes: 209.
     let conns = node
-        .send_event(now, "job", true, &[0; 600], None)
+        .send_event(now, "job", true, &[0; 200], None)
         .unwrap()
         .to_vec();
+    for _ in 0..3 {
+        assert!(!node.sends_blocked(&conns));
+        assert!(node.sends_resumable(&conns));
+        node.send_event(now, "job", true, &[0; 200], None).unwrap();
+    }
+    // 836 bytes: under the bound, but a sender that waited waits on down to 3/4 of it.
     assert!(!node.sends_blocked(&conns));
-    node.send_event(now, "job", true, &[0; 600], None).unwrap();
+    assert!(
+        !node.sends_resumable(&conns),
+        "a sender that waited waits on"
+    );
+    node.send_event(now, "job", true, &[0; 200], None).unwrap();
     assert!(node.sends_blocked(&conns), "over the bound: wait");
-    assert!(!node.sends_resumable(&conns), "and until under half of it");
+    assert!(!node.sends_resumable(&conns));
     sim.run_for(MS(20));
     let node = sim.nodes.get_mut(&0).unwrap();
     assert!(!node.sends_blocked(&conns), "acknowledged: go on");
