@@ -13,9 +13,9 @@
 //! delivered of it: anything at or below is a replay and dropped; anything past the next
 //! number is a gap, which a sound peer never makes.
 //!
-//! Acknowledgements are cheap: one small record per [`ACK_BYTES`] of events received (each
-//! event weighing its body and [`ACK_EVENT_WEIGHT`]), or [`ACK_DELAY`] after the first one
-//! not yet acknowledged. Keeping an event costs no allocation of its own: the bodies of a
+//! Acknowledgements are cheap: one small record per eighth of the sender's bound of events
+//! received (it says so in its `Stream`; each event weighs its body and
+//! [`ACK_EVENT_WEIGHT`]), or [`ACK_DELAY`] after the first one not yet acknowledged. Keeping an event costs no allocation of its own: the bodies of a
 //! stream lie back to back in one buffer, and acknowledged ones are released in one cut.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -24,10 +24,14 @@ use std::time::{Duration, Instant};
 use super::node::NodeId;
 use super::subscriptions::Subscriptions;
 
-/// Event bytes received from a peer between two acknowledgements, at most: the smallest
-/// `max_unacked_bytes` allowed, so that a sender whose bound is reached has an
-/// acknowledgement on its way without waiting for [`ACK_DELAY`].
+/// Event bytes received from a peer between two acknowledgements, at most, unless its
+/// `Stream` asks for another figure (an eighth of its bound): the smallest bound allowed,
+/// `max_unacked_bytes`, so that a sender at it has an acknowledgement on its way without
+/// waiting for [`ACK_DELAY`].
 pub const ACK_BYTES: usize = 64 * 1024;
+/// The fewest bytes a peer may ask to be acknowledged after, so that one cannot make this
+/// node acknowledge every event it sends.
+pub const MIN_ACK_BYTES: usize = 4 * 1024;
 /// What an event weighs towards [`ACK_BYTES`] besides its body, so that tiny events are
 /// acknowledged at least every 1 024 of them.
 pub const ACK_EVENT_WEIGHT: usize = 64;
@@ -129,12 +133,25 @@ impl Outbound {
 }
 
 /// A peer's stream to us.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Clone)]
 struct Inbound {
     stream: u64,
     delivered: u64,
     /// Weight of the events received (duplicates included) since the last acknowledgement.
     pending: usize,
+    /// The weight after which the peer would have them acknowledged (its `Stream` says).
+    ack_bytes: usize,
+}
+
+impl Default for Inbound {
+    fn default() -> Self {
+        Inbound {
+            stream: 0,
+            delivered: 0,
+            pending: 0,
+            ack_bytes: ACK_BYTES,
+        }
+    }
 }
 
 /// What to do with an event received.
@@ -246,12 +263,15 @@ impl Sessions {
         self.retired.retain(|&p| p != peer);
     }
 
-    /// `peer` announced the stream its next events belong to.
-    pub fn announced(&mut self, peer: NodeId, stream: u64) {
+    /// `peer` announced the stream its next events belong to, and how often it would have
+    /// them acknowledged (at most every [`MIN_ACK_BYTES`]).
+    pub fn announced(&mut self, peer: NodeId, stream: u64, ack_bytes: u32) {
         let inb = self.inb.entry(peer).or_default();
+        inb.ack_bytes = (ack_bytes as usize).max(MIN_ACK_BYTES);
         if inb.stream != stream {
             *inb = Inbound {
                 stream,
+                ack_bytes: inb.ack_bytes,
                 ..Inbound::default()
             };
             self.owed.remove(&peer);
@@ -281,7 +301,7 @@ impl Sessions {
             self.owed.insert(peer, now);
         }
         inb.pending += len + ACK_EVENT_WEIGHT;
-        if inb.pending < ACK_BYTES {
+        if inb.pending < inb.ack_bytes {
             return (verdict, None);
         }
         inb.pending = 0;
@@ -381,7 +401,7 @@ mod tests {
         let mut s = Sessions::default();
         let p = NodeId([2; 16]);
         let t = Instant::now();
-        s.announced(p, 5);
+        s.announced(p, 5, 0);
         assert_eq!(s.received(t, p, 1, 1), (Received::New, None));
         assert_eq!(s.received(t, p, 1, 1), (Received::Duplicate, None));
         assert_eq!(s.received(t, p, 3, 1).0, Received::Gap);
@@ -389,9 +409,9 @@ mod tests {
         assert_eq!(s.next_ack(), Some(t + ACK_DELAY));
         assert_eq!(s.ack_due(t + ACK_DELAY, p, false), Some((5, 1)));
         assert_eq!(s.next_ack(), None, "acknowledged");
-        s.announced(p, 5);
+        s.announced(p, 5, 0);
         assert_eq!(s.received(t, p, 2, 1).0, Received::New);
-        s.announced(p, 6);
+        s.announced(p, 6, 0);
         assert_eq!(
             s.next_ack(),
             None,
@@ -401,13 +421,13 @@ mod tests {
     }
 
     #[test]
-    fn an_acknowledgement_goes_at_once_every_ack_bytes_of_events() {
+    fn an_acknowledgement_goes_at_once_every_ack_bytes_the_sender_asked_for() {
         let mut s = Sessions::default();
         let p = NodeId([4; 16]);
         let t = Instant::now();
-        s.announced(p, 9);
+        s.announced(p, 9, 100_000);
         // Tiny events weigh ACK_EVENT_WEIGHT each, so that their count is bounded too.
-        let per_ack = (ACK_BYTES / (10 + ACK_EVENT_WEIGHT)) as u64 + 1;
+        let per_ack = (100_000 / (10 + ACK_EVENT_WEIGHT)) as u64 + 1;
         for seq in 1..per_ack {
             assert_eq!(s.received(t, p, seq, 10), (Received::New, None));
         }
@@ -417,7 +437,15 @@ mod tests {
         );
         assert_eq!(s.next_ack(), None, "nothing owed");
         // A large one is acknowledged on its own.
-        let big = s.received(t, p, per_ack + 1, ACK_BYTES);
+        let big = s.received(t, p, per_ack + 1, 100_000);
         assert_eq!(big, (Received::New, Some((9, per_ack + 1))));
+        // A peer asking for an acknowledgement of every event gets one per MIN_ACK_BYTES.
+        s.announced(p, 9, 1);
+        let seq = per_ack + 1;
+        let each = MIN_ACK_BYTES / 4;
+        let got: Vec<_> = (1..=4)
+            .map(|i| s.received(t, p, seq + i, each - ACK_EVENT_WEIGHT).1)
+            .collect();
+        assert_eq!(got, vec![None, None, None, Some((9, seq + 4))]);
     }
 }

@@ -196,7 +196,15 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         let out = self.sessions.outbound(peer, || stream_id(&mut self.rng));
         out.away = None;
         let stream = out.stream;
-        self.send(now, conn, &Message::Stream { id: stream });
+        let ack_bytes = ack_bytes_for(self.config.max_unacked);
+        self.send(
+            now,
+            conn,
+            &Message::Stream {
+                id: stream,
+                ack_bytes,
+            },
+        );
         let (Some(out), Some(link)) = (
             self.sessions.outbound_of(peer),
             self.membership.get_mut(conn),
@@ -267,6 +275,13 @@ pub(super) fn stream_id(rng: &mut impl RngCore) -> u64 {
 /// Below what a sender that waited on `max_unacked` goes on (see `sends_resumable`).
 pub(super) fn resume_below(max_unacked: usize) -> usize {
     max_unacked - max_unacked / 4
+}
+
+/// How often a peer is asked to acknowledge: an eighth of the bound, so that a sender at
+/// it has several acknowledgements on their way and goes on (below 3/4) before the
+/// connection runs dry.
+fn ack_bytes_for(max_unacked: usize) -> u32 {
+    u32::try_from(max_unacked / 8).unwrap_or(u32::MAX)
 }
 
 /// An event kept in a stream, as the application sent it.

@@ -236,9 +236,9 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
                 }
                 Ok(())
             }
-            Message::Stream { id } => {
+            Message::Stream { id, ack_bytes } => {
                 self.sessions
-                    .announced(from.expect("members are introduced"), id);
+                    .announced(from.expect("members are introduced"), id, ack_bytes);
                 Ok(())
             }
             Message::Ack { stream, seq } => {
