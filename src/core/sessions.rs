@@ -51,54 +51,60 @@ pub const KEPT_OVERHEAD: usize = 4;
 /// (after a burst) is freed.
 const KEPT_CAPACITY: usize = 256 * 1024;
 
+/// A body kept: an encoded event after its number (binary flag, name, payload), in two
+/// pieces where it wraps around the end of its stream's buffer (the second often empty).
+pub type Body<'a> = (&'a [u8], &'a [u8]);
+
 /// The bodies of the events sent on a stream and not yet acknowledged, oldest first, back to
-/// back: a body is an encoded event after its number (binary flag, name, payload).
+/// back in a ring: acknowledged ones are released from the front without moving the rest,
+/// and the ring grows (by doubling) only past its largest content so far.
 #[derive(Debug, Default)]
 struct Kept {
-    bytes: Vec<u8>,
-    /// Where the oldest body starts in `bytes` (what precedes it is acknowledged).
-    start: usize,
+    bytes: VecDeque<u8>,
     lens: VecDeque<u32>,
 }
 
 impl Kept {
-    fn push(&mut self, binary: bool, name: &str, payload: &[u8]) -> &[u8] {
+    fn push(&mut self, binary: bool, name: &str, payload: &[u8]) -> Body<'_> {
         let at = self.bytes.len();
         // Names are at most 255 bytes (checked by the caller), so the length fits its byte.
-        self.bytes
-            .extend_from_slice(&[u8::from(binary), name.len() as u8]);
-        self.bytes.extend_from_slice(name.as_bytes());
-        self.bytes.extend_from_slice(payload);
+        self.bytes.extend(&[u8::from(binary), name.len() as u8]);
+        self.bytes.extend(name.as_bytes());
+        self.bytes.extend(payload);
         let len = self.bytes.len() - at;
         self.lens
             .push_back(u32::try_from(len).expect("bodies are bounded by max_message"));
-        &self.bytes[at..]
+        self.body(at, len)
+    }
+
+    fn body(&self, at: usize, len: usize) -> Body<'_> {
+        let (front, back) = self.bytes.as_slices();
+        if at >= front.len() {
+            let at = at - front.len();
+            (&back[at..at + len], &[])
+        } else if at + len <= front.len() {
+            (&front[at..at + len], &[])
+        } else {
+            (&front[at..], &back[..at + len - front.len()])
+        }
     }
 
     /// Forgets the `n` oldest bodies; returns their bytes.
     fn release(&mut self, n: usize) -> usize {
         let freed: usize = self.lens.drain(..n).map(|l| l as usize).sum();
-        self.start += freed;
-        if self.lens.is_empty() {
-            self.start = 0;
-            if self.bytes.capacity() > KEPT_CAPACITY {
-                self.bytes = Vec::new();
-            } else {
-                self.bytes.clear();
-            }
-        } else if self.start >= self.bytes.len() / 2 {
-            // At most half the buffer moves, and only after as much was released: each
-            // byte is moved at most once on average.
-            self.bytes.drain(..self.start);
-            self.start = 0;
+        if self.lens.is_empty() && self.bytes.capacity() > KEPT_CAPACITY {
+            self.bytes = VecDeque::new();
+            self.lens = VecDeque::new();
+        } else {
+            self.bytes.drain(..freed);
         }
         freed
     }
 
-    fn iter(&self) -> impl Iterator<Item = &[u8]> {
-        let mut at = self.start;
+    fn iter(&self) -> impl Iterator<Item = Body<'_>> {
+        let mut at = 0;
         self.lens.iter().map(move |&l| {
-            let body = &self.bytes[at..at + l as usize];
+            let body = self.body(at, l as usize);
             at += l as usize;
             body
         })
@@ -126,7 +132,7 @@ impl Outbound {
     }
 
     /// The events not yet acknowledged, oldest first: `(seq, body)`.
-    pub fn unacked_events(&self) -> impl Iterator<Item = (u64, &[u8])> {
+    pub fn unacked_events(&self) -> impl Iterator<Item = (u64, Body<'_>)> {
         let first = self.last_seq + 1 - self.unacked() as u64;
         (first..).zip(self.kept.iter())
     }
@@ -206,11 +212,11 @@ impl Sessions {
         binary: bool,
         name: &str,
         payload: &[u8],
-    ) -> (u64, &[u8]) {
+    ) -> (u64, Body<'_>) {
         let out = self.outbound(peer, stream);
         out.last_seq += 1;
         let body = out.kept.push(binary, name, payload);
-        out.unacked_bytes += body.len() + KEPT_OVERHEAD;
+        out.unacked_bytes += body.0.len() + body.1.len() + KEPT_OVERHEAD;
         (out.last_seq, body)
     }
 
@@ -338,7 +344,9 @@ mod tests {
     use super::*;
 
     fn bodies(out: &Outbound) -> Vec<(u64, Vec<u8>)> {
-        out.unacked_events().map(|(q, b)| (q, b.to_vec())).collect()
+        out.unacked_events()
+            .map(|(q, (a, b))| (q, [a, b].concat()))
+            .collect()
     }
 
     #[test]
@@ -346,8 +354,11 @@ mod tests {
         let mut s = Sessions::default();
         let p = NodeId([1; 16]);
         for i in 0..3u8 {
-            let (seq, body) = s.record(p, || 7, true, "e", &[i]);
-            assert_eq!((seq, body), (u64::from(i) + 1, &[1, 1, b'e', i][..]));
+            let (seq, (a, b)) = s.record(p, || 7, true, "e", &[i]);
+            assert_eq!(
+                (seq, [a, b].concat()),
+                (u64::from(i) + 1, vec![1, 1, b'e', i])
+            );
         }
         let each = 4 + KEPT_OVERHEAD;
         assert!(s.full_to(p, 3 * each) && !s.full_to(p, 3 * each + 1));
@@ -363,19 +374,21 @@ mod tests {
     }
 
     #[test]
-    fn kept_bodies_survive_partial_releases_and_compaction_in_order() {
+    fn kept_bodies_survive_partial_releases_and_wrapping_around_in_order() {
         let mut s = Sessions::default();
         let p = NodeId([3; 16]);
-        let mut acked = 0;
+        let (mut acked, mut wraps) = (0, 0);
         for i in 0..1000u32 {
             // Bodies of varying sizes, released in uneven cuts.
             let payload = vec![i as u8; (i % 37) as usize];
-            s.record(p, || 1, false, "n", &payload);
+            let (_, (_, wrapped)) = s.record(p, || 1, false, "n", &payload);
+            wraps += usize::from(!wrapped.is_empty());
             if i % 7 == 6 {
                 acked = u64::from(i) - 2;
                 assert!(s.acked(p, 1, acked));
             }
         }
+        assert!(wraps > 0, "some bodies wrapped around the ring's end");
         let out = &s.out[&p];
         let left = bodies(out);
         assert_eq!(left.len() as u64, 1000 - acked);

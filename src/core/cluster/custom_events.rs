@@ -100,12 +100,12 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
             let peer = link.peer_id().expect("members are introduced");
             let rng = &mut self.rng;
             // Kept in the peer's stream, and sealed from there: the one copy of the body.
-            let (seq, body) = self
-                .sessions
-                .record(peer, || stream_id(rng), binary, name, payload);
+            let (seq, (body, wrapped)) =
+                self.sessions
+                    .record(peer, || stream_id(rng), binary, name, payload);
             let tag = message::event_tag(seq);
             match link
-                .seal_parts(&[&tag, body])
+                .seal_parts(&[&tag, body, wrapped])
                 .expect("members have sessions")
             {
                 Ok(bytes) => {
@@ -212,9 +212,9 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
             return;
         };
         let mut failed = None;
-        for (seq, body) in out.unacked_events() {
+        for (seq, (body, wrapped)) in out.unacked_events() {
             let tag = message::event_tag(seq);
-            match link.seal_parts(&[&tag, body]) {
+            match link.seal_parts(&[&tag, body, wrapped]) {
                 Some(Ok(bytes)) => {
                     self.outputs.push_back(Output::Transmit { conn, bytes });
                     self.stats.messages_resent += 1;
@@ -241,7 +241,10 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
             return;
         }
         self.stats.messages_undelivered += left.unacked() as u64;
-        let events = left.unacked_events().map(|(_, b)| undelivered(b)).collect();
+        let events = left
+            .unacked_events()
+            .map(|(_, (a, b))| undelivered(&[a, b].concat()))
+            .collect();
         self.push_event(Event::Undelivered {
             node: node.clone(),
             events,
