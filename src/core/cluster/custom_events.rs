@@ -99,7 +99,7 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
             let link = &mut self.membership[conn];
             let peer = link.peer_id().expect("members are introduced");
             let rng = &mut self.rng;
-            // Kept in the peer's stream, and sealed from there: the one copy of the body.
+            // Appended to the peer's stream and sealed from there: the body is copied once.
             let (seq, (body, wrapped)) =
                 self.sessions
                     .record(peer, || stream_id(rng), binary, name, payload);
