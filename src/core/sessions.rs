@@ -47,9 +47,9 @@ pub const MAX_RETIRED: usize = 4096;
 pub const DEFAULT_MAX_UNACKED: usize = 16 * 1024 * 1024;
 /// What keeping an event costs besides its body (its length), counted in the bound.
 pub const KEPT_OVERHEAD: usize = 4;
-/// Capacity a stream's buffer keeps once everything in it is acknowledged; a larger one
-/// (after a burst) is freed.
-const KEPT_CAPACITY: usize = 256 * 1024;
+/// Bytes of capacity a stream's buffers (bodies, lengths) keep once everything in them is
+/// acknowledged; larger ones (after a burst) are freed, so that an idle peer costs little.
+pub const KEPT_CAPACITY: usize = 64 * 1024;
 
 /// A body kept: an encoded event after its number (binary flag, name, payload), in two
 /// pieces where it wraps around the end of its stream's buffer (the second often empty).
@@ -92,7 +92,8 @@ impl Kept {
     /// Forgets the `n` oldest bodies; returns their bytes.
     fn release(&mut self, n: usize) -> usize {
         let freed: usize = self.lens.drain(..n).map(|l| l as usize).sum();
-        if self.lens.is_empty() && self.bytes.capacity() > KEPT_CAPACITY {
+        let capacity = self.bytes.capacity() + 4 * self.lens.capacity();
+        if self.lens.is_empty() && capacity > KEPT_CAPACITY {
             self.bytes = VecDeque::new();
             self.lens = VecDeque::new();
         } else {
@@ -407,6 +408,28 @@ mod tests {
         assert!(s.acked(p, 1, 1000));
         assert_eq!((s.out[&p].unacked(), s.out[&p].unacked_bytes), (0, 0));
         assert!(s.out[&p].kept.bytes.is_empty());
+    }
+
+    #[test]
+    fn a_burst_once_acknowledged_leaves_no_large_buffer_behind() {
+        let mut s = Sessions::default();
+        let p = NodeId([5; 16]);
+        for _ in 0..100 {
+            s.record(p, || 1, true, "e", &[0; 1000]);
+        }
+        assert!(s.acked(p, 1, 99));
+        assert!(
+            s.out[&p].kept.bytes.capacity() > KEPT_CAPACITY,
+            "one left: kept"
+        );
+        assert!(s.acked(p, 1, 100));
+        assert_eq!(s.out[&p].kept.bytes.capacity(), 0, "emptied: freed");
+        s.record(p, || 1, true, "e", &[0; 10]);
+        assert!(s.acked(p, 1, 101));
+        assert!(
+            s.out[&p].kept.bytes.capacity() > 0,
+            "small: kept for the next"
+        );
     }
 
     #[test]
