@@ -15,8 +15,9 @@
 //!
 //! Acknowledgements are cheap: one small record per eighth of the sender's bound of events
 //! received (it says so in its `Stream`; each event weighs its body and
-//! [`ACK_EVENT_WEIGHT`]), or [`ACK_DELAY`] after the first one not yet acknowledged. Keeping an event costs no allocation of its own: the bodies of a
-//! stream lie back to back in one buffer, and acknowledged ones are released in one cut.
+//! [`ACK_EVENT_WEIGHT`]), or [`ACK_DELAY`] after the first one not yet acknowledged.
+//! Keeping an event costs no allocation of its own: the bodies of a stream lie back to back
+//! in one ring buffer, and an acknowledgement releases all it covers by moving its head.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -32,8 +33,8 @@ pub const ACK_BYTES: usize = 64 * 1024;
 /// The fewest bytes a peer may ask to be acknowledged after, so that one cannot make this
 /// node acknowledge every event it sends.
 pub const MIN_ACK_BYTES: usize = 4 * 1024;
-/// What an event weighs towards [`ACK_BYTES`] besides its body, so that tiny events are
-/// acknowledged at least every 1 024 of them.
+/// What an event weighs towards an acknowledgement besides its body, so that the count of
+/// tiny events between two is bounded too (1 024 per 64 KiB).
 pub const ACK_EVENT_WEIGHT: usize = 64;
 /// How long an event waits for its acknowledgement to be sent, at most.
 pub const ACK_DELAY: Duration = Duration::from_millis(10);
