@@ -91,9 +91,9 @@ declare namespace espial {
     /**
      * Bytes of custom events sent to one node and not yet acknowledged by it (kept to be
      * sent again if the connection breaks), above which `send()` waits until it
-     * acknowledges them. 65536 (64 KiB) to 1073741824 (1 GiB). See the README's Limits.
-     * (Not in the original.)
-     * @default 4194304
+     * acknowledges them (and goes on below 3/4 of it). 65536 (64 KiB) to 1073741824 (1 GiB).
+     * See the README's Limits. (Not in the original.)
+     * @default 16777216
      */
     max_unacked_bytes?: number;
   }

@@ -130,12 +130,12 @@ test('master_quorum is a whole number from 0 (off, the default) up', () => {
   });
 });
 
-test('max_unacked_bytes is a whole number of bytes from 64 KiB to 1 GiB, 4 MiB by default', () => {
+test('max_unacked_bytes is a whole number of bytes from 64 KiB to 1 GiB, 16 MiB by default', () => {
   rejects({ max_unacked_bytes: 0 }, 'max_unacked_bytes', 'ERR_INVALID_ARG_VALUE');
   rejects({ max_unacked_bytes: 65535 }, 'max_unacked_bytes', 'ERR_INVALID_ARG_VALUE');
   rejects({ max_unacked_bytes: 2 ** 30 + 1 }, 'max_unacked_bytes', 'ERR_INVALID_ARG_VALUE');
   rejects({ max_unacked_bytes: '4mb' }, 'max_unacked_bytes', 'ERR_INVALID_ARG_TYPE');
-  assert.equal(normalizeOptions({}).maxUnackedBytes, 4 * 1024 * 1024);
+  assert.equal(normalizeOptions({}).maxUnackedBytes, 16 * 1024 * 1024);
   assert.equal(normalizeOptions({ max_unacked_bytes: 65536 }).maxUnackedBytes, 65536);
   assert.equal(normalizeOptions({ max_unacked_bytes: 2 ** 30 }).maxUnackedBytes, 2 ** 30);
 });
@@ -261,7 +261,7 @@ test('defaults are the original ones plus ours', () => {
     connectionFilterTimeout: 5000,
     maxMessageSize: 16 * 1024 * 1024,
     maxReceiveBuffer: 4 * 1024 * 1024,
-    maxUnackedBytes: 4 * 1024 * 1024,
+    maxUnackedBytes: 16 * 1024 * 1024,
   };
   assert.deepEqual(normalizeOptions(), expected);
   assert.deepEqual(normalizeOptions(null), expected);

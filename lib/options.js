@@ -25,8 +25,10 @@ const DEFAULT_MAX_RECEIVE_BUFFER = 4 * 1024 * 1024;
 const MIN_RECEIVE_BUFFER = 64 * 1024;
 const MAX_RECEIVE_BUFFER_LIMIT = 1024 * 1024 * 1024;
 // max_unacked_bytes: custom event bytes sent to one node and not yet acknowledged, kept for
-// replay on its next connection, above which send() waits (src/core/sessions.rs); 4 MiB.
-const DEFAULT_MAX_UNACKED_BYTES = 4 * 1024 * 1024;
+// replay on its next connection, above which send() waits (src/core/sessions.rs); 16 MiB,
+// above the connection's own send queue (8 MiB), so that a target that keeps up never makes
+// send() wait on acknowledgements.
+const DEFAULT_MAX_UNACKED_BYTES = 16 * 1024 * 1024;
 const MIN_UNACKED_BYTES = 64 * 1024;
 const MAX_UNACKED_BYTES_LIMIT = 1024 * 1024 * 1024;
 // master_quorum counts nodes; any bound is arbitrary, this one fits a u32 on the Rust side.

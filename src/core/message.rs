@@ -80,8 +80,9 @@ pub enum Message<'a> {
     Unsubscribe(String),
     /// Every custom event the sender has joined (sent once to each new member).
     Subscriptions(Vec<String>),
-    /// The sender's events from now on belong to its stream `id` (see `sessions`).
-    Stream { id: u64 },
+    /// The sender's events from now on belong to its stream `id` (see `sessions`); it would
+    /// have them acknowledged at least every `ack_bytes` of them.
+    Stream { id: u64, ack_bytes: u32 },
     /// The sender received every event of the receiver's stream `stream` up to `seq`.
     Ack { stream: u64, seq: u64 },
 }
@@ -193,9 +194,10 @@ impl<'a> Message<'a> {
                 binary,
                 payload,
             } => encode_event(*seq, name, *binary, payload),
-            Message::Stream { id } => {
+            Message::Stream { id, ack_bytes } => {
                 let mut out = vec![tag::STREAM];
                 out.extend_from_slice(&id.to_be_bytes());
+                out.extend_from_slice(&ack_bytes.to_be_bytes());
                 out
             }
             Message::Ack { stream, seq } => {
@@ -325,6 +327,7 @@ impl<'a> Message<'a> {
             }
             tag::STREAM => Message::Stream {
                 id: u64::from_be_bytes(r.array("stream")?),
+                ack_bytes: u32::from_be_bytes(r.array("ack_bytes")?),
             },
             tag::ACK => Message::Ack {
                 stream: u64::from_be_bytes(r.array("stream")?),
@@ -460,6 +463,7 @@ mod tests {
             Message::Unsubscribe("job".into()),
             Message::Stream {
                 id: 0x0102_0304_0506_0708,
+                ack_bytes: 0x0a0b_0c0d,
             },
             Message::Ack { stream: 9, seq: 10 },
             Message::Subscriptions(vec!["a".into(), "b".into()]),

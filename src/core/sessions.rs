@@ -13,34 +13,104 @@
 //! delivered of it: anything at or below is a replay and dropped; anything past the next
 //! number is a gap, which a sound peer never makes.
 //!
-//! Acknowledgements are cheap: one small record per [`ACK_EVERY`] events or [`ACK_BYTES`]
-//! of them, or [`ACK_DELAY`] after the first one not yet acknowledged.
+//! Acknowledgements are cheap: one small record per eighth of the sender's bound of events
+//! received (it says so in its `Stream`; each event weighs its body and
+//! [`ACK_EVENT_WEIGHT`]), or [`ACK_DELAY`] after the first one not yet acknowledged.
+//! Keeping an event costs no allocation of its own: the bodies of a stream lie back to back
+//! in one ring buffer, and an acknowledgement releases all it covers by moving its head.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::node::NodeId;
 use super::subscriptions::Subscriptions;
 
-/// Events received from a peer between two acknowledgements, at most.
-pub const ACK_EVERY: u32 = 32;
-/// Event bytes received from a peer between two acknowledgements, at most.
-pub const ACK_BYTES: usize = 256 * 1024;
+/// Event bytes received from a peer between two acknowledgements, at most, unless its
+/// `Stream` asks for another figure (an eighth of its bound): the smallest bound allowed,
+/// `max_unacked_bytes`, so that a sender at it has an acknowledgement on its way without
+/// waiting for [`ACK_DELAY`].
+pub const ACK_BYTES: usize = 64 * 1024;
+/// The fewest bytes a peer may ask to be acknowledged after, so that one cannot make this
+/// node acknowledge every event it sends.
+pub const MIN_ACK_BYTES: usize = 4 * 1024;
+/// What an event weighs towards an acknowledgement besides its body, so that the count of
+/// tiny events between two is bounded too (1 024 per 64 KiB).
+pub const ACK_EVENT_WEIGHT: usize = 64;
 /// How long an event waits for its acknowledgement to be sent, at most.
 pub const ACK_DELAY: Duration = Duration::from_millis(10);
 /// Incoming states kept for peers that were removed, so that a peer which did not notice
 /// (one-sided removal) and replays on its return is still deduplicated.
 pub const MAX_RETIRED: usize = 4096;
 /// Documented default for the bound on unacknowledged bytes per peer (`max_unacked_bytes`).
-pub const DEFAULT_MAX_UNACKED: usize = 4 * 1024 * 1024;
+/// Above the connection's own send queue (`connection::HIGH_WATER`, 8 MiB) and what the
+/// kernel buffers, so that a peer that keeps up never makes senders wait on it: the bound is
+/// for a peer that stops acknowledging (away, or stuck).
+pub const DEFAULT_MAX_UNACKED: usize = 16 * 1024 * 1024;
+/// What keeping an event costs besides its body (its length), counted in the bound.
+pub const KEPT_OVERHEAD: usize = 4;
+/// Bytes of capacity a stream's buffers (bodies, lengths) keep once everything in them is
+/// acknowledged; larger ones (after a burst) are freed, so that an idle peer costs little.
+pub const KEPT_CAPACITY: usize = 64 * 1024;
 
-/// An event sent and not yet acknowledged: `body` is its encoding after the sequence
-/// number (binary flag, name, payload), shared by every peer it went to.
-#[derive(Debug, Clone)]
-pub struct Unacked {
-    pub seq: u64,
-    pub body: Arc<Vec<u8>>,
+/// A body kept: an encoded event after its number (binary flag, name, payload), in two
+/// pieces where it wraps around the end of its stream's buffer (the second often empty).
+pub type Body<'a> = (&'a [u8], &'a [u8]);
+
+/// The bodies of the events sent on a stream and not yet acknowledged, oldest first, back to
+/// back in a ring: acknowledged ones are released from the front without moving the rest,
+/// and the ring grows (by doubling) only past its largest content so far.
+#[derive(Debug, Default)]
+struct Kept {
+    bytes: VecDeque<u8>,
+    lens: VecDeque<u32>,
+}
+
+impl Kept {
+    fn push(&mut self, binary: bool, name: &str, payload: &[u8]) -> Body<'_> {
+        let at = self.bytes.len();
+        // Names are at most 255 bytes (checked by the caller), so the length fits its byte.
+        self.bytes.extend(&[u8::from(binary), name.len() as u8]);
+        self.bytes.extend(name.as_bytes());
+        self.bytes.extend(payload);
+        let len = self.bytes.len() - at;
+        self.lens
+            .push_back(u32::try_from(len).expect("bodies are bounded by max_message"));
+        self.body(at, len)
+    }
+
+    fn body(&self, at: usize, len: usize) -> Body<'_> {
+        let (front, back) = self.bytes.as_slices();
+        if at >= front.len() {
+            let at = at - front.len();
+            (&back[at..at + len], &[])
+        } else if at + len <= front.len() {
+            (&front[at..at + len], &[])
+        } else {
+            (&front[at..], &back[..at + len - front.len()])
+        }
+    }
+
+    /// Forgets the `n` oldest bodies; returns their bytes.
+    fn release(&mut self, n: usize) -> usize {
+        let freed: usize = self.lens.drain(..n).map(|l| l as usize).sum();
+        let capacity = self.bytes.capacity() + 4 * self.lens.capacity();
+        if self.lens.is_empty() && capacity > KEPT_CAPACITY {
+            self.bytes = VecDeque::new();
+            self.lens = VecDeque::new();
+        } else {
+            self.bytes.drain(..freed);
+        }
+        freed
+    }
+
+    fn iter(&self) -> impl Iterator<Item = Body<'_>> {
+        let mut at = 0;
+        self.lens.iter().map(move |&l| {
+            let body = self.body(at, l as usize);
+            at += l as usize;
+            body
+        })
+    }
 }
 
 /// Our stream to one peer.
@@ -49,24 +119,47 @@ pub struct Outbound {
     pub stream: u64,
     /// The number of the last event sent.
     pub last_seq: u64,
-    pub unacked: VecDeque<Unacked>,
-    /// Bytes of `unacked` bodies, summed.
+    kept: Kept,
+    /// Bytes of the events not yet acknowledged: their bodies and [`KEPT_OVERHEAD`] each.
     pub unacked_bytes: usize,
     /// While the peer is a suspect (its connection dropped): the events it had joined and
     /// the largest payload it accepts, so that what is sent meanwhile is kept for it.
     pub away: Option<(Subscriptions, usize)>,
 }
 
+impl Outbound {
+    /// Events not yet acknowledged.
+    pub fn unacked(&self) -> usize {
+        self.kept.lens.len()
+    }
+
+    /// The events not yet acknowledged, oldest first: `(seq, body)`.
+    pub fn unacked_events(&self) -> impl Iterator<Item = (u64, Body<'_>)> {
+        let first = self.last_seq + 1 - self.unacked() as u64;
+        (first..).zip(self.kept.iter())
+    }
+}
+
 /// A peer's stream to us.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Clone)]
 struct Inbound {
     stream: u64,
     delivered: u64,
-    /// Events received (duplicates included) since the last acknowledgement, their bytes,
-    /// and when the first of them arrived.
-    pending: u32,
-    pending_bytes: usize,
-    since: Option<Instant>,
+    /// Weight of the events received (duplicates included) since the last acknowledgement.
+    pending: usize,
+    /// The weight after which the peer would have them acknowledged (its `Stream` says).
+    ack_bytes: usize,
+}
+
+impl Default for Inbound {
+    fn default() -> Self {
+        Inbound {
+            stream: 0,
+            delivered: 0,
+            pending: 0,
+            ack_bytes: ACK_BYTES,
+        }
+    }
 }
 
 /// What to do with an event received.
@@ -84,6 +177,9 @@ pub enum Received {
 pub struct Sessions {
     out: BTreeMap<NodeId, Outbound>,
     inb: BTreeMap<NodeId, Inbound>,
+    /// Peers owed an acknowledgement, and when the first event it covers arrived; apart
+    /// from `inb` so that finding the next one due does not walk the retired peers.
+    owed: BTreeMap<NodeId, Instant>,
     /// Peers removed whose incoming state is still kept, oldest first.
     retired: VecDeque<NodeId>,
 }
@@ -94,14 +190,14 @@ impl Sessions {
         self.out.entry(peer).or_insert_with(|| Outbound {
             stream: stream(),
             last_seq: 0,
-            unacked: VecDeque::new(),
+            kept: Kept::default(),
             unacked_bytes: 0,
             away: None,
         })
     }
 
-    pub fn outbound_of(&mut self, peer: NodeId) -> Option<&mut Outbound> {
-        self.out.get_mut(&peer)
+    pub fn outbound_of(&self, peer: NodeId) -> Option<&Outbound> {
+        self.out.get(&peer)
     }
 
     /// Peers away (suspects) whose stream keeps what is sent to them.
@@ -109,26 +205,21 @@ impl Sessions {
         self.out.iter_mut().filter(|(_, o)| o.away.is_some())
     }
 
-    /// Numbers the next event to `peer` and keeps it until acknowledged; returns its number.
+    /// Numbers the next event to `peer` and keeps it until acknowledged; returns its number
+    /// and its body (the event's encoding after the number).
     pub fn record(
         &mut self,
         peer: NodeId,
         stream: impl FnOnce() -> u64,
-        body: &Arc<Vec<u8>>,
-    ) -> u64 {
+        binary: bool,
+        name: &str,
+        payload: &[u8],
+    ) -> (u64, Body<'_>) {
         let out = self.outbound(peer, stream);
         out.last_seq += 1;
-        out.unacked_bytes += body.len();
-        out.unacked.push_back(Unacked {
-            seq: out.last_seq,
-            body: body.clone(),
-        });
-        out.last_seq
-    }
-
-    /// True if some stream holds `max` unacknowledged bytes or more: senders wait.
-    pub fn full(&self, max: usize) -> bool {
-        self.out.values().any(|o| o.unacked_bytes >= max)
+        let body = out.kept.push(binary, name, payload);
+        out.unacked_bytes += body.0.len() + body.1.len() + KEPT_OVERHEAD;
+        (out.last_seq, body)
     }
 
     /// True if the stream to `peer` holds `max` unacknowledged bytes or more.
@@ -152,16 +243,19 @@ impl Sessions {
         if seq > out.last_seq {
             return false;
         }
-        while out.unacked.front().is_some_and(|u| u.seq <= seq) {
-            let done = out.unacked.pop_front().expect("checked");
-            out.unacked_bytes -= done.body.len();
+        let first = out.last_seq + 1 - out.unacked() as u64;
+        if seq >= first {
+            let n = (seq - first + 1) as usize;
+            let freed = out.kept.release(n);
+            out.unacked_bytes -= freed + n * KEPT_OVERHEAD;
         }
         true
     }
 
     /// Ends our stream to `peer` (it was removed): what it never acknowledged.
-    pub fn end(&mut self, peer: NodeId) -> Vec<Unacked> {
+    pub fn end(&mut self, peer: NodeId) -> Option<Outbound> {
         let ended = self.out.remove(&peer);
+        self.owed.remove(&peer);
         if self.inb.contains_key(&peer) && !self.retired.contains(&peer) {
             self.retired.push_back(peer);
             while self.retired.len() > MAX_RETIRED {
@@ -169,7 +263,7 @@ impl Sessions {
                 self.inb.remove(&oldest);
             }
         }
-        ended.map(|o| o.unacked.into()).unwrap_or_default()
+        ended
     }
 
     /// `peer` is a member again: its incoming state is live, not retired.
@@ -177,19 +271,31 @@ impl Sessions {
         self.retired.retain(|&p| p != peer);
     }
 
-    /// `peer` announced the stream its next events belong to.
-    pub fn announced(&mut self, peer: NodeId, stream: u64) {
+    /// `peer` announced the stream its next events belong to, and how often it would have
+    /// them acknowledged (at most every [`MIN_ACK_BYTES`]).
+    pub fn announced(&mut self, peer: NodeId, stream: u64, ack_bytes: u32) {
         let inb = self.inb.entry(peer).or_default();
+        inb.ack_bytes = (ack_bytes as usize).max(MIN_ACK_BYTES);
         if inb.stream != stream {
             *inb = Inbound {
                 stream,
+                ack_bytes: inb.ack_bytes,
                 ..Inbound::default()
             };
+            self.owed.remove(&peer);
         }
     }
 
-    /// Event number `seq` of `len` bytes arrived from `peer` at `now`.
-    pub fn received(&mut self, now: Instant, peer: NodeId, seq: u64, len: usize) -> Received {
+    /// Event number `seq` with a body of `len` bytes arrived from `peer` at `now`: what to
+    /// do with it, and the acknowledgement to send now `(stream, seq)` if one is due by
+    /// the bytes received (the rest wait for [`Sessions::ack_due`]).
+    pub fn received(
+        &mut self,
+        now: Instant,
+        peer: NodeId,
+        seq: u64,
+        len: usize,
+    ) -> (Received, Option<(u64, u64)>) {
         let inb = self.inb.entry(peer).or_default();
         let verdict = if seq <= inb.delivered {
             Received::Duplicate
@@ -197,45 +303,41 @@ impl Sessions {
             inb.delivered = seq;
             Received::New
         } else {
-            return Received::Gap;
+            return (Received::Gap, None);
         };
-        inb.pending += 1;
-        inb.pending_bytes += len;
-        inb.since.get_or_insert(now);
-        verdict
-    }
-
-    /// The acknowledgement due to `peer` now, `(stream, seq)`, if one is: enough events or
-    /// bytes since the last one, or (with `force` or after [`ACK_DELAY`]) any.
-    pub fn ack_due(&mut self, now: Instant, peer: NodeId, force: bool) -> Option<(u64, u64)> {
-        let inb = self.inb.get_mut(&peer)?;
-        let since = inb.since?;
-        let due = force
-            || inb.pending >= ACK_EVERY
-            || inb.pending_bytes >= ACK_BYTES
-            || now >= since + ACK_DELAY;
-        if !due {
-            return None;
+        if inb.pending == 0 {
+            self.owed.insert(peer, now);
+        }
+        inb.pending += len + ACK_EVENT_WEIGHT;
+        if inb.pending < inb.ack_bytes {
+            return (verdict, None);
         }
         inb.pending = 0;
-        inb.pending_bytes = 0;
-        inb.since = None;
+        self.owed.remove(&peer);
+        (verdict, Some((inb.stream, inb.delivered)))
+    }
+
+    /// The acknowledgement due to `peer` by [`ACK_DELAY`] (any, with `force`), `(stream,
+    /// seq)`, if one is.
+    pub fn ack_due(&mut self, now: Instant, peer: NodeId, force: bool) -> Option<(u64, u64)> {
+        let since = *self.owed.get(&peer)?;
+        if !force && now < since + ACK_DELAY {
+            return None;
+        }
+        self.owed.remove(&peer);
+        let inb = self.inb.get_mut(&peer)?;
+        inb.pending = 0;
         Some((inb.stream, inb.delivered))
     }
 
     /// Peers with an acknowledgement waiting.
     pub fn acks_waiting(&self) -> Vec<NodeId> {
-        let waiting = self.inb.iter().filter(|(_, i)| i.since.is_some());
-        waiting.map(|(&p, _)| p).collect()
+        self.owed.keys().copied().collect()
     }
 
     /// When the next acknowledgement falls due by its delay.
     pub fn next_ack(&self) -> Option<Instant> {
-        self.inb
-            .values()
-            .filter_map(|i| i.since)
-            .min()
-            .map(|t| t + ACK_DELAY)
+        self.owed.values().min().map(|&t| t + ACK_DELAY)
     }
 }
 
@@ -243,22 +345,92 @@ impl Sessions {
 mod tests {
     use super::*;
 
+    fn bodies(out: &Outbound) -> Vec<(u64, Vec<u8>)> {
+        out.unacked_events()
+            .map(|(q, (a, b))| (q, [a, b].concat()))
+            .collect()
+    }
+
     #[test]
     fn acknowledged_events_are_released_and_a_stale_stream_is_ignored() {
         let mut s = Sessions::default();
         let p = NodeId([1; 16]);
-        let body = Arc::new(b"abc".to_vec());
-        for _ in 0..3 {
-            s.record(p, || 7, &body);
+        for i in 0..3u8 {
+            let (seq, (a, b)) = s.record(p, || 7, true, "e", &[i]);
+            assert_eq!(
+                (seq, [a, b].concat()),
+                (u64::from(i) + 1, vec![1, 1, b'e', i])
+            );
         }
-        assert!(s.full(9) && !s.full(10));
+        let each = 4 + KEPT_OVERHEAD;
+        assert!(s.full_to(p, 3 * each) && !s.full_to(p, 3 * each + 1));
         assert!(s.acked(p, 8, 3), "another stream: ignored");
-        assert_eq!(s.out[&p].unacked.len(), 3);
+        assert_eq!(s.out[&p].unacked(), 3);
         assert!(s.acked(p, 7, 2));
-        assert_eq!(s.out[&p].unacked_bytes, 3);
+        assert_eq!(s.out[&p].unacked_bytes, each);
+        assert!(s.acked(p, 7, 1), "acknowledged already: nothing changes");
+        assert_eq!(s.out[&p].unacked_bytes, each);
         assert!(!s.acked(p, 7, 4), "never sent");
-        let left: Vec<u64> = s.end(p).iter().map(|u| u.seq).collect();
-        assert_eq!(left, vec![3]);
+        let left = s.end(p).unwrap();
+        assert_eq!(bodies(&left), vec![(3, vec![1, 1, b'e', 2])]);
+    }
+
+    #[test]
+    fn kept_bodies_survive_partial_releases_and_wrapping_around_in_order() {
+        let mut s = Sessions::default();
+        let p = NodeId([3; 16]);
+        let (mut acked, mut wraps) = (0, 0);
+        for i in 0..1000u32 {
+            // Bodies of varying sizes, released in uneven cuts.
+            let payload = vec![i as u8; (i % 37) as usize];
+            let (_, (_, wrapped)) = s.record(p, || 1, false, "n", &payload);
+            wraps += usize::from(!wrapped.is_empty());
+            if i % 7 == 6 {
+                acked = u64::from(i) - 2;
+                assert!(s.acked(p, 1, acked));
+            }
+        }
+        assert!(wraps > 0, "some bodies wrapped around the ring's end");
+        let out = &s.out[&p];
+        let left = bodies(out);
+        assert_eq!(left.len() as u64, 1000 - acked);
+        for (seq, body) in &left {
+            let i = (seq - 1) as u32;
+            let mut want = vec![0, 1, b'n'];
+            want.extend(vec![i as u8; (i % 37) as usize]);
+            assert_eq!(body, &want, "event {seq}");
+        }
+        let bytes: usize = left.iter().map(|(_, b)| b.len() + KEPT_OVERHEAD).sum();
+        assert_eq!(out.unacked_bytes, bytes);
+        assert!(
+            out.kept.bytes.len() <= 2 * bytes,
+            "released bytes are cut off"
+        );
+        assert!(s.acked(p, 1, 1000));
+        assert_eq!((s.out[&p].unacked(), s.out[&p].unacked_bytes), (0, 0));
+        assert!(s.out[&p].kept.bytes.is_empty());
+    }
+
+    #[test]
+    fn a_burst_once_acknowledged_leaves_no_large_buffer_behind() {
+        let mut s = Sessions::default();
+        let p = NodeId([5; 16]);
+        for _ in 0..100 {
+            s.record(p, || 1, true, "e", &[0; 1000]);
+        }
+        assert!(s.acked(p, 1, 99));
+        assert!(
+            s.out[&p].kept.bytes.capacity() > KEPT_CAPACITY,
+            "one left: kept"
+        );
+        assert!(s.acked(p, 1, 100));
+        assert_eq!(s.out[&p].kept.bytes.capacity(), 0, "emptied: freed");
+        s.record(p, || 1, true, "e", &[0; 10]);
+        assert!(s.acked(p, 1, 101));
+        assert!(
+            s.out[&p].kept.bytes.capacity() > 0,
+            "small: kept for the next"
+        );
     }
 
     #[test]
@@ -266,16 +438,51 @@ mod tests {
         let mut s = Sessions::default();
         let p = NodeId([2; 16]);
         let t = Instant::now();
-        s.announced(p, 5);
-        assert_eq!(s.received(t, p, 1, 1), Received::New);
-        assert_eq!(s.received(t, p, 1, 1), Received::Duplicate);
-        assert_eq!(s.received(t, p, 3, 1), Received::Gap);
+        s.announced(p, 5, 0);
+        assert_eq!(s.received(t, p, 1, 1), (Received::New, None));
+        assert_eq!(s.received(t, p, 1, 1), (Received::Duplicate, None));
+        assert_eq!(s.received(t, p, 3, 1).0, Received::Gap);
         assert_eq!(s.ack_due(t, p, false), None);
         assert_eq!(s.next_ack(), Some(t + ACK_DELAY));
         assert_eq!(s.ack_due(t + ACK_DELAY, p, false), Some((5, 1)));
-        s.announced(p, 5);
-        assert_eq!(s.received(t, p, 2, 1), Received::New);
-        s.announced(p, 6);
-        assert_eq!(s.received(t, p, 1, 1), Received::New, "a new stream");
+        assert_eq!(s.next_ack(), None, "acknowledged");
+        s.announced(p, 5, 0);
+        assert_eq!(s.received(t, p, 2, 1).0, Received::New);
+        s.announced(p, 6, 0);
+        assert_eq!(
+            s.next_ack(),
+            None,
+            "the old stream's acknowledgement is moot"
+        );
+        assert_eq!(s.received(t, p, 1, 1).0, Received::New, "a new stream");
+    }
+
+    #[test]
+    fn an_acknowledgement_goes_at_once_every_ack_bytes_the_sender_asked_for() {
+        let mut s = Sessions::default();
+        let p = NodeId([4; 16]);
+        let t = Instant::now();
+        s.announced(p, 9, 100_000);
+        // Tiny events weigh ACK_EVENT_WEIGHT each, so that their count is bounded too.
+        let per_ack = (100_000 / (10 + ACK_EVENT_WEIGHT)) as u64 + 1;
+        for seq in 1..per_ack {
+            assert_eq!(s.received(t, p, seq, 10), (Received::New, None));
+        }
+        assert_eq!(
+            s.received(t, p, per_ack, 10),
+            (Received::New, Some((9, per_ack)))
+        );
+        assert_eq!(s.next_ack(), None, "nothing owed");
+        // A large one is acknowledged on its own.
+        let big = s.received(t, p, per_ack + 1, 100_000);
+        assert_eq!(big, (Received::New, Some((9, per_ack + 1))));
+        // A peer asking for an acknowledgement of every event gets one per MIN_ACK_BYTES.
+        s.announced(p, 9, 1);
+        let seq = per_ack + 1;
+        let each = MIN_ACK_BYTES / 4;
+        let got: Vec<_> = (1..=4)
+            .map(|i| s.received(t, p, seq + i, each - ACK_EVENT_WEIGHT).1)
+            .collect();
+        assert_eq!(got, vec![None, None, None, Some((9, seq + 4))]);
     }
 }

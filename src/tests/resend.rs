@@ -250,7 +250,7 @@ fn a_receiver_that_left_the_event_gets_no_replay_of_it() {
 }
 
 #[test]
-fn senders_wait_while_a_peer_holds_the_bound_unacknowledged() {
+fn senders_wait_at_the_bound_unacknowledged_and_go_on_below_three_quarters_of_it() {
     let mut sim = Sim::new(51);
     let mut small = Config::lan("sim");
     small.max_unacked = 1000;
@@ -260,14 +260,25 @@ fn senders_wait_while_a_peer_holds_the_bound_unacknowledged() {
     join(&mut sim, 1, "job");
     let now = sim.now;
     let node = sim.nodes.get_mut(&0).unwrap();
+    // Each event counts its body (flag, name length, name, payload) and 4 bytes: 209.
     let conns = node
-        .send_event(now, "job", true, &[0; 600], None)
+        .send_event(now, "job", true, &[0; 200], None)
         .unwrap()
         .to_vec();
+    for _ in 0..3 {
+        assert!(!node.sends_blocked(&conns));
+        assert!(node.sends_resumable(&conns));
+        node.send_event(now, "job", true, &[0; 200], None).unwrap();
+    }
+    // 836 bytes: under the bound, but a sender that waited waits on down to 3/4 of it.
     assert!(!node.sends_blocked(&conns));
-    node.send_event(now, "job", true, &[0; 600], None).unwrap();
+    assert!(
+        !node.sends_resumable(&conns),
+        "a sender that waited waits on"
+    );
+    node.send_event(now, "job", true, &[0; 200], None).unwrap();
     assert!(node.sends_blocked(&conns), "over the bound: wait");
-    assert!(!node.sends_resumable(&conns), "and until under half of it");
+    assert!(!node.sends_resumable(&conns));
     sim.run_for(MS(20));
     let node = sim.nodes.get_mut(&0).unwrap();
     assert!(!node.sends_blocked(&conns), "acknowledged: go on");
@@ -301,4 +312,56 @@ fn a_hostile_member_that_skips_a_number_or_acknowledges_the_unsent_is_cut_off() 
     sim.inject(0, 2, &Message::Ack { stream, seq: 99 });
     sim.run_for(MS(1));
     assert_eq!(sim.nodes[&2].stats().messages_refused, 1);
+}
+
+/// Events of 1 000-byte payloads from host 0 to host 1 (which joined "job"), delivered at
+/// once, no timer fired: how many host 0 still holds unacknowledged afterwards.
+fn unacked_after_ten_kilobyte_events(sim: &mut Sim) -> usize {
+    let now = sim.now;
+    for _ in 0..10 {
+        let node = sim.nodes.get_mut(&0).unwrap();
+        node.send_event(now, "job", true, &[7; 1000], None).unwrap();
+    }
+    sim.run_for(Duration::ZERO);
+    let id1 = sim.id(1);
+    sim.nodes.get_mut(&0).unwrap().stream_to(id1).unwrap().1
+}
+
+#[test]
+fn acknowledgements_come_every_eighth_of_the_senders_bound() {
+    let mut sim = Sim::new(71);
+    let mut small = Config::lan("sim");
+    small.max_unacked = 64 * 1024;
+    sim.add(small);
+    sim.add(Config::lan("sim"));
+    sim.run_for(Duration::from_secs(3));
+    join(&mut sim, 1, "job");
+    // Each weighs 1 000 + 5 + 64 bytes: 8 of them pass 8 KiB, an eighth of 64 KiB (the
+    // receiver's own figure, 64 KiB, would leave all 10 to the 10 ms timer).
+    assert_eq!(unacked_after_ten_kilobyte_events(&mut sim), 2);
+    sim.run_for(MS(10));
+    let id1 = sim.id(1);
+    let node = sim.nodes.get_mut(&0).unwrap();
+    assert_eq!(node.stream_to(id1).unwrap().1, 0, "the rest after 10 ms");
+}
+
+#[test]
+fn a_hostile_member_asking_for_an_acknowledgement_per_event_gets_one_per_4_kib() {
+    let mut sim = formed(2, 81);
+    join(&mut sim, 1, "job");
+    // Host 0 plays the hostile member: it re-announces its own stream, asking for an
+    // acknowledgement after every byte.
+    let id1 = sim.id(1);
+    let (stream, _) = sim.nodes.get_mut(&0).unwrap().stream_to(id1).unwrap();
+    sim.inject(
+        0,
+        1,
+        &Message::Stream {
+            id: stream,
+            ack_bytes: 1,
+        },
+    );
+    sim.run_for(MS(1));
+    // 4 of 1 069 bytes pass 4 KiB: acknowledged after the 4th and the 8th.
+    assert_eq!(unacked_after_ten_kilobyte_events(&mut sim), 2);
 }

@@ -245,6 +245,7 @@ impl Peer {
         if self.events_sent == 0 {
             self.send(&Message::Stream {
                 id: OsRng.next_u64() | 1,
+                ack_bytes: 1 << 20,
             });
         }
         self.events_sent += 1;

@@ -1,7 +1,6 @@
 //! What the application tells the cluster: custom events, the ones it joins, and this
 //! node's metadata.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use rand_core::{CryptoRng, RngCore};
@@ -11,7 +10,6 @@ use crate::core::error::{ConnectionError, SendError, SubscribeError};
 use crate::core::message::{self, Message};
 use crate::core::node::{NodeId, NodeInfo};
 use crate::core::output::UndeliveredEvent;
-use crate::core::sessions::Unacked;
 use crate::core::subscriptions::{is_valid_name, Subscriptions};
 
 impl<R: RngCore + CryptoRng> Cluster<R> {
@@ -90,27 +88,28 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
             self.send_scratch = conns;
             return Ok(&self.send_scratch);
         }
-        let body = Arc::new(message::event_body(name, binary, payload));
         for peer in away {
+            let rng = &mut self.rng;
             self.sessions
-                .record(peer, || stream_id(&mut self.rng), &body);
+                .record(peer, || stream_id(rng), binary, name, payload);
         }
         let mut sent = 0;
         for i in 0..conns.len() {
             let conn = conns[i];
-            let peer = self.membership[conn]
-                .peer_id()
-                .expect("members are introduced");
-            let seq = self
-                .sessions
-                .record(peer, || stream_id(&mut self.rng), &body);
+            let link = &mut self.membership[conn];
+            let peer = link.peer_id().expect("members are introduced");
+            let rng = &mut self.rng;
+            // Appended to the peer's stream and sealed from there: the body is copied once.
+            let (seq, (body, wrapped)) =
+                self.sessions
+                    .record(peer, || stream_id(rng), binary, name, payload);
             let tag = message::event_tag(seq);
-            match self.membership[conn]
-                .seal_parts(&[&tag, &body])
+            match link
+                .seal_parts(&[&tag, body, wrapped])
                 .expect("members have sessions")
             {
                 Ok(bytes) => {
-                    self.transmit(conn, bytes);
+                    self.outputs.push_back(Output::Transmit { conn, bytes });
                     self.stats.messages_out += 1;
                     conns[sent] = conn;
                     sent += 1;
@@ -154,11 +153,13 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         self.unacked_reach(conns, self.config.max_unacked)
     }
 
-    /// True once a sender that waited may go on: below half of `max_unacked_bytes` on each
-    /// of those streams (as the connection's queue goes on below its low-water mark), so
-    /// that an acknowledgement of a few messages does not release one send at a time.
+    /// True once a sender that waited may go on: below three quarters of
+    /// `max_unacked_bytes` on each of those streams. Not at once below the bound, so that
+    /// an acknowledgement of a few messages does not release one send at a time; not lower,
+    /// so that what is still unacknowledged keeps the connection busy while the
+    /// application sends more.
     pub fn sends_resumable(&self, conns: &[ConnId]) -> bool {
-        !self.unacked_reach(conns, self.config.max_unacked / 2)
+        !self.unacked_reach(conns, resume_below(self.config.max_unacked))
     }
 
     fn unacked_reach(&self, conns: &[ConnId], limit: usize) -> bool {
@@ -195,34 +196,55 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         let out = self.sessions.outbound(peer, || stream_id(&mut self.rng));
         out.away = None;
         let stream = out.stream;
-        let replay: Vec<Unacked> = out.unacked.iter().cloned().collect();
-        self.send(now, conn, &Message::Stream { id: stream });
-        for u in replay {
-            let tag = message::event_tag(u.seq);
-            let Some(link) = self.membership.get_mut(conn) else {
-                return;
-            };
-            match link
-                .seal_parts(&[&tag, &u.body])
-                .expect("members have sessions")
-            {
-                Ok(bytes) => {
-                    self.transmit(conn, bytes);
+        let ack_bytes = ack_bytes_for(self.config.max_unacked);
+        self.send(
+            now,
+            conn,
+            &Message::Stream {
+                id: stream,
+                ack_bytes,
+            },
+        );
+        let (Some(out), Some(link)) = (
+            self.sessions.outbound_of(peer),
+            self.membership.get_mut(conn),
+        ) else {
+            return;
+        };
+        let mut failed = None;
+        for (seq, (body, wrapped)) in out.unacked_events() {
+            let tag = message::event_tag(seq);
+            match link.seal_parts(&[&tag, body, wrapped]) {
+                Some(Ok(bytes)) => {
+                    self.outputs.push_back(Output::Transmit { conn, bytes });
                     self.stats.messages_resent += 1;
                 }
-                Err(e) => return self.fail(now, conn, e.into()),
+                Some(Err(e)) => {
+                    failed = Some(e);
+                    break;
+                }
+                // Failed already (announcing the stream).
+                None => break,
             }
+        }
+        if let Some(e) = failed {
+            self.fail(now, conn, e.into());
         }
     }
 
     /// `peer` was removed: its stream ends, and what it never acknowledged is reported.
     pub(super) fn end_stream(&mut self, node: &NodeInfo) {
-        let left = self.sessions.end(node.id);
-        if left.is_empty() {
+        let Some(left) = self.sessions.end(node.id) else {
+            return;
+        };
+        if left.unacked() == 0 {
             return;
         }
-        self.stats.messages_undelivered += left.len() as u64;
-        let events = left.iter().map(|u| undelivered(&u.body)).collect();
+        self.stats.messages_undelivered += left.unacked() as u64;
+        let events = left
+            .unacked_events()
+            .map(|(_, (a, b))| undelivered(&[a, b].concat()))
+            .collect();
         self.push_event(Event::Undelivered {
             node: node.clone(),
             events,
@@ -251,6 +273,18 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
 /// it from the one it knew; never 0, the stream of a peer that announced none.
 pub(super) fn stream_id(rng: &mut impl RngCore) -> u64 {
     rng.next_u64().max(1)
+}
+
+/// Below what a sender that waited on `max_unacked` goes on (see `sends_resumable`).
+pub(super) fn resume_below(max_unacked: usize) -> usize {
+    max_unacked - max_unacked / 4
+}
+
+/// How often a peer is asked to acknowledge: an eighth of the bound, so that a sender at
+/// it has several acknowledgements on their way and goes on (below 3/4) before the
+/// connection runs dry.
+fn ack_bytes_for(max_unacked: usize) -> u32 {
+    u32::try_from(max_unacked / 8).unwrap_or(u32::MAX)
 }
 
 /// An event kept in a stream, as the application sent it.

@@ -437,7 +437,7 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
     #[cfg(test)]
     pub(crate) fn stream_to(&mut self, peer: NodeId) -> Option<(u64, usize)> {
         let out = self.sessions.outbound_of(peer)?;
-        Some((out.stream, out.unacked.len()))
+        Some((out.stream, out.unacked()))
     }
 
     /// The claim this node follows.

@@ -201,12 +201,17 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
                 payload,
             } => {
                 let from = from.expect("members are introduced");
-                match self.sessions.received(now, from, seq, payload.len()) {
+                // Its body: the flag and the name's length, the name, the payload.
+                let len = 2 + name.len() + payload.len();
+                let (verdict, ack) = self.sessions.received(now, from, seq, len);
+                if let Some((stream, seq)) = ack {
+                    self.send(now, conn, &Message::Ack { stream, seq });
+                }
+                match verdict {
                     Received::Gap => return Err(self.refuse("custom event out of sequence")),
                     Received::Duplicate => {
                         // Replayed on a new connection: delivered already.
                         self.stats.duplicates_dropped += 1;
-                        self.ack_if_due(now, conn, from);
                         return Ok(());
                     }
                     Received::New => {}
@@ -229,12 +234,11 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
                         });
                     }
                 }
-                self.ack_if_due(now, conn, from);
                 Ok(())
             }
-            Message::Stream { id } => {
+            Message::Stream { id, ack_bytes } => {
                 self.sessions
-                    .announced(from.expect("members are introduced"), id);
+                    .announced(from.expect("members are introduced"), id, ack_bytes);
                 Ok(())
             }
             Message::Ack { stream, seq } => {
