@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
 
 seconds="${FUZZ_SECONDS:-20}"
-targets=(frame_decoder message_decode beacon_decode handshake session_open cluster_peer)
+targets=(frame_decoder message_decode beacon_decode handshake session_open cluster_peer probe_open)
 
 cargo +nightly fuzz build
 for target in "${targets[@]}"; do

@@ -252,6 +252,14 @@ impl World {
                 // core's dial timeout decides, in a later step.
             }
             Output::Beacon(_) => {}
+            // Liveness probes between A and B arrive, as UDP on loopback would; H has no
+            // probe socket, so probes to any other address are lost.
+            Output::Probe { addr: to, bytes } => {
+                let other = 1 - n;
+                if to == addr(other + 1) {
+                    self.node(other).handle_probe(now, addr(n + 1), &bytes);
+                }
+            }
             Output::AskAdmission { conn, node } => {
                 if n == 1 || self.pairs.contains_key(&(0, conn)) {
                     // Between A and B: honest, admitted.
