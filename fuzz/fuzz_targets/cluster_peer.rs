@@ -387,7 +387,10 @@ fuzz_target!(|data: &[u8]| {
                 _ => Message::Subscriptions(vec!["e".into()]),
             }),
             9 => Some(Message::Leave),
-            10 => Some(Message::Ping),
+            10 => Some(match input.u8().unwrap_or(0) & 1 {
+                0 => Message::Ping,
+                _ => Message::AskMembers,
+            }),
             11 => {
                 // A's filter answers about H's connection.
                 let accept = input.u8().unwrap_or(1) & 1 == 1;

@@ -25,12 +25,22 @@ pub const MAX_BACKOFF: usize = 1024;
 pub const MAX_HEARD: usize = 1024;
 
 /// Dials to addresses learnt from beacons and member lists (which anyone on the LAN, or any
-/// member, can fill with other hosts' addresses) are made at most this many at once...
-pub const DIAL_BUDGET_BURST: u32 = 16;
+/// member, can fill with other hosts' addresses) are made at most this many at once (a
+/// newcomer dials every member its member list names: room for a cluster of 128 at
+/// once)...
+pub const DIAL_BUDGET_BURST: u32 = 128;
 /// ...and at most this many per second on average after that; the others wait for their
 /// turn (each counted once in `stats().dials_skipped`). Seeds, scans and redials of
 /// members are not counted against it: the application chose those.
-pub const DIAL_BUDGET_PER_SEC: u32 = 8;
+pub const DIAL_BUDGET_PER_SEC: u32 = 16;
+
+/// A seed not reached yet is dialed again this soon after a failed dial (a seed started
+/// at the same instant may not listen yet)...
+pub const SEED_RETRY_FIRST: Duration = Duration::from_millis(25);
+/// ...each further failure doubling the wait, and after this many dials in all it is given
+/// up on for formation (25 + 50 + ... + 800 ms: about 1.6 s): it is then probed every
+/// `probe_interval` like a seed that went away.
+pub const SEED_RETRY_TRIES: u32 = 7;
 
 /// Most nodes remembered as refused at once ([`Discovery::refused`]); past the bound the
 /// entry whose hold ends soonest goes.
@@ -97,6 +107,10 @@ pub struct Target {
     pub expect: Option<NodeId>,
     /// A scan dial: short timeout, counted against the scan concurrency.
     pub scan: bool,
+    /// Ask the node reached for its member list: a seed, a scanned address or a lost
+    /// member may know nodes we have never heard of. Dials learnt from beacons and member
+    /// lists do not ask (see `cluster::admission`).
+    pub ask: bool,
 }
 
 /// What to do about a node just learned by id.
@@ -185,13 +199,17 @@ pub struct Discovery {
     scan_queue: VecDeque<SocketAddr>,
     next_probe: Option<Instant>,
     next_scan: Option<Instant>,
+    /// Seeds not reached since start: when each is dialed next, and how many dials it had.
+    /// Emptied as they are reached or given up on ([`SEED_RETRY_TRIES`]).
+    unreached: BTreeMap<SocketAddr, (Instant, u32)>,
 }
 
 impl Discovery {
     pub fn start(&mut self, now: Instant, cfg: &DiscoveryConfig) {
         if !cfg.seeds.is_empty() || cfg.probe_lost {
-            self.next_probe = Some(now);
+            self.next_probe = Some(now + cfg.probe_interval);
         }
+        self.unreached = cfg.seeds.iter().map(|&a| (a, (now, 0))).collect();
         if !cfg.subnets.is_empty() {
             self.next_scan = Some(now);
         }
@@ -202,22 +220,26 @@ impl Discovery {
         *self = Discovery::default();
     }
 
-    /// A node `id` at `addr` was learned from a beacon or a member list. The caller has
-    /// checked it is not us and not already connected or being dialed.
+    /// A node `id` at `addr` was learned from a beacon or (`listed`) a member list. The
+    /// caller has checked it is not us and not already connected or being dialed.
+    ///
+    /// Of two nodes that hear each other's beacons the smaller id dials. A member list is
+    /// told to one node only (the one that asked), and the nodes it names know nothing of
+    /// the asker: the asker dials each of them, whatever the ids.
     pub fn learn(
         &mut self,
         now: Instant,
         cfg: &DiscoveryConfig,
         me: NodeId,
-        id: NodeId,
-        addr: SocketAddr,
+        (id, addr): (NodeId, SocketAddr),
+        listed: bool,
     ) -> Option<Learned> {
         if self.in_backoff(now, id) {
             return None;
         }
         let full = self.heard.len() >= MAX_HEARD;
         let waiting = self.heard.get(&id).map(|&(due, _)| due);
-        if me > id {
+        if me > id && !listed {
             // It dials; we do only if it has not after `fallback_after`.
             match waiting {
                 None => {
@@ -312,6 +334,18 @@ impl Discovery {
         self.refusals.len()
     }
 
+    /// A dial to `addr` connected: if it is a seed not reached yet, it is reached (the
+    /// handshake, admission and member list that follow have their own deadlines).
+    pub fn reached(&mut self, addr: SocketAddr) {
+        self.unreached.remove(&addr);
+    }
+
+    /// True while a seed has been neither reached nor given up on, or a node heard of
+    /// waits for its dial: formation is not over (see `election`'s formation hold).
+    pub fn forming(&self) -> bool {
+        !self.unreached.is_empty() || !self.heard.is_empty()
+    }
+
     /// A connection to `id` got as far as its introduction.
     pub fn connected(&mut self, id: NodeId) {
         self.heard.remove(&id);
@@ -388,16 +422,38 @@ impl Discovery {
                 addr,
                 expect: Some(id),
                 scan: false,
+                ask: false,
             });
         }
-        if self.next_probe.is_some_and(|t| t <= now) {
-            self.next_probe = Some(now + cfg.probe_interval);
-            self.lost.retain(|_, (_, forget)| *forget > now);
-            for &addr in cfg.seeds.iter().filter(|&&a| !self.refused_addr(now, a)) {
+        // Seeds not reached yet, quickly: one started beside us may not listen yet.
+        let refusals = &self.refusals;
+        for (&addr, (next, tries)) in self.unreached.iter_mut() {
+            let refused = refusals.values().any(|r| r.addr == addr && r.until > now);
+            if *next <= now && !refused {
+                let wait = SEED_RETRY_FIRST.saturating_mul(1 << (*tries).min(16));
+                *next = now + wait;
+                *tries += 1;
                 out.push(Target {
                     addr,
                     expect: None,
                     scan: false,
+                    ask: true,
+                });
+            }
+        }
+        // Given up on: probed with the others from now on.
+        self.unreached
+            .retain(|_, (_, tries)| *tries < SEED_RETRY_TRIES);
+        if self.next_probe.is_some_and(|t| t <= now) {
+            self.next_probe = Some(now + cfg.probe_interval);
+            self.lost.retain(|_, (_, forget)| *forget > now);
+            let probed = cfg.seeds.iter().filter(|&&a| !self.refused_addr(now, a));
+            for &addr in probed.filter(|a| !self.unreached.contains_key(a)) {
+                out.push(Target {
+                    addr,
+                    expect: None,
+                    scan: false,
+                    ask: true,
                 });
             }
             for (&id, &(addr, _)) in &self.lost {
@@ -406,6 +462,7 @@ impl Discovery {
                         addr,
                         expect: Some(id),
                         scan: false,
+                        ask: true,
                     });
                 }
             }
@@ -427,6 +484,7 @@ impl Discovery {
                 addr,
                 expect: None,
                 scan: true,
+                ask: true,
             });
         }
         if self.scan_queue.is_empty()
@@ -457,6 +515,7 @@ impl Discovery {
             .into_iter()
             .chain(self.next_probe)
             .chain(self.next_scan)
+            .chain(self.unreached.values().map(|(next, _)| *next))
             .min()
     }
 }
@@ -479,11 +538,11 @@ mod tests {
         let t0 = Instant::now();
         let mut d = Discovery::default();
         assert_eq!(
-            d.learn(t0, &cfg, id(1), id(2), addr(2)),
+            d.learn(t0, &cfg, id(1), (id(2), addr(2)), false),
             Some(Learned::Dial)
         );
         assert_eq!(
-            d.learn(t0, &cfg, id(3), id(2), addr(2)),
+            d.learn(t0, &cfg, id(3), (id(2), addr(2)), false),
             Some(Learned::Announce)
         );
         assert!(d.due(t0, &cfg, 0, true).is_empty());
@@ -493,7 +552,8 @@ mod tests {
             vec![Target {
                 addr: addr(2),
                 expect: Some(id(2)),
-                scan: false
+                scan: false,
+                ask: false,
             }]
         );
     }
@@ -504,10 +564,10 @@ mod tests {
         let t0 = Instant::now();
         let mut d = Discovery::default();
         d.failed(t0, id(2), Duration::from_secs(1));
-        assert_eq!(d.learn(t0, &cfg, id(1), id(2), addr(2)), None);
+        assert_eq!(d.learn(t0, &cfg, id(1), (id(2), addr(2)), false), None);
         let t1 = t0 + Duration::from_secs(1);
         assert_eq!(
-            d.learn(t1, &cfg, id(1), id(2), addr(2)),
+            d.learn(t1, &cfg, id(1), (id(2), addr(2)), false),
             Some(Learned::Dial)
         );
     }
@@ -534,16 +594,19 @@ mod tests {
         }
         assert_eq!(d.backoff_len(), MAX_BACKOFF);
         // The newest are held back; the one ending soonest made room.
-        assert_eq!(d.learn(t0, &cfg, id(0), forged(19_999), addr(2)), None);
         assert_eq!(
-            d.learn(t0, &cfg, id(0), forged(0), addr(2)),
+            d.learn(t0, &cfg, id(0), (forged(19_999), addr(2)), false),
+            None
+        );
+        assert_eq!(
+            d.learn(t0, &cfg, id(0), (forged(0), addr(2)), false),
             Some(Learned::Dial)
         );
         // Expired entries go first: one new failure later clears them all.
         let later = t0 + Duration::from_secs(3600);
         d.failed(later, id(2), Duration::from_secs(1));
         assert_eq!(d.backoff_len(), 1);
-        assert_eq!(d.learn(later, &cfg, id(1), id(2), addr(2)), None);
+        assert_eq!(d.learn(later, &cfg, id(1), (id(2), addr(2)), false), None);
     }
 
     #[test]
@@ -555,7 +618,7 @@ mod tests {
         for n in 0..20_000u32 {
             let mut b = [0x01; 16];
             b[..4].copy_from_slice(&n.to_be_bytes());
-            let learned = d.learn(t0, &cfg, me, NodeId(b), addr(2));
+            let learned = d.learn(t0, &cfg, me, (NodeId(b), addr(2)), false);
             assert_eq!(learned, Some(Learned::Announce), "answered all the same");
             assert!(d.heard_len() <= MAX_HEARD, "{} after {n}", d.heard_len());
         }
@@ -586,22 +649,24 @@ mod tests {
         let mut d = Discovery::default();
         let mut dials = 0;
         let mut deferred = 0;
-        for n in 2..62u8 {
-            match d.learn(t0, &cfg, id(1), id(n), addr(n)) {
+        let last = 2 + DIAL_BUDGET_BURST as u8 + 60;
+        for n in 2..last {
+            match d.learn(t0, &cfg, id(1), (id(n), addr(n)), true) {
                 Some(Learned::Dial) => dials += 1,
                 Some(Learned::Deferred) => deferred += 1,
                 other => panic!("{other:?}"),
             }
         }
         assert_eq!(dials, DIAL_BUDGET_BURST);
-        assert_eq!(deferred, 60 - DIAL_BUDGET_BURST);
+        assert_eq!(deferred, 60);
         // Heard again meanwhile: not counted twice.
-        assert_eq!(d.learn(t0, &cfg, id(1), id(61), addr(61)), None);
+        let again = (id(last - 1), addr(last - 1));
+        assert_eq!(d.learn(t0, &cfg, id(1), again, false), None);
         // The next one is due when the budget has a dial again, not before.
         let next = d.poll_timeout(&cfg).expect("deferred dials wait");
         assert_eq!(
             next,
-            t0 + Duration::from_millis(1000 / u64::from(DIAL_BUDGET_PER_SEC))
+            t0 + Duration::from_millis(1000u64.div_ceil(u64::from(DIAL_BUDGET_PER_SEC)))
         );
         assert_eq!(d.due(next, &cfg, 0, false).len(), 1);
         let second = next + Duration::from_secs(1);
@@ -621,14 +686,14 @@ mod tests {
         for _ in 0..8 {
             let wait = d.refused(now, id(2), addr(2), true, 1 << 31);
             assert!(d.we_refuse(now, id(2)));
-            assert_eq!(d.learn(now, &cfg, id(1), id(2), addr(2)), None);
+            assert_eq!(d.learn(now, &cfg, id(1), (id(2), addr(2)), false), None);
             // Refused unasked for the wait without its random part only: the other side
             // waits at least that long after it was refused, so it finds the filter asked.
             let base = wait - wait / 9;
             assert!(d.we_refuse(now + base - Duration::from_millis(1), id(2)));
             assert!(!d.we_refuse(now + base, id(2)));
             assert_eq!(
-                d.learn(now + base, &cfg, id(1), id(2), addr(2)),
+                d.learn(now + base, &cfg, id(1), (id(2), addr(2)), false),
                 None,
                 "no dial yet"
             );

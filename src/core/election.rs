@@ -75,6 +75,11 @@ pub const TERM_MAX: u64 = 1 << 62;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Refused(pub &'static str);
 
+/// A formation hold ([`Election::set_forming`]) ends at the latest this many election
+/// timeouts after start, whatever is still in flight (a dial, handshake or admission has
+/// deadlines of its own, up to 7 s).
+pub const FORMATION_HOLD_TIMEOUTS: u32 = 4;
+
 /// Election settings.
 #[derive(Debug, Clone, Copy)]
 pub struct ElectionConfig {
@@ -154,6 +159,11 @@ pub struct Election {
     started: Option<Instant>,
     /// Still in the first wait after start, the only one `hasten` may shorten.
     first_wait: bool,
+    /// The node still has seeds or peers it has neither reached nor given up on (see
+    /// [`Election::set_forming`]).
+    forming: bool,
+    /// An election came due while forming: it is held until formation is over.
+    held: bool,
     effects: VecDeque<Effect>,
 }
 
@@ -184,6 +194,8 @@ impl Election {
             deadline: None,
             started: None,
             first_wait: false,
+            forming: false,
+            held: false,
             effects: VecDeque::new(),
         }
     }
@@ -206,6 +218,32 @@ impl Election {
         self.started = Some(now);
         self.first_wait = true;
         self.deadline = Some(now + self.cfg.timeout);
+    }
+
+    /// Formation hold: a node that has never followed a master does not promote itself
+    /// while it still has seeds or peers it has neither reached nor given up on (a dial,
+    /// handshake or admission in flight, a seed not listening yet, a node heard of and not
+    /// dialed yet): the node it has not reached may well be, or know, the cluster's master
+    /// or a smaller id. An election that comes due meanwhile waits for the end of formation,
+    /// and at most [`FORMATION_HOLD_TIMEOUTS`] election timeouts after start. After the
+    /// node's first master there is no hold: a failover does not wait for redials.
+    pub fn set_forming(&mut self, now: Instant, forming: bool) {
+        self.forming = forming;
+        if !forming && std::mem::take(&mut self.held) {
+            self.deadline = Some(now);
+        }
+    }
+
+    /// True while the formation hold applies (see [`Election::set_forming`]).
+    fn holding(&self, now: Instant) -> bool {
+        let within = self.hold_end().is_some_and(|end| now < end);
+        self.forming && self.term == 0 && self.claim.is_none() && within
+    }
+
+    /// The latest a formation hold lasts.
+    fn hold_end(&self) -> Option<Instant> {
+        let started = self.started?;
+        Some(started + self.cfg.timeout * FORMATION_HOLD_TIMEOUTS)
     }
 
     /// Nodes that have found each other need not wait out the whole timeout, which is for a
@@ -378,6 +416,7 @@ impl Election {
             .is_some_and(|end| now >= end);
         self.claim.is_none()
             && self.pending.is_none()
+            && !self.holding(now)
             && !self.others_follow_a_master()
             && first_wait_over
             && self.can_be_master()
@@ -405,6 +444,12 @@ impl Election {
         self.deadline = None;
         self.first_wait = false;
         if self.claim.is_some() {
+            return;
+        }
+        if self.holding(now) {
+            // Formation is not over: looked at again when it is, or at the hold's end.
+            self.held = true;
+            self.deadline = self.hold_end();
             return;
         }
         // A claim about a node that never connected does not hold the election up forever.
@@ -576,7 +621,12 @@ impl Election {
         }
         let waiting_for_reports = self.members.keys().any(|m| !self.reported.contains(m));
         match self.candidate() {
-            Some(c) if c == self.me && self.has_quorum() && !waiting_for_reports => {
+            Some(c)
+                if c == self.me
+                    && self.has_quorum()
+                    && !waiting_for_reports
+                    && !self.holding(now) =>
+            {
                 self.promote_self();
             }
             Some(c) if c == self.me => {

@@ -98,6 +98,10 @@ pub struct Link {
     pub expect: Option<NodeId>,
     /// A subnet-scan dial.
     pub scan: bool,
+    /// We ask the peer for its member list once it is a member (see [`Target::ask`]).
+    pub ask: bool,
+    /// The peer asked for our member list and had it: once per connection.
+    pub told_members: bool,
     /// Custom events the peer has joined: only those are sent to it.
     pub subscriptions: Subscriptions,
     /// The largest payload the peer accepts; a larger one would break the connection.
@@ -113,6 +117,8 @@ impl Link {
             addr,
             expect: None,
             scan: false,
+            ask: false,
+            told_members: false,
             subscriptions: Subscriptions::default(),
             peer_max_message: 0,
             decoder: FrameDecoder::new(MAX_HANDSHAKE_FRAME),
@@ -129,6 +135,7 @@ impl Link {
         );
         link.expect = target.expect;
         link.scan = target.scan;
+        link.ask = target.ask;
         link
     }
 
@@ -653,6 +660,7 @@ mod tests {
             addr: "10.0.0.9:27272".parse().unwrap(),
             expect: Some(NodeId([9; 16])),
             scan: false,
+            ask: false,
         };
         let mut link = Link::dial(&target, t0 + S(3));
         assert!(link.is_pending() && link.is_unproven());

@@ -212,6 +212,14 @@ impl Membership {
         self.links.values().filter(|l| l.is_pending()).count()
     }
 
+    /// True while a connection is on its way to membership, scan dials not yet answered
+    /// aside (most addresses of a scanned subnet never answer): formation is not over.
+    pub fn forming(&self) -> bool {
+        self.links
+            .values()
+            .any(|l| l.is_pending() && !(l.scan && l.is_dialing()))
+    }
+
     /// Our dials still on their way to membership.
     pub fn pending_dials(&self) -> usize {
         let dials = self.links.values().filter(|l| l.role == Role::Initiator);

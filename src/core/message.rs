@@ -33,6 +33,7 @@ mod tag {
     pub const PROFILE: u8 = 12;
     pub const STREAM: u8 = 13;
     pub const ACK: u8 = 14;
+    pub const ASK_MEMBERS: u8 = 15;
 }
 
 /// A message between two connected nodes.
@@ -60,8 +61,12 @@ pub enum Message<'a> {
     Leave,
     /// A heartbeat: the sender is alive.
     Ping,
-    /// Nodes the sender is connected to, so the receiver can connect to them too.
+    /// Nodes the sender is connected to, so the receiver can connect to them too: the
+    /// answer to [`Message::AskMembers`].
     Members(Vec<(NodeId, SocketAddr)>),
+    /// "Send me your member list": asked once per connection, by a node that may not know
+    /// the sender's cluster (a newcomer, a seed's dialer, a returning node).
+    AskMembers,
     /// The sender's metadata changed.
     Update { metadata: String },
     /// Master election.
@@ -148,6 +153,7 @@ impl<'a> Message<'a> {
             }
             Message::Leave => vec![tag::LEAVE],
             Message::Ping => vec![tag::PING],
+            Message::AskMembers => vec![tag::ASK_MEMBERS],
             Message::Members(list) => {
                 let mut out = Vec::with_capacity(3 + list.len() * 35);
                 out.push(tag::MEMBERS);
@@ -271,6 +277,7 @@ impl<'a> Message<'a> {
             },
             tag::LEAVE => Message::Leave,
             tag::PING => Message::Ping,
+            tag::ASK_MEMBERS => Message::AskMembers,
             tag::MEMBERS => {
                 let count = u16::from_be_bytes(r.array("count")?) as usize;
                 if count > MAX_MEMBERS {
@@ -436,6 +443,7 @@ mod tests {
             Message::Verdict { accepted: false },
             Message::Leave,
             Message::Ping,
+            Message::AskMembers,
             Message::Members(vec![
                 (NodeId([1; 16]), "10.0.0.1:27272".parse().unwrap()),
                 (NodeId([2; 16]), "[fe80::1]:9".parse().unwrap()),

@@ -57,6 +57,7 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         if !link.is_dialing() {
             return;
         }
+        self.discovery.reached(link.addr);
         let key = self.config.cluster_key.as_ref();
         let (hs, hello) =
             Handshake::start(Role::Initiator, &self.config.cluster, key, &mut self.rng);
@@ -297,6 +298,36 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         }
     }
 
+    /// Whether we ask the new member on `conn` for its member list: we dialed it as an
+    /// entry point (a seed, a scanned address, a lost member or a suspect: [`Target::ask`]),
+    /// or it is our first member (a newcomer found by multicast learns the nodes it cannot
+    /// hear, beyond a seed of its own), or it came back (it may know nodes that joined
+    /// meanwhile). A peer found by a beacon or a member list is not asked: the others
+    /// find us the same way. So a join costs one list, not one per member.
+    fn asks_members(&self, conn: ConnId, came_back: bool) -> bool {
+        let link = &self.membership[conn];
+        let first = self
+            .membership
+            .member_links()
+            .into_iter()
+            .all(|c| c == conn);
+        (link.role == Role::Initiator && link.ask) || first || came_back
+    }
+
+    /// Answers a member's [`Message::AskMembers`]: every other member (suspects included:
+    /// they have not been removed), at most [`MAX_MEMBERS`].
+    pub(super) fn tell_members(&mut self, now: Instant, conn: ConnId) {
+        let asker = self.membership[conn].peer_id();
+        let others: Vec<(NodeId, SocketAddr)> = self
+            .members()
+            .into_iter()
+            .filter(|m| Some(m.id) != asker)
+            .take(MAX_MEMBERS)
+            .map(|m| (m.id, SocketAddr::new(m.ip, m.port)))
+            .collect();
+        self.send(now, conn, &Message::Members(others));
+    }
+
     /// The peer of `conn` sent its profile, both ends having admitted each other: it is a
     /// member. A member's challenger replaces the member's connection now; a suspect that
     /// came back carries on. Either way the node stays the member it was, without events,
@@ -317,20 +348,11 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         };
         self.membership.introduced(id, conn);
         self.discovery.admitted(id);
-        // Tell the newcomer whom to connect to, and everyone else about the newcomer.
-        let others: Vec<(NodeId, SocketAddr)> = self
-            .members()
-            .into_iter()
-            .filter(|m| m.id != id)
-            .take(MAX_MEMBERS)
-            .map(|m| (m.id, SocketAddr::new(m.ip, m.port)))
-            .collect();
-        self.send(now, conn, &Message::Members(others));
-        let newcomer = Message::Members(vec![(id, SocketAddr::new(peer.ip, peer.port))]);
-        for other in self.membership.member_links() {
-            if other != conn {
-                self.send(now, other, &newcomer);
-            }
+        // Whom else to connect to is asked, not told to everyone: the node that may not know
+        // this peer's cluster asks it once (see `asks_members`), and nobody speaks about a
+        // newcomer to the others: it dials each member its list names itself.
+        if self.asks_members(conn, previous.is_some()) {
+            self.send(now, conn, &Message::AskMembers);
         }
         match previous {
             Some(old) if old.ip == peer.ip && old.master_eligible == peer.master_eligible => {

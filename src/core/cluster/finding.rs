@@ -26,19 +26,23 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         }
     }
 
-    /// Node `id` listens at `addr` (from a beacon or a member list).
-    pub(super) fn learn(&mut self, now: Instant, id: NodeId, addr: SocketAddr) {
+    /// Node `id` listens at `addr`, from a beacon or (`listed`) a member list.
+    pub(super) fn learn(&mut self, now: Instant, id: NodeId, addr: SocketAddr, listed: bool) {
         if id == self.me.id || self.knows(Some(id), addr) {
             return;
         }
         let cfg = &self.config.discovery;
-        match self.discovery.learn(now, cfg, self.me.id, id, addr) {
+        match self
+            .discovery
+            .learn(now, cfg, self.me.id, (id, addr), listed)
+        {
             Some(Learned::Dial) => self.dial(
                 now,
                 Target {
                     addr,
                     expect: Some(id),
                     scan: false,
+                    ask: false,
                 },
             ),
             Some(Learned::Deferred) => self.stats.dials_skipped += 1,

@@ -180,10 +180,12 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
                 if reconnecting {
                     return;
                 }
+                // A suspect may have missed joins while away: it is asked for its list.
                 let redial = Target {
                     addr,
                     expect,
                     scan: false,
+                    ask: true,
                 };
                 self.dial(now, redial);
             }

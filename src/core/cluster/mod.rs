@@ -271,6 +271,8 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         }
         self.release_overdue_master(now);
         if !self.leaving {
+            self.pump(now);
+            self.update_forming(now);
             self.election.handle_timeout(now);
             self.run_election(now);
             self.pump(now);
@@ -320,17 +322,28 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
             self.push_event(Event::BeaconRefused { addr: from, reason });
             return;
         }
-        self.learn(now, found.id, found.addr);
+        self.learn(now, found.id, found.addr, false);
+        self.update_forming(now);
     }
 
     /// A dial succeeded.
     pub fn connected(&mut self, now: Instant, conn: ConnId) {
         self.start_handshake(now, conn);
+        self.update_forming(now);
     }
 
     /// A dial failed (refused, unreachable, timed out).
     pub fn dial_failed(&mut self, now: Instant, conn: ConnId) {
         self.abandon_dial(now, conn);
+        self.update_forming(now);
+    }
+
+    /// Tells the election whether formation is still going on: seeds not reached nor
+    /// given up on, nodes heard of and not dialed, connections on their way to membership
+    /// (see [`Election::set_forming`]).
+    fn update_forming(&mut self, now: Instant) {
+        let forming = self.discovery.forming() || self.membership.forming();
+        self.election.set_forming(now, forming);
     }
 
     /// A peer connected to our listener. Returns the id to use for it, or `None` if the
@@ -340,12 +353,15 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
     /// `max_pending_per_ip` of them, and when every slot is taken the oldest incoming one
     /// is closed to make room, so a newcomer always gets its turn.
     pub fn accept(&mut self, now: Instant, addr: SocketAddr) -> Option<ConnId> {
-        self.accept_incoming(now, addr)
+        let conn = self.accept_incoming(now, addr);
+        self.update_forming(now);
+        conn
     }
 
     /// Bytes arrived on a connection.
     pub fn handle_bytes(&mut self, now: Instant, conn: ConnId, bytes: &[u8]) {
         self.receive(now, conn, bytes);
+        self.update_forming(now);
         self.debug_check_index();
     }
 
@@ -359,12 +375,14 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
             self.report(link.addr, e.into());
         }
         self.end(now, conn, Loss::Dropped);
+        self.update_forming(now);
         self.debug_check_index();
     }
 
     /// The application's verdict on an [`Output::AskAdmission`].
     pub fn admit(&mut self, now: Instant, conn: ConnId, accept: bool) {
         self.give_verdict(now, conn, accept, Reason::Filter);
+        self.update_forming(now);
     }
 
     /// The connection filter failed on the node of `conn` (threw, rejected, answered
@@ -372,6 +390,7 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
     pub fn filter_failed(&mut self, now: Instant, conn: ConnId) {
         self.stats.filter_errors += 1;
         self.give_verdict(now, conn, false, Reason::FilterError);
+        self.update_forming(now);
     }
 
     /// Leaves the cluster: tells every peer, then closes every connection. Beacons, dials

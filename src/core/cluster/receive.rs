@@ -265,9 +265,19 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
                 heard.map_err(|crate::core::election::Refused(rule)| self.refuse(rule))
             }
             Message::Members(list) => {
+                // Hints only: each dial must prove the id it was made for.
                 for (id, addr) in list {
-                    self.learn(now, id, addr);
+                    self.learn(now, id, addr, true);
                 }
+                Ok(())
+            }
+            Message::AskMembers => {
+                // Answered once per connection: an honest node asks once, and a list costs
+                // up to `MAX_MEMBERS` entries.
+                if std::mem::replace(&mut self.membership[conn].told_members, true) {
+                    return Err(self.refuse("asked for the member list twice"));
+                }
+                self.tell_members(now, conn);
                 Ok(())
             }
             // An introduction, a verdict or a profile from a member: admission is over.
