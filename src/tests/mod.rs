@@ -4,6 +4,7 @@
 mod detection;
 mod election;
 mod events;
+mod formation;
 mod identity;
 mod membership;
 mod paused;

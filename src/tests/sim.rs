@@ -76,14 +76,20 @@ pub struct Sim {
     rng: ChaCha20Rng,
     /// Every probe datagram sent, (from, to address, bytes), for hostile tests to replay.
     pub probes_sent: Vec<(Host, SocketAddr, Vec<u8>)>,
+    /// Records (frames) each host sent on its connections, and their bytes.
+    pub sent: BTreeMap<Host, (u64, u64)>,
+    /// Records each host sent to each other host.
+    pub sent_to: BTreeMap<(Host, Host), u64>,
 }
 
 /// The wall clock (ms since the Unix epoch) when a simulation starts.
 pub const SIM_EPOCH_MS: u64 = 1_800_000_000_000;
 
-/// The address host `host` listens at.
+/// The address host `host` listens at: 10.0.0.1 for host 0, on up to 10.0.255.255.
 pub fn addr(host: Host) -> SocketAddr {
-    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, host as u8 + 1)), 27272)
+    let n = u16::try_from(host + 1).expect("at most 65 535 hosts");
+    let [hi, lo] = n.to_be_bytes();
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, hi, lo)), 27272)
 }
 
 impl Sim {
@@ -109,6 +115,8 @@ impl Sim {
             no_probes: BTreeSet::new(),
             rng: ChaCha20Rng::seed_from_u64(seed),
             probes_sent: Vec::new(),
+            sent: BTreeMap::new(),
+            sent_to: BTreeMap::new(),
         }
     }
 
@@ -125,6 +133,16 @@ impl Sim {
         self.manual.insert(host);
         self.start_at(host, config);
         host
+    }
+
+    /// Starts host `host` (which may be below hosts already started: a seed started after
+    /// the nodes that name it), with multicast off if `manual`.
+    pub fn add_at(&mut self, host: Host, config: Config, manual: bool) {
+        assert!(!self.nodes.contains_key(&host), "host {host} runs already");
+        if manual {
+            self.manual.insert(host);
+        }
+        self.start_at(host, config);
     }
 
     /// Kills a node's process: the kernel closes its connections, and nothing listens at
@@ -243,7 +261,9 @@ impl Sim {
     /// Runs for `d` of virtual time, delivering everything and firing every timer.
     pub fn run_for(&mut self, d: Duration) {
         let until = self.now + d;
-        for _ in 0..1_000_000 {
+        // Bounded, and room for a full mesh of a few hundred nodes forming.
+        let steps = 1_000_000usize.max(self.nodes.len().pow(2) * 200);
+        for _ in 0..steps {
             self.collect();
             if let Some(delivery) = self.queue.pop_front() {
                 self.deliver(delivery);
@@ -288,11 +308,25 @@ impl Sim {
         }
     }
 
+    /// The running host listening at `at`, if any (the inverse of [`addr`]).
+    fn host_at(&self, at: SocketAddr) -> Option<Host> {
+        let IpAddr::V4(ip) = at.ip() else { return None };
+        let [a, b, hi, lo] = ip.octets();
+        let n = usize::from(u16::from_be_bytes([hi, lo]));
+        let host = n.checked_sub(1)?;
+        let ours = a == 10 && b == 0 && at.port() == addr(0).port();
+        (ours && self.nodes.contains_key(&host)).then_some(host)
+    }
+
     fn carry_out(&mut self, host: Host, out: Output) {
         let now = self.now;
         match out {
             Output::Transmit { conn, bytes } => {
+                let sent = self.sent.entry(host).or_default();
+                sent.0 += 1;
+                sent.1 += bytes.len() as u64;
                 if let Some(&to) = self.links.get(&(host, conn)) {
+                    *self.sent_to.entry((host, to.0)).or_default() += 1;
                     if !self.apart(host, to.0) && !self.severed.contains(&(host, to.0)) {
                         self.queue.push_back(Delivery::Bytes { to, bytes });
                     }
@@ -305,7 +339,7 @@ impl Sim {
                 }
             }
             Output::Dial { conn, addr: target } => {
-                let listener = self.nodes.keys().copied().find(|&h| addr(h) == target);
+                let listener = self.host_at(target);
                 if listener.is_some_and(|h| self.apart(host, h) || self.paused.contains(&h)) {
                     // No answer at all: the core's dial timeout decides.
                     return;
@@ -330,7 +364,7 @@ impl Sim {
                 bytes,
             } => {
                 self.probes_sent.push((host, target, bytes.clone()));
-                let to = self.nodes.keys().copied().find(|&h| addr(h) == target);
+                let to = self.host_at(target);
                 let blocked = |h| self.no_probes.contains(&h);
                 if let Some(to) = to.filter(|&to| !blocked(host) && !blocked(to)) {
                     if !self.apart(host, to) && !self.severed.contains(&(host, to)) {
