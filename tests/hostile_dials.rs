@@ -1,5 +1,5 @@
 //! The dial budget (issue 14): a member can name any address in a member list, so lists
-//! naming 60 ports of another host must not make the node open 60 connections there at
+//! naming 200 ports of another host must not make the node open 200 connections there at
 //! once. Addresses learnt from member lists and beacons are dialed at most
 //! [`DIAL_BUDGET_BURST`] at once and [`DIAL_BUDGET_PER_SEC`] a second after that; the rest
 //! wait their turn and are counted in `stats().dials_skipped`. The "other host" is
@@ -15,7 +15,7 @@ use espial::core::message::Message;
 use espial::core::node::NodeId;
 use support::{Peer, Target};
 
-const NAMED: usize = 60;
+const NAMED: usize = 200;
 const WINDOW: Duration = Duration::from_millis(1500);
 
 #[test]

@@ -1,0 +1,127 @@
+'use strict';
+
+// Formation at scale (issue 19): N node processes, each on its own loopback address
+// 127.0.0.K (all on one port), started at the same instant, finding each other by one seed
+// (127.0.0.1) or by multicast. Prints, from the last `listening`: when every node saw every
+// other under one master, how many nodes emitted `promotion`, and what the formation cost:
+// CPU (user + sys) per process and per link, bytes sent per node and per join, handshakes
+// beyond the N(N-1)/2 pairs. Run inside a network namespace of its own:
+//
+//   unshare -n -- bash -c 'ip link set lo up && node bench/formation.js --nodes 100 [--multicast]'
+//
+// CPU time, not wall-clock, is the figure to compare on a shared machine.
+
+const { fork } = require('node:child_process');
+const crypto = require('node:crypto');
+
+const args = process.argv.slice(2);
+const flag = (name, dflt) => {
+  const i = args.indexOf(`--${name}`);
+  return i < 0 ? dflt : args[i + 1];
+};
+const CHILD = process.env.ESPIAL_FORMATION_CHILD;
+
+if (CHILD) {
+  // One node: reports `listening`, `promotion`, its member count, and at the end its stats
+  // and CPU time.
+  // ESPIAL_MODULE: another build to measure (a checkout of main, say), for before/after.
+  const espial = require(process.env.ESPIAL_MODULE || '..');
+  const options = JSON.parse(CHILD);
+  const node = espial(options);
+  node.on('error', (e) => process.send({ error: `${e.code}: ${e.message}` }));
+  node.on('listening', () => process.send({ listening: Date.now() }));
+  node.on('promotion', () => process.send({ promotion: true }));
+  const report = () => process.send({ members: node.get_nodes().length, master: node.get_master()?.id ?? null });
+  node.on('added_node', report);
+  node.on('new_master', report);
+  process.on('message', (m) => {
+    if (m === 'stats') {
+      const cpu = process.cpuUsage();
+      process.send({ stats: node.stats(), cpu_ms: (cpu.user + cpu.system) / 1000 });
+    } else if (m === 'exit') {
+      node.exit(() => process.exit(0));
+    }
+  });
+} else {
+  main().catch((e) => {
+    console.error(e);
+    process.exit(1);
+  });
+}
+
+async function main() {
+  const n = Number(flag('nodes', 10));
+  const multicast = args.includes('--multicast');
+  const limitMs = Number(flag('limit', 60_000));
+  const port = 20000 + crypto.randomInt(12000);
+  const cluster = `formation-${crypto.randomBytes(4).toString('hex')}`;
+  const state = Array.from({ length: n }, () => ({ members: 0, master: null, listening: null, promotions: 0 }));
+  const children = [];
+  let formedAt = null;
+  const formed = () =>
+    state.every((s) => s.listening && s.members === n - 1 && s.master && s.master === state[0].master);
+  const done = new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`not formed after ${limitMs} ms`)), limitMs);
+    for (let k = 0; k < n; k++) {
+      const address = `127.0.0.${k + 1}`;
+      const network = multicast
+        ? { port, address: { local: address }, multicast_interface: address, multicast_port: port + 1 }
+        : { port, address: { local: address }, multicast: false, peers: [`127.0.0.1:${port}`] };
+      const child = fork(__filename, [], {
+        env: { ...process.env, ESPIAL_FORMATION_CHILD: JSON.stringify({ network, cluster }) },
+        stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+      });
+      children.push(child);
+      child.on('message', (m) => {
+        const s = state[k];
+        if (m.error) console.error(`node ${k}: ${m.error}`);
+        if (m.listening) s.listening = m.listening;
+        if (m.promotion) s.promotions++;
+        if ('members' in m) {
+          s.members = m.members;
+          s.master = m.master;
+        }
+        if (formedAt === null && formed()) {
+          formedAt = Date.now();
+          clearTimeout(timer);
+          resolve();
+        }
+      });
+    }
+  });
+  try {
+    await done;
+    // Late promotions would come within an election timeout.
+    await new Promise((r) => setTimeout(r, 1500));
+    const stats = await Promise.all(
+      children.map((c) => new Promise((resolve) => {
+        c.once('message', function wait(m) {
+          if (m.stats) resolve(m);
+          else c.once('message', wait);
+        });
+        c.send('stats');
+      })),
+    );
+    const lastListening = Math.max(...state.map((s) => s.listening));
+    const links = (n * (n - 1)) / 2;
+    const cpu = stats.reduce((t, s) => t + s.cpu_ms, 0);
+    const bytes = stats.reduce((t, s) => t + s.stats.bytes_out, 0);
+    const handshakes = stats.reduce((t, s) => t + s.stats.handshakes_completed, 0) / 2;
+    const result = {
+      nodes: n,
+      discovery: multicast ? 'multicast' : 'seeds',
+      formed_ms_after_last_listening: formedAt - lastListening,
+      promotions: state.reduce((t, s) => t + s.promotions, 0),
+      cpu_ms_per_process: +(cpu / n).toFixed(1),
+      cpu_ms_per_link: +(cpu / links).toFixed(2),
+      // Every node joined once: the bytes a join cost, all nodes together.
+      bytes_per_join: Math.round(bytes / n),
+      extra_handshakes: Math.round(handshakes - links),
+    };
+    console.log(JSON.stringify(result));
+  } finally {
+    for (const c of children) c.send('exit');
+    await new Promise((r) => setTimeout(r, 1000));
+    for (const c of children) c.kill('SIGKILL');
+  }
+}
