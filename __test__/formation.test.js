@@ -3,28 +3,35 @@
 // Formation (issue 19): nodes started at the same instant, each on its own loopback address
 // (127.0.0.K, all on one port), finding each other through one seed only: exactly one node
 // emits `promotion`, and every node sees every other, under one master, within 1 s of the
-// last `listening`. Ten rounds of 10 nodes, and one of 30. Every wait is bounded.
+// last `listening`. Ten rounds of 10 nodes (in every other one the seed comes up 50 ms
+// after the others), and one of 30. Every wait is bounded.
 
 const { test } = require('node:test');
 const assert = require('node:assert/strict');
 const { performance } = require('node:perf_hooks');
 const { randomPorts, uniqueCluster, manualOptions, withNodes, delay, within } = require('./support.js');
 
-// One formation of `n` nodes by seeds only; resolves with what happened.
-async function form(scope, n, { limitMs }) {
+// One formation of `n` nodes by seeds only; resolves with what happened. With `seedLateMs`
+// the seed (127.0.0.1) is started that long after the others, which dial it in vain first.
+async function form(scope, n, { limitMs, seedLateMs = 0 }) {
   const cluster = uniqueCluster();
   const [port] = randomPorts(1);
   const seed = `127.0.0.1:${port}`;
   const listened = [];
   let promotions = 0;
   const nodes = [];
-  // All constructed in one tick: they start together on the next.
-  for (let k = 0; k < n; k++) {
+  const start = (k) => {
     const address = `127.0.0.${k + 1}`;
     const node = scope.node(manualOptions({ port, cluster, address, peers: [seed] }), `f${k}`);
     node.once('listening', () => listened.push(performance.now()));
     node.on('promotion', () => promotions++);
-    nodes.push(node);
+    nodes[k] = node;
+  };
+  // All constructed in one tick: they start together on the next.
+  for (let k = seedLateMs ? 1 : 0; k < n; k++) start(k);
+  if (seedLateMs) {
+    await delay(seedLateMs);
+    start(0);
   }
   const formed = () => {
     if (listened.length < n) return false;
@@ -53,7 +60,9 @@ test('10 nodes by seeds only, started at the same instant, 10 times: one promoti
   const rounds = [];
   for (let round = 0; round < 10; round++) {
     await withNodes(async (scope) => {
-      rounds.push(await within(20_000, form(scope, 10, { limitMs: 1000 }), () => `round ${round} hung`));
+      // Every other round, the seed comes up 50 ms after the others.
+      const seedLateMs = round % 2 ? 50 : 0;
+      rounds.push(await within(20_000, form(scope, 10, { limitMs: 1000, seedLateMs }), () => `round ${round} hung`));
     });
   }
   const summary = rounds.map((r) => `${r.after.toFixed(0)} ms/${r.promotions}`).join(', ');
