@@ -61,7 +61,12 @@ async function main() {
   const formed = () =>
     state.every((s) => s.listening && s.members === n - 1 && s.master && s.master === state[0].master);
   const done = new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`not formed after ${limitMs} ms`)), limitMs);
+    const timer = setTimeout(() => {
+      const seen = state.map((s) => s.members).join(' ');
+      const masters = new Set(state.map((s) => s.master)).size;
+      const listening = state.filter((s) => s.listening).length;
+      reject(new Error(`not formed after ${limitMs} ms: ${listening} listening, ${masters} masters, members seen: ${seen}`));
+    }, limitMs);
     for (let k = 0; k < n; k++) {
       const address = `127.0.0.${k + 1}`;
       const network = multicast
