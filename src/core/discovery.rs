@@ -42,6 +42,11 @@ pub const SEED_RETRY_FIRST: Duration = Duration::from_millis(25);
 /// `probe_interval` like a seed that went away.
 pub const SEED_RETRY_TRIES: u32 = 7;
 
+/// A dial to a node learnt by id (a beacon, a member list) that fails before the node is a
+/// member is made again, after `redial_backoff`, at most this many times in a row: in
+/// seeds-only discovery nobody else would tell us of it again.
+pub const LEARNT_RETRIES: u32 = 3;
+
 /// Most nodes remembered as refused at once ([`Discovery::refused`]); past the bound the
 /// entry whose hold ends soonest goes.
 pub const MAX_REFUSALS: usize = 1024;
@@ -199,6 +204,10 @@ pub struct Discovery {
     scan_queue: VecDeque<SocketAddr>,
     next_probe: Option<Instant>,
     next_scan: Option<Instant>,
+    /// Failed dials in a row to nodes learnt by id (at most [`LEARNT_RETRIES`] each; one
+    /// entry per node in `heard`, so bounded alike). Cleared when the node introduces
+    /// itself.
+    retries: BTreeMap<NodeId, u32>,
     /// Seeds not reached since start: when each is dialed next, and how many dials it had.
     /// Emptied as they are reached or given up on ([`SEED_RETRY_TRIES`]).
     unreached: BTreeMap<SocketAddr, (Instant, u32)>,
@@ -346,8 +355,23 @@ impl Discovery {
         !self.unreached.is_empty() || !self.heard.is_empty()
     }
 
+    /// A dial to node `id` at `addr`, learnt by id, failed before it was a member: it is
+    /// dialed again after `redial_backoff`, [`LEARNT_RETRIES`] times at most in a row.
+    pub fn retry(&mut self, now: Instant, cfg: &DiscoveryConfig, id: NodeId, addr: SocketAddr) {
+        let tries = self.retries.get(&id).copied().unwrap_or(0);
+        if tries >= LEARNT_RETRIES || self.heard.len() >= MAX_HEARD {
+            return;
+        }
+        if self.retries.len() >= MAX_HEARD && !self.retries.contains_key(&id) {
+            self.retries.retain(|id, _| self.heard.contains_key(id));
+        }
+        self.retries.insert(id, tries + 1);
+        self.heard.insert(id, (now + cfg.redial_backoff, addr));
+    }
+
     /// A connection to `id` got as far as its introduction.
     pub fn connected(&mut self, id: NodeId) {
+        self.retries.remove(&id);
         self.heard.remove(&id);
         self.backoff.remove(&id);
         self.lost.remove(&id);

@@ -265,7 +265,7 @@ fn scale(n: usize) {
     let t = std::time::Instant::now();
     let f = form(&mut sim, 1, n, Found::Multicast, Duration::ZERO, false).unwrap();
     eprintln!(
-        "n={n} formation: converged {:?} after the last start, {} promotion(s), {:.0} records and {:.0} bytes per node ({:.1?} of CPU)",
+        "n={n} formation: converged {:?} after the last start, {} promotion(s), {:.0} records and {:.0} bytes per node ({:.1?} wall-clock to simulate)",
         f.converged, f.promotions, f.records_per_node, f.bytes_per_node, t.elapsed()
     );
     assert_eq!(f.promotions, 1);
@@ -334,7 +334,7 @@ fn scale(n: usize) {
         .map(|h| sim.events[h].iter().filter(|e| promoted(e)).count())
         .sum();
     eprintln!(
-        "n={n} partition of {} then heal: healed after {:?}, {:.0} records and {:.0} bytes per node; promotions in all {promotions} ({:.1?} of CPU in all)",
+        "n={n} partition of {} then heal: healed after {:?}, {:.0} records and {:.0} bytes per node; promotions in all {promotions} ({:.1?} wall-clock to simulate in all)",
         third.len(),
         sim.now - t0,
         (after.0 - before.0) as f64 / n as f64,

@@ -37,6 +37,9 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
             // A suspect whose redial is refused has crashed or stopped: remove it now.
             if self.membership.is_suspect(id) {
                 self.give_up_suspect(now, id, Reason::Reset);
+            } else {
+                self.discovery
+                    .retry(now, &self.config.discovery, id, link.addr);
             }
         }
         if link.scan {
@@ -142,9 +145,14 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         // its suspect's own deadline decides then.)
         let unproven = link.is_unproven();
         let expected = link.expect;
+        let addr = link.addr;
         self.close(conn);
         if let Some(id) = expected.filter(|&id| unproven && self.membership.is_suspect(id)) {
             self.give_up_suspect(now, id, Reason::Reset);
+        } else if let Some(id) = expected.filter(|&id| self.membership.link_of(id).is_none()) {
+            // A dial to a node learnt by id that failed on its way (a handshake timed out
+            // on a loaded host, say): tried again, a few times.
+            self.discovery.retry(now, &self.config.discovery, id, addr);
         }
     }
 
