@@ -231,7 +231,12 @@ declare namespace espial {
     | 'ERR_ESPIAL_BIND'
     | 'ERR_ESPIAL_MULTICAST'
     | 'ERR_ESPIAL_SEED'
-    | 'ERR_ESPIAL_FILTER';
+    | 'ERR_ESPIAL_FILTER'
+    | 'ERR_ESPIAL_TIMEOUT'
+    | 'ERR_ESPIAL_NO_HANDLER'
+    | 'ERR_ESPIAL_REMOTE'
+    | 'ERR_ESPIAL_TARGET_LEFT'
+    | 'ERR_ESPIAL_BUSY';
 
   /** The error of an `error` event, or of a rejected `send()`; `code` is stable. */
   interface EspialError extends Error {

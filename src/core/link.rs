@@ -100,6 +100,8 @@ pub struct Link {
     pub scan: bool,
     /// Custom events the peer has joined: only those are sent to it.
     pub subscriptions: Subscriptions,
+    /// Names the peer serves requests for (same rules and bounds as its joins).
+    pub serving: Subscriptions,
     /// The largest payload the peer accepts; a larger one would break the connection.
     pub peer_max_message: usize,
     decoder: FrameDecoder,
@@ -114,6 +116,7 @@ impl Link {
             expect: None,
             scan: false,
             subscriptions: Subscriptions::default(),
+            serving: Subscriptions::default(),
             peer_max_message: 0,
             decoder: FrameDecoder::new(MAX_HANDSHAKE_FRAME),
             stage,

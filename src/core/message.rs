@@ -33,6 +33,55 @@ mod tag {
     pub const PROFILE: u8 = 12;
     pub const STREAM: u8 = 13;
     pub const ACK: u8 = 14;
+    pub const SERVE: u8 = 15;
+    pub const UNSERVE: u8 = 16;
+    pub const SERVING: u8 = 17;
+    pub const REQUEST: u8 = 18;
+    pub const REPLY: u8 = 19;
+}
+
+/// What the first byte of a body kept in a stream (see `sessions`) says beyond a custom
+/// event's binary flag: requests and replies share the pair's stream with events, so they
+/// are numbered, acknowledged and replayed alike, and the kept byte tells which message
+/// to seal the body as. Events keep 0 and 1, so their bodies are what they always were.
+pub mod kept {
+    /// `REQUEST | binary`: a request; the body's rest is the name, the id, the payload.
+    pub const REQUEST: u8 = 0x10;
+    /// `REPLY | status`: a reply; no name, then the id and the payload.
+    pub const REPLY: u8 = 0x20;
+}
+
+/// Reply statuses (a [`Message::Reply`]'s `status`).
+pub mod status {
+    /// The handler's value, JSON text.
+    pub const VALUE_JSON: u8 = 0;
+    /// The handler's value, bytes.
+    pub const VALUE_BINARY: u8 = 1;
+    /// The handler threw or rejected: `code_len` (u8) · code · message.
+    pub const REMOTE: u8 = 2;
+    /// The replier serves no handler of that name.
+    pub const NO_HANDLER: u8 = 3;
+    /// The replier holds the most requests from the asker it takes unanswered.
+    pub const BUSY: u8 = 4;
+    /// The handler's value was over the asker's `max_message` or the replier's
+    /// `max_reply_size`.
+    pub const TOO_LARGE: u8 = 5;
+    /// The last status.
+    pub const MAX: u8 = 5;
+}
+
+/// The head of a message of a stream, before the kept body's bytes after its first: the
+/// message tag, the number, and the flag or status the kept byte holds.
+pub fn stream_head(seq: u64, kept_flag: u8) -> [u8; 10] {
+    let tag = match kept_flag & 0xf0 {
+        kept::REQUEST => tag::REQUEST,
+        kept::REPLY => tag::REPLY,
+        _ => tag::EVENT,
+    };
+    let mut head = [tag; 10];
+    head[1..9].copy_from_slice(&seq.to_be_bytes());
+    head[9] = kept_flag & 0x0f;
+    head
 }
 
 /// A message between two connected nodes.
@@ -85,6 +134,27 @@ pub enum Message<'a> {
     Stream { id: u64, ack_bytes: u32 },
     /// The sender received every event of the receiver's stream `stream` up to `seq`.
     Ack { stream: u64, seq: u64 },
+    /// The sender serves requests named so from now on.
+    Serve(String),
+    /// The sender no longer serves requests named so.
+    Unserve(String),
+    /// Every name the sender serves (sent to each new member that there are any).
+    Serving(Vec<String>),
+    /// Request `id` of the sender to handler `name`, number `seq` of its stream.
+    Request {
+        seq: u64,
+        id: u64,
+        name: &'a str,
+        binary: bool,
+        payload: &'a [u8],
+    },
+    /// The answer to the receiver's request `id`, number `seq` of the sender's stream.
+    Reply {
+        seq: u64,
+        id: u64,
+        status: u8,
+        payload: &'a [u8],
+    },
 }
 
 /// Encodes a custom event.
@@ -216,6 +286,50 @@ impl<'a> Message<'a> {
                 put_name(&mut out, name);
                 out
             }
+            Message::Serve(name) => {
+                let mut out = vec![tag::SERVE];
+                put_name(&mut out, name);
+                out
+            }
+            Message::Unserve(name) => {
+                let mut out = vec![tag::UNSERVE];
+                put_name(&mut out, name);
+                out
+            }
+            Message::Serving(names) => {
+                let mut out = vec![tag::SERVING];
+                out.extend_from_slice(&(names.len() as u16).to_be_bytes());
+                for name in names {
+                    put_name(&mut out, name);
+                }
+                out
+            }
+            Message::Request {
+                seq,
+                id,
+                name,
+                binary,
+                payload,
+            } => [
+                &stream_head(*seq, kept::REQUEST | u8::from(*binary))[..],
+                &[name.len() as u8],
+                name.as_bytes(),
+                &id.to_be_bytes(),
+                payload,
+            ]
+            .concat(),
+            Message::Reply {
+                seq,
+                id,
+                status,
+                payload,
+            } => [
+                &stream_head(*seq, kept::REPLY | status)[..],
+                &[0],
+                &id.to_be_bytes(),
+                payload,
+            ]
+            .concat(),
             Message::Subscriptions(names) => {
                 let mut out = vec![tag::SUBSCRIPTIONS];
                 out.extend_from_slice(&(names.len() as u16).to_be_bytes());
@@ -333,6 +447,58 @@ impl<'a> Message<'a> {
                 stream: u64::from_be_bytes(r.array("stream")?),
                 seq: u64::from_be_bytes(r.array("seq")?),
             },
+            tag::SERVE => Message::Serve(r.name()?.to_owned()),
+            tag::UNSERVE => Message::Unserve(r.name()?.to_owned()),
+            tag::SERVING => {
+                let count = u16::from_be_bytes(r.array("count")?) as usize;
+                if count > MAX_JOINED {
+                    return Err(DecodeError::TooLong {
+                        field: "serving",
+                        len: count,
+                        max: MAX_JOINED,
+                    });
+                }
+                let names = (0..count)
+                    .map(|_| r.name().map(str::to_owned))
+                    .collect::<Result<_, _>>()?;
+                Message::Serving(names)
+            }
+            tag::REQUEST => {
+                let seq = u64::from_be_bytes(r.array("seq")?);
+                let binary = match r.u8("binary")? {
+                    0 => false,
+                    1 => true,
+                    _ => return Err(DecodeError::Invalid("binary")),
+                };
+                let name = r.name()?;
+                let id = u64::from_be_bytes(r.array("request id")?);
+                let payload = std::mem::take(&mut r.0);
+                Message::Request {
+                    seq,
+                    id,
+                    name,
+                    binary,
+                    payload,
+                }
+            }
+            tag::REPLY => {
+                let seq = u64::from_be_bytes(r.array("seq")?);
+                let status = r.u8("status")?;
+                if status > status::MAX {
+                    return Err(DecodeError::Invalid("status"));
+                }
+                if r.u8("reply name")? != 0 {
+                    return Err(DecodeError::Invalid("reply name"));
+                }
+                let id = u64::from_be_bytes(r.array("request id")?);
+                let payload = std::mem::take(&mut r.0);
+                Message::Reply {
+                    seq,
+                    id,
+                    status,
+                    payload,
+                }
+            }
             tag::SUBSCRIBE => Message::Subscribe(r.name()?.to_owned()),
             tag::UNSUBSCRIBE => Message::Unsubscribe(r.name()?.to_owned()),
             tag::SUBSCRIPTIONS => {
@@ -467,6 +633,35 @@ mod tests {
             },
             Message::Ack { stream: 9, seq: 10 },
             Message::Subscriptions(vec!["a".into(), "b".into()]),
+            Message::Serve("work".into()),
+            Message::Unserve("work".into()),
+            Message::Serving(vec!["a".into(), "b".into()]),
+            Message::Request {
+                seq: 3,
+                id: u64::MAX,
+                name: "work",
+                binary: false,
+                payload: b"[1]",
+            },
+            Message::Request {
+                seq: 4,
+                id: 1,
+                name: "w",
+                binary: true,
+                payload: &[],
+            },
+            Message::Reply {
+                seq: 5,
+                id: 7,
+                status: status::REMOTE,
+                payload: b"\x03ERRboom",
+            },
+            Message::Reply {
+                seq: 6,
+                id: 8,
+                status: status::VALUE_JSON,
+                payload: b"{}",
+            },
             Message::Election(ElectionMsg::Resign(Claim {
                 master: NodeId([4; 16]),
                 term: 7,
@@ -507,5 +702,27 @@ mod tests {
             Message::decode(&[2, 5], 1024),
             Err(DecodeError::Invalid("accepted"))
         );
+        let reply = Message::Reply {
+            seq: 1,
+            id: 2,
+            status: status::MAX,
+            payload: &[],
+        }
+        .encode();
+        let mut bad = reply.clone();
+        bad[9] = status::MAX + 1;
+        assert_eq!(
+            Message::decode(&bad, 1024),
+            Err(DecodeError::Invalid("status"))
+        );
+        let mut named = reply.clone();
+        named[10] = 1;
+        assert!(
+            Message::decode(&named, 1024).is_err(),
+            "a reply has no name"
+        );
+        for cut in 0..reply.len() {
+            assert!(Message::decode(&reply[..cut], 1024).is_err(), "cut {cut}");
+        }
     }
 }

@@ -7,6 +7,7 @@ mod events;
 mod identity;
 mod membership;
 mod paused;
+mod requests;
 mod resend;
 pub mod sim;
 mod sticky;

@@ -294,6 +294,7 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
             self.send(now, conn, &profile);
             let joined = Message::Subscriptions(self.subscriptions.names());
             self.send(now, conn, &joined);
+            self.share_serving(now, conn);
         }
     }
 

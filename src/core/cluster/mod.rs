@@ -42,6 +42,7 @@ mod loss;
 mod master;
 mod probing;
 mod receive;
+pub mod requests;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -51,6 +52,7 @@ use rand_core::{CryptoRng, RngCore};
 
 use super::beacon;
 use super::beacon_schedule::BeaconSchedule;
+use super::calls::Calls;
 use super::config::Config;
 use super::crypto::Identity;
 use super::discovery::Discovery;
@@ -83,6 +85,10 @@ pub struct Cluster<R> {
     subscriptions: Subscriptions,
     /// Custom event streams to and from each peer, across its connections.
     sessions: Sessions,
+    /// Names this node serves requests for.
+    serving: Subscriptions,
+    /// Requests in flight, ours and our peers'.
+    calls: Calls,
     /// The last node known to be master, for `promotion`'s previous master.
     last_master: Option<NodeInfo>,
     /// Addresses that turned out to reach this very node (a seed naming us, say).
@@ -134,6 +140,8 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
             election: Election::new(me.id, config.election),
             subscriptions: Subscriptions::default(),
             sessions: Sessions::default(),
+            serving: Subscriptions::default(),
+            calls: Calls::default(),
             last_master: None,
             me,
             config,
@@ -237,6 +245,7 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
             .chain(self.beacons.next())
             .chain(self.held_master_deadline())
             .chain(self.sessions.next_ack())
+            .chain(self.calls.next_deadline())
             .min()
     }
 
@@ -266,6 +275,7 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         }
         self.heartbeats(now);
         self.send_acks(now);
+        self.expire_requests(now);
         for id in self.membership.overdue_suspects(now) {
             self.give_up_suspect(now, id, Reason::Timeout);
         }

@@ -254,6 +254,31 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
                 Ok(())
             }
             Message::Subscriptions(names) => self.peer_joins(conn, |s| s.replace(names)),
+            Message::Serve(name) => self.peer_serves(conn, |s| s.peer_subscribed(name)),
+            Message::Unserve(name) => {
+                link.serving.unsubscribe(&name);
+                Ok(())
+            }
+            Message::Serving(names) => self.peer_serves(conn, |s| s.replace(names)),
+            Message::Request {
+                seq,
+                id,
+                name,
+                binary,
+                payload,
+            } => {
+                let from = from.expect("members are introduced");
+                self.request_received(now, conn, from, seq, id, name, binary, payload)
+            }
+            Message::Reply {
+                seq,
+                id,
+                status,
+                payload,
+            } => {
+                let from = from.expect("members are introduced");
+                self.reply_received(now, conn, from, seq, id, status, payload)
+            }
             Message::Election(m) => {
                 // The peer speaks for itself only: a message that breaks the election's
                 // rules changes nothing and closes this connection.
