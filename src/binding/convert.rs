@@ -21,6 +21,7 @@ use crate::driver::{ErrorCode, KeyMaterial, MulticastConfig, NodeConfig, Notific
 // Where `mod.rs` has always found them.
 pub use super::errors::NativeSendError;
 pub use super::packed::send_batch;
+use super::calls::CallRun;
 use super::packed::{Deliveries, NativeMessages};
 
 /// Options after `lib/options.js` has validated and defaulted them.
@@ -75,13 +76,15 @@ pub struct NativeEvent {
     pub code: Option<String>,
     /// A run of custom event messages (`kind` is `messages`), packed (see `packed.rs`).
     pub messages: Option<NativeMessages>,
+    /// A run of requests and answers (`kind` is `calls`), packed (see `calls.rs`).
+    pub calls: Option<NativeMessages>,
     /// A send batch's id (`kind` is `sent`).
     pub batch: Option<u32>,
     /// Its failures, one entry per message, when any message failed.
     pub failures: Option<Vec<Option<NativeSendError>>>,
 }
 
-fn plain(kind: &str, node: Option<&NodeInfo>) -> NativeEvent {
+pub(super) fn plain(kind: &str, node: Option<&NodeInfo>) -> NativeEvent {
     NativeEvent {
         kind: kind.to_owned(),
         node: node.map(NativeNodeInfo::from),
@@ -89,6 +92,7 @@ fn plain(kind: &str, node: Option<&NodeInfo>) -> NativeEvent {
         message: None,
         code: None,
         messages: None,
+        calls: None,
         batch: None,
         failures: None,
     }
@@ -98,7 +102,22 @@ fn plain(kind: &str, node: Option<&NodeInfo>) -> NativeEvent {
 pub fn pack(batch: Vec<Notification>) -> Vec<NativeEvent> {
     let mut out = Vec::new();
     let mut run: Option<Deliveries> = None;
+    let mut calls: Option<CallRun> = None;
     for n in batch {
+        // Requests and answers are packed alike, in their own runs, keeping the order.
+        if let Notification::Cluster(Event::Request { .. } | Event::Answer { .. }) = &n {
+            if let Some(r) = run.take() {
+                out.push(messages(r));
+            }
+            let Notification::Cluster(e) = n else {
+                unreachable!("matched above")
+            };
+            calls.get_or_insert_with(CallRun::default).push(e);
+            continue;
+        }
+        if let Some(c) = calls.take() {
+            out.push(c.event());
+        }
         if let Notification::Cluster(Event::Delivery {
             from,
             name,
@@ -117,6 +136,9 @@ pub fn pack(batch: Vec<Notification>) -> Vec<NativeEvent> {
     }
     if let Some(r) = run {
         out.push(messages(r));
+    }
+    if let Some(c) = calls {
+        out.push(c.event());
     }
     out
 }
@@ -158,6 +180,10 @@ pub struct NativeStats {
     pub probes_relayed: i64,
     pub indirect_probes: i64,
     pub pauses_noticed: i64,
+    pub requests_out: i64,
+    pub requests_in: i64,
+    pub replies_late: i64,
+    pub replies_refused: i64,
 }
 
 impl From<Stats> for NativeStats {
@@ -192,6 +218,10 @@ impl From<Stats> for NativeStats {
             probes_relayed: n(s.probes_relayed),
             indirect_probes: n(s.indirect_probes),
             pauses_noticed: n(s.pauses_noticed),
+            requests_out: n(s.requests_out),
+            requests_in: n(s.requests_in),
+            replies_late: n(s.replies_late),
+            replies_refused: n(s.replies_refused),
         }
     }
 }
@@ -278,6 +308,8 @@ impl From<Notification> for NativeEvent {
                 | Event::Explained { .. }
                 | Event::BeaconRefused { .. }
                 | Event::BeaconVersionMismatch { .. }
+                | Event::Request { .. }
+                | Event::Answer { .. }
                 | Event::Delivery { .. } => event("connection_failed", None),
             },
         }

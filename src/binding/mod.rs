@@ -2,6 +2,7 @@
 //! and moves notifications to JavaScript; all behaviour lives in the driver and the core.
 //! `index.js` wraps [`NativeNode`] in the public `Espial` EventEmitter.
 
+mod calls;
 mod convert;
 mod errors;
 mod packed;
@@ -15,6 +16,9 @@ use napi::bindgen_prelude::*;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
 
+use std::time::Duration;
+
+use crate::core::error::SendError;
 use crate::core::node::{Candidate, NodeInfo};
 use crate::driver::{ErrorCode, EventSink, Filter, Handle, Notification, Receipt, Sent};
 
@@ -200,6 +204,76 @@ impl NativeNode {
             .map(|r| r.err().map(NativeSendError::from))
             .collect();
         Ok(Some(Either::B(outcome)))
+    }
+
+    /// Serves requests named `name` from now on (the name is checked by `index.js`).
+    /// Throws `ERR_ESPIAL_TOO_MANY_EVENTS` past the names a node may serve.
+    #[napi]
+    pub fn serve(&self, name: String) -> Result<(), String> {
+        self.node.serve(name).map_err(|e| {
+            Error::new(e.code().as_str().to_owned(), format!("espial: handle(): {e}"))
+        })
+    }
+
+    /// Stops serving `name`.
+    #[napi]
+    pub fn unserve(&self, name: String) {
+        self.node.unserve(name);
+    }
+
+    /// Ids of the members serving `name`, in id order.
+    #[napi]
+    pub fn servers(&self, name: String) -> Vec<String> {
+        let ids = self.node.servers(&name);
+        ids.into_iter().map(|id| id.to_string()).collect()
+    }
+
+    /// Asks handler `name` of node `target`: the request's id (below 2^53), its end
+    /// arriving in a `calls` run. A refusal is returned as a `NativeSendError`.
+    #[napi(ts_return_type = "number | NativeSendError")]
+    pub fn request(
+        &self,
+        name: String,
+        target: String,
+        binary: bool,
+        payload: &[u8],
+        timeout_ms: f64,
+    ) -> Either<f64, NativeSendError> {
+        let Ok(target) = target.parse() else {
+            return Either::B(SendError::UnknownTarget(target).into());
+        };
+        let timeout = Duration::from_millis(timeout_ms.clamp(0.0, 2_147_483_647.0) as u64);
+        match self.node.ask(&name, binary, payload, target, timeout) {
+            Ok(id) => Either::A(id as f64),
+            Err(e) => Either::B(e.into()),
+        }
+    }
+
+    /// Gives up on request `id` (aborted): no answer follows.
+    #[napi]
+    pub fn cancel_request(&self, id: f64) {
+        self.node.cancel_request(id as u64);
+    }
+
+    /// Answers request `id` of node `peer` (see `calls.rs` for `kind`).
+    #[napi]
+    pub fn reply(
+        &self,
+        peer: String,
+        id: f64,
+        kind: u32,
+        payload: &[u8],
+        code: String,
+        message: String,
+    ) -> Result<()> {
+        let Ok(peer) = peer.parse() else {
+            return Ok(());
+        };
+        let Some(reply) = calls::reply(kind, payload, &code, &message) else {
+            return Err(Error::new(Status::InvalidArg, format!("reply: kind {kind}")));
+        };
+        self.node.reply(peer, id as u64, reply);
+        Ok(())
     }
 
     /// Replaces this node's metadata (JSON text) and tells every member.

@@ -36,7 +36,8 @@ use crate::core::config::Config;
 use crate::core::crypto::Identity;
 pub use crate::core::error::ErrorCode;
 use crate::core::error::{SendError, SubscribeError};
-use crate::core::node::{Candidate, NodeInfo};
+use crate::core::node::{Candidate, NodeId, NodeInfo};
+use crate::core::cluster::requests::Reply;
 
 /// How a node finds its peers by multicast.
 #[derive(Debug, Clone)]
@@ -212,6 +213,57 @@ impl Handle {
     /// Stops delivery of custom event `name`.
     pub fn unsubscribe(&self, name: String) {
         let _ = self.request(node::Request::Unsubscribe(name));
+    }
+
+    /// Serves requests named `name` from now on (same rule and bound as joins).
+    pub fn serve(&self, name: String) -> Result<(), SubscribeError> {
+        self.request(node::Request::Serve(name))
+    }
+
+    /// Stops serving `name`.
+    pub fn unserve(&self, name: String) {
+        let _ = self.request(node::Request::Unserve(name));
+    }
+
+    /// The members serving `name` (none before the node runs).
+    pub fn servers(&self, name: &str) -> Vec<NodeId> {
+        match &*self.shared.lock() {
+            node::Stage::Running(node) => node.servers(name),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Asks handler `name` of `target`, sealed and written on this thread like a send: the
+    /// request's id; its end arrives as an `Event::Answer` with it.
+    pub fn ask(
+        &self,
+        name: &str,
+        binary: bool,
+        payload: &[u8],
+        target: NodeId,
+        timeout: Duration,
+    ) -> Result<u64, SendError> {
+        match &mut *self.shared.lock() {
+            node::Stage::Running(node) => node.request(name, binary, payload, target, timeout),
+            node::Stage::Idle { .. } | node::Stage::Starting { exiting: false, .. } => {
+                Err(SendError::UnknownTarget(target.to_string()))
+            }
+            _ => Err(SendError::NotRunning),
+        }
+    }
+
+    /// Gives up on request `id`: no answer follows, a reply is dropped as late.
+    pub fn cancel_request(&self, id: u64) {
+        if let node::Stage::Running(node) = &mut *self.shared.lock() {
+            node.cancel_request(id);
+        }
+    }
+
+    /// Answers `peer`'s request `id`.
+    pub fn reply(&self, peer: NodeId, id: u64, reply: Reply<'_>) {
+        if let node::Stage::Running(node) = &mut *self.shared.lock() {
+            node.reply(peer, id, reply);
+        }
     }
 
     /// Makes this node master cluster-wide (the caller checks it is eligible).

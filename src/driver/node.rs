@@ -52,7 +52,9 @@ use super::inbox::{self, Inbox, Receipt};
 use super::log::Log;
 use super::multicast;
 use super::{ipv4, ErrorCode, EventSink, Filter, NodeConfig, Notification};
+use crate::core::cluster::requests::Reply;
 use crate::core::cluster::{Cluster, ConnId, Event, Output, Stats};
+use crate::core::node::NodeId;
 use crate::core::crypto::ClusterKey;
 use crate::core::discovery::{REFUSAL_FIRST_WAIT, REFUSAL_MAX_WAIT};
 use crate::core::error::{ConnectionError, HandshakeError, SendError, SubscribeError};
@@ -108,6 +110,8 @@ pub enum Request {
     Promote,
     SetMetadata(String),
     SetFilter(Option<Arc<dyn Filter>>),
+    Serve(String),
+    Unserve(String),
 }
 
 /// The requests made before the node runs, as their net effect.
@@ -115,6 +119,8 @@ pub enum Request {
 pub struct Early {
     /// Custom events joined (and not left again), by the core's own rule and bound.
     joined: Subscriptions,
+    /// Names served (and not unserved again), by the same rule and bound.
+    served: Subscriptions,
     promote: bool,
     metadata: Option<String>,
     filter: Option<Arc<dyn Filter>>,
@@ -134,6 +140,12 @@ impl Early {
             Request::Promote => self.promote = true,
             Request::SetMetadata(json) => self.metadata = Some(json),
             Request::SetFilter(filter) => self.filter = filter,
+            Request::Serve(name) => {
+                self.served.subscribe(&name)?;
+            }
+            Request::Unserve(name) => {
+                self.served.unsubscribe(&name);
+            }
         }
         Ok(())
     }
@@ -390,8 +402,41 @@ impl Node {
             Request::Promote => drop(self.core.promote(now)),
             Request::SetMetadata(json) => self.core.set_metadata(now, json),
             Request::SetFilter(filter) => self.filter = filter,
+            Request::Serve(name) => return self.core.serve(now, &name),
+            Request::Unserve(name) => self.core.unserve(now, &name),
         }
         Ok(())
+    }
+
+    /// Asks handler `name` of `target` (see `Cluster::request`); its id.
+    pub fn request(
+        &mut self,
+        name: &str,
+        binary: bool,
+        payload: &[u8],
+        target: NodeId,
+        timeout: Duration,
+    ) -> Result<u64, SendError> {
+        if self.exiting {
+            return Err(SendError::NotRunning);
+        }
+        self.core
+            .request(now(), name, binary, payload, target, timeout)
+    }
+
+    /// Gives up on request `id` (see `Cluster::cancel_request`).
+    pub fn cancel_request(&mut self, id: u64) -> bool {
+        self.core.cancel_request(id)
+    }
+
+    /// Answers `peer`'s request `id` (see `Cluster::reply`).
+    pub fn reply(&mut self, peer: NodeId, id: u64, reply: Reply<'_>) {
+        self.core.reply(now(), peer, id, reply);
+    }
+
+    /// The members serving `name`.
+    pub fn servers(&self, name: &str) -> Vec<NodeId> {
+        self.core.servers(name)
     }
 
     /// The node's counters so far.
@@ -768,6 +813,9 @@ pub async fn run(shared: Arc<Shared>, start: Box<Start>) {
         for name in early.joined.names() {
             // Kept under the same limit, so the core takes every one.
             let _ = node.apply(Request::Subscribe(name));
+        }
+        for name in early.served.names() {
+            let _ = node.apply(Request::Serve(name));
         }
         if early.promote {
             let _ = node.apply(Request::Promote);
