@@ -96,6 +96,36 @@ declare namespace espial {
      * @default 16777216
      */
     max_unacked_bytes?: number;
+    /** Default timeout of `request()` and `query()`, in ms. (Not in the original.) @default 10000 */
+    request_timeout?: number;
+    /**
+     * Requests of this node awaiting replies, all targets; past it `request()` waits for
+     * room, as `send()` does under backpressure. 1 to 65536. @default 1024
+     */
+    max_requests?: number;
+    /** Requests of this node awaiting replies from one target; past it `request()` waits. 1 to 4096. @default 256 */
+    max_requests_per_target?: number;
+    /** Handlers of one name running at once on this node; the rest wait their turn. 1 to 65536. @default 64 */
+    max_handler_concurrency?: number;
+  }
+
+  /** Where `request()` goes: a node object or id, or the master. */
+  type RequestTarget = EspialNode | string | 'master';
+
+  /** The options of `request()` and `query()`. */
+  interface RequestOptions {
+    /** In ms, waiting for room included. @default the `request_timeout` option */
+    timeout?: number;
+    /** Aborts: the Promise rejects with an `AbortError` (code `ABORT_ERR`, `cause` the reason). */
+    signal?: AbortSignal;
+  }
+
+  /** One node's answer to `query()`. */
+  type QueryResult<T> = { from: EspialNode; value: T; error?: undefined } | { from: EspialNode; error: EspialError; value?: undefined };
+
+  /** A failed request: `code` says why; `ERR_ESPIAL_REMOTE` carries the handler's code and message. */
+  interface RequestError extends EspialError {
+    remote?: { code: string; message: string };
   }
 
   /** The `network` options. */
@@ -342,6 +372,13 @@ declare namespace espial {
     indirect_probes: number;
     /** Times this node's own process was found to have been paused (a timer fired far too late). */
     pauses_noticed: number;
+    /** Requests sent (one per target) and received for a handler of this node. */
+    requests_out: number;
+    requests_in: number;
+    /** Replies dropped for coming after their request timed out, was aborted or answered. */
+    replies_late: number;
+    /** Replies dropped for answering no request of this node to their sender. */
+    replies_refused: number;
   }
 
   /**
@@ -486,6 +523,28 @@ declare namespace espial {
       targets?: Targets,
       callback?: (err: Error | null) => void,
     ): Promise<void>;
+
+    /**
+     * Serves requests named `name`: `fn(data, from)` returns the reply (a JSON value or a
+     * Buffer) or a Promise of it; a throw or rejection reaches the asker as
+     * `ERR_ESPIAL_REMOTE` with its message and code, never its stack.
+     */
+    handle<T = unknown, D = any>(name: string, fn: (data: D, from: EspialNode) => T | Promise<T>): void;
+    /** Stops serving `name`. */
+    unhandle(name: string): void;
+    /**
+     * Asks one node's handler `name`; resolves with its reply. `target` omitted: the node
+     * serving `name` with the fewest of this node's requests in flight, ties round-robin.
+     * Rejects with `ERR_ESPIAL_TIMEOUT`, `ERR_ESPIAL_NO_HANDLER`, `ERR_ESPIAL_REMOTE`,
+     * `ERR_ESPIAL_TARGET_LEFT`, `ERR_ESPIAL_BUSY`, `ERR_ESPIAL_MESSAGE_TOO_LARGE`,
+     * `ERR_ESPIAL_UNKNOWN_TARGET`, or an `AbortError`.
+     */
+    request<T = unknown>(name: string, data: unknown, target?: RequestTarget | null, options?: RequestOptions): Promise<T>;
+    request<T = unknown>(name: string, data: unknown, options: RequestOptions): Promise<T>;
+    /**
+     * Asks every node serving `name`; resolves at the deadline, or once every one answered.
+     */
+    query<T = unknown>(name: string, data: unknown, options?: RequestOptions): Promise<Array<QueryResult<T>>>;
 
     /** This node has started. */
     on(event: 'listening', listener: () => void): this;

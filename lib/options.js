@@ -48,6 +48,10 @@ const TOP_LEVEL = [
   'max_message_size',
   'max_receive_buffer',
   'max_unacked_bytes',
+  'request_timeout',
+  'max_requests',
+  'max_requests_per_target',
+  'max_handler_concurrency',
 ];
 const NETWORK = [
   'port',
@@ -405,6 +409,24 @@ function normalizeOptions(options) {
       DEFAULT_MAX_UNACKED_BYTES,
       (n, v) => integer(n, v, MIN_UNACKED_BYTES, MAX_UNACKED_BYTES_LIMIT, 'a whole number of bytes'),
       'max_unacked_bytes',
+    ),
+    // Request and reply (lib/requests.js): the default timeout, the requests in flight from
+    // this node and to one target (past them request() waits), and the handlers of one name
+    // running at once. max_requests_per_target is at most the core's MAX_INCOMING_PER_PEER,
+    // the unanswered requests of one peer a node takes.
+    requestTimeout: given(top.request_timeout, 10000, timer, 'request_timeout'),
+    maxRequests: given(top.max_requests, 1024, (n, v) => integer(n, v, 1, 65536), 'max_requests'),
+    maxRequestsPerTarget: given(
+      top.max_requests_per_target,
+      256,
+      (n, v) => integer(n, v, 1, 4096),
+      'max_requests_per_target',
+    ),
+    maxHandlerConcurrency: given(
+      top.max_handler_concurrency,
+      64,
+      (n, v) => integer(n, v, 1, 65536),
+      'max_handler_concurrency',
     ),
   };
   // A cluster_key that is present but undefined counts as given: `process.env.X` of an unset
