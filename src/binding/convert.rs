@@ -19,9 +19,9 @@ use crate::core::node::{is_valid_host_name, Candidate, NodeInfo};
 use crate::driver::{ErrorCode, KeyMaterial, MulticastConfig, NodeConfig, Notification};
 
 // Where `mod.rs` has always found them.
+use super::calls::CallRun;
 pub use super::errors::NativeSendError;
 pub use super::packed::send_batch;
-use super::calls::CallRun;
 use super::packed::{Deliveries, NativeMessages};
 
 /// Options after `lib/options.js` has validated and defaulted them.

@@ -211,7 +211,10 @@ impl NativeNode {
     #[napi]
     pub fn serve(&self, name: String) -> Result<(), String> {
         self.node.serve(name).map_err(|e| {
-            Error::new(e.code().as_str().to_owned(), format!("espial: handle(): {e}"))
+            Error::new(
+                e.code().as_str().to_owned(),
+                format!("espial: handle(): {e}"),
+            )
         })
     }
 
@@ -270,7 +273,10 @@ impl NativeNode {
             return Ok(());
         };
         let Some(reply) = calls::reply(kind, payload, &code, &message) else {
-            return Err(Error::new(Status::InvalidArg, format!("reply: kind {kind}")));
+            return Err(Error::new(
+                Status::InvalidArg,
+                format!("reply: kind {kind}"),
+            ));
         };
         self.node.reply(peer, id as u64, reply);
         Ok(())

@@ -30,6 +30,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
+use crate::core::cluster::requests::Reply;
 use crate::core::cluster::Event;
 use crate::core::cluster::Stats;
 use crate::core::config::Config;
@@ -37,7 +38,6 @@ use crate::core::crypto::Identity;
 pub use crate::core::error::ErrorCode;
 use crate::core::error::{SendError, SubscribeError};
 use crate::core::node::{Candidate, NodeId, NodeInfo};
-use crate::core::cluster::requests::Reply;
 
 /// How a node finds its peers by multicast.
 #[derive(Debug, Clone)]

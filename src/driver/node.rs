@@ -54,10 +54,10 @@ use super::multicast;
 use super::{ipv4, ErrorCode, EventSink, Filter, NodeConfig, Notification};
 use crate::core::cluster::requests::Reply;
 use crate::core::cluster::{Cluster, ConnId, Event, Output, Stats};
-use crate::core::node::NodeId;
 use crate::core::crypto::ClusterKey;
 use crate::core::discovery::{REFUSAL_FIRST_WAIT, REFUSAL_MAX_WAIT};
 use crate::core::error::{ConnectionError, HandshakeError, SendError, SubscribeError};
+use crate::core::node::NodeId;
 use crate::core::output::Happened;
 use crate::core::subscriptions::Subscriptions;
 
