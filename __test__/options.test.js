@@ -262,6 +262,10 @@ test('defaults are the original ones plus ours', () => {
     maxMessageSize: 16 * 1024 * 1024,
     maxReceiveBuffer: 4 * 1024 * 1024,
     maxUnackedBytes: 16 * 1024 * 1024,
+    requestTimeout: 10000,
+    maxRequests: 1024,
+    maxRequestsPerTarget: 256,
+    maxHandlerConcurrency: 64,
   };
   assert.deepEqual(normalizeOptions(), expected);
   assert.deepEqual(normalizeOptions(null), expected);
@@ -311,6 +315,10 @@ test('valid options pass through', () => {
     max_message_size: 1024,
     max_receive_buffer: 65536,
     max_unacked_bytes: 65536,
+    request_timeout: 500,
+    max_requests: 10,
+    max_requests_per_target: 4096,
+    max_handler_concurrency: 1,
   });
   assert.deepEqual(native, {
     port: 30001,
@@ -335,7 +343,13 @@ test('valid options pass through', () => {
     maxMessageSize: 1024,
     maxReceiveBuffer: 65536,
     maxUnackedBytes: 65536,
+    requestTimeout: 500,
+    maxRequests: 10,
+    maxRequestsPerTarget: 4096,
+    maxHandlerConcurrency: 1,
   });
+  assert.throws(() => normalizeOptions({ max_requests_per_target: 4097 }), { code: 'ERR_INVALID_ARG_VALUE' });
+  assert.throws(() => normalizeOptions({ max_requests: 0 }), { code: 'ERR_INVALID_ARG_VALUE' });
   // A copy: changing the caller's buffer later must not change a running node's key.
   assert.notEqual(native.clusterKey, key);
 });
