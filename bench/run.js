@@ -40,7 +40,11 @@ const PERF_SYSTEMS = value('perf-systems', 'espial').split(',');
 // `--perf-event sched:sched_switch` for where each thread blocks, with its stack.
 const PERF_EVENT = value('perf-event', null);
 const NODE_ARGS = value('node-args', '').split(' ').filter(Boolean); // extra node flags for espial workers
-const PHASES = value('phases', 'small,forget,big,ping').split(',');
+const PHASES = value('phases', 'small,forget,big,ping,request').split(',');
+// The request phase (issue 20): systems with request and reply built in, and its sizes.
+const REQUEST_SYSTEMS = ['espial', 'moleculer'];
+const REQUEST_N = QUICK ? 20_000 : 50_000;
+const REQUEST_WINDOW = 64;
 // The fire-and-forget phase (send() not awaited, a .catch on each, FORGET_PER_TURN sends per
 // event-loop turn, FORGET_N in all): for the systems whose send() buffers without limit
 // (a million unawaited messages are what this pattern does to any of them).
@@ -458,6 +462,29 @@ async function messaging(system) {
       sample.mbPerSec = null; // UDP datagrams cannot carry 1 MiB
     }
 
+    if (PHASES.includes('request') && REQUEST_SYSTEMS.includes(system)) {
+      await b.request('serve');
+      // Until the handler is known to the asker (espial: b's Serve has reached a).
+      let ok = false;
+      for (let i = 0; i < 100 && !ok; i++) {
+        ok = (await a.request('requestBench', { target, n: 1, window: 1, ms: 1000 })).done === 1;
+        if (!ok) await delay(50);
+      }
+      if (!ok) throw new Error(`${system}: no reply to a warm-up request`);
+      await a.request('requestBench', { target, n: WARM_PINGS, window: 1, ms: 30_000 }, 120_000);
+      const cpu0 = [cpuNs(a.pid), cpuNs(b.pid)];
+      const flood = await a.request('requestBench', { target, n: REQUEST_N, window: REQUEST_WINDOW, ms: SMALL_MS }, 120_000);
+      const cpu = [cpuNs(a.pid) - cpu0[0], cpuNs(b.pid) - cpu0[1]];
+      sample.reqPerSec = flood.done / ((flood.t1 - flood.t0) / 1000);
+      sample.reqCpu = flood.done > 0 ? (cpu[0] + cpu[1]) / 1000 / flood.done : null;
+      sample.reqFailed = flood.failed;
+      const serial = await a.request('requestBench', { target, n: PINGS, window: 1, ms: 60_000 }, 120_000);
+      serial.rtts.sort((x, y) => x - y);
+      sample.reqP50 = quantile(serial.rtts, 0.5);
+      sample.reqP99 = quantile(serial.rtts, 0.99);
+      sample.reqFailed += serial.failed;
+    }
+
     if (!PHASES.includes('ping')) return sample;
     await b.request('pongs');
     await a.request('pongs');
@@ -813,6 +840,17 @@ async function main() {
         { title: 'CPU per round trip, both processes (µs)', short: 'CPU', key: 'rttCpu', digits: 1, ratio: true },
         { title: 'context switches per round trip', short: 'switches', key: 'rttSwitches', digits: 2, ratio: true },
         { title: 'pings lost', key: 'pingLost', digits: 0 },
+      ]),
+    );
+  }
+  if (results.messaging && PHASES.includes('request')) {
+    out.push(
+      table(`Request and reply, one node to another: an echo handler, ${REQUEST_WINDOW} requests in flight (up to ${REQUEST_N.toLocaleString('en-US')} or ${SMALL_MS} ms), then ${PINGS} one at a time (the ping-pong's pacing) after ${WARM_PINGS} warm-up (espial request() vs Moleculer call())`, 'messaging', REQUEST_SYSTEMS.filter((s) => SYSTEMS.includes(s)), [
+        { title: 'requests/s answered', short: 'req/s', key: 'reqPerSec', ratio: true },
+        { title: 'CPU µs/request, both processes', short: 'CPU', key: 'reqCpu', digits: 1, ratio: true },
+        { title: 'round trip p50 (ms)', short: 'p50', key: 'reqP50', digits: 3, ratio: true },
+        { title: 'round trip p99 (ms)', short: 'p99', key: 'reqP99', digits: 3, ratio: true },
+        { title: 'failed', key: 'reqFailed', digits: 0 },
       ]),
     );
   }
