@@ -260,24 +260,13 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
                 Ok(())
             }
             Message::Serving(names) => self.peer_serves(conn, |s| s.replace(names)),
-            Message::Request {
-                seq,
-                id,
-                name,
-                binary,
-                payload,
-            } => {
+            Message::Request { .. } => {
                 let from = from.expect("members are introduced");
-                self.request_received(now, conn, from, seq, id, name, binary, payload)
+                self.request_received(now, conn, from, msg)
             }
-            Message::Reply {
-                seq,
-                id,
-                status,
-                payload,
-            } => {
+            Message::Reply { .. } => {
                 let from = from.expect("members are introduced");
-                self.reply_received(now, conn, from, seq, id, status, payload)
+                self.reply_received(now, conn, from, msg)
             }
             Message::Election(m) => {
                 // The peer speaks for itself only: a message that breaks the election's

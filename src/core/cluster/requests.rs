@@ -266,19 +266,24 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         }
     }
 
-    /// A member's request to us.
-    #[allow(clippy::too_many_arguments)]
+    /// A member's request to us (a [`Message::Request`]).
     pub(super) fn request_received(
         &mut self,
         now: Instant,
         conn: ConnId,
         from: NodeId,
-        seq: u64,
-        id: u64,
-        name: &str,
-        binary: bool,
-        payload: &[u8],
+        msg: Message<'_>,
     ) -> Result<(), ConnectionError> {
+        let Message::Request {
+            seq,
+            id,
+            name,
+            binary,
+            payload,
+        } = msg
+        else {
+            unreachable!("called with requests only")
+        };
         let len = 2 + name.len() + 8 + payload.len();
         if !self.stream_received(now, conn, from, seq, len)? {
             return Ok(());
@@ -321,18 +326,24 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         Ok(())
     }
 
-    /// A member's reply to a request of ours: checked against the request it answers
+    /// A member's reply to a request of ours (a [`Message::Reply`]): checked against the request it answers
     /// before anything of it reaches the application.
     pub(super) fn reply_received(
         &mut self,
         now: Instant,
         conn: ConnId,
         from: NodeId,
-        seq: u64,
-        id: u64,
-        status: u8,
-        payload: &[u8],
+        msg: Message<'_>,
     ) -> Result<(), ConnectionError> {
+        let Message::Reply {
+            seq,
+            id,
+            status,
+            payload,
+        } = msg
+        else {
+            unreachable!("called with replies only")
+        };
         if !self.stream_received(now, conn, from, seq, 2 + 8 + payload.len())? {
             return Ok(());
         }
