@@ -247,7 +247,10 @@ mod tests {
     fn records_go_only_while_probes_do_not_come_or_when_asked_one_an_interval() {
         let t0 = Instant::now();
         let mut l = Liveness::new(t0, &CFG);
-        assert!(!l.record_due(t0 + MS(100), &CFG, false), "probes may still come");
+        assert!(
+            !l.record_due(t0 + MS(100), &CFG, false),
+            "probes may still come"
+        );
         l.probed(t0 + MS(150));
         assert!(!l.record_due(t0 + MS(300), &CFG, false));
         // Records keep the member heard, yet no probe comes: UDP does not get through.
@@ -258,7 +261,10 @@ mod tests {
         assert!(l.record_due(t0 + MS(450), &CFG, false));
         l.probed(t0 + MS(460));
         assert!(!l.record_due(t0 + MS(550), &CFG, false), "probes came back");
-        assert!(l.record_due(t0 + MS(560), &CFG, true), "a record is answered");
+        assert!(
+            l.record_due(t0 + MS(560), &CFG, true),
+            "a record is answered"
+        );
     }
 
     #[test]

@@ -91,7 +91,9 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         // The regular probes: the next `per_interval` members after the last one probed.
         let per = detector.per_interval.max(1).min(members.len());
         let cursor = self.probe_cursor;
-        let first = cursor.map_or(0, |last| members.partition_point(|&c| place(self, c) <= last));
+        let first = cursor.map_or(0, |last| {
+            members.partition_point(|&c| place(self, c) <= last)
+        });
         let mut last = cursor;
         for i in 0..per {
             let conn = members[(first + i) % members.len()];
