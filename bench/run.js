@@ -7,7 +7,7 @@
 // bridge in a namespace of its own (10.88.0.K/24), or, where namespaces cannot be made,
 // loopback addresses 127.0.0.K inside `unshare -n`. Nothing is sent anywhere else.
 // Prints one markdown table per scenario: medians over the repetitions, and espial / other.
-//   npm run bench -- --scale [--scale-sizes 25,50,100] [--reps N]
+//   npm run bench -- --scale [--scale-sizes 25,50,100] [--reps N] [--scale-form-ms 90000]
 // espial alone at scale (issue 19), each node a process on 127.0.0.K inside `unshare -n`:
 // formation, the join of one more node, a kill -9 of the master, and the idle cost per node.
 
@@ -79,6 +79,8 @@ const SCALE_SIZES = value('scale-sizes', '25,50,100').split(',').map(Number);
 // Idle window of --scale, after the cluster has been still for SCALE_SETTLE_MS.
 const SCALE_IDLE_MS = Number(value('scale-idle-ms', 10_000));
 const SCALE_SETTLE_MS = 3000;
+// How long --scale waits for formation and for agreement after a join or a crash.
+const SCALE_FORM_MS = Number(value('scale-form-ms', 90_000));
 const HOSTS = Math.max(...FORMATION_SIZES, ...(SCALE ? SCALE_SIZES : []), 7, 11) + 1;
 if (SCALE && HOSTS > 254) throw new Error('--scale-sizes: at most 253 nodes (127.0.0.1-254)');
 
@@ -652,11 +654,11 @@ async function scale(n) {
   const group = ks(n).map((k) => new Worker('espial', k));
   try {
     // Formation: all see all + one master, after the last `listening`.
-    if (!(await until(group, () => group.every((w) => w.listening !== null), FORM_MS))) {
-      throw new Error(`${group.filter((w) => w.listening === null).length} of ${n} nodes not listening after ${FORM_MS} ms`);
+    if (!(await until(group, () => group.every((w) => w.listening !== null), SCALE_FORM_MS))) {
+      throw new Error(`${group.filter((w) => w.listening === null).length} of ${n} nodes not listening after ${SCALE_FORM_MS} ms`);
     }
     const lastListening = Math.max(...group.map((w) => w.listening));
-    const formed = await waitConverged(group, FORM_MS);
+    const formed = await waitConverged(group, SCALE_FORM_MS);
     sample.formation = formed === null ? null : Math.max(0, formed - lastListening);
     if (formed === null) {
       sample.fewest = Math.min(...group.map((w) => w.state?.members.length ?? 0));
@@ -689,7 +691,7 @@ async function scale(n) {
     const joiner = new Worker('espial', n + 1);
     group.push(joiner);
     if (await until([joiner], () => joiner.listening !== null, 30_000)) {
-      const joined = await waitConverged(group, FORM_MS);
+      const joined = await waitConverged(group, SCALE_FORM_MS);
       const joinLo1 = loCounters();
       sample.join = joined === null ? null : joined - joiner.listening;
       sample.joinBytes = joined === null ? null : joinLo1.bytes - joinLo0.bytes;
@@ -704,7 +706,7 @@ async function scale(n) {
       const survivors = group.filter((w) => w !== victim);
       const t = now();
       victim.kill9();
-      const agreed = await waitConverged(survivors, FORM_MS, master);
+      const agreed = await waitConverged(survivors, SCALE_FORM_MS, master);
       sample.crash = agreed === null ? null : Math.max(0, agreed - t);
     }
     return sample;
