@@ -256,8 +256,11 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
 
     /// Handles every timer due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
-        // A timer that fires far later than it was due: our process did not run.
-        let due = self.poll_timeout();
+        // The probe round, due each interval while there are members, fires far later
+        // than it was due: our process did not run. (The round's timer, not the earliest
+        // of all: a silence bound that shrinks as members leave can fall due in the past
+        // without anyone having paused.)
+        let due = self.next_round();
         if due.is_some_and(|due| now > due + self.config.detector.late_after()) {
             self.notice_pause(now);
         }
