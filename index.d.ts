@@ -56,9 +56,10 @@ declare namespace espial {
      */
     master_quorum?: number;
     /**
-     * Milliseconds between heartbeats (a record on the connection and a UDP liveness probe
-     * to each member); a node silent for 3 heartbeats plus 1 s is removed (2.2 s with the
-     * default; a crashed process is removed sooner, when its connection resets).
+     * Milliseconds between probe rounds (a UDP liveness probe to each of the next 9
+     * members); up to 10 nodes a node silent for 3 of them plus 1 s is removed (2.2 s with
+     * the default), one interval more per further 9 members (a crashed process is removed
+     * sooner, when its connection resets).
      * @default 400
      */
     send_presence_frequency?: number;
@@ -368,7 +369,7 @@ declare namespace espial {
     probes_rejected: number;
     /** Probes this node passed on between two other members (indirect probing). */
     probes_relayed: number;
-    /** Relay requests sent: a member silent for two heartbeats probed through others. */
+    /** Relay requests sent: a member silent past its probe round probed through others. */
     indirect_probes: number;
     /** Times this node's own process was found to have been paused (a timer fired far too late). */
     pauses_noticed: number;

@@ -13,7 +13,7 @@
 //! [`super::cluster`].
 
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::crypto::{Confirming, Handshake, Identity, Role, Session};
 use super::detector::{DetectorConfig, Liveness};
@@ -77,15 +77,6 @@ enum Stage {
     /// longer "unproven": a suspect's redial that fails so is left to the suspect's own
     /// deadline.
     Failed,
-}
-
-/// What a member's heartbeat timer asks for.
-pub enum Heartbeat {
-    Quiet,
-    /// A heartbeat is due: these bytes, or the record layer's refusal to seal them.
-    Ping(Result<Vec<u8>, RecordError>),
-    /// Silent past the detector's bound.
-    Dead,
 }
 
 /// One connection, from dial or accept until it closes.
@@ -272,7 +263,8 @@ impl Link {
             .map(|(timer, _)| timer)
     }
 
-    /// When this link next needs [`Link::heartbeat`] or [`Link::expired`].
+    /// When this link next needs the detector (its silence bound, or its first probe
+    /// round) or [`Link::expired`].
     pub fn poll_timeout(&self, detector: &DetectorConfig) -> Option<Instant> {
         match &self.stage {
             Stage::Member { liveness, .. } => Some(liveness.deadline(detector)),
@@ -537,8 +529,17 @@ impl Link {
     }
 
     /// An authentic probe from the member arrived.
-    pub fn heard(&mut self, now: Instant) {
-        self.excuse_silence(now);
+    pub fn probed(&mut self, now: Instant) {
+        if let Stage::Member { liveness, .. } = &mut self.stage {
+            liveness.probed(now);
+        }
+    }
+
+    /// The node's probe round takes this member in.
+    pub fn in_rounds(&mut self) {
+        if let Stage::Member { liveness, .. } = &mut self.stage {
+            liveness.in_rounds();
+        }
     }
 
     /// Our own process was paused: see [`Liveness::recheck`].
@@ -548,11 +549,20 @@ impl Link {
         }
     }
 
-    /// True if the member has been silent long enough to be probed through others.
-    pub fn wants_relays(&self, now: Instant, detector: &DetectorConfig) -> bool {
+    /// True if the member has been silent long enough to be asked for an answer, directly
+    /// and through others.
+    pub fn wants_answer(&self, now: Instant, detector: &DetectorConfig) -> bool {
         match &self.stage {
-            Stage::Member { liveness, .. } => liveness.wants_relays(now, detector),
+            Stage::Member { liveness, .. } => liveness.wants_answer(now, detector),
             _ => false,
+        }
+    }
+
+    /// How long the member has been silent at `now` (`None`: not a member).
+    pub fn silence(&self, now: Instant) -> Option<Duration> {
+        match &self.stage {
+            Stage::Member { liveness, .. } => Some(liveness.silence(now)),
+            _ => None,
         }
     }
 
@@ -564,21 +574,33 @@ impl Link {
         }
     }
 
-    /// A member's heartbeat timer at `now`.
-    pub fn heartbeat(&mut self, now: Instant, detector: &DetectorConfig) -> Heartbeat {
+    /// True if the member has been silent past the detector's bound at `now`.
+    pub fn is_dead(&self, now: Instant, detector: &DetectorConfig) -> bool {
+        match &self.stage {
+            Stage::Member { liveness, .. } => liveness.is_dead(now, detector),
+            _ => false,
+        }
+    }
+
+    /// A `Ping` record for the member, if one is due at `now` (see
+    /// [`Liveness::record_due`]; `asked`: the member sent us one): its bytes, or the
+    /// record layer's refusal to seal them.
+    pub fn record_due(
+        &mut self,
+        now: Instant,
+        detector: &DetectorConfig,
+        asked: bool,
+    ) -> Option<Result<Vec<u8>, RecordError>> {
         let Stage::Member {
             session, liveness, ..
         } = &mut self.stage
         else {
-            return Heartbeat::Quiet;
+            return None;
         };
-        if liveness.is_dead(now, detector) {
-            Heartbeat::Dead
-        } else if liveness.ping_due(now, detector) {
-            Heartbeat::Ping(session.seal(&Message::Ping.encode()))
-        } else {
-            Heartbeat::Quiet
+        if !liveness.record_due(now, detector, asked) {
+            return None;
         }
+        Some(session.seal(&Message::Ping.encode()))
     }
 
     /// The peer, if the link carried a member.
@@ -636,6 +658,8 @@ mod tests {
             interval: S(5),
             misses: 3,
             grace: S(1),
+            per_interval: 9,
+            rounds: 1,
         }
     }
 

@@ -396,6 +396,8 @@ mod tests {
                 interval: std::time::Duration::from_secs(5),
                 misses: 3,
                 grace: std::time::Duration::from_secs(1),
+                per_interval: 9,
+                rounds: 1,
             }),
             Some(due)
         );

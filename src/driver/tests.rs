@@ -436,8 +436,8 @@ fn the_join_limit_is_the_same_before_start_and_while_running() {
 
 /// No call of the application brings a timer forward in today's core, but a connection's
 /// reader steps through the same door: the step that completes a handshake makes a member
-/// whose first heartbeat is due long before anything the node task sleeps on (30 s). Unless
-/// that step wakes the node task, the node sends no heartbeat.
+/// whose first probe round is due long before anything the node task sleeps on (30 s). Unless
+/// that step wakes the node task, the node sends no probe.
 #[test]
 fn a_step_off_the_node_task_that_brings_a_timer_forward_wakes_it() {
     use crate::core::detector::DetectorConfig;
@@ -456,6 +456,7 @@ fn a_step_off_the_node_task_that_brings_a_timer_forward_wakes_it() {
             interval: Duration::from_millis(100),
             misses: 3,
             grace: Duration::from_millis(200),
+            ..c.core.detector
         };
         c
     };
@@ -472,9 +473,12 @@ fn a_step_off_the_node_task_that_brings_a_timer_forward_wakes_it() {
             |n| matches!(n, Notification::Cluster(Event::NodeAdded(n)) if n.id == peer),
         );
     }
-    // Heartbeats every 100 ms reach b (a's counters are not read: taking a's lock is a
-    // step too, and would wake a's node task in the reader's place).
-    let heard = || b.stats().bytes_in;
+    // Probes every 100 ms reach b (a's counters are not read: taking a's lock is a step
+    // too, and would wake a's node task in the reader's place).
+    let heard = || {
+        let s = b.stats();
+        s.bytes_in + s.probes_received
+    };
     std::thread::sleep(Duration::from_millis(300));
     let heard_before = heard();
     std::thread::sleep(Duration::from_millis(700));

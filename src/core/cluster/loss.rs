@@ -9,7 +9,6 @@ use rand_core::{CryptoRng, RngCore};
 use super::{Cluster, ConnId, Event, Output};
 use crate::core::discovery::Target;
 use crate::core::error::{ConnectionError, HandshakeError};
-use crate::core::link::Heartbeat;
 use crate::core::message::Message;
 use crate::core::node::{Candidate, NodeId, NodeInfo};
 use crate::core::output::{Happened, Reason};
@@ -62,7 +61,7 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
     /// the application has not taken what was delivered to it (a slow consumer, or an event
     /// loop blocked for seconds). Unread, a member's heartbeats look like silence: while
     /// paused nobody is declared dead for silence, and on resuming each member has the
-    /// detector's whole bound again from `now`. Our own heartbeats go out as usual, so the
+    /// detector's whole bound again from `now`. Our own probes go out as usual, so the
     /// peers keep us. A member that crashes meanwhile is noticed once reading resumes (its
     /// end of stream is behind the unread bytes), as other members notice it at once.
     pub fn set_reading_paused(&mut self, now: Instant, paused: bool) {
@@ -81,30 +80,19 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         self.membership.get(conn).is_some_and(|l| l.is_member())
     }
 
-    /// Sends due heartbeats (a record on the connection and a UDP probe, see `probing`)
-    /// and removes members silent for too long.
-    pub(super) fn heartbeats(&mut self, now: Instant) {
-        let detector = self.config.detector;
+    /// Removes members silent past the detector's bound (probes and the records that
+    /// stand in for them are `probing`'s).
+    pub(super) fn remove_silent(&mut self, now: Instant) {
+        let detector = self.detector();
         let excused = self.reading_paused;
         let mut dead = Vec::new();
-        let mut due = Vec::new();
         for (conn, link) in self.membership.iter_mut() {
             if excused {
                 link.excuse_silence(now);
             }
-            match link.heartbeat(now, &detector) {
-                Heartbeat::Dead => dead.push(conn),
-                Heartbeat::Ping(sealed) => {
-                    if let Ok(bytes) = sealed {
-                        self.outputs.push_back(Output::Transmit { conn, bytes });
-                    }
-                    due.push(conn);
-                }
-                Heartbeat::Quiet => {}
+            if link.is_dead(now, &detector) {
+                dead.push(conn);
             }
-        }
-        for conn in due {
-            self.probe(now, conn);
         }
         for conn in dead {
             self.lose(now, conn, Loss::Dead);

@@ -193,7 +193,10 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
                 self.push_event(Event::NodeUpdated(peer));
                 Ok(())
             }
-            Message::Ping => Ok(()),
+            Message::Ping => {
+                self.answer_ping(now, conn);
+                Ok(())
+            }
             Message::Event {
                 seq,
                 name,
