@@ -190,9 +190,11 @@ impl Membership {
         if id.is_some_and(linked_or_suspect) {
             return true;
         }
-        self.links
-            .values()
-            .any(|l| (id.is_some() && l.expect == id) || l.listen_addr() == Some(addr))
+        self.links.values().any(|l| {
+            (id.is_some() && l.expect == id)
+                || l.listen_addr() == Some(addr)
+                || l.advertised() == Some(addr)
+        })
     }
 
     /// Links whose peer has introduced itself (being admitted or a member), but for node
@@ -346,6 +348,7 @@ mod tests {
             host_name: format!("host-{n}"),
             ip: IpAddr::from([10, 0, 0, n]),
             port: 27272,
+            advertised: None,
             metadata: "{}".into(),
             master_eligible: true,
         }

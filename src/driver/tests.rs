@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use rand_core::{OsRng, RngCore};
 
-use super::{ErrorCode, Handle, MulticastConfig, NodeConfig, Notification};
+use super::{ErrorCode, Handle, MulticastConfig, MulticastInterface, NodeConfig, Notification};
 use crate::core::cluster::Event;
 use crate::core::config::Config;
 use crate::core::crypto::Identity;
@@ -23,14 +23,15 @@ fn config(cluster: &str, group_port: u16, port: u16) -> NodeConfig {
             host_name: "test".into(),
             ip: IpAddr::V4(LOOPBACK),
             port,
+            advertised: None,
             metadata: "{}".into(),
             master_eligible: true,
         },
         core: Config::lan(cluster),
         multicast: Some(MulticastConfig {
-            group: Ipv4Addr::new(239, 255, 27, 27),
+            group: Ipv4Addr::new(239, 255, 27, 27).into(),
             port: group_port,
-            interface: LOOPBACK,
+            interface: MulticastInterface::V4(LOOPBACK),
             ttl: 1,
         }),
         seeds: Vec::new(),
