@@ -631,6 +631,25 @@ fn confirming_link(addr: SocketAddr, rng: &mut rand_chacha::ChaCha20Rng) -> (Lin
     (link, confirmation.expect("the initiator confirms at once"))
 }
 
+/// Where this node itself (not a hint it passes on) dials or probes a peer seen at `ip`
+/// that listens on `port` and advertised `advertised`: the advertised address only if it
+/// is no third party's, that is, it is at the peer's own IP address as seen on the socket
+/// or it is the address this node dialed and the handshake proved (`dialed`); else the
+/// address seen on the socket with the port the peer listens on. A peer that advertises
+/// another host's address thus makes this node dial that host only through member-list
+/// hints, which the dial budget bounds, never in its redials or probes.
+pub fn own_dial_addr(
+    ip: IpAddr,
+    port: u16,
+    advertised: Option<SocketAddr>,
+    dialed: Option<SocketAddr>,
+) -> SocketAddr {
+    match advertised {
+        Some(a) if a.ip() == ip || Some(a) == dialed => a,
+        _ => SocketAddr::new(ip, port),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -784,24 +803,5 @@ mod tests {
             "a peer's source port is not its listener"
         );
         assert_eq!(link.expired(t0 + S(5)), Some(Timer::Handshake));
-    }
-}
-
-/// Where this node itself (not a hint it passes on) dials or probes a peer seen at `ip`
-/// that listens on `port` and advertised `advertised`: the advertised address only if it
-/// is no third party's, that is, it is at the peer's own IP address as seen on the socket
-/// or it is the address this node dialed and the handshake proved (`dialed`); else the
-/// address seen on the socket with the port the peer listens on. A peer that advertises
-/// another host's address thus makes this node dial that host only through member-list
-/// hints, which the dial budget bounds, never in its redials or probes.
-pub fn own_dial_addr(
-    ip: IpAddr,
-    port: u16,
-    advertised: Option<SocketAddr>,
-    dialed: Option<SocketAddr>,
-) -> SocketAddr {
-    match advertised {
-        Some(a) if a.ip() == ip || Some(a) == dialed => a,
-        _ => SocketAddr::new(ip, port),
     }
 }
