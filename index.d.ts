@@ -112,7 +112,7 @@ declare namespace espial {
        * Unicast IPv4 or IPv6 address this node listens on and is reached at (not link-local
        * `fe80::/10`), or `"::"` to listen on every address, IPv4 and IPv6 (dual stack), or
        * `"0.0.0.0"` on every IPv4 one. Default: the first non-internal IPv4 address of the
-       * machine, else `"127.0.0.1"`.
+       * machine, else its first non-internal IPv6 one that is not link-local, else `"127.0.0.1"`.
        */
       local?: string;
     };

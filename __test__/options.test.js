@@ -279,13 +279,17 @@ test('the local address defaults follow it', () => {
   assert.deepEqual(native.subnets, ['127.0.0.1']);
 });
 
-test('the default local address is the first external IPv4 one, else loopback', () => {
+test('the default local address is the first external IPv4 one, else IPv6 one, else loopback', () => {
   const lo = { address: '127.0.0.1', family: 'IPv4', internal: true };
   const v6 = { address: 'fe80::1', family: 'IPv6', internal: false };
   const eth = { address: '10.1.2.3', family: 'IPv4', internal: false };
   assert.equal(defaultLocalAddress({ lo: [lo], eth0: [v6, eth] }), '10.1.2.3');
   assert.equal(defaultLocalAddress({ lo: [lo], eth0: [v6] }), '127.0.0.1');
   assert.equal(defaultLocalAddress({}), '127.0.0.1');
+  // An IPv6-only host: its first external IPv6 address that is not link-local.
+  const global6 = { address: 'fd00::7', family: 'IPv6', internal: false };
+  assert.equal(defaultLocalAddress({ lo: [lo], eth0: [v6, global6] }), 'fd00::7');
+  assert.equal(defaultLocalAddress({ eth0: [global6, eth] }), '10.1.2.3', 'IPv4 first');
 });
 
 test('valid options pass through', () => {

@@ -441,15 +441,16 @@ function given(value, fallback, check, name) {
   return value === undefined ? fallback : check(name, value);
 }
 
-// Same rule as the original (the `ip` package): the first external IPv4 address, else loopback.
+// Same rule as the original (the `ip` package): the first external IPv4 address; on a host
+// without one (an IPv6-only pod), the first external IPv6 address that is not link-local;
+// else loopback.
 function defaultLocalAddress(interfaces = os.networkInterfaces()) {
-  for (const addresses of Object.values(interfaces)) {
-    for (const entry of addresses || []) {
-      // Node 18.0–18.3 reported the family as a number.
-      if ((entry.family === 'IPv4' || entry.family === 4) && !entry.internal) return entry.address;
-    }
-  }
-  return '127.0.0.1';
+  const external = Object.values(interfaces).flatMap((addresses) => (addresses || []).filter((entry) => !entry.internal));
+  // Node 18.0–18.3 reported the family as a number.
+  const v4 = external.find((entry) => entry.family === 'IPv4' || entry.family === 4);
+  if (v4) return v4.address;
+  const v6 = external.find((entry) => (entry.family === 'IPv6' || entry.family === 6) && isDialable(entry.address));
+  return v6 ? v6.address : '127.0.0.1';
 }
 
 /**
