@@ -291,14 +291,6 @@ impl Link {
         }
     }
 
-    /// The address the peer advertised in its introduction, if any.
-    pub fn advertised(&self) -> Option<SocketAddr> {
-        self.candidate()
-            .map(|c| c.advertised)
-            .or_else(|| self.peer().map(|p| p.advertised))
-            .flatten()
-    }
-
     /// The largest frame accepted now. Until the peer's key confirmation is verified
     /// nothing is authenticated: [`MAX_HANDSHAKE_FRAME`] (a hello or the confirmation). Then
     /// until both ends have admitted each other, the largest valid introduction (metadata

@@ -190,11 +190,9 @@ impl Membership {
         if id.is_some_and(linked_or_suspect) {
             return true;
         }
-        self.links.values().any(|l| {
-            (id.is_some() && l.expect == id)
-                || l.listen_addr() == Some(addr)
-                || l.advertised() == Some(addr)
-        })
+        self.links
+            .values()
+            .any(|l| (id.is_some() && l.expect == id) || l.listen_addr() == Some(addr))
     }
 
     /// Links whose peer has introduced itself (being admitted or a member), but for node

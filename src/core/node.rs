@@ -119,18 +119,10 @@ pub struct Candidate {
     pub advertised: Option<SocketAddr>,
 }
 
-impl Candidate {
-    /// Where others are told to dial it: its advertised address, else `ip:port`.
-    pub fn dial_addr(&self) -> SocketAddr {
-        self.advertised
-            .unwrap_or(SocketAddr::new(self.ip, self.port))
-    }
-}
-
 impl NodeInfo {
     /// Where others are told to dial it (member lists): its advertised address, else
     /// `ip:port`. A claim, so this node redials it there only once a dial there proved it
-    /// (see `Link::dialed_advertised`).
+    /// (see `link::own_dial_addr`).
     pub fn dial_addr(&self) -> SocketAddr {
         self.advertised
             .unwrap_or(SocketAddr::new(self.ip, self.port))
