@@ -125,6 +125,11 @@ export interface NativeNodeInfo {
   ip: string
   port: number
   /**
+   * `network.advertise` of the node as "host:port", if it set one: where it asks to be
+   * dialed (`ip` stays the address seen on the socket).
+   */
+  advertised?: string
+  /**
    * JSON text; none for a node not admitted by both ends (the connection filter's
    * candidate, a node that refused this one): its metadata never reached this node.
    */
@@ -141,6 +146,8 @@ export interface NativeOptions {
   multicastPort: number
   multicastInterface: string
   multicastTtl: number
+  /** `network.advertise` as "ip:port" (`[ip]:port` for IPv6), if set. */
+  advertise?: string
   cluster: string
   clusterKey?: Buffer
   /** JSON text. */

@@ -140,16 +140,26 @@ declare namespace espial {
     /** Addresses of this node. */
     address?: {
       /**
-       * Dotted unicast IPv4 address this node is reached at. Default: the first
-       * non-internal IPv4 address of the machine, else `"127.0.0.1"`.
+       * Unicast IPv4 or IPv6 address this node listens on and is reached at (not link-local
+       * `fe80::/10`), or `"::"` to listen on every address, IPv4 and IPv6 (dual stack), or
+       * `"0.0.0.0"` on every IPv4 one. Default: the first non-internal IPv4 address of the
+       * machine, else its first non-internal IPv6 one that is not link-local, else `"127.0.0.1"`.
        */
       local?: string;
     };
+    /**
+     * `"ip:port"` (`"[ipv6]:port"`) other nodes should dial when it is not
+     * `address.local` and `port` (NAT, a container's port mapping). Carried in introductions
+     * and member lists, seen by others as `advertised`. An IP address, not a name. (Not in
+     * the original.)
+     */
+    advertise?: string;
     /** Host name reported to other nodes (1 to 255 bytes). Default: `os.hostname()`. */
     host_name?: string;
     /**
      * Dotted IPv4 addresses whose /24 manual discovery scans, on `network.port`, when
-     * `multicast` is `false`. Default: `[network.address.local]`.
+     * `multicast` is `false`; IPv4 only. Default: `[network.address.local]` if it is IPv4,
+     * else `[]`.
      */
     subnets?: string[];
     /**
@@ -159,8 +169,9 @@ declare namespace espial {
      */
     multicast?: boolean;
     /**
-     * Multicast group of the discovery beacons, in 224.0.0.0/4. (Not in the original.)
-     * @default "239.255.27.27"
+     * Multicast group of the discovery beacons: IPv4 in 224.0.0.0/4, or IPv6 in ff00::/8.
+     * Default: `"239.255.27.27"`, or `"ff02::27:27"` when `address.local` is an IPv6
+     * address. (Not in the original.)
      */
     multicast_address?: string;
     /**
@@ -169,10 +180,12 @@ declare namespace espial {
      */
     multicast_port?: number;
     /**
-     * IPv4 address of the interface beacons use. Default: `network.address.local`. (Not in
-     * the original.)
+     * Interface beacons use: for an IPv4 group one of its IPv4 addresses (default
+     * `network.address.local`, or the first non-internal IPv4 address when that is `"::"`);
+     * for an IPv6 group its name (`"eth0"`) or index (default: the interface holding
+     * `network.address.local`). (Not in the original.)
      */
-    multicast_interface?: string;
+    multicast_interface?: string | number;
     /**
      * Time-to-live of the beacons, 0 to 255; 1 keeps them on the local network. (Not in the
      * original.)
@@ -181,7 +194,8 @@ declare namespace espial {
     multicast_ttl?: number;
     /**
      * Seed nodes to dial directly, as `"host:port"` strings (host an IPv4 address or a name),
-     * with multicast or without. (Not in the original.)
+     * `"[ipv6]:port"`, or an IP address alone (`"fd00::5"`), on this node's own `port`; with
+     * multicast or without. (Not in the original.)
      * @default []
      */
     peers?: string[];
@@ -198,10 +212,12 @@ declare namespace espial {
     id: string;
     /** The host name it reports (`network.host_name`). */
     host_name: string;
-    /** Its IPv4 address: for other nodes, the address seen on their connection. */
+    /** Its IP address (IPv4 or IPv6): for other nodes, the address seen on their connection. */
     ip: string;
     /** Its TCP port. */
     port: number;
+    /** Where it asks to be dialed (`network.advertise`, `"ip:port"`), only if it set one: a claim. */
+    advertised?: string;
     /** Its metadata, as last set (`metadata` option or `set_metadata()`). */
     metadata: Record<string, unknown>;
   }
@@ -220,6 +236,8 @@ declare namespace espial {
     ip: string;
     /** The TCP port it says it listens on. */
     port: number;
+    /** Where it asks to be dialed (`network.advertise`), only if it set one: a claim. */
+    advertised?: string;
   }
 
   /**

@@ -44,6 +44,7 @@ fn node(n: u8, rng: &mut ChaCha20Rng, seeds: Vec<SocketAddr>) -> Cluster<ChaCha2
         host_name: format!("host-{n}"),
         ip: addr(n).ip(),
         port: addr(n).port(),
+        advertised: None,
         metadata: "{}".into(),
         master_eligible: true,
     };
@@ -350,6 +351,8 @@ fuzz_target!(|data: &[u8]| {
                 id: ids[pick(input.u8()) % ids.len()],
                 host_name: "h".into(),
                 port: 9,
+                advertised: (input.u8().unwrap_or(0) & 1 == 1)
+                    .then(|| "[2001:db8::9]:9".parse().unwrap()),
             }),
             1 => Some(Message::Verdict {
                 accepted: input.u8().unwrap_or(1) & 1 == 1,

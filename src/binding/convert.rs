@@ -1,7 +1,7 @@
 //! Conversions between JavaScript objects and driver types, and the one place where
 //! invalid options become JavaScript errors.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use napi::bindgen_prelude::*;
@@ -16,7 +16,10 @@ use crate::core::crypto::Identity;
 use crate::core::election::ElectionConfig;
 use crate::core::message::MAX_HOST_NAME;
 use crate::core::node::{is_valid_host_name, Candidate, NodeInfo};
-use crate::driver::{ErrorCode, KeyMaterial, MulticastConfig, NodeConfig, Notification};
+use crate::driver::multicast;
+use crate::driver::{
+    ErrorCode, KeyMaterial, MulticastConfig, MulticastInterface, NodeConfig, Notification,
+};
 
 // Where `mod.rs` has always found them.
 use super::calls::CallRun;
@@ -35,6 +38,8 @@ pub struct NativeOptions {
     pub multicast_port: u32,
     pub multicast_interface: String,
     pub multicast_ttl: u32,
+    /// `network.advertise` as "ip:port" (`[ip]:port` for IPv6), if set.
+    pub advertise: Option<String>,
     pub cluster: String,
     pub cluster_key: Option<Buffer>,
     /// JSON text.
@@ -60,6 +65,9 @@ pub struct NativeNodeInfo {
     pub host_name: String,
     pub ip: String,
     pub port: u32,
+    /// `network.advertise` of the node as "host:port", if it set one: where it asks to be
+    /// dialed (`ip` stays the address seen on the socket).
+    pub advertised: Option<String>,
     /// JSON text; none for a node not admitted by both ends (the connection filter's
     /// candidate, a node that refused this one): its metadata never reached this node.
     pub metadata: Option<String>,
@@ -233,6 +241,7 @@ impl From<&NodeInfo> for NativeNodeInfo {
             host_name: n.host_name.clone(),
             ip: n.ip.to_string(),
             port: u32::from(n.port),
+            advertised: n.advertised.map(|a| a.to_string()),
             metadata: Some(n.metadata.clone()),
         }
     }
@@ -245,6 +254,7 @@ impl From<&Candidate> for NativeNodeInfo {
             host_name: n.host_name.clone(),
             ip: n.ip.to_string(),
             port: u32::from(n.port),
+            advertised: n.advertised.map(|a| a.to_string()),
             metadata: None,
         }
     }
@@ -414,18 +424,48 @@ pub fn node_config(mut o: NativeOptions) -> Result<NodeConfig> {
         quorum: o.master_quorum as usize,
     };
     let address = ip("network.address.local", &o.address)?;
+    let advertised = match &o.advertise {
+        None => None,
+        Some(text) => match text.parse::<SocketAddr>() {
+            Ok(a) if crate::core::cluster::is_dialable(a) => Some(a),
+            _ => {
+                return Err(invalid(
+                    "network.advertise",
+                    "\"ip:port\" with a unicast address, like \"203.0.113.7:27272\" or \"[2001:db8::7]:27272\"",
+                ))
+            }
+        },
+    };
     let multicast = if o.multicast {
-        let group = ipv4("network.multicast_address", &o.multicast_address)?;
+        let group = ip("network.multicast_address", &o.multicast_address)?;
         if !group.is_multicast() {
             return Err(invalid(
                 "network.multicast_address",
-                "a multicast address (224.0.0.0 to 239.255.255.255)",
+                "a multicast address (224.0.0.0 to 239.255.255.255, or IPv6 ff00::/8)",
             ));
         }
+        let interface = match group {
+            IpAddr::V4(_) => {
+                MulticastInterface::V4(ipv4("network.multicast_interface", &o.multicast_interface)?)
+            }
+            IpAddr::V6(_) => {
+                let name = &o.multicast_interface;
+                let index = multicast::interface_index(name).map_err(|e| {
+                    invalid(
+                        "network.multicast_interface",
+                        &format!("the name or index of an interface of this host for an IPv6 group (\"{name}\": {e})"),
+                    )
+                })?;
+                MulticastInterface::V6 {
+                    index,
+                    name: name.clone(),
+                }
+            }
+        };
         Some(MulticastConfig {
             group,
             port: port("network.multicast_port", o.multicast_port)?,
-            interface: ipv4("network.multicast_interface", &o.multicast_interface)?,
+            interface,
             ttl: o.multicast_ttl.min(255),
         })
     } else {
@@ -439,6 +479,7 @@ pub fn node_config(mut o: NativeOptions) -> Result<NodeConfig> {
             host_name: o.host_name,
             ip: address,
             port: listen_port,
+            advertised,
             metadata: o.metadata,
             master_eligible: o.master_eligible,
         },

@@ -12,7 +12,7 @@
 //! rest of the node (duplicates, events, the election) is the coordinator's, in
 //! [`super::cluster`].
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use super::crypto::{Confirming, Handshake, Identity, Role, Session};
@@ -272,13 +272,15 @@ impl Link {
         }
     }
 
-    /// The address the peer listens on, when known.
+    /// The address this node itself dials or probes the peer at, when known: see
+    /// [`own_dial_addr`].
     pub fn listen_addr(&self) -> Option<SocketAddr> {
+        let dialed = (self.role == Role::Initiator).then_some(self.addr);
         if let Some(c) = self.candidate() {
-            return Some(SocketAddr::new(c.ip, c.port));
+            return Some(own_dial_addr(c.ip, c.port, c.advertised, dialed));
         }
         match (self.peer(), self.role) {
-            (Some(p), _) => Some(SocketAddr::new(p.ip, p.port)),
+            (Some(p), _) => Some(own_dial_addr(p.ip, p.port, p.advertised, dialed)),
             (None, Role::Initiator) => Some(self.addr),
             (None, Role::Responder) => None,
         }
@@ -407,6 +409,7 @@ impl Link {
             id,
             host_name,
             port,
+            advertised,
         } = msg
         else {
             return None;
@@ -417,6 +420,7 @@ impl Link {
             host_name,
             ip: self.addr.ip(),
             port,
+            advertised,
         })
     }
 
@@ -489,12 +493,14 @@ impl Link {
             host_name,
             ip,
             port,
+            advertised,
         } = candidate;
         let peer = NodeInfo {
             id,
             host_name,
             ip,
             port,
+            advertised,
             metadata,
             master_eligible,
         };
@@ -642,6 +648,25 @@ fn confirming_link(addr: SocketAddr, rng: &mut rand_chacha::ChaCha20Rng) -> (Lin
     (link, confirmation.expect("the initiator confirms at once"))
 }
 
+/// Where this node itself (not a hint it passes on) dials or probes a peer seen at `ip`
+/// that listens on `port` and advertised `advertised`: the advertised address only if it
+/// is no third party's, that is, it is at the peer's own IP address as seen on the socket
+/// or it is the address this node dialed and the handshake proved (`dialed`); else the
+/// address seen on the socket with the port the peer listens on. A peer that advertises
+/// another host's address thus makes this node dial that host only through member-list
+/// hints, which the dial budget bounds, never in its redials or probes.
+pub fn own_dial_addr(
+    ip: IpAddr,
+    port: u16,
+    advertised: Option<SocketAddr>,
+    dialed: Option<SocketAddr>,
+) -> SocketAddr {
+    match advertised {
+        Some(a) if a.ip() == ip || Some(a) == dialed => a,
+        _ => SocketAddr::new(ip, port),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -669,6 +694,7 @@ mod tests {
             host_name: "peer".into(),
             ip: "10.0.0.9".parse().unwrap(),
             port: 27272,
+            advertised: None,
             metadata: "{}".into(),
             master_eligible: true,
         }

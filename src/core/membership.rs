@@ -346,6 +346,7 @@ mod tests {
             host_name: format!("host-{n}"),
             ip: IpAddr::from([10, 0, 0, n]),
             port: 27272,
+            advertised: None,
             metadata: "{}".into(),
             master_eligible: true,
         }

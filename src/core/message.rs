@@ -93,6 +93,9 @@ pub enum Message<'a> {
         id: NodeId,
         host_name: String,
         port: u16,
+        /// Where the sender asks to be dialed, when not at the address the receiver sees
+        /// and `port` (`network.advertise`): a claim.
+        advertised: Option<SocketAddr>,
     },
     /// The sender's admission decision about the receiver.
     Verdict { accepted: bool },
@@ -180,6 +183,23 @@ pub fn event_body(name: &str, binary: bool, payload: &[u8]) -> Vec<u8> {
     body
 }
 
+/// An address as the wire carries it (member lists, introductions): `family` (4 or 6),
+/// the address's 4 or 16 bytes, the port. An IPv4-mapped IPv6 address (as a dual-stack
+/// socket shows an IPv4 peer) goes as the IPv4 address it is.
+fn put_addr(out: &mut Vec<u8>, addr: &SocketAddr) {
+    match addr.ip().to_canonical() {
+        IpAddr::V4(v4) => {
+            out.push(4);
+            out.extend_from_slice(&v4.octets());
+        }
+        IpAddr::V6(v6) => {
+            out.push(6);
+            out.extend_from_slice(&v6.octets());
+        }
+    }
+    out.extend_from_slice(&addr.port().to_be_bytes());
+}
+
 fn put_name(out: &mut Vec<u8>, name: &str) {
     out.push(name.len() as u8);
     out.extend_from_slice(name.as_bytes());
@@ -193,13 +213,18 @@ impl<'a> Message<'a> {
                 id,
                 host_name,
                 port,
+                advertised,
             } => {
-                let mut out = Vec::with_capacity(1 + 16 + 2 + 1 + host_name.len());
+                let mut out = Vec::with_capacity(1 + 16 + 2 + 1 + host_name.len() + 19);
                 out.push(tag::INTRODUCE);
                 out.extend_from_slice(&id.0);
                 out.extend_from_slice(&port.to_be_bytes());
                 out.push(host_name.len() as u8);
                 out.extend_from_slice(host_name.as_bytes());
+                match advertised {
+                    None => out.push(0),
+                    Some(addr) => put_addr(&mut out, addr),
+                }
                 out
             }
             Message::Verdict { accepted } => vec![tag::VERDICT, u8::from(*accepted)],
@@ -224,17 +249,7 @@ impl<'a> Message<'a> {
                 out.extend_from_slice(&(list.len() as u16).to_be_bytes());
                 for (id, addr) in list {
                     out.extend_from_slice(&id.0);
-                    match addr.ip() {
-                        IpAddr::V4(v4) => {
-                            out.push(4);
-                            out.extend_from_slice(&v4.octets());
-                        }
-                        IpAddr::V6(v6) => {
-                            out.push(6);
-                            out.extend_from_slice(&v6.octets());
-                        }
-                    }
-                    out.extend_from_slice(&addr.port().to_be_bytes());
+                    put_addr(&mut out, addr);
                 }
                 out
             }
@@ -357,10 +372,15 @@ impl<'a> Message<'a> {
                 let port = u16::from_be_bytes(r.array("port")?);
                 let host_len = r.u8("host_name")? as usize;
                 let host_name = r.text("host_name", host_len, MAX_HOST_NAME)?;
+                let advertised = match r.u8("advertised family")? {
+                    0 => None,
+                    family => Some(r.addr(family, "advertised")?),
+                };
                 Message::Introduce {
                     id,
                     host_name,
                     port,
+                    advertised,
                 }
             }
             tag::PROFILE => {
@@ -397,13 +417,8 @@ impl<'a> Message<'a> {
                 let mut list = Vec::with_capacity(count);
                 for _ in 0..count {
                     let id = NodeId(r.array("member id")?);
-                    let ip = match r.u8("member family")? {
-                        4 => IpAddr::V4(Ipv4Addr::from(r.array::<4>("member ip")?)),
-                        6 => IpAddr::V6(Ipv6Addr::from(r.array::<16>("member ip")?)),
-                        _ => return Err(DecodeError::Invalid("member family")),
-                    };
-                    let port = u16::from_be_bytes(r.array("member port")?);
-                    list.push((id, SocketAddr::new(ip, port)));
+                    let family = r.u8("member family")?;
+                    list.push((id, r.addr(family, "member")?));
                 }
                 Message::Members(list)
             }
@@ -551,6 +566,17 @@ impl<'a> Reader<'a> {
         Ok(self.take(field, N)?.try_into().unwrap())
     }
 
+    /// An address after its `family` byte (see `put_addr`): 4 or 6, anything else is
+    /// malformed.
+    fn addr(&mut self, family: u8, field: &'static str) -> Result<SocketAddr, DecodeError> {
+        let ip = match family {
+            4 => IpAddr::V4(Ipv4Addr::from(self.array::<4>(field)?)),
+            6 => IpAddr::V6(Ipv6Addr::from(self.array::<16>(field)?)),
+            _ => return Err(DecodeError::Invalid(field)),
+        };
+        Ok(SocketAddr::new(ip, u16::from_be_bytes(self.array(field)?)))
+    }
+
     fn name(&mut self) -> Result<&'a str, DecodeError> {
         let len = self.u8("event name")? as usize;
         let name = self.str("event name", len, MAX_EVENT_NAME)?;
@@ -582,6 +608,16 @@ mod tests {
             id: NodeId([7; 16]),
             host_name: "web-1.org.internal".into(),
             port: 27272,
+            advertised: None,
+        }
+    }
+
+    fn intro_at(advertised: &str) -> Message<'static> {
+        Message::Introduce {
+            id: NodeId([7; 16]),
+            host_name: "web-1.org.internal".into(),
+            port: 27272,
+            advertised: Some(advertised.parse().unwrap()),
         }
     }
 
@@ -597,6 +633,8 @@ mod tests {
     fn messages_round_trip() {
         for m in [
             intro(),
+            intro_at("203.0.113.7:30001"),
+            intro_at("[2001:db8::7]:30001"),
             profile(),
             Message::Verdict { accepted: true },
             Message::Verdict { accepted: false },
@@ -723,6 +761,76 @@ mod tests {
         );
         for cut in 0..reply.len() {
             assert!(Message::decode(&reply[..cut], 1024).is_err(), "cut {cut}");
+        }
+    }
+
+    #[test]
+    fn addresses_go_as_tagged_ipv4_or_ipv6() {
+        let v4 = intro_at("192.0.2.1:7").encode();
+        let v6 = intro_at("[2001:db8::1]:7").encode();
+        let plain = intro().encode();
+        // The introduction without an address ends in family 0; with one, the family, 4
+        // or 16 bytes of address and the port follow.
+        assert_eq!(plain.last(), Some(&0));
+        assert_eq!(&v4[plain.len() - 1..], &[4, 192, 0, 2, 1, 0, 7]);
+        assert_eq!(v6.len(), plain.len() + 18);
+        assert_eq!(v6[plain.len() - 1], 6);
+        // A dual-stack socket's IPv4-mapped address travels as the IPv4 address it is.
+        let mapped = Message::Members(vec![(
+            NodeId([1; 16]),
+            "[::ffff:10.0.0.1]:9".parse().unwrap(),
+        )]);
+        assert_eq!(
+            Message::decode(&mapped.encode(), 0),
+            Ok(Message::Members(vec![(
+                NodeId([1; 16]),
+                "10.0.0.1:9".parse().unwrap()
+            )]))
+        );
+    }
+
+    #[test]
+    fn hostile_address_fields_are_malformed_not_trusted() {
+        let plain = intro().encode();
+        let family_at = plain.len() - 1;
+        for family in [1u8, 5, 16, 255] {
+            let mut forged = plain.clone();
+            forged[family_at] = family;
+            forged.extend_from_slice(&[0; 18]);
+            assert_eq!(
+                Message::decode(&forged, 0),
+                Err(DecodeError::Invalid("advertised")),
+                "family {family}"
+            );
+        }
+        // Family 6 with only an IPv4 address's bytes, or a port cut short: truncated.
+        for (family, len) in [(6u8, 4 + 2), (6, 16 + 1), (4, 4 + 1), (4, 0)] {
+            let mut short = plain.clone();
+            short[family_at] = family;
+            short.extend(std::iter::repeat_n(1, len));
+            assert!(
+                Message::decode(&short, 0).is_err(),
+                "family {family}, {len} bytes"
+            );
+        }
+        // Bytes after the address: malformed, like any trailing bytes.
+        let mut long = intro_at("[2001:db8::1]:7").encode();
+        long.push(0);
+        assert!(Message::decode(&long, 0).is_err());
+        for cut in 0..intro_at("[2001:db8::1]:7").encode().len() {
+            assert!(Message::decode(&intro_at("[2001:db8::1]:7").encode()[..cut], 0).is_err());
+        }
+        // A member list entry of another family, or an IPv6 one cut short.
+        let list = Message::Members(vec![(NodeId([1; 16]), "[2001:db8::2]:9".parse().unwrap())]);
+        let bytes = list.encode();
+        let mut odd = bytes.clone();
+        odd[3 + 16] = 5;
+        assert_eq!(
+            Message::decode(&odd, 0),
+            Err(DecodeError::Invalid("member"))
+        );
+        for cut in 3..bytes.len() {
+            assert!(Message::decode(&bytes[..cut], 0).is_err(), "cut {cut}");
         }
     }
 }

@@ -187,11 +187,20 @@ pub fn dial(
     runtime
         .spawn(async move {
             let attempt = async {
-                let socket = match local {
+                // Listening on every address (`::`, `0.0.0.0`), the kernel picks the source
+                // and the family follows the peer's; else we dial from our own address.
+                let family = if local.is_unspecified() {
+                    addr.ip()
+                } else {
+                    local
+                };
+                let socket = match family {
                     IpAddr::V4(_) => TcpSocket::new_v4()?,
                     IpAddr::V6(_) => TcpSocket::new_v6()?,
                 };
-                socket.bind(SocketAddr::new(local, 0))?;
+                if !local.is_unspecified() {
+                    socket.bind(SocketAddr::new(local, 0))?;
+                }
                 socket.connect(addr).await
             };
             let event = match tokio::time::timeout(DIAL_TIMEOUT, attempt).await {

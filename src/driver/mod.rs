@@ -42,11 +42,30 @@ use crate::core::node::{Candidate, NodeId, NodeInfo};
 /// How a node finds its peers by multicast.
 #[derive(Debug, Clone)]
 pub struct MulticastConfig {
-    pub group: Ipv4Addr,
+    /// An IPv4 group, or an IPv6 one (`ff02::…`, link-local scope) with a `V6` interface.
+    pub group: IpAddr,
     pub port: u16,
-    /// Address of the interface to send and listen on; never defaulted to "any".
-    pub interface: Ipv4Addr,
+    /// The interface to send and listen on; never defaulted to "any".
+    pub interface: MulticastInterface,
+    /// TTL (IPv4) or hop limit (IPv6).
     pub ttl: u32,
+}
+
+/// The interface beacons go out on and are heard on: IPv4 names it by one of its
+/// addresses, IPv6 by its index (a link-local group has one scope per link).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MulticastInterface {
+    V4(Ipv4Addr),
+    V6 { index: u32, name: String },
+}
+
+impl std::fmt::Display for MulticastInterface {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MulticastInterface::V4(ip) => write!(f, "{ip}"),
+            MulticastInterface::V6 { index, name } => write!(f, "{name} (index {index})"),
+        }
+    }
 }
 
 /// Everything needed to start a node.
@@ -324,13 +343,5 @@ fn before_start(targets: &Targets) -> Result<(), SendError> {
             None => Ok(()),
             Some(id) => Err(SendError::UnknownTarget(id.to_string())),
         },
-    }
-}
-
-/// An IPv4 address, for options that only make sense with one.
-pub fn ipv4(ip: IpAddr) -> Option<Ipv4Addr> {
-    match ip {
-        IpAddr::V4(v4) => Some(v4),
-        IpAddr::V6(_) => None,
     }
 }

@@ -51,7 +51,7 @@ use super::connection::{self, ConnEvent, ConnHandle, Read};
 use super::inbox::{self, Inbox, Receipt};
 use super::log::Log;
 use super::multicast;
-use super::{ipv4, ErrorCode, EventSink, Filter, NodeConfig, Notification};
+use super::{ErrorCode, EventSink, Filter, NodeConfig, Notification};
 use crate::core::cluster::requests::Reply;
 use crate::core::cluster::{Cluster, ConnId, Event, Output, Stats};
 use crate::core::crypto::ClusterKey;
@@ -617,7 +617,9 @@ impl Node {
                 }
                 Output::Probe { addr, bytes } => {
                     // A full send buffer loses one probe; the next interval sends another.
-                    let _ = self.probes.try_send_to(&bytes, addr);
+                    let _ = self
+                        .probes
+                        .try_send_to(&bytes, for_socket(self.local, addr));
                 }
                 Output::Beacon(bytes) => {
                     if let Some((socket, group)) = &self.beacons {
@@ -716,11 +718,13 @@ pub async fn run(shared: Arc<Shared>, start: Box<Start>) {
     let mut beacons_in = None;
     let mut beacons_out = None;
     if let Some(mc) = &config.multicast {
-        let bound = ipv4(local)
-            .ok_or_else(|| std::io::Error::other("multicast discovery needs an IPv4 address"))
-            .and_then(|v4| multicast::bind(mc, v4));
-        match bound {
+        match multicast::bind(mc, local) {
             Ok(d) => {
+                // Listening on every address (`::`), the node names the one its beacons
+                // come from; the core checks nothing else against it.
+                if local.is_unspecified() {
+                    config.me.ip = d.source;
+                }
                 beacons_in = Some(d.recv);
                 beacons_out = Some((d.send, d.group));
             }
@@ -844,6 +848,7 @@ pub async fn run(shared: Arc<Shared>, start: Box<Start>) {
             }
             accepted = listener.accept() => {
                 if let Ok((stream, addr)) = accepted {
+                    let addr = canonical(addr);
                     task.step(|node, writers| {
                         if let Some(conn) = node.core.accept(now(), addr) {
                             node.open(conn, stream, writers);
@@ -861,6 +866,7 @@ pub async fn run(shared: Arc<Shared>, start: Box<Start>) {
             Ok((n, from)) = probes.recv_from(&mut probe_buf) => {
                 // A datagram longer than any probe arrives cut to the buffer, which is
                 // longer than any probe: the core drops it for its length.
+                let from = canonical(from);
                 task.step(|node, _| node.core.handle_probe(now(), from, &probe_buf[..n]));
             }
             _ = sleep_until(deadline.unwrap_or_else(far_future)), if deadline.is_some() => {
@@ -1102,6 +1108,23 @@ async fn resolve(seed: &str) -> std::io::Result<Vec<SocketAddr>> {
             std::io::ErrorKind::TimedOut,
             "name resolution timed out",
         )),
+    }
+}
+
+/// A peer's address as the core knows it: an IPv4 peer of a dual-stack (`::`) socket shows
+/// as an IPv4-mapped IPv6 address, which is the IPv4 address it stands for.
+pub fn canonical(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
+}
+
+/// `addr` as a socket bound to `local` can send to it: an IPv6 socket on `::` reaches
+/// IPv4 peers at their IPv4-mapped addresses.
+pub fn for_socket(local: IpAddr, addr: SocketAddr) -> SocketAddr {
+    match (local, addr.ip()) {
+        (IpAddr::V6(_), IpAddr::V4(v4)) => {
+            SocketAddr::new(IpAddr::V6(v4.to_ipv6_mapped()), addr.port())
+        }
+        _ => addr,
     }
 }
 

@@ -211,6 +211,7 @@ impl Sim {
             host_name: format!("host-{host}"),
             ip: addr(host).ip(),
             port: addr(host).port(),
+            advertised: None,
             metadata: format!("{{\"n\":{host}}}"),
             master_eligible: config.election.eligible,
         };

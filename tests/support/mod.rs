@@ -50,6 +50,7 @@ impl Target {
                 host_name: "target".into(),
                 ip: IpAddr::V4(LOOPBACK),
                 port: 0,
+                advertised: None,
                 metadata: "{}".into(),
                 master_eligible: true,
             },

@@ -31,6 +31,8 @@ pub struct Peer {
     pub host_name: String,
     /// The port it says it listens on (9 unless it listens: see [`Peer::accept`]).
     pub port: u16,
+    /// The address it asks to be dialed at in its introduction (`network.advertise`), if any.
+    pub advertised: Option<SocketAddr>,
     /// The metadata of the profile it sends once the node has admitted it, if any.
     pub profile: Option<String>,
     /// Every message the node sent it, decrypted, in order (the key confirmation aside).
@@ -116,6 +118,7 @@ impl Peer {
             node_id,
             host_name: "attacker".into(),
             port,
+            advertised: None,
             profile: None,
             heard: Vec::new(),
             events_sent: 0,
@@ -182,6 +185,7 @@ impl Peer {
             id,
             host_name: self.host_name.clone(),
             port: self.port,
+            advertised: self.advertised,
         });
         self.send(&Message::Verdict { accepted: true });
     }
@@ -192,6 +196,7 @@ impl Peer {
             id: self.id,
             host_name: self.host_name.clone(),
             port: self.port,
+            advertised: self.advertised,
         });
     }
 

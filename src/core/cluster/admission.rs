@@ -145,6 +145,7 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
             id: self.me.id,
             host_name: self.me.host_name.clone(),
             port: self.me.port,
+            advertised: self.me.advertised,
         }
     }
 
@@ -324,10 +325,10 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
             .into_iter()
             .filter(|m| m.id != id)
             .take(MAX_MEMBERS)
-            .map(|m| (m.id, SocketAddr::new(m.ip, m.port)))
+            .map(|m| (m.id, m.dial_addr()))
             .collect();
         self.send(now, conn, &Message::Members(others));
-        let newcomer = Message::Members(vec![(id, SocketAddr::new(peer.ip, peer.port))]);
+        let newcomer = Message::Members(vec![(id, peer.dial_addr())]);
         for other in self.membership.member_links() {
             if other != conn {
                 self.send(now, other, &newcomer);

@@ -62,7 +62,8 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
 
     /// True if we are, or are connecting to, node `id` or the node listening at `addr`.
     fn knows(&self, id: Option<NodeId>, addr: SocketAddr) -> bool {
-        if addr == SocketAddr::new(self.me.ip, self.me.port) || self.own_addrs.contains(&addr) {
+        let me = SocketAddr::new(self.me.ip, self.me.port);
+        if addr == me || Some(addr) == self.me.advertised || self.own_addrs.contains(&addr) {
             return true;
         }
         self.membership.is_known(id, addr)

@@ -143,10 +143,11 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         };
         self.outputs.push_back(Output::Close { conn });
         let joined = (link.subscriptions.clone(), link.peer_max_message);
+        let listen = link.listen_addr();
         let Some(peer) = link.into_member() else {
             return;
         };
-        let addr = SocketAddr::new(peer.ip, peer.port);
+        let addr = listen.unwrap_or(SocketAddr::new(peer.ip, peer.port));
         let violation = std::mem::take(&mut self.violation);
         match loss {
             Loss::Dropped if !self.leaving => {
@@ -196,7 +197,8 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         let Some(info) = self.membership.clear_suspect(id) else {
             return;
         };
-        let addr = SocketAddr::new(info.ip, info.port);
+        // Its link is gone: an advertised address counts as its own only at its own IP.
+        let addr = crate::core::link::own_dial_addr(info.ip, info.port, info.advertised, None);
         self.discovery.lost(now, &self.config.discovery, id, addr);
         self.removed(now, info, why.unwrap_or(reason));
     }

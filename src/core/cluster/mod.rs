@@ -69,6 +69,7 @@ use loss::Loss;
 use master::HeldMaster;
 
 pub use super::output::{ConnId, Event, Output, Stats};
+pub use receive::is_dialable;
 
 /// This node's state: its links, its members, its discovery.
 pub struct Cluster<R> {
