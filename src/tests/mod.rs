@@ -8,5 +8,6 @@ mod identity;
 mod membership;
 mod paused;
 mod resend;
+mod seeds;
 pub mod sim;
 mod sticky;
