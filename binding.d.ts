@@ -126,6 +126,8 @@ export interface NativeOptions {
   /** JSON text. */
   metadata: string
   peers: Array<string>
+  /** ms; absent: [`DEFAULT_SEEDS_RESOLVE_INTERVAL`]. */
+  peersResolveInterval?: number
   subnets: Array<string>
   masterEligible: boolean
   masterElectionTimeout: number
@@ -174,4 +176,5 @@ export interface NativeStats {
   probesRelayed: number
   indirectProbes: number
   pausesNoticed: number
+  seedLookupsFailed: number
 }

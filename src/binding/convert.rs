@@ -16,7 +16,10 @@ use crate::core::crypto::Identity;
 use crate::core::election::ElectionConfig;
 use crate::core::message::MAX_HOST_NAME;
 use crate::core::node::{is_valid_host_name, Candidate, NodeInfo};
-use crate::driver::{ErrorCode, KeyMaterial, MulticastConfig, NodeConfig, Notification};
+use crate::driver::{
+    ErrorCode, KeyMaterial, MulticastConfig, NodeConfig, Notification,
+    DEFAULT_SEEDS_RESOLVE_INTERVAL,
+};
 
 // Where `mod.rs` has always found them.
 pub use super::errors::NativeSendError;
@@ -39,6 +42,8 @@ pub struct NativeOptions {
     /// JSON text.
     pub metadata: String,
     pub peers: Vec<String>,
+    /// ms; absent: [`DEFAULT_SEEDS_RESOLVE_INTERVAL`].
+    pub peers_resolve_interval: Option<u32>,
     pub subnets: Vec<String>,
     pub master_eligible: bool,
     pub master_election_timeout: u32,
@@ -158,6 +163,7 @@ pub struct NativeStats {
     pub probes_relayed: i64,
     pub indirect_probes: i64,
     pub pauses_noticed: i64,
+    pub seed_lookups_failed: i64,
 }
 
 impl From<Stats> for NativeStats {
@@ -192,6 +198,7 @@ impl From<Stats> for NativeStats {
             probes_relayed: n(s.probes_relayed),
             indirect_probes: n(s.indirect_probes),
             pauses_noticed: n(s.pauses_noticed),
+            seed_lookups_failed: n(s.seed_lookups_failed),
         }
     }
 }
@@ -413,6 +420,10 @@ pub fn node_config(mut o: NativeOptions) -> Result<NodeConfig> {
         core,
         multicast,
         seeds: o.peers,
+        seeds_resolve_interval: match o.peers_resolve_interval {
+            Some(ms) => positive("network.peers_resolve_interval", ms)?,
+            None => DEFAULT_SEEDS_RESOLVE_INTERVAL,
+        },
         filter_timeout,
         max_receive_buffer: o.max_receive_buffer as usize,
         key_material,
