@@ -26,7 +26,7 @@
 //! # Lifecycle
 //!
 //! [`Stage::Idle`] (created; what the application asks is kept in [`Early`]) →
-//! [`Stage::Starting`] (binding sockets, resolving seeds; still kept) → [`Stage::Running`]
+//! [`Stage::Starting`] (binding sockets; still kept) → [`Stage::Running`]
 //! (the kept requests applied first, in one step) → [`Stage::Stopped`] (with the final
 //! counters). `exit()` while idle goes straight to `Stopped`: nothing is ever bound. The
 //! core is built once the port is bound (its identity carries the port), so the requests
