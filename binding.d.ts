@@ -153,6 +153,8 @@ export interface NativeOptions {
   /** JSON text. */
   metadata: string
   peers: Array<string>
+  /** ms; absent: [`DEFAULT_SEEDS_RESOLVE_INTERVAL`]. */
+  peersResolveInterval?: number
   subnets: Array<string>
   masterEligible: boolean
   masterElectionTimeout: number
@@ -205,4 +207,5 @@ export interface NativeStats {
   requestsIn: number
   repliesLate: number
   repliesRefused: number
+  seedLookupsFailed: number
 }

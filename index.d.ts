@@ -195,10 +195,19 @@ declare namespace espial {
     /**
      * Seed nodes to dial directly, as `"host:port"` strings (host an IPv4 address or a name),
      * `"[ipv6]:port"`, or an IP address alone (`"fd00::5"`), on this node's own `port`; with
-     * multicast or without. (Not in the original.)
+     * multicast or without. A name is looked up again every `peers_resolve_interval`
+     * ms and every address it has (A and AAAA records, up to 64) is a seed, so a Kubernetes
+     * headless Service name (`"my-app-headless:27272"`) finds every pod. (Not in the original.)
      * @default []
      */
     peers?: string[];
+    /**
+     * How often names in `peers` are looked up again, in ms (at least 100); a name that
+     * does not resolve is tried again less and less often, up to every 30 s. (Not in the
+     * original.)
+     * @default 5000
+     */
+    peers_resolve_interval?: number;
   }
 
   /**
@@ -398,6 +407,8 @@ declare namespace espial {
     replies_late: number;
     /** Replies dropped for answering no request of this node to their sender. */
     replies_refused: number;
+    /** Lookups of `network.peers` names that failed (no answer, or no address). */
+    seed_lookups_failed: number;
   }
 
   /**

@@ -145,6 +145,13 @@ class Espial extends EventEmitter {
           this.#filterFailed(event.message, event.node, undefined);
           break;
         }
+        // A seed name that does not resolve (reported once per run of failed lookups; the
+        // node keeps trying): a DNS hiccup must not end the process, and `error` without a
+        // listener would throw, so without one it is a process warning.
+        if (event.code === 'ERR_ESPIAL_SEED' && this.listenerCount('error') === 0) {
+          process.emitWarning(event.message, { code: 'ERR_ESPIAL_SEED' });
+          break;
+        }
         this.emit('error', espialError(event.code, event.message));
         break;
       default:
@@ -242,6 +249,7 @@ class Espial extends EventEmitter {
       requests_in: s.requestsIn,
       replies_late: s.repliesLate,
       replies_refused: s.repliesRefused,
+      seed_lookups_failed: s.seedLookupsFailed,
     };
   }
 

@@ -256,6 +256,7 @@ test('defaults are the original ones plus ours', () => {
     cluster: 'espial',
     metadata: '{}',
     peers: [],
+    peersResolveInterval: 5000,
     subnets: [local],
     masterEligible: true,
     masterElectionTimeout: 1000,
@@ -310,6 +311,7 @@ test('valid options pass through', () => {
       multicast_interface: '10.0.0.2',
       multicast_ttl: 0,
       peers: ['10.0.0.3:30001', 'web-2.internal:30001'],
+      peers_resolve_interval: 1500,
     },
     cluster: 'production',
     cluster_key: key,
@@ -341,6 +343,7 @@ test('valid options pass through', () => {
     clusterKey: key,
     metadata: '{"role":"web","weight":2,"tags":["a",null,true],"nested":{"x":1.5}}',
     peers: ['10.0.0.3:30001', 'web-2.internal:30001'],
+    peersResolveInterval: 1500,
     subnets: ['10.0.0.0', '10.0.1.0'],
     masterEligible: false,
     masterElectionTimeout: 250,
@@ -492,4 +495,24 @@ test('toPublicNode adds advertised only for a node that set one', () => {
   const info = { id: 'abc', hostName: 'web-1', ip: '10.0.0.2', port: 27272, advertised: '203.0.113.7:30001', metadata: '{}' };
   assert.equal(toPublicNode(info).advertised, '203.0.113.7:30001');
   assert.equal('advertised' in toPublicNode({ ...info, advertised: null }), false);
+});
+
+test('network.peers_resolve_interval: a whole number of milliseconds, 100 at least', () => {
+  const interval = (v) => normalizeOptions({ network: { peers_resolve_interval: v } }).peersResolveInterval;
+  assert.equal(interval(100), 100);
+  assert.equal(interval(2 ** 31 - 1), 2 ** 31 - 1);
+  for (const bad of [99, 0, -1, 1.5, 2 ** 31, NaN, Infinity]) {
+    assert.throws(() => interval(bad), {
+      name: 'TypeError',
+      code: 'ERR_INVALID_ARG_VALUE',
+      message: /"network\.peers_resolve_interval" must be a whole number of milliseconds from 100 to 2147483647/,
+    });
+  }
+  for (const bad of ['5000', null, true, [5000]]) {
+    assert.throws(() => interval(bad), { name: 'TypeError', code: 'ERR_INVALID_ARG_TYPE' });
+  }
+  // A typo is named, with the option meant.
+  assert.throws(() => normalizeOptions({ network: { peers_resolve_intervall: 5000 } }), {
+    code: 'ERR_ESPIAL_UNKNOWN_OPTION',
+  });
 });

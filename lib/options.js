@@ -9,6 +9,10 @@ const os = require('node:os');
 const { isIP, isIPv4, isIPv6 } = require('node:net');
 const { espialError } = require('./errors.js');
 
+// How often `network.peers` names are looked up again; not below 100 ms, which would only
+// load the resolver.
+const DEFAULT_PEERS_RESOLVE_INTERVAL = 5000;
+const MIN_PEERS_RESOLVE_INTERVAL = 100;
 const MAX_TIMER_MS = 2 ** 31 - 1; // Node's own timer limit; also fits a u32 on the Rust side
 // These three mirror the core's bounds (MAX_CLUSTER_NAME, MAX_HOST_NAME, DEFAULT_MAX_METADATA
 // in src/core), so that a value the core would refuse is refused here, by option name.
@@ -65,6 +69,7 @@ const NETWORK = [
   'multicast_ttl',
   'peers',
   'advertise',
+  'peers_resolve_interval',
 ];
 const ADDRESS = ['local'];
 const ALL_NAMES = [
@@ -489,6 +494,12 @@ function normalizeOptions(options) {
     cluster: given(top.cluster, 'espial', clusterName, 'cluster'),
     metadata: given(top.metadata, '{}', metadata, 'metadata'),
     peers: given(network.peers, [], (n, v) => arrayOf(n, v, (i, e) => peer(i, e, listenPort)), 'network.peers'),
+    peersResolveInterval: given(
+      network.peers_resolve_interval,
+      DEFAULT_PEERS_RESOLVE_INTERVAL,
+      (n, v) => integer(n, v, MIN_PEERS_RESOLVE_INTERVAL, MAX_TIMER_MS, 'a whole number of milliseconds'),
+      'network.peers_resolve_interval',
+    ),
     // The scan is IPv4 only: by default the /24 of an IPv4 local address, else none.
     subnets: given(network.subnets, isIPv4(local) && local !== '0.0.0.0' ? [local] : [], (n, v) => arrayOf(n, v, subnet), 'network.subnets'),
     masterEligible: given(top.master_eligible, true, boolean, 'master_eligible'),

@@ -118,6 +118,7 @@ class Testbed {
   #namespaces = [];
   #children = new Set();
   #bridgeOf = new Map();
+  #cleanups = [];
 
   constructor(prefix) {
     this.prefix = prefix;
@@ -219,6 +220,11 @@ class Testbed {
     return child;
   }
 
+  /** Runs `fn` (synchronous) at teardown, after the processes are killed: for files a test made. */
+  atDestroy(fn) {
+    this.#cleanups.push(fn);
+  }
+
   /** Kills every process started here and deletes every namespace; safe to call twice. */
   async destroy() {
     const waits = [...this.#children].map(
@@ -255,6 +261,13 @@ class Testbed {
         }
       } catch {
         // namespace already gone
+      }
+    }
+    for (const fn of this.#cleanups.splice(0)) {
+      try {
+        fn();
+      } catch {
+        // best effort: the namespaces go regardless
       }
     }
     for (const ns of this.#namespaces.reverse()) {

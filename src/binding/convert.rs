@@ -19,6 +19,7 @@ use crate::core::node::{is_valid_host_name, Candidate, NodeInfo};
 use crate::driver::multicast;
 use crate::driver::{
     ErrorCode, KeyMaterial, MulticastConfig, MulticastInterface, NodeConfig, Notification,
+    DEFAULT_SEEDS_RESOLVE_INTERVAL,
 };
 
 // Where `mod.rs` has always found them.
@@ -45,6 +46,8 @@ pub struct NativeOptions {
     /// JSON text.
     pub metadata: String,
     pub peers: Vec<String>,
+    /// ms; absent: [`DEFAULT_SEEDS_RESOLVE_INTERVAL`].
+    pub peers_resolve_interval: Option<u32>,
     pub subnets: Vec<String>,
     pub master_eligible: bool,
     pub master_election_timeout: u32,
@@ -192,6 +195,7 @@ pub struct NativeStats {
     pub requests_in: i64,
     pub replies_late: i64,
     pub replies_refused: i64,
+    pub seed_lookups_failed: i64,
 }
 
 impl From<Stats> for NativeStats {
@@ -230,6 +234,7 @@ impl From<Stats> for NativeStats {
             requests_in: n(s.requests_in),
             replies_late: n(s.replies_late),
             replies_refused: n(s.replies_refused),
+            seed_lookups_failed: n(s.seed_lookups_failed),
         }
     }
 }
@@ -486,6 +491,10 @@ pub fn node_config(mut o: NativeOptions) -> Result<NodeConfig> {
         core,
         multicast,
         seeds: o.peers,
+        seeds_resolve_interval: match o.peers_resolve_interval {
+            Some(ms) => positive("network.peers_resolve_interval", ms)?,
+            None => DEFAULT_SEEDS_RESOLVE_INTERVAL,
+        },
         filter_timeout,
         max_receive_buffer: o.max_receive_buffer as usize,
         key_material,

@@ -235,6 +235,9 @@ pub struct Stats {
     pub probes_relayed: u64,
     /// Relay requests sent: a member silent for two intervals probed through others.
     pub indirect_probes: u64,
+    /// Lookups of `network.peers` names that failed (no answer, no address, or an error);
+    /// counted by the driver, which does the lookups.
+    pub seed_lookups_failed: u64,
     /// Times a timer of ours fired so late that our own process must have been paused:
     /// every member was probed again before any silence counted.
     pub pauses_noticed: u64,

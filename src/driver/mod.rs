@@ -15,6 +15,7 @@ mod log;
 pub mod multicast;
 mod node;
 pub mod runtime;
+pub mod seeds;
 #[cfg(test)]
 mod tests;
 
@@ -76,8 +77,10 @@ pub struct NodeConfig {
     pub core: Config,
     /// `None` when multicast discovery is off.
     pub multicast: Option<MulticastConfig>,
-    /// Seed peers as `host:port`, resolved when the node starts.
+    /// Seed peers as `host:port`: addresses, or names looked up again every
+    /// `seeds_resolve_interval` (see [`seeds`]).
     pub seeds: Vec<String>,
+    pub seeds_resolve_interval: Duration,
     /// A connection filter that has not answered by then has rejected.
     pub filter_timeout: Duration,
     /// Most bytes delivered and not yet taken by the application before members'
@@ -113,6 +116,9 @@ impl std::fmt::Debug for KeyMaterial {
         f.write_str("KeyMaterial(<redacted>)")
     }
 }
+
+/// Default for [`NodeConfig::seeds_resolve_interval`] (`network.peers_resolve_interval`).
+pub const DEFAULT_SEEDS_RESOLVE_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Default for [`NodeConfig::max_receive_buffer`]: 4 MiB.
 pub const DEFAULT_MAX_RECEIVE_BUFFER: usize = 4 * 1024 * 1024;

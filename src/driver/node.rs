@@ -26,7 +26,7 @@
 //! # Lifecycle
 //!
 //! [`Stage::Idle`] (created; what the application asks is kept in [`Early`]) →
-//! [`Stage::Starting`] (binding sockets, resolving seeds; still kept) → [`Stage::Running`]
+//! [`Stage::Starting`] (binding sockets; still kept) → [`Stage::Running`]
 //! (the kept requests applied first, in one step) → [`Stage::Stopped`] (with the final
 //! counters). `exit()` while idle goes straight to `Stopped`: nothing is ever bound. The
 //! core is built once the port is bound (its identity carries the port), so the requests
@@ -51,6 +51,7 @@ use super::connection::{self, ConnEvent, ConnHandle, Read};
 use super::inbox::{self, Inbox, Receipt};
 use super::log::Log;
 use super::multicast;
+use super::seeds::{self, Report, Seeds};
 use super::{ErrorCode, EventSink, Filter, NodeConfig, Notification};
 use crate::core::cluster::requests::Reply;
 use crate::core::cluster::{Cluster, ConnId, Event, Output, Stats};
@@ -305,6 +306,8 @@ pub struct Node {
     log: Log,
     /// When a key or cluster mismatch with each peer address was last logged.
     mismatches_logged: Quiet,
+    /// `network.peers` lookups that failed (the lookups run in their own task).
+    seed_lookups_failed: u64,
     filter: Option<Arc<dyn Filter>>,
     filter_timeout: Duration,
     /// Where connection tasks (and filter verdicts) report to the node task.
@@ -441,7 +444,32 @@ impl Node {
 
     /// The node's counters so far.
     pub fn stats(&self) -> Stats {
-        self.core.stats().clone()
+        let mut stats = self.core.stats().clone();
+        stats.seed_lookups_failed = self.seed_lookups_failed;
+        stats
+    }
+
+    /// What the lookups of `network.peers` names found.
+    fn on_seeds(&mut self, update: seeds::Update) {
+        if update.failed {
+            self.seed_lookups_failed += 1;
+        }
+        match update.report {
+            Some(Report::Unresolved(message)) => {
+                self.log.line(format_args!("{message}"));
+                let n = Notification::Error {
+                    code: ErrorCode::Seed,
+                    message,
+                };
+                self.notes_weight += inbox::weight(&n);
+                self.notes.push(n);
+            }
+            Some(Report::Resolved(message)) => self.log.line(format_args!("{message}")),
+            None => {}
+        }
+        if let Some(all) = update.seeds {
+            self.core.set_seeds(now(), all);
+        }
     }
 
     /// From now on sends are refused; the node task is leaving.
@@ -751,16 +779,14 @@ pub async fn run(shared: Arc<Shared>, start: Box<Start>) {
         }
     };
     let mut core_config = config.core;
-    let mut notes = vec![Notification::Listening { port }];
-    for seed in &config.seeds {
-        match resolve(seed).await {
-            Ok(addrs) => core_config.discovery.seeds.extend(addrs),
-            Err(e) => notes.push(Notification::Error {
-                code: ErrorCode::Seed,
-                message: format!("cannot resolve seed \"{seed}\" (network.peers): {e}"),
-            }),
-        }
-    }
+    let notes = vec![Notification::Listening { port }];
+    // Addresses are seeds from the start; names follow as their lookups answer.
+    let seeds = Seeds::new(&config.seeds, config.seeds_resolve_interval, now());
+    core_config.discovery.seeds.extend(seeds.all());
+    let (seed_updates_in, mut seed_updates) = mpsc::channel(16);
+    let lookups = seeds
+        .has_names()
+        .then(|| tokio::spawn(seeds::watch(seeds, seed_updates_in)));
     log.line(format_args!(
         "listening on {local}:{port} as {} (cluster {:?}, multicast {})",
         me.id,
@@ -803,6 +829,7 @@ pub async fn run(shared: Arc<Shared>, start: Box<Start>) {
             probes: probes.clone(),
             log,
             mismatches_logged: Quiet::default(),
+            seed_lookups_failed: 0,
             filter: early.filter,
             filter_timeout: config.filter_timeout,
             conn_events,
@@ -843,6 +870,9 @@ pub async fn run(shared: Arc<Shared>, start: Box<Start>) {
                 break;
             }
             _ = shared.poke.notified() => {}
+            Some(update) = seed_updates.recv() => {
+                task.step(|node, _| node.on_seeds(update));
+            }
             Some(ev) = conn_reports.recv() => {
                 task.step(|node, writers| node.on_conn_event(ev, writers));
             }
@@ -881,6 +911,9 @@ pub async fn run(shared: Arc<Shared>, start: Box<Start>) {
         }
     }
     drop(listener);
+    if let Some(lookups) = lookups {
+        lookups.abort();
+    }
     task.leave(&mut exits, &mut waiters).await;
     for w in waiters {
         let _ = w.send(());
@@ -1096,18 +1129,6 @@ async fn recv_beacon(socket: &Option<UdpSocket>, buf: &mut [u8]) -> Option<(usiz
     match socket {
         Some(s) => s.recv_from(buf).await.ok(),
         None => std::future::pending().await,
-    }
-}
-
-/// Resolves `host:port`, bounded in time so a dead resolver cannot hold up the start.
-async fn resolve(seed: &str) -> std::io::Result<Vec<SocketAddr>> {
-    let lookup = tokio::net::lookup_host(seed);
-    match tokio::time::timeout(Duration::from_secs(5), lookup).await {
-        Ok(addrs) => Ok(addrs?.collect()),
-        Err(_) => Err(std::io::Error::new(
-            std::io::ErrorKind::TimedOut,
-            "name resolution timed out",
-        )),
     }
 }
 

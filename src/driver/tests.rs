@@ -35,6 +35,7 @@ fn config(cluster: &str, group_port: u16, port: u16) -> NodeConfig {
             ttl: 1,
         }),
         seeds: Vec::new(),
+        seeds_resolve_interval: super::DEFAULT_SEEDS_RESOLVE_INTERVAL,
         filter_timeout: Duration::from_secs(5),
         max_receive_buffer: crate::driver::DEFAULT_MAX_RECEIVE_BUFFER,
         key_material: None,

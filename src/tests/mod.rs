@@ -9,5 +9,6 @@ mod membership;
 mod paused;
 mod requests;
 mod resend;
+mod seeds;
 pub mod sim;
 mod sticky;

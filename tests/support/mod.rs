@@ -57,6 +57,7 @@ impl Target {
             core,
             multicast: None,
             seeds: Vec::new(),
+            seeds_resolve_interval: espial::driver::DEFAULT_SEEDS_RESOLVE_INTERVAL,
             filter_timeout: Duration::from_secs(5),
             max_receive_buffer: espial::driver::DEFAULT_MAX_RECEIVE_BUFFER,
             key_material: None,
