@@ -4,6 +4,8 @@
 
 mod calls;
 mod convert;
+#[cfg(unix)]
+mod delivery;
 mod errors;
 mod packed;
 
@@ -25,7 +27,9 @@ use crate::driver::{ErrorCode, EventSink, Filter, Handle, Notification, Receipt,
 pub use convert::{NativeEvent, NativeNodeInfo, NativeOptions, NativeSendError, NativeStats};
 
 /// Strong (ref'd) while the node runs, so the process stays alive like a listening server;
-/// the driver drops it when the node stops, which lets the process end by itself.
+/// the driver drops it when the node stops, which lets the process end by itself. (Where
+/// libuv can be reached, [`delivery::LoopSink`] instead: see there why.)
+#[cfg_attr(unix, allow(dead_code))]
 type EventCallback = ThreadsafeFunction<Vec<NativeEvent>, (), Vec<NativeEvent>, Status, false>;
 
 /// Weak: a filter alone does not keep the process alive.
@@ -38,22 +42,49 @@ type FilterCallback = ThreadsafeFunction<
     true,
 >;
 
-struct JsSink(EventCallback);
+/// Where notifications go: to the JavaScript callback, through our own queue and libuv
+/// wake-up on unix, through napi's threadsafe function elsewhere.
+enum JsSink {
+    #[cfg(unix)]
+    Loop(delivery::LoopSink),
+    #[cfg_attr(unix, allow(dead_code))]
+    Threadsafe(EventCallback),
+}
+
+impl JsSink {
+    /// Delivers to `on_events`, a function of the current call (`env`'s).
+    fn new(env: &Env, on_events: &Function<'_>) -> Result<JsSink> {
+        #[cfg(unix)]
+        {
+            delivery::LoopSink::new(env.raw(), on_events.raw()).map(JsSink::Loop)
+        }
+        #[cfg(not(unix))]
+        {
+            let tsfn = unsafe { EventCallback::from_napi_value(env.raw(), on_events.raw())? };
+            Ok(JsSink::Threadsafe(tsfn))
+        }
+    }
+}
 
 impl EventSink for JsSink {
     fn deliver(&self, batch: Vec<Notification>, receipt: Receipt) {
         let events = convert::pack(batch);
+        let tsfn = match self {
+            #[cfg(unix)]
+            JsSink::Loop(sink) => return sink.deliver(events, receipt),
+            JsSink::Threadsafe(tsfn) => tsfn,
+        };
         // NonBlocking: the queue is unbounded, so this never fails for lack of room; what
         // waits in it is bounded by the receipts (max_receive_buffer).
         let mode = ThreadsafeFunctionCallMode::NonBlocking;
         if receipt.is_none() {
-            self.0.call(events, mode);
+            tsfn.call(events, mode);
             return;
         }
         // The receipt is given back once `index.js` has dispatched the batch: the callback
         // runs on the JavaScript thread right after the function returns, every listener of
         // the batch having run. (Dropped with the call, should the call never be made.)
-        self.0.call_with_return_value(events, mode, move |_, _| {
+        tsfn.call_with_return_value(events, mode, move |_, _| {
             drop(receipt);
             Ok(())
         });
@@ -104,13 +135,14 @@ impl NativeNode {
         constructor,
         ts_args_type = "options: NativeOptions, onEvents: (events: Array<NativeEvent>) => void"
     )]
-    pub fn new(options: NativeOptions, on_events: EventCallback) -> Result<Self> {
+    pub fn new(env: Env, options: NativeOptions, on_events: Function<'_>) -> Result<Self> {
         let config = convert::node_config(options)?;
+        let sink = JsSink::new(&env, &on_events)?;
         Ok(NativeNode {
             info: Mutex::new(config.me.clone()),
             max_metadata: config.core.max_metadata,
             next_batch: AtomicU32::new(0),
-            node: Handle::new(config, JsSink(on_events)),
+            node: Handle::new(config, sink),
         })
     }
 
