@@ -52,6 +52,24 @@ export declare class NativeNode {
    * batch id whose outcome arrives as a `sent` event once that connection drains.
    */
   sendBatch(names: Array<string>, targets: Array<Array<string> | null>, meta: Uint32Array, payload: Uint8Array): number | null | Array<NativeSendError | null>
+  /**
+   * Serves requests named `name` from now on (the name is checked by `index.js`).
+   * Throws `ERR_ESPIAL_TOO_MANY_EVENTS` past the names a node may serve.
+   */
+  serve(name: string): void
+  /** Stops serving `name`. */
+  unserve(name: string): void
+  /** Ids of the members serving `name`, in id order. */
+  servers(name: string): Array<string>
+  /**
+   * Asks handler `name` of node `target`: the request's id (below 2^53), its end
+   * arriving in a `calls` run. A refusal is returned as a `NativeSendError`.
+   */
+  request(name: string, target: string, binary: boolean, payload: Uint8Array, timeoutMs: number): number | NativeSendError
+  /** Gives up on request `id` (aborted): no answer follows. */
+  cancelRequest(id: number): void
+  /** Answers request `id` of node `peer` (see `calls.rs` for `kind`). */
+  reply(peer: string, id: number, kind: number, payload: Uint8Array, code: string, message: string): void
   /** Replaces this node's metadata (JSON text) and tells every member. */
   setMetadata(metadata: string): void
   /**
@@ -80,6 +98,8 @@ export interface NativeEvent {
   code?: string
   /** A run of custom event messages (`kind` is `messages`), packed (see `packed.rs`). */
   messages?: NativeMessages
+  /** A run of requests and answers (`kind` is `calls`), packed (see `calls.rs`). */
+  calls?: NativeMessages
   /** A send batch's id (`kind` is `sent`). */
   batch?: number
   /** Its failures, one entry per message, when any message failed. */
@@ -105,6 +125,11 @@ export interface NativeNodeInfo {
   ip: string
   port: number
   /**
+   * `network.advertise` of the node as "host:port", if it set one: where it asks to be
+   * dialed (`ip` stays the address seen on the socket).
+   */
+  advertised?: string
+  /**
    * JSON text; none for a node not admitted by both ends (the connection filter's
    * candidate, a node that refused this one): its metadata never reached this node.
    */
@@ -121,11 +146,15 @@ export interface NativeOptions {
   multicastPort: number
   multicastInterface: string
   multicastTtl: number
+  /** `network.advertise` as "ip:port" (`[ip]:port` for IPv6), if set. */
+  advertise?: string
   cluster: string
   clusterKey?: Buffer
   /** JSON text. */
   metadata: string
   peers: Array<string>
+  /** ms; absent: [`DEFAULT_SEEDS_RESOLVE_INTERVAL`]. */
+  peersResolveInterval?: number
   subnets: Array<string>
   masterEligible: boolean
   masterElectionTimeout: number
@@ -174,4 +203,9 @@ export interface NativeStats {
   probesRelayed: number
   indirectProbes: number
   pausesNoticed: number
+  requestsOut: number
+  requestsIn: number
+  repliesLate: number
+  repliesRefused: number
+  seedLookupsFailed: number
 }

@@ -56,9 +56,10 @@ declare namespace espial {
      */
     master_quorum?: number;
     /**
-     * Milliseconds between heartbeats (a record on the connection and a UDP liveness probe
-     * to each member); a node silent for 3 heartbeats plus 1 s is removed (2.2 s with the
-     * default; a crashed process is removed sooner, when its connection resets).
+     * Milliseconds between probe rounds (a UDP liveness probe to each of the next 9
+     * members); up to 10 nodes a node silent for 3 of them plus 1 s is removed (2.2 s with
+     * the default), one interval more per further 9 members (a crashed process is removed
+     * sooner, when its connection resets).
      * @default 400
      */
     send_presence_frequency?: number;
@@ -96,6 +97,36 @@ declare namespace espial {
      * @default 16777216
      */
     max_unacked_bytes?: number;
+    /** Default timeout of `request()` and `query()`, in ms. (Not in the original.) @default 10000 */
+    request_timeout?: number;
+    /**
+     * Requests of this node awaiting replies, all targets; past it `request()` waits for
+     * room, as `send()` does under backpressure. 1 to 65536. @default 1024
+     */
+    max_requests?: number;
+    /** Requests of this node awaiting replies from one target; past it `request()` waits. 1 to 4096. @default 256 */
+    max_requests_per_target?: number;
+    /** Handlers of one name running at once on this node; the rest wait their turn. 1 to 65536. @default 64 */
+    max_handler_concurrency?: number;
+  }
+
+  /** Where `request()` goes: a node object or id, or the master. */
+  type RequestTarget = EspialNode | string | 'master';
+
+  /** The options of `request()` and `query()`. */
+  interface RequestOptions {
+    /** In ms, waiting for room included. @default the `request_timeout` option */
+    timeout?: number;
+    /** Aborts: the Promise rejects with an `AbortError` (code `ABORT_ERR`, `cause` the reason). */
+    signal?: AbortSignal;
+  }
+
+  /** One node's answer to `query()`. */
+  type QueryResult<T> = { from: EspialNode; value: T; error?: undefined } | { from: EspialNode; error: EspialError; value?: undefined };
+
+  /** A failed request: `code` says why; `ERR_ESPIAL_REMOTE` carries the handler's code and message. */
+  interface RequestError extends EspialError {
+    remote?: { code: string; message: string };
   }
 
   /** The `network` options. */
@@ -109,16 +140,26 @@ declare namespace espial {
     /** Addresses of this node. */
     address?: {
       /**
-       * Dotted unicast IPv4 address this node is reached at. Default: the first
-       * non-internal IPv4 address of the machine, else `"127.0.0.1"`.
+       * Unicast IPv4 or IPv6 address this node listens on and is reached at (not link-local
+       * `fe80::/10`), or `"::"` to listen on every address, IPv4 and IPv6 (dual stack), or
+       * `"0.0.0.0"` on every IPv4 one. Default: the first non-internal IPv4 address of the
+       * machine, else its first non-internal IPv6 one that is not link-local, else `"127.0.0.1"`.
        */
       local?: string;
     };
+    /**
+     * `"ip:port"` (`"[ipv6]:port"`) other nodes should dial when it is not
+     * `address.local` and `port` (NAT, a container's port mapping). Carried in introductions
+     * and member lists, seen by others as `advertised`. An IP address, not a name. (Not in
+     * the original.)
+     */
+    advertise?: string;
     /** Host name reported to other nodes (1 to 255 bytes). Default: `os.hostname()`. */
     host_name?: string;
     /**
      * Dotted IPv4 addresses whose /24 manual discovery scans, on `network.port`, when
-     * `multicast` is `false`. Default: `[network.address.local]`.
+     * `multicast` is `false`; IPv4 only. Default: `[network.address.local]` if it is IPv4,
+     * else `[]`.
      */
     subnets?: string[];
     /**
@@ -128,8 +169,9 @@ declare namespace espial {
      */
     multicast?: boolean;
     /**
-     * Multicast group of the discovery beacons, in 224.0.0.0/4. (Not in the original.)
-     * @default "239.255.27.27"
+     * Multicast group of the discovery beacons: IPv4 in 224.0.0.0/4, or IPv6 in ff00::/8.
+     * Default: `"239.255.27.27"`, or `"ff02::27:27"` when `address.local` is an IPv6
+     * address. (Not in the original.)
      */
     multicast_address?: string;
     /**
@@ -138,10 +180,12 @@ declare namespace espial {
      */
     multicast_port?: number;
     /**
-     * IPv4 address of the interface beacons use. Default: `network.address.local`. (Not in
-     * the original.)
+     * Interface beacons use: for an IPv4 group one of its IPv4 addresses (default
+     * `network.address.local`, or the first non-internal IPv4 address when that is `"::"`);
+     * for an IPv6 group its name (`"eth0"`) or index (default: the interface holding
+     * `network.address.local`). (Not in the original.)
      */
-    multicast_interface?: string;
+    multicast_interface?: string | number;
     /**
      * Time-to-live of the beacons, 0 to 255; 1 keeps them on the local network. (Not in the
      * original.)
@@ -150,10 +194,20 @@ declare namespace espial {
     multicast_ttl?: number;
     /**
      * Seed nodes to dial directly, as `"host:port"` strings (host an IPv4 address or a name),
-     * with multicast or without. (Not in the original.)
+     * `"[ipv6]:port"`, or an IP address alone (`"fd00::5"`), on this node's own `port`; with
+     * multicast or without. A name is looked up again every `peers_resolve_interval`
+     * ms and every address it has (A and AAAA records, up to 64) is a seed, so a Kubernetes
+     * headless Service name (`"my-app-headless:27272"`) finds every pod. (Not in the original.)
      * @default []
      */
     peers?: string[];
+    /**
+     * How often names in `peers` are looked up again, in ms (at least 100); a name that
+     * does not resolve is tried again less and less often, up to every 30 s. (Not in the
+     * original.)
+     * @default 5000
+     */
+    peers_resolve_interval?: number;
   }
 
   /**
@@ -167,10 +221,12 @@ declare namespace espial {
     id: string;
     /** The host name it reports (`network.host_name`). */
     host_name: string;
-    /** Its IPv4 address: for other nodes, the address seen on their connection. */
+    /** Its IP address (IPv4 or IPv6): for other nodes, the address seen on their connection. */
     ip: string;
     /** Its TCP port. */
     port: number;
+    /** Where it asks to be dialed (`network.advertise`, `"ip:port"`), only if it set one: a claim. */
+    advertised?: string;
     /** Its metadata, as last set (`metadata` option or `set_metadata()`). */
     metadata: Record<string, unknown>;
   }
@@ -189,6 +245,8 @@ declare namespace espial {
     ip: string;
     /** The TCP port it says it listens on. */
     port: number;
+    /** Where it asks to be dialed (`network.advertise`), only if it set one: a claim. */
+    advertised?: string;
   }
 
   /**
@@ -231,7 +289,12 @@ declare namespace espial {
     | 'ERR_ESPIAL_BIND'
     | 'ERR_ESPIAL_MULTICAST'
     | 'ERR_ESPIAL_SEED'
-    | 'ERR_ESPIAL_FILTER';
+    | 'ERR_ESPIAL_FILTER'
+    | 'ERR_ESPIAL_TIMEOUT'
+    | 'ERR_ESPIAL_NO_HANDLER'
+    | 'ERR_ESPIAL_REMOTE'
+    | 'ERR_ESPIAL_TARGET_LEFT'
+    | 'ERR_ESPIAL_BUSY';
 
   /** The error of an `error` event, or of a rejected `send()`; `code` is stable. */
   interface EspialError extends Error {
@@ -333,10 +396,19 @@ declare namespace espial {
     probes_rejected: number;
     /** Probes this node passed on between two other members (indirect probing). */
     probes_relayed: number;
-    /** Relay requests sent: a member silent for two heartbeats probed through others. */
+    /** Relay requests sent: a member silent past its probe round probed through others. */
     indirect_probes: number;
     /** Times this node's own process was found to have been paused (a timer fired far too late). */
     pauses_noticed: number;
+    /** Requests sent (one per target) and received for a handler of this node. */
+    requests_out: number;
+    requests_in: number;
+    /** Replies dropped for coming after their request timed out, was aborted or answered. */
+    replies_late: number;
+    /** Replies dropped for answering no request of this node to their sender. */
+    replies_refused: number;
+    /** Lookups of `network.peers` names that failed (no answer, or no address). */
+    seed_lookups_failed: number;
   }
 
   /**
@@ -481,6 +553,28 @@ declare namespace espial {
       targets?: Targets,
       callback?: (err: Error | null) => void,
     ): Promise<void>;
+
+    /**
+     * Serves requests named `name`: `fn(data, from)` returns the reply (a JSON value or a
+     * Buffer) or a Promise of it; a throw or rejection reaches the asker as
+     * `ERR_ESPIAL_REMOTE` with its message and code, never its stack.
+     */
+    handle<T = unknown, D = any>(name: string, fn: (data: D, from: EspialNode) => T | Promise<T>): void;
+    /** Stops serving `name`. */
+    unhandle(name: string): void;
+    /**
+     * Asks one node's handler `name`; resolves with its reply. `target` omitted: the node
+     * serving `name` with the fewest of this node's requests in flight, ties round-robin.
+     * Rejects with `ERR_ESPIAL_TIMEOUT`, `ERR_ESPIAL_NO_HANDLER`, `ERR_ESPIAL_REMOTE`,
+     * `ERR_ESPIAL_TARGET_LEFT`, `ERR_ESPIAL_BUSY`, `ERR_ESPIAL_MESSAGE_TOO_LARGE`,
+     * `ERR_ESPIAL_UNKNOWN_TARGET`, or an `AbortError`.
+     */
+    request<T = unknown>(name: string, data: unknown, target?: RequestTarget | null, options?: RequestOptions): Promise<T>;
+    request<T = unknown>(name: string, data: unknown, options: RequestOptions): Promise<T>;
+    /**
+     * Asks every node serving `name`; resolves at the deadline, or once every one answered.
+     */
+    query<T = unknown>(name: string, data: unknown, options?: RequestOptions): Promise<Array<QueryResult<T>>>;
 
     /** This node has started. */
     on(event: 'listening', listener: () => void): this;

@@ -7,6 +7,7 @@ const { normalizeOptions, metadataJson, toPublicNode, describe } = require('./li
 const { eventName, targetIds, encodePayload, decodePayload } = require('./lib/events.js');
 const { forEachDelivery } = require('./lib/packed.js');
 const { SendQueue } = require('./lib/send-queue.js');
+const { Requests } = require('./lib/requests.js');
 const { espialError } = require('./lib/errors.js');
 const { version } = require('./package.json');
 
@@ -26,6 +27,7 @@ class Espial extends EventEmitter {
   #sends; // the SendQueue: one native call per tick's sends, settled in order
   #filterTimeout; // connection_filter_timeout, in ms
   #filterWarned = false; // a filter failure went to process.emitWarning (once per node)
+  #requests; // lib/requests.js: handle(), request(), query()
 
   /**
    * Starts a node on the next tick; `listening` follows, or `error` if it cannot start.
@@ -45,6 +47,8 @@ class Espial extends EventEmitter {
       (batch) => native.sendBatch(batch.names, batch.targets, batch.meta, batch.payload),
       nativeOptions.maxMessageSize,
     );
+    const nodeOf = (id) => this.#nodes.get(id)?.node ?? (id === this.#info.id ? this.get_node_info() : { id });
+    this.#requests = new Requests(native, this, nodeOf, this.#info.id, nativeOptions);
     // Not started here but on the next tick, so that what the caller does right after the
     // constructor (connection_filter(fn), listeners) is in place before any peer can
     // connect, as in the original, where the filter was set synchronously after creation.
@@ -117,6 +121,9 @@ class Espial extends EventEmitter {
       case 'messages':
         forEachDelivery(event.messages, this.#deliver);
         break;
+      case 'calls':
+        this.#requests.dispatch(event.calls);
+        break;
       case 'undelivered': {
         // Our own sends, as they were given: each decodes as it was encoded.
         const events = [];
@@ -136,6 +143,13 @@ class Espial extends EventEmitter {
         // A filter that did not answer in time: the addon saw it, and names the node.
         if (event.code === 'ERR_ESPIAL_FILTER') {
           this.#filterFailed(event.message, event.node, undefined);
+          break;
+        }
+        // A seed name that does not resolve (reported once per run of failed lookups; the
+        // node keeps trying): a DNS hiccup must not end the process, and `error` without a
+        // listener would throw, so without one it is a process warning.
+        if (event.code === 'ERR_ESPIAL_SEED' && this.listenerCount('error') === 0) {
+          process.emitWarning(event.message, { code: 'ERR_ESPIAL_SEED' });
           break;
         }
         this.emit('error', espialError(event.code, event.message));
@@ -231,6 +245,11 @@ class Espial extends EventEmitter {
       probes_relayed: s.probesRelayed,
       indirect_probes: s.indirectProbes,
       pauses_noticed: s.pausesNoticed,
+      requests_out: s.requestsOut,
+      requests_in: s.requestsIn,
+      replies_late: s.repliesLate,
+      replies_refused: s.repliesRefused,
+      seed_lookups_failed: s.seedLookupsFailed,
     };
   }
 
@@ -394,6 +413,53 @@ class Espial extends EventEmitter {
   }
 
   /**
+   * Serves requests named `name`: `fn(data, from)` returns the reply, or a Promise of it (a
+   * JSON value or a Buffer); a throw or rejection reaches the asker as ERR_ESPIAL_REMOTE with
+   * its message and code. Every node hears that this one serves `name`. Handling a name
+   * again replaces its function.
+   * @param {string} name same rules as an event name
+   * @param {(data: unknown, from: object) => unknown} fn
+   * @throws {Error} with code ERR_ESPIAL_TOO_MANY_EVENTS past 4096 names (64 KiB of names)
+   */
+  handle(name, fn) {
+    this.#requests.handle(name, fn);
+  }
+
+  /**
+   * Stops serving `name`; requests for it are answered ERR_ESPIAL_NO_HANDLER from now on.
+   * @param {string} name
+   */
+  unhandle(name) {
+    this.#requests.unhandle(name);
+  }
+
+  /**
+   * Asks one node's handler `name` and resolves with its reply. `target`: a node object or
+   * id, 'master', or omitted for the least busy node serving `name` (fewest requests of ours
+   * in flight, ties round-robin).
+   * @param {string} name
+   * @param {unknown} data a JSON value or a Buffer
+   * @param {object | string} [target]
+   * @param {{ timeout?: number, signal?: AbortSignal }} [options]
+   * @returns {Promise<unknown>}
+   */
+  request(name, data, target, options) {
+    return this.#requests.request(name, data, target, options);
+  }
+
+  /**
+   * Asks every node serving `name`; resolves at the deadline, or once every one answered,
+   * with `[{ from, value } | { from, error }]`.
+   * @param {string} name
+   * @param {unknown} data
+   * @param {{ timeout?: number, signal?: AbortSignal }} [options]
+   * @returns {Promise<Array<{ from: object, value?: unknown, error?: Error }>>}
+   */
+  query(name, data, options) {
+    return this.#requests.query(name, data, options);
+  }
+
+  /**
    * Replaces this node's metadata; every member receives it and emits `updated_node`.
    * @param {Record<string, unknown>} metadata a plain object of JSON values, at most 64 KiB as JSON
    * @throws {TypeError} naming `metadata`, as the `metadata` option does
@@ -424,6 +490,7 @@ class Espial extends EventEmitter {
     }).then(() => {
       // Should a batch still wait for its outcome, it never went.
       this.#sends.failAll();
+      this.#requests.failAll();
       this.#left = true;
       this.#nodes.clear();
       this.#setMaster(undefined);

@@ -234,3 +234,58 @@ test('a bad --interface is one line on stderr and exit code 1', async () => {
     assert.doesNotMatch(result.stderr, /\n\s+at /, 'no stack');
   }
 });
+
+test('espial request asks a handler (the master, a node id, or any) and prints its reply', async () => {
+  const [portA, portB, multicastPort] = randomPorts(3);
+  const cluster = uniqueCluster();
+  await withNodes(async ({ node }) => {
+    const a = node(loopbackOptions({ port: portA, multicastPort, cluster }), 'A');
+    const b = node(loopbackOptions({ port: portB, multicastPort, cluster }), 'B');
+    await a.events.until('A and B joined', () => a.get_nodes().length === 1 && b.get_nodes().length === 1);
+    await a.events.until('a master on A', () => a.get_master() !== undefined);
+    const master = a.get_master();
+    for (const n of [a, b]) {
+      n.handle('add', ([x, y]) => ({ sum: x + y, by: n.get_node_info().id }));
+      n.handle('fail', () => {
+        throw Object.assign(new Error('nope'), { code: 'E_NOPE' });
+      });
+      n.handle('never', () => new Promise(() => {}));
+    }
+    const base = ['request', ...flags(multicastPort, cluster), '--wait', '3000'];
+
+    const toMaster = await cli([...base.slice(0, 1), 'add', '[1,2]', ...base.slice(1), '--target', 'master', '--json']);
+    assert.equal(toMaster.code, 0, toMaster.stderr);
+    assert.deepEqual(JSON.parse(toMaster.stdout), { sum: 3, by: master.id });
+
+    const bId = b.get_node_info().id;
+    const toB = await cli(['request', 'add', '[2,3]', ...base.slice(1), '--target', bId]);
+    assert.equal(toB.code, 0, toB.stderr);
+    assert.deepEqual(JSON.parse(toB.stdout), { sum: 5, by: bId });
+
+    const any = await cli(['request', 'add', '[0,0]', ...base.slice(1)]);
+    assert.equal(any.code, 0, any.stderr);
+    assert.equal(JSON.parse(any.stdout).sum, 0);
+
+    const failed = await cli(['request', 'fail', 'null', ...base.slice(1)]);
+    assert.equal(failed.code, 1);
+    assert.match(failed.stderr, /nope \[remote E_NOPE\] \(ERR_ESPIAL_REMOTE\)/);
+
+    const late = await cli(['request', 'never', '{}', ...base.slice(1), '--timeout', '300']);
+    assert.equal(late.code, 1);
+    assert.match(late.stderr, /ERR_ESPIAL_TIMEOUT/);
+
+    const nobody = await cli(['request', 'nobody', '{}', ...base.slice(1), '--wait', '300']);
+    assert.equal(nobody.code, 1);
+    assert.match(nobody.stderr, /ERR_ESPIAL_NO_HANDLER/);
+
+    for (const [args, message] of [
+      [['request', 'add'], /takes 2 arguments/],
+      [['request', 'add', '{bad'], /<json> is not JSON/],
+      [['request', 'add', '1', '--timeout', 'soon'], /--timeout must be/],
+    ]) {
+      const result = await cli(args);
+      assert.equal(result.code, 2, `${args.join(' ')}: ${result.stderr}`);
+      assert.match(result.stderr, message);
+    }
+  });
+});

@@ -31,7 +31,8 @@ const ownObject = (member) => (member.node ? member.node : member.get_node_info(
 
 // What a node says about mastership, from one moment: get_master(), is_master(), get_nodes().
 async function mastership(member) {
-  if (member.request) return member.request('master');
+  // A child process's wrapper (it has `proc`; a node here has its own request() now).
+  if (member.proc) return member.request('master');
   return { master: member.get_master(), is_master: member.is_master(), nodes: member.get_nodes() };
 }
 

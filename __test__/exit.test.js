@@ -84,3 +84,21 @@ test('exit() right after the constructor never starts the node, and the process 
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
   }
 });
+
+// The addon hands events to JavaScript through a libuv handle of its own (src/binding/
+// delivery.rs), which must be closed before a worker's event loop is, or Node aborts.
+test('a node in a worker thread terminated while it runs lets the process end', async () => {
+  const { child, exited, listening, output } = startChild('worker');
+  try {
+    await within(WAIT_MS, listening, () => `the worker's node did not print "listening" within ${WAIT_MS} ms; ${output()}`);
+    const { code, signal } = await within(
+      WAIT_MS,
+      exited,
+      () => `the child was still running ${WAIT_MS} ms after its worker was terminated; ${output()}`,
+    );
+    assert.deepEqual({ code, signal }, { code: 0, signal: null }, output());
+    assert.match(output(), /terminated/);
+  } finally {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  }
+});

@@ -57,11 +57,15 @@ test('ports must be integers from 1 to 65535', () => {
   rejects({ network: { multicast_port: -1 } }, 'network.multicast_port', 'ERR_INVALID_ARG_VALUE');
 });
 
-test('addresses must be dotted unicast IPv4', () => {
+test('addresses must be unicast IPv4 or IPv6 (the local one may be "::" or "0.0.0.0")', () => {
   rejects({ network: { address: { local: 'localhost' } } }, 'network.address.local', 'ERR_INVALID_ARG_VALUE');
   rejects({ network: { address: { local: '10.0.0.256' } } }, 'network.address.local', 'ERR_INVALID_ARG_VALUE');
-  rejects({ network: { address: { local: '0.0.0.0' } } }, 'network.address.local', 'ERR_INVALID_ARG_VALUE');
   rejects({ network: { address: { local: '239.1.1.1' } } }, 'network.address.local', 'ERR_INVALID_ARG_VALUE');
+  rejects({ network: { address: { local: 'ff02::1' } } }, 'network.address.local', 'ERR_INVALID_ARG_VALUE');
+  // Link-local IPv6 needs a zone, which member lists and beacons do not carry.
+  rejects({ network: { address: { local: 'fe80::1' } } }, 'network.address.local', 'ERR_INVALID_ARG_VALUE');
+  rejects({ network: { address: { local: '[::1]' } } }, 'network.address.local', 'ERR_INVALID_ARG_VALUE');
+  assert.equal(normalizeOptions({ network: { address: { local: '0.0.0.0' } } }).address, '0.0.0.0');
   rejects({ network: { address: { local: 127001 } } }, 'network.address.local', 'ERR_INVALID_ARG_TYPE');
   rejects({ network: { multicast_interface: '::1' } }, 'network.multicast_interface', 'ERR_INVALID_ARG_VALUE');
   rejects({ network: { subnets: ['10.0.0'] } }, 'network.subnets[0]', 'ERR_INVALID_ARG_VALUE');
@@ -232,7 +236,7 @@ test('other wrong types are refused by name', () => {
   rejects({ cluster: '' }, 'cluster', 'ERR_INVALID_ARG_VALUE');
   rejects({ cluster: 'x'.repeat(65) }, 'cluster', 'ERR_INVALID_ARG_VALUE');
   rejects({ cluster: 'é'.repeat(33) }, 'cluster', 'ERR_INVALID_ARG_VALUE');
-  rejects({ network: { peers: ['10.0.0.5'] } }, 'network.peers[0]', 'ERR_INVALID_ARG_VALUE');
+  rejects({ network: { peers: ['web-2.internal'] } }, 'network.peers[0]', 'ERR_INVALID_ARG_VALUE');
   rejects({ network: { peers: ['10.0.0.5:0'] } }, 'network.peers[0]', 'ERR_INVALID_ARG_VALUE');
   rejects({ network: { peers: '10.0.0.5:27272' } }, 'network.peers', 'ERR_INVALID_ARG_TYPE');
   assert.throws(() => normalizeOptions(42), { name: 'TypeError', code: 'ERR_INVALID_ARG_TYPE' });
@@ -252,6 +256,7 @@ test('defaults are the original ones plus ours', () => {
     cluster: 'espial',
     metadata: '{}',
     peers: [],
+    peersResolveInterval: 5000,
     subnets: [local],
     masterEligible: true,
     masterElectionTimeout: 1000,
@@ -262,6 +267,10 @@ test('defaults are the original ones plus ours', () => {
     maxMessageSize: 16 * 1024 * 1024,
     maxReceiveBuffer: 4 * 1024 * 1024,
     maxUnackedBytes: 16 * 1024 * 1024,
+    requestTimeout: 10000,
+    maxRequests: 1024,
+    maxRequestsPerTarget: 256,
+    maxHandlerConcurrency: 64,
   };
   assert.deepEqual(normalizeOptions(), expected);
   assert.deepEqual(normalizeOptions(null), expected);
@@ -275,13 +284,17 @@ test('the local address defaults follow it', () => {
   assert.deepEqual(native.subnets, ['127.0.0.1']);
 });
 
-test('the default local address is the first external IPv4 one, else loopback', () => {
+test('the default local address is the first external IPv4 one, else IPv6 one, else loopback', () => {
   const lo = { address: '127.0.0.1', family: 'IPv4', internal: true };
   const v6 = { address: 'fe80::1', family: 'IPv6', internal: false };
   const eth = { address: '10.1.2.3', family: 'IPv4', internal: false };
   assert.equal(defaultLocalAddress({ lo: [lo], eth0: [v6, eth] }), '10.1.2.3');
   assert.equal(defaultLocalAddress({ lo: [lo], eth0: [v6] }), '127.0.0.1');
   assert.equal(defaultLocalAddress({}), '127.0.0.1');
+  // An IPv6-only host: its first external IPv6 address that is not link-local.
+  const global6 = { address: 'fd00::7', family: 'IPv6', internal: false };
+  assert.equal(defaultLocalAddress({ lo: [lo], eth0: [v6, global6] }), 'fd00::7');
+  assert.equal(defaultLocalAddress({ eth0: [global6, eth] }), '10.1.2.3', 'IPv4 first');
 });
 
 test('valid options pass through', () => {
@@ -298,6 +311,7 @@ test('valid options pass through', () => {
       multicast_interface: '10.0.0.2',
       multicast_ttl: 0,
       peers: ['10.0.0.3:30001', 'web-2.internal:30001'],
+      peers_resolve_interval: 1500,
     },
     cluster: 'production',
     cluster_key: key,
@@ -311,6 +325,10 @@ test('valid options pass through', () => {
     max_message_size: 1024,
     max_receive_buffer: 65536,
     max_unacked_bytes: 65536,
+    request_timeout: 500,
+    max_requests: 10,
+    max_requests_per_target: 4096,
+    max_handler_concurrency: 1,
   });
   assert.deepEqual(native, {
     port: 30001,
@@ -325,6 +343,7 @@ test('valid options pass through', () => {
     clusterKey: key,
     metadata: '{"role":"web","weight":2,"tags":["a",null,true],"nested":{"x":1.5}}',
     peers: ['10.0.0.3:30001', 'web-2.internal:30001'],
+    peersResolveInterval: 1500,
     subnets: ['10.0.0.0', '10.0.1.0'],
     masterEligible: false,
     masterElectionTimeout: 250,
@@ -335,7 +354,13 @@ test('valid options pass through', () => {
     maxMessageSize: 1024,
     maxReceiveBuffer: 65536,
     maxUnackedBytes: 65536,
+    requestTimeout: 500,
+    maxRequests: 10,
+    maxRequestsPerTarget: 4096,
+    maxHandlerConcurrency: 1,
   });
+  assert.throws(() => normalizeOptions({ max_requests_per_target: 4097 }), { code: 'ERR_INVALID_ARG_VALUE' });
+  assert.throws(() => normalizeOptions({ max_requests: 0 }), { code: 'ERR_INVALID_ARG_VALUE' });
   // A copy: changing the caller's buffer later must not change a running node's key.
   assert.notEqual(native.clusterKey, key);
 });
@@ -375,4 +400,119 @@ test('toPublicNode gives the original node object shape', () => {
   const node = toPublicNode(info);
   assert.deepEqual(node, { id: 'abc', host_name: 'web-1', ip: '10.0.0.2', port: 27272, metadata: { role: 'web' } });
   assert.notEqual(toPublicNode(info).metadata, node.metadata, 'each call hands out a fresh object');
+});
+
+test('IPv6: local addresses, "::" (dual stack), peers in brackets or bare', () => {
+  const native = normalizeOptions({
+    network: {
+      address: { local: 'fd00::10' },
+      multicast: false,
+      peers: ['[fd00::5]:30001', '[fd00::6]', 'fd00::7', '10.0.0.8', '[::ffff:10.0.0.9]:5', 'web-2.internal:30001'],
+      port: 27000,
+    },
+  });
+  assert.equal(native.address, 'fd00::10');
+  // Without a port, a peer is at this node's own network.port.
+  assert.deepEqual(native.peers, [
+    '[fd00::5]:30001',
+    '[fd00::6]:27000',
+    '[fd00::7]:27000',
+    '10.0.0.8:27000',
+    '[::ffff:10.0.0.9]:5',
+    'web-2.internal:30001',
+  ]);
+  // The subnet scan is IPv4 only: nothing is scanned by default next to an IPv6 address.
+  assert.deepEqual(native.subnets, []);
+  const any = normalizeOptions({ network: { address: { local: '::' }, multicast_interface: '127.0.0.1' } });
+  assert.equal(any.address, '::');
+  assert.equal(any.multicastAddress, '239.255.27.27', 'listening on "::", IPv4 multicast by default');
+  assert.equal(any.multicastInterface, '127.0.0.1');
+  assert.deepEqual(any.subnets, []);
+  // An IPv6 address with a port but no brackets cannot be told from one without a port.
+  rejects({ network: { peers: ['fd00::5:27272:1'] } }, 'network.peers[0]', 'ERR_INVALID_ARG_VALUE');
+  rejects({ network: { peers: ['[fd00::5]:'] } }, 'network.peers[0]', 'ERR_INVALID_ARG_VALUE');
+  rejects({ network: { peers: ['[fd00::5'] } }, 'network.peers[0]', 'ERR_INVALID_ARG_VALUE');
+  rejects({ network: { peers: ['[web-2]:5'] } }, 'network.peers[0]', 'ERR_INVALID_ARG_VALUE');
+  rejects({ network: { peers: ['[fd00::5]:70000'] } }, 'network.peers[0]', 'ERR_INVALID_ARG_VALUE');
+});
+
+test('the subnet scan is IPv4 only, and an IPv6 subnet says so', () => {
+  assert.throws(
+    () => normalizeOptions({ network: { subnets: ['fd00::'] } }),
+    (err) => {
+      assert.equal(err.code, 'ERR_INVALID_ARG_VALUE');
+      assert.match(err.message, /"network\.subnets\[0\]".*IPv4 only/);
+      return true;
+    },
+  );
+});
+
+test('IPv6 multicast: an ff00::/8 group on an interface named or numbered', () => {
+  const named = normalizeOptions({ network: { address: { local: 'fd00::10' }, multicast_address: 'ff02::27:27', multicast_interface: 'eth0' } });
+  assert.equal(named.multicastAddress, 'ff02::27:27');
+  assert.equal(named.multicastInterface, 'eth0');
+  const numbered = normalizeOptions({ network: { address: { local: 'fd00::10' }, multicast_address: 'ff05::1', multicast_interface: 3 } });
+  assert.equal(numbered.multicastInterface, '3');
+  // The group follows a specific IPv6 local address, on the interface holding it.
+  const lo = normalizeOptions({ network: { address: { local: '::1' } } });
+  assert.equal(lo.multicastAddress, 'ff02::27:27');
+  assert.equal(lo.multicastInterface, Object.keys(os.networkInterfaces()).find((n) => os.networkInterfaces()[n].some((e) => e.address === '::1')));
+  rejects({ network: { multicast_address: 'ff02::27:27', multicast_interface: '10.0.0.1/24' } }, 'network.multicast_interface', 'ERR_INVALID_ARG_VALUE');
+  rejects({ network: { multicast_address: 'ff02::27:27', multicast_interface: 'a-name-longer-than-15' } }, 'network.multicast_interface', 'ERR_INVALID_ARG_VALUE');
+  rejects({ network: { multicast_address: 'ff02::27:27', multicast_interface: 0 } }, 'network.multicast_interface', 'ERR_INVALID_ARG_VALUE');
+  rejects({ network: { multicast_address: 'ff02::27:27', multicast_interface: true } }, 'network.multicast_interface', 'ERR_INVALID_ARG_TYPE');
+  rejects({ network: { multicast_address: 'fd00::1' } }, 'network.multicast_address', 'ERR_INVALID_ARG_VALUE');
+  // An IPv4 group still wants an IPv4 interface address.
+  rejects({ network: { multicast_interface: 'eth0' } }, 'network.multicast_interface', 'ERR_INVALID_ARG_VALUE');
+  // No interface holds the local address and none is named: say which option to set.
+  rejects({ network: { address: { local: 'fd00::99:1' }, multicast_address: 'ff02::27:27' } }, 'network.multicast_interface', 'ERR_INVALID_ARG_VALUE');
+  // With multicast off nothing is needed.
+  assert.equal(normalizeOptions({ network: { address: { local: 'fd00::99:1' }, multicast: false } }).multicast, false);
+});
+
+test('advertise: "ip:port" or "[ipv6]:port" other nodes can dial', () => {
+  assert.equal(normalizeOptions({ network: { advertise: '203.0.113.7:30001' } }).advertise, '203.0.113.7:30001');
+  assert.equal(normalizeOptions({ network: { advertise: '[2001:db8::7]:30001' } }).advertise, '[2001:db8::7]:30001');
+  assert.equal(normalizeOptions({}).advertise, undefined, 'absent by default');
+  for (const bad of [
+    '203.0.113.7', // a port is needed
+    '2001:db8::7', // so are brackets
+    '0.0.0.0:1',
+    '[::]:1',
+    '239.1.1.1:1',
+    '[ff02::1]:1',
+    '[fe80::1]:1',
+    '203.0.113.7:0',
+    'web-1.internal:30001', // names are not resolved
+    '',
+  ]) {
+    rejects({ network: { advertise: bad } }, 'network.advertise', 'ERR_INVALID_ARG_VALUE');
+  }
+  rejects({ network: { advertise: 30001 } }, 'network.advertise', 'ERR_INVALID_ARG_TYPE');
+});
+
+test('toPublicNode adds advertised only for a node that set one', () => {
+  const info = { id: 'abc', hostName: 'web-1', ip: '10.0.0.2', port: 27272, advertised: '203.0.113.7:30001', metadata: '{}' };
+  assert.equal(toPublicNode(info).advertised, '203.0.113.7:30001');
+  assert.equal('advertised' in toPublicNode({ ...info, advertised: null }), false);
+});
+
+test('network.peers_resolve_interval: a whole number of milliseconds, 100 at least', () => {
+  const interval = (v) => normalizeOptions({ network: { peers_resolve_interval: v } }).peersResolveInterval;
+  assert.equal(interval(100), 100);
+  assert.equal(interval(2 ** 31 - 1), 2 ** 31 - 1);
+  for (const bad of [99, 0, -1, 1.5, 2 ** 31, NaN, Infinity]) {
+    assert.throws(() => interval(bad), {
+      name: 'TypeError',
+      code: 'ERR_INVALID_ARG_VALUE',
+      message: /"network\.peers_resolve_interval" must be a whole number of milliseconds from 100 to 2147483647/,
+    });
+  }
+  for (const bad of ['5000', null, true, [5000]]) {
+    assert.throws(() => interval(bad), { name: 'TypeError', code: 'ERR_INVALID_ARG_TYPE' });
+  }
+  // A typo is named, with the option meant.
+  assert.throws(() => normalizeOptions({ network: { peers_resolve_intervall: 5000 } }), {
+    code: 'ERR_ESPIAL_UNKNOWN_OPTION',
+  });
 });

@@ -7,6 +7,9 @@
 // bridge in a namespace of its own (10.88.0.K/24), or, where namespaces cannot be made,
 // loopback addresses 127.0.0.K inside `unshare -n`. Nothing is sent anywhere else.
 // Prints one markdown table per scenario: medians over the repetitions, and espial / other.
+//   npm run bench -- --scale [--scale-sizes 25,50,100] [--reps N] [--scale-form-ms 90000]
+// espial alone at scale (issue 19), each node a process on 127.0.0.K inside `unshare -n`:
+// formation, the join of one more node, a kill -9 of the master, and the idle cost per node.
 
 const path = require('node:path');
 const fs = require('node:fs');
@@ -40,7 +43,11 @@ const PERF_SYSTEMS = value('perf-systems', 'espial').split(',');
 // `--perf-event sched:sched_switch` for where each thread blocks, with its stack.
 const PERF_EVENT = value('perf-event', null);
 const NODE_ARGS = value('node-args', '').split(' ').filter(Boolean); // extra node flags for espial workers
-const PHASES = value('phases', 'small,forget,big,ping').split(',');
+const PHASES = value('phases', 'small,forget,big,ping,request').split(',');
+// The request phase (issue 20): systems with request and reply built in, and its sizes.
+const REQUEST_SYSTEMS = ['espial', 'moleculer'];
+const REQUEST_N = QUICK ? 20_000 : 50_000;
+const REQUEST_WINDOW = 64;
 // The fire-and-forget phase (send() not awaited, a .catch on each, FORGET_PER_TURN sends per
 // event-loop turn, FORGET_N in all): for the systems whose send() buffers without limit
 // (a million unawaited messages are what this pattern does to any of them).
@@ -71,7 +78,15 @@ const WORKER_NODE = value('node', null) ?? benchNode() ?? process.execPath;
 const nodeFor = (system) => (system === 'discover-key' && value('node', null) === null ? process.execPath : WORKER_NODE);
 // Formation of 25 took Moleculer 19 s on the busy machine: a run that timed out says less.
 const FORM_MS = 60_000;
-const HOSTS = Math.max(...FORMATION_SIZES, 7, 11) + 1;
+const SCALE = flag('scale');
+const SCALE_SIZES = value('scale-sizes', '25,50,100').split(',').map(Number);
+// Idle window of --scale, after the cluster has been still for SCALE_SETTLE_MS.
+const SCALE_IDLE_MS = Number(value('scale-idle-ms', 10_000));
+const SCALE_SETTLE_MS = 3000;
+// How long --scale waits for formation and for agreement after a join or a crash.
+const SCALE_FORM_MS = Number(value('scale-form-ms', 90_000));
+const HOSTS = Math.max(...FORMATION_SIZES, ...(SCALE ? SCALE_SIZES : []), 7, 11) + 1;
+if (SCALE && HOSTS > 254) throw new Error('--scale-sizes: at most 253 nodes (127.0.0.1-254)');
 
 // ---------------------------------------------------------------------------------------
 // The network: namespaces, or loopback inside unshare -n (re-running this file there).
@@ -79,7 +94,7 @@ const HOSTS = Math.max(...FORMATION_SIZES, 7, 11) + 1;
 let network;
 if (flag('inner-loopback')) {
   network = new Loopback(HOSTS);
-} else if (!flag('loopback') && canMakeNamespaces()) {
+} else if (!flag('loopback') && !SCALE && canMakeNamespaces()) {
   network = new Namespaces(HOSTS);
 } else if (onlyLoopback()) {
   network = new Loopback(HOSTS);
@@ -458,6 +473,29 @@ async function messaging(system) {
       sample.mbPerSec = null; // UDP datagrams cannot carry 1 MiB
     }
 
+    if (PHASES.includes('request') && REQUEST_SYSTEMS.includes(system)) {
+      await b.request('serve');
+      // Until the handler is known to the asker (espial: b's Serve has reached a).
+      let ok = false;
+      for (let i = 0; i < 100 && !ok; i++) {
+        ok = (await a.request('requestBench', { target, n: 1, window: 1, ms: 1000 })).done === 1;
+        if (!ok) await delay(50);
+      }
+      if (!ok) throw new Error(`${system}: no reply to a warm-up request`);
+      await a.request('requestBench', { target, n: WARM_PINGS, window: 1, ms: 30_000 }, 120_000);
+      const cpu0 = [cpuNs(a.pid), cpuNs(b.pid)];
+      const flood = await a.request('requestBench', { target, n: REQUEST_N, window: REQUEST_WINDOW, ms: SMALL_MS }, 120_000);
+      const cpu = [cpuNs(a.pid) - cpu0[0], cpuNs(b.pid) - cpu0[1]];
+      sample.reqPerSec = flood.done / ((flood.t1 - flood.t0) / 1000);
+      sample.reqCpu = flood.done > 0 ? (cpu[0] + cpu[1]) / 1000 / flood.done : null;
+      sample.reqFailed = flood.failed;
+      const serial = await a.request('requestBench', { target, n: PINGS, window: 1, ms: 60_000 }, 120_000);
+      serial.rtts.sort((x, y) => x - y);
+      sample.reqP50 = quantile(serial.rtts, 0.5);
+      sample.reqP99 = quantile(serial.rtts, 0.99);
+      sample.reqFailed += serial.failed;
+    }
+
     if (!PHASES.includes('ping')) return sample;
     await b.request('pongs');
     await a.request('pongs');
@@ -627,6 +665,84 @@ async function tcpJoin(system) {
 }
 
 // ---------------------------------------------------------------------------------------
+// --scale: espial alone, n nodes on 127.0.0.1…n (loopback inside `unshare -n`, so the lo
+// counters below count this run's traffic and nothing else).
+
+// Bytes and packets through lo so far (every datagram and segment between two nodes crosses
+// it once).
+function loCounters() {
+  const line = fs.readFileSync('/proc/net/dev', 'utf8').split('\n').find((l) => l.trim().startsWith('lo:'));
+  const f = line.split(':')[1].trim().split(/\s+/).map(Number);
+  return { bytes: f[0], packets: f[1] };
+}
+
+async function scale(n) {
+  const sample = {};
+  const group = ks(n).map((k) => new Worker('espial', k));
+  try {
+    // Formation: all see all + one master, after the last `listening`.
+    if (!(await until(group, () => group.every((w) => w.listening !== null), SCALE_FORM_MS))) {
+      throw new Error(`${group.filter((w) => w.listening === null).length} of ${n} nodes not listening after ${SCALE_FORM_MS} ms`);
+    }
+    const lastListening = Math.max(...group.map((w) => w.listening));
+    const formed = await waitConverged(group, SCALE_FORM_MS);
+    sample.formation = formed === null ? null : Math.max(0, formed - lastListening);
+    if (formed === null) {
+      sample.fewest = Math.min(...group.map((w) => w.state?.members.length ?? 0));
+      return sample;
+    }
+    await delay(300); // a promotion is reported just after the state that completed agreement
+    sample.promoted = group.filter((w) => w.promotions.length > 0).length;
+    sample.promotions = group.reduce((sum, w) => sum + w.promotions.length, 0);
+
+    // Idle: CPU time of each node's process over a fixed window (all threads, schedstat) and
+    // the bytes every node sends, from lo's counters divided by n.
+    await delay(SCALE_SETTLE_MS);
+    const pids = group.map((w) => w.pid);
+    const cpu0 = pids.map(cpuNs);
+    const lo0 = loCounters();
+    const t0 = now();
+    await delay(SCALE_IDLE_MS);
+    const cpu1 = pids.map(cpuNs);
+    const lo1 = loCounters();
+    const seconds = (now() - t0) / 1000;
+    const cpu = pids.map((_, i) => ((cpu1[i] - cpu0[i]) / 1e9 / seconds) * 100);
+    sample.idleCpu = median(cpu);
+    sample.idleCpuMax = Math.max(...cpu);
+    sample.idleBytes = (lo1.bytes - lo0.bytes) / n / seconds;
+    sample.idlePackets = (lo1.packets - lo0.packets) / n / seconds;
+    sample.stillFormed = converged(group) !== null ? 1 : 0;
+
+    // Join: one more node; until it and every member see each other; bytes on lo meanwhile.
+    const joinLo0 = loCounters();
+    const joiner = new Worker('espial', n + 1);
+    group.push(joiner);
+    if (await until([joiner], () => joiner.listening !== null, 30_000)) {
+      const joined = await waitConverged(group, SCALE_FORM_MS);
+      const joinLo1 = loCounters();
+      sample.join = joined === null ? null : joined - joiner.listening;
+      sample.joinBytes = joined === null ? null : joinLo1.bytes - joinLo0.bytes;
+    }
+
+    // Crash: kill -9 of the master; until every survivor sees the others and agrees on a
+    // new master (not the dead one).
+    await delay(1000);
+    const master = group[0].state?.master;
+    const victim = group.find((w) => w.id === master);
+    if (victim) {
+      const survivors = group.filter((w) => w !== victim);
+      const t = now();
+      victim.kill9();
+      const agreed = await waitConverged(survivors, SCALE_FORM_MS, master);
+      sample.crash = agreed === null ? null : Math.max(0, agreed - t);
+    }
+    return sample;
+  } finally {
+    await stopAll(group);
+  }
+}
+
+// ---------------------------------------------------------------------------------------
 // Statistics and tables
 
 function quantile(sorted, q) {
@@ -737,6 +853,37 @@ async function main() {
     }
   };
 
+  if (SCALE) {
+    for (let rep = 1; rep <= REPS; rep++) {
+      for (const n of SCALE_SIZES) await attempt(`scale${n}`, 'espial', () => scale(n));
+    }
+    const columns = [
+      ['formation: all see all + one master, after the last listening (ms)', 'formation', 0],
+      ['nodes that emitted promotion', 'promoted', 0],
+      ['join of one more node (ms)', 'join', 0],
+      ['join: bytes on the wire, whole cluster (kB)', 'joinKb', 0],
+      ['kill -9 of the master: new master agreed (ms)', 'crash', 0],
+      ['idle CPU per node (% of a core, median node)', 'idleCpu', 3],
+      ['idle CPU, busiest node (%)', 'idleCpuMax', 3],
+      ['idle bytes/s per node', 'idleBytes', 0],
+      ['idle packets/s per node', 'idlePackets', 1],
+    ];
+    const sizes = SCALE_SIZES.filter((n) => results[`scale${n}`]);
+    for (const n of sizes) for (const s of results[`scale${n}`].espial) if (s && s.joinBytes != null) s.joinKb = s.joinBytes / 1000;
+    const lines = [
+      `Scale: espial alone, n nodes each a process on 127.0.0.K inside unshare -n, default options (medians of ${REPS}; idle over ${SCALE_IDLE_MS / 1000} s)`,
+      '',
+      `| | ${sizes.map((n) => `n = ${n}`).join(' | ')} |`,
+      `|---|${sizes.map(() => '---|').join('')}`,
+    ];
+    for (const [title, key, digits] of columns) {
+      lines.push(`| ${title} | ${sizes.map((n) => `${fmt(med(`scale${n}`, 'espial', key), digits)}${failures(`scale${n}`, 'espial', key) ? ` (${failures(`scale${n}`, 'espial', key)} failed)` : ''}`).join(' | ')} |`);
+    }
+    console.log(`${lines.join('\n')}\n`);
+    console.log(`total ${((now() - started) / 1000).toFixed(0)} s; load average at the end: ${os.loadavg().map((x) => x.toFixed(2)).join(' ')}`);
+    if (JSON_OUT) fs.writeFileSync(JSON_OUT, JSON.stringify({ header, results }, null, 1));
+    return;
+  }
   for (let rep = 1; rep <= REPS; rep++) {
     progress(`repetition ${rep} of ${REPS}`);
     if (ONLY.includes('formation')) {
@@ -813,6 +960,17 @@ async function main() {
         { title: 'CPU per round trip, both processes (µs)', short: 'CPU', key: 'rttCpu', digits: 1, ratio: true },
         { title: 'context switches per round trip', short: 'switches', key: 'rttSwitches', digits: 2, ratio: true },
         { title: 'pings lost', key: 'pingLost', digits: 0 },
+      ]),
+    );
+  }
+  if (results.messaging && PHASES.includes('request')) {
+    out.push(
+      table(`Request and reply, one node to another: an echo handler, ${REQUEST_WINDOW} requests in flight (up to ${REQUEST_N.toLocaleString('en-US')} or ${SMALL_MS} ms), then ${PINGS} one at a time (the ping-pong's pacing) after ${WARM_PINGS} warm-up (espial request() vs Moleculer call())`, 'messaging', REQUEST_SYSTEMS.filter((s) => SYSTEMS.includes(s)), [
+        { title: 'requests/s answered', short: 'req/s', key: 'reqPerSec', ratio: true },
+        { title: 'CPU µs/request, both processes', short: 'CPU', key: 'reqCpu', digits: 1, ratio: true },
+        { title: 'round trip p50 (ms)', short: 'p50', key: 'reqP50', digits: 3, ratio: true },
+        { title: 'round trip p99 (ms)', short: 'p99', key: 'reqP99', digits: 3, ratio: true },
+        { title: 'failed', key: 'reqFailed', digits: 0 },
       ]),
     );
   }

@@ -92,6 +92,9 @@ function espialSystem() {
     sendTo: (event, data, target) => node.send(event, data, target),
     // Resolves when what was sent so far is handed over (backpressure).
     flush: (lastPromise) => lastPromise,
+    // Request and reply: an echo handler, and a request to one node.
+    serve: () => node.handle('rr', (data) => data),
+    call: (data, target) => node.request('rr', data, target, { timeout: 5000 }),
   };
 }
 
@@ -384,6 +387,8 @@ function moleculerSystem() {
       ping: (ctx) => handlers.ping?.('ping', ctx.params, ctx.nodeID),
       pong: (ctx) => handlers.ping?.('pong', ctx.params, ctx.nodeID),
     },
+    // The request phase's echo: `call('<node>.rr')` reaches that node alone.
+    actions: { rr: (ctx) => ctx.params },
   });
   send({ type: 'ready', pid: process.pid, id });
   broker
@@ -401,6 +406,8 @@ function moleculerSystem() {
     },
     sendTo: (event, data, target) => broker.emit(event, data, { groups: [target] }),
     flush: (p) => p,
+    serve: () => {},
+    call: (data, target) => broker.call(`${target}.rr`, data, { nodeID: target, timeout: 5000 }),
   };
 }
 
@@ -638,6 +645,32 @@ function pingPong({ target, n }) {
   });
 }
 
+// Requests and replies (issue 20): `n` requests to `target`'s echo handler. One at a time
+// (`window` 1, the ping-pong's pacing) each round trip is timed; with a window, that many
+// are kept in flight until `n` are answered or `ms` is up.
+async function requestBench({ target, n, window, ms }) {
+  const rtts = [];
+  let failed = 0;
+  let done = 0;
+  let started = 0;
+  const t0 = now();
+  const one = async () => {
+    while (started < n && now() - t0 < ms) {
+      started++;
+      const at = now();
+      try {
+        await system.call({ seq: started, pad: PAD }, target);
+        if (window === 1) rtts.push(now() - at);
+        done++;
+      } catch {
+        failed++;
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: window }, one));
+  return { rtts, done, failed, t0, t1: now() };
+}
+
 const requests = {
   destinations: () => (system.destinations ? system.destinations() : null),
   leave: async () => {
@@ -668,6 +701,11 @@ const requests = {
   blast,
   forget,
   pingPong,
+  serve: () => {
+    system.serve();
+    return true;
+  },
+  requestBench,
   // A handful of messages so that the receiver is known to be reachable before timing.
   warmup: async ({ target }) => {
     // (js-libp2p: refused until the receiver's subscription has reached the sender)

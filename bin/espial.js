@@ -14,6 +14,7 @@ Commands:
   espial members   join as a non-eligible observer, print the cluster's nodes and master
                    as a table, and leave
   espial watch     print membership and election events live, until Ctrl-C or --duration
+  espial request <name> <json>   ask a node's handler and print its reply (--target, --timeout)
   espial node      run a node (with --metadata) until Ctrl-C or --duration
   espial keygen    print a new random cluster_key (128 bits, base64url)
 
@@ -89,6 +90,26 @@ ${COMMON_HELP}`,
   },
 };
 
+COMMANDS.request = {
+  help: `Usage: espial request <name> <json> [options]
+
+Joins the cluster as a node that can never be master (an observer), asks one node's handler
+<name> (see \`espial.handle()\`) with <json> as its data, prints the reply as JSON, and
+leaves. Waits up to --wait ms for the target (or a node serving <name>) to be known first.
+
+  --target <id|master>   the node to ask: a node id, or master (default: the least busy
+                         node serving <name>)
+  --timeout <ms>         how long to wait for the reply (default 10000)
+  --wait <ms>            how long to wait for the cluster first (default 2000)
+
+Exits 0 with the reply, 1 if the request failed (the error's code is printed, e.g.
+ERR_ESPIAL_TIMEOUT, ERR_ESPIAL_NO_HANDLER, ERR_ESPIAL_REMOTE).
+
+${COMMON_HELP}`,
+  options: { target: { type: 'string' }, timeout: { type: 'string' }, wait: { type: 'string' } },
+  positionals: 2,
+};
+
 const COMMON_OPTIONS = {
   interface: { type: 'string' },
   port: { type: 'string' },
@@ -132,15 +153,16 @@ function usageError(message, command) {
 
 function parseCommandLine(argv) {
   const first = argv[0];
-  if (first === undefined) throw usageError('no command given (members, watch or node)');
+  if (first === undefined) throw usageError('no command given (members, watch, request or node)');
   if (first === '-h' || first === '--help') return { help: USAGE };
   if (first === '-v' || first === '--version') return { version: true };
-  if (first.startsWith('-')) throw usageError(`expected a command (members, watch or node) before ${first}`);
+  if (first.startsWith('-')) throw usageError(`expected a command (members, watch, request or node) before ${first}`);
   const spec = COMMANDS[first];
-  if (!spec) throw usageError(`unknown command "${first}" (expected members, watch or node)`);
+  if (!spec) throw usageError(`unknown command "${first}" (expected members, watch, request or node)`);
   let parsed;
   try {
-    parsed = parseArgs({ args: argv.slice(1), options: { ...COMMON_OPTIONS, ...spec.options }, strict: true, allowPositionals: false });
+    const allowPositionals = spec.positionals !== undefined;
+    parsed = parseArgs({ args: argv.slice(1), options: { ...COMMON_OPTIONS, ...spec.options }, strict: true, allowPositionals });
   } catch (err) {
     // parseArgs says e.g. "Unknown option '--prot'" or "Option '--port <value>' argument missing".
     throw usageError(err.message.replace(/\. To specify a positional argument.*$/s, ''), first);
@@ -148,6 +170,17 @@ function parseCommandLine(argv) {
   const values = parsed.values;
   if (values.help) return { help: spec.help };
   if (values.version) return { version: true };
+  if (spec.positionals !== undefined) {
+    if (parsed.positionals.length !== spec.positionals) {
+      throw usageError(`${first} takes ${spec.positionals} arguments, <name> and <json> (received ${parsed.positionals.length})`, first);
+    }
+    try {
+      values.data = JSON.parse(parsed.positionals[1]);
+    } catch (err) {
+      throw usageError(`<json> is not JSON: ${err.message}`, first);
+    }
+    values.name = parsed.positionals[0];
+  }
   return { command: first, values };
 }
 
@@ -195,9 +228,10 @@ function nodeOptions(command, values) {
   if (values.cluster !== undefined) options.cluster = values.cluster;
   const key = values['cluster-key'] ?? process.env.ESPIAL_CLUSTER_KEY;
   if (key !== undefined && key !== '') options.cluster_key = key;
-  if (command === 'members' || command === 'watch' || values.observer) options.master_eligible = false;
+  const observer = command === 'members' || command === 'watch' || command === 'request';
+  if (observer || values.observer) options.master_eligible = false;
   // Marks this node as the CLI looking on, so that `espial members` elsewhere can say so.
-  if (command === 'members' || command === 'watch') options.metadata = { [OBSERVER_KEY]: command };
+  if (observer) options.metadata = { [OBSERVER_KEY]: command };
   if (values.metadata !== undefined) {
     let metadata;
     try {
@@ -301,8 +335,9 @@ function eventLine(event, arg, json) {
 async function run(command, values) {
   const options = nodeOptions(command, values);
   const json = Boolean(values.json);
-  const waitMs = command === 'members' ? (integerFlag(values, 'wait', 0, 600_000, command) ?? 2000) : undefined;
-  const durationS = command !== 'members' ? secondsFlag(values, 'duration', command) : undefined;
+  const waitMs = command === 'members' || command === 'request' ? (integerFlag(values, 'wait', 0, 600_000, command) ?? 2000) : undefined;
+  const durationS = command === 'watch' || command === 'node' ? secondsFlag(values, 'duration', command) : undefined;
+  const timeoutMs = command === 'request' ? (integerFlag(values, 'timeout', 1, 2 ** 31 - 1, command) ?? 10000) : undefined;
 
   // Checked before anything starts: the same TypeErrors a program would get, named by flag.
   const { normalizeOptions } = require('../lib/options.js');
@@ -385,6 +420,36 @@ async function run(command, values) {
       console.log(membersTable(nodes, master, cluster));
     }
     return finish(nodes.length === 0 ? 1 : 0);
+  }
+
+  if (command === 'request') {
+    const target = values.target;
+    // Until the target (or a node serving the name) is known, or --wait is up.
+    const deadline = Date.now() + waitMs;
+    let reply;
+    for (;;) {
+      try {
+        reply = { value: await node.request(values.name, values.data, target, { timeout: timeoutMs }) };
+        break;
+      } catch (err) {
+        const unknown = ['ERR_ESPIAL_NO_HANDLER', 'ERR_ESPIAL_UNKNOWN_TARGET'].includes(err.code);
+        if (unknown && Date.now() < deadline && !finishing) {
+          await new Promise((resolve) => setTimeout(resolve, 100));
+          continue;
+        }
+        reply = { error: err };
+        break;
+      }
+    }
+    if (finishing) return finishing;
+    if (reply.error) {
+      const remote = reply.error.remote ? ` [remote ${safe(reply.error.remote.code)}]` : '';
+      console.error(`espial: ${safe(reply.error.message).replace(/^espial: /, '')}${remote} (${reply.error.code})`);
+      return finish(1);
+    }
+    const value = Buffer.isBuffer(reply.value) ? { base64: reply.value.toString('base64') } : reply.value;
+    console.log(safeJson(value ?? null, json ? undefined : 2));
+    return finish(0);
   }
 
   if (durationS !== undefined) {

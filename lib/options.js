@@ -6,9 +6,13 @@
 // the original silently ignored typos, which made misconfigured nodes hard to spot.
 
 const os = require('node:os');
-const { isIPv4 } = require('node:net');
+const { isIP, isIPv4, isIPv6 } = require('node:net');
 const { espialError } = require('./errors.js');
 
+// How often `network.peers` names are looked up again; not below 100 ms, which would only
+// load the resolver.
+const DEFAULT_PEERS_RESOLVE_INTERVAL = 5000;
+const MIN_PEERS_RESOLVE_INTERVAL = 100;
 const MAX_TIMER_MS = 2 ** 31 - 1; // Node's own timer limit; also fits a u32 on the Rust side
 // These three mirror the core's bounds (MAX_CLUSTER_NAME, MAX_HOST_NAME, DEFAULT_MAX_METADATA
 // in src/core), so that a value the core would refuse is refused here, by option name.
@@ -48,6 +52,10 @@ const TOP_LEVEL = [
   'max_message_size',
   'max_receive_buffer',
   'max_unacked_bytes',
+  'request_timeout',
+  'max_requests',
+  'max_requests_per_target',
+  'max_handler_concurrency',
 ];
 const NETWORK = [
   'port',
@@ -60,6 +68,8 @@ const NETWORK = [
   'multicast_interface',
   'multicast_ttl',
   'peers',
+  'advertise',
+  'peers_resolve_interval',
 ];
 const ADDRESS = ['local'];
 const ALL_NAMES = [
@@ -206,13 +216,103 @@ function unicastAddress(name, value) {
   return value;
 }
 
-function multicastAddress(name, value) {
-  const expected = 'an IPv4 multicast address (224.0.0.0 to 239.255.255.255)';
+// IPv6 multicast is ff00::/8; link-local unicast fe80::/10 needs a zone, which addresses
+// in member lists and beacons do not carry.
+function isIPv6Multicast(address) {
+  return isIPv6(address) && /^ff/i.test(address);
+}
+
+function isIPv6LinkLocal(address) {
+  return isIPv6(address) && /^fe[89ab]/i.test(address);
+}
+
+function isUnspecified(address) {
+  return address === '0.0.0.0' || (isIPv6(address) && /^[0:]+$/.test(address));
+}
+
+// An address other nodes can dial: IPv4 or IPv6, unicast, not unspecified, not link-local.
+function isDialable(address) {
+  if (isIPv4(address)) return address !== '0.0.0.0' && firstOctet(address) < 224;
+  return isIPv6(address) && !isUnspecified(address) && !isIPv6Multicast(address) && !isIPv6LinkLocal(address);
+}
+
+// network.address.local: where the node listens; "::" (or "0.0.0.0") listens on every
+// address (with "::", IPv4 too: dual-stack).
+function localAddress(name, value) {
+  const expected =
+    'a unicast IPv4 or IPv6 address, like "192.168.1.10" or "fd00::10" (not link-local), or "::" to listen on every address';
   if (typeof value !== 'string') throw invalidType(name, expected, value);
-  if (!isIPv4(value) || firstOctet(value) < 224 || firstOctet(value) > 239) {
+  if (!isDialable(value) && !isUnspecified(value)) throw invalidValue(name, expected, value);
+  return value;
+}
+
+function multicastAddress(name, value) {
+  const expected = 'a multicast address: IPv4 224.0.0.0 to 239.255.255.255, or IPv6 ff00::/8 (like "ff02::27:27")';
+  if (typeof value !== 'string') throw invalidType(name, expected, value);
+  const v4 = isIPv4(value) && firstOctet(value) >= 224 && firstOctet(value) <= 239;
+  if (!v4 && !isIPv6Multicast(value)) throw invalidValue(name, expected, value);
+  return value;
+}
+
+// For an IPv6 group: the interface's name ("eth0") or index (a positive integer), passed on
+// as text.
+function interfaceName(name, value) {
+  const expected = 'for an IPv6 group, an interface name like "eth0" or an interface index (a positive integer)';
+  if (typeof value === 'number') return String(integer(name, value, 1, 2 ** 32 - 1, expected));
+  if (typeof value !== 'string') throw invalidType(name, expected, value);
+  if (!/^[A-Za-z0-9_.:@-]{1,15}$/.test(value)) throw invalidValue(name, expected, value);
+  return value;
+}
+
+// The name of the interface that holds `address`, if any.
+function interfaceOf(address, interfaces = os.networkInterfaces()) {
+  for (const [name, entries] of Object.entries(interfaces)) {
+    if ((entries || []).some((entry) => entry.address === address)) return name;
+  }
+  return undefined;
+}
+
+// "ip:port" or "[ipv6]:port": where other nodes dial this one (network.advertise).
+function advertise(name, value) {
+  const expected =
+    'an "ip:port" string with a unicast address other nodes can dial, like "203.0.113.7:27272" or "[2001:db8::7]:27272"';
+  if (typeof value !== 'string') throw invalidType(name, expected, value);
+  const parsed = splitHostPort(value);
+  if (!parsed || parsed.port === undefined || !isIP(parsed.host) || !isDialable(parsed.host)) {
     throw invalidValue(name, expected, value);
   }
-  return value;
+  return joinHostPort(parsed.host, parsed.port);
+}
+
+// "host:port", "host", "[v6]:port", "[v6]" or a bare IPv6 address into { host, port }
+// (port undefined when absent); null when malformed, e.g. an IPv6 address with a port
+// but no brackets, which cannot be told apart from one without.
+function splitHostPort(value) {
+  if (isIPv6(value)) return { host: value, port: undefined };
+  let host;
+  let rest;
+  if (value.startsWith('[')) {
+    const close = value.indexOf(']');
+    if (close < 0) return null;
+    host = value.slice(1, close);
+    if (!isIPv6(host)) return null;
+    rest = value.slice(close + 1);
+  } else {
+    const colon = value.indexOf(':');
+    if (colon !== value.lastIndexOf(':')) return null;
+    host = colon < 0 ? value : value.slice(0, colon);
+    rest = colon < 0 ? '' : value.slice(colon);
+  }
+  if (rest === '') return { host, port: undefined };
+  const portText = rest.slice(1);
+  if (rest[0] !== ':' || !/^[0-9]{1,5}$/.test(portText)) return null;
+  const portNumber = Number(portText);
+  if (portNumber < 1 || portNumber > 65535) return null;
+  return { host, port: portNumber };
+}
+
+function joinHostPort(host, portNumber) {
+  return isIPv6(host) ? `[${host}]:${portNumber}` : `${host}:${portNumber}`;
 }
 
 function arrayOf(name, value, item) {
@@ -223,6 +323,12 @@ function arrayOf(name, value, item) {
 function subnet(name, value) {
   const expected = 'an IPv4 address in dotted form (its /24 is scanned)';
   if (typeof value !== 'string') throw invalidType(name, expected, value);
+  if (isIPv6(value)) {
+    throw optionError(
+      'ERR_INVALID_ARG_VALUE',
+      `option "${name}" must be ${expected}: the subnet scan is IPv4 only (an IPv6 /64 cannot be scanned); list IPv6 nodes in network.peers or use multicast (received ${describe(value)})`,
+    );
+  }
   if (!isIPv4(value)) throw invalidValue(name, expected, value);
   return value;
 }
@@ -230,22 +336,24 @@ function subnet(name, value) {
 const HOST_LABEL = /^(?!-)[a-z0-9-]{1,63}(?<!-)$/i;
 
 function isHost(host) {
-  if (isIPv4(host)) return true;
+  if (isIPv4(host) || isIPv6(host)) return true;
   // All digits and dots but not IPv4 ("10.0.0.256") is a mistyped address, not a name.
   if (/^[0-9.]*$/.test(host) || host.length > 253) return false;
   return host.split('.').every((label) => HOST_LABEL.test(label));
 }
 
 // "host:port" where host is a dotted IPv4 address or a DNS name; the native side resolves it.
-function peer(name, value) {
-  const expected = 'a "host:port" string, like "10.0.0.5:27272"';
+// An IPv6 address goes in brackets ("[fd00::5]:27272"); an IP address without a port
+// ("10.0.0.5", "fd00::5", "[fd00::5]") means this node's own network.port.
+function peer(name, value, defaultPort) {
+  const expected = 'a "host:port" string, like "10.0.0.5:27272" or "[fd00::5]:27272"';
   if (typeof value !== 'string') throw invalidType(name, expected, value);
-  const colon = value.lastIndexOf(':');
-  const host = value.slice(0, colon);
-  const portText = value.slice(colon + 1);
-  const portNumber = /^[0-9]{1,5}$/.test(portText) ? Number(portText) : 0;
-  if (colon < 1 || !isHost(host) || portNumber < 1 || portNumber > 65535) throw invalidValue(name, expected, value);
-  return value;
+  const parsed = splitHostPort(value);
+  if (!parsed || !isHost(parsed.host) || (parsed.port === undefined && !isIP(parsed.host))) {
+    throw invalidValue(name, expected, value);
+  }
+  if (parsed.port === undefined) return joinHostPort(parsed.host, defaultPort);
+  return isIPv6(parsed.host) ? joinHostPort(parsed.host, parsed.port) : value;
 }
 
 function clusterName(name, value) {
@@ -342,15 +450,16 @@ function given(value, fallback, check, name) {
   return value === undefined ? fallback : check(name, value);
 }
 
-// Same rule as the original (the `ip` package): the first external IPv4 address, else loopback.
+// Same rule as the original (the `ip` package): the first external IPv4 address; on a host
+// without one (an IPv6-only pod), the first external IPv6 address that is not link-local;
+// else loopback.
 function defaultLocalAddress(interfaces = os.networkInterfaces()) {
-  for (const addresses of Object.values(interfaces)) {
-    for (const entry of addresses || []) {
-      // Node 18.0–18.3 reported the family as a number.
-      if ((entry.family === 'IPv4' || entry.family === 4) && !entry.internal) return entry.address;
-    }
-  }
-  return '127.0.0.1';
+  const external = Object.values(interfaces).flatMap((addresses) => (addresses || []).filter((entry) => !entry.internal));
+  // Node 18.0–18.3 reported the family as a number.
+  const v4 = external.find((entry) => entry.family === 'IPv4' || entry.family === 4);
+  if (v4) return v4.address;
+  const v6 = external.find((entry) => (entry.family === 'IPv6' || entry.family === 6) && isDialable(entry.address));
+  return v6 ? v6.address : '127.0.0.1';
 }
 
 /**
@@ -366,21 +475,33 @@ function normalizeOptions(options) {
   const address = section(network.address, 'network.address', ADDRESS);
 
   const local =
-    address.local === undefined ? defaultLocalAddress() : unicastAddress('network.address.local', address.local);
+    address.local === undefined ? defaultLocalAddress() : localAddress('network.address.local', address.local);
+  const listenPort = given(network.port, 27272, port, 'network.port');
+  const multicastOn = given(network.multicast, true, boolean, 'network.multicast');
+  // The group follows the family of a specific local address: IPv6 on an IPv6 one.
+  const v6Local = isIPv6(local) && !isUnspecified(local);
+  const group = given(network.multicast_address, v6Local ? 'ff02::27:27' : '239.255.27.27', multicastAddress, 'network.multicast_address');
 
   const native = {
-    port: given(network.port, 27272, port, 'network.port'),
+    port: listenPort,
     address: local,
     hostName: given(network.host_name, os.hostname(), hostName, 'network.host_name'),
-    multicast: given(network.multicast, true, boolean, 'network.multicast'),
-    multicastAddress: given(network.multicast_address, '239.255.27.27', multicastAddress, 'network.multicast_address'),
+    multicast: multicastOn,
+    multicastAddress: group,
     multicastPort: given(network.multicast_port, 27272, port, 'network.multicast_port'),
-    multicastInterface: given(network.multicast_interface, local, unicastAddress, 'network.multicast_interface'),
+    multicastInterface: multicastInterface(network.multicast_interface, group, local, multicastOn),
     multicastTtl: given(network.multicast_ttl, 1, (n, v) => integer(n, v, 0, 255), 'network.multicast_ttl'),
     cluster: given(top.cluster, 'espial', clusterName, 'cluster'),
     metadata: given(top.metadata, '{}', metadata, 'metadata'),
-    peers: given(network.peers, [], (n, v) => arrayOf(n, v, peer), 'network.peers'),
-    subnets: given(network.subnets, [local], (n, v) => arrayOf(n, v, subnet), 'network.subnets'),
+    peers: given(network.peers, [], (n, v) => arrayOf(n, v, (i, e) => peer(i, e, listenPort)), 'network.peers'),
+    peersResolveInterval: given(
+      network.peers_resolve_interval,
+      DEFAULT_PEERS_RESOLVE_INTERVAL,
+      (n, v) => integer(n, v, MIN_PEERS_RESOLVE_INTERVAL, MAX_TIMER_MS, 'a whole number of milliseconds'),
+      'network.peers_resolve_interval',
+    ),
+    // The scan is IPv4 only: by default the /24 of an IPv4 local address, else none.
+    subnets: given(network.subnets, isIPv4(local) && local !== '0.0.0.0' ? [local] : [], (n, v) => arrayOf(n, v, subnet), 'network.subnets'),
     masterEligible: given(top.master_eligible, true, boolean, 'master_eligible'),
     masterElectionTimeout: given(top.master_election_timeout, 1000, timer, 'master_election_timeout'),
     masterPollingFrequency: given(top.master_polling_frequency, 5000, timer, 'master_polling_frequency'),
@@ -406,11 +527,51 @@ function normalizeOptions(options) {
       (n, v) => integer(n, v, MIN_UNACKED_BYTES, MAX_UNACKED_BYTES_LIMIT, 'a whole number of bytes'),
       'max_unacked_bytes',
     ),
+    // Request and reply (lib/requests.js): the default timeout, the requests in flight from
+    // this node and to one target (past them request() waits), and the handlers of one name
+    // running at once. max_requests_per_target is at most the core's MAX_INCOMING_PER_PEER,
+    // the unanswered requests of one peer a node takes.
+    requestTimeout: given(top.request_timeout, 10000, timer, 'request_timeout'),
+    maxRequests: given(top.max_requests, 1024, (n, v) => integer(n, v, 1, 65536), 'max_requests'),
+    maxRequestsPerTarget: given(
+      top.max_requests_per_target,
+      256,
+      (n, v) => integer(n, v, 1, 4096),
+      'max_requests_per_target',
+    ),
+    maxHandlerConcurrency: given(
+      top.max_handler_concurrency,
+      64,
+      (n, v) => integer(n, v, 1, 65536),
+      'max_handler_concurrency',
+    ),
   };
   // A cluster_key that is present but undefined counts as given: `process.env.X` of an unset
   // variable must not quietly run an open cluster.
   if (Object.hasOwn(top, 'cluster_key')) native.clusterKey = clusterKey('cluster_key', top.cluster_key);
+  if (network.advertise !== undefined) native.advertise = advertise('network.advertise', network.advertise);
   return native;
+}
+
+// network.multicast_interface: for an IPv4 group one of this host's IPv4 addresses (by
+// default the local address, or the first external one when listening on every address);
+// for an IPv6 group an interface name or index (by default the interface holding the local
+// address).
+function multicastInterface(value, group, local, multicastOn) {
+  const name = 'network.multicast_interface';
+  if (isIPv4(group)) {
+    if (value !== undefined) return unicastAddress(name, value);
+    return isIPv4(local) && local !== '0.0.0.0' ? local : defaultLocalAddress();
+  }
+  if (value !== undefined) return interfaceName(name, value);
+  const holder = isUnspecified(local) ? undefined : interfaceOf(local);
+  if (holder === undefined && multicastOn) {
+    throw optionError(
+      'ERR_INVALID_ARG_VALUE',
+      `option "${name}" must be set for the IPv6 group ${group}: no interface of this host holds network.address.local (${local}); name one, like "eth0"`,
+    );
+  }
+  return holder ?? '';
 }
 
 /**
@@ -419,6 +580,8 @@ function normalizeOptions(options) {
  */
 function toPublicNode(info) {
   const node = { id: info.id, host_name: info.hostName, ip: info.ip, port: info.port };
+  // Where it asks to be dialed (network.advertise), only when it set one.
+  if (info.advertised != null) node.advertised = info.advertised;
   // A node not admitted by both ends (the filter's candidate, a node that refused this one)
   // comes without metadata: it never crossed the connection.
   if (info.metadata != null) node.metadata = parseMetadata(info.metadata);

@@ -144,7 +144,10 @@ test('one bad link between two hosts that both reach the others removes neither'
     t.diagnostic(`${a.name}: ${sa.indirect_probes} relay requests; ${b.name}: ${sb.indirect_probes}`);
     const relayed = await Promise.all(nodes.slice(2).map((n) => n.request('stats')));
     t.diagnostic(`relayed by the others: ${relayed.map((s) => s.probes_relayed).join(', ')}`);
-    assert.ok(sa.indirect_probes > 0 && sb.indirect_probes > 0, 'both probed the other through relays');
+    // The first of the two to find the other silent asks relays; its relayed pings are
+    // signs of life to the other, which may then never find it silent: one asking is enough.
+    assert.ok(sa.indirect_probes + sb.indirect_probes > 0, 'neither probed the other through relays');
+    assert.ok(relayed.some((s) => s.probes_relayed > 0), 'nobody relayed');
     for (const n of nodes) {
       const removals = n.events.log.filter((e) => e.event === 'removed_node');
       const when = removals.map((e) => `${e.arg.host_name} at +${Math.round(e.at - cutAt)} ms`);

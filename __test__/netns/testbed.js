@@ -7,6 +7,11 @@
 //   <prefix>-hK   host K (1 ≤ K ≤ 250): lo up, and eth0 = 10.77.0.K/24, one end of a veth
 //                 pair whose other end, hK, is a port of br0 in the bridge namespace
 //
+// Testbed.create(count, { family: 'ipv6' }) gives the hosts fd77::K/64 instead (IPv6 only:
+// no IPv4 address at all), { family: 'dual' } both. Duplicate address detection is off in
+// every host (sysctl accept_dad = 0 before eth0 exists, and `nodad` on the address), so an
+// address is usable as soon as it is added rather than a second or two later.
+//
 // Nothing here touches the namespace the tests run in: every link is created directly in
 // its own namespace, and deleting the namespaces removes every link. The prefix is random,
 // so parallel runs never meet. Every process started on a host is killed, and every
@@ -28,6 +33,7 @@ const { Recorder, within, WAIT_MS } = require('../support.js');
 
 const NODE_CHILD = path.join(__dirname, 'node-child.js');
 const SUBNET = '10.77.0';
+const SUBNET6 = 'fd77::';
 
 class NetnsUnavailable extends Error {}
 
@@ -93,9 +99,11 @@ function requireNetns(t) {
 
 class Testbed {
   /** Creates the bridge namespace and `count` hosts; throws NetnsUnavailable on failure. */
-  static create(count) {
+  static create(count, { family = 'ipv4' } = {}) {
     if (!(count >= 1 && count <= 250)) throw new RangeError('1 to 250 hosts');
+    if (!['ipv4', 'ipv6', 'dual'].includes(family)) throw new RangeError(`no family ${family}`);
     const bed = new Testbed(`es${crypto.randomBytes(3).toString('hex')}`);
+    bed.family = family;
     installHooks();
     live.add(bed);
     try {
@@ -110,6 +118,7 @@ class Testbed {
   #namespaces = [];
   #children = new Set();
   #bridgeOf = new Map();
+  #cleanups = [];
 
   constructor(prefix) {
     this.prefix = prefix;
@@ -133,8 +142,10 @@ class Testbed {
     ip('netns', 'add', ns);
     this.#namespaces.push(ns);
     ip('-n', ns, 'link', 'set', 'lo', 'up');
+    if (this.family !== 'ipv4') this.exec(k, 'sh', '-c', 'for c in all default; do echo 0 > /proc/sys/net/ipv6/conf/$c/accept_dad; done');
     ip('link', 'add', 'eth0', 'netns', ns, 'type', 'veth', 'peer', 'name', this.port(k), 'netns', this.bridgeNs);
-    ip('-n', ns, 'addr', 'add', `${this.addr(k)}/24`, 'dev', 'eth0');
+    if (this.family !== 'ipv6') ip('-n', ns, 'addr', 'add', `${SUBNET}.${k}/24`, 'dev', 'eth0');
+    if (this.family !== 'ipv4') ip('-n', ns, 'addr', 'add', `${this.addr6(k)}/64`, 'dev', 'eth0', 'nodad');
     ip('-n', ns, 'link', 'set', 'eth0', 'up');
     ip('-n', this.bridgeNs, 'link', 'set', this.port(k), 'master', 'br0');
     ip('-n', this.bridgeNs, 'link', 'set', this.port(k), 'up');
@@ -147,9 +158,22 @@ class Testbed {
     return `${this.prefix}-h${k}`;
   }
 
-  /** Address of host k. */
+  /** Address of host k: its IPv4 address, or on an IPv6-only bed its IPv6 one. */
   addr(k) {
-    return `${SUBNET}.${k}`;
+    return this.family === 'ipv6' ? this.addr6(k) : `${SUBNET}.${k}`;
+  }
+
+  /** IPv6 address of host k (IPv6 and dual-stack beds). */
+  addr6(k) {
+    return `${SUBNET6}${k}`;
+  }
+
+  /** Runs `command` (argv) in host k's namespace and waits for it; returns its stdout. */
+  exec(k, ...command) {
+    return execFileSync('ip', ['netns', 'exec', this.ns(k), ...command], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      timeout: 10_000,
+    }).toString();
   }
 
   /** Name of host k's port on the bridge, in the bridge namespace. */
@@ -196,6 +220,11 @@ class Testbed {
     return child;
   }
 
+  /** Runs `fn` (synchronous) at teardown, after the processes are killed: for files a test made. */
+  atDestroy(fn) {
+    this.#cleanups.push(fn);
+  }
+
   /** Kills every process started here and deletes every namespace; safe to call twice. */
   async destroy() {
     const waits = [...this.#children].map(
@@ -232,6 +261,13 @@ class Testbed {
         }
       } catch {
         // namespace already gone
+      }
+    }
+    for (const fn of this.#cleanups.splice(0)) {
+      try {
+        fn();
+      } catch {
+        // best effort: the namespaces go regardless
       }
     }
     for (const ns of this.#namespaces.reverse()) {
@@ -336,9 +372,9 @@ function runLocalNode(options, name = 'node') {
  * Runs `body(bed)` on a fresh test bed of `count` hosts and always destroys it. Fails with a
  * clear message where namespaces cannot be made, or skips `t` if ESPIAL_SKIP_NETNS=1.
  */
-async function withTestbed(t, count, body) {
+async function withTestbed(t, count, body, options) {
   if (!requireNetns(t)) return;
-  const bed = Testbed.create(count);
+  const bed = Testbed.create(count, options);
   try {
     await body(bed);
   } finally {
@@ -346,4 +382,4 @@ async function withTestbed(t, count, body) {
   }
 }
 
-module.exports = { Testbed, withTestbed, requireNetns, NetnsUnavailable, SUBNET, launchNode, runLocalNode };
+module.exports = { Testbed, withTestbed, requireNetns, NetnsUnavailable, SUBNET, SUBNET6, launchNode, runLocalNode };

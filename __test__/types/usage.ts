@@ -157,3 +157,28 @@ const counters: number[] = [
 ];
 const exited: Promise<void> = a.exit((err) => void err);
 void [version, me, others, master, isMaster, counters, exited];
+
+// --- request and reply (issue 20): the reply type follows from the generic
+const rr = espial({ request_timeout: 5000, max_requests: 100, max_requests_per_target: 10, max_handler_concurrency: 4 });
+rr.handle('sum', (data: number[], from) => {
+  assertType<Equal<typeof from, espial.EspialNode>>();
+  return data.reduce((x, y) => x + y, 0);
+});
+rr.handle('later', async () => Buffer.from('x'));
+rr.unhandle('sum');
+async function requests(): Promise<void> {
+  const n = await rr.request<number>('sum', [1, 2], 'master', { timeout: 100, signal: AbortSignal.timeout(50) });
+  assertType<Equal<typeof n, number>>();
+  const any = await rr.request('sum', [1]);
+  assertType<Equal<typeof any, unknown>>();
+  await rr.request<string>('sum', [1], { timeout: 10 });
+  await rr.request('sum', [1], rr.get_nodes()[0]);
+  const results = await rr.query<number>('sum', [1, 2], { timeout: 100 });
+  for (const r of results) {
+    if (r.error) assertType<Equal<typeof r.error.code, espial.EspialErrorCode>>();
+    else assertType<Equal<typeof r.value, number>>();
+  }
+  // @ts-expect-error a timeout is a number
+  await rr.request('sum', [1], 'master', { timeout: '1s' });
+}
+void requests;

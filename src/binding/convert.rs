@@ -1,7 +1,7 @@
 //! Conversions between JavaScript objects and driver types, and the one place where
 //! invalid options become JavaScript errors.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use napi::bindgen_prelude::*;
@@ -16,9 +16,14 @@ use crate::core::crypto::Identity;
 use crate::core::election::ElectionConfig;
 use crate::core::message::MAX_HOST_NAME;
 use crate::core::node::{is_valid_host_name, Candidate, NodeInfo};
-use crate::driver::{ErrorCode, KeyMaterial, MulticastConfig, NodeConfig, Notification};
+use crate::driver::multicast;
+use crate::driver::{
+    ErrorCode, KeyMaterial, MulticastConfig, MulticastInterface, NodeConfig, Notification,
+    DEFAULT_SEEDS_RESOLVE_INTERVAL,
+};
 
 // Where `mod.rs` has always found them.
+use super::calls::CallRun;
 pub use super::errors::NativeSendError;
 pub use super::packed::send_batch;
 use super::packed::{Deliveries, NativeMessages};
@@ -34,11 +39,15 @@ pub struct NativeOptions {
     pub multicast_port: u32,
     pub multicast_interface: String,
     pub multicast_ttl: u32,
+    /// `network.advertise` as "ip:port" (`[ip]:port` for IPv6), if set.
+    pub advertise: Option<String>,
     pub cluster: String,
     pub cluster_key: Option<Buffer>,
     /// JSON text.
     pub metadata: String,
     pub peers: Vec<String>,
+    /// ms; absent: [`DEFAULT_SEEDS_RESOLVE_INTERVAL`].
+    pub peers_resolve_interval: Option<u32>,
     pub subnets: Vec<String>,
     pub master_eligible: bool,
     pub master_election_timeout: u32,
@@ -59,6 +68,9 @@ pub struct NativeNodeInfo {
     pub host_name: String,
     pub ip: String,
     pub port: u32,
+    /// `network.advertise` of the node as "host:port", if it set one: where it asks to be
+    /// dialed (`ip` stays the address seen on the socket).
+    pub advertised: Option<String>,
     /// JSON text; none for a node not admitted by both ends (the connection filter's
     /// candidate, a node that refused this one): its metadata never reached this node.
     pub metadata: Option<String>,
@@ -75,13 +87,15 @@ pub struct NativeEvent {
     pub code: Option<String>,
     /// A run of custom event messages (`kind` is `messages`), packed (see `packed.rs`).
     pub messages: Option<NativeMessages>,
+    /// A run of requests and answers (`kind` is `calls`), packed (see `calls.rs`).
+    pub calls: Option<NativeMessages>,
     /// A send batch's id (`kind` is `sent`).
     pub batch: Option<u32>,
     /// Its failures, one entry per message, when any message failed.
     pub failures: Option<Vec<Option<NativeSendError>>>,
 }
 
-fn plain(kind: &str, node: Option<&NodeInfo>) -> NativeEvent {
+pub(super) fn plain(kind: &str, node: Option<&NodeInfo>) -> NativeEvent {
     NativeEvent {
         kind: kind.to_owned(),
         node: node.map(NativeNodeInfo::from),
@@ -89,6 +103,7 @@ fn plain(kind: &str, node: Option<&NodeInfo>) -> NativeEvent {
         message: None,
         code: None,
         messages: None,
+        calls: None,
         batch: None,
         failures: None,
     }
@@ -98,7 +113,22 @@ fn plain(kind: &str, node: Option<&NodeInfo>) -> NativeEvent {
 pub fn pack(batch: Vec<Notification>) -> Vec<NativeEvent> {
     let mut out = Vec::new();
     let mut run: Option<Deliveries> = None;
+    let mut calls: Option<CallRun> = None;
     for n in batch {
+        // Requests and answers are packed alike, in their own runs, keeping the order.
+        if let Notification::Cluster(Event::Request { .. } | Event::Answer { .. }) = &n {
+            if let Some(r) = run.take() {
+                out.push(messages(r));
+            }
+            let Notification::Cluster(e) = n else {
+                unreachable!("matched above")
+            };
+            calls.get_or_insert_with(CallRun::default).push(e);
+            continue;
+        }
+        if let Some(c) = calls.take() {
+            out.push(c.event());
+        }
         if let Notification::Cluster(Event::Delivery {
             from,
             name,
@@ -117,6 +147,9 @@ pub fn pack(batch: Vec<Notification>) -> Vec<NativeEvent> {
     }
     if let Some(r) = run {
         out.push(messages(r));
+    }
+    if let Some(c) = calls {
+        out.push(c.event());
     }
     out
 }
@@ -158,6 +191,11 @@ pub struct NativeStats {
     pub probes_relayed: i64,
     pub indirect_probes: i64,
     pub pauses_noticed: i64,
+    pub requests_out: i64,
+    pub requests_in: i64,
+    pub replies_late: i64,
+    pub replies_refused: i64,
+    pub seed_lookups_failed: i64,
 }
 
 impl From<Stats> for NativeStats {
@@ -192,6 +230,11 @@ impl From<Stats> for NativeStats {
             probes_relayed: n(s.probes_relayed),
             indirect_probes: n(s.indirect_probes),
             pauses_noticed: n(s.pauses_noticed),
+            requests_out: n(s.requests_out),
+            requests_in: n(s.requests_in),
+            replies_late: n(s.replies_late),
+            replies_refused: n(s.replies_refused),
+            seed_lookups_failed: n(s.seed_lookups_failed),
         }
     }
 }
@@ -203,6 +246,7 @@ impl From<&NodeInfo> for NativeNodeInfo {
             host_name: n.host_name.clone(),
             ip: n.ip.to_string(),
             port: u32::from(n.port),
+            advertised: n.advertised.map(|a| a.to_string()),
             metadata: Some(n.metadata.clone()),
         }
     }
@@ -215,6 +259,7 @@ impl From<&Candidate> for NativeNodeInfo {
             host_name: n.host_name.clone(),
             ip: n.ip.to_string(),
             port: u32::from(n.port),
+            advertised: n.advertised.map(|a| a.to_string()),
             metadata: None,
         }
     }
@@ -278,6 +323,8 @@ impl From<Notification> for NativeEvent {
                 | Event::Explained { .. }
                 | Event::BeaconRefused { .. }
                 | Event::BeaconVersionMismatch { .. }
+                | Event::Request { .. }
+                | Event::Answer { .. }
                 | Event::Delivery { .. } => event("connection_failed", None),
             },
         }
@@ -382,18 +429,48 @@ pub fn node_config(mut o: NativeOptions) -> Result<NodeConfig> {
         quorum: o.master_quorum as usize,
     };
     let address = ip("network.address.local", &o.address)?;
+    let advertised = match &o.advertise {
+        None => None,
+        Some(text) => match text.parse::<SocketAddr>() {
+            Ok(a) if crate::core::cluster::is_dialable(a) => Some(a),
+            _ => {
+                return Err(invalid(
+                    "network.advertise",
+                    "\"ip:port\" with a unicast address, like \"203.0.113.7:27272\" or \"[2001:db8::7]:27272\"",
+                ))
+            }
+        },
+    };
     let multicast = if o.multicast {
-        let group = ipv4("network.multicast_address", &o.multicast_address)?;
+        let group = ip("network.multicast_address", &o.multicast_address)?;
         if !group.is_multicast() {
             return Err(invalid(
                 "network.multicast_address",
-                "a multicast address (224.0.0.0 to 239.255.255.255)",
+                "a multicast address (224.0.0.0 to 239.255.255.255, or IPv6 ff00::/8)",
             ));
         }
+        let interface = match group {
+            IpAddr::V4(_) => {
+                MulticastInterface::V4(ipv4("network.multicast_interface", &o.multicast_interface)?)
+            }
+            IpAddr::V6(_) => {
+                let name = &o.multicast_interface;
+                let index = multicast::interface_index(name).map_err(|e| {
+                    invalid(
+                        "network.multicast_interface",
+                        &format!("the name or index of an interface of this host for an IPv6 group (\"{name}\": {e})"),
+                    )
+                })?;
+                MulticastInterface::V6 {
+                    index,
+                    name: name.clone(),
+                }
+            }
+        };
         Some(MulticastConfig {
             group,
             port: port("network.multicast_port", o.multicast_port)?,
-            interface: ipv4("network.multicast_interface", &o.multicast_interface)?,
+            interface,
             ttl: o.multicast_ttl.min(255),
         })
     } else {
@@ -407,12 +484,17 @@ pub fn node_config(mut o: NativeOptions) -> Result<NodeConfig> {
             host_name: o.host_name,
             ip: address,
             port: listen_port,
+            advertised,
             metadata: o.metadata,
             master_eligible: o.master_eligible,
         },
         core,
         multicast,
         seeds: o.peers,
+        seeds_resolve_interval: match o.peers_resolve_interval {
+            Some(ms) => positive("network.peers_resolve_interval", ms)?,
+            None => DEFAULT_SEEDS_RESOLVE_INTERVAL,
+        },
         filter_timeout,
         max_receive_buffer: o.max_receive_buffer as usize,
         key_material,

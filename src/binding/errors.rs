@@ -49,5 +49,8 @@ fn send_message(e: &SendError) -> String {
             "espial: send(): event names are 1 to 255 bytes of UTF-8".to_owned()
         }
         SendError::NotRunning => "espial: send(): the node is not running".to_owned(),
+        SendError::TooManyRequests { max } => {
+            format!("espial: request(): this node has {max} requests awaiting replies, the most it may")
+        }
     }
 }

@@ -2,7 +2,10 @@
 //! and moves notifications to JavaScript; all behaviour lives in the driver and the core.
 //! `index.js` wraps [`NativeNode`] in the public `Espial` EventEmitter.
 
+mod calls;
 mod convert;
+#[cfg(unix)]
+mod delivery;
 mod errors;
 mod packed;
 
@@ -15,13 +18,18 @@ use napi::bindgen_prelude::*;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
 
+use std::time::Duration;
+
+use crate::core::error::SendError;
 use crate::core::node::{Candidate, NodeInfo};
 use crate::driver::{ErrorCode, EventSink, Filter, Handle, Notification, Receipt, Sent};
 
 pub use convert::{NativeEvent, NativeNodeInfo, NativeOptions, NativeSendError, NativeStats};
 
 /// Strong (ref'd) while the node runs, so the process stays alive like a listening server;
-/// the driver drops it when the node stops, which lets the process end by itself.
+/// the driver drops it when the node stops, which lets the process end by itself. (Where
+/// libuv can be reached, [`delivery::LoopSink`] instead: see there why.)
+#[cfg_attr(unix, allow(dead_code))]
 type EventCallback = ThreadsafeFunction<Vec<NativeEvent>, (), Vec<NativeEvent>, Status, false>;
 
 /// Weak: a filter alone does not keep the process alive.
@@ -34,22 +42,49 @@ type FilterCallback = ThreadsafeFunction<
     true,
 >;
 
-struct JsSink(EventCallback);
+/// Where notifications go: to the JavaScript callback, through our own queue and libuv
+/// wake-up on unix, through napi's threadsafe function elsewhere.
+enum JsSink {
+    #[cfg(unix)]
+    Loop(delivery::LoopSink),
+    #[cfg_attr(unix, allow(dead_code))]
+    Threadsafe(EventCallback),
+}
+
+impl JsSink {
+    /// Delivers to `on_events`, a function of the current call (`env`'s).
+    fn new(env: &Env, on_events: &Function<'_>) -> Result<JsSink> {
+        #[cfg(unix)]
+        {
+            delivery::LoopSink::new(env.raw(), on_events.raw()).map(JsSink::Loop)
+        }
+        #[cfg(not(unix))]
+        {
+            let tsfn = unsafe { EventCallback::from_napi_value(env.raw(), on_events.raw())? };
+            Ok(JsSink::Threadsafe(tsfn))
+        }
+    }
+}
 
 impl EventSink for JsSink {
     fn deliver(&self, batch: Vec<Notification>, receipt: Receipt) {
         let events = convert::pack(batch);
+        let tsfn = match self {
+            #[cfg(unix)]
+            JsSink::Loop(sink) => return sink.deliver(events, receipt),
+            JsSink::Threadsafe(tsfn) => tsfn,
+        };
         // NonBlocking: the queue is unbounded, so this never fails for lack of room; what
         // waits in it is bounded by the receipts (max_receive_buffer).
         let mode = ThreadsafeFunctionCallMode::NonBlocking;
         if receipt.is_none() {
-            self.0.call(events, mode);
+            tsfn.call(events, mode);
             return;
         }
         // The receipt is given back once `index.js` has dispatched the batch: the callback
         // runs on the JavaScript thread right after the function returns, every listener of
         // the batch having run. (Dropped with the call, should the call never be made.)
-        self.0.call_with_return_value(events, mode, move |_, _| {
+        tsfn.call_with_return_value(events, mode, move |_, _| {
             drop(receipt);
             Ok(())
         });
@@ -100,13 +135,14 @@ impl NativeNode {
         constructor,
         ts_args_type = "options: NativeOptions, onEvents: (events: Array<NativeEvent>) => void"
     )]
-    pub fn new(options: NativeOptions, on_events: EventCallback) -> Result<Self> {
+    pub fn new(env: Env, options: NativeOptions, on_events: Function<'_>) -> Result<Self> {
         let config = convert::node_config(options)?;
+        let sink = JsSink::new(&env, &on_events)?;
         Ok(NativeNode {
             info: Mutex::new(config.me.clone()),
             max_metadata: config.core.max_metadata,
             next_batch: AtomicU32::new(0),
-            node: Handle::new(config, JsSink(on_events)),
+            node: Handle::new(config, sink),
         })
     }
 
@@ -200,6 +236,82 @@ impl NativeNode {
             .map(|r| r.err().map(NativeSendError::from))
             .collect();
         Ok(Some(Either::B(outcome)))
+    }
+
+    /// Serves requests named `name` from now on (the name is checked by `index.js`).
+    /// Throws `ERR_ESPIAL_TOO_MANY_EVENTS` past the names a node may serve.
+    #[napi]
+    pub fn serve(&self, name: String) -> Result<(), String> {
+        self.node.serve(name).map_err(|e| {
+            Error::new(
+                e.code().as_str().to_owned(),
+                format!("espial: handle(): {e}"),
+            )
+        })
+    }
+
+    /// Stops serving `name`.
+    #[napi]
+    pub fn unserve(&self, name: String) {
+        self.node.unserve(name);
+    }
+
+    /// Ids of the members serving `name`, in id order.
+    #[napi]
+    pub fn servers(&self, name: String) -> Vec<String> {
+        let ids = self.node.servers(&name);
+        ids.into_iter().map(|id| id.to_string()).collect()
+    }
+
+    /// Asks handler `name` of node `target`: the request's id (below 2^53), its end
+    /// arriving in a `calls` run. A refusal is returned as a `NativeSendError`.
+    #[napi(ts_return_type = "number | NativeSendError")]
+    pub fn request(
+        &self,
+        name: String,
+        target: String,
+        binary: bool,
+        payload: &[u8],
+        timeout_ms: f64,
+    ) -> Either<f64, NativeSendError> {
+        let Ok(target) = target.parse() else {
+            return Either::B(SendError::UnknownTarget(target).into());
+        };
+        let timeout = Duration::from_millis(timeout_ms.clamp(0.0, 2_147_483_647.0) as u64);
+        match self.node.ask(&name, binary, payload, target, timeout) {
+            Ok(id) => Either::A(id as f64),
+            Err(e) => Either::B(e.into()),
+        }
+    }
+
+    /// Gives up on request `id` (aborted): no answer follows.
+    #[napi]
+    pub fn cancel_request(&self, id: f64) {
+        self.node.cancel_request(id as u64);
+    }
+
+    /// Answers request `id` of node `peer` (see `calls.rs` for `kind`).
+    #[napi]
+    pub fn reply(
+        &self,
+        peer: String,
+        id: f64,
+        kind: u32,
+        payload: &[u8],
+        code: String,
+        message: String,
+    ) -> Result<()> {
+        let Ok(peer) = peer.parse() else {
+            return Ok(());
+        };
+        let Some(reply) = calls::reply(kind, payload, &code, &message) else {
+            return Err(Error::new(
+                Status::InvalidArg,
+                format!("reply: kind {kind}"),
+            ));
+        };
+        self.node.reply(peer, id as u64, reply);
+        Ok(())
     }
 
     /// Replaces this node's metadata (JSON text) and tells every member.

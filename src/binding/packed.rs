@@ -138,6 +138,18 @@ pub struct DeliveredBytes {
 const COPY_BELOW: usize = 64 * 1024;
 
 impl DeliveredBytes {
+    /// Adds one entry: its trailer numbers and its payload (see `calls.rs`).
+    pub(super) fn push(&mut self, fields: &[u32], payload: Vec<u8>) {
+        self.trailer.extend_from_slice(fields);
+        self.len += payload.len();
+        self.payloads.push(payload);
+    }
+
+    /// Numbers in the trailer so far.
+    pub(super) fn trailer_len(&self) -> usize {
+        self.trailer.len()
+    }
+
     fn total(&self) -> usize {
         self.len + self.trailer.len() * 4
     }

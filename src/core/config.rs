@@ -91,12 +91,15 @@ impl Config {
             dial_timeout: Duration::from_secs(3),
             admission_timeout: Duration::from_secs(7),
             suspect_timeout: Duration::from_secs(3),
-            // 3 x 400 ms + 1 s = 2.2 s of silence: a vanished host is removed within
-            // 2.5 s, and an outage under 1.5 s plus one probe interval stays under it.
+            // 3 x 400 ms + 1 s = 2.2 s of silence with up to 9 members (10 nodes): a
+            // vanished host is removed within 2.5 s, and an outage under 1.4 s stays under
+            // it. Each further round of 9 members adds an interval (see `detector`).
             detector: DetectorConfig {
                 interval: Duration::from_millis(400),
                 misses: 3,
                 grace: Duration::from_secs(1),
+                per_interval: super::detector::PER_INTERVAL,
+                rounds: 1,
             },
             discovery: DiscoveryConfig::lan(),
             election: ElectionConfig {

@@ -224,6 +224,12 @@ impl Discovery {
         }
     }
 
+    /// Seeds not among the previous ones were given (a seed name resolved to a new
+    /// address): the probe round comes now rather than at its period.
+    pub fn seeds_added(&mut self, now: Instant) {
+        self.next_probe = Some(self.next_probe.map_or(now, |t| t.min(now)));
+    }
+
     /// Stops everything (the node is leaving).
     pub fn stop(&mut self) {
         *self = Discovery::default();

@@ -199,11 +199,21 @@ pub enum ErrorCode {
     /// The connection filter threw, rejected, answered something that is not a boolean, or
     /// did not answer within `connection_filter_timeout`; the node judged was refused.
     Filter,
+    /// A request (or a query's node) was not answered within its timeout.
+    Timeout,
+    /// No member serves the request's name, or the target does not.
+    NoHandler,
+    /// The target's handler threw or rejected: its message and code, never its stack.
+    Remote,
+    /// The target was removed from the cluster before it answered.
+    TargetLeft,
+    /// The target already has the most requests from this node it takes in flight.
+    Busy,
 }
 
 impl ErrorCode {
     /// Every code, in the order of the enum.
-    pub const ALL: [ErrorCode; 13] = [
+    pub const ALL: [ErrorCode; 18] = [
         ErrorCode::UnknownOption,
         ErrorCode::NotEligible,
         ErrorCode::ReservedEvent,
@@ -217,6 +227,11 @@ impl ErrorCode {
         ErrorCode::Multicast,
         ErrorCode::Seed,
         ErrorCode::Filter,
+        ErrorCode::Timeout,
+        ErrorCode::NoHandler,
+        ErrorCode::Remote,
+        ErrorCode::TargetLeft,
+        ErrorCode::Busy,
     ];
 
     /// The string in `err.code`.
@@ -235,6 +250,11 @@ impl ErrorCode {
             ErrorCode::Multicast => "ERR_ESPIAL_MULTICAST",
             ErrorCode::Seed => "ERR_ESPIAL_SEED",
             ErrorCode::Filter => "ERR_ESPIAL_FILTER",
+            ErrorCode::Timeout => "ERR_ESPIAL_TIMEOUT",
+            ErrorCode::NoHandler => "ERR_ESPIAL_NO_HANDLER",
+            ErrorCode::Remote => "ERR_ESPIAL_REMOTE",
+            ErrorCode::TargetLeft => "ERR_ESPIAL_TARGET_LEFT",
+            ErrorCode::Busy => "ERR_ESPIAL_BUSY",
         }
     }
 }
@@ -295,6 +315,8 @@ pub enum SendError {
     InvalidName,
     /// The node is not running (not started yet, or exited).
     NotRunning,
+    /// This node has `max` requests awaiting replies already.
+    TooManyRequests { max: usize },
 }
 
 impl SendError {
@@ -305,6 +327,7 @@ impl SendError {
             SendError::TooLarge { .. } => ErrorCode::MessageTooLarge,
             SendError::InvalidName => ErrorCode::InvalidEvent,
             SendError::NotRunning => ErrorCode::NotRunning,
+            SendError::TooManyRequests { .. } => ErrorCode::Busy,
         }
     }
 }
@@ -319,6 +342,12 @@ impl fmt::Display for SendError {
             ),
             SendError::InvalidName => write!(f, "event name is not 1 to 255 bytes of UTF-8"),
             SendError::NotRunning => write!(f, "the node is not running"),
+            SendError::TooManyRequests { max } => {
+                write!(
+                    f,
+                    "this node has {max} requests awaiting replies, the most it may"
+                )
+            }
         }
     }
 }

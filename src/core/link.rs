@@ -12,8 +12,8 @@
 //! rest of the node (duplicates, events, the election) is the coordinator's, in
 //! [`super::cluster`].
 
-use std::net::SocketAddr;
-use std::time::Instant;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
 
 use super::crypto::{Confirming, Handshake, Identity, Role, Session};
 use super::detector::{DetectorConfig, Liveness};
@@ -79,15 +79,6 @@ enum Stage {
     Failed,
 }
 
-/// What a member's heartbeat timer asks for.
-pub enum Heartbeat {
-    Quiet,
-    /// A heartbeat is due: these bytes, or the record layer's refusal to seal them.
-    Ping(Result<Vec<u8>, RecordError>),
-    /// Silent past the detector's bound.
-    Dead,
-}
-
 /// One connection, from dial or accept until it closes.
 pub struct Link {
     pub role: Role,
@@ -104,6 +95,8 @@ pub struct Link {
     pub told_members: bool,
     /// Custom events the peer has joined: only those are sent to it.
     pub subscriptions: Subscriptions,
+    /// Names the peer serves requests for (same rules and bounds as its joins).
+    pub serving: Subscriptions,
     /// The largest payload the peer accepts; a larger one would break the connection.
     pub peer_max_message: usize,
     decoder: FrameDecoder,
@@ -120,6 +113,7 @@ impl Link {
             ask: false,
             told_members: false,
             subscriptions: Subscriptions::default(),
+            serving: Subscriptions::default(),
             peer_max_message: 0,
             decoder: FrameDecoder::new(MAX_HANDSHAKE_FRAME),
             stage,
@@ -276,7 +270,8 @@ impl Link {
             .map(|(timer, _)| timer)
     }
 
-    /// When this link next needs [`Link::heartbeat`] or [`Link::expired`].
+    /// When this link next needs the detector (its silence bound, or its first probe
+    /// round) or [`Link::expired`].
     pub fn poll_timeout(&self, detector: &DetectorConfig) -> Option<Instant> {
         match &self.stage {
             Stage::Member { liveness, .. } => Some(liveness.deadline(detector)),
@@ -284,13 +279,15 @@ impl Link {
         }
     }
 
-    /// The address the peer listens on, when known.
+    /// The address this node itself dials or probes the peer at, when known: see
+    /// [`own_dial_addr`].
     pub fn listen_addr(&self) -> Option<SocketAddr> {
+        let dialed = (self.role == Role::Initiator).then_some(self.addr);
         if let Some(c) = self.candidate() {
-            return Some(SocketAddr::new(c.ip, c.port));
+            return Some(own_dial_addr(c.ip, c.port, c.advertised, dialed));
         }
         match (self.peer(), self.role) {
-            (Some(p), _) => Some(SocketAddr::new(p.ip, p.port)),
+            (Some(p), _) => Some(own_dial_addr(p.ip, p.port, p.advertised, dialed)),
             (None, Role::Initiator) => Some(self.addr),
             (None, Role::Responder) => None,
         }
@@ -419,6 +416,7 @@ impl Link {
             id,
             host_name,
             port,
+            advertised,
         } = msg
         else {
             return None;
@@ -429,6 +427,7 @@ impl Link {
             host_name,
             ip: self.addr.ip(),
             port,
+            advertised,
         })
     }
 
@@ -501,12 +500,14 @@ impl Link {
             host_name,
             ip,
             port,
+            advertised,
         } = candidate;
         let peer = NodeInfo {
             id,
             host_name,
             ip,
             port,
+            advertised,
             metadata,
             master_eligible,
         };
@@ -541,8 +542,17 @@ impl Link {
     }
 
     /// An authentic probe from the member arrived.
-    pub fn heard(&mut self, now: Instant) {
-        self.excuse_silence(now);
+    pub fn probed(&mut self, now: Instant) {
+        if let Stage::Member { liveness, .. } = &mut self.stage {
+            liveness.probed(now);
+        }
+    }
+
+    /// The node's probe round takes this member in.
+    pub fn in_rounds(&mut self) {
+        if let Stage::Member { liveness, .. } = &mut self.stage {
+            liveness.in_rounds();
+        }
     }
 
     /// Our own process was paused: see [`Liveness::recheck`].
@@ -552,11 +562,20 @@ impl Link {
         }
     }
 
-    /// True if the member has been silent long enough to be probed through others.
-    pub fn wants_relays(&self, now: Instant, detector: &DetectorConfig) -> bool {
+    /// True if the member has been silent long enough to be asked for an answer, directly
+    /// and through others.
+    pub fn wants_answer(&self, now: Instant, detector: &DetectorConfig) -> bool {
         match &self.stage {
-            Stage::Member { liveness, .. } => liveness.wants_relays(now, detector),
+            Stage::Member { liveness, .. } => liveness.wants_answer(now, detector),
             _ => false,
+        }
+    }
+
+    /// How long the member has been silent at `now` (`None`: not a member).
+    pub fn silence(&self, now: Instant) -> Option<Duration> {
+        match &self.stage {
+            Stage::Member { liveness, .. } => Some(liveness.silence(now)),
+            _ => None,
         }
     }
 
@@ -568,21 +587,33 @@ impl Link {
         }
     }
 
-    /// A member's heartbeat timer at `now`.
-    pub fn heartbeat(&mut self, now: Instant, detector: &DetectorConfig) -> Heartbeat {
+    /// True if the member has been silent past the detector's bound at `now`.
+    pub fn is_dead(&self, now: Instant, detector: &DetectorConfig) -> bool {
+        match &self.stage {
+            Stage::Member { liveness, .. } => liveness.is_dead(now, detector),
+            _ => false,
+        }
+    }
+
+    /// A `Ping` record for the member, if one is due at `now` (see
+    /// [`Liveness::record_due`]; `asked`: the member sent us one): its bytes, or the
+    /// record layer's refusal to seal them.
+    pub fn record_due(
+        &mut self,
+        now: Instant,
+        detector: &DetectorConfig,
+        asked: bool,
+    ) -> Option<Result<Vec<u8>, RecordError>> {
         let Stage::Member {
             session, liveness, ..
         } = &mut self.stage
         else {
-            return Heartbeat::Quiet;
+            return None;
         };
-        if liveness.is_dead(now, detector) {
-            Heartbeat::Dead
-        } else if liveness.ping_due(now, detector) {
-            Heartbeat::Ping(session.seal(&Message::Ping.encode()))
-        } else {
-            Heartbeat::Quiet
+        if !liveness.record_due(now, detector, asked) {
+            return None;
         }
+        Some(session.seal(&Message::Ping.encode()))
     }
 
     /// The peer, if the link carried a member.
@@ -624,6 +655,25 @@ fn confirming_link(addr: SocketAddr, rng: &mut rand_chacha::ChaCha20Rng) -> (Lin
     (link, confirmation.expect("the initiator confirms at once"))
 }
 
+/// Where this node itself (not a hint it passes on) dials or probes a peer seen at `ip`
+/// that listens on `port` and advertised `advertised`: the advertised address only if it
+/// is no third party's, that is, it is at the peer's own IP address as seen on the socket
+/// or it is the address this node dialed and the handshake proved (`dialed`); else the
+/// address seen on the socket with the port the peer listens on. A peer that advertises
+/// another host's address thus makes this node dial that host only through member-list
+/// hints, which the dial budget bounds, never in its redials or probes.
+pub fn own_dial_addr(
+    ip: IpAddr,
+    port: u16,
+    advertised: Option<SocketAddr>,
+    dialed: Option<SocketAddr>,
+) -> SocketAddr {
+    match advertised {
+        Some(a) if a.ip() == ip || Some(a) == dialed => a,
+        _ => SocketAddr::new(ip, port),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -640,6 +690,8 @@ mod tests {
             interval: S(5),
             misses: 3,
             grace: S(1),
+            per_interval: 9,
+            rounds: 1,
         }
     }
 
@@ -649,6 +701,7 @@ mod tests {
             host_name: "peer".into(),
             ip: "10.0.0.9".parse().unwrap(),
             port: 27272,
+            advertised: None,
             metadata: "{}".into(),
             master_eligible: true,
         }

@@ -354,6 +354,7 @@ mod tests {
             host_name: format!("host-{n}"),
             ip: IpAddr::from([10, 0, 0, n]),
             port: 27272,
+            advertised: None,
             metadata: "{}".into(),
             master_eligible: true,
         }
@@ -404,6 +405,8 @@ mod tests {
                 interval: std::time::Duration::from_secs(5),
                 misses: 3,
                 grace: std::time::Duration::from_secs(1),
+                per_interval: 9,
+                rounds: 1,
             }),
             Some(due)
         );

@@ -33,7 +33,56 @@ mod tag {
     pub const PROFILE: u8 = 12;
     pub const STREAM: u8 = 13;
     pub const ACK: u8 = 14;
-    pub const ASK_MEMBERS: u8 = 15;
+    pub const SERVE: u8 = 15;
+    pub const UNSERVE: u8 = 16;
+    pub const SERVING: u8 = 17;
+    pub const REQUEST: u8 = 18;
+    pub const REPLY: u8 = 19;
+    pub const ASK_MEMBERS: u8 = 20;
+}
+
+/// What the first byte of a body kept in a stream (see `sessions`) says beyond a custom
+/// event's binary flag: requests and replies share the pair's stream with events, so they
+/// are numbered, acknowledged and replayed alike, and the kept byte tells which message
+/// to seal the body as. Events keep 0 and 1, so their bodies are what they always were.
+pub mod kept {
+    /// `REQUEST | binary`: a request; the body's rest is the name, the id, the payload.
+    pub const REQUEST: u8 = 0x10;
+    /// `REPLY | status`: a reply; no name, then the id and the payload.
+    pub const REPLY: u8 = 0x20;
+}
+
+/// Reply statuses (a [`Message::Reply`]'s `status`).
+pub mod status {
+    /// The handler's value, JSON text.
+    pub const VALUE_JSON: u8 = 0;
+    /// The handler's value, bytes.
+    pub const VALUE_BINARY: u8 = 1;
+    /// The handler threw or rejected: `code_len` (u8) · code · message.
+    pub const REMOTE: u8 = 2;
+    /// The replier serves no handler of that name.
+    pub const NO_HANDLER: u8 = 3;
+    /// The replier holds the most requests from the asker it takes unanswered.
+    pub const BUSY: u8 = 4;
+    /// The handler's value was over the asker's `max_message` or the replier's
+    /// `max_reply_size`.
+    pub const TOO_LARGE: u8 = 5;
+    /// The last status.
+    pub const MAX: u8 = 5;
+}
+
+/// The head of a message of a stream, before the kept body's bytes after its first: the
+/// message tag, the number, and the flag or status the kept byte holds.
+pub fn stream_head(seq: u64, kept_flag: u8) -> [u8; 10] {
+    let tag = match kept_flag & 0xf0 {
+        kept::REQUEST => tag::REQUEST,
+        kept::REPLY => tag::REPLY,
+        _ => tag::EVENT,
+    };
+    let mut head = [tag; 10];
+    head[1..9].copy_from_slice(&seq.to_be_bytes());
+    head[9] = kept_flag & 0x0f;
+    head
 }
 
 /// A message between two connected nodes.
@@ -45,6 +94,9 @@ pub enum Message<'a> {
         id: NodeId,
         host_name: String,
         port: u16,
+        /// Where the sender asks to be dialed, when not at the address the receiver sees
+        /// and `port` (`network.advertise`): a claim.
+        advertised: Option<SocketAddr>,
     },
     /// The sender's admission decision about the receiver.
     Verdict { accepted: bool },
@@ -90,6 +142,27 @@ pub enum Message<'a> {
     Stream { id: u64, ack_bytes: u32 },
     /// The sender received every event of the receiver's stream `stream` up to `seq`.
     Ack { stream: u64, seq: u64 },
+    /// The sender serves requests named so from now on.
+    Serve(String),
+    /// The sender no longer serves requests named so.
+    Unserve(String),
+    /// Every name the sender serves (sent to each new member that there are any).
+    Serving(Vec<String>),
+    /// Request `id` of the sender to handler `name`, number `seq` of its stream.
+    Request {
+        seq: u64,
+        id: u64,
+        name: &'a str,
+        binary: bool,
+        payload: &'a [u8],
+    },
+    /// The answer to the receiver's request `id`, number `seq` of the sender's stream.
+    Reply {
+        seq: u64,
+        id: u64,
+        status: u8,
+        payload: &'a [u8],
+    },
 }
 
 /// Encodes a custom event.
@@ -115,6 +188,23 @@ pub fn event_body(name: &str, binary: bool, payload: &[u8]) -> Vec<u8> {
     body
 }
 
+/// An address as the wire carries it (member lists, introductions): `family` (4 or 6),
+/// the address's 4 or 16 bytes, the port. An IPv4-mapped IPv6 address (as a dual-stack
+/// socket shows an IPv4 peer) goes as the IPv4 address it is.
+fn put_addr(out: &mut Vec<u8>, addr: &SocketAddr) {
+    match addr.ip().to_canonical() {
+        IpAddr::V4(v4) => {
+            out.push(4);
+            out.extend_from_slice(&v4.octets());
+        }
+        IpAddr::V6(v6) => {
+            out.push(6);
+            out.extend_from_slice(&v6.octets());
+        }
+    }
+    out.extend_from_slice(&addr.port().to_be_bytes());
+}
+
 fn put_name(out: &mut Vec<u8>, name: &str) {
     out.push(name.len() as u8);
     out.extend_from_slice(name.as_bytes());
@@ -128,13 +218,18 @@ impl<'a> Message<'a> {
                 id,
                 host_name,
                 port,
+                advertised,
             } => {
-                let mut out = Vec::with_capacity(1 + 16 + 2 + 1 + host_name.len());
+                let mut out = Vec::with_capacity(1 + 16 + 2 + 1 + host_name.len() + 19);
                 out.push(tag::INTRODUCE);
                 out.extend_from_slice(&id.0);
                 out.extend_from_slice(&port.to_be_bytes());
                 out.push(host_name.len() as u8);
                 out.extend_from_slice(host_name.as_bytes());
+                match advertised {
+                    None => out.push(0),
+                    Some(addr) => put_addr(&mut out, addr),
+                }
                 out
             }
             Message::Verdict { accepted } => vec![tag::VERDICT, u8::from(*accepted)],
@@ -160,17 +255,7 @@ impl<'a> Message<'a> {
                 out.extend_from_slice(&(list.len() as u16).to_be_bytes());
                 for (id, addr) in list {
                     out.extend_from_slice(&id.0);
-                    match addr.ip() {
-                        IpAddr::V4(v4) => {
-                            out.push(4);
-                            out.extend_from_slice(&v4.octets());
-                        }
-                        IpAddr::V6(v6) => {
-                            out.push(6);
-                            out.extend_from_slice(&v6.octets());
-                        }
-                    }
-                    out.extend_from_slice(&addr.port().to_be_bytes());
+                    put_addr(&mut out, addr);
                 }
                 out
             }
@@ -222,6 +307,50 @@ impl<'a> Message<'a> {
                 put_name(&mut out, name);
                 out
             }
+            Message::Serve(name) => {
+                let mut out = vec![tag::SERVE];
+                put_name(&mut out, name);
+                out
+            }
+            Message::Unserve(name) => {
+                let mut out = vec![tag::UNSERVE];
+                put_name(&mut out, name);
+                out
+            }
+            Message::Serving(names) => {
+                let mut out = vec![tag::SERVING];
+                out.extend_from_slice(&(names.len() as u16).to_be_bytes());
+                for name in names {
+                    put_name(&mut out, name);
+                }
+                out
+            }
+            Message::Request {
+                seq,
+                id,
+                name,
+                binary,
+                payload,
+            } => [
+                &stream_head(*seq, kept::REQUEST | u8::from(*binary))[..],
+                &[name.len() as u8],
+                name.as_bytes(),
+                &id.to_be_bytes(),
+                payload,
+            ]
+            .concat(),
+            Message::Reply {
+                seq,
+                id,
+                status,
+                payload,
+            } => [
+                &stream_head(*seq, kept::REPLY | status)[..],
+                &[0],
+                &id.to_be_bytes(),
+                payload,
+            ]
+            .concat(),
             Message::Subscriptions(names) => {
                 let mut out = vec![tag::SUBSCRIPTIONS];
                 out.extend_from_slice(&(names.len() as u16).to_be_bytes());
@@ -249,10 +378,15 @@ impl<'a> Message<'a> {
                 let port = u16::from_be_bytes(r.array("port")?);
                 let host_len = r.u8("host_name")? as usize;
                 let host_name = r.text("host_name", host_len, MAX_HOST_NAME)?;
+                let advertised = match r.u8("advertised family")? {
+                    0 => None,
+                    family => Some(r.addr(family, "advertised")?),
+                };
                 Message::Introduce {
                     id,
                     host_name,
                     port,
+                    advertised,
                 }
             }
             tag::PROFILE => {
@@ -290,13 +424,8 @@ impl<'a> Message<'a> {
                 let mut list = Vec::with_capacity(count);
                 for _ in 0..count {
                     let id = NodeId(r.array("member id")?);
-                    let ip = match r.u8("member family")? {
-                        4 => IpAddr::V4(Ipv4Addr::from(r.array::<4>("member ip")?)),
-                        6 => IpAddr::V6(Ipv6Addr::from(r.array::<16>("member ip")?)),
-                        _ => return Err(DecodeError::Invalid("member family")),
-                    };
-                    let port = u16::from_be_bytes(r.array("member port")?);
-                    list.push((id, SocketAddr::new(ip, port)));
+                    let family = r.u8("member family")?;
+                    list.push((id, r.addr(family, "member")?));
                 }
                 Message::Members(list)
             }
@@ -340,6 +469,58 @@ impl<'a> Message<'a> {
                 stream: u64::from_be_bytes(r.array("stream")?),
                 seq: u64::from_be_bytes(r.array("seq")?),
             },
+            tag::SERVE => Message::Serve(r.name()?.to_owned()),
+            tag::UNSERVE => Message::Unserve(r.name()?.to_owned()),
+            tag::SERVING => {
+                let count = u16::from_be_bytes(r.array("count")?) as usize;
+                if count > MAX_JOINED {
+                    return Err(DecodeError::TooLong {
+                        field: "serving",
+                        len: count,
+                        max: MAX_JOINED,
+                    });
+                }
+                let names = (0..count)
+                    .map(|_| r.name().map(str::to_owned))
+                    .collect::<Result<_, _>>()?;
+                Message::Serving(names)
+            }
+            tag::REQUEST => {
+                let seq = u64::from_be_bytes(r.array("seq")?);
+                let binary = match r.u8("binary")? {
+                    0 => false,
+                    1 => true,
+                    _ => return Err(DecodeError::Invalid("binary")),
+                };
+                let name = r.name()?;
+                let id = u64::from_be_bytes(r.array("request id")?);
+                let payload = std::mem::take(&mut r.0);
+                Message::Request {
+                    seq,
+                    id,
+                    name,
+                    binary,
+                    payload,
+                }
+            }
+            tag::REPLY => {
+                let seq = u64::from_be_bytes(r.array("seq")?);
+                let status = r.u8("status")?;
+                if status > status::MAX {
+                    return Err(DecodeError::Invalid("status"));
+                }
+                if r.u8("reply name")? != 0 {
+                    return Err(DecodeError::Invalid("reply name"));
+                }
+                let id = u64::from_be_bytes(r.array("request id")?);
+                let payload = std::mem::take(&mut r.0);
+                Message::Reply {
+                    seq,
+                    id,
+                    status,
+                    payload,
+                }
+            }
             tag::SUBSCRIBE => Message::Subscribe(r.name()?.to_owned()),
             tag::UNSUBSCRIBE => Message::Unsubscribe(r.name()?.to_owned()),
             tag::SUBSCRIPTIONS => {
@@ -392,6 +573,17 @@ impl<'a> Reader<'a> {
         Ok(self.take(field, N)?.try_into().unwrap())
     }
 
+    /// An address after its `family` byte (see `put_addr`): 4 or 6, anything else is
+    /// malformed.
+    fn addr(&mut self, family: u8, field: &'static str) -> Result<SocketAddr, DecodeError> {
+        let ip = match family {
+            4 => IpAddr::V4(Ipv4Addr::from(self.array::<4>(field)?)),
+            6 => IpAddr::V6(Ipv6Addr::from(self.array::<16>(field)?)),
+            _ => return Err(DecodeError::Invalid(field)),
+        };
+        Ok(SocketAddr::new(ip, u16::from_be_bytes(self.array(field)?)))
+    }
+
     fn name(&mut self) -> Result<&'a str, DecodeError> {
         let len = self.u8("event name")? as usize;
         let name = self.str("event name", len, MAX_EVENT_NAME)?;
@@ -423,6 +615,16 @@ mod tests {
             id: NodeId([7; 16]),
             host_name: "web-1.org.internal".into(),
             port: 27272,
+            advertised: None,
+        }
+    }
+
+    fn intro_at(advertised: &str) -> Message<'static> {
+        Message::Introduce {
+            id: NodeId([7; 16]),
+            host_name: "web-1.org.internal".into(),
+            port: 27272,
+            advertised: Some(advertised.parse().unwrap()),
         }
     }
 
@@ -438,6 +640,8 @@ mod tests {
     fn messages_round_trip() {
         for m in [
             intro(),
+            intro_at("203.0.113.7:30001"),
+            intro_at("[2001:db8::7]:30001"),
             profile(),
             Message::Verdict { accepted: true },
             Message::Verdict { accepted: false },
@@ -475,6 +679,35 @@ mod tests {
             },
             Message::Ack { stream: 9, seq: 10 },
             Message::Subscriptions(vec!["a".into(), "b".into()]),
+            Message::Serve("work".into()),
+            Message::Unserve("work".into()),
+            Message::Serving(vec!["a".into(), "b".into()]),
+            Message::Request {
+                seq: 3,
+                id: u64::MAX,
+                name: "work",
+                binary: false,
+                payload: b"[1]",
+            },
+            Message::Request {
+                seq: 4,
+                id: 1,
+                name: "w",
+                binary: true,
+                payload: &[],
+            },
+            Message::Reply {
+                seq: 5,
+                id: 7,
+                status: status::REMOTE,
+                payload: b"\x03ERRboom",
+            },
+            Message::Reply {
+                seq: 6,
+                id: 8,
+                status: status::VALUE_JSON,
+                payload: b"{}",
+            },
             Message::Election(ElectionMsg::Resign(Claim {
                 master: NodeId([4; 16]),
                 term: 7,
@@ -515,5 +748,97 @@ mod tests {
             Message::decode(&[2, 5], 1024),
             Err(DecodeError::Invalid("accepted"))
         );
+        let reply = Message::Reply {
+            seq: 1,
+            id: 2,
+            status: status::MAX,
+            payload: &[],
+        }
+        .encode();
+        let mut bad = reply.clone();
+        bad[9] = status::MAX + 1;
+        assert_eq!(
+            Message::decode(&bad, 1024),
+            Err(DecodeError::Invalid("status"))
+        );
+        let mut named = reply.clone();
+        named[10] = 1;
+        assert!(
+            Message::decode(&named, 1024).is_err(),
+            "a reply has no name"
+        );
+        for cut in 0..reply.len() {
+            assert!(Message::decode(&reply[..cut], 1024).is_err(), "cut {cut}");
+        }
+    }
+
+    #[test]
+    fn addresses_go_as_tagged_ipv4_or_ipv6() {
+        let v4 = intro_at("192.0.2.1:7").encode();
+        let v6 = intro_at("[2001:db8::1]:7").encode();
+        let plain = intro().encode();
+        // The introduction without an address ends in family 0; with one, the family, 4
+        // or 16 bytes of address and the port follow.
+        assert_eq!(plain.last(), Some(&0));
+        assert_eq!(&v4[plain.len() - 1..], &[4, 192, 0, 2, 1, 0, 7]);
+        assert_eq!(v6.len(), plain.len() + 18);
+        assert_eq!(v6[plain.len() - 1], 6);
+        // A dual-stack socket's IPv4-mapped address travels as the IPv4 address it is.
+        let mapped = Message::Members(vec![(
+            NodeId([1; 16]),
+            "[::ffff:10.0.0.1]:9".parse().unwrap(),
+        )]);
+        assert_eq!(
+            Message::decode(&mapped.encode(), 0),
+            Ok(Message::Members(vec![(
+                NodeId([1; 16]),
+                "10.0.0.1:9".parse().unwrap()
+            )]))
+        );
+    }
+
+    #[test]
+    fn hostile_address_fields_are_malformed_not_trusted() {
+        let plain = intro().encode();
+        let family_at = plain.len() - 1;
+        for family in [1u8, 5, 16, 255] {
+            let mut forged = plain.clone();
+            forged[family_at] = family;
+            forged.extend_from_slice(&[0; 18]);
+            assert_eq!(
+                Message::decode(&forged, 0),
+                Err(DecodeError::Invalid("advertised")),
+                "family {family}"
+            );
+        }
+        // Family 6 with only an IPv4 address's bytes, or a port cut short: truncated.
+        for (family, len) in [(6u8, 4 + 2), (6, 16 + 1), (4, 4 + 1), (4, 0)] {
+            let mut short = plain.clone();
+            short[family_at] = family;
+            short.extend(std::iter::repeat_n(1, len));
+            assert!(
+                Message::decode(&short, 0).is_err(),
+                "family {family}, {len} bytes"
+            );
+        }
+        // Bytes after the address: malformed, like any trailing bytes.
+        let mut long = intro_at("[2001:db8::1]:7").encode();
+        long.push(0);
+        assert!(Message::decode(&long, 0).is_err());
+        for cut in 0..intro_at("[2001:db8::1]:7").encode().len() {
+            assert!(Message::decode(&intro_at("[2001:db8::1]:7").encode()[..cut], 0).is_err());
+        }
+        // A member list entry of another family, or an IPv6 one cut short.
+        let list = Message::Members(vec![(NodeId([1; 16]), "[2001:db8::2]:9".parse().unwrap())]);
+        let bytes = list.encode();
+        let mut odd = bytes.clone();
+        odd[3 + 16] = 5;
+        assert_eq!(
+            Message::decode(&odd, 0),
+            Err(DecodeError::Invalid("member"))
+        );
+        for cut in 3..bytes.len() {
+            assert!(Message::decode(&bytes[..cut], 0).is_err(), "cut {cut}");
+        }
     }
 }

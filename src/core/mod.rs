@@ -9,6 +9,7 @@
 
 pub mod beacon;
 mod beacon_schedule;
+pub mod calls;
 pub mod cluster;
 pub mod config;
 pub mod crypto;

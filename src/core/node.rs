@@ -1,7 +1,7 @@
 //! Node identity and the public description of a node.
 
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 
 use rand_core::{CryptoRng, RngCore};
@@ -95,6 +95,9 @@ pub struct NodeInfo {
     pub ip: IpAddr,
     /// The TCP port the node listens on.
     pub port: u16,
+    /// Where the node asks to be dialed when that is not `ip:port` (`network.advertise`:
+    /// NAT, a container's port mapping): a claim of the peer's, see [`NodeInfo::dial_addr`].
+    pub advertised: Option<SocketAddr>,
     /// JSON text, opaque to the core.
     pub metadata: String,
     /// May this node become master.
@@ -112,6 +115,18 @@ pub struct Candidate {
     pub ip: IpAddr,
     /// The TCP port the peer says it listens on.
     pub port: u16,
+    /// Where the peer asks to be dialed, if not `ip:port`: a claim (`network.advertise`).
+    pub advertised: Option<SocketAddr>,
+}
+
+impl NodeInfo {
+    /// Where others are told to dial it (member lists): its advertised address, else
+    /// `ip:port`. A claim, so this node redials it there only once a dial there proved it
+    /// (see `link::own_dial_addr`).
+    pub fn dial_addr(&self) -> SocketAddr {
+        self.advertised
+            .unwrap_or(SocketAddr::new(self.ip, self.port))
+    }
 }
 
 impl From<&NodeInfo> for Candidate {
@@ -121,6 +136,7 @@ impl From<&NodeInfo> for Candidate {
             host_name: n.host_name.clone(),
             ip: n.ip,
             port: n.port,
+            advertised: n.advertised,
         }
     }
 }

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 
+pub use super::calls::Answer;
 #[cfg(doc)]
 use super::cluster::Cluster;
 use super::error::ConnectionError;
@@ -62,6 +63,22 @@ pub enum Event {
         name: String,
         binary: bool,
         payload: Vec<u8>,
+    },
+    /// Member `from` asks handler `name` of ours (we serve it) with request `id`; answer
+    /// with [`Cluster::reply`]. A JSON payload is valid JSON text.
+    Request {
+        from: NodeId,
+        id: u64,
+        name: String,
+        binary: bool,
+        payload: Vec<u8>,
+    },
+    /// Our request `id` to `from` ended: answered, or failed here (timeout, `from`
+    /// removed). Exactly one per request, unless the application cancelled it first.
+    Answer {
+        id: u64,
+        from: NodeId,
+        answer: Answer,
     },
     /// Member `node` was removed (see [`Event::NodeRemoved`], which this follows) with
     /// custom events sent to it that it never acknowledged: they may or may not have
@@ -218,7 +235,19 @@ pub struct Stats {
     pub probes_relayed: u64,
     /// Relay requests sent: a member silent for two intervals probed through others.
     pub indirect_probes: u64,
+    /// Lookups of `network.peers` names that failed (no answer, no address, or an error);
+    /// counted by the driver, which does the lookups.
+    pub seed_lookups_failed: u64,
     /// Times a timer of ours fired so late that our own process must have been paused:
     /// every member was probed again before any silence counted.
     pub pauses_noticed: u64,
+    /// Requests sent (one per target) and received for a handler of ours.
+    pub requests_out: u64,
+    pub requests_in: u64,
+    /// Replies dropped for coming after their request ended (timed out, aborted, target
+    /// removed) or after a first reply to it.
+    pub replies_late: u64,
+    /// Replies dropped for answering no request of ours to their sender: never sent, or
+    /// sent to another node.
+    pub replies_refused: u64,
 }

@@ -66,12 +66,14 @@ struct Kept {
 }
 
 impl Kept {
-    fn push(&mut self, binary: bool, name: &str, payload: &[u8]) -> Body<'_> {
+    fn push(&mut self, flag: u8, name: &str, parts: &[&[u8]]) -> Body<'_> {
         let at = self.bytes.len();
         // Names are at most 255 bytes (checked by the caller), so the length fits its byte.
-        self.bytes.extend(&[u8::from(binary), name.len() as u8]);
+        self.bytes.extend(&[flag, name.len() as u8]);
         self.bytes.extend(name.as_bytes());
-        self.bytes.extend(payload);
+        for part in parts {
+            self.bytes.extend(*part);
+        }
         let len = self.bytes.len() - at;
         self.lens
             .push_back(u32::try_from(len).expect("bodies are bounded by max_message"));
@@ -215,9 +217,22 @@ impl Sessions {
         name: &str,
         payload: &[u8],
     ) -> (u64, Body<'_>) {
+        self.record_kept(peer, stream, u8::from(binary), name, &[payload])
+    }
+
+    /// [`Sessions::record`] of any message of a stream: `flag` is the kept body's first
+    /// byte (see `message::kept`), `parts` its bytes after the name.
+    pub fn record_kept(
+        &mut self,
+        peer: NodeId,
+        stream: impl FnOnce() -> u64,
+        flag: u8,
+        name: &str,
+        parts: &[&[u8]],
+    ) -> (u64, Body<'_>) {
         let out = self.outbound(peer, stream);
         out.last_seq += 1;
-        let body = out.kept.push(binary, name, payload);
+        let body = out.kept.push(flag, name, parts);
         out.unacked_bytes += body.0.len() + body.1.len() + KEPT_OVERHEAD;
         (out.last_seq, body)
     }

@@ -199,6 +199,7 @@ mod tests {
             id: NodeId([7; 16]),
             host_name: "h".repeat(MAX_HOST_NAME),
             port: 1,
+            advertised: Some("[2001:db8::1]:1".parse().unwrap()),
         };
         let profile = Message::Profile {
             metadata: "m".repeat(DEFAULT_MAX_METADATA),

@@ -187,11 +187,20 @@ pub fn dial(
     runtime
         .spawn(async move {
             let attempt = async {
-                let socket = match local {
+                // Listening on every address (`::`, `0.0.0.0`), the kernel picks the source
+                // and the family follows the peer's; else we dial from our own address.
+                let family = if local.is_unspecified() {
+                    addr.ip()
+                } else {
+                    local
+                };
+                let socket = match family {
                     IpAddr::V4(_) => TcpSocket::new_v4()?,
                     IpAddr::V6(_) => TcpSocket::new_v6()?,
                 };
-                socket.bind(SocketAddr::new(local, 0))?;
+                if !local.is_unspecified() {
+                    socket.bind(SocketAddr::new(local, 0))?;
+                }
                 socket.connect(addr).await
             };
             let event = match tokio::time::timeout(DIAL_TIMEOUT, attempt).await {
@@ -201,6 +210,28 @@ pub fn dial(
             let _ = events.send(event);
         })
         .abort_handle()
+}
+
+/// Idle time after which the kernel checks an idle connection with a TCP keepalive, and
+/// the time between its checks. No heartbeat record goes on a connection while liveness
+/// probes answer (see `core::detector`), so without these an idle connection could be
+/// dropped unnoticed by a NAT or firewall that forgets idle flows (commonly after 4-6
+/// minutes), and the next custom event would wait on a dead flow. The kernel sends them
+/// (about 100 bytes a minute per idle connection), so they cost this process nothing.
+pub const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
+/// Unanswered checks after which the kernel closes the connection: with
+/// [`KEEPALIVE_IDLE`], about 15 minutes, as long as Linux retransmits before giving up on a
+/// connection with data in flight (`tcp_retries2`), so that a connection is never given up
+/// on sooner for being idle while probes still answer.
+pub const KEEPALIVE_RETRIES: u32 = 14;
+
+fn keep_alive(stream: &TcpStream) {
+    let keepalive = socket2::TcpKeepalive::new().with_time(KEEPALIVE_IDLE);
+    #[cfg(any(target_os = "linux", target_os = "macos", target_os = "windows"))]
+    let keepalive = keepalive
+        .with_interval(KEEPALIVE_IDLE)
+        .with_retries(KEEPALIVE_RETRIES);
+    let _ = socket2::SockRef::from(stream).set_tcp_keepalive(&keepalive);
 }
 
 /// Starts the reader and writer of an open connection. The reader hands what it reads to
@@ -216,6 +247,7 @@ pub fn spawn_io(
     writers: &mut JoinSet<()>,
 ) -> ConnHandle {
     let _ = stream.set_nodelay(true);
+    keep_alive(&stream);
     let (mut rd, wr) = stream.into_split();
     let out = Arc::new(Outgoing {
         socket: wr,

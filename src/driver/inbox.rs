@@ -31,6 +31,7 @@ use tokio::sync::{mpsc, Notify};
 
 use super::connection::ConnEvent;
 use super::Notification;
+use crate::core::calls::Answer;
 use crate::core::cluster::Event;
 
 /// What a notification weighs beyond its bytes from the peer: its place in the batch, its
@@ -172,7 +173,14 @@ pub fn weight(n: &Notification) -> usize {
     let node = |n: &crate::core::node::NodeInfo| n.metadata.len() + n.host_name.len();
     PER_NOTIFICATION
         + match e {
-            Event::Delivery { name, payload, .. } => name.len() + payload.len(),
+            Event::Delivery { name, payload, .. } | Event::Request { name, payload, .. } => {
+                name.len() + payload.len()
+            }
+            Event::Answer { answer, .. } => match answer {
+                Answer::Value { payload, .. } => payload.len(),
+                Answer::Remote { code, message } => code.len() + message.len(),
+                _ => 0,
+            },
             Event::Undelivered { node: n, events } => {
                 node(n)
                     + events

@@ -15,6 +15,7 @@ mod log;
 pub mod multicast;
 mod node;
 pub mod runtime;
+pub mod seeds;
 #[cfg(test)]
 mod tests;
 
@@ -30,22 +31,42 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
+use crate::core::cluster::requests::Reply;
 use crate::core::cluster::Event;
 use crate::core::cluster::Stats;
 use crate::core::config::Config;
 use crate::core::crypto::Identity;
 pub use crate::core::error::ErrorCode;
 use crate::core::error::{SendError, SubscribeError};
-use crate::core::node::{Candidate, NodeInfo};
+use crate::core::node::{Candidate, NodeId, NodeInfo};
 
 /// How a node finds its peers by multicast.
 #[derive(Debug, Clone)]
 pub struct MulticastConfig {
-    pub group: Ipv4Addr,
+    /// An IPv4 group, or an IPv6 one (`ff02::…`, link-local scope) with a `V6` interface.
+    pub group: IpAddr,
     pub port: u16,
-    /// Address of the interface to send and listen on; never defaulted to "any".
-    pub interface: Ipv4Addr,
+    /// The interface to send and listen on; never defaulted to "any".
+    pub interface: MulticastInterface,
+    /// TTL (IPv4) or hop limit (IPv6).
     pub ttl: u32,
+}
+
+/// The interface beacons go out on and are heard on: IPv4 names it by one of its
+/// addresses, IPv6 by its index (a link-local group has one scope per link).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MulticastInterface {
+    V4(Ipv4Addr),
+    V6 { index: u32, name: String },
+}
+
+impl std::fmt::Display for MulticastInterface {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MulticastInterface::V4(ip) => write!(f, "{ip}"),
+            MulticastInterface::V6 { index, name } => write!(f, "{name} (index {index})"),
+        }
+    }
 }
 
 /// Everything needed to start a node.
@@ -56,8 +77,10 @@ pub struct NodeConfig {
     pub core: Config,
     /// `None` when multicast discovery is off.
     pub multicast: Option<MulticastConfig>,
-    /// Seed peers as `host:port`, resolved when the node starts.
+    /// Seed peers as `host:port`: addresses, or names looked up again every
+    /// `seeds_resolve_interval` (see [`seeds`]).
     pub seeds: Vec<String>,
+    pub seeds_resolve_interval: Duration,
     /// A connection filter that has not answered by then has rejected.
     pub filter_timeout: Duration,
     /// Most bytes delivered and not yet taken by the application before members'
@@ -93,6 +116,9 @@ impl std::fmt::Debug for KeyMaterial {
         f.write_str("KeyMaterial(<redacted>)")
     }
 }
+
+/// Default for [`NodeConfig::seeds_resolve_interval`] (`network.peers_resolve_interval`).
+pub const DEFAULT_SEEDS_RESOLVE_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Default for [`NodeConfig::max_receive_buffer`]: 4 MiB.
 pub const DEFAULT_MAX_RECEIVE_BUFFER: usize = 4 * 1024 * 1024;
@@ -214,6 +240,57 @@ impl Handle {
         let _ = self.request(node::Request::Unsubscribe(name));
     }
 
+    /// Serves requests named `name` from now on (same rule and bound as joins).
+    pub fn serve(&self, name: String) -> Result<(), SubscribeError> {
+        self.request(node::Request::Serve(name))
+    }
+
+    /// Stops serving `name`.
+    pub fn unserve(&self, name: String) {
+        let _ = self.request(node::Request::Unserve(name));
+    }
+
+    /// The members serving `name` (none before the node runs).
+    pub fn servers(&self, name: &str) -> Vec<NodeId> {
+        match &*self.shared.lock() {
+            node::Stage::Running(node) => node.servers(name),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Asks handler `name` of `target`, sealed and written on this thread like a send: the
+    /// request's id; its end arrives as an `Event::Answer` with it.
+    pub fn ask(
+        &self,
+        name: &str,
+        binary: bool,
+        payload: &[u8],
+        target: NodeId,
+        timeout: Duration,
+    ) -> Result<u64, SendError> {
+        match &mut *self.shared.lock() {
+            node::Stage::Running(node) => node.request(name, binary, payload, target, timeout),
+            node::Stage::Idle { .. } | node::Stage::Starting { exiting: false, .. } => {
+                Err(SendError::UnknownTarget(target.to_string()))
+            }
+            _ => Err(SendError::NotRunning),
+        }
+    }
+
+    /// Gives up on request `id`: no answer follows, a reply is dropped as late.
+    pub fn cancel_request(&self, id: u64) {
+        if let node::Stage::Running(node) = &mut *self.shared.lock() {
+            node.cancel_request(id);
+        }
+    }
+
+    /// Answers `peer`'s request `id`.
+    pub fn reply(&self, peer: NodeId, id: u64, reply: Reply<'_>) {
+        if let node::Stage::Running(node) = &mut *self.shared.lock() {
+            node.reply(peer, id, reply);
+        }
+    }
+
     /// Makes this node master cluster-wide (the caller checks it is eligible).
     pub fn promote(&self) {
         let _ = self.request(node::Request::Promote);
@@ -272,13 +349,5 @@ fn before_start(targets: &Targets) -> Result<(), SendError> {
             None => Ok(()),
             Some(id) => Err(SendError::UnknownTarget(id.to_string())),
         },
-    }
-}
-
-/// An IPv4 address, for options that only make sense with one.
-pub fn ipv4(ip: IpAddr) -> Option<Ipv4Addr> {
-    match ip {
-        IpAddr::V4(v4) => Some(v4),
-        IpAddr::V6(_) => None,
     }
 }

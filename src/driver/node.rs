@@ -26,7 +26,7 @@
 //! # Lifecycle
 //!
 //! [`Stage::Idle`] (created; what the application asks is kept in [`Early`]) →
-//! [`Stage::Starting`] (binding sockets, resolving seeds; still kept) → [`Stage::Running`]
+//! [`Stage::Starting`] (binding sockets; still kept) → [`Stage::Running`]
 //! (the kept requests applied first, in one step) → [`Stage::Stopped`] (with the final
 //! counters). `exit()` while idle goes straight to `Stopped`: nothing is ever bound. The
 //! core is built once the port is bound (its identity carries the port), so the requests
@@ -51,11 +51,14 @@ use super::connection::{self, ConnEvent, ConnHandle, Read};
 use super::inbox::{self, Inbox, Receipt};
 use super::log::Log;
 use super::multicast;
-use super::{ipv4, ErrorCode, EventSink, Filter, NodeConfig, Notification};
+use super::seeds::{self, Report, Seeds};
+use super::{ErrorCode, EventSink, Filter, NodeConfig, Notification};
+use crate::core::cluster::requests::Reply;
 use crate::core::cluster::{Cluster, ConnId, Event, Output, Stats};
 use crate::core::crypto::ClusterKey;
 use crate::core::discovery::{REFUSAL_FIRST_WAIT, REFUSAL_MAX_WAIT};
 use crate::core::error::{ConnectionError, HandshakeError, SendError, SubscribeError};
+use crate::core::node::NodeId;
 use crate::core::output::Happened;
 use crate::core::subscriptions::Subscriptions;
 
@@ -108,6 +111,8 @@ pub enum Request {
     Promote,
     SetMetadata(String),
     SetFilter(Option<Arc<dyn Filter>>),
+    Serve(String),
+    Unserve(String),
 }
 
 /// The requests made before the node runs, as their net effect.
@@ -115,6 +120,8 @@ pub enum Request {
 pub struct Early {
     /// Custom events joined (and not left again), by the core's own rule and bound.
     joined: Subscriptions,
+    /// Names served (and not unserved again), by the same rule and bound.
+    served: Subscriptions,
     promote: bool,
     metadata: Option<String>,
     filter: Option<Arc<dyn Filter>>,
@@ -134,6 +141,12 @@ impl Early {
             Request::Promote => self.promote = true,
             Request::SetMetadata(json) => self.metadata = Some(json),
             Request::SetFilter(filter) => self.filter = filter,
+            Request::Serve(name) => {
+                self.served.subscribe(&name)?;
+            }
+            Request::Unserve(name) => {
+                self.served.unsubscribe(&name);
+            }
         }
         Ok(())
     }
@@ -293,6 +306,8 @@ pub struct Node {
     log: Log,
     /// When a key or cluster mismatch with each peer address was last logged.
     mismatches_logged: Quiet,
+    /// `network.peers` lookups that failed (the lookups run in their own task).
+    seed_lookups_failed: u64,
     filter: Option<Arc<dyn Filter>>,
     filter_timeout: Duration,
     /// Where connection tasks (and filter verdicts) report to the node task.
@@ -390,13 +405,71 @@ impl Node {
             Request::Promote => drop(self.core.promote(now)),
             Request::SetMetadata(json) => self.core.set_metadata(now, json),
             Request::SetFilter(filter) => self.filter = filter,
+            Request::Serve(name) => return self.core.serve(now, &name),
+            Request::Unserve(name) => self.core.unserve(now, &name),
         }
         Ok(())
     }
 
+    /// Asks handler `name` of `target` (see `Cluster::request`); its id.
+    pub fn request(
+        &mut self,
+        name: &str,
+        binary: bool,
+        payload: &[u8],
+        target: NodeId,
+        timeout: Duration,
+    ) -> Result<u64, SendError> {
+        if self.exiting {
+            return Err(SendError::NotRunning);
+        }
+        self.core
+            .request(now(), name, binary, payload, target, timeout)
+    }
+
+    /// Gives up on request `id` (see `Cluster::cancel_request`).
+    pub fn cancel_request(&mut self, id: u64) -> bool {
+        self.core.cancel_request(id)
+    }
+
+    /// Answers `peer`'s request `id` (see `Cluster::reply`).
+    pub fn reply(&mut self, peer: NodeId, id: u64, reply: Reply<'_>) {
+        self.core.reply(now(), peer, id, reply);
+    }
+
+    /// The members serving `name`.
+    pub fn servers(&self, name: &str) -> Vec<NodeId> {
+        self.core.servers(name)
+    }
+
     /// The node's counters so far.
     pub fn stats(&self) -> Stats {
-        self.core.stats().clone()
+        let mut stats = self.core.stats().clone();
+        stats.seed_lookups_failed = self.seed_lookups_failed;
+        stats
+    }
+
+    /// What the lookups of `network.peers` names found.
+    fn on_seeds(&mut self, update: seeds::Update) {
+        if update.failed {
+            self.seed_lookups_failed += 1;
+        }
+        match update.report {
+            Some(Report::Unresolved(message)) => {
+                self.log.line(format_args!("{message}"));
+                let n = Notification::Error {
+                    code: ErrorCode::Seed,
+                    message,
+                };
+                self.notes_weight += inbox::weight(&n);
+                self.notes.push(n);
+            }
+            Some(Report::Resolved(message)) => self.log.line(format_args!("{message}")),
+            None => {}
+        }
+        if let Some(all) = update.seeds {
+            self.core.set_seeds(now(), all);
+        }
     }
 
     /// From now on sends are refused; the node task is leaving.
@@ -572,7 +645,9 @@ impl Node {
                 }
                 Output::Probe { addr, bytes } => {
                     // A full send buffer loses one probe; the next interval sends another.
-                    let _ = self.probes.try_send_to(&bytes, addr);
+                    let _ = self
+                        .probes
+                        .try_send_to(&bytes, for_socket(self.local, addr));
                 }
                 Output::Beacon(bytes) => {
                     if let Some((socket, group)) = &self.beacons {
@@ -671,11 +746,13 @@ pub async fn run(shared: Arc<Shared>, start: Box<Start>) {
     let mut beacons_in = None;
     let mut beacons_out = None;
     if let Some(mc) = &config.multicast {
-        let bound = ipv4(local)
-            .ok_or_else(|| std::io::Error::other("multicast discovery needs an IPv4 address"))
-            .and_then(|v4| multicast::bind(mc, v4));
-        match bound {
+        match multicast::bind(mc, local) {
             Ok(d) => {
+                // Listening on every address (`::`), the node names the one its beacons
+                // come from; the core checks nothing else against it.
+                if local.is_unspecified() {
+                    config.me.ip = d.source;
+                }
                 beacons_in = Some(d.recv);
                 beacons_out = Some((d.send, d.group));
             }
@@ -702,16 +779,14 @@ pub async fn run(shared: Arc<Shared>, start: Box<Start>) {
         }
     };
     let mut core_config = config.core;
-    let mut notes = vec![Notification::Listening { port }];
-    for seed in &config.seeds {
-        match resolve(seed).await {
-            Ok(addrs) => core_config.discovery.seeds.extend(addrs),
-            Err(e) => notes.push(Notification::Error {
-                code: ErrorCode::Seed,
-                message: format!("cannot resolve seed \"{seed}\" (network.peers): {e}"),
-            }),
-        }
-    }
+    let notes = vec![Notification::Listening { port }];
+    // Addresses are seeds from the start; names follow as their lookups answer.
+    let seeds = Seeds::new(&config.seeds, config.seeds_resolve_interval, now());
+    core_config.discovery.seeds.extend(seeds.all());
+    let (seed_updates_in, mut seed_updates) = mpsc::channel(16);
+    let lookups = seeds
+        .has_names()
+        .then(|| tokio::spawn(seeds::watch(seeds, seed_updates_in)));
     log.line(format_args!(
         "listening on {local}:{port} as {} (cluster {:?}, multicast {})",
         me.id,
@@ -754,6 +829,7 @@ pub async fn run(shared: Arc<Shared>, start: Box<Start>) {
             probes: probes.clone(),
             log,
             mismatches_logged: Quiet::default(),
+            seed_lookups_failed: 0,
             filter: early.filter,
             filter_timeout: config.filter_timeout,
             conn_events,
@@ -768,6 +844,9 @@ pub async fn run(shared: Arc<Shared>, start: Box<Start>) {
         for name in early.joined.names() {
             // Kept under the same limit, so the core takes every one.
             let _ = node.apply(Request::Subscribe(name));
+        }
+        for name in early.served.names() {
+            let _ = node.apply(Request::Serve(name));
         }
         if early.promote {
             let _ = node.apply(Request::Promote);
@@ -791,11 +870,15 @@ pub async fn run(shared: Arc<Shared>, start: Box<Start>) {
                 break;
             }
             _ = shared.poke.notified() => {}
+            Some(update) = seed_updates.recv() => {
+                task.step(|node, _| node.on_seeds(update));
+            }
             Some(ev) = conn_reports.recv() => {
                 task.step(|node, writers| node.on_conn_event(ev, writers));
             }
             accepted = listener.accept() => {
                 if let Ok((stream, addr)) = accepted {
+                    let addr = canonical(addr);
                     task.step(|node, writers| {
                         if let Some(conn) = node.core.accept(now(), addr) {
                             node.open(conn, stream, writers);
@@ -813,6 +896,7 @@ pub async fn run(shared: Arc<Shared>, start: Box<Start>) {
             Ok((n, from)) = probes.recv_from(&mut probe_buf) => {
                 // A datagram longer than any probe arrives cut to the buffer, which is
                 // longer than any probe: the core drops it for its length.
+                let from = canonical(from);
                 task.step(|node, _| node.core.handle_probe(now(), from, &probe_buf[..n]));
             }
             _ = sleep_until(deadline.unwrap_or_else(far_future)), if deadline.is_some() => {
@@ -827,6 +911,9 @@ pub async fn run(shared: Arc<Shared>, start: Box<Start>) {
         }
     }
     drop(listener);
+    if let Some(lookups) = lookups {
+        lookups.abort();
+    }
     task.leave(&mut exits, &mut waiters).await;
     for w in waiters {
         let _ = w.send(());
@@ -944,7 +1031,7 @@ fn log_event(log: &Log, e: &Event) {
             events.len(),
             who(node)
         )),
-        Event::Delivery { .. } => {}
+        Event::Delivery { .. } | Event::Request { .. } | Event::Answer { .. } => {}
     }
 }
 
@@ -1045,15 +1132,20 @@ async fn recv_beacon(socket: &Option<UdpSocket>, buf: &mut [u8]) -> Option<(usiz
     }
 }
 
-/// Resolves `host:port`, bounded in time so a dead resolver cannot hold up the start.
-async fn resolve(seed: &str) -> std::io::Result<Vec<SocketAddr>> {
-    let lookup = tokio::net::lookup_host(seed);
-    match tokio::time::timeout(Duration::from_secs(5), lookup).await {
-        Ok(addrs) => Ok(addrs?.collect()),
-        Err(_) => Err(std::io::Error::new(
-            std::io::ErrorKind::TimedOut,
-            "name resolution timed out",
-        )),
+/// A peer's address as the core knows it: an IPv4 peer of a dual-stack (`::`) socket shows
+/// as an IPv4-mapped IPv6 address, which is the IPv4 address it stands for.
+pub fn canonical(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
+}
+
+/// `addr` as a socket bound to `local` can send to it: an IPv6 socket on `::` reaches
+/// IPv4 peers at their IPv4-mapped addresses.
+pub fn for_socket(local: IpAddr, addr: SocketAddr) -> SocketAddr {
+    match (local, addr.ip()) {
+        (IpAddr::V6(_), IpAddr::V4(v4)) => {
+            SocketAddr::new(IpAddr::V6(v4.to_ipv6_mapped()), addr.port())
+        }
+        _ => addr,
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use rand_core::{OsRng, RngCore};
 
-use super::{ErrorCode, Handle, MulticastConfig, NodeConfig, Notification};
+use super::{ErrorCode, Handle, MulticastConfig, MulticastInterface, NodeConfig, Notification};
 use crate::core::cluster::Event;
 use crate::core::config::Config;
 use crate::core::crypto::Identity;
@@ -23,17 +23,19 @@ fn config(cluster: &str, group_port: u16, port: u16) -> NodeConfig {
             host_name: "test".into(),
             ip: IpAddr::V4(LOOPBACK),
             port,
+            advertised: None,
             metadata: "{}".into(),
             master_eligible: true,
         },
         core: Config::lan(cluster),
         multicast: Some(MulticastConfig {
-            group: Ipv4Addr::new(239, 255, 27, 27),
+            group: Ipv4Addr::new(239, 255, 27, 27).into(),
             port: group_port,
-            interface: LOOPBACK,
+            interface: MulticastInterface::V4(LOOPBACK),
             ttl: 1,
         }),
         seeds: Vec::new(),
+        seeds_resolve_interval: super::DEFAULT_SEEDS_RESOLVE_INTERVAL,
         filter_timeout: Duration::from_secs(5),
         max_receive_buffer: crate::driver::DEFAULT_MAX_RECEIVE_BUFFER,
         key_material: None,
@@ -72,6 +74,58 @@ fn wait_for(
 
 fn random_port() -> u16 {
     20_000 + (OsRng.next_u32() % 30_000) as u16
+}
+
+/// IPv6 end to end on loopback: A listens on `::` (dual stack) and advertises `[::1]:9`; B,
+/// on `::1`, seeds it by `[::1]:port` and C, on `127.0.0.1`, by `127.0.0.1:port`. A sees B at
+/// `::1` and C at `127.0.0.1` (not `::ffff:127.0.0.1`); B reports A's advertised address.
+#[test]
+fn dual_stack_node_takes_ipv6_and_ipv4_seeds_and_its_advertised_address_travels() {
+    let cluster = format!("driver-v6-{}", OsRng.next_u64());
+    let node = |ip: &str, seeds: Vec<String>| {
+        let mut cfg = config(&cluster, 0, 0);
+        cfg.multicast = None;
+        cfg.me.ip = ip.parse().unwrap();
+        cfg.seeds = seeds;
+        cfg
+    };
+    let mut a_cfg = node("::", Vec::new());
+    a_cfg.me.advertised = Some("[::1]:9".parse().unwrap());
+    let a_id = a_cfg.me.id;
+    let (a, a_rx) = start(a_cfg);
+    let Notification::Listening { port } = next(&a_rx) else {
+        panic!("A did not listen")
+    };
+    let b_cfg = node("::1", vec![format!("[::1]:{port}")]);
+    let c_cfg = node("127.0.0.1", vec![format!("127.0.0.1:{port}")]);
+    let (b_id, c_id) = (b_cfg.me.id, c_cfg.me.id);
+    let (b, b_rx) = start(b_cfg);
+    let (c, _c_rx) = start(c_cfg);
+    let added = |rx: &mpsc::Receiver<Notification>, id| match wait_for(
+        rx,
+        |n| matches!(n, Notification::Cluster(Event::NodeAdded(n)) if n.id == id),
+    ) {
+        Notification::Cluster(Event::NodeAdded(n)) => n,
+        _ => unreachable!(),
+    };
+    // A adds B and C in whichever order they come.
+    let (mut a_saw_b, mut a_saw_c) = (None, None);
+    while a_saw_b.is_none() || a_saw_c.is_none() {
+        match next(&a_rx) {
+            Notification::Cluster(Event::NodeAdded(n)) if n.id == b_id => a_saw_b = Some(n),
+            Notification::Cluster(Event::NodeAdded(n)) if n.id == c_id => a_saw_c = Some(n),
+            _ => {}
+        }
+    }
+    let (a_saw_b, a_saw_c) = (a_saw_b.unwrap(), a_saw_c.unwrap());
+    assert_eq!(a_saw_b.ip, "::1".parse::<IpAddr>().unwrap());
+    assert_eq!(a_saw_c.ip, IpAddr::V4(LOOPBACK));
+    let b_saw_a = added(&b_rx, a_id);
+    assert_eq!(b_saw_a.ip, "::1".parse::<IpAddr>().unwrap());
+    assert_eq!(b_saw_a.advertised, Some("[::1]:9".parse().unwrap()));
+    for handle in [c, b, a] {
+        super::runtime::get().block_on(handle.exit());
+    }
 }
 
 #[test]
@@ -436,8 +490,8 @@ fn the_join_limit_is_the_same_before_start_and_while_running() {
 
 /// No call of the application brings a timer forward in today's core, but a connection's
 /// reader steps through the same door: the step that completes a handshake makes a member
-/// whose first heartbeat is due long before anything the node task sleeps on (30 s). Unless
-/// that step wakes the node task, the node sends no heartbeat.
+/// whose first probe round is due long before anything the node task sleeps on (30 s). Unless
+/// that step wakes the node task, the node sends no probe.
 #[test]
 fn a_step_off_the_node_task_that_brings_a_timer_forward_wakes_it() {
     use crate::core::detector::DetectorConfig;
@@ -456,6 +510,7 @@ fn a_step_off_the_node_task_that_brings_a_timer_forward_wakes_it() {
             interval: Duration::from_millis(100),
             misses: 3,
             grace: Duration::from_millis(200),
+            ..c.core.detector
         };
         c
     };
@@ -472,9 +527,12 @@ fn a_step_off_the_node_task_that_brings_a_timer_forward_wakes_it() {
             |n| matches!(n, Notification::Cluster(Event::NodeAdded(n)) if n.id == peer),
         );
     }
-    // Heartbeats every 100 ms reach b (a's counters are not read: taking a's lock is a
-    // step too, and would wake a's node task in the reader's place).
-    let heard = || b.stats().bytes_in;
+    // Probes every 100 ms reach b (a's counters are not read: taking a's lock is a step
+    // too, and would wake a's node task in the reader's place).
+    let heard = || {
+        let s = b.stats();
+        s.bytes_in + s.probes_received
+    };
     std::thread::sleep(Duration::from_millis(300));
     let heard_before = heard();
     std::thread::sleep(Duration::from_millis(700));

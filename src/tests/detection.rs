@@ -284,3 +284,132 @@ fn replayed_forged_and_garbage_probes_change_nothing() {
         .count();
     assert_eq!(passed_on, 0, "a hostile datagram was passed on");
 }
+
+/// `n` nodes with the default options, run until every one sees every other (at most
+/// 20 s), then 5 s more so that formation's traffic is over.
+fn formed_big(seed: u64, n: usize) -> Result<(Sim, Vec<Host>), String> {
+    let (mut sim, hosts) = formed(seed, n);
+    for _ in 0..20 {
+        if complete(&sim, &hosts).is_ok() {
+            break;
+        }
+        sim.run_for(Duration::from_secs(1));
+    }
+    complete(&sim, &hosts)?;
+    sim.run_for(Duration::from_secs(5));
+    Ok((sim, hosts))
+}
+
+/// What every node of an idle cluster sends in 10 s: probes stay under 9 an interval
+/// (25 intervals) whatever the cluster's size, no record goes on any connection while the
+/// probes answer, and nobody is asked for an answer.
+#[test]
+fn idle_probes_per_node_are_bounded_whatever_the_cluster_size() {
+    for n in [5, 25] {
+        let (mut sim, hosts) = formed_big(11, n).unwrap();
+        let before: Vec<_> = hosts.iter().map(|h| sim.nodes[h].stats().clone()).collect();
+        sim.run_for(Duration::from_secs(10));
+        for (i, &h) in hosts.iter().enumerate() {
+            let s = sim.nodes[&h].stats();
+            let probes = s.probes_sent - before[i].probes_sent;
+            let each = (n as u64 - 1).min(9);
+            assert!(
+                probes <= each * 26,
+                "n = {n}: host {h} sent {probes} probes in 10 s"
+            );
+            assert!(
+                probes >= each * 24,
+                "n = {n}: host {h} sent only {probes} probes"
+            );
+            let bytes = s.bytes_out - before[i].bytes_out;
+            assert_eq!(
+                bytes, 0,
+                "n = {n}: host {h} sent {bytes} bytes on its connections"
+            );
+            let asked = s.indirect_probes - before[i].indirect_probes;
+            assert_eq!(asked, 0, "n = {n}: host {h} asked relays");
+        }
+        nobody_removed(&sim, "idle").unwrap();
+    }
+}
+
+/// In a cluster of 25 (24 members: 3 rounds of 9), a host stopped for good is removed by
+/// every other within (3 - 1 + 3) x 400 ms + 1 s = 3 s, not within 1.75 s (its last probe
+/// to a member came at most a round, 1.2 s, before). (Stopped rather than cut off: a cut
+/// host removes the others in turn, and the simulation delivers its closes across the cut,
+/// which makes them suspects instead.)
+#[test]
+fn a_vanished_host_among_25_is_removed_within_3_s() {
+    assert_eq!(
+        Config::lan("sim").detector.for_members(24).dead_after(),
+        Duration::from_millis(3000)
+    );
+    for seed in 0..3 {
+        let (mut sim, hosts) = formed_big(seed, 25).unwrap();
+        sim.run_for(Duration::from_millis(seed * 137 % 1200));
+        let gone = sim.id(24);
+        sim.pause(24);
+        sim.run_for(Duration::from_millis(1750));
+        for &h in &hosts[..24] {
+            assert_eq!(
+                sim.count(h, gone, removed),
+                0,
+                "seed {seed}: host {h} within 1.75 s"
+            );
+        }
+        sim.run_for(Duration::from_millis(1300));
+        for &h in &hosts[..24] {
+            assert_eq!(
+                sim.count(h, gone, removed),
+                1,
+                "seed {seed}: host {h} by 3.05 s"
+            );
+        }
+    }
+}
+
+/// In a cluster of 25, a cut of 1.2 s at any point of the rounds removes nobody.
+#[test]
+fn a_cut_of_1_2_s_among_25_removes_nobody() {
+    for seed in 0..3 {
+        let (mut sim, hosts) = formed_big(seed, 25).unwrap();
+        sim.run_for(Duration::from_millis(seed * 401 % 1200));
+        sim.cut(3);
+        sim.run_for(Duration::from_millis(1200));
+        sim.heal(3);
+        sim.run_for(Duration::from_secs(5));
+        nobody_removed(&sim, &format!("seed {seed}: after a 1.2 s cut")).unwrap();
+        complete(&sim, &hosts).unwrap();
+    }
+}
+
+/// A host whose probes are all lost (UDP filtered both ways) is kept by `Ping` records on
+/// its connections, one an interval each way; so is one whose own probes are lost while
+/// the others' reach it (a record answers a record). Control: with the records silenced
+/// too (its link cut), it goes.
+#[test]
+fn where_probes_do_not_come_records_keep_the_member() {
+    for one_way in [false, true] {
+        let (mut sim, hosts) = formed(7, 4);
+        if one_way {
+            sim.lose_probes_from(1);
+        } else {
+            sim.lose_probes(1);
+        }
+        let before = sim.nodes[&1].stats().bytes_out;
+        sim.run_for(Duration::from_secs(10));
+        let what = if one_way {
+            "its probes lost"
+        } else {
+            "probes lost"
+        };
+        nobody_removed(&sim, what).unwrap();
+        complete(&sim, &hosts).unwrap();
+        let sent = sim.nodes[&1].stats().bytes_out - before;
+        assert!(sent > 0, "{what}: no record sent");
+        let gone = sim.id(1);
+        sim.cut(1);
+        sim.run_for(Duration::from_millis(2500));
+        assert_eq!(sim.count(0, gone, removed), 1, "{what}: the control");
+    }
+}

@@ -8,6 +8,8 @@ mod formation;
 mod identity;
 mod membership;
 mod paused;
+mod requests;
 mod resend;
+mod seeds;
 pub mod sim;
 mod sticky;

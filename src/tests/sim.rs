@@ -69,6 +69,8 @@ pub struct Sim {
     severed: BTreeSet<(Host, Host)>,
     /// Hosts whose UDP probes, to and from them, are lost (a firewall dropping UDP).
     no_probes: BTreeSet<Host>,
+    /// Hosts whose own probes are lost (UDP dropped one way).
+    no_probes_from: BTreeSet<Host>,
     /// When the simulation started; the wall clock reads [`SIM_EPOCH_MS`] then.
     epoch: Instant,
     /// How far each host's wall clock is ahead of true time, in ms (absent: 0).
@@ -113,6 +115,7 @@ impl Sim {
             paused: BTreeSet::new(),
             severed: BTreeSet::new(),
             no_probes: BTreeSet::new(),
+            no_probes_from: BTreeSet::new(),
             rng: ChaCha20Rng::seed_from_u64(seed),
             probes_sent: Vec::new(),
             sent: BTreeMap::new(),
@@ -226,6 +229,7 @@ impl Sim {
             host_name: format!("host-{host}"),
             ip: addr(host).ip(),
             port: addr(host).port(),
+            advertised: None,
             metadata: format!("{{\"n\":{host}}}"),
             master_eligible: config.election.eligible,
         };
@@ -366,7 +370,8 @@ impl Sim {
                 self.probes_sent.push((host, target, bytes.clone()));
                 let to = self.host_at(target);
                 let blocked = |h| self.no_probes.contains(&h);
-                if let Some(to) = to.filter(|&to| !blocked(host) && !blocked(to)) {
+                let mute = self.no_probes_from.contains(&host);
+                if let Some(to) = to.filter(|&to| !mute && !blocked(host) && !blocked(to)) {
                     if !self.apart(host, to) && !self.severed.contains(&(host, to)) {
                         self.queue.push_back(Delivery::Probe {
                             from: host,
@@ -452,6 +457,12 @@ impl Sim {
     /// only its connections tell whether it lives.
     pub fn lose_probes(&mut self, host: Host) {
         self.no_probes.insert(host);
+    }
+
+    /// Probes sent by `host` are lost from now on (those to it still arrive), as behind a
+    /// firewall dropping UDP one way.
+    pub fn lose_probes_from(&mut self, host: Host) {
+        self.no_probes_from.insert(host);
     }
 
     /// Ends every [`Sim::sever`].

@@ -31,6 +31,8 @@ pub struct Peer {
     pub host_name: String,
     /// The port it says it listens on (9 unless it listens: see [`Peer::accept`]).
     pub port: u16,
+    /// The address it asks to be dialed at in its introduction (`network.advertise`), if any.
+    pub advertised: Option<SocketAddr>,
     /// The metadata of the profile it sends once the node has admitted it, if any.
     pub profile: Option<String>,
     /// Every message the node sent it, decrypted, in order (the key confirmation aside).
@@ -116,6 +118,7 @@ impl Peer {
             node_id,
             host_name: "attacker".into(),
             port,
+            advertised: None,
             profile: None,
             heard: Vec::new(),
             events_sent: 0,
@@ -182,6 +185,7 @@ impl Peer {
             id,
             host_name: self.host_name.clone(),
             port: self.port,
+            advertised: self.advertised,
         });
         self.send(&Message::Verdict { accepted: true });
     }
@@ -192,6 +196,7 @@ impl Peer {
             id: self.id,
             host_name: self.host_name.clone(),
             port: self.port,
+            advertised: self.advertised,
         });
     }
 
@@ -238,10 +243,8 @@ impl Peer {
         Err("the node kept the connection open".into())
     }
 
-    /// Sends custom event `name` with `payload`, as JSON text unless `binary`.
-    /// Each connection is a stream of its own, announced before its first event, so that
-    /// a peer reconnecting under an id it held is not taken for a replay.
-    pub fn send_event(&mut self, name: &str, binary: bool, payload: &[u8]) -> Vec<u8> {
+    /// The next number of our stream, announcing it first if this is its first message.
+    fn next_seq(&mut self) -> u64 {
         if self.events_sent == 0 {
             self.send(&Message::Stream {
                 id: OsRng.next_u64() | 1,
@@ -249,8 +252,40 @@ impl Peer {
             });
         }
         self.events_sent += 1;
+        self.events_sent
+    }
+
+    /// Sends a reply to request `id`, in sequence on our stream, whether or not it was
+    /// asked.
+    pub fn send_reply(&mut self, id: u64, status: u8, payload: &[u8]) -> Vec<u8> {
+        let seq = self.next_seq();
+        self.send(&Message::Reply {
+            seq,
+            id,
+            status,
+            payload,
+        })
+    }
+
+    /// Sends request `id` for handler `name`, in sequence on our stream.
+    pub fn send_request(&mut self, id: u64, name: &str, payload: &[u8]) -> Vec<u8> {
+        let seq = self.next_seq();
+        self.send(&Message::Request {
+            seq,
+            id,
+            name,
+            binary: false,
+            payload,
+        })
+    }
+
+    /// Sends custom event `name` with `payload`, as JSON text unless `binary`.
+    /// Each connection is a stream of its own, announced before its first event, so that
+    /// a peer reconnecting under an id it held is not taken for a replay.
+    pub fn send_event(&mut self, name: &str, binary: bool, payload: &[u8]) -> Vec<u8> {
+        let seq = self.next_seq();
         self.send(&Message::Event {
-            seq: self.events_sent,
+            seq,
             name,
             binary,
             payload,

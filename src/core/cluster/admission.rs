@@ -146,6 +146,7 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
             id: self.me.id,
             host_name: self.me.host_name.clone(),
             port: self.me.port,
+            advertised: self.me.advertised,
         }
     }
 
@@ -295,6 +296,7 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
             self.send(now, conn, &profile);
             let joined = Message::Subscriptions(self.subscriptions.names());
             self.send(now, conn, &joined);
+            self.share_serving(now, conn);
         }
     }
 
@@ -323,7 +325,7 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
             .into_iter()
             .filter(|m| Some(m.id) != asker)
             .take(MAX_MEMBERS)
-            .map(|m| (m.id, SocketAddr::new(m.ip, m.port)))
+            .map(|m| (m.id, m.dial_addr()))
             .collect();
         self.send(now, conn, &Message::Members(others));
     }

@@ -44,6 +44,19 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         joined
     }
 
+    /// [`Cluster::peer_joins`] for the names a member serves.
+    pub(super) fn peer_serves(
+        &mut self,
+        conn: ConnId,
+        serve: impl FnOnce(&mut Subscriptions) -> Result<(), ConnectionError>,
+    ) -> Result<(), ConnectionError> {
+        let served = serve(&mut self.membership[conn].serving);
+        if served.is_err() {
+            self.stats.messages_refused += 1;
+        }
+        served
+    }
+
     /// Sends custom event `name` to `targets` (every member if `None`), skipping members
     /// that have not joined it. Returns the connections it was queued on. Either every
     /// target gets it or, on error, nobody does.
@@ -213,8 +226,9 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         };
         let mut failed = None;
         for (seq, (body, wrapped)) in out.unacked_events() {
-            let tag = message::event_tag(seq);
-            match link.seal_parts(&[&tag, body, wrapped]) {
+            // Requests and replies share the stream: its kept byte says which message.
+            let head = message::stream_head(seq, body[0]);
+            match link.seal_parts(&[&head, &body[1..], wrapped]) {
                 Some(Ok(bytes)) => {
                     self.outputs.push_back(Output::Transmit { conn, bytes });
                     self.stats.messages_resent += 1;
@@ -234,17 +248,21 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
 
     /// `peer` was removed: its stream ends, and what it never acknowledged is reported.
     pub(super) fn end_stream(&mut self, node: &NodeInfo) {
+        self.requests_peer_left(node.id);
         let Some(left) = self.sessions.end(node.id) else {
             return;
         };
-        if left.unacked() == 0 {
-            return;
-        }
-        self.stats.messages_undelivered += left.unacked() as u64;
-        let events = left
+        // Requests and replies in the stream are not events: a request fails as its
+        // target's removal says (above), a reply has nobody left to go to.
+        let events: Vec<UndeliveredEvent> = left
             .unacked_events()
+            .filter(|(_, (a, _))| a[0] & 0xf0 == 0)
             .map(|(_, (a, b))| undelivered(&[a, b].concat()))
             .collect();
+        if events.is_empty() {
+            return;
+        }
+        self.stats.messages_undelivered += events.len() as u64;
         self.push_event(Event::Undelivered {
             node: node.clone(),
             events,

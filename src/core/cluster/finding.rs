@@ -26,6 +26,20 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         }
     }
 
+    /// The seeds are now `seeds` (the driver looks `network.peers` names up again now and
+    /// then; resolving is I/O, so only its answers come here). An address not among the
+    /// seeds before is dialed at once; one gone is no longer probed (a member there stays
+    /// a member until it leaves or fails).
+    pub fn set_seeds(&mut self, now: Instant, seeds: Vec<SocketAddr>) {
+        let old = &self.config.discovery.seeds;
+        let added = seeds.iter().any(|a| !old.contains(a));
+        self.config.discovery.seeds = seeds;
+        if added && !self.leaving {
+            self.discovery.seeds_added(now);
+            self.pump(now);
+        }
+    }
+
     /// Node `id` listens at `addr`, from a beacon or (`listed`) a member list.
     pub(super) fn learn(&mut self, now: Instant, id: NodeId, addr: SocketAddr, listed: bool) {
         if id == self.me.id || self.knows(Some(id), addr) {
@@ -66,7 +80,8 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
 
     /// True if we are, or are connecting to, node `id` or the node listening at `addr`.
     fn knows(&self, id: Option<NodeId>, addr: SocketAddr) -> bool {
-        if addr == SocketAddr::new(self.me.ip, self.me.port) || self.own_addrs.contains(&addr) {
+        let me = SocketAddr::new(self.me.ip, self.me.port);
+        if addr == me || Some(addr) == self.me.advertised || self.own_addrs.contains(&addr) {
             return true;
         }
         self.membership.is_known(id, addr)

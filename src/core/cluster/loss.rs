@@ -9,7 +9,6 @@ use rand_core::{CryptoRng, RngCore};
 use super::{Cluster, ConnId, Event, Output};
 use crate::core::discovery::Target;
 use crate::core::error::{ConnectionError, HandshakeError};
-use crate::core::link::Heartbeat;
 use crate::core::message::Message;
 use crate::core::node::{Candidate, NodeId, NodeInfo};
 use crate::core::output::{Happened, Reason};
@@ -65,7 +64,7 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
     /// the application has not taken what was delivered to it (a slow consumer, or an event
     /// loop blocked for seconds). Unread, a member's heartbeats look like silence: while
     /// paused nobody is declared dead for silence, and on resuming each member has the
-    /// detector's whole bound again from `now`. Our own heartbeats go out as usual, so the
+    /// detector's whole bound again from `now`. Our own probes go out as usual, so the
     /// peers keep us. A member that crashes meanwhile is noticed once reading resumes (its
     /// end of stream is behind the unread bytes), as other members notice it at once.
     pub fn set_reading_paused(&mut self, now: Instant, paused: bool) {
@@ -84,30 +83,19 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         self.membership.get(conn).is_some_and(|l| l.is_member())
     }
 
-    /// Sends due heartbeats (a record on the connection and a UDP probe, see `probing`)
-    /// and removes members silent for too long.
-    pub(super) fn heartbeats(&mut self, now: Instant) {
-        let detector = self.config.detector;
+    /// Removes members silent past the detector's bound (probes and the records that
+    /// stand in for them are `probing`'s).
+    pub(super) fn remove_silent(&mut self, now: Instant) {
+        let detector = self.detector();
         let excused = self.reading_paused;
         let mut dead = Vec::new();
-        let mut due = Vec::new();
         for (conn, link) in self.membership.iter_mut() {
             if excused {
                 link.excuse_silence(now);
             }
-            match link.heartbeat(now, &detector) {
-                Heartbeat::Dead => dead.push(conn),
-                Heartbeat::Ping(sealed) => {
-                    if let Ok(bytes) = sealed {
-                        self.outputs.push_back(Output::Transmit { conn, bytes });
-                    }
-                    due.push(conn);
-                }
-                Heartbeat::Quiet => {}
+            if link.is_dead(now, &detector) {
+                dead.push(conn);
             }
-        }
-        for conn in due {
-            self.probe(now, conn);
         }
         for conn in dead {
             self.lose(now, conn, Loss::Dead);
@@ -163,10 +151,11 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         };
         self.outputs.push_back(Output::Close { conn });
         let joined = (link.subscriptions.clone(), link.peer_max_message);
+        let listen = link.listen_addr();
         let Some(peer) = link.into_member() else {
             return;
         };
-        let addr = SocketAddr::new(peer.ip, peer.port);
+        let addr = listen.unwrap_or(SocketAddr::new(peer.ip, peer.port));
         let violation = std::mem::take(&mut self.violation);
         match loss {
             Loss::Dropped if !self.leaving => {
@@ -218,7 +207,8 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         let Some(info) = self.membership.clear_suspect(id) else {
             return;
         };
-        let addr = SocketAddr::new(info.ip, info.port);
+        // Its link is gone: an advertised address counts as its own only at its own IP.
+        let addr = crate::core::link::own_dial_addr(info.ip, info.port, info.advertised, None);
         self.discovery.lost(now, &self.config.discovery, id, addr);
         self.removed(now, info, why.unwrap_or(reason));
     }

@@ -42,6 +42,7 @@ mod loss;
 mod master;
 mod probing;
 mod receive;
+pub mod requests;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -51,6 +52,7 @@ use rand_core::{CryptoRng, RngCore};
 
 use super::beacon;
 use super::beacon_schedule::BeaconSchedule;
+use super::calls::Calls;
 use super::config::Config;
 use super::crypto::Identity;
 use super::discovery::Discovery;
@@ -67,6 +69,7 @@ use loss::Loss;
 use master::HeldMaster;
 
 pub use super::output::{ConnId, Event, Output, Stats};
+pub use receive::is_dialable;
 
 /// This node's state: its links, its members, its discovery.
 pub struct Cluster<R> {
@@ -83,6 +86,10 @@ pub struct Cluster<R> {
     subscriptions: Subscriptions,
     /// Custom event streams to and from each peer, across its connections.
     sessions: Sessions,
+    /// Names this node serves requests for.
+    serving: Subscriptions,
+    /// Requests in flight, ours and our peers'.
+    calls: Calls,
     /// The last node known to be master, for `promotion`'s previous master.
     last_master: Option<NodeInfo>,
     /// Addresses that turned out to reach this very node (a seed naming us, say).
@@ -114,6 +121,14 @@ pub struct Cluster<R> {
     relays: BTreeMap<(NodeId, NodeId), Instant>,
     /// Addresses members have, rebuilt each tick: probes from others are dropped unread.
     member_ips: BTreeSet<IpAddr>,
+    /// When the next probe round is due (`None`: no member at the last one).
+    next_round: Option<Instant>,
+    /// Members at the last probe round: the detector's bounds stretch with them.
+    probe_members: usize,
+    /// This node's key for its order of the members in probe rounds.
+    probe_salt: u64,
+    /// Where the probe round stopped: the place of the last member probed.
+    probe_cursor: Option<u64>,
 }
 
 impl<R: RngCore + CryptoRng> Cluster<R> {
@@ -126,14 +141,17 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
 
     /// [`Cluster::new`] with a given identity (the driver makes it when the node is
     /// created, so its id is known before it starts); `me.id` is replaced by its id.
-    pub fn with_identity(identity: Identity, mut me: NodeInfo, config: Config, rng: R) -> Self {
+    pub fn with_identity(identity: Identity, mut me: NodeInfo, config: Config, mut rng: R) -> Self {
         me.master_eligible = config.election.eligible;
         me.id = identity.id();
+        let probe_salt = rng.next_u64();
         Cluster {
             identity,
             election: Election::new(me.id, config.election),
             subscriptions: Subscriptions::default(),
             sessions: Sessions::default(),
+            serving: Subscriptions::default(),
+            calls: Calls::default(),
             last_master: None,
             me,
             config,
@@ -155,6 +173,10 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
             suspect_why: BTreeMap::new(),
             relays: BTreeMap::new(),
             member_ips: BTreeSet::new(),
+            next_round: None,
+            probe_members: 0,
+            probe_salt,
+            probe_cursor: None,
         }
     }
 
@@ -230,20 +252,25 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
     /// When [`Cluster::handle_timeout`] must next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.membership
-            .poll_timeout(&self.config.detector)
+            .poll_timeout(&self.detector())
             .into_iter()
+            .chain(self.next_round())
             .chain(self.discovery.poll_timeout(&self.config.discovery))
             .chain(self.election.poll_timeout())
             .chain(self.beacons.next())
             .chain(self.held_master_deadline())
             .chain(self.sessions.next_ack())
+            .chain(self.calls.next_deadline())
             .min()
     }
 
     /// Handles every timer due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
-        // A timer that fires far later than it was due: our process did not run.
-        let due = self.poll_timeout();
+        // The probe round, due each interval while there are members, fires far later
+        // than it was due: our process did not run. (The round's timer, not the earliest
+        // of all: a silence bound that shrinks as members leave can fall due in the past
+        // without anyone having paused.)
+        let due = self.next_round();
         if due.is_some_and(|due| now > due + self.config.detector.late_after()) {
             self.notice_pause(now);
         }
@@ -264,8 +291,10 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
                 }
             }
         }
-        self.heartbeats(now);
+        self.remove_silent(now);
+        self.probe_round(now, false);
         self.send_acks(now);
+        self.expire_requests(now);
         for id in self.membership.overdue_suspects(now) {
             self.give_up_suspect(now, id, Reason::Timeout);
         }

@@ -1,6 +1,9 @@
 //! Liveness probes over UDP (formats and keys in [`crate::core::probe`], the silence rule
-//! in [`crate::core::detector`]): sending each member its probe, probing silent members
-//! through others, relaying for others, and taking datagrams in.
+//! in [`crate::core::detector`]): the probe round (each interval, the next
+//! [`DetectorConfig::per_interval`] members in an order of this node's own, so every member
+//! is probed once a round and the cost per node does not grow with the cluster), asking
+//! silent members for an answer directly and through others, `Ping` records where probes
+//! do not come, relaying for others, and taking datagrams in.
 //!
 //! Every datagram is hostile until it opens: its shape is checked, then that its source is
 //! an address some member has and its sender a member, then the replay window, and only
@@ -14,7 +17,7 @@ use std::time::Instant;
 use rand_core::{CryptoRng, RngCore};
 
 use super::{Cluster, ConnId, Output};
-use crate::core::detector::RELAYS;
+use crate::core::detector::{DetectorConfig, RELAYS};
 use crate::core::node::NodeId;
 use crate::core::probe::{self, Header, Refused};
 
@@ -35,20 +38,103 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         }
     }
 
-    /// The heartbeat of member `conn` is due: a direct probe, and if it has been silent
-    /// for a while, a sealed ping through up to [`RELAYS`] other members.
-    pub(super) fn probe(&mut self, now: Instant, conn: ConnId) {
+    /// The detector's bounds for the members this node had at its last probe round.
+    pub(super) fn detector(&self) -> DetectorConfig {
+        self.config.detector.for_members(self.probe_members)
+    }
+
+    /// When the next probe round is due: each interval while there are members, and one
+    /// interval after the first one arrives (its link asks for that; see
+    /// [`crate::core::detector::Liveness`]).
+    pub(super) fn next_round(&self) -> Option<Instant> {
+        self.next_round
+    }
+
+    /// The probe round, if due at `now`: regular probes to the next members in turn, an
+    /// answer asked of every member silent for [`DetectorConfig::answer_after`] (directly
+    /// and through [`RELAYS`] others), and a `Ping` record to every member whose probes do
+    /// not come. With `everyone`, every member is asked for an answer (our own pause).
+    pub(super) fn probe_round(&mut self, now: Instant, everyone: bool) {
+        if !everyone && self.next_round.is_some_and(|due| due > now) {
+            return;
+        }
+        let mut members = self.membership.member_links();
+        self.probe_members = members.len();
+        if members.is_empty() {
+            self.next_round = None;
+            return;
+        }
+        self.next_round = Some(now + self.config.detector.interval);
+        let detector = self.detector();
+        // This node's own order of the members: by id under a key of its own, so that
+        // every member keeps its place (and its period) as others come and go, and the
+        // nodes of a cluster do not all probe the same member at once.
+        let salt = self.probe_salt;
+        let place = |m: &Self, conn: ConnId| -> u64 {
+            let id = m.membership[conn].peer_id().map_or([0; 16], |id| id.0);
+            u64::from_be_bytes(id[..8].try_into().expect("8 bytes")) ^ salt
+        };
+        members.sort_by_cached_key(|&c| place(self, c));
+        for &conn in &members {
+            self.membership[conn].in_rounds();
+        }
+        // Silent members are asked for an answer, the longest silent first.
+        let mut silent: Vec<ConnId> = members
+            .iter()
+            .copied()
+            .filter(|&c| everyone || self.membership[c].wants_answer(now, &detector))
+            .collect();
+        silent.sort_by_key(|&c| std::cmp::Reverse(self.membership[c].silence(now)));
+        for &conn in &silent {
+            self.ask_answer(conn, &members, everyone);
+        }
+        // The regular probes: the next `per_interval` members after the last one probed.
+        let per = detector.per_interval.max(1).min(members.len());
+        let cursor = self.probe_cursor;
+        let first = cursor.map_or(0, |last| {
+            members.partition_point(|&c| place(self, c) <= last)
+        });
+        let mut last = cursor;
+        for i in 0..per {
+            let conn = members[(first + i) % members.len()];
+            last = Some(place(self, conn));
+            if silent.contains(&conn) {
+                continue;
+            }
+            self.send_ping(conn, 0);
+        }
+        self.probe_cursor = last;
+        // Records where probes do not come (UDP filtered), one an interval.
+        for &conn in &members {
+            if let Some(sealed) = self.membership[conn].record_due(now, &detector, false) {
+                match sealed {
+                    Ok(bytes) => self.transmit(conn, bytes),
+                    Err(e) => self.fail(now, conn, e.into()),
+                }
+            }
+        }
+    }
+
+    /// A direct ping to member `conn`, with `flags`.
+    fn send_ping(&mut self, conn: ConnId, flags: u8) {
         let link = &self.membership[conn];
         let (Some(target), Some(addr)) = (link.peer_id(), link.listen_addr()) else {
             return;
         };
-        let indirect = link.wants_relays(now, &self.config.detector);
-        self.send_probe(conn, target, probe::PING, &[0], addr);
-        if !indirect {
+        self.send_probe(conn, target, probe::PING, &[flags], addr);
+    }
+
+    /// Member `conn` is silent: a ping asking for an answer, and (unless `direct_only`)
+    /// a sealed ping through up to [`RELAYS`] other `members`.
+    fn ask_answer(&mut self, conn: ConnId, members: &[ConnId], direct_only: bool) {
+        self.send_ping(conn, probe::FLAG_ANSWER);
+        if direct_only {
             return;
         }
-        let mut others: Vec<ConnId> = self.membership.member_links();
-        others.retain(|&c| c != conn);
+        let Some(target) = self.membership[conn].peer_id() else {
+            return;
+        };
+        let mut others: Vec<ConnId> = members.iter().copied().filter(|&c| c != conn).collect();
         // A different few each interval, so one bad relay does not decide.
         for i in 0..RELAYS.min(others.len()) {
             let j = i + (self.rng.next_u32() as usize) % (others.len() - i);
@@ -71,15 +157,34 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         }
     }
 
+    /// Member `conn` sent a `Ping` record: its peer does not hear our probes (or runs a
+    /// release that sends records each interval), so it is answered with one, at most one
+    /// an interval.
+    pub(super) fn answer_ping(&mut self, now: Instant, conn: ConnId) {
+        let detector = self.detector();
+        let Some(sealed) = self
+            .membership
+            .get_mut(conn)
+            .and_then(|l| l.record_due(now, &detector, true))
+        else {
+            return;
+        };
+        match sealed {
+            Ok(bytes) => self.transmit(conn, bytes),
+            Err(e) => self.fail(now, conn, e.into()),
+        }
+    }
+
     /// Our own process did not run for a while (a timer fired far too late): every member
-    /// is probed at once and given the detector's misses to answer before its silence
-    /// counts (see [`crate::core::detector::Liveness::recheck`]).
+    /// is asked for an answer at once and given the detector's misses to answer before its
+    /// silence counts (see [`crate::core::detector::Liveness::recheck`]).
     pub(super) fn notice_pause(&mut self, now: Instant) {
         self.stats.pauses_noticed += 1;
-        let detector = self.config.detector;
+        let detector = self.detector();
         for (_, link) in self.membership.iter_mut() {
             link.recheck(now, &detector);
         }
+        self.probe_round(now, true);
     }
 
     /// Forgets relays whose answer never came, and rebuilds the addresses members have
@@ -122,7 +227,7 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
             .ok_or(Refused::Unknown)?;
         let link = &mut self.membership[conn];
         let plain = link.probe_keys().ok_or(Refused::Unknown)?.open(&h, d)?;
-        link.heard(now);
+        link.probed(now);
         match h.kind {
             probe::PING => {
                 if plain.first().is_some_and(|f| f & probe::FLAG_ANSWER != 0) {

@@ -137,7 +137,10 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         let from = link.peer_id();
         match msg {
             Message::Introduce {
-                id, ref host_name, ..
+                id,
+                ref host_name,
+                advertised,
+                ..
             } if link.is_introducing() => {
                 if Some(id) != link.proven_id() {
                     // The handshake proved who the peer is; it speaks for that id only.
@@ -147,6 +150,10 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
                     // Names reach logs and terminals: a newline or an escape sequence in
                     // one is refused here rather than escaped everywhere.
                     return Err(self.refuse("host name with control characters"));
+                }
+                if advertised.is_some_and(|a| !is_dialable(a)) {
+                    // Nobody can be dialed there: a mistake or a probe of our checks.
+                    return Err(self.refuse("advertised address that cannot be dialed"));
                 }
                 let candidate = link
                     .candidate_from_introduction(msg)
@@ -193,7 +200,10 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
                 self.push_event(Event::NodeUpdated(peer));
                 Ok(())
             }
-            Message::Ping => Ok(()),
+            Message::Ping => {
+                self.answer_ping(now, conn);
+                Ok(())
+            }
             Message::Event {
                 seq,
                 name,
@@ -254,6 +264,20 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
                 Ok(())
             }
             Message::Subscriptions(names) => self.peer_joins(conn, |s| s.replace(names)),
+            Message::Serve(name) => self.peer_serves(conn, |s| s.peer_subscribed(name)),
+            Message::Unserve(name) => {
+                link.serving.unsubscribe(&name);
+                Ok(())
+            }
+            Message::Serving(names) => self.peer_serves(conn, |s| s.replace(names)),
+            Message::Request { .. } => {
+                let from = from.expect("members are introduced");
+                self.request_received(now, conn, from, msg)
+            }
+            Message::Reply { .. } => {
+                let from = from.expect("members are introduced");
+                self.reply_received(now, conn, from, msg)
+            }
             Message::Election(m) => {
                 // The peer speaks for itself only: a message that breaks the election's
                 // rules changes nothing and closes this connection.
@@ -286,4 +310,12 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
             }
         }
     }
+}
+
+/// An address a node can be dialed at: a unicast address (not unspecified, multicast or
+/// the IPv4 broadcast address) and a port.
+pub fn is_dialable(addr: std::net::SocketAddr) -> bool {
+    let ip = addr.ip().to_canonical();
+    let broadcast = matches!(ip, std::net::IpAddr::V4(v4) if v4.is_broadcast());
+    addr.port() != 0 && !ip.is_unspecified() && !ip.is_multicast() && !broadcast
 }
