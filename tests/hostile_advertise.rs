@@ -109,9 +109,11 @@ fn the_claim_reaches_other_members_as_a_hint_only() {
     let mut target = Target::start(&[]);
     let (_third_party, victim) = listener("127.0.0.99");
     let attacker = join_advertising(&mut target, 9, victim);
-    // A newcomer is told where the attacker asks to be dialed: a hint it dials within its
+    // A newcomer that asks is told where the attacker asks to be dialed: a hint it dials within its
     // budget, expecting the attacker's id (which 127.0.0.99 cannot prove).
     let mut newcomer = Peer::join(&mut target);
+    // Member lists are sent on request (`AskMembers`), once per connection.
+    newcomer.send(&espial::core::message::Message::AskMembers);
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut told = None;
     while told.is_none() && Instant::now() < deadline {
