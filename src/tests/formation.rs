@@ -144,6 +144,21 @@ fn ten_by_seeds_started_together_elect_once_with_the_seed_not_listening_yet() {
     });
 }
 
+/// The seed is given its own address too (one list for every node). Dialing it reaches
+/// itself, which ends its wait for that seed: without that, a seed with the smallest id
+/// held the election until it gave the seed up (about 1.6 s).
+#[test]
+fn ten_by_seeds_started_together_form_within_half_a_second_whoever_has_the_smallest_id() {
+    over_seeds(40, |seed| {
+        let mut sim = Sim::new(seed);
+        let f = form(&mut sim, seed, 10, Found::Seeds, Duration::ZERO, false)?;
+        if f.converged > Duration::from_millis(500) || f.promotions != 1 {
+            return Err(format!("{f:?}"));
+        }
+        Ok(())
+    });
+}
+
 #[test]
 fn ten_by_seeds_started_in_any_order_elect_once() {
     over_seeds(40, |seed| {

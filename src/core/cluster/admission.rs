@@ -108,6 +108,10 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
             // confirms, so that the dialing end learns it too and stops dialing there.
             if link.role == Role::Initiator {
                 self.own_addrs.insert(link.addr);
+                // A seed that is ourselves is reached: waiting on it would hold the first
+                // election until the seed was given up (every node may be given one list,
+                // the seed's own address included).
+                self.discovery.reached(link.addr);
             }
             if let Some(confirmation) = ours {
                 self.transmit(conn, confirmation);

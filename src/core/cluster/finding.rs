@@ -20,7 +20,11 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
             .discovery
             .due(now, &self.config.discovery, scans, alone)
         {
-            if !self.knows(t.expect, t.addr) {
+            if self.is_own_addr(t.addr) {
+                // One seed list for every node names the seed itself too: a seed that is
+                // us is reached, or the first election would wait until it was given up.
+                self.discovery.reached(t.addr);
+            } else if !self.knows(t.expect, t.addr) {
                 self.dial(now, t);
             }
         }
@@ -80,11 +84,15 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
 
     /// True if we are, or are connecting to, node `id` or the node listening at `addr`.
     fn knows(&self, id: Option<NodeId>, addr: SocketAddr) -> bool {
-        let me = SocketAddr::new(self.me.ip, self.me.port);
-        if addr == me || Some(addr) == self.me.advertised || self.own_addrs.contains(&addr) {
-            return true;
-        }
-        self.membership.is_known(id, addr)
+        self.is_own_addr(addr) || self.membership.is_known(id, addr)
+    }
+
+    /// True if `addr` is where this node listens (as configured, advertised, or found by
+    /// dialing ourselves there).
+    fn is_own_addr(&self, addr: SocketAddr) -> bool {
+        addr == SocketAddr::new(self.me.ip, self.me.port)
+            || Some(addr) == self.me.advertised
+            || self.own_addrs.contains(&addr)
     }
 
     /// Broadcasts our beacon and schedules the next one.
