@@ -317,14 +317,7 @@ impl<'a> Message<'a> {
                 put_name(&mut out, name);
                 out
             }
-            Message::Serving(names) => {
-                let mut out = vec![tag::SERVING];
-                out.extend_from_slice(&(names.len() as u16).to_be_bytes());
-                for name in names {
-                    put_name(&mut out, name);
-                }
-                out
-            }
+            Message::Serving(names) => name_list(tag::SERVING, names),
             Message::Request {
                 seq,
                 id,
@@ -351,14 +344,7 @@ impl<'a> Message<'a> {
                 payload,
             ]
             .concat(),
-            Message::Subscriptions(names) => {
-                let mut out = vec![tag::SUBSCRIPTIONS];
-                out.extend_from_slice(&(names.len() as u16).to_be_bytes());
-                for name in names {
-                    put_name(&mut out, name);
-                }
-                out
-            }
+            Message::Subscriptions(names) => name_list(tag::SUBSCRIPTIONS, names),
             Message::Update { metadata } => {
                 let mut out = Vec::with_capacity(5 + metadata.len());
                 out.push(tag::UPDATE);
@@ -471,20 +457,7 @@ impl<'a> Message<'a> {
             },
             tag::SERVE => Message::Serve(r.name()?.to_owned()),
             tag::UNSERVE => Message::Unserve(r.name()?.to_owned()),
-            tag::SERVING => {
-                let count = u16::from_be_bytes(r.array("count")?) as usize;
-                if count > MAX_JOINED {
-                    return Err(DecodeError::TooLong {
-                        field: "serving",
-                        len: count,
-                        max: MAX_JOINED,
-                    });
-                }
-                let names = (0..count)
-                    .map(|_| r.name().map(str::to_owned))
-                    .collect::<Result<_, _>>()?;
-                Message::Serving(names)
-            }
+            tag::SERVING => Message::Serving(r.names("serving")?),
             tag::REQUEST => {
                 let seq = u64::from_be_bytes(r.array("seq")?);
                 let binary = match r.u8("binary")? {
@@ -523,20 +496,7 @@ impl<'a> Message<'a> {
             }
             tag::SUBSCRIBE => Message::Subscribe(r.name()?.to_owned()),
             tag::UNSUBSCRIBE => Message::Unsubscribe(r.name()?.to_owned()),
-            tag::SUBSCRIPTIONS => {
-                let count = u16::from_be_bytes(r.array("count")?) as usize;
-                if count > MAX_JOINED {
-                    return Err(DecodeError::TooLong {
-                        field: "subscriptions",
-                        len: count,
-                        max: MAX_JOINED,
-                    });
-                }
-                let names = (0..count)
-                    .map(|_| r.name().map(str::to_owned))
-                    .collect::<Result<_, _>>()?;
-                Message::Subscriptions(names)
-            }
+            tag::SUBSCRIPTIONS => Message::Subscriptions(r.names("subscriptions")?),
             tag::UPDATE => {
                 let len = u32::from_be_bytes(r.array("metadata")?) as usize;
                 Message::Update {
@@ -553,6 +513,16 @@ impl<'a> Message<'a> {
 }
 
 /// A cursor that refuses to read past the end or past a field's bound.
+/// `tag` · `count` (u16) · `count` names (`Subscriptions`, `Serving`).
+fn name_list(tag: u8, names: &[String]) -> Vec<u8> {
+    let mut out = vec![tag];
+    out.extend_from_slice(&(names.len() as u16).to_be_bytes());
+    for name in names {
+        put_name(&mut out, name);
+    }
+    out
+}
+
 struct Reader<'a>(&'a [u8]);
 
 impl<'a> Reader<'a> {
@@ -582,6 +552,20 @@ impl<'a> Reader<'a> {
             _ => return Err(DecodeError::Invalid(field)),
         };
         Ok(SocketAddr::new(ip, u16::from_be_bytes(self.array(field)?)))
+    }
+
+    /// `count` (u16, at most [`MAX_JOINED`]) · `count` names: the full list of events a
+    /// member joined or names it serves.
+    fn names(&mut self, field: &'static str) -> Result<Vec<String>, DecodeError> {
+        let count = u16::from_be_bytes(self.array("count")?) as usize;
+        if count > MAX_JOINED {
+            return Err(DecodeError::TooLong {
+                field,
+                len: count,
+                max: MAX_JOINED,
+            });
+        }
+        (0..count).map(|_| self.name().map(str::to_owned)).collect()
     }
 
     fn name(&mut self) -> Result<&'a str, DecodeError> {
