@@ -7,7 +7,7 @@ const test = require('node:test');
 const assert = require('node:assert/strict');
 const path = require('node:path');
 const { spawn } = require('node:child_process');
-const { randomPorts, uniqueCluster, loopbackOptions, withNodes, WAIT_MS } = require('./support.js');
+const { randomPorts, uniqueCluster, loopbackOptions, manualOptions, withNodes, WAIT_MS } = require('./support.js');
 
 const CLI = path.join(__dirname, '..', 'bin', 'espial.js');
 
@@ -119,6 +119,20 @@ test('espial members prints the cluster nodes and its master, then leaves', asyn
     assert.equal(parsed.cluster, cluster);
     assert.equal(parsed.master.id, master.id);
     assert.deepEqual(parsed.nodes.map((n) => n.id).sort(), [a.get_node_info().id, b.get_node_info().id].sort());
+  });
+});
+
+test('--interface takes an IPv6 address: members over ::1 through an IPv6 seed', async () => {
+  const [port] = randomPorts(1);
+  const cluster = uniqueCluster();
+  await withNodes(async ({ node }) => {
+    const a = node(manualOptions({ port, cluster, address: '::1' }), 'A');
+    await a.events.until('listening', () => a.events.seen('listening').length === 1);
+    const json = await cli(['members', '--interface', '::1', '--peers', `[::1]:${port}`, '--cluster', cluster, '--json', '--wait', '1000']);
+    assert.equal(json.code, 0, json.stderr);
+    const parsed = JSON.parse(json.stdout);
+    assert.deepEqual(parsed.nodes.map((n) => n.id), [a.get_node_info().id]);
+    assert.equal(parsed.nodes[0].ip, '::1');
   });
 });
 

@@ -19,9 +19,10 @@ Commands:
   espial keygen    print a new random cluster_key (128 bits, base64url)
 
 Options of every command:
-  --interface <ipv4>         IPv4 address of this node and of the interface the discovery
-                             beacons use (default: the first non-internal IPv4 address,
-                             else 127.0.0.1)
+  --interface <ip>           address of this node, IPv4 or IPv6, and (IPv4) of the
+                             interface the discovery beacons use; for IPv6 the beacons use
+                             the interface holding it (default: the first non-internal
+                             IPv4 address, else 127.0.0.1)
   --port <port>              TCP port of this node (default: members and watch a free port,
                              node 27272)
   --multicast-port <port>    UDP port of the discovery beacons (default 27272)
@@ -36,7 +37,7 @@ Options of every command:
 
 Run \`espial <command> --help\` for the options of one command.`;
 
-const COMMON_HELP = `Options of every command: --interface <ipv4>, --port <port>, --multicast-port <port>,
+const COMMON_HELP = `Options of every command: --interface <ip>, --port <port>, --multicast-port <port>,
 --multicast-address <ip>, --peers <host:port,...>, --cluster <name>, --cluster-key <secret>,
 --json, --help (see \`espial --help\`).`;
 
@@ -208,7 +209,9 @@ function nodeOptions(command, values) {
   const network = {};
   if (values.interface !== undefined) {
     network.address = { local: values.interface };
-    network.multicast_interface = values.interface;
+    // An IPv4 group is joined on an interface named by one of its IPv4 addresses; for an
+    // IPv6 address the options find the interface holding it.
+    if (!net.isIPv6(values.interface)) network.multicast_interface = values.interface;
   }
   network.port = integerFlag(values, 'port', 1, 65535, command);
   network.multicast_port = integerFlag(values, 'multicast-port', 1, 65535, command);
@@ -465,7 +468,7 @@ function runtimeError(err, values) {
   if (process.env.DEBUG && /espial/.test(process.env.DEBUG) && err && err.stack) return `espial: ${err.stack}`;
   const code = err && err.code ? ` (${err.code})` : '';
   if (err && err.code === 'EADDRNOTAVAIL') {
-    return `espial: cannot use --interface ${values.interface ?? ''}: it is not an address of this machine${code}; see \`ip -4 addr\` for this machine's addresses`;
+    return `espial: cannot use --interface ${values.interface ?? ''}: it is not an address of this machine${code}; see \`ip addr\` for this machine's addresses`;
   }
   const message = String(err && err.message !== undefined ? err.message : err).replace(/^espial: /, '');
   return `espial: ${safe(message).split('\n')[0]}${code}`;
