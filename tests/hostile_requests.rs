@@ -49,6 +49,16 @@ fn forged_second_and_malformed_replies_are_dropped_and_counted() {
     // Another member answers the request sent to `asked`, and one never sent.
     other.send_reply(id, status::VALUE_JSON, b"\"forged\"");
     other.send_reply(id + 1000, status::VALUE_JSON, b"\"forged\"");
+    // Two connections are not ordered with each other: the forgeries are counted before the
+    // target answers (a reply to an ended request is late, whoever sends it).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while target.stats().replies_refused < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the forgeries were not counted"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
     // The target itself: malformed (not JSON; a payload where none belongs), then never sent.
     asked.send_reply(id, status::VALUE_JSON, b"{");
     asked.send_reply(id, status::NO_HANDLER, b"x");
