@@ -14,12 +14,15 @@ for target in "${targets[@]}"; do
   echo "== fuzz $target for ${seconds}s"
   mkdir -p "corpus/$target"
   # -max_total_time bounds libFuzzer itself; timeout is a safety net on top.
+  # grep hides libFuzzer's chatter; the exit status that matters is cargo fuzz's. (With
+  # pipefail, `pipeline || true` ran `true` on a crash and PIPESTATUS then said 0: two
+  # crashes passed unnoticed once.)
+  status=0
   timeout --kill-after=10 "$((seconds + 60))" \
     cargo +nightly fuzz run "$target" "corpus/$target" -- \
       -max_total_time="$seconds" -rss_limit_mb=1024 -max_len=4096 -print_final_stats=1 \
-      2>&1 | grep -E '^(#[0-9]+.*DONE|INFO: -max_total_time|==[0-9]+==|stat::number_of_executed_units|SUMMARY|artifact_prefix|Test unit written)' || true
-  # grep hides libFuzzer's chatter; the exit status that matters is cargo fuzz's.
-  if [ "${PIPESTATUS[0]}" -ne 0 ]; then
+      2>&1 | { grep -E '^(#[0-9]+.*DONE|INFO: -max_total_time|==[0-9]+==|stat::number_of_executed_units|SUMMARY|artifact_prefix|Test unit written)' || true; } || status=$?
+  if [ "$status" -ne 0 ]; then
     echo "fuzz target $target FAILED (see fuzz/artifacts/$target/)" >&2
     exit 1
   fi

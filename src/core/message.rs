@@ -548,7 +548,12 @@ impl<'a> Reader<'a> {
     fn addr(&mut self, family: u8, field: &'static str) -> Result<SocketAddr, DecodeError> {
         let ip = match family {
             4 => IpAddr::V4(Ipv4Addr::from(self.array::<4>(field)?)),
-            6 => IpAddr::V6(Ipv6Addr::from(self.array::<16>(field)?)),
+            6 => match Ipv6Addr::from(self.array::<16>(field)?) {
+                // An IPv4-mapped address goes as family 4 (`put_addr`): one encoding per
+                // address, so what decodes re-encodes to the same bytes.
+                v6 if v6.to_ipv4_mapped().is_some() => return Err(DecodeError::Invalid(field)),
+                v6 => IpAddr::V6(v6),
+            },
             _ => return Err(DecodeError::Invalid(field)),
         };
         Ok(SocketAddr::new(ip, u16::from_be_bytes(self.array(field)?)))
@@ -805,6 +810,17 @@ mod tests {
                 "family {family}, {len} bytes"
             );
         }
+        // An IPv4-mapped address as family 6: we send it as family 4, so one address has
+        // one encoding and a decoded message re-encodes to its bytes (found by fuzzing).
+        let mut mapped = plain.clone();
+        mapped[family_at] = 6;
+        let v6: std::net::Ipv6Addr = "::ffff:3.112.248.240".parse().unwrap();
+        mapped.extend_from_slice(&v6.octets());
+        mapped.extend_from_slice(&7u16.to_be_bytes());
+        assert_eq!(
+            Message::decode(&mapped, 0),
+            Err(DecodeError::Invalid("advertised"))
+        );
         // Bytes after the address: malformed, like any trailing bytes.
         let mut long = intro_at("[2001:db8::1]:7").encode();
         long.push(0);
