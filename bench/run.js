@@ -316,11 +316,15 @@ async function formation(system, n) {
     const lastListening = Math.max(...group.map((w) => w.listening));
     const firstListening = Math.min(...group.map((w) => w.listening));
     if (system.startsWith('discover')) await checkDestinations(group);
-    const t = await waitConverged(group, FORM_MS);
+    // Membership alone first (what Moleculer and js-libp2p, which elect no master, reach):
+    // the state that completed it is the latest any node reported by then.
+    const tm = await waitConverged(group, FORM_MS, undefined, { master: false });
+    const t = tm === null ? null : await waitConverged(group, FORM_MS);
     // A claim is reported just after the state that completed agreement: let it arrive.
     await delay(300);
     const sample = {
       time: t === null ? null : Math.max(0, t - lastListening),
+      members: tm === null ? null : Math.max(0, tm - lastListening),
       fromFirst: t === null ? null : t - firstListening,
       claims: group.filter((w) => w.promotions.length > 0).length,
       errors: group.reduce((sum, w) => sum + w.errors.length, 0),
@@ -913,6 +917,7 @@ async function main() {
     out.push(
       table(`Formation: ${n} nodes started together (ms after the last one listening)`, `formation${n}`, CLUSTER_SYSTEMS, [
         { title: 'all see all + one master (ms)', short: 'time', key: 'time', ratio: true },
+        { title: 'all see all, membership alone (ms)', short: 'members', key: 'members', ratio: true },
         { title: 'from the first listening (ms)', key: 'fromFirst' },
         { title: 'nodes that claimed mastership', key: 'claims', digits: 0 },
       ]),
