@@ -141,13 +141,15 @@ fn a_third_partys_reply_after_the_request_ended_is_refused() {
     let aborted = ask(&target, asked.id, long);
     target.handle.cancel_request(aborted);
     asked.send_reply(answered, status::VALUE_JSON, b"42");
-    target.wait_for("the answer", |n| {
-        matches!(n, Notification::Cluster(Event::Answer { id, .. }) if *id == answered)
-    });
+    target.wait_for(
+        "the answer",
+        |n| matches!(n, Notification::Cluster(Event::Answer { id, .. }) if *id == answered),
+    );
     let timed_out = ask(&target, asked.id, Duration::from_millis(100));
-    target.wait_for("the timeout", |n| {
-        matches!(n, Notification::Cluster(Event::Answer { id, .. }) if *id == timed_out)
-    });
+    target.wait_for(
+        "the timeout",
+        |n| matches!(n, Notification::Cluster(Event::Answer { id, .. }) if *id == timed_out),
+    );
     let value = Answer::Value {
         binary: false,
         payload: b"42".to_vec(),
@@ -167,7 +169,11 @@ fn a_third_partys_reply_after_the_request_ended_is_refused() {
             matches!(n, Notification::Cluster(Event::Delivery { payload, .. }) if payload == marker)
         });
     }
-    assert_eq!(answers(&target), ended, "nothing more reached the application");
+    assert_eq!(
+        answers(&target),
+        ended,
+        "nothing more reached the application"
+    );
     let stats = target.stats();
     assert_eq!(stats.replies_refused, 3, "{stats:?}");
     assert_eq!(stats.replies_late, 3, "{stats:?}");

@@ -246,7 +246,11 @@ mod tests {
         assert_eq!(c.reply_from(a, 0), ReplyCheck::Refused, "never sent");
         assert_eq!(c.reply_from(a, id), ReplyCheck::Accept);
         assert_eq!(c.reply_from(a, id), ReplyCheck::Late, "a second reply");
-        assert_eq!(c.reply_from(b, id), ReplyCheck::Refused, "answered: not its target");
+        assert_eq!(
+            c.reply_from(b, id),
+            ReplyCheck::Refused,
+            "answered: not its target"
+        );
         assert_eq!(c.pending(), 0);
         assert_eq!(c.next_deadline(), None);
     }
@@ -271,7 +275,11 @@ mod tests {
         assert_eq!(c.reply_from(a, second), ReplyCheck::Refused, "aborted");
         assert_eq!(c.peer_left(a), vec![third]);
         assert_eq!(c.reply_from(a, third), ReplyCheck::Late);
-        assert_eq!(c.reply_from(b, third), ReplyCheck::Refused, "its target removed");
+        assert_eq!(
+            c.reply_from(b, third),
+            ReplyCheck::Refused,
+            "its target removed"
+        );
         assert_eq!(c.expired(t + 10 * s), vec![]);
         assert_eq!(c.pending(), 0);
     }

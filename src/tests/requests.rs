@@ -261,5 +261,9 @@ fn a_reply_to_an_ended_request_is_late_from_its_target_and_refused_from_any_othe
     sim.run_for(Duration::from_millis(5));
     let stats = sim.nodes[&0].stats().clone();
     assert_eq!((stats.replies_refused, stats.replies_late), (3, 3));
-    assert_eq!(answers(&sim, 0).len(), 2, "nothing more reached the application");
+    assert_eq!(
+        answers(&sim, 0).len(),
+        2,
+        "nothing more reached the application"
+    );
 }
