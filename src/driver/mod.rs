@@ -277,7 +277,7 @@ impl Handle {
         }
     }
 
-    /// Gives up on request `id`: no answer follows, a reply from its target is dropped as late.
+    /// Gives up on request `id`: no answer follows, a reply is dropped as late.
     pub fn cancel_request(&self, id: u64) {
         if let node::Stage::Running(node) = &mut *self.shared.lock() {
             node.cancel_request(id);
