@@ -403,9 +403,9 @@ declare namespace espial {
     /** Requests sent (one per target) and received for a handler of this node. */
     requests_out: number;
     requests_in: number;
-    /** Replies dropped for coming after their request timed out, was aborted or answered. */
+    /** Replies dropped for coming from the target after their request timed out, was aborted or answered. */
     replies_late: number;
-    /** Replies dropped for answering no request of this node to their sender. */
+    /** Replies dropped for answering no request of this node to their sender (ended or not). */
     replies_refused: number;
     /** Lookups of `network.peers` names that failed (no answer, or no address). */
     seed_lookups_failed: number;

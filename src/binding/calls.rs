@@ -4,14 +4,12 @@
 //! name (index into `strings`, or `u32::MAX` for an answer), sender (index), payload bytes,
 //! kind (below), the request id's low and high 32 bits.
 
-use std::collections::HashMap;
-
 use super::convert::NativeEvent;
+use super::interner::Interner;
 use super::packed::{DeliveredBytes, NativeMessages};
 use crate::core::calls::Answer;
 use crate::core::cluster::requests::Reply;
 use crate::core::cluster::Event;
-use crate::core::node::NodeId;
 
 /// Numbers per entry of a run of calls.
 pub const CALL_FIELDS: usize = 6;
@@ -33,33 +31,11 @@ pub mod kind {
 
 #[derive(Default)]
 pub struct CallRun {
-    strings: Vec<String>,
-    names: HashMap<String, u32>,
-    senders: HashMap<NodeId, u32>,
+    strings: Interner,
     bytes: DeliveredBytes,
 }
 
 impl CallRun {
-    fn intern_sender(&mut self, from: NodeId) -> u32 {
-        if let Some(&i) = self.senders.get(&from) {
-            return i;
-        }
-        self.strings.push(from.to_string());
-        let i = self.strings.len() as u32 - 1;
-        self.senders.insert(from, i);
-        i
-    }
-
-    fn intern_name(&mut self, name: String) -> u32 {
-        if let Some(&i) = self.names.get(&name) {
-            return i;
-        }
-        self.strings.push(name.clone());
-        let i = self.strings.len() as u32 - 1;
-        self.names.insert(name, i);
-        i
-    }
-
     /// Adds a request or an answer (other events are not calls and are skipped).
     pub fn push(&mut self, e: Event) {
         let (name, from, id, kind, payload) = match e {
@@ -75,7 +51,7 @@ impl CallRun {
                 } else {
                     kind::REQUEST_JSON
                 };
-                (self.intern_name(name), from, id, kind, payload)
+                (self.strings.name(name), from, id, kind, payload)
             }
             Event::Answer { id, from, answer } => {
                 let (kind, payload) = match answer {
@@ -104,7 +80,7 @@ impl CallRun {
             }
             _ => return,
         };
-        let from = self.intern_sender(from);
+        let from = self.strings.sender(from);
         let fields = [
             name,
             from,
@@ -117,13 +93,8 @@ impl CallRun {
     }
 
     pub fn event(self) -> NativeEvent {
-        let count = (self.bytes.trailer_len() / CALL_FIELDS) as u32;
         NativeEvent {
-            calls: Some(NativeMessages {
-                strings: self.strings,
-                count,
-                data: self.bytes,
-            }),
+            calls: Some(NativeMessages::new(self.strings, self.bytes, CALL_FIELDS)),
             ..super::convert::plain("calls", None)
         }
     }

@@ -7,6 +7,7 @@ mod convert;
 #[cfg(unix)]
 mod delivery;
 mod errors;
+mod interner;
 mod packed;
 
 use std::future::Future;

@@ -8,11 +8,10 @@
 //!   object, so that crossing into JavaScript costs one object, not one per message.
 //!   [`Deliveries`] writes it.
 
-use std::collections::HashMap;
-
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 
+use super::interner::Interner;
 use crate::core::error::SendError;
 use crate::core::node::NodeId;
 use crate::driver::{SendBatch, Targets};
@@ -66,55 +65,36 @@ pub struct NativeMessages {
     pub data: DeliveredBytes,
 }
 
+impl NativeMessages {
+    /// A finished run of `fields` numbers per entry (see `calls.rs` for the other kind).
+    pub(super) fn new(strings: Interner, data: DeliveredBytes, fields: usize) -> Self {
+        NativeMessages {
+            strings: strings.into_strings(),
+            count: (data.trailer_len() / fields) as u32,
+            data,
+        }
+    }
+}
+
 /// Builds [`NativeMessages`] from the deliveries of a run, interning names and senders.
 /// The payloads are kept as they came and written once, into the Buffer JavaScript gets.
 #[derive(Default)]
 pub struct Deliveries {
-    strings: Vec<String>,
-    names: HashMap<String, u32>,
-    senders: HashMap<NodeId, u32>,
+    strings: Interner,
     bytes: DeliveredBytes,
 }
 
 impl Deliveries {
-    fn add_string(&mut self, s: String) -> u32 {
-        self.strings.push(s);
-        self.strings.len() as u32 - 1
-    }
-
     /// Adds one message, after those added before.
     pub fn push(&mut self, from: NodeId, name: String, binary: bool, payload: Vec<u8>) {
-        let name = match self.names.get(&name) {
-            Some(&i) => i,
-            None => {
-                let i = self.add_string(name.clone());
-                self.names.insert(name, i);
-                i
-            }
-        };
-        // Formatting an id costs more than the rest of a small message: once per sender.
-        let from = match self.senders.get(&from) {
-            Some(&i) => i,
-            None => {
-                let i = self.add_string(from.to_string());
-                self.senders.insert(from, i);
-                i
-            }
-        };
-        let bytes = &mut self.bytes;
-        bytes
-            .trailer
-            .extend_from_slice(&[name, from, payload.len() as u32, u32::from(binary)]);
-        bytes.len += payload.len();
-        bytes.payloads.push(payload);
+        let name = self.strings.name(name);
+        let from = self.strings.sender(from);
+        let fields = [name, from, payload.len() as u32, u32::from(binary)];
+        self.bytes.push(&fields, payload);
     }
 
     pub fn finish(self) -> NativeMessages {
-        NativeMessages {
-            strings: self.strings,
-            count: (self.bytes.trailer.len() / FIELDS) as u32,
-            data: self.bytes,
-        }
+        NativeMessages::new(self.strings, self.bytes, FIELDS)
     }
 }
 
@@ -138,7 +118,7 @@ pub struct DeliveredBytes {
 const COPY_BELOW: usize = 64 * 1024;
 
 impl DeliveredBytes {
-    /// Adds one entry: its trailer numbers and its payload (see `calls.rs`).
+    /// Adds one entry: its trailer numbers and its payload.
     pub(super) fn push(&mut self, fields: &[u32], payload: Vec<u8>) {
         self.trailer.extend_from_slice(fields);
         self.len += payload.len();
@@ -146,7 +126,7 @@ impl DeliveredBytes {
     }
 
     /// Numbers in the trailer so far.
-    pub(super) fn trailer_len(&self) -> usize {
+    fn trailer_len(&self) -> usize {
         self.trailer.len()
     }
 

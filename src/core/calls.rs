@@ -7,10 +7,12 @@
 //! dropped and counted), a target's removal fails its requests in the same step that
 //! removes it, and the one entry per request is taken out exactly once (by its reply, its
 //! deadline, its target's removal or its abort), which is what makes a reply arrive at most
-//! once. A request travels on the pair's stream (`sessions`), so a reconnection neither
-//! loses nor repeats it, nor its reply.
+//! once. An ended request's target is kept a while longer ([`MAX_ENDED`]), so that a reply
+//! to it is still told apart: late from its target, refused from any other node. A request
+//! travels on the pair's stream (`sessions`), so a reconnection neither loses nor repeats
+//! it, nor its reply.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Instant;
 
 use super::node::NodeId;
@@ -23,6 +25,12 @@ pub const MAX_PENDING: usize = 65_536;
 /// without reaching the handler. A sound peer stays under it (its `max_requests_per_target`
 /// is at most this), unless its own requests timed out while our handler still runs.
 pub const MAX_INCOMING_PER_PEER: usize = 4_096;
+/// Our ended requests whose target is remembered: the last this many to end (answered,
+/// timed out, aborted, target removed). Only our own requests add to it, one entry each
+/// as it ends, and no reply adds or removes one, so a peer can neither grow it nor push an
+/// entry out faster than this node's own requests end. A reply to a request forgotten
+/// here is counted late whoever sends it (dropped either way).
+pub const MAX_ENDED: usize = 16_384;
 /// Longest error code a remote error carries, in bytes.
 pub const MAX_REMOTE_CODE: usize = 64;
 /// Longest error message a remote error carries, in bytes.
@@ -52,11 +60,12 @@ pub enum Answer {
 pub enum ReplyCheck {
     /// It answers a request awaiting it from its sender: hand it over.
     Accept,
-    /// It answers one of our requests that has ended (timed out, aborted, its target
-    /// removed) or was answered already: dropped, counted in `replies_late`.
+    /// It comes from the target of one of our requests that has ended (timed out, aborted,
+    /// its target removed) or was answered already, or answers one ended so long ago that
+    /// its target is forgotten ([`MAX_ENDED`]): dropped, counted in `replies_late`.
     Late,
-    /// It answers no request of ours to its sender (never sent, or sent to another node):
-    /// dropped, counted in `replies_refused`.
+    /// It answers no request of ours to its sender (never sent, or sent to another node,
+    /// awaiting its reply or ended): dropped, counted in `replies_refused`.
     Refused,
 }
 
@@ -84,6 +93,10 @@ pub struct Calls {
     pending: BTreeMap<u64, Pending>,
     deadlines: BTreeSet<(Instant, u64)>,
     incoming: BTreeMap<NodeId, BTreeSet<u64>>,
+    /// The targets of our last [`MAX_ENDED`] requests to end, by id.
+    ended: BTreeMap<u64, NodeId>,
+    /// The ids in `ended`, in the order they ended: the first is forgotten first.
+    ended_order: VecDeque<u64>,
 }
 
 impl Default for Calls {
@@ -93,6 +106,8 @@ impl Default for Calls {
             pending: BTreeMap::new(),
             deadlines: BTreeSet::new(),
             incoming: BTreeMap::new(),
+            ended: BTreeMap::new(),
+            ended_order: VecDeque::new(),
         }
     }
 }
@@ -116,27 +131,40 @@ impl Calls {
         self.pending.len()
     }
 
+    /// Ends request `id`: every ending passes here once, so each ended id enters `ended`
+    /// once.
     fn take(&mut self, id: u64) -> Option<Pending> {
         let p = self.pending.remove(&id)?;
         self.deadlines.remove(&(p.deadline, id));
+        if self.ended_order.len() >= MAX_ENDED {
+            if let Some(oldest) = self.ended_order.pop_front() {
+                self.ended.remove(&oldest);
+            }
+        }
+        self.ended.insert(id, p.target);
+        self.ended_order.push_back(id);
         Some(p)
     }
 
     /// `from` replied to our request `id`.
     pub fn reply_from(&mut self, from: NodeId, id: u64) -> ReplyCheck {
-        match self.pending.get(&id) {
-            Some(p) if p.target == from => {
-                self.take(id);
-                ReplyCheck::Accept
+        if let Some(p) = self.pending.get(&id) {
+            if p.target != from {
+                return ReplyCheck::Refused;
             }
+            self.take(id);
+            return ReplyCheck::Accept;
+        }
+        match self.ended.get(&id) {
+            Some(&target) if target == from => ReplyCheck::Late,
             Some(_) => ReplyCheck::Refused,
             None if id != 0 && id < self.next_id => ReplyCheck::Late,
             None => ReplyCheck::Refused,
         }
     }
 
-    /// The application gave up on request `id` (its signal aborted): a reply to it will be
-    /// late. False if it had ended already.
+    /// The application gave up on request `id` (its signal aborted): a reply to it from its
+    /// target will be late. False if it had ended already.
     pub fn cancel(&mut self, id: u64) -> bool {
         self.take(id).is_some()
     }
@@ -218,6 +246,11 @@ mod tests {
         assert_eq!(c.reply_from(a, 0), ReplyCheck::Refused, "never sent");
         assert_eq!(c.reply_from(a, id), ReplyCheck::Accept);
         assert_eq!(c.reply_from(a, id), ReplyCheck::Late, "a second reply");
+        assert_eq!(
+            c.reply_from(b, id),
+            ReplyCheck::Refused,
+            "answered: not its target"
+        );
         assert_eq!(c.pending(), 0);
         assert_eq!(c.next_deadline(), None);
     }
@@ -235,11 +268,51 @@ mod tests {
         assert_eq!(c.expired(t), vec![]);
         assert_eq!(c.expired(t + s), vec![(first, a)]);
         assert_eq!(c.reply_from(a, first), ReplyCheck::Late);
+        assert_eq!(c.reply_from(b, first), ReplyCheck::Refused, "timed out");
         assert!(c.cancel(second));
         assert!(!c.cancel(second));
+        assert_eq!(c.reply_from(b, second), ReplyCheck::Late);
+        assert_eq!(c.reply_from(a, second), ReplyCheck::Refused, "aborted");
         assert_eq!(c.peer_left(a), vec![third]);
+        assert_eq!(c.reply_from(a, third), ReplyCheck::Late);
+        assert_eq!(
+            c.reply_from(b, third),
+            ReplyCheck::Refused,
+            "its target removed"
+        );
         assert_eq!(c.expired(t + 10 * s), vec![]);
         assert_eq!(c.pending(), 0);
+    }
+
+    #[test]
+    fn ended_targets_are_bounded_and_forgotten_in_the_order_they_ended() {
+        let mut c = Calls::default();
+        let (a, b) = (NodeId([1; 16]), NodeId([2; 16]));
+        let t = Instant::now();
+        let first = c.start(a, t).unwrap();
+        let second = c.start(a, t + Duration::from_secs(1)).unwrap();
+        assert!(c.cancel(second));
+        assert!(c.cancel(first));
+        // Replies, whoever sends them, neither add nor remove an entry.
+        for _ in 0..3 {
+            assert_eq!(c.reply_from(b, first), ReplyCheck::Refused);
+            assert_eq!(c.reply_from(a, first), ReplyCheck::Late);
+            assert_eq!(c.reply_from(b, u64::MAX), ReplyCheck::Refused);
+        }
+        assert_eq!(c.ended.len(), 2);
+        for _ in 2..MAX_ENDED {
+            let id = c.start(a, t).unwrap();
+            assert!(c.cancel(id));
+        }
+        assert_eq!(c.ended.len(), MAX_ENDED);
+        assert_eq!(c.reply_from(b, second), ReplyCheck::Refused);
+        let last = c.start(a, t).unwrap();
+        assert_eq!(c.expired(t), vec![(last, a)]);
+        assert_eq!((c.ended.len(), c.ended_order.len()), (MAX_ENDED, MAX_ENDED));
+        // `second` ended first, though it was started after `first`.
+        assert_eq!(c.reply_from(b, second), ReplyCheck::Late, "forgotten");
+        assert_eq!(c.reply_from(b, first), ReplyCheck::Refused, "still kept");
+        assert_eq!(c.reply_from(b, last), ReplyCheck::Refused);
     }
 
     #[test]

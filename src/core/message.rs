@@ -376,11 +376,7 @@ impl<'a> Message<'a> {
                 }
             }
             tag::PROFILE => {
-                let master_eligible = match r.u8("master_eligible")? {
-                    0 => false,
-                    1 => true,
-                    _ => return Err(DecodeError::Invalid("master_eligible")),
-                };
+                let master_eligible = r.flag("master_eligible")?;
                 let max_message = u32::from_be_bytes(r.array("max_message")?);
                 let meta_len = u32::from_be_bytes(r.array("metadata")?) as usize;
                 let metadata = r.text("metadata", meta_len, max_metadata)?;
@@ -390,10 +386,8 @@ impl<'a> Message<'a> {
                     max_message,
                 }
             }
-            tag::VERDICT => match r.u8("accepted")? {
-                0 => Message::Verdict { accepted: false },
-                1 => Message::Verdict { accepted: true },
-                _ => return Err(DecodeError::Invalid("accepted")),
+            tag::VERDICT => Message::Verdict {
+                accepted: r.flag("accepted")?,
             },
             tag::LEAVE => Message::Leave,
             tag::PING => Message::Ping,
@@ -432,11 +426,7 @@ impl<'a> Message<'a> {
             }
             tag::EVENT => {
                 let seq = u64::from_be_bytes(r.array("seq")?);
-                let binary = match r.u8("binary")? {
-                    0 => false,
-                    1 => true,
-                    _ => return Err(DecodeError::Invalid("binary")),
-                };
+                let binary = r.flag("binary")?;
                 let name = r.name()?;
                 // The frame bound already limits the payload.
                 let payload = std::mem::take(&mut r.0);
@@ -460,11 +450,7 @@ impl<'a> Message<'a> {
             tag::SERVING => Message::Serving(r.names("serving")?),
             tag::REQUEST => {
                 let seq = u64::from_be_bytes(r.array("seq")?);
-                let binary = match r.u8("binary")? {
-                    0 => false,
-                    1 => true,
-                    _ => return Err(DecodeError::Invalid("binary")),
-                };
+                let binary = r.flag("binary")?;
                 let name = r.name()?;
                 let id = u64::from_be_bytes(r.array("request id")?);
                 let payload = std::mem::take(&mut r.0);
@@ -512,7 +498,6 @@ impl<'a> Message<'a> {
     }
 }
 
-/// A cursor that refuses to read past the end or past a field's bound.
 /// `tag` · `count` (u16) · `count` names (`Subscriptions`, `Serving`).
 fn name_list(tag: u8, names: &[String]) -> Vec<u8> {
     let mut out = vec![tag];
@@ -523,6 +508,7 @@ fn name_list(tag: u8, names: &[String]) -> Vec<u8> {
     out
 }
 
+/// A cursor that refuses to read past the end or past a field's bound.
 struct Reader<'a>(&'a [u8]);
 
 impl<'a> Reader<'a> {
@@ -537,6 +523,16 @@ impl<'a> Reader<'a> {
 
     fn u8(&mut self, field: &'static str) -> Result<u8, DecodeError> {
         Ok(self.take(field, 1)?[0])
+    }
+
+    /// A byte that is 0 (false) or 1 (true); any other value is malformed, so that a flag
+    /// has one encoding.
+    fn flag(&mut self, field: &'static str) -> Result<bool, DecodeError> {
+        match self.u8(field)? {
+            0 => Ok(false),
+            1 => Ok(true),
+            _ => Err(DecodeError::Invalid(field)),
+        }
     }
 
     fn array<const N: usize>(&mut self, field: &'static str) -> Result<[u8; N], DecodeError> {
@@ -758,6 +754,50 @@ mod tests {
         );
         for cut in 0..reply.len() {
             assert!(Message::decode(&reply[..cut], 1024).is_err(), "cut {cut}");
+        }
+    }
+
+    #[test]
+    fn a_flag_is_zero_or_one_and_truncation_names_it() {
+        let event = Message::Event {
+            seq: 1,
+            name: "e",
+            binary: true,
+            payload: b"x",
+        };
+        let request = Message::Request {
+            seq: 1,
+            id: 2,
+            name: "w",
+            binary: false,
+            payload: b"1",
+        };
+        let verdict = Message::Verdict { accepted: true };
+        for (m, at, field) in [
+            (event, 9, "binary"),
+            (request, 9, "binary"),
+            (profile(), 1, "master_eligible"),
+            (verdict, 1, "accepted"),
+        ] {
+            let bytes = m.encode();
+            for flag in [0, 1] {
+                let mut good = bytes.clone();
+                good[at] = flag;
+                assert!(Message::decode(&good, 1024).is_ok(), "{field} {flag}");
+            }
+            for flag in [2, 0x11, 0xff] {
+                let mut bad = bytes.clone();
+                bad[at] = flag;
+                assert_eq!(
+                    Message::decode(&bad, 1024),
+                    Err(DecodeError::Invalid(field)),
+                    "{flag}"
+                );
+            }
+            assert_eq!(
+                Message::decode(&bytes[..at], 1024),
+                Err(DecodeError::Truncated(field))
+            );
         }
     }
 

@@ -244,10 +244,10 @@ pub struct Stats {
     /// Requests sent (one per target) and received for a handler of ours.
     pub requests_out: u64,
     pub requests_in: u64,
-    /// Replies dropped for coming after their request ended (timed out, aborted, target
-    /// removed) or after a first reply to it.
+    /// Replies dropped for coming from the target after their request ended (timed out,
+    /// aborted, target removed) or after a first reply to it (see `calls::MAX_ENDED`).
     pub replies_late: u64,
     /// Replies dropped for answering no request of ours to their sender: never sent, or
-    /// sent to another node.
+    /// sent to another node, ended or not.
     pub replies_refused: u64,
 }

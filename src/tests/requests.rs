@@ -221,9 +221,49 @@ fn forged_replies_are_dropped_and_counted_before_the_application() {
     };
     assert_eq!(answers(&sim, 0), vec![(id, value)]);
     assert_eq!(sim.nodes[&0].stats().replies_late, 1);
+    // Host 2 again, now that the request has ended: still not its target, so refused.
+    let now = sim.now;
+    let hostile = sim.nodes.get_mut(&2).unwrap();
+    hostile.inject_reply(now, asker, id, status::VALUE_JSON, b"667");
+    sim.run_for(Duration::from_millis(5));
+    let stats = sim.nodes[&0].stats().clone();
+    assert_eq!((stats.replies_refused, stats.replies_late), (3, 1));
+    assert_eq!(answers(&sim, 0).len(), 1);
     assert_eq!(
         sim.member_ids(0).len(),
         2,
         "both kept: the streams are sound"
+    );
+}
+
+#[test]
+fn a_reply_to_an_ended_request_is_late_from_its_target_and_refused_from_any_other() {
+    let mut sim = formed(3);
+    serve(&mut sim, 1, "work");
+    let answered = ask(&mut sim, 0, 1, "work", 10 * SECOND);
+    let aborted = ask(&mut sim, 0, 1, "work", 10 * SECOND);
+    let timed_out = ask(&mut sim, 0, 1, "work", SECOND);
+    sim.run_for(Duration::from_millis(5));
+    answer(&mut sim, 1, 0, answered, Reply::NoHandler);
+    assert!(sim.nodes.get_mut(&0).unwrap().cancel_request(aborted));
+    sim.run_for(SECOND);
+    assert_eq!(
+        answers(&sim, 0),
+        vec![(answered, Answer::NoHandler), (timed_out, Answer::Timeout)]
+    );
+    let (now, asker) = (sim.now, sim.id(0));
+    for id in [answered, aborted, timed_out] {
+        let hostile = sim.nodes.get_mut(&2).unwrap();
+        hostile.inject_reply(now, asker, id, status::VALUE_JSON, b"666");
+        let target = sim.nodes.get_mut(&1).unwrap();
+        target.inject_reply(now, asker, id, status::VALUE_JSON, b"1");
+    }
+    sim.run_for(Duration::from_millis(5));
+    let stats = sim.nodes[&0].stats().clone();
+    assert_eq!((stats.replies_refused, stats.replies_late), (3, 3));
+    assert_eq!(
+        answers(&sim, 0).len(),
+        2,
+        "nothing more reached the application"
     );
 }

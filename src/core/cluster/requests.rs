@@ -117,7 +117,7 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
     }
 
     /// The application gives up on our request `id` (aborted): no [`Event::Answer`] follows,
-    /// and a reply to it is dropped as late. False if it had ended already.
+    /// and a reply to it is dropped, as late from its target. False if it had ended already.
     pub fn cancel_request(&mut self, id: u64) -> bool {
         self.calls.cancel(id)
     }
