@@ -277,8 +277,11 @@ impl NativeNode {
         targets: Vec<String>,
         meta: &[u32],
         payload: &[u8],
-        ids: &mut [f64],
+        mut ids: Float64ArraySlice<'_>,
     ) -> Result<Option<Vec<Option<NativeSendError>>>> {
+        // SAFETY: the array is the caller's, and the caller (the JavaScript thread) is in
+        // this call until it returns: nothing else reads or writes it meanwhile.
+        let ids = unsafe { ids.as_mut() };
         let asks = call_batch::asks(&names, &targets, meta, payload)?;
         if ids.len() < asks.len() {
             return Err(Error::new(
