@@ -94,9 +94,10 @@ fn a_batch_of_replies_reaches_the_asker_in_order_and_answers_each_request_once()
         asker.send_request(id, "work", b"null");
     }
     for id in [11, 12, 13] {
-        target.wait_for("the peer's request", |n| {
-            matches!(n, Notification::Cluster(Event::Request { id: got, .. }) if *got == id)
-        });
+        target.wait_for(
+            "the peer's request",
+            |n| matches!(n, Notification::Cluster(Event::Request { id: got, .. }) if *got == id),
+        );
     }
     target.handle.reply_all([
         (

@@ -35,7 +35,10 @@ fn payloads<'a>(
     payload: &'a [u8],
 ) -> Result<Vec<&'a [u8]>> {
     if !meta.len().is_multiple_of(fields) {
-        return Err(bad(method, "meta must hold the same numbers for every entry"));
+        return Err(bad(
+            method,
+            "meta must hold the same numbers for every entry",
+        ));
     }
     let mut start = 0usize;
     let mut out = Vec::with_capacity(meta.len() / fields);
