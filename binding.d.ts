@@ -62,10 +62,21 @@ export declare class NativeNode {
   /** Ids of the members serving `name`, in id order. */
   servers(name: string): Array<string>
   /**
-   * Asks handler `name` of node `target`: the request's id (below 2^53), its end
-   * arriving in a `calls` run. A refusal is returned as a `NativeSendError`.
+   * Asks several handlers in one step, in order, as `lib/call-batch.js` packs a tick's
+   * requests: request `i` is handler `names[meta[5i]]` of node `targets[meta[5i+1]]`,
+   * its payload the next `meta[5i+2]` bytes of `payload`, binary if `meta[5i+3]` is 1,
+   * its timeout `meta[5i+4]` ms. Request `i`'s id (below 2^53) is written to `ids[i]`,
+   * or 0 if it was refused; then the answer is one entry per request (`null` or why
+   * not), else `null` when none was refused.
    */
-  request(name: string, target: string, binary: boolean, payload: Uint8Array, timeoutMs: number): number | NativeSendError
+  requestBatch(names: Array<string>, targets: Array<string>, meta: Uint32Array, payload: Uint8Array, ids: Float64Array): Array<NativeSendError | null> | null
+  /**
+   * Answers several requests in one step, in order, as `lib/call-batch.js` packs a
+   * tick's replies: reply `i` goes to node `peers[meta[5i]]`, kind `meta[5i+1]` (a value
+   * or `NO_HANDLER`, see `calls.rs`), for its request `meta[5i+2] + meta[5i+3] * 2^32`,
+   * its payload the next `meta[5i+4]` bytes of `payload`.
+   */
+  replyBatch(peers: Array<string>, meta: Uint32Array, payload: Uint8Array): void
   /** Gives up on request `id` (aborted): no answer follows. */
   cancelRequest(id: number): void
   /** Answers request `id` of node `peer` (see `calls.rs` for `kind`). */

@@ -483,6 +483,7 @@ class Espial extends EventEmitter {
     // Through the Promise constructor so that a synchronous throw from the addon becomes a
     // rejection like any other failure to exit.
     this.#sends.flush();
+    this.#requests.flush();
     this.#exiting ??= new Promise((resolve) => {
       // exit() before the start tick: the addon never starts the node (it only lets go of
       // the event callback), so nothing is bound just to be closed again.

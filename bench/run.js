@@ -487,9 +487,12 @@ async function messaging(system) {
       }
       if (!ok) throw new Error(`${system}: no reply to a warm-up request`);
       await a.request('requestBench', { target, n: WARM_PINGS, window: 1, ms: 30_000 }, 120_000);
+      // (--perf: the first second of the windowed run; "sender" is the asker.)
+      const perf = PERF && PERF_SYSTEMS.includes(system) ? perfRecord([a, b], 'request', Math.min(SMALL_MS, 1000)) : null;
       const cpu0 = [cpuNs(a.pid), cpuNs(b.pid)];
       const flood = await a.request('requestBench', { target, n: REQUEST_N, window: REQUEST_WINDOW, ms: SMALL_MS }, 120_000);
       const cpu = [cpuNs(a.pid) - cpu0[0], cpuNs(b.pid) - cpu0[1]];
+      if (perf) await perf;
       sample.reqPerSec = flood.done / ((flood.t1 - flood.t0) / 1000);
       sample.reqCpu = flood.done > 0 ? (cpu[0] + cpu[1]) / 1000 / flood.done : null;
       sample.reqFailed = flood.failed;

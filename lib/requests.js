@@ -6,11 +6,14 @@
 // What lives here is what only JavaScript can do: run handlers (at most
 // max_handler_concurrency at a time per name), settle Promises, honour AbortSignals, and make
 // request() wait, as send() does under backpressure, while this node has max_requests in
-// flight or the target max_requests_per_target.
+// flight or the target max_requests_per_target. Requests started in one tick cross into the
+// addon together at its end, and so do the replies of one tick (lib/call-batch.js), as sends
+// do: one native call, one step of the node and one write for all of them.
 
 const { espialError } = require('./errors.js');
 const { eventName, encodePayload, decodePayload } = require('./events.js');
 const { describe } = require('./options.js');
+const { RequestBatch, ReplyBatch } = require('./call-batch.js');
 
 // What an entry of a `calls` run is (src/binding/calls.rs has the same list).
 const KIND = Object.freeze({
@@ -29,6 +32,12 @@ const FIELDS = 6;
 const EMPTY = Buffer.alloc(0);
 // The bounds the core puts on a remote error (MAX_REMOTE_CODE, MAX_REMOTE_MESSAGE).
 const MAX_REMOTE_CODE = 64;
+// A batch of requests or replies is handed over at the end of the tick, or at once past
+// this many payload bytes (so that a tick of large ones is not all held in one buffer).
+const FLUSH_BYTES = 256 * 1024;
+// A microtask from a settled promise's then() costs no async_hooks resource, unlike
+// queueMicrotask() (lib/send-queue.js says more).
+const RESOLVED = Promise.resolve();
 
 /** Node's own AbortError: name 'AbortError', code 'ABORT_ERR', the signal's reason as cause. */
 class AbortError extends Error {
@@ -56,6 +65,30 @@ function forEachCall({ strings, count, data }, fn) {
   }
 }
 
+/**
+ * One request of ours, from request() until it settles. One object with the request's
+ * state rather than a closure per step: a timer only while it waits for room (once handed
+ * over, the core times it out), an abort listener only with a signal.
+ */
+class Call {
+  constructor(name, target, payload, binary, timeout, signal, resolve, reject) {
+    this.name = name;
+    this.target = target; // the id asked for, or undefined for whoever serves `name`
+    this.chosen = undefined; // the node it went to, once started
+    this.id = 0; // the core's id once handed over (the core's ids start at 1)
+    this.payload = payload; // JSON text or bytes, until started
+    this.binary = binary;
+    this.timeout = timeout;
+    this.signal = signal;
+    this.resolve = resolve;
+    this.reject = reject;
+    this.timer = undefined; // while it waits for room
+    this.waitingSince = 0;
+    this.onAbort = undefined;
+    this.ended = false; // settled, or about to be
+  }
+}
+
 function timeoutError(name, target, ms) {
   return espialError('ERR_ESPIAL_TIMEOUT', `espial: request("${name}") to node ${target}: no reply within ${ms} ms`);
 }
@@ -69,11 +102,18 @@ class Requests {
   #concurrency;
   #defaultTimeout;
   #handlers = new Map(); // name -> { fn, running, queue: [{ from, id, data }] }
-  #pending = new Map(); // id -> { name, target, settle(kind, data, start, end) }
+  #pending = new Map(); // the core's id -> Call, once handed over
   #inflight = new Map(); // target id -> requests in flight to it
   #total = 0;
-  #waiting = []; // requests waiting for room, in order: { target | undefined, name, start }
+  #waiting = []; // Calls waiting for room, in order
   #cursor = new Map(); // name -> round-robin position among its servers
+  #requestBatch = new RequestBatch(); // requests started this tick, not handed over yet
+  #batched = []; // their Calls, in the same order
+  #replyBatch = new ReplyBatch(); // replies of this tick, not handed over yet
+  #flushRequestsLater = () => this.#flushRequests();
+  #flushRepliesLater = () => this.#flushReplies();
+  #pumpLater = () => this.#pump();
+  #checkedName; // the last name request() checked (the check depends on the name alone)
 
   #selfId;
 
@@ -110,8 +150,14 @@ class Requests {
     this.#handlers.delete(name);
     this.#native.unserve(name);
     // Waiting for a turn: they will not get one.
-    for (const { from, id } of held.queue) this.#native.reply(from, id, KIND.NO_HANDLER, EMPTY, '', '');
+    for (const { from, id } of held.queue) this.#reply(from, id, KIND.NO_HANDLER, EMPTY);
     held.queue.length = 0;
+  }
+
+  /** Hands over the requests and replies of this tick now (exit() calls it first). */
+  flush() {
+    this.#flushRequests();
+    this.#flushReplies();
   }
 
   /** A `calls` run from the addon. */
@@ -125,34 +171,58 @@ class Requests {
   #incoming(name, from, kind, id, data, start, end) {
     const held = this.#handlers.get(name);
     if (!held) {
-      this.#native.reply(from, id, KIND.NO_HANDLER, EMPTY, '', '');
+      this.#reply(from, id, KIND.NO_HANDLER, EMPTY);
       return;
     }
     // The core checked JSON text is JSON; binary data is copied out of the shared run.
     const value = kind === KIND.REQUEST_BINARY ? Buffer.from(data.subarray(start, end)) : decodePayload(data, start, end, false);
-    held.queue.push({ from, id, value });
-    this.#runHandlers(name, held);
+    if (held.running < this.#concurrency && held.queue.length === 0) this.#runOne(name, held, from, id, value);
+    else held.queue.push({ from, id, value });
   }
 
   #runHandlers(name, held) {
     while (held.running < this.#concurrency && held.queue.length > 0) {
       const { from, id, value } = held.queue.shift();
-      held.running++;
-      this.#runOne(held, from, id, value).finally(() => {
-        held.running--;
-        if (this.#handlers.get(name) === held) this.#runHandlers(name, held);
-      });
+      this.#runOne(name, held, from, id, value);
     }
   }
 
-  async #runOne(held, from, id, value) {
+  // Runs the handler on one request. A value is replied at once and its turn is over when
+  // this returns (the caller goes on with the queue); a Promise, or any thenable, settles
+  // as `await` would settle it, and its turn ends then.
+  #runOne(name, held, from, id, value) {
+    held.running++;
     let result;
     try {
-      result = await held.fn.call(this.#espial, value, this.#nodeOf(from));
+      result = held.fn.call(this.#espial, value, this.#nodeOf(from));
+      if (result !== null && (typeof result === 'object' || typeof result === 'function') && typeof result.then === 'function') {
+        Promise.resolve(result).then(
+          (settled) => {
+            this.#replyValue(from, id, settled);
+            this.#handlerDone(name, held);
+          },
+          (err) => {
+            this.#replyError(from, id, err);
+            this.#handlerDone(name, held);
+          },
+        );
+        return;
+      }
     } catch (err) {
+      held.running--;
       this.#replyError(from, id, err);
       return;
     }
+    held.running--;
+    this.#replyValue(from, id, result);
+  }
+
+  #handlerDone(name, held) {
+    held.running--;
+    if (this.#handlers.get(name) === held) this.#runHandlers(name, held);
+  }
+
+  #replyValue(from, id, result) {
     let encoded;
     try {
       encoded = encodePayload(result === undefined ? null : result);
@@ -160,25 +230,50 @@ class Requests {
       this.#replyError(from, id, err);
       return;
     }
-    const bytes = encoded.binary ? encoded.payload : Buffer.from(encoded.payload);
-    this.#native.reply(from, id, encoded.binary ? KIND.VALUE_BINARY : KIND.VALUE_JSON, bytes, '', '');
+    this.#reply(from, id, encoded.binary ? KIND.VALUE_BINARY : KIND.VALUE_JSON, encoded.payload);
   }
 
-  // Only the code and the message cross, never the stack.
+  // A value or NO_HANDLER, handed over with the other replies of this tick.
+  #reply(from, id, kind, payload) {
+    const batch = this.#replyBatch;
+    batch.push(from, id, kind, payload);
+    if (batch.count === 1) RESOLVED.then(this.#flushRepliesLater);
+    else if (batch.bytes >= FLUSH_BYTES) this.#flushReplies();
+  }
+
+  #flushReplies() {
+    if (this.#replyBatch.count > 0) this.#replyBatch.send(this.#native);
+  }
+
+  // Only the code and the message cross, never the stack. (Rare: on its own, after the
+  // replies before it.)
   #replyError(from, id, err) {
     const isObject = err !== null && typeof err === 'object';
     let code = isObject && typeof err.code === 'string' ? err.code : isObject && typeof err.name === 'string' ? err.name : 'Error';
     code = Buffer.byteLength(code) > MAX_REMOTE_CODE ? code.slice(0, MAX_REMOTE_CODE / 4) : code;
     const message = isObject && typeof err.message === 'string' ? err.message : describe(err);
+    this.#flushReplies();
     this.#native.reply(from, id, KIND.REMOTE, EMPTY, code, message);
   }
 
   #answered(from, kind, id, data, start, end) {
-    const p = this.#pending.get(id);
-    if (!p) return; // aborted just before its answer crossed
+    const call = this.#pending.get(id);
+    if (call === undefined) return; // aborted just before its answer crossed
     this.#pending.delete(id);
-    this.#release(p.target);
-    p.settle(kind, data, start, end);
+    this.#release(call.chosen);
+    this.#end(call);
+    if (kind === KIND.VALUE_JSON || kind === KIND.VALUE_BINARY) {
+      let value;
+      try {
+        value = kind === KIND.VALUE_BINARY ? Buffer.from(data.subarray(start, end)) : decodePayload(data, start, end, false);
+      } catch (err) {
+        call.reject(err);
+        return;
+      }
+      call.resolve(value);
+      return;
+    }
+    call.reject(this.#failure(call.name, call.chosen, this.#nodeOf(call.chosen), kind, data, start, end, call.timeout));
   }
 
   /** The members serving `name`, as ids. */
@@ -190,7 +285,7 @@ class Requests {
    * @returns {Promise<unknown>}
    */
   request(name, data, target, options) {
-    name = eventName('request', name);
+    if (name !== this.#checkedName) this.#checkedName = eventName('request', name);
     if (options === undefined && target !== null && typeof target === 'object' && typeof target.id !== 'string') {
       options = target;
       target = undefined;
@@ -198,79 +293,132 @@ class Requests {
     const { timeout, signal } = this.#options('request', options);
     const targetId = this.#targetId(target);
     const encoded = encodePayload(data);
-    const bytes = encoded.binary ? encoded.payload : Buffer.from(encoded.payload);
     if (signal?.aborted) return Promise.reject(new AbortError(signal.reason));
-    if (targetId === this.#selfId) return this.#callLocal(name, encoded, bytes, timeout, signal);
-    return new Promise((resolve, reject) => {
-      const started = performance.now();
-      const waiter = { target: targetId, name, start: undefined };
-      let timer;
-      let requestId;
-      const done = () => {
-        clearTimeout(timer);
-        signal?.removeEventListener('abort', onAbort);
-      };
-      const onAbort = () => {
-        done();
-        if (requestId === undefined) {
-          this.#unwait(waiter);
-        } else if (this.#pending.delete(requestId)) {
-          this.#native.cancelRequest(requestId);
-          this.#release(waiter.chosen);
-        }
-        reject(new AbortError(signal.reason));
-      };
-      signal?.addEventListener('abort', onAbort, { once: true });
-      waiter.start = (chosen) => {
-        const left = Math.max(0, timeout - (performance.now() - started));
-        clearTimeout(timer);
-        const got = this.#native.request(name, chosen, encoded.binary, bytes, left);
-        if (typeof got !== 'number') {
-          done();
-          this.#release(chosen);
-          reject(espialError(got.code, got.message.replace('send()', `request("${name}")`)));
-          return;
-        }
-        requestId = got;
-        waiter.chosen = chosen;
-        this.#pending.set(got, {
-          target: chosen,
-          fail: (err) => {
-            done();
-            reject(err);
-          },
-          settle: (kind, payload, start, end) => {
-            done();
-            const from = this.#nodeOf(chosen);
-            if (kind === KIND.VALUE_JSON || kind === KIND.VALUE_BINARY) {
-              const binary = kind === KIND.VALUE_BINARY;
-              resolve(binary ? Buffer.from(payload.subarray(start, end)) : decodePayload(payload, start, end, false));
-              return;
-            }
-            reject(this.#failure(name, chosen, from, kind, payload, start, end, timeout));
-          },
-        });
-      };
-      // Waiting for room counts against the timeout too.
-      timer = setTimeout(() => {
-        if (requestId !== undefined) return; // the core times it out
-        done();
-        this.#unwait(waiter);
-        reject(timeoutError(name, targetId ?? 'any', timeout));
-      }, timeout);
-      waiter.fail = (err) => {
-        done();
-        reject(err);
-      };
-      this.#waiting.push(waiter);
-      this.#pump();
-      if (requestId === undefined && waiter.target === undefined && this.#pick(name) === null) {
-        // Nobody serves it: nothing to wait for.
-        done();
-        this.#unwait(waiter);
-        reject(espialError('ERR_ESPIAL_NO_HANDLER', `espial: request("${name}"): no node serves "${name}"`));
-      }
+    if (targetId === this.#selfId) return this.#callLocal(name, encoded, timeout, signal);
+    let call;
+    const promise = new Promise((resolve, reject) => {
+      call = new Call(name, targetId, encoded.payload, encoded.binary, timeout, signal, resolve, reject);
     });
+    if (signal !== undefined) {
+      call.onAbort = () => this.#abort(call);
+      signal.addEventListener('abort', call.onAbort, { once: true });
+    }
+    if (this.#waiting.length === 0 && this.#total < this.#maxRequests) {
+      // Room at once (the usual case): no timer, no queue.
+      const chosen = targetId ?? this.#pick(name);
+      if (chosen === null) {
+        this.#noHandler(call);
+        return promise;
+      }
+      if (chosen !== undefined && (this.#inflight.get(chosen) ?? 0) < this.#maxPerTarget) {
+        this.#start(call, chosen);
+        return promise;
+      }
+    }
+    // Waiting for room counts against the timeout too.
+    call.waitingSince = performance.now();
+    call.timer = setTimeout(() => {
+      call.timer = undefined;
+      if (call.ended || call.chosen !== undefined) return; // started: the core times it out
+      this.#end(call);
+      this.#unwait(call);
+      call.reject(timeoutError(name, targetId ?? 'any', timeout));
+    }, timeout);
+    this.#waiting.push(call);
+    this.#pump();
+    if (call.chosen === undefined && !call.ended && targetId === undefined && this.#pick(name) === null) {
+      // Nobody serves it: nothing to wait for.
+      this.#unwait(call);
+      this.#noHandler(call);
+    }
+    return promise;
+  }
+
+  #noHandler(call) {
+    this.#end(call);
+    call.reject(espialError('ERR_ESPIAL_NO_HANDLER', `espial: request("${call.name}"): no node serves "${call.name}"`));
+  }
+
+  // Settled (or about to be): no timer, no abort listener any more.
+  #end(call) {
+    call.ended = true;
+    if (call.timer !== undefined) {
+      clearTimeout(call.timer);
+      call.timer = undefined;
+    }
+    if (call.onAbort !== undefined) call.signal.removeEventListener('abort', call.onAbort);
+  }
+
+  #abort(call) {
+    if (call.ended) return;
+    this.#end(call);
+    if (call.chosen === undefined) {
+      this.#unwait(call);
+    } else if (call.id === 0) {
+      // Still in this tick's batch: it goes, and is cancelled as soon as it has an id.
+      this.#release(call.chosen);
+    } else if (this.#pending.delete(call.id)) {
+      this.#native.cancelRequest(call.id);
+      this.#release(call.chosen);
+    }
+    call.reject(new AbortError(call.signal.reason));
+  }
+
+  // Counts the request against its target and adds it to this tick's batch.
+  #start(call, chosen) {
+    this.#inflight.set(chosen, (this.#inflight.get(chosen) ?? 0) + 1);
+    this.#total++;
+    call.chosen = chosen;
+    let left = call.timeout;
+    if (call.timer !== undefined) {
+      clearTimeout(call.timer);
+      call.timer = undefined;
+      left = Math.max(0, call.timeout - (performance.now() - call.waitingSince));
+    }
+    const batch = this.#requestBatch;
+    batch.push(call.name, chosen, call.payload, call.binary, left);
+    call.payload = undefined;
+    this.#batched.push(call);
+    if (this.#batched.length === 1) RESOLVED.then(this.#flushRequestsLater);
+    else if (batch.bytes >= FLUSH_BYTES) this.#flushRequests();
+  }
+
+  // Hands this tick's requests to the addon: each gets its id, or fails as the core refused it.
+  #flushRequests() {
+    const calls = this.#batched;
+    if (calls.length === 0) return;
+    this.#batched = [];
+    let ids;
+    let failures;
+    try {
+      ({ ids, failures } = this.#requestBatch.send(this.#native));
+    } catch (err) {
+      for (const call of calls) {
+        if (call.ended) continue;
+        this.#end(call);
+        this.#release(call.chosen);
+        call.reject(err);
+      }
+      return;
+    }
+    for (let i = 0; i < calls.length; i++) {
+      const call = calls[i];
+      const id = ids[i];
+      if (call.ended) {
+        // Aborted before it went (its room is given back already).
+        if (id !== 0) this.#native.cancelRequest(id);
+        continue;
+      }
+      if (id === 0) {
+        const { code, message } = failures[i];
+        this.#end(call);
+        this.#release(call.chosen);
+        call.reject(espialError(code, message.replace('send()', `request("${call.name}")`)));
+        continue;
+      }
+      call.id = id;
+      this.#pending.set(id, call);
+    }
   }
 
   #failure(name, id, from, kind, payload, start, end, timeout) {
@@ -359,9 +507,7 @@ class Requests {
         continue;
       }
       this.#waiting.splice(i, 1);
-      this.#inflight.set(chosen, (this.#inflight.get(chosen) ?? 0) + 1);
-      this.#total++;
-      w.start(chosen);
+      this.#start(w, chosen);
     }
   }
 
@@ -375,7 +521,7 @@ class Requests {
     if (n === 0) this.#inflight.delete(target);
     else this.#inflight.set(target, n);
     this.#total--;
-    if (this.#waiting.length > 0) queueMicrotask(() => this.#pump());
+    if (this.#waiting.length > 0) RESOLVED.then(this.#pumpLater);
   }
 
   /** In flight now: total and per target (for tests and stats). */
@@ -405,23 +551,27 @@ class Requests {
 
   /** exit(): requests waiting or in flight fail as the node is not running. */
   failAll() {
+    this.#flushRequests();
     const err = () => espialError('ERR_ESPIAL_NOT_RUNNING', 'espial: request(): the node is not running');
     const pending = [...this.#pending.values()];
     const waiting = this.#waiting.splice(0);
     this.#pending.clear();
     this.#inflight.clear();
     this.#total = 0;
-    for (const p of pending) p.fail(err());
-    for (const w of waiting) w.fail(err());
+    for (const call of [...pending, ...waiting]) {
+      if (call.ended) continue;
+      this.#end(call);
+      call.reject(err());
+    }
   }
 
   // A request to this very node ('master' when it is the master): its own handler, the data
   // through the same encoding as over the wire, the same timeout, signal and errors.
-  async #callLocal(name, encoded, bytes, timeout, signal) {
+  async #callLocal(name, encoded, timeout, signal) {
     const held = this.#handlers.get(name);
     const where = `espial: request("${name}") to node ${this.#selfId}`;
     if (!held) throw espialError('ERR_ESPIAL_NO_HANDLER', `${where}: it does not serve "${name}"`);
-    const value = encoded.binary ? Buffer.from(bytes) : JSON.parse(encoded.payload);
+    const value = encoded.binary ? Buffer.from(encoded.payload) : JSON.parse(encoded.payload);
     let timer;
     let onAbort;
     const stop = new Promise((_, reject) => {

@@ -2,6 +2,7 @@
 //! and moves notifications to JavaScript; all behaviour lives in the driver and the core.
 //! `index.js` wraps [`NativeNode`] in the public `Espial` EventEmitter.
 
+mod call_batch;
 mod calls;
 mod convert;
 #[cfg(unix)]
@@ -19,9 +20,6 @@ use napi::bindgen_prelude::*;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
 
-use std::time::Duration;
-
-use crate::core::error::SendError;
 use crate::core::node::{Candidate, NodeInfo};
 use crate::driver::{ErrorCode, EventSink, Filter, Handle, Notification, Receipt, Sent};
 
@@ -264,25 +262,64 @@ impl NativeNode {
         ids.into_iter().map(|id| id.to_string()).collect()
     }
 
-    /// Asks handler `name` of node `target`: the request's id (below 2^53), its end
-    /// arriving in a `calls` run. A refusal is returned as a `NativeSendError`.
-    #[napi(ts_return_type = "number | NativeSendError")]
-    pub fn request(
+    /// Asks several handlers in one step, in order, as `lib/call-batch.js` packs a tick's
+    /// requests: request `i` is handler `names[meta[5i]]` of node `targets[meta[5i+1]]`,
+    /// its payload the next `meta[5i+2]` bytes of `payload`, binary if `meta[5i+3]` is 1,
+    /// its timeout `meta[5i+4]` ms. Request `i`'s id (below 2^53) is written to `ids[i]`,
+    /// or 0 if it was refused; then the answer is one entry per request (`null` or why
+    /// not), else `null` when none was refused.
+    #[napi(
+        ts_args_type = "names: Array<string>, targets: Array<string>, meta: Uint32Array, payload: Uint8Array, ids: Float64Array",
+        ts_return_type = "Array<NativeSendError | null> | null"
+    )]
+    pub fn request_batch(
         &self,
-        name: String,
-        target: String,
-        binary: bool,
+        names: Vec<String>,
+        targets: Vec<String>,
+        meta: &[u32],
         payload: &[u8],
-        timeout_ms: f64,
-    ) -> Either<f64, NativeSendError> {
-        let Ok(target) = target.parse() else {
-            return Either::B(SendError::UnknownTarget(target).into());
-        };
-        let timeout = Duration::from_millis(timeout_ms.clamp(0.0, 2_147_483_647.0) as u64);
-        match self.node.ask(&name, binary, payload, target, timeout) {
-            Ok(id) => Either::A(id as f64),
-            Err(e) => Either::B(e.into()),
+        mut ids: Float64ArraySlice<'_>,
+    ) -> Result<Option<Vec<Option<NativeSendError>>>> {
+        // SAFETY: the array is the caller's, and the caller (the JavaScript thread) is in
+        // this call until it returns: nothing else reads or writes it meanwhile.
+        let ids = unsafe { ids.as_mut() };
+        let asks = call_batch::asks(&names, &targets, meta, payload)?;
+        if ids.len() < asks.len() {
+            return Err(Error::new(
+                Status::InvalidArg,
+                "requestBatch: ids is shorter than the batch".to_owned(),
+            ));
         }
+        let results = self.node.ask_all(&asks);
+        let mut refused = false;
+        for (slot, result) in ids.iter_mut().zip(&results) {
+            *slot = match result {
+                Ok(id) => *id as f64,
+                Err(_) => {
+                    refused = true;
+                    0.0
+                }
+            };
+        }
+        if !refused {
+            return Ok(None);
+        }
+        let outcome = results
+            .into_iter()
+            .map(|r| r.err().map(NativeSendError::from))
+            .collect();
+        Ok(Some(outcome))
+    }
+
+    /// Answers several requests in one step, in order, as `lib/call-batch.js` packs a
+    /// tick's replies: reply `i` goes to node `peers[meta[5i]]`, kind `meta[5i+1]` (a value
+    /// or `NO_HANDLER`, see `calls.rs`), for its request `meta[5i+2] + meta[5i+3] * 2^32`,
+    /// its payload the next `meta[5i+4]` bytes of `payload`.
+    #[napi(ts_args_type = "peers: Array<string>, meta: Uint32Array, payload: Uint8Array")]
+    pub fn reply_batch(&self, peers: Vec<String>, meta: &[u32], payload: &[u8]) -> Result<()> {
+        let replies = call_batch::replies(&peers, meta, payload)?;
+        self.node.reply_all(replies);
+        Ok(())
     }
 
     /// Gives up on request `id` (aborted): no answer follows.

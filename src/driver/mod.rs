@@ -40,6 +40,18 @@ pub use crate::core::error::ErrorCode;
 use crate::core::error::{SendError, SubscribeError};
 use crate::core::node::{Candidate, NodeId, NodeInfo};
 
+/// One request of a batch ([`Handle::ask_all`]): handler `name` of `target` (or why the
+/// target named is none), as [`Handle::ask`] takes it. Asked one at a time, each request
+/// was a step of its own and a `write` of its own; a tick's requests together take one.
+#[derive(Debug, Clone)]
+pub struct Ask<'a> {
+    pub name: &'a str,
+    pub binary: bool,
+    pub payload: &'a [u8],
+    pub target: Result<NodeId, SendError>,
+    pub timeout: Duration,
+}
+
 /// How a node finds its peers by multicast.
 #[derive(Debug, Clone)]
 pub struct MulticastConfig {
@@ -274,6 +286,37 @@ impl Handle {
                 Err(SendError::UnknownTarget(target.to_string()))
             }
             _ => Err(SendError::NotRunning),
+        }
+    }
+
+    /// Asks several handlers in one step, in order: each request's id or why not. One
+    /// lock and one write per connection for all of them (see [`Ask`]).
+    pub fn ask_all(&self, asks: &[Ask<'_>]) -> Vec<Result<u64, SendError>> {
+        match &mut *self.shared.lock() {
+            node::Stage::Running(node) => asks
+                .iter()
+                .map(|a| match &a.target {
+                    Ok(target) => node.request(a.name, a.binary, a.payload, *target, a.timeout),
+                    Err(e) => Err(e.clone()),
+                })
+                .collect(),
+            node::Stage::Idle { .. } | node::Stage::Starting { exiting: false, .. } => asks
+                .iter()
+                .map(|a| match &a.target {
+                    Ok(target) => Err(SendError::UnknownTarget(target.to_string())),
+                    Err(e) => Err(e.clone()),
+                })
+                .collect(),
+            _ => vec![Err(SendError::NotRunning); asks.len()],
+        }
+    }
+
+    /// Answers several requests in one step, in order (see [`Handle::reply`]).
+    pub fn reply_all<'a>(&self, replies: impl IntoIterator<Item = (NodeId, u64, Reply<'a>)>) {
+        if let node::Stage::Running(node) = &mut *self.shared.lock() {
+            for (peer, id, reply) in replies {
+                node.reply(peer, id, reply);
+            }
         }
     }
 
