@@ -320,7 +320,8 @@ impl Handle {
         }
     }
 
-    /// Gives up on request `id`: no answer follows, a reply is dropped as late.
+    /// Gives up on request `id`: no answer follows; a reply from its target is dropped as
+    /// late, one from any other node refused.
     pub fn cancel_request(&self, id: u64) {
         if let node::Stage::Running(node) = &mut *self.shared.lock() {
             node.cancel_request(id);
