@@ -16,12 +16,14 @@
 //! protocol must go on meanwhile (acknowledgements, membership, the bound on what waits
 //! for the application). So whoever owns reading is a state ([`Owner`]):
 //!
-//! - `Js`: the loop reads. While bytes come, the runtime looks every [`TICK`]: if bytes
-//!   wait in the socket at two looks in a row and the loop has read nothing in between,
-//!   the loop is busy and the runtime takes reading back (`Runtime`). Once nothing has come
-//!   for [`IDLE_TICKS`] looks it stops looking and registers for reading instead, so an
-//!   idle connection costs no wake-ups; the first bytes after that wake both threads once
-//!   (the runtime drops its registration again and resumes looking).
+//! - `Js`: the loop reads. The runtime is registered for reading only until bytes come:
+//!   woken by them (as the loop is), it drops its registration, so that the bytes that
+//!   follow wake only the loop, and looks [`TICK`] later. If nothing waits in the socket
+//!   then, the loop keeps up and the runtime registers again. If bytes wait at two looks in
+//!   a row and the loop has read nothing in between, the loop is busy: the runtime takes
+//!   reading back (`Runtime`) within 2 × [`TICK`]. So a stream of messages costs the
+//!   runtime about one wake-up per [`TICK`], not one per message, and a quiet connection
+//!   none.
 //! - `Runtime`: the runtime reads, as it always did. The loop's watch stays armed: the next
 //!   time the loop runs it with bytes waiting it is idle again, and it takes reading back.
 //!
@@ -55,8 +57,6 @@ use crate::core::cluster::ConnId;
 /// is taken for busy once bytes have waited two looks without it reading, so within
 /// 2 × `TICK` the runtime reads instead.
 pub const TICK: Duration = Duration::from_millis(5);
-/// Looks without bytes after which the runtime stops looking and waits for bytes instead.
-pub const IDLE_TICKS: u32 = 2;
 /// A read of at least this many bytes is a bulk transfer: the runtime reads it, in parallel
 /// with the loop, which then only dispatches what it read (as before shared reading: on
 /// one thread the two would take turns, and the throughput of small messages fell). The
@@ -264,9 +264,9 @@ async fn run(
     event_loop: Arc<dyn ReadLoop>,
     inbox: Arc<Inbox>,
 ) {
-    // Registered for reading only while the runtime reads or waits for the first bytes
-    // after a quiet spell; otherwise not registered at all, so incoming bytes do not wake
-    // this thread.
+    // Registered for reading only while the runtime reads, or waits for the next bytes
+    // while the loop reads; otherwise not registered at all, so that incoming bytes do not
+    // wake this thread.
     let mut unregistered = Some(socket);
     let mut registered: Option<AsyncFd<TcpStream>> = None;
     let register = |unregistered: &mut Option<TcpStream>,
@@ -330,12 +330,41 @@ async fn run(
                 }
             }
             Owner::Js => {
+                // Registered while nothing comes: the first bytes wake this thread once.
+                if register(&mut unregistered, &mut registered).is_err() {
+                    read.report_end();
+                    return;
+                }
+                let registration = registered.as_ref().expect("registered above");
+                tokio::select! {
+                    ready = registration.readable() => match ready {
+                        Ok(mut guard) => {
+                            let ready = guard.ready();
+                            if ready.is_read_closed() || ready.is_error() {
+                                // The connection ended: should the loop be busy, nobody
+                                // would look, so the runtime reads the end (its readiness
+                                // kept for that).
+                                read.owner.store(RUNTIME, Ordering::SeqCst);
+                                continue;
+                            }
+                            // Bytes: the loop reads them.
+                            guard.clear_ready();
+                        }
+                        Err(_) => {
+                            read.report_end();
+                            return;
+                        }
+                    },
+                    // Reading handed back, or the connection closed: look again.
+                    _ = read.wake.notified() => continue,
+                }
+                // Then not registered while bytes keep coming: they would wake this thread
+                // each time. Instead it looks every TICK whether the loop keeps up.
                 unregister(&mut unregistered, &mut registered);
                 // Open as long as this task runs (`unregistered` or `registered` holds it).
                 let fd = unregistered.as_ref().expect("unregistered above").as_raw_fd();
                 let mut last_reads = read.js_reads.load(Ordering::SeqCst);
                 let mut waited = false;
-                let mut quiet = 0;
                 loop {
                     tokio::select! {
                         _ = tokio::time::sleep(TICK) => {}
@@ -346,47 +375,17 @@ async fn run(
                     }
                     let reads = read.js_reads.load(Ordering::SeqCst);
                     let waiting = waiting(fd) > 0;
-                    if reads == last_reads && waiting && waited {
-                        // The loop is busy: the runtime reads until it is idle again.
+                    if !waiting {
+                        // The loop keeps up: wait for the next bytes, registered.
+                        break;
+                    }
+                    if waited && reads == last_reads {
+                        // Bytes waited at two looks and the loop read nothing in between:
+                        // it is busy, and the runtime reads until it is idle again.
                         read.owner.store(RUNTIME, Ordering::SeqCst);
                         break;
                     }
-                    if reads == last_reads && !waiting {
-                        quiet += 1;
-                        if quiet >= IDLE_TICKS {
-                            // Quiet: wait for bytes instead of looking.
-                            if register(&mut unregistered, &mut registered).is_err() {
-                                read.report_end();
-                                return;
-                            }
-                            let registration = registered.as_ref().expect("registered above");
-                            tokio::select! {
-                                ready = registration.readable() => match ready {
-                                    Ok(mut guard) => {
-                                        let ready = guard.ready();
-                                        if ready.is_read_closed() || ready.is_error() {
-                                            // The connection ended: while the loop is busy
-                                            // nobody would look, so the runtime reads the
-                                            // end (its readiness kept for that).
-                                            read.owner.store(RUNTIME, Ordering::SeqCst);
-                                        } else {
-                                            // Bytes: the loop reads them.
-                                            guard.clear_ready();
-                                        }
-                                    }
-                                    Err(_) => {
-                                        read.report_end();
-                                        return;
-                                    }
-                                },
-                                _ = read.wake.notified() => {}
-                            }
-                            break;
-                        }
-                    } else {
-                        quiet = 0;
-                    }
-                    waited = waiting;
+                    waited = true;
                     last_reads = reads;
                 }
             }
