@@ -292,10 +292,16 @@ unsafe extern "C" fn on_wake(handle: *mut c_void) {
 }
 
 /// The socket is readable (or in error, which the read then finds): the loop is idle.
-unsafe extern "C" fn on_poll(poll: *mut c_void, _status: c_int, _events: c_int) {
+unsafe extern "C" fn on_poll(poll: *mut c_void, status: c_int, _events: c_int) {
     let watch = *poll.cast::<*mut Watch>();
     let next = (*watch).read.on_readable(&(*watch).socket);
     match next {
+        // libuv stops a handle that reports an error (`status` < 0) itself; the read found
+        // bytes before the error, so the runtime reads the rest, and the end, alone.
+        Next::Keep if status < 0 => {
+            (*watch).active = false;
+            (*watch).read.unwatched();
+        }
         Next::Keep => {}
         Next::Stop => {
             uv_poll_stop(poll);
