@@ -144,11 +144,8 @@ impl NativeNode {
         let max_metadata = config.core.max_metadata;
         // Connections are read on this thread too while it is idle (see readpoll.rs).
         #[cfg(unix)]
-        let node = Handle::with_read_loop(
-            config,
-            sink,
-            Arc::new(readpoll::PollLoop::new(env.raw())?),
-        );
+        let node =
+            Handle::with_read_loop(config, sink, Arc::new(readpoll::PollLoop::new(env.raw())?));
         #[cfg(not(unix))]
         let node = Handle::new(config, sink);
         Ok(NativeNode {

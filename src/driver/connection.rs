@@ -379,7 +379,9 @@ pub fn spawn_shared_io(
     };
     let made = (|| {
         let (w, r, l) = (dup()?, dup()?, dup()?);
-        let w = tokio::io::unix::AsyncFd::with_interest(w, tokio::io::Interest::WRITABLE)?;
+        let writable = tokio::io::Interest::WRITABLE;
+        // SAFETY: `w` owns its descriptor, which stays open while the AsyncFd holds it.
+        let w = unsafe { tokio::io::unix::AsyncFd::register_with_interest(w, writable)? };
         Ok::<_, io::Error>((w, r, l))
     })();
     let Ok((for_writer, for_runtime, for_loop)) = made else {
@@ -388,15 +390,8 @@ pub fn spawn_shared_io(
     // Deregistered from the runtime (it was registered for reading) and closed.
     drop(stream);
     let drained = events.clone();
-    let (read, task) = shared_read::start(
-        conn,
-        for_runtime,
-        for_loop,
-        pull,
-        event_loop,
-        inbox,
-        events,
-    );
+    let (read, task) =
+        shared_read::start(conn, for_runtime, for_loop, pull, event_loop, inbox, events);
     let reader = tokio::spawn(task).abort_handle();
     let out = outgoing(WriteSocket::Shared(for_writer));
     writers.spawn(write_queue(out.clone(), drained));

@@ -226,7 +226,10 @@ pub(super) fn start(
     event_loop: &Arc<dyn ReadLoop>,
     inbox: Arc<Inbox>,
     events: mpsc::UnboundedSender<ConnEvent>,
-) -> (Arc<SharedRead>, impl std::future::Future<Output = ()> + Send + 'static) {
+) -> (
+    Arc<SharedRead>,
+    impl std::future::Future<Output = ()> + Send + 'static,
+) {
     let read = Arc::new(SharedRead {
         conn,
         pull,
@@ -273,7 +276,8 @@ async fn run(
                     registered: &mut Option<AsyncFd<TcpStream>>|
      -> io::Result<()> {
         if let Some(s) = unregistered.take() {
-            *registered = Some(AsyncFd::with_interest(s, Interest::READABLE)?);
+            // SAFETY: `s` owns its descriptor, which stays open while the AsyncFd holds it.
+            *registered = Some(unsafe { AsyncFd::register_with_interest(s, Interest::READABLE)? });
         }
         Ok(())
     };
@@ -362,7 +366,10 @@ async fn run(
                 // each time. Instead it looks every TICK whether the loop keeps up.
                 unregister(&mut unregistered, &mut registered);
                 // Open as long as this task runs (`unregistered` or `registered` holds it).
-                let fd = unregistered.as_ref().expect("unregistered above").as_raw_fd();
+                let fd = unregistered
+                    .as_ref()
+                    .expect("unregistered above")
+                    .as_raw_fd();
                 let mut last_reads = read.js_reads.load(Ordering::SeqCst);
                 let mut waited = false;
                 loop {

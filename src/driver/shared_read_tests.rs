@@ -183,13 +183,23 @@ fn the_loop_reads_while_idle_and_the_runtime_while_it_is_busy() {
     let before = event_loop.reads.load(Ordering::SeqCst);
     let mut seen = exchange(&a, &b_rx, b_id, 0, 50, Duration::from_millis(2));
     let idle_reads = event_loop.reads.load(Ordering::SeqCst) - before;
-    assert!(idle_reads >= 25, "the idle loop read {idle_reads} times for 50 messages");
+    assert!(
+        idle_reads >= 25,
+        "the idle loop read {idle_reads} times for 50 messages"
+    );
 
     // Busy loop, longer than the detector's bound: the runtime reads, every message
     // arrives meanwhile, and nobody is removed.
     event_loop.busy.store(true, Ordering::SeqCst);
     let busy_from = Instant::now();
-    seen.extend(exchange(&a, &b_rx, b_id, 50, 300, Duration::from_millis(10)));
+    seen.extend(exchange(
+        &a,
+        &b_rx,
+        b_id,
+        50,
+        300,
+        Duration::from_millis(10),
+    ));
     assert!(busy_from.elapsed() >= Duration::from_secs(3));
     let during = event_loop.reads.load(Ordering::SeqCst);
     event_loop.busy.store(false, Ordering::SeqCst);
@@ -197,7 +207,10 @@ fn the_loop_reads_while_idle_and_the_runtime_while_it_is_busy() {
     // Idle again: the loop takes reading back.
     seen.extend(exchange(&a, &b_rx, b_id, 350, 50, Duration::from_millis(2)));
     let after = event_loop.reads.load(Ordering::SeqCst) - during;
-    assert!(after >= 25, "the loop read {after} times for 50 messages once idle again");
+    assert!(
+        after >= 25,
+        "the loop read {after} times for 50 messages once idle again"
+    );
 
     std::thread::sleep(Duration::from_millis(300));
     seen.extend(b_rx.try_iter());
