@@ -294,7 +294,10 @@ unsafe extern "C" fn on_wake(handle: *mut c_void) {
 /// The socket is readable (or in error, which the read then finds): the loop is idle.
 unsafe extern "C" fn on_poll(poll: *mut c_void, status: c_int, _events: c_int) {
     let watch = *poll.cast::<*mut Watch>();
-    let next = (*watch).read.on_readable(&(*watch).socket);
+    // A panic must not unwind into libuv; the node's lock is poisoned then anyway, and the
+    // watch is closed.
+    let read = || (*watch).read.on_readable(&(*watch).socket);
+    let next = std::panic::catch_unwind(std::panic::AssertUnwindSafe(read)).unwrap_or(Next::Close);
     match next {
         // libuv stops a handle that reports an error (`status` < 0) itself; the read found
         // bytes before the error, so the runtime reads the rest, and the end, alone.
