@@ -102,3 +102,24 @@ test('a node in a worker thread terminated while it runs lets the process end', 
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
   }
 });
+
+// Connections are read on the event loop of the thread that made the node too, through
+// libuv poll handles on duplicates of their descriptors (src/binding/readpoll.rs): a worker
+// terminated in the middle of a ping-pong between two of its members must close them before
+// its loop is closed, and the process must end.
+test('a worker terminated while two of its members exchange events lets the process end', async () => {
+  const { child, exited, listening, output } = startChild('worker-pair');
+  try {
+    await within(WAIT_MS, listening, () => `the worker's members did not exchange 20 events within ${WAIT_MS} ms; ${output()}`);
+    const { code, signal } = await within(
+      WAIT_MS,
+      exited,
+      () => `the child was still running ${WAIT_MS} ms after its worker was terminated; ${output()}`,
+    );
+    assert.deepEqual({ code, signal }, { code: 0, signal: null }, output());
+    assert.match(output(), /terminated/);
+    assert.doesNotMatch(output(), /Assertion|error:/);
+  } finally {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  }
+});

@@ -93,6 +93,62 @@ test('a node whose JS event loop is blocked for 3 s is not removed, and removes 
   });
 });
 
+// Connections are read on the JS thread while it is idle (src/driver/shared_read.rs); while
+// a listener keeps it busy, the espial thread must read instead: a's sends need the child's
+// acknowledgements (max_unacked_bytes is 64 KiB, and 160 KiB are sent during the block), so
+// they all resolve before the block ends only if the child's bytes are read meanwhile.
+test('a listener blocking the JS thread for 3 s: its connections are still read, nothing is lost, nobody removed', async () => {
+  await withNodes(async (scope) => {
+    const cluster = uniqueCluster();
+    const [portA, portChild] = randomPorts(2);
+    const a = scope.node(
+      manualOptions({ port: portA, cluster, send_presence_frequency: 200, max_unacked_bytes: 65536 }),
+      'a',
+    );
+    const child = await scope.child(
+      manualOptions({ port: portChild, cluster, peers: [`127.0.0.1:${portA}`], send_presence_frequency: 200 }),
+      'child',
+    );
+    await joined(a, child);
+    assert.equal(await child.request('join_ordered', { event: 'work' }), true);
+    // Until the join has reached a, a's sends reach nobody.
+    await within(WAIT_MS, (async () => {
+      while ((await child.request('received', { event: 'work' })).count === 0) {
+        await a.send('work', { probe: true }, child.node.id);
+        await delay(20);
+      }
+    })(), () => 'the child never got a probe');
+
+    child.events.track('unblocked');
+    const unblocked = child.events.next('unblocked', 'the child: its listener came back from the block', () => true, 10_000);
+    let blockOver = false;
+    unblocked.then(() => (blockOver = true), () => {});
+    await a.send('work', { block: 3000 }, child.node.id);
+    const filler = 'x'.repeat(2000);
+    const COUNT = 80;
+    for (let i = 0; i < COUNT; i++) {
+      await a.send('work', { i, filler }, child.node.id);
+      await delay(5);
+    }
+    const sentDuringBlock = !blockOver;
+    const { arg: blockedMs } = await unblocked;
+    assert.ok(blockedMs >= 3000, `the child's listener blocked for ${blockedMs} ms`);
+    assert.ok(sentDuringBlock, "a's sends waited for the child's JS thread: nobody read its connection while it was busy");
+
+    const deadline = performance.now() + WAIT_MS;
+    let got;
+    while ((got = await child.request('received', { event: 'work' })).order.length < COUNT) {
+      assert.ok(performance.now() < deadline, `only ${got.order.length} of ${COUNT} arrived`);
+      await delay(50);
+    }
+    assert.deepEqual(got.order, Array.from({ length: COUNT }, (_, i) => i), 'every message once, in order');
+    await delay(500);
+    assert.deepEqual(a.events.seen('removed_node'), [], 'a removed nobody');
+    assert.deepEqual(child.events.seen('removed_node'), [], 'the child removed nobody');
+    assert.deepEqual(ids(await child.request('get_nodes')), [a.get_node_info().id]);
+  });
+});
+
 test('graceful exit: the other node emits removed_node within 500 ms, once', async (t) => {
   await withNodes(async (scope) => {
     const cluster = uniqueCluster();

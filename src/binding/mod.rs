@@ -10,6 +10,8 @@ mod delivery;
 mod errors;
 mod interner;
 mod packed;
+#[cfg(unix)]
+mod readpoll;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -137,11 +139,19 @@ impl NativeNode {
     pub fn new(env: Env, options: NativeOptions, on_events: Function<'_>) -> Result<Self> {
         let config = convert::node_config(options)?;
         let sink = JsSink::new(&env, &on_events)?;
+        let info = Mutex::new(config.me.clone());
+        let max_metadata = config.core.max_metadata;
+        // Connections are read on this thread too while it is idle (see readpoll.rs).
+        #[cfg(unix)]
+        let node =
+            Handle::with_read_loop(config, sink, Arc::new(readpoll::PollLoop::new(env.raw())?));
+        #[cfg(not(unix))]
+        let node = Handle::new(config, sink);
         Ok(NativeNode {
-            info: Mutex::new(config.me.clone()),
-            max_metadata: config.core.max_metadata,
+            info,
+            max_metadata,
             next_batch: AtomicU32::new(0),
-            node: Handle::new(config, sink),
+            node,
         })
     }
 

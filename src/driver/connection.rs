@@ -8,7 +8,7 @@
 //! the socket does not take at once goes to the connection's writer task, which writes it
 //! in order as the socket drains; nothing is written around it meanwhile.
 
-use std::io::ErrorKind;
+use std::io::{self, ErrorKind};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -22,12 +22,14 @@ use tokio::sync::{mpsc, Notify};
 use tokio::task::{AbortHandle, JoinSet};
 
 use super::inbox::Inbox;
+#[cfg(unix)]
+use super::shared_read::{self, PullFn, ReadLoop, SharedRead};
 use crate::core::cluster::ConnId;
 use crate::core::node::Candidate;
 
 /// A safety net only: the core gives up on a dial sooner and the task is aborted then.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(30);
-const READ_BUF: usize = 64 * 1024;
+pub const READ_BUF: usize = 64 * 1024;
 /// Bytes queued on a connection above which `send()` waits (backpressure)...
 pub const HIGH_WATER: usize = 8 * 1024 * 1024;
 /// ...until the writer has brought the queue below this.
@@ -73,11 +75,71 @@ pub struct ConnHandle {
     /// Frames sealed during the current step, not yet handed to the socket.
     staged: Vec<u8>,
     reader: AbortHandle,
+    /// Read by the application's loop too: told when the connection ends.
+    #[cfg(unix)]
+    shared: Option<(Arc<SharedRead>, Arc<dyn ReadLoop>)>,
+}
+
+/// A connection's socket, for writing.
+enum WriteSocket {
+    /// Read by the runtime alone (through the other half).
+    Tokio(OwnedWriteHalf),
+    /// Registered with the runtime for writing only, as the application's loop may read it
+    /// (see [`shared_read`]).
+    #[cfg(unix)]
+    Shared(tokio::io::unix::AsyncFd<std::net::TcpStream>),
+}
+
+impl WriteSocket {
+    /// Writes what the socket takes now.
+    fn try_write(&self, bytes: &[u8]) -> io::Result<usize> {
+        match self {
+            WriteSocket::Tokio(w) => w.try_write(bytes),
+            #[cfg(unix)]
+            WriteSocket::Shared(fd) => io::Write::write(&mut fd.get_ref(), bytes),
+        }
+    }
+
+    /// Writes some of `bytes`, waiting until the socket takes any.
+    async fn write_some(&self, bytes: &[u8]) -> io::Result<usize> {
+        loop {
+            match self {
+                WriteSocket::Tokio(w) => {
+                    w.writable().await?;
+                    match w.try_write(bytes) {
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                        done => return done,
+                    }
+                }
+                #[cfg(unix)]
+                WriteSocket::Shared(fd) => {
+                    let mut ready = fd.writable().await?;
+                    let write = |s: &tokio::io::unix::AsyncFd<std::net::TcpStream>| {
+                        io::Write::write(&mut s.get_ref(), bytes)
+                    };
+                    if let Ok(done) = ready.try_io(write) {
+                        return done;
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(unix)]
+impl Drop for WriteSocket {
+    fn drop(&mut self) {
+        // The application's loop may still hold a duplicate of the descriptor (it closes it
+        // on its own thread), which keeps the socket open: the peer reads the end now.
+        if let WriteSocket::Shared(fd) = self {
+            let _ = fd.get_ref().shutdown(std::net::Shutdown::Write);
+        }
+    }
 }
 
 /// The write side, shared by the node (under its lock) and the connection's writer task.
 struct Outgoing {
-    socket: OwnedWriteHalf,
+    socket: WriteSocket,
     queue: Mutex<Queue>,
     /// Tells the writer task there is something in the queue, or that it is closed.
     wake: Notify,
@@ -173,6 +235,11 @@ impl Drop for ConnHandle {
         self.out.queue.lock().unwrap().closed = true;
         self.out.wake.notify_one();
         self.reader.abort();
+        #[cfg(unix)]
+        if let Some((read, event_loop)) = &self.shared {
+            read.close();
+            event_loop.poke();
+        }
     }
 }
 
@@ -249,13 +316,7 @@ pub fn spawn_io(
     let _ = stream.set_nodelay(true);
     keep_alive(&stream);
     let (mut rd, wr) = stream.into_split();
-    let out = Arc::new(Outgoing {
-        socket: wr,
-        queue: Mutex::new(Queue::default()),
-        wake: Notify::new(),
-        queued: AtomicUsize::new(0),
-        waiting: AtomicBool::new(false),
-    });
+    let out = outgoing(WriteSocket::Tokio(wr));
     let drained = events.clone();
     let reader = tokio::spawn(async move {
         let mut buf = vec![0u8; READ_BUF];
@@ -279,7 +340,67 @@ pub fn spawn_io(
         out,
         staged: Vec::new(),
         reader,
+        #[cfg(unix)]
+        shared: None,
     }
+}
+
+fn outgoing(socket: WriteSocket) -> Arc<Outgoing> {
+    Arc::new(Outgoing {
+        socket,
+        queue: Mutex::new(Queue::default()),
+        wake: Notify::new(),
+        queued: AtomicUsize::new(0),
+        waiting: AtomicBool::new(false),
+    })
+}
+
+/// Starts the reading and writing of an open connection that `event_loop` reads too while
+/// it is idle (see [`shared_read`]): `pull` reads once and steps the node, under its lock.
+/// Otherwise as [`spawn_io`]. Gives the stream back if it cannot (out of descriptors): the
+/// caller then uses [`spawn_io`].
+#[cfg(unix)]
+pub fn spawn_shared_io(
+    conn: ConnId,
+    stream: TcpStream,
+    pull: Box<PullFn>,
+    event_loop: &Arc<dyn ReadLoop>,
+    inbox: Arc<Inbox>,
+    events: mpsc::UnboundedSender<ConnEvent>,
+    writers: &mut JoinSet<()>,
+) -> Result<ConnHandle, TcpStream> {
+    let _ = stream.set_nodelay(true);
+    keep_alive(&stream);
+    // Three descriptors of one socket: one registered with the runtime for writing only,
+    // one it registers for reading when it reads, one the loop watches. Made before the
+    // stream is let go, so that a failure leaves it as it was.
+    let dup = || -> io::Result<std::net::TcpStream> {
+        Ok(socket2::SockRef::from(&stream).try_clone()?.into())
+    };
+    let made = (|| {
+        let (w, r, l) = (dup()?, dup()?, dup()?);
+        let writable = tokio::io::Interest::WRITABLE;
+        // SAFETY: `w` owns its descriptor, which stays open while the AsyncFd holds it.
+        let w = unsafe { tokio::io::unix::AsyncFd::register_with_interest(w, writable)? };
+        Ok::<_, io::Error>((w, r, l))
+    })();
+    let Ok((for_writer, for_runtime, for_loop)) = made else {
+        return Err(stream);
+    };
+    // Deregistered from the runtime (it was registered for reading) and closed.
+    drop(stream);
+    let drained = events.clone();
+    let (read, task) =
+        shared_read::start(conn, for_runtime, for_loop, pull, event_loop, inbox, events);
+    let reader = tokio::spawn(task).abort_handle();
+    let out = outgoing(WriteSocket::Shared(for_writer));
+    writers.spawn(write_queue(out.clone(), drained));
+    Ok(ConnHandle {
+        out,
+        staged: Vec::new(),
+        reader,
+        shared: Some((read, event_loop.clone())),
+    })
 }
 
 /// The writer task: writes what the socket did not take at once, in order, until the
@@ -308,12 +429,8 @@ async fn write_queue(out: Arc<Outgoing>, drained: mpsc::UnboundedSender<ConnEven
         }
         let mut at = 0;
         while at < bytes.len() {
-            if out.socket.writable().await.is_err() {
-                return;
-            }
-            match out.socket.try_write(&bytes[at..]) {
+            match out.socket.write_some(&bytes[at..]).await {
                 Ok(n) => at += n,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
                 Err(_) => return,
             }
         }

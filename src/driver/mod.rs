@@ -16,6 +16,10 @@ pub mod multicast;
 mod node;
 pub mod runtime;
 pub mod seeds;
+#[cfg(unix)]
+pub mod shared_read;
+#[cfg(all(test, unix))]
+mod shared_read_tests;
 #[cfg(test)]
 mod tests;
 
@@ -203,6 +207,26 @@ impl Handle {
             config,
             sink: Box::new(sink),
             exits: exit_requests,
+            #[cfg(unix)]
+            read_loop: None,
+        });
+        Handle { shared, exits }
+    }
+
+    /// As [`Handle::new`], with the application's event loop reading the node's
+    /// connections while it is idle (see [`shared_read`]).
+    #[cfg(unix)]
+    pub fn with_read_loop(
+        config: NodeConfig,
+        sink: impl EventSink,
+        read_loop: Arc<dyn shared_read::ReadLoop>,
+    ) -> Handle {
+        let (exits, exit_requests) = mpsc::unbounded_channel();
+        let shared = node::Shared::new(node::Start {
+            config,
+            sink: Box::new(sink),
+            exits: exit_requests,
+            read_loop: Some(read_loop),
         });
         Handle { shared, exits }
     }

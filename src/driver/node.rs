@@ -52,6 +52,8 @@ use super::inbox::{self, Inbox, Receipt};
 use super::log::Log;
 use super::multicast;
 use super::seeds::{self, Report, Seeds};
+#[cfg(unix)]
+use super::shared_read::{Pull, ReadLoop};
 use super::{ErrorCode, EventSink, Filter, NodeConfig, Notification};
 use crate::core::cluster::requests::Reply;
 use crate::core::cluster::{Cluster, ConnId, Event, Output, Stats};
@@ -101,6 +103,9 @@ pub struct Start {
     pub sink: Box<dyn EventSink>,
     /// Where `exit()` asks the node task to leave.
     pub exits: mpsc::UnboundedReceiver<oneshot::Sender<()>>,
+    /// The application's event loop, which reads connections too while it is idle.
+    #[cfg(unix)]
+    pub read_loop: Option<Arc<dyn ReadLoop>>,
 }
 
 /// What the application asks of a node: carried out at once while it runs, or kept until
@@ -327,6 +332,12 @@ pub struct Node {
     task: TaskState,
     /// For the connections' readers to step the node.
     shared: Weak<Shared>,
+    /// The application's event loop, which reads connections too while it is idle.
+    #[cfg(unix)]
+    read_loop: Option<Arc<dyn ReadLoop>>,
+    /// What a read under the lock reads into (whichever thread reads).
+    #[cfg(unix)]
+    read_buf: Vec<u8>,
 }
 
 /// A step's notifications, for the sink, with their receipt.
@@ -581,8 +592,74 @@ impl Node {
         };
         let events = self.conn_events.clone();
         let inbox = self.inbox.clone();
+        #[cfg(unix)]
+        let stream = match &self.read_loop {
+            None => stream,
+            Some(read_loop) => {
+                let shared = self.shared.clone();
+                let pull = move |source: &mut dyn FnMut(&mut [u8]) -> std::io::Result<usize>| {
+                    let Some(shared) = shared.upgrade() else {
+                        return Pull::Gone;
+                    };
+                    shared
+                        .step(|node| node.pull(conn, source))
+                        .unwrap_or(Pull::Gone)
+                };
+                let (inbox, events) = (inbox.clone(), events.clone());
+                match connection::spawn_shared_io(
+                    conn,
+                    stream,
+                    Box::new(pull),
+                    read_loop,
+                    inbox,
+                    events,
+                    writers,
+                ) {
+                    Ok(handle) => {
+                        self.conns.insert(conn, handle);
+                        return;
+                    }
+                    Err(stream) => stream,
+                }
+            }
+        };
         let handle = connection::spawn_io(conn, stream, received, inbox, events, writers);
         self.conns.insert(conn, handle);
+    }
+
+    /// Reads `conn` once from `source` and handles what it read, unless it comes from a
+    /// member while the application is behind (as [`Node::receive`]; then nothing is read).
+    #[cfg(unix)]
+    fn pull(
+        &mut self,
+        conn: ConnId,
+        source: &mut dyn FnMut(&mut [u8]) -> std::io::Result<usize>,
+    ) -> Pull {
+        let now = now();
+        if !self.conns.contains_key(&conn) {
+            // Closed by the node meanwhile: its bytes are nobody's.
+            return Pull::Gone;
+        }
+        if self.core.is_member_conn(conn) && self.inbox.must_wait() {
+            self.core.set_reading_paused(now, true);
+            return Pull::Wait;
+        }
+        let mut buf = std::mem::take(&mut self.read_buf);
+        buf.resize(connection::READ_BUF, 0);
+        let pulled = loop {
+            match source(&mut buf) {
+                Ok(0) => break Pull::End,
+                Ok(n) => {
+                    self.core.handle_bytes(now, conn, &buf[..n]);
+                    break Pull::Taken(n);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break Pull::Empty,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => break Pull::End,
+            }
+        };
+        self.read_buf = buf;
+        pulled
     }
 
     /// Bytes read on `conn`: handled, unless they come from a member while the application
@@ -713,6 +790,8 @@ pub async fn run(shared: Arc<Shared>, start: Box<Start>) {
         mut config,
         sink,
         mut exits,
+        #[cfg(unix)]
+        read_loop,
     } = *start;
     let local = config.me.ip;
     let log = Log::for_node(config.identity.id());
@@ -840,6 +919,10 @@ pub async fn run(shared: Arc<Shared>, start: Box<Start>) {
             exiting,
             task: TaskState::Awake,
             shared: Arc::downgrade(&shared),
+            #[cfg(unix)]
+            read_loop,
+            #[cfg(unix)]
+            read_buf: Vec::new(),
         });
         for name in early.joined.names() {
             // Kept under the same limit, so the core takes every one.

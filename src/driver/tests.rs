@@ -43,7 +43,7 @@ fn config(cluster: &str, group_port: u16, port: u16) -> NodeConfig {
     }
 }
 
-fn start(config: NodeConfig) -> (Handle, mpsc::Receiver<Notification>) {
+pub(super) fn start(config: NodeConfig) -> (Handle, mpsc::Receiver<Notification>) {
     let (tx, rx) = mpsc::channel();
     let node = Handle::new(config, tx);
     node.start();
@@ -56,7 +56,7 @@ fn next(rx: &mpsc::Receiver<Notification>) -> Notification {
 }
 
 /// The first notification matching `pred`, skipping others (election news, say).
-fn wait_for(
+pub(super) fn wait_for(
     rx: &mpsc::Receiver<Notification>,
     pred: impl Fn(&Notification) -> bool,
 ) -> Notification {
@@ -176,7 +176,7 @@ fn a_port_in_use_is_reported_not_a_panic() {
 }
 
 /// One message of custom event "e" to `to`.
-fn one(to: NodeId, payload: &[u8]) -> super::SendBatch<'static> {
+pub(super) fn one(to: NodeId, payload: &[u8]) -> super::SendBatch<'static> {
     let mut batch = super::SendBatch::default();
     batch.add("e", true, payload, Ok(Some(vec![to])));
     batch
@@ -208,7 +208,7 @@ fn sender_and_subscriber() -> (Started, Started, NodeId) {
 /// `a` sends "hi" to `b_id` until b's application has one. A member is handed a message when
 /// the call returns, but b's subscription may reach a just after b is added, and a member
 /// that has not joined gets none.
-fn until_delivered(a: &Handle, b_rx: &mpsc::Receiver<Notification>, b_id: NodeId) {
+pub(super) fn until_delivered(a: &Handle, b_rx: &mpsc::Receiver<Notification>, b_id: NodeId) {
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     loop {
         assert_eq!(a.send(&one(b_id, b"hi"), 0), super::Sent::Now(vec![Ok(())]));
@@ -319,7 +319,7 @@ impl Drop for HeldRuntime {
 }
 
 /// A node that finds peers only through `seeds` (no multicast).
-fn manual(cluster: &str, port: u16, seeds: Vec<String>) -> NodeConfig {
+pub(super) fn manual(cluster: &str, port: u16, seeds: Vec<String>) -> NodeConfig {
     NodeConfig {
         multicast: None,
         seeds,
@@ -328,13 +328,13 @@ fn manual(cluster: &str, port: u16, seeds: Vec<String>) -> NodeConfig {
 }
 
 /// A port nobody listens on right now.
-fn free_port() -> u16 {
+pub(super) fn free_port() -> u16 {
     let probe = std::net::TcpListener::bind((LOOPBACK, 0)).unwrap();
     probe.local_addr().unwrap().port()
 }
 
 /// The port in the node's first notification, which must be `Listening`.
-fn listening(rx: &mpsc::Receiver<Notification>) -> u16 {
+pub(super) fn listening(rx: &mpsc::Receiver<Notification>) -> u16 {
     match next(rx) {
         Notification::Listening { port } => port,
         other => panic!("expected listening first, got {other:?}"),
