@@ -143,7 +143,8 @@ async function main() {
     console.log(JSON.stringify(result));
   } finally {
     for (const c of children) c.send('exit');
-    await new Promise((r) => setTimeout(r, 1000));
+    // A profiled node writes its profile as it exits: given time to.
+    await new Promise((r) => setTimeout(r, nodeArgs.length ? 5000 : 1000));
     for (const c of children) c.kill('SIGKILL');
     if (perf) {
       // perf ends by itself with the process it follows; SIGINT should it still run.

@@ -19,7 +19,7 @@ use rand_core::{CryptoRng, RngCore};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use super::generator::mul_generator;
+use super::generator::{mul_generator, mul_public};
 use crate::core::node::NodeId;
 
 /// Bytes of a SEC1-compressed P-256 public key, as identity keys travel.
@@ -126,7 +126,8 @@ pub fn id_of(public: &[u8; PUBLIC_KEY_LEN]) -> NodeId {
 
 /// Whether `sig` is `public`'s signature of `msg`. A key that is not a valid compressed
 /// point, or a signature out of range, is simply not one. ECDSA verification as p256's
-/// `VerifyingKey::verify` does it, with `u1·G` from the generator's table (same test).
+/// `VerifyingKey::verify` does it, with `u1·G` from the generator's table and `u2·Q` in
+/// variable time, all of it public (same test).
 pub(crate) fn verify(public: &[u8], msg: &[u8], sig: &[u8]) -> bool {
     let Ok(key) = VerifyingKey::from_sec1_bytes(public) else {
         return false;
@@ -141,7 +142,7 @@ pub(crate) fn verify(public: &[u8], msg: &[u8], sig: &[u8]) -> bool {
     let s_inv = *s.invert_vartime();
     let (u1, u2) = (z * s_inv, *r * s_inv);
     let q = ProjectivePoint::from(*key.as_affine());
-    let x = (mul_generator(&u1) + q * u2).to_affine().x();
+    let x = (mul_generator(&u1) + mul_public(&q, &u2)).to_affine().x();
     *r == <Scalar as Reduce<U256>>::reduce_bytes(&x)
 }
 
