@@ -10,8 +10,14 @@
 //   unshare -n -- bash -c 'ip link set lo up && node bench/formation.js --nodes 100 [--multicast]'
 //
 // CPU time, not wall-clock, is the figure to compare on a shared machine.
+//
+// Profiling one node (the K-th, 0 being the seed; default the middle one):
+//   --profile-node K --node-args "--cpu-prof --cpu-prof-dir=/tmp/prof"   (a V8 profile)
+//   --profile-node K --perf /tmp/node.perf.data [--perf-args "--call-graph dwarf"]
+// `perf record` follows that node's process from its fork until it is told to exit; the
+// node arguments go to that process only. --cpu-each prints every node's CPU time.
 
-const { fork } = require('node:child_process');
+const { fork, spawn } = require('node:child_process');
 const crypto = require('node:crypto');
 
 const args = process.argv.slice(2);
@@ -57,6 +63,10 @@ async function main() {
   const cluster = `formation-${crypto.randomBytes(4).toString('hex')}`;
   const state = Array.from({ length: n }, () => ({ members: 0, master: null, listening: null, promotions: 0 }));
   const children = [];
+  const profiled = Number(flag('profile-node', Math.floor(n / 2)));
+  const nodeArgs = (flag('node-args', '') || '').split(' ').filter(Boolean);
+  const perfOut = flag('perf', null);
+  let perf = null;
   let formedAt = null;
   const formed = () =>
     state.every((s) => s.listening && s.members === n - 1 && s.master && s.master === state[0].master);
@@ -75,8 +85,14 @@ async function main() {
       const child = fork(__filename, [], {
         env: { ...process.env, ESPIAL_FORMATION_CHILD: JSON.stringify({ network, cluster }) },
         stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+        execArgv: k === profiled ? nodeArgs : [],
       });
       children.push(child);
+      if (k === profiled && perfOut) {
+        const extra = (flag('perf-args', '') || '').split(' ').filter(Boolean);
+        const perfArgs = ['record', '-q', '-F', '1999', ...extra, '-o', perfOut, '-p', String(child.pid)];
+        perf = spawn('perf', perfArgs, { stdio: ['ignore', 'inherit', 'inherit'] });
+      }
       child.on('message', (m) => {
         const s = state[k];
         if (m.error) console.error(`node ${k}: ${m.error}`);
@@ -112,6 +128,7 @@ async function main() {
     const cpu = stats.reduce((t, s) => t + s.cpu_ms, 0);
     const bytes = stats.reduce((t, s) => t + s.stats.bytes_out, 0);
     const handshakes = stats.reduce((t, s) => t + s.stats.handshakes_completed, 0) / 2;
+    if (args.includes('--cpu-each')) console.error(stats.map((s) => s.cpu_ms.toFixed(0)).join(' '));
     const result = {
       nodes: n,
       discovery: multicast ? 'multicast' : 'seeds',
@@ -126,7 +143,13 @@ async function main() {
     console.log(JSON.stringify(result));
   } finally {
     for (const c of children) c.send('exit');
-    await new Promise((r) => setTimeout(r, 1000));
+    // A profiled node writes its profile as it exits: given time to.
+    await new Promise((r) => setTimeout(r, nodeArgs.length ? 5000 : 1000));
     for (const c of children) c.kill('SIGKILL');
+    if (perf) {
+      // perf ends by itself with the process it follows; SIGINT should it still run.
+      if (perf.exitCode === null) perf.kill('SIGINT');
+      await new Promise((r) => (perf.exitCode !== null ? r() : perf.once('exit', r)));
+    }
   }
 }

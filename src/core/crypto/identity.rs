@@ -10,11 +10,16 @@
 //! 122 bits of the digest remain: claiming a given id means finding a key pair that hashes
 //! to it, 2^122 work.
 
-use p256::ecdsa::signature::{Signer, Verifier};
 use p256::ecdsa::{Signature, SigningKey, VerifyingKey};
+use p256::elliptic_curve::ops::{Invert, Reduce};
+use p256::elliptic_curve::point::AffineCoordinates;
+use p256::elliptic_curve::{Curve, FieldBytesEncoding, PrimeField};
+use p256::{NistP256, ProjectivePoint, Scalar, U256};
 use rand_core::{CryptoRng, RngCore};
 use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
 
+use super::generator::{mul_generator, mul_public};
 use crate::core::node::NodeId;
 
 /// Bytes of a SEC1-compressed P-256 public key, as identity keys travel.
@@ -74,9 +79,29 @@ impl Identity {
         self.signing.to_bytes().into()
     }
 
-    /// ECDSA P-256 / SHA-256 over `msg`, RFC 6979 deterministic nonce, `r || s`.
+    /// ECDSA P-256 / SHA-256 over `msg`, RFC 6979 deterministic nonce, `r || s`: the bytes
+    /// p256's `SigningKey::sign` gives, with the nonce point from the generator's table
+    /// (see [`super::generator`]; `tests::signing_and_verifying_agree_with_p256`).
     pub(crate) fn sign(&self, msg: &[u8]) -> [u8; SIGNATURE_LEN] {
-        let sig: Signature = self.signing.sign(msg);
+        let digest = Sha256::digest(msg);
+        let d = self.signing.as_nonzero_scalar();
+        // RFC 6979 with SHA-256: below the order and not zero.
+        let k = Zeroizing::new(rfc6979::generate_k::<Sha256, _>(
+            &Zeroizing::new(d.to_repr()),
+            &<U256 as FieldBytesEncoding<NistP256>>::encode_field_bytes(&NistP256::ORDER),
+            &digest,
+            &[],
+        ));
+        let k = Zeroizing::new(
+            Option::<Scalar>::from(Scalar::from_repr(*k)).expect("RFC 6979 gives 0 < k < n"),
+        );
+        let k_inv = Zeroizing::new(Option::<Scalar>::from(k.invert()).expect("k is not zero"));
+        let z = <Scalar as Reduce<U256>>::reduce_bytes(&digest);
+        let big_r = mul_generator(&k).to_affine();
+        let r = <Scalar as Reduce<U256>>::reduce_bytes(&big_r.x());
+        let s = *k_inv * (z + r * d.as_ref());
+        // Zero r or s: probability about 2^-256; p256's own `sign` panics then too.
+        let sig = Signature::from_scalars(r, s).expect("r and s are not zero");
         sig.to_bytes().into()
     }
 }
@@ -100,15 +125,25 @@ pub fn id_of(public: &[u8; PUBLIC_KEY_LEN]) -> NodeId {
 }
 
 /// Whether `sig` is `public`'s signature of `msg`. A key that is not a valid compressed
-/// point, or a signature out of range, is simply not one.
+/// point, or a signature out of range, is simply not one. ECDSA verification as p256's
+/// `VerifyingKey::verify` does it, with `u1·G` from the generator's table and `u2·Q` in
+/// variable time, all of it public (same test).
 pub(crate) fn verify(public: &[u8], msg: &[u8], sig: &[u8]) -> bool {
     let Ok(key) = VerifyingKey::from_sec1_bytes(public) else {
         return false;
     };
+    // r and s in 1..n, or it is no signature.
     let Ok(sig) = Signature::from_slice(sig) else {
         return false;
     };
-    key.verify(msg, &sig).is_ok()
+    let z = <Scalar as Reduce<U256>>::reduce_bytes(&Sha256::digest(msg));
+    let (r, s) = sig.split_scalars();
+    // Everything here is public: no need for constant time.
+    let s_inv = *s.invert_vartime();
+    let (u1, u2) = (z * s_inv, *r * s_inv);
+    let q = ProjectivePoint::from(*key.as_affine());
+    let x = (mul_generator(&u1) + mul_public(&q, &u2)).to_affine().x();
+    *r == <Scalar as Reduce<U256>>::reduce_bytes(&x)
 }
 
 #[cfg(test)]
@@ -129,6 +164,39 @@ mod tests {
         assert_ne!(Identity::generate(&mut rng).id(), a.id());
         assert!(Identity::from_secret_bytes(&[0; 32]).is_none());
         assert!(Identity::from_secret_bytes(&[0xff; 32]).is_none());
+    }
+
+    /// The table-based signing and verification against p256's own, both ways: the same
+    /// signature bytes (RFC 6979 is deterministic), each accepting the other's signatures
+    /// and refusing the same forgeries.
+    #[test]
+    fn signing_and_verifying_agree_with_p256() {
+        use p256::ecdsa::signature::{Signer, Verifier};
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(19);
+        for i in 0..40u32 {
+            let a = Identity::generate(&mut rng);
+            let msg = format!("transcript {i}").repeat(i as usize % 7 + 1);
+            let ours = a.sign(msg.as_bytes());
+            let theirs: Signature = a.signing.sign(msg.as_bytes());
+            assert_eq!(ours, <[u8; SIGNATURE_LEN]>::from(theirs.to_bytes()));
+            let key = VerifyingKey::from_sec1_bytes(a.public_key()).unwrap();
+            let p256_says = |sig: &[u8], msg: &[u8]| {
+                Signature::from_slice(sig).is_ok_and(|sig| key.verify(msg, &sig).is_ok())
+            };
+            let mut forged = ours;
+            forged[(i as usize * 5) % SIGNATURE_LEN] ^= 1 << (i % 8);
+            let other = Identity::generate(&mut rng).sign(msg.as_bytes());
+            for (sig, msg) in [
+                (&ours[..], msg.as_bytes()),
+                (&forged[..], msg.as_bytes()),
+                (&other[..], msg.as_bytes()),
+                (&ours[..], b"another message".as_slice()),
+            ] {
+                assert_eq!(verify(a.public_key(), msg, sig), p256_says(sig, msg));
+            }
+            assert!(verify(a.public_key(), msg.as_bytes(), &ours));
+            assert!(!verify(a.public_key(), msg.as_bytes(), &forged));
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! each side sends) then proves both hold it, so a node without it can neither complete a
 //! connection, read records nor impersonate a member.
 
+mod generator;
 pub mod handshake;
 pub mod identity;
 pub mod session;
