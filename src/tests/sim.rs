@@ -529,11 +529,16 @@ impl Sim {
     }
 
     /// Delivers a datagram to `to`'s probe socket as if from `src`, now: what a hostile
-    /// host can send.
+    /// host can send. It waits in the socket behind what came before it, as any does.
     pub fn send_probe(&mut self, src: SocketAddr, to: Host, bytes: &[u8]) {
         let now = self.now;
         if let Some(n) = self.nodes.get_mut(&to) {
-            n.handle_probe(now, src, bytes);
+            if self.read_probes_at_timers && !n.probes_prompt(now) {
+                let waiting = self.probe_backlog.entry(to).or_default();
+                waiting.push((now, src, bytes.to_vec()));
+            } else {
+                n.handle_probe(now, src, bytes);
+            }
         }
     }
 
