@@ -50,9 +50,11 @@ function onBenchMessage(data) {
 function espialSystem() {
   // ESPIAL_BENCH_MODULE: another build of the package (e.g. one with symbols, for perf).
   const espial = require(process.env.ESPIAL_BENCH_MODULE || '..');
-  const options = {};
+  // ESPIAL_BENCH_OPTIONS: options (JSON) instead of the defaults, e.g. another
+  // send_presence_frequency.
+  const options = JSON.parse(process.env.ESPIAL_BENCH_OPTIONS || '{}');
   if (spec.loopback) {
-    options.network = { address: { local: spec.ip }, multicast_interface: spec.ip };
+    options.network = { ...options.network, address: { local: spec.ip }, multicast_interface: spec.ip };
   }
   const node = espial(options);
   let last = '';

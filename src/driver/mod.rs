@@ -14,6 +14,7 @@ mod inbox;
 mod log;
 pub mod multicast;
 mod node;
+mod probes;
 pub mod runtime;
 pub mod seeds;
 #[cfg(unix)]

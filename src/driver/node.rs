@@ -51,6 +51,7 @@ use super::connection::{self, ConnEvent, ConnHandle, Read};
 use super::inbox::{self, Inbox, Receipt};
 use super::log::Log;
 use super::multicast;
+use super::probes;
 use super::seeds::{self, Report, Seeds};
 #[cfg(unix)]
 use super::shared_read::{Pull, ReadLoop};
@@ -306,8 +307,9 @@ pub struct Node {
     waiting_sends: Vec<WaitingSend>,
     /// The socket beacons are multicast from, and the group.
     beacons: Option<(UdpSocket, SocketAddr)>,
-    /// The liveness probe socket: UDP on the TCP listener's address and port number.
-    probes: Arc<UdpSocket>,
+    /// The liveness probe socket (UDP on the TCP listener's address and port number), for
+    /// sending: the node task reads it (see [`probes`]).
+    probes: Arc<std::net::UdpSocket>,
     log: Log,
     /// When a key or cluster mismatch with each peer address was last logged.
     mismatches_logged: Quiet,
@@ -521,11 +523,24 @@ impl Node {
         }
     }
 
-    /// The node task is about to sleep: until when.
-    fn sleep(&mut self) -> Option<Instant> {
+    /// The node task is about to sleep: until when, and whether probes are to be read as
+    /// they arrive meanwhile (see [`probes`]).
+    fn sleep(&mut self) -> (Option<Instant>, bool) {
         let next = self.core.poll_timeout();
         self.task = TaskState::Asleep(next);
-        next.map(Instant::from_std)
+        (next.map(Instant::from_std), self.core.probes_prompt(now()))
+    }
+
+    /// Hands the core every probe datagram waiting, each with the instant it arrived.
+    fn read_probes(
+        &mut self,
+        reader: &mut probes::Reader,
+        buf: &mut [u8],
+        now: std::time::Instant,
+    ) {
+        reader.read(now, buf, |arrived, from, datagram| {
+            self.core.handle_probe(arrived, canonical(from), datagram);
+        });
     }
 
     fn on_conn_event(&mut self, ev: ConnEvent, writers: &mut JoinSet<()>) {
@@ -721,10 +736,9 @@ impl Node {
                     self.dials.insert(conn, dial);
                 }
                 Output::Probe { addr, bytes } => {
-                    // A full send buffer loses one probe; the next interval sends another.
-                    let _ = self
-                        .probes
-                        .try_send_to(&bytes, for_socket(self.local, addr));
+                    // Non-blocking: a full send buffer loses one probe; the next interval
+                    // sends another.
+                    let _ = self.probes.send_to(&bytes, for_socket(self.local, addr));
                 }
                 Output::Beacon(bytes) => {
                     if let Some((socket, group)) = &self.beacons {
@@ -847,8 +861,8 @@ pub async fn run(shared: Arc<Shared>, start: Box<Start>) {
     let mut me = config.me;
     me.port = listener.local_addr().map(|a| a.port()).unwrap_or(me.port);
     let port = me.port;
-    let probes = match UdpSocket::bind(SocketAddr::new(local, port)).await {
-        Ok(s) => Arc::new(s),
+    let (probes, mut probe_reader) = match probes::bind(SocketAddr::new(local, port)) {
+        Ok(s) => s,
         Err(e) => {
             let message = format!(
                 "cannot bind the liveness probe socket (UDP) on {local}:{port}: {e}{}",
@@ -945,7 +959,8 @@ pub async fn run(shared: Arc<Shared>, start: Box<Start>) {
     let mut probe_buf = [0u8; MAX_DATAGRAM];
     let mut waiters = Vec::new();
     // Ends when asked to, or (which cannot happen while this task runs) if stopped elsewhere.
-    while let Some(deadline) = shared.step(Node::sleep) {
+    while let Some((deadline, prompt)) = shared.step(Node::sleep) {
+        probe_reader.set_prompt(now(), prompt);
         tokio::select! {
             exit = exits.recv() => {
                 // None: the handle was dropped without exit(): leave all the same.
@@ -976,15 +991,16 @@ pub async fn run(shared: Arc<Shared>, start: Box<Start>) {
                     node.core.handle_beacon(now, from, &buf[..n]);
                 });
             }
-            Ok((n, from)) = probes.recv_from(&mut probe_buf) => {
+            () = probe_reader.ready() => {
                 // A datagram longer than any probe arrives cut to the buffer, which is
                 // longer than any probe: the core drops it for its length.
-                let from = canonical(from);
-                task.step(|node, _| node.core.handle_probe(now(), from, &probe_buf[..n]));
+                task.step(|node, _| node.read_probes(&mut probe_reader, &mut probe_buf, now()));
             }
             _ = sleep_until(deadline.unwrap_or_else(far_future)), if deadline.is_some() => {
                 task.step(|node, _| {
                     let now = now();
+                    // Before any silence is judged: what waits arrived before now.
+                    node.read_probes(&mut probe_reader, &mut probe_buf, now);
                     // Timeouts send our beacons: their stamps follow the system clock.
                     node.core.set_wall_clock(now, unix_ms());
                     node.core.handle_timeout(now);

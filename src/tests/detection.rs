@@ -266,6 +266,8 @@ fn replayed_forged_and_garbage_probes_change_nothing() {
         }
         sim.run_for(Duration::from_millis(100));
     }
+    // The last ones are read at the next probe round.
+    sim.run_for(Duration::from_millis(400));
     for h in [0, 1] {
         let s = sim.nodes[&h].stats();
         let rejected = s.probes_rejected - before[h].probes_rejected;
@@ -412,4 +414,72 @@ fn where_probes_do_not_come_records_keep_the_member() {
         sim.run_for(Duration::from_millis(2500));
         assert_eq!(sim.count(0, gone, removed), 1, "{what}: the control");
     }
+}
+
+/// When each host removed `gone` (ms after the start of the watch, in 10 ms steps), for a
+/// cluster of `n` where host `n - 1` is cut `offset` ms into a probe interval.
+fn removal_times(seed: u64, n: usize, offset: u64, at_timers: bool) -> Vec<Option<u64>> {
+    let mut sim = Sim::new(seed);
+    sim.read_probes_at_timers = at_timers;
+    let hosts: Vec<Host> = (0..n).map(|_| sim.add(Config::lan("sim"))).collect();
+    sim.run_for(Duration::from_secs(3));
+    sim.run_for(Duration::from_millis(offset));
+    let lost = hosts[n - 1];
+    let gone = sim.id(lost);
+    sim.cut(lost);
+    let mut when = vec![None; n - 1];
+    for step in 1..=300u64 {
+        sim.run_for(Duration::from_millis(10));
+        for (h, w) in when.iter_mut().enumerate() {
+            if w.is_none() && sim.count(h, gone, removed) > 0 {
+                *w = Some(step * 10);
+            }
+        }
+    }
+    when
+}
+
+/// The driver reads an idle node's probe socket only at its timers, handing each datagram
+/// in with the instant it arrived (see `driver::probes`): a vanished host is removed at the
+/// same moment as when every probe is read as it arrives, at any point of an interval.
+#[test]
+fn probes_read_at_timers_detect_a_vanished_host_when_probes_read_at_once_do() {
+    over_seeds(|seed| {
+        let offset = seed * 37 % 400;
+        let late = removal_times(seed, 5, offset, true);
+        let prompt = removal_times(seed, 5, offset, false);
+        check(late.iter().all(Option::is_some), || {
+            format!("not removed everywhere: {late:?}")
+        })?;
+        check(late == prompt, || {
+            format!("removed at {late:?} ms, read at once at {prompt:?} ms")
+        })
+    });
+}
+
+/// An idle cluster owes nobody a prompt answer, so every node reads its probes at its own
+/// timers; a relay and the two ends of a bad link read them as they come while it lasts,
+/// and stop once it mends.
+#[test]
+fn only_nodes_asked_for_answers_or_relaying_read_probes_as_they_come() {
+    let (mut sim, hosts) = formed(4, 4);
+    sim.run_for(Duration::from_secs(3));
+    let prompt = |sim: &Sim| -> Vec<bool> {
+        let now = sim.now;
+        hosts
+            .iter()
+            .map(|h| sim.nodes[h].probes_prompt(now))
+            .collect()
+    };
+    assert_eq!(prompt(&sim), [false; 4], "idle");
+    sim.sever(0, 1);
+    sim.sever(1, 0);
+    sim.run_for(Duration::from_secs(3));
+    let during = prompt(&sim);
+    assert!(during[2] || during[3], "no relay reads at once: {during:?}");
+    nobody_removed(&sim, "during the bad link").unwrap();
+    sim.mend();
+    sim.run_for(Duration::from_secs(5));
+    assert_eq!(prompt(&sim), [false; 4], "after the link mended");
+    nobody_removed(&sim, "after the link mended").unwrap();
 }

@@ -82,6 +82,11 @@ pub struct Sim {
     pub sent: BTreeMap<Host, (u64, u64)>,
     /// Records each host sent to each other host.
     pub sent_to: BTreeMap<(Host, Host), u64>,
+    /// Probes waiting in each host's socket, with when they arrived: as the driver does, a
+    /// node not owing prompt answers reads them only when a timer of its fires (see
+    /// `driver::probes`). On unless a test turns it off.
+    pub read_probes_at_timers: bool,
+    probe_backlog: BTreeMap<Host, Vec<(Instant, SocketAddr, Vec<u8>)>>,
 }
 
 /// The wall clock (ms since the Unix epoch) when a simulation starts.
@@ -120,6 +125,8 @@ impl Sim {
             probes_sent: Vec::new(),
             sent: BTreeMap::new(),
             sent_to: BTreeMap::new(),
+            read_probes_at_timers: true,
+            probe_backlog: BTreeMap::new(),
         }
     }
 
@@ -152,6 +159,7 @@ impl Sim {
     /// its address any more.
     pub fn crash(&mut self, host: Host) {
         self.nodes.remove(&host);
+        self.probe_backlog.remove(&host);
         let ends: Vec<_> = self
             .links
             .keys()
@@ -289,6 +297,7 @@ impl Sim {
                             continue;
                         }
                         if node.poll_timeout().is_some_and(|t| t <= now) {
+                            read_backlog(node, self.probe_backlog.remove(h));
                             node.handle_timeout(now);
                         }
                     }
@@ -441,6 +450,7 @@ impl Sim {
         let now = self.now;
         if let Some(node) = self.nodes.get_mut(&host) {
             if node.poll_timeout().is_some_and(|t| t <= now) {
+                read_backlog(node, self.probe_backlog.remove(&host));
                 node.handle_timeout(now);
             }
         }
@@ -496,7 +506,12 @@ impl Sim {
                     return;
                 }
                 if let Some(n) = self.nodes.get_mut(&to) {
-                    n.handle_probe(now, addr(from), &bytes);
+                    if self.read_probes_at_timers && !n.probes_prompt(now) {
+                        let waiting = self.probe_backlog.entry(to).or_default();
+                        waiting.push((now, addr(from), bytes));
+                    } else {
+                        n.handle_probe(now, addr(from), &bytes);
+                    }
                 }
             }
             Delivery::Beacon { from, bytes } => {
@@ -514,11 +529,16 @@ impl Sim {
     }
 
     /// Delivers a datagram to `to`'s probe socket as if from `src`, now: what a hostile
-    /// host can send.
+    /// host can send. It waits in the socket behind what came before it, as any does.
     pub fn send_probe(&mut self, src: SocketAddr, to: Host, bytes: &[u8]) {
         let now = self.now;
         if let Some(n) = self.nodes.get_mut(&to) {
-            n.handle_probe(now, src, bytes);
+            if self.read_probes_at_timers && !n.probes_prompt(now) {
+                let waiting = self.probe_backlog.entry(to).or_default();
+                waiting.push((now, src, bytes.to_vec()));
+            } else {
+                n.handle_probe(now, src, bytes);
+            }
         }
     }
 
@@ -545,6 +565,16 @@ impl Sim {
             .iter()
             .filter(|e| kind(e) == Some(about))
             .count()
+    }
+}
+
+/// Hands a node the probes that waited in its socket, each with when it arrived.
+fn read_backlog(
+    node: &mut Cluster<ChaCha20Rng>,
+    waiting: Option<Vec<(Instant, SocketAddr, Vec<u8>)>>,
+) {
+    for (arrived, from, bytes) in waiting.unwrap_or_default() {
+        node.handle_probe(arrived, from, &bytes);
     }
 }
 

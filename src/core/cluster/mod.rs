@@ -129,6 +129,9 @@ pub struct Cluster<R> {
     probe_salt: u64,
     /// Where the probe round stopped: the place of the last member probed.
     probe_cursor: Option<u64>,
+    /// A member asked us for an answer or a relay: until then, probes are to be read as
+    /// they arrive (see [`Cluster::probes_prompt`]).
+    asked_until: Option<Instant>,
 }
 
 impl<R: RngCore + CryptoRng> Cluster<R> {
@@ -177,6 +180,7 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
             probe_members: 0,
             probe_salt,
             probe_cursor: None,
+            asked_until: None,
         }
     }
 

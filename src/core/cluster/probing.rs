@@ -199,7 +199,25 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         }
     }
 
-    /// A datagram arrived on the probe socket from `from`.
+    /// True while probes are to be read as they arrive rather than at the next timer: an
+    /// answer is owed promptly, as this node relays pings (the answers pass back through
+    /// it) or was asked for an answer or a relay within the detector's bound (more asks
+    /// follow each interval while the asker hears nothing). Otherwise the driver may leave
+    /// datagrams waiting until its next timer, provided it hands each in with the instant
+    /// it arrived, before [`Cluster::handle_timeout`] looks at anyone's silence.
+    pub fn probes_prompt(&self, now: Instant) -> bool {
+        !self.relays.is_empty() || self.asked_until.is_some_and(|t| t > now)
+    }
+
+    /// Probes need answering promptly for a while (see [`Cluster::probes_prompt`]).
+    fn asked(&mut self, now: Instant) {
+        let until = now + self.detector().dead_after();
+        self.asked_until = Some(self.asked_until.map_or(until, |t| t.max(until)));
+    }
+
+    /// A datagram arrived on the probe socket from `from` at `now` (the instant it
+    /// arrived, which may be before the last timer handled: the driver reads the socket
+    /// once an interval while nothing is owed promptly).
     pub fn handle_probe(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
         if self.leaving {
             return;
@@ -233,12 +251,16 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
                 if plain.first().is_some_and(|f| f & probe::FLAG_ANSWER != 0) {
                     // Answered to where it came from: the relay that brought it.
                     self.send_probe(conn, h.from, probe::ACK, &[0], from);
+                    self.asked(now);
                 }
                 Ok(true)
             }
             // The request is authentic (a sign of life of the asker) even if we do not
             // carry it out.
-            probe::RELAY => self.relay_ping(now, h.from, &plain).map(|()| true),
+            probe::RELAY => {
+                self.asked(now);
+                self.relay_ping(now, h.from, &plain).map(|()| true)
+            }
             _ => Ok(true),
         }
     }
