@@ -4,6 +4,7 @@
 //! and time to converge, at sizes up to a thousand nodes (`scale_*`, run by hand; see
 //! TESTING.md).
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use rand_chacha::rand_core::{RngCore, SeedableRng};
@@ -36,9 +37,6 @@ struct Formed {
     /// From the last start until every node saw every other and followed one master.
     converged: Duration,
     promotions: usize,
-    /// Records and bytes sent on connections, per node, until converged.
-    records_per_node: f64,
-    bytes_per_node: f64,
 }
 
 /// Starts `n` nodes in an order drawn from `seed`, each at an instant drawn within
@@ -51,6 +49,20 @@ fn form(
     found: Found,
     spread: Duration,
     seed_last: bool,
+) -> Result<Formed, String> {
+    let limit = Duration::from_secs(20);
+    form_within(sim, seed, n, found, spread, seed_last, limit)
+}
+
+/// [`form`], waiting up to `limit` after the last start.
+fn form_within(
+    sim: &mut Sim,
+    seed: u64,
+    n: usize,
+    found: Found,
+    spread: Duration,
+    seed_last: bool,
+    limit: Duration,
 ) -> Result<Formed, String> {
     let mut rng = ChaCha20Rng::seed_from_u64(seed ^ 0xf0f0);
     let mut order: Vec<Host> = (0..n).collect();
@@ -86,7 +98,7 @@ fn form(
     }
     let last_start = sim.now;
     let step = Duration::from_millis(5);
-    for _ in 0..4000 {
+    for _ in 0..limit.as_millis() / step.as_millis() {
         if formed(sim, n) {
             break;
         }
@@ -96,22 +108,16 @@ fn form(
         let seen: Vec<usize> = (0..n).map(|h| sim.member_ids(h).len()).collect();
         let masters: Vec<_> = (0..n).map(|h| sim.nodes[&h].master()).collect();
         return Err(format!(
-            "not formed 20 s after the last start: members seen {seen:?}, masters {masters:?}"
+            "not formed {limit:?} after the last start: members seen {seen:?}, masters {masters:?}"
         ));
     }
     let converged = sim.now - last_start;
     let promotions = (0..n)
         .map(|h| sim.events[&h].iter().filter(|e| promoted(e)).count())
         .sum();
-    let (records, bytes) = sim
-        .sent
-        .values()
-        .fold((0, 0), |(r, b), &(r2, b2)| (r + r2, b + b2));
     Ok(Formed {
         converged,
         promotions,
-        records_per_node: records as f64 / n as f64,
-        bytes_per_node: bytes as f64 / n as f64,
     })
 }
 
@@ -273,89 +279,196 @@ fn a_second_ask_for_the_member_list_closes_the_connection() {
     assert_eq!(stats.messages_refused, refused + 1, "{stats:?}");
 }
 
-/// Formation, a crash of the master, a partition and its heal, at `n` nodes by multicast:
-/// prints what each costs. Run by hand (TESTING.md): `ESPIAL_SIM_NODES=1000`.
+/// CPU time this thread has used (Linux; zero elsewhere): the figure to quote for how long
+/// a simulation takes on a shared machine, where wall-clock depends on the neighbours.
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap_or_default();
+    let ns = stat.split_whitespace().next().and_then(|v| v.parse().ok());
+    Duration::from_nanos(ns.unwrap_or(0))
+}
+
+/// Records and bytes every node sent so far.
+fn sent(sim: &Sim) -> (u64, u64) {
+    sim.sent
+        .values()
+        .fold((0, 0), |(r, b), &(r2, b2)| (r + r2, b + b2))
+}
+
+/// Handshakes each running node completed so far (each pair counts at both ends).
+fn handshakes(sim: &Sim) -> BTreeMap<Host, u64> {
+    let done = sim.nodes.iter();
+    done.map(|(&h, c)| (h, c.stats().handshakes_completed))
+        .collect()
+}
+
+/// Promotions `hosts` emitted so far.
+fn promotions(sim: &Sim, hosts: &[Host]) -> usize {
+    let of = |h: &Host| {
+        sim.events
+            .get(h)
+            .map_or(0, |e| e.iter().filter(|e| promoted(e)).count())
+    };
+    hosts.iter().map(of).sum()
+}
+
+/// What one phase of [`scale`] cost, from a snapshot taken at its start.
+struct Phase {
+    at: std::time::Instant,
+    cpu: Duration,
+    sent: (u64, u64),
+    handshakes: BTreeMap<Host, u64>,
+}
+
+impl Phase {
+    fn start(sim: &Sim) -> Phase {
+        Phase {
+            at: std::time::Instant::now(),
+            cpu: cpu_time(),
+            sent: sent(sim),
+            handshakes: handshakes(sim),
+        }
+    }
+
+    /// Records, bytes and handshakes per node since the start, and the CPU and
+    /// wall-clock the simulation took.
+    fn cost(&self, sim: &Sim, n: usize) -> String {
+        let (records, bytes) = sent(sim);
+        let per = |v: u64| v as f64 / n as f64;
+        // Nodes running now, since the start (a crashed node's counters went with it).
+        let before = |h| self.handshakes.get(h).copied().unwrap_or(0);
+        let done = handshakes(sim).iter().map(|(h, &d)| d - before(h)).sum();
+        format!(
+            "{:.0} records, {:.0} bytes and {:.1} handshakes per node (simulated in {:.1?} of CPU, {:.1?} wall-clock)",
+            per(records - self.sent.0),
+            per(bytes - self.sent.1),
+            per(done),
+            cpu_time().saturating_sub(self.cpu),
+            self.at.elapsed()
+        )
+    }
+}
+
+/// Steps `sim` by `step` until `done` (checked first), for at most `limit`; how long that
+/// took, or `None` if `done` never held.
+fn until(
+    sim: &mut Sim,
+    step: Duration,
+    limit: Duration,
+    done: impl Fn(&Sim) -> bool,
+) -> Option<Duration> {
+    let t0 = sim.now;
+    loop {
+        if done(sim) {
+            return Some(sim.now - t0);
+        }
+        if sim.now - t0 >= limit {
+            return None;
+        }
+        sim.run_for(step);
+    }
+}
+
+/// Every host in `hosts` counts exactly `members` members and follows one master, the
+/// same for all of them. (Masters first: cheap, and they differ until late.)
+fn agree(sim: &Sim, hosts: &[Host], members: usize) -> bool {
+    let master = sim.nodes[&hosts[0]].master();
+    master.is_some()
+        && hosts.iter().all(|h| sim.nodes[h].master() == master)
+        && hosts.iter().all(|&h| sim.member_ids(h).len() == members)
+}
+
+/// Formation, a crash of the master, a partition of a third and its heal, at `n` nodes by
+/// multicast: prints what each costs, per node, and how long it took in virtual time. Run
+/// by hand (TESTING.md) with `ESPIAL_SIM_NODES`; docs/SCALING.md has the figures.
 fn scale(n: usize) {
     let mut sim = Sim::new(1);
-    let t = std::time::Instant::now();
-    let f = form(&mut sim, 1, n, Found::Multicast, Duration::ZERO, false).unwrap();
-    eprintln!(
-        "n={n} formation: converged {:?} after the last start, {} promotion(s), {:.0} records and {:.0} bytes per node ({:.1?} wall-clock to simulate)",
-        f.converged, f.promotions, f.records_per_node, f.bytes_per_node, t.elapsed()
+    // Nothing below calls a node directly, and nobody replays probes.
+    sim.poll_all_each_run = false;
+    sim.record_probes = false;
+    let all = Phase::start(&sim);
+    let phase = Phase::start(&sim);
+    // The smallest id dials every other node, 128 at once then 16 a second (the dial
+    // budget): about a minute at a thousand nodes.
+    let limit = Duration::from_secs(180);
+    let f = form_within(
+        &mut sim,
+        1,
+        n,
+        Found::Multicast,
+        Duration::ZERO,
+        false,
+        limit,
     );
-    assert_eq!(f.promotions, 1);
-    let sent = |sim: &Sim| {
-        sim.sent
-            .values()
-            .fold((0u64, 0u64), |(r, b), &(r2, b2)| (r + r2, b + b2))
-    };
-    // A crash of the master.
+    let f = f.unwrap();
+    eprintln!(
+        "n={n} formation: converged {:?} after the last start, {} promotion(s); {}",
+        f.converged,
+        f.promotions,
+        phase.cost(&sim, n)
+    );
+    // Issue 19 asks for one promotion up to a hundred nodes; past that it is a figure.
+    if n <= 100 {
+        assert_eq!(f.promotions, 1);
+    }
+
+    // A crash of the master: its connections close, as the kernel closes a killed
+    // process's.
     let master = sim.nodes[&0].master().unwrap();
     let victim = (0..n).find(|&h| sim.id(h) == master).unwrap();
-    let before = sent(&sim);
-    let t0 = sim.now;
-    sim.crash(victim);
     let survivors: Vec<Host> = (0..n).filter(|&h| h != victim).collect();
-    let agreed = |sim: &Sim| {
-        let m = sim.nodes[&survivors[0]].master();
-        m.is_some()
-            && m != Some(master)
-            && survivors
-                .iter()
-                .all(|h| sim.nodes[h].master() == m && sim.member_ids(*h).len() == n - 2)
-    };
-    for _ in 0..2000 {
-        if agreed(&sim) {
-            break;
-        }
-        sim.run_for(Duration::from_millis(5));
-    }
-    assert!(agreed(&sim));
-    let after = sent(&sim);
-    eprintln!(
-        "n={n} crash of the master: new master agreed after {:?}, {:.0} records and {:.0} bytes per node",
-        sim.now - t0,
-        (after.0 - before.0) as f64 / n as f64,
-        (after.1 - before.1) as f64 / n as f64
+    let phase = Phase::start(&sim);
+    let promoted_before = promotions(&sim, &survivors);
+    sim.crash(victim);
+    let agreed = until(
+        &mut sim,
+        Duration::from_millis(5),
+        Duration::from_secs(10),
+        |sim| agree(sim, &survivors, n - 2) && sim.nodes[&survivors[0]].master() != Some(master),
     );
-    // A partition of a third of the survivors, then its heal.
-    let third: Vec<Host> = survivors
-        .iter()
-        .copied()
-        .take(survivors.len() / 3)
-        .collect();
+    let agreed = agreed.expect("survivors agree on a new master within 10 s");
+    eprintln!(
+        "n={n} crash of the master: new master agreed after {agreed:?}, {} promotion(s); {}",
+        promotions(&sim, &survivors) - promoted_before,
+        phase.cost(&sim, n)
+    );
+
+    // A partition of a third of the survivors: silence, no close. Each side removes the
+    // other once the failure detector's bound runs out, then the heal.
+    let third: Vec<Host> = survivors[..survivors.len() / 3].to_vec();
+    let rest: Vec<Host> = survivors[survivors.len() / 3..].to_vec();
+    let phase = Phase::start(&sim);
+    let promoted_before = promotions(&sim, &survivors);
     sim.partition(&third);
-    sim.run_for(Duration::from_secs(20));
-    let before = sent(&sim);
-    let t0 = sim.now;
-    sim.heal_all();
-    let healed = |sim: &Sim| {
-        let m = sim.nodes[&survivors[0]].master();
-        m.is_some()
-            && survivors
-                .iter()
-                .all(|h| sim.nodes[h].master() == m && sim.member_ids(*h).len() == n - 2)
-    };
-    for _ in 0..6000 {
-        if healed(&sim) {
-            break;
-        }
-        sim.run_for(Duration::from_millis(10));
-    }
-    assert!(healed(&sim), "not healed 60 s after");
-    let after = sent(&sim);
-    let promotions: usize = survivors
-        .iter()
-        .map(|h| sim.events[h].iter().filter(|e| promoted(e)).count())
-        .sum();
-    eprintln!(
-        "n={n} partition of {} then heal: healed after {:?}, {:.0} records and {:.0} bytes per node; promotions in all {promotions} ({:.1?} wall-clock to simulate in all)",
-        third.len(),
-        sim.now - t0,
-        (after.0 - before.0) as f64 / n as f64,
-        (after.1 - before.1) as f64 / n as f64,
-        t.elapsed()
+    let split = until(
+        &mut sim,
+        Duration::from_millis(50),
+        Duration::from_secs(120),
+        |sim| agree(sim, &third, third.len() - 1) && agree(sim, &rest, rest.len() - 1),
     );
+    eprintln!(
+        "n={n} partition of {}: each side alone with one master after {}, {} promotion(s); {}",
+        third.len(),
+        split.map_or("more than 120 s".into(), |d| format!("{d:?}")),
+        promotions(&sim, &survivors) - promoted_before,
+        phase.cost(&sim, n)
+    );
+    sim.run_for(Duration::from_secs(1));
+    let phase = Phase::start(&sim);
+    let promoted_before = promotions(&sim, &survivors);
+    sim.heal_all();
+    let healed = until(
+        &mut sim,
+        Duration::from_millis(10),
+        Duration::from_secs(60),
+        |sim| agree(sim, &survivors, n - 2),
+    );
+    let healed = healed.expect("one cluster again within 60 s of the heal");
+    eprintln!(
+        "n={n} heal: one cluster with one master after {healed:?}, {} promotion(s); {}",
+        promotions(&sim, &survivors) - promoted_before,
+        phase.cost(&sim, n)
+    );
+    eprintln!("n={n} in all: {}", all.cost(&sim, n));
 }
 
 #[test]

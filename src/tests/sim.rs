@@ -2,8 +2,15 @@
 //! dials reach the node listening at the address, bytes arrive in order, and virtual time
 //! jumps to the next wake-up when nothing is in flight (quinn-proto's `Pair::step` idea).
 //! Every choice is seeded; `BTreeMap`s keep iteration order stable.
+//!
+//! The work per step is the touched nodes', not the cluster's, so that a thousand nodes can
+//! be simulated: outputs are collected only from nodes that were handed an input since
+//! (`dirty`), and wake-ups come from a queue of deadlines, re-read only for touched nodes
+//! (`stale`). Both visit nodes in ascending order, exactly as a walk over every node would:
+//! a run is the same as when every node was polled after every step.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -78,6 +85,14 @@ pub struct Sim {
     rng: ChaCha20Rng,
     /// Every probe datagram sent, (from, to address, bytes), for hostile tests to replay.
     pub probes_sent: Vec<(Host, SocketAddr, Vec<u8>)>,
+    /// Whether each [`Sim::run_for`] first collects from every node and re-reads every
+    /// wake-up, for calls tests make on [`Sim::nodes`] directly between runs. A caller
+    /// that makes none may turn it off: at a thousand nodes that walk costs more than a
+    /// short run.
+    pub poll_all_each_run: bool,
+    /// Whether to keep [`Sim::probes_sent`] (large simulations turn it off: it grows by
+    /// thousands of datagrams a second).
+    pub record_probes: bool,
     /// Records (frames) each host sent on its connections, and their bytes.
     pub sent: BTreeMap<Host, (u64, u64)>,
     /// Records each host sent to each other host.
@@ -87,6 +102,16 @@ pub struct Sim {
     /// `driver::probes`). On unless a test turns it off.
     pub read_probes_at_timers: bool,
     probe_backlog: BTreeMap<Host, Vec<(Instant, SocketAddr, Vec<u8>)>>,
+    /// Hosts handed an input since their outputs were last collected: only they can have
+    /// outputs.
+    dirty: BTreeSet<Host>,
+    /// Hosts handed an input since their wake-up was last read.
+    stale: BTreeSet<Host>,
+    /// Wake-ups, earliest first; an entry counts only while it is its host's entry in
+    /// `armed` (a re-read leaves the old one behind, skipped when it comes up).
+    timers: BinaryHeap<Reverse<(Instant, Host)>>,
+    /// Each running, unpaused host's wake-up as last read.
+    armed: BTreeMap<Host, Instant>,
 }
 
 /// The wall clock (ms since the Unix epoch) when a simulation starts.
@@ -123,10 +148,16 @@ impl Sim {
             no_probes_from: BTreeSet::new(),
             rng: ChaCha20Rng::seed_from_u64(seed),
             probes_sent: Vec::new(),
+            poll_all_each_run: true,
+            record_probes: true,
             sent: BTreeMap::new(),
             sent_to: BTreeMap::new(),
             read_probes_at_timers: true,
             probe_backlog: BTreeMap::new(),
+            dirty: BTreeSet::new(),
+            stale: BTreeSet::new(),
+            timers: BinaryHeap::new(),
+            armed: BTreeMap::new(),
         }
     }
 
@@ -160,6 +191,9 @@ impl Sim {
     pub fn crash(&mut self, host: Host) {
         self.nodes.remove(&host);
         self.probe_backlog.remove(&host);
+        self.dirty.remove(&host);
+        self.stale.remove(&host);
+        self.armed.remove(&host);
         let ends: Vec<_> = self
             .links
             .keys()
@@ -245,6 +279,7 @@ impl Sim {
         node.set_wall_clock(self.now, self.wall_ms(host));
         node.start(self.now);
         self.nodes.insert(host, node);
+        self.touch(host);
         // A restarted node is a new process: its events start afresh.
         self.events.insert(host, Vec::new());
     }
@@ -263,6 +298,7 @@ impl Sim {
         let (now, wall) = (self.now, self.wall_ms(host));
         if let Some(node) = self.nodes.get_mut(&host) {
             node.set_wall_clock(now, wall);
+            self.touch(host);
         }
     }
 
@@ -270,9 +306,23 @@ impl Sim {
         self.nodes[&host].me().id
     }
 
+    /// `host` was handed an input: it may have outputs, and its wake-up may have moved.
+    fn touch(&mut self, host: Host) {
+        self.dirty.insert(host);
+        self.stale.insert(host);
+    }
+
     /// Runs for `d` of virtual time, delivering everything and firing every timer.
     pub fn run_for(&mut self, d: Duration) {
         let until = self.now + d;
+        // Tests call nodes directly between runs (`sim.nodes`): every node may have
+        // outputs, and its wake-up may have moved.
+        if self.poll_all_each_run {
+            let hosts: Vec<Host> = self.nodes.keys().copied().collect();
+            for host in hosts {
+                self.touch(host);
+            }
+        }
         // Bounded, and room for a full mesh of a few hundred nodes forming.
         let steps = 1_000_000usize.max(self.nodes.len().pow(2) * 200);
         for _ in 0..steps {
@@ -281,25 +331,15 @@ impl Sim {
                 self.deliver(delivery);
                 continue;
             }
-            let paused = &self.paused;
-            let next = self
-                .nodes
-                .iter()
-                .filter(|(h, _)| !paused.contains(h))
-                .filter_map(|(_, n)| n.poll_timeout())
-                .min();
-            match next {
+            match self.next_wake_up() {
                 Some(t) if t <= until => {
                     self.now = self.now.max(t);
                     let now = self.now;
-                    for (h, node) in self.nodes.iter_mut() {
-                        if self.paused.contains(h) {
-                            continue;
-                        }
-                        if node.poll_timeout().is_some_and(|t| t <= now) {
-                            read_backlog(node, self.probe_backlog.remove(h));
-                            node.handle_timeout(now);
-                        }
+                    for host in self.due(now) {
+                        let node = self.nodes.get_mut(&host).unwrap();
+                        read_backlog(node, self.probe_backlog.remove(&host));
+                        node.handle_timeout(now);
+                        self.touch(host);
                     }
                 }
                 _ => {
@@ -311,14 +351,85 @@ impl Sim {
         panic!("simulation did not settle: a node keeps waking up without progress");
     }
 
-    /// Moves every node's outputs into the network.
-    fn collect(&mut self) {
-        let hosts: Vec<Host> = self.nodes.keys().copied().collect();
-        for host in hosts {
-            while let Some(out) = self.nodes.get_mut(&host).unwrap().poll_output() {
-                self.carry_out(host, out);
+    /// The earliest wake-up of a running, unpaused host; entries left behind by re-reads
+    /// are dropped on the way.
+    fn next_wake_up(&mut self) -> Option<Instant> {
+        let next = loop {
+            let Some(&Reverse((t, host))) = self.timers.peek() else {
+                break None;
+            };
+            if self.armed.get(&host) == Some(&t) {
+                break Some(t);
+            }
+            self.timers.pop();
+        };
+        // The seeded tests check the queue against a walk over every node.
+        if cfg!(debug_assertions) && self.nodes.len() <= 64 {
+            let walk = self
+                .nodes
+                .iter()
+                .filter(|(h, _)| !self.paused.contains(h))
+                .filter_map(|(_, n)| n.poll_timeout())
+                .min();
+            assert_eq!(next, walk, "the wake-up queue missed a node's timer");
+        }
+        next
+    }
+
+    /// The hosts whose wake-up is due at `now`, in ascending order; they are disarmed.
+    fn due(&mut self, now: Instant) -> Vec<Host> {
+        let mut due = Vec::new();
+        while let Some(&Reverse((t, host))) = self.timers.peek() {
+            if t > now {
+                break;
+            }
+            self.timers.pop();
+            if self.armed.get(&host) == Some(&t) {
+                self.armed.remove(&host);
+                due.push(host);
             }
         }
+        due.sort_unstable();
+        due
+    }
+
+    /// Re-reads the wake-up of every host touched since the last read. A paused host has
+    /// none (it fires no timer until resumed, which touches it).
+    fn rearm(&mut self) {
+        for host in std::mem::take(&mut self.stale) {
+            let next = self
+                .nodes
+                .get(&host)
+                .filter(|_| !self.paused.contains(&host))
+                .and_then(|n| n.poll_timeout());
+            match next {
+                Some(t) if self.armed.get(&host) == Some(&t) => {}
+                Some(t) => {
+                    self.armed.insert(host, t);
+                    self.timers.push(Reverse((t, host)));
+                }
+                None => {
+                    self.armed.remove(&host);
+                }
+            }
+        }
+    }
+
+    /// Moves the outputs of every host touched since into the network, in ascending
+    /// order of hosts; a host touched by a higher one's outputs waits for the next call,
+    /// as it would in a walk over every host. Then re-reads touched hosts' wake-ups.
+    fn collect(&mut self) {
+        let mut from = 0;
+        while let Some(&host) = self.dirty.range(from..).next() {
+            self.dirty.remove(&host);
+            while let Some(out) = self.nodes.get_mut(&host).and_then(|n| n.poll_output()) {
+                self.carry_out(host, out);
+            }
+            // Its own outputs may have touched it (a dial answered): drained all the same.
+            self.dirty.remove(&host);
+            from = host + 1;
+        }
+        self.rearm();
     }
 
     /// The running host listening at `at`, if any (the inverse of [`addr`]).
@@ -359,9 +470,11 @@ impl Sim {
                 }
                 let accepted = listener.and_then(|h| {
                     let from = SocketAddr::new(addr(host).ip(), 40000 + conn as u16);
+                    self.touch(h);
                     let peer_conn = self.nodes.get_mut(&h).unwrap().accept(now, from)?;
                     Some((h, peer_conn))
                 });
+                self.touch(host);
                 let node = self.nodes.get_mut(&host).unwrap();
                 match accepted {
                     Some(peer) => {
@@ -376,7 +489,9 @@ impl Sim {
                 addr: target,
                 bytes,
             } => {
-                self.probes_sent.push((host, target, bytes.clone()));
+                if self.record_probes {
+                    self.probes_sent.push((host, target, bytes.clone()));
+                }
                 let to = self.host_at(target);
                 let blocked = |h| self.no_probes.contains(&h);
                 let mute = self.no_probes_from.contains(&host);
@@ -399,6 +514,7 @@ impl Sim {
                 *self.asked.entry(host).or_default() += 1;
                 let ok = self.filters.get(&host).is_none_or(|f| f(&node));
                 self.nodes.get_mut(&host).unwrap().admit(now, conn, ok);
+                self.touch(host);
             }
             Output::Event(e) => self.events.get_mut(&host).unwrap().push(e),
         }
@@ -415,6 +531,7 @@ impl Sim {
                 .get_mut(&host)
                 .unwrap()
                 .set_reading_paused(now, true);
+            self.touch(host);
         }
     }
 
@@ -423,6 +540,7 @@ impl Sim {
         let now = self.now;
         if let Some(node) = self.nodes.get_mut(&host) {
             node.set_reading_paused(now, false);
+            self.touch(host);
         }
         for d in self
             .held
@@ -439,6 +557,7 @@ impl Sim {
     /// bytes and closes for it wait, dials to it hang, beacons to it are lost.
     pub fn pause(&mut self, host: Host) {
         self.paused.insert(host);
+        self.armed.remove(&host);
         self.held.entry(host).or_default();
     }
 
@@ -447,12 +566,19 @@ impl Sim {
     /// for the whole pause), then what waited arrives, in order.
     pub fn resume(&mut self, host: Host) {
         self.paused.remove(&host);
+        // Tests call nodes directly before resuming: collect from every node, as a walk
+        // over all of them did.
+        let hosts: Vec<Host> = self.nodes.keys().copied().collect();
+        for h in hosts {
+            self.touch(h);
+        }
         let now = self.now;
         if let Some(node) = self.nodes.get_mut(&host) {
             if node.poll_timeout().is_some_and(|t| t <= now) {
                 read_backlog(node, self.probe_backlog.remove(&host));
                 node.handle_timeout(now);
             }
+            self.touch(host);
         }
         self.collect();
         self.resume_reading(host);
@@ -494,11 +620,13 @@ impl Sim {
             Delivery::Bytes { to: (h, c), bytes } => {
                 if let Some(n) = self.nodes.get_mut(&h) {
                     n.handle_bytes(now, c, &bytes);
+                    self.touch(h);
                 }
             }
             Delivery::Closed { to: (h, c) } => {
                 if let Some(n) = self.nodes.get_mut(&h) {
                     n.connection_closed(now, c);
+                    self.touch(h);
                 }
             }
             Delivery::Probe { from, to, bytes } => {
@@ -511,6 +639,7 @@ impl Sim {
                         waiting.push((now, addr(from), bytes));
                     } else {
                         n.handle_probe(now, addr(from), &bytes);
+                        self.touch(to);
                     }
                 }
             }
@@ -522,6 +651,8 @@ impl Sim {
                     let listening = !self.manual.contains(h) && !self.paused.contains(h);
                     if listening && side == from_side {
                         node.handle_beacon(now, src, &bytes);
+                        self.dirty.insert(*h);
+                        self.stale.insert(*h);
                     }
                 }
             }
@@ -538,6 +669,7 @@ impl Sim {
                 waiting.push((now, src, bytes.to_vec()));
             } else {
                 n.handle_probe(now, src, bytes);
+                self.touch(to);
             }
         }
     }
@@ -547,6 +679,7 @@ impl Sim {
     pub fn inject(&mut self, from: Host, to: Host, msg: &Message) {
         let (now, to) = (self.now, self.id(to));
         self.nodes.get_mut(&from).unwrap().inject(now, to, msg);
+        self.touch(from);
     }
 
     /// Node ids each node counts as members.
