@@ -1,19 +1,25 @@
 //! How this node finds peers and is found: the beacons it sends, the dials discovery asks
 //! for, and the addresses it learns from beacons and member lists.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use rand_core::{CryptoRng, RngCore};
 
-use super::{Cluster, Output};
+use super::{Cluster, ConnId, Output};
 use crate::core::beacon::{self, Beacon};
+use crate::core::crypto::Role;
 use crate::core::discovery::{Learned, Target};
+use crate::core::link::Link;
 use crate::core::node::{Candidate, NodeId};
 
 impl<R: RngCore + CryptoRng> Cluster<R> {
     /// Carries out the dials discovery wants now.
     pub(super) fn pump(&mut self, now: Instant) {
+        let released: Vec<NodeId> = self.releasable_holds().map(|(id, _)| id).collect();
+        for id in released {
+            self.discovery.release(now, id);
+        }
         let scans = self.membership.scans_in_flight();
         let alone = !self.membership.has_members();
         for t in self
@@ -25,9 +31,51 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
                 // us is reached, or the first election would wait until it was given up.
                 self.discovery.reached(t.addr);
             } else if !self.knows(t.expect, t.addr) {
-                self.dial(now, t);
+                self.dial_learnt(now, t);
             }
         }
+    }
+
+    /// Dials `target`; if it is a node learnt by id (from a beacon or a member list), not
+    /// while a connection from its IP address is still before its proof: that may be the
+    /// node dialing us (see [`crate::core::discovery::Discovery::hold`]). The dial is made
+    /// once those connections are proven or gone, or after `handshake_timeout` at most.
+    fn dial_learnt(&mut self, now: Instant, target: Target) {
+        if let (Some(id), false) = (target.expect, target.ask || target.scan) {
+            let ip = target.addr.ip();
+            if let Some(newest) = self.accepted_unproven(ip, ConnId::MAX) {
+                let wait = self.config.handshake_timeout;
+                if self.discovery.hold(now, (id, target.addr), newest, wait) {
+                    return;
+                }
+            }
+            self.discovery.unhold(id);
+        }
+        self.dial(now, target);
+    }
+
+    /// The newest connection from `ip`, accepted up to `newest`, whose peer has not yet
+    /// proven its id.
+    fn accepted_unproven(&self, ip: IpAddr, newest: ConnId) -> Option<ConnId> {
+        let from_ip = |l: &Link| l.role == Role::Responder && l.is_unproven() && l.addr.ip() == ip;
+        self.membership
+            .conns()
+            .into_iter()
+            .filter(|&k| k <= newest && from_ip(&self.membership[k]))
+            .max()
+    }
+
+    /// Held dials whose connections are all proven or gone, and since when each was held.
+    fn releasable_holds(&self) -> impl Iterator<Item = (NodeId, Instant)> + '_ {
+        let holds = self.discovery.holds();
+        let free =
+            holds.filter(move |&(_, ip, newest, _)| self.accepted_unproven(ip, newest).is_none());
+        free.map(|(id, _, _, since)| (id, since))
+    }
+
+    /// When a held dial is to be released: at once (its time is past) if one can be.
+    pub(super) fn holds_due(&self) -> Option<Instant> {
+        self.releasable_holds().map(|(_, since)| since).min()
     }
 
     /// The seeds are now `seeds` (the driver looks `network.peers` names up again now and
@@ -54,7 +102,7 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
             .discovery
             .learn(now, cfg, self.me.id, (id, addr), listed)
         {
-            Some(Learned::Dial) => self.dial(
+            Some(Learned::Dial) => self.dial_learnt(
                 now,
                 Target {
                     addr,
@@ -82,9 +130,15 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         self.discovery.refused(now, peer.id, addr, by_us, jitter);
     }
 
-    /// True if we are, or are connecting to, node `id` or the node listening at `addr`.
+    /// True if we are, or are connecting to, node `id` or the node listening at `addr`:
+    /// also while a connection on which `id` has proven itself awaits its introduction
+    /// (another dial to it would cross that one).
     fn knows(&self, id: Option<NodeId>, addr: SocketAddr) -> bool {
-        self.is_own_addr(addr) || self.membership.is_known(id, addr)
+        let proven = |id| {
+            let mut links = self.membership.conns().into_iter();
+            links.any(|k| self.membership[k].proven_id() == Some(id))
+        };
+        self.is_own_addr(addr) || self.membership.is_known(id, addr) || id.is_some_and(proven)
     }
 
     /// True if `addr` is where this node listens (as configured, advertised, or found by
