@@ -214,6 +214,8 @@ pub struct Discovery {
     /// Dials held back, each also in `heard` and due at the hold's end (at most
     /// [`MAX_HEARD`]; a hold is forgotten once its dial is made).
     holds: BTreeMap<NodeId, Hold>,
+    /// Scan dials held back alike, by address (at most one per scanned address).
+    scan_holds: BTreeMap<SocketAddr, Hold>,
     budget: DialBudget,
     backoff: BTreeMap<NodeId, Instant>,
     /// Nodes refused at admission, by us or by them: held back with a wait that doubles
@@ -355,6 +357,46 @@ impl Discovery {
         self.holds.insert(id, hold);
         self.heard.insert(id, (until, addr));
         true
+    }
+
+    /// [`Discovery::hold`] for a scan dial to `addr` (its node is known by address only;
+    /// one that connects to us from there and listens at `addr` is not scanned any more).
+    /// Returns false if the dial is to be made now.
+    pub fn hold_scan(
+        &mut self,
+        now: Instant,
+        addr: SocketAddr,
+        newest: ConnId,
+        wait: Duration,
+    ) -> bool {
+        if self.scan_holds.remove(&addr).is_some() {
+            return false;
+        }
+        let until = now + wait;
+        let hold = Hold {
+            newest,
+            since: now,
+            until,
+            addr,
+            spent: false,
+        };
+        self.scan_holds.insert(addr, hold);
+        true
+    }
+
+    /// Held scan dials: address, the newest connection holding it, since when.
+    pub fn scan_holds(&self) -> impl Iterator<Item = (SocketAddr, ConnId, Instant)> + '_ {
+        let held = self.scan_holds.values().filter(|h| !h.spent);
+        held.map(|h| (h.addr, h.newest, h.since))
+    }
+
+    /// The connections holding back the scan dial to `addr` are proven or gone (or its
+    /// wait is over): it is scanned next, and not held again.
+    pub fn release_scan(&mut self, addr: SocketAddr) {
+        if let Some(h) = self.scan_holds.get_mut(&addr).filter(|h| !h.spent) {
+            h.spent = true;
+            self.scan_queue.push_front(addr);
+        }
     }
 
     /// Our dial to `id` is made now, held back or not.
@@ -609,6 +651,15 @@ impl Discovery {
                 }
             }
         }
+        let waited: Vec<SocketAddr> = self
+            .scan_holds
+            .values()
+            .filter(|h| !h.spent && h.until <= now)
+            .map(|h| h.addr)
+            .collect();
+        for addr in waited {
+            self.release_scan(addr);
+        }
         let room = cfg.scan_concurrency.saturating_sub(scans_in_flight);
         for addr in self.scan_queue.drain(..room.min(self.scan_queue.len())) {
             out.push(Target {
@@ -647,6 +698,12 @@ impl Discovery {
             .chain(self.next_probe)
             .chain(self.next_scan)
             .chain(self.unreached.values().map(|(next, _)| *next))
+            .chain(
+                self.scan_holds
+                    .values()
+                    .filter(|h| !h.spent)
+                    .map(|h| h.until),
+            )
             .min()
     }
 }

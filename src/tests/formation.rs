@@ -21,12 +21,19 @@ enum Found {
     Multicast,
     /// Every node is given host 0's address, and nothing else.
     Seeds,
+    /// Every node scans the /24 of its own address, as with multicast off by default.
+    Scan,
 }
 
 fn config(found: Found) -> Config {
     let mut c = Config::lan("sim");
     if found == Found::Seeds {
         c.discovery.seeds = vec![addr(0)];
+        c.discovery.probe_lost = true;
+    }
+    if let (Found::Scan, std::net::IpAddr::V4(ip)) = (found, addr(0).ip()) {
+        c.discovery.subnets = vec![ip];
+        c.discovery.scan_port = addr(0).port();
         c.discovery.probe_lost = true;
     }
     c
@@ -84,7 +91,7 @@ fn form(
         if when > sim.now {
             sim.run_for(when - sim.now);
         }
-        sim.add_at(host, config(found), found == Found::Seeds);
+        sim.add_at(host, config(found), found != Found::Multicast);
     }
     let last_start = sim.now;
     let step = Duration::from_millis(5);
@@ -221,7 +228,7 @@ fn one_handshake_per_pair(
     seed_last: bool,
 ) -> Result<(), String> {
     let mut sim = Sim::new(seed);
-    sim.latency = Duration::from_millis(1 + seed / 6 % 4);
+    sim.latency = Duration::from_millis(1 + seed / 8 % 4);
     let f = form(&mut sim, seed, n, found, spread, seed_last)?;
     sim.run_for(Duration::from_secs(5));
     let pairs = (n * (n - 1) / 2) as u64;
@@ -236,14 +243,19 @@ fn one_handshake_per_pair(
 
 #[test]
 fn ten_nodes_complete_one_handshake_per_pair_in_any_start() {
-    over_seeds(24, |seed| {
-        let (found, spread, seed_last) = match seed % 6 {
+    over_seeds(32, |seed| {
+        let (found, spread, seed_last) = match seed % 8 {
             0 => (Found::Seeds, Duration::ZERO, false),
             1 => (Found::Seeds, Duration::ZERO, true),
             2 => (Found::Seeds, Duration::from_millis(30), false),
             3 => (Found::Seeds, Duration::from_millis(1200), true),
             4 => (Found::Multicast, Duration::ZERO, false),
-            _ => (Found::Multicast, Duration::from_secs(4), false),
+            5 => (Found::Multicast, Duration::from_secs(4), false),
+            // Scans started within one delay of each other dial each other before either
+            // dial arrives: nothing tells the two apart before the handshakes (PROTOCOL.md,
+            // "One connection per pair"). Staggered, each is held for the other's.
+            6 => (Found::Scan, Duration::from_millis(300), false),
+            _ => (Found::Scan, Duration::from_millis(1000), false),
         };
         one_handshake_per_pair(seed, 10, found, spread, seed_last)
     });

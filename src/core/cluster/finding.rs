@@ -20,6 +20,10 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         for id in released {
             self.discovery.release(now, id);
         }
+        let released: Vec<SocketAddr> = self.releasable_scans().map(|(a, _)| a).collect();
+        for addr in released {
+            self.discovery.release_scan(addr);
+        }
         let scans = self.membership.scans_in_flight();
         let alone = !self.membership.has_members();
         for t in self
@@ -31,20 +35,28 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
                 // us is reached, or the first election would wait until it was given up.
                 self.discovery.reached(t.addr);
             } else if !self.knows(t.expect, t.addr) {
-                self.dial_learnt(now, t);
+                self.dial_unless_dialed(now, t);
             }
         }
     }
 
-    /// Dials `target`; if it is a node learnt by id (from a beacon or a member list), not
-    /// while a connection from its IP address is still before its proof: that may be the
-    /// node dialing us (see [`crate::core::discovery::Discovery::hold`]). The dial is made
-    /// once those connections are proven or gone, or after `handshake_timeout` at most.
-    fn dial_learnt(&mut self, now: Instant, target: Target) {
-        if let (Some(id), false) = (target.expect, target.ask || target.scan) {
-            let ip = target.addr.ip();
-            if let Some(newest) = self.accepted_unproven(ip, ConnId::MAX) {
-                let wait = self.config.handshake_timeout;
+    /// Dials `target`; if it is a node learnt by id (from a beacon or a member list) or a
+    /// scanned address, not while a connection from its IP address is still before its
+    /// proof: that may be the node dialing us (see
+    /// [`crate::core::discovery::Discovery::hold`]). The dial is made once those
+    /// connections are proven (introduced, for a scan: the address is all it knows) or
+    /// gone, or after `handshake_timeout` at most.
+    fn dial_unless_dialed(&mut self, now: Instant, target: Target) {
+        let ip = target.addr.ip();
+        let wait = self.config.handshake_timeout;
+        if target.scan {
+            if let Some(newest) = self.accepted_unknown(ip, ConnId::MAX, true) {
+                if self.discovery.hold_scan(now, target.addr, newest, wait) {
+                    return;
+                }
+            }
+        } else if let (Some(id), false) = (target.expect, target.ask) {
+            if let Some(newest) = self.accepted_unknown(ip, ConnId::MAX, false) {
                 if self.discovery.hold(now, (id, target.addr), newest, wait) {
                     return;
                 }
@@ -55,9 +67,10 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
     }
 
     /// The newest connection from `ip`, accepted up to `newest`, whose peer has not yet
-    /// proven its id.
-    fn accepted_unproven(&self, ip: IpAddr, newest: ConnId) -> Option<ConnId> {
-        let from_ip = |l: &Link| l.role == Role::Responder && l.is_unproven() && l.addr.ip() == ip;
+    /// proven its id (`or_introduced`: or not yet said where it listens).
+    fn accepted_unknown(&self, ip: IpAddr, newest: ConnId, or_introduced: bool) -> Option<ConnId> {
+        let unknown = |l: &Link| l.is_unproven() || (or_introduced && l.is_introducing());
+        let from_ip = |l: &Link| l.role == Role::Responder && unknown(l) && l.addr.ip() == ip;
         self.membership
             .conns()
             .into_iter()
@@ -68,14 +81,25 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
     /// Held dials whose connections are all proven or gone, and since when each was held.
     fn releasable_holds(&self) -> impl Iterator<Item = (NodeId, Instant)> + '_ {
         let holds = self.discovery.holds();
-        let free =
-            holds.filter(move |&(_, ip, newest, _)| self.accepted_unproven(ip, newest).is_none());
+        let free = holds
+            .filter(move |&(_, ip, newest, _)| self.accepted_unknown(ip, newest, false).is_none());
         free.map(|(id, _, _, since)| (id, since))
+    }
+
+    /// Held scan dials whose connections are all introduced or gone, and since when.
+    fn releasable_scans(&self) -> impl Iterator<Item = (SocketAddr, Instant)> + '_ {
+        let holds = self.discovery.scan_holds();
+        let free = holds.filter(move |&(addr, newest, _)| {
+            self.accepted_unknown(addr.ip(), newest, true).is_none()
+        });
+        free.map(|(addr, _, since)| (addr, since))
     }
 
     /// When a held dial is to be released: at once (its time is past) if one can be.
     pub(super) fn holds_due(&self) -> Option<Instant> {
-        self.releasable_holds().map(|(_, since)| since).min()
+        let ids = self.releasable_holds().map(|(_, since)| since);
+        ids.chain(self.releasable_scans().map(|(_, since)| since))
+            .min()
     }
 
     /// The seeds are now `seeds` (the driver looks `network.peers` names up again now and
@@ -102,7 +126,7 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
             .discovery
             .learn(now, cfg, self.me.id, (id, addr), listed)
         {
-            Some(Learned::Dial) => self.dial_learnt(
+            Some(Learned::Dial) => self.dial_unless_dialed(
                 now,
                 Target {
                     addr,
