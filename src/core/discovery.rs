@@ -5,13 +5,16 @@
 //! rejoins by itself.
 //!
 //! Dial rule for nodes known by id: the smaller id dials; the larger one announces itself
-//! (a beacon) and dials only if it has not been dialed after `fallback_after`.
+//! (a beacon) and dials only if it has not been dialed after `fallback_after`. A dial to a
+//! node known by id waits, a bounded time, while that node may be dialing us already
+//! ([`Discovery::hold`]): one connection per pair, one handshake.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use super::node::NodeId;
+use super::output::ConnId;
 
 /// Most nodes held back from redialing at once ([`Discovery::failed`]). Beacons are
 /// unauthenticated without a cluster key, so every forged id can cost a failed dial and an
@@ -128,6 +131,20 @@ pub enum Learned {
     Announce,
 }
 
+/// Our dial to a node learnt by id, held back while connections from its IP address are
+/// before their proof (see [`Discovery::hold`]).
+#[derive(Debug, Clone, Copy)]
+struct Hold {
+    /// Only connections accepted up to this one hold the dial back.
+    newest: ConnId,
+    since: Instant,
+    /// The dial is made then whatever happens.
+    until: Instant,
+    addr: SocketAddr,
+    /// Released: the dial is due, and is not held again.
+    spent: bool,
+}
+
 /// A node refused at admission.
 #[derive(Debug, Clone, Copy)]
 struct Refusal {
@@ -194,6 +211,11 @@ pub struct Discovery {
     /// Nodes heard of by id, and when they are due for our dial: after `fallback_after`
     /// for a node that should dial us, at once for one the dial budget deferred.
     heard: BTreeMap<NodeId, (Instant, SocketAddr)>,
+    /// Dials held back, each also in `heard` and due at the hold's end (at most
+    /// [`MAX_HEARD`]; a hold is forgotten once its dial is made).
+    holds: BTreeMap<NodeId, Hold>,
+    /// Scan dials held back alike, by address (at most one per scanned address).
+    scan_holds: BTreeMap<SocketAddr, Hold>,
     budget: DialBudget,
     backoff: BTreeMap<NodeId, Instant>,
     /// Nodes refused at admission, by us or by them: held back with a wait that doubles
@@ -239,8 +261,10 @@ impl Discovery {
     /// caller has checked it is not us and not already connected or being dialed.
     ///
     /// Of two nodes that hear each other's beacons the smaller id dials. A member list is
-    /// told to one node only (the one that asked), and the nodes it names know nothing of
-    /// the asker: the asker dials each of them, whatever the ids.
+    /// told to one node only (the one that asked), and the nodes it names have not been
+    /// told of the asker (see `cluster::admission`'s `tell_members`): the asker dials each
+    /// of them, whatever the ids, but one with the smaller id whose beacon it heard at the
+    /// listed address (that one dials it).
     pub fn learn(
         &mut self,
         now: Instant,
@@ -254,6 +278,17 @@ impl Discovery {
         }
         let full = self.heard.len() >= MAX_HEARD;
         let waiting = self.heard.get(&id).map(|&(due, _)| due);
+        let heard_here = self
+            .heard
+            .get(&id)
+            .is_some_and(|&(due, at)| due > now && at == addr);
+        if listed && me > id && heard_here {
+            // Its beacon named this very address, and ours answered it: it dials us, and
+            // a dial from the list would cross its dial. We dial if it has not by the
+            // fallback, as for any beacon. (Only at the address its beacon came from: a
+            // beacon forged elsewhere under its id changes nothing here.)
+            return None;
+        }
         if me > id && !listed {
             // It dials; we do only if it has not after `fallback_after`.
             match waiting {
@@ -279,6 +314,111 @@ impl Discovery {
             self.heard.insert(id, (now, addr));
         }
         Some(Learned::Deferred)
+    }
+
+    /// Holds back our dial to node `id` at `addr` (learnt by id, due now) while
+    /// connections from its IP address, accepted up to `newest`, are before their proof:
+    /// one may be that node dialing us, and two dials would cross (both ends would complete
+    /// a handshake, then drop one connection). One hold per dial, for `wait` at most: a
+    /// stalled or hostile connection from the same address delays the dial no longer, and
+    /// neither a connection accepted later nor hearing of the node again extends it.
+    /// Returns false if the dial is to be made now: its hold is over, or there is no room
+    /// for one.
+    pub fn hold(
+        &mut self,
+        now: Instant,
+        (id, addr): (NodeId, SocketAddr),
+        newest: ConnId,
+        wait: Duration,
+    ) -> bool {
+        if let Some(h) = self.holds.get(&id).copied() {
+            if h.spent || h.until <= now {
+                self.holds.remove(&id);
+                return false;
+            }
+            self.heard.insert(id, (h.until, h.addr));
+            return true;
+        }
+        if self.holds.len() >= MAX_HEARD {
+            self.holds.retain(|_, h| !h.spent && h.until > now);
+        }
+        let room = self.heard.len() < MAX_HEARD || self.heard.contains_key(&id);
+        if !room || self.holds.len() >= MAX_HEARD {
+            return false;
+        }
+        let until = now + wait;
+        let hold = Hold {
+            newest,
+            since: now,
+            until,
+            addr,
+            spent: false,
+        };
+        self.holds.insert(id, hold);
+        self.heard.insert(id, (until, addr));
+        true
+    }
+
+    /// [`Discovery::hold`] for a scan dial to `addr` (its node is known by address only;
+    /// one that connects to us from there and listens at `addr` is not scanned any more).
+    /// Returns false if the dial is to be made now.
+    pub fn hold_scan(
+        &mut self,
+        now: Instant,
+        addr: SocketAddr,
+        newest: ConnId,
+        wait: Duration,
+    ) -> bool {
+        if self.scan_holds.remove(&addr).is_some() {
+            return false;
+        }
+        let until = now + wait;
+        let hold = Hold {
+            newest,
+            since: now,
+            until,
+            addr,
+            spent: false,
+        };
+        self.scan_holds.insert(addr, hold);
+        true
+    }
+
+    /// Held scan dials: address, the newest connection holding it, since when.
+    pub fn scan_holds(&self) -> impl Iterator<Item = (SocketAddr, ConnId, Instant)> + '_ {
+        let held = self.scan_holds.values().filter(|h| !h.spent);
+        held.map(|h| (h.addr, h.newest, h.since))
+    }
+
+    /// The connections holding back the scan dial to `addr` are proven or gone (or its
+    /// wait is over): it is scanned next, and not held again.
+    pub fn release_scan(&mut self, addr: SocketAddr) {
+        if let Some(h) = self.scan_holds.get_mut(&addr).filter(|h| !h.spent) {
+            h.spent = true;
+            self.scan_queue.push_front(addr);
+        }
+    }
+
+    /// Our dial to `id` is made now, held back or not.
+    pub fn unhold(&mut self, id: NodeId) {
+        self.holds.remove(&id);
+    }
+
+    /// Dials held back now: node, the IP address whose connections hold it, the newest of
+    /// those, and since when.
+    pub fn holds(&self) -> impl Iterator<Item = (NodeId, IpAddr, ConnId, Instant)> + '_ {
+        let held = self.holds.iter().filter(|(_, h)| !h.spent);
+        held.map(|(&id, h)| (id, h.addr.ip(), h.newest, h.since))
+    }
+
+    /// The connections holding back our dial to `id` are proven or gone: it is due now.
+    pub fn release(&mut self, now: Instant, id: NodeId) {
+        if let Some(h) = self.holds.get_mut(&id) {
+            h.spent = true;
+            if let Some(entry) = self.heard.get_mut(&id) {
+                entry.0 = now;
+            }
+        }
     }
 
     fn in_backoff(&self, now: Instant, id: NodeId) -> bool {
@@ -379,6 +519,7 @@ impl Discovery {
     pub fn connected(&mut self, id: NodeId) {
         self.retries.remove(&id);
         self.heard.remove(&id);
+        self.holds.remove(&id);
         self.backoff.remove(&id);
         self.lost.remove(&id);
     }
@@ -386,6 +527,7 @@ impl Discovery {
     /// Node `id` is gone for good (another node answers at its address).
     pub fn forget(&mut self, id: NodeId) {
         self.heard.remove(&id);
+        self.holds.remove(&id);
         self.refusals.remove(&id);
         self.lost.remove(&id);
     }
@@ -441,6 +583,7 @@ impl Discovery {
         for id in overdue {
             if self.in_backoff(now, id) {
                 self.heard.remove(&id);
+                self.holds.remove(&id);
                 continue;
             }
             // Learnt addresses are dialed within the budget; the rest wait their turn.
@@ -508,6 +651,15 @@ impl Discovery {
                 }
             }
         }
+        let waited: Vec<SocketAddr> = self
+            .scan_holds
+            .values()
+            .filter(|h| !h.spent && h.until <= now)
+            .map(|h| h.addr)
+            .collect();
+        for addr in waited {
+            self.release_scan(addr);
+        }
         let room = cfg.scan_concurrency.saturating_sub(scans_in_flight);
         for addr in self.scan_queue.drain(..room.min(self.scan_queue.len())) {
             out.push(Target {
@@ -546,6 +698,12 @@ impl Discovery {
             .chain(self.next_probe)
             .chain(self.next_scan)
             .chain(self.unreached.values().map(|(next, _)| *next))
+            .chain(
+                self.scan_holds
+                    .values()
+                    .filter(|h| !h.spent)
+                    .map(|h| h.until),
+            )
             .min()
     }
 }
@@ -586,6 +744,67 @@ mod tests {
                 ask: false,
             }]
         );
+    }
+
+    #[test]
+    fn a_listed_node_whose_beacon_was_heard_there_is_left_to_dial_us() {
+        let cfg = DiscoveryConfig::lan();
+        let t0 = Instant::now();
+        let mut d = Discovery::default();
+        assert_eq!(
+            d.learn(t0, &cfg, id(3), (id(2), addr(2)), false),
+            Some(Learned::Announce)
+        );
+        assert_eq!(d.learn(t0, &cfg, id(3), (id(2), addr(2)), true), None);
+        // Listed elsewhere than its beacon said (a beacon forged under its id, say): dialed.
+        assert_eq!(
+            d.learn(t0, &cfg, id(3), (id(2), addr(9)), true),
+            Some(Learned::Dial)
+        );
+        // A listed node with the larger id, or one not heard, is dialed at once.
+        assert_eq!(
+            d.learn(t0, &cfg, id(3), (id(4), addr(4)), true),
+            Some(Learned::Dial)
+        );
+        assert_eq!(
+            d.learn(t0, &cfg, id(3), (id(1), addr(1)), true),
+            Some(Learned::Dial)
+        );
+    }
+
+    #[test]
+    fn a_dial_is_held_once_and_for_its_wait_at_most() {
+        let cfg = DiscoveryConfig::lan();
+        let t0 = Instant::now();
+        let wait = Duration::from_secs(5);
+        let mut d = Discovery::default();
+        assert!(d.hold(t0, (id(2), addr(2)), 7, wait));
+        assert!(d.due(t0, &cfg, 0, false).is_empty());
+        assert!(d.forming(), "a held dial is formation still going on");
+        let held: Vec<_> = d.holds().collect();
+        assert_eq!(held, vec![(id(2), addr(2).ip(), 7, t0)]);
+        // Asked again later (heard of again, newer connections): the same wait, no longer.
+        let t1 = t0 + Duration::from_secs(3);
+        assert!(d.hold(t1, (id(2), addr(2)), 9, wait));
+        assert_eq!(d.holds().next().map(|h| h.2), Some(7));
+        assert!(d
+            .due(t0 + wait - Duration::from_millis(1), &cfg, 0, false)
+            .is_empty());
+        let t2 = t0 + wait;
+        let due = d.due(t2, &cfg, 0, false);
+        assert_eq!(
+            due.iter().map(|t| t.expect).collect::<Vec<_>>(),
+            [Some(id(2))]
+        );
+        // Its wait is over: the dial is made, not held again.
+        assert!(!d.hold(t2, (id(2), addr(2)), 11, wait));
+        assert_eq!(d.holds().count(), 0);
+        // Released before its end (its connections proven or gone): due at once, once.
+        assert!(d.hold(t2, (id(3), addr(3)), 12, wait));
+        d.release(t2, id(3));
+        assert_eq!(d.holds().count(), 0);
+        assert_eq!(d.due(t2, &cfg, 0, false).len(), 1);
+        assert!(!d.hold(t2, (id(3), addr(3)), 13, wait));
     }
 
     #[test]

@@ -93,6 +93,12 @@ pub struct Link {
     pub ask: bool,
     /// The peer asked for our member list and had it: once per connection.
     pub told_members: bool,
+    /// When the peer became our member, on this node's clock of admissions and answered
+    /// member lists (see `Cluster::tell_members`).
+    pub admitted_at: u64,
+    /// When, on that clock, our member list answered the peer naming every member but
+    /// those already told of it: from then on the peer dials each member admitted before.
+    pub told_at: Option<u64>,
     /// Custom events the peer has joined: only those are sent to it.
     pub subscriptions: Subscriptions,
     /// Names the peer serves requests for (same rules and bounds as its joins).
@@ -112,6 +118,8 @@ impl Link {
             scan: false,
             ask: false,
             told_members: false,
+            admitted_at: 0,
+            told_at: None,
             subscriptions: Subscriptions::default(),
             serving: Subscriptions::default(),
             peer_max_message: 0,

@@ -112,6 +112,15 @@ pub struct Sim {
     timers: BinaryHeap<Reverse<(Instant, Host)>>,
     /// Each running, unpaused host's wake-up as last read.
     armed: BTreeMap<Host, Instant>,
+    /// The most bytes and closes take to arrive (zero: at once, in the order sent). Each
+    /// connection draws its own delay up to this, the same both ways and for all its
+    /// bytes, so that they keep their order.
+    pub latency: Duration,
+    /// Each connection end's delay, drawn when it opens (with a latency).
+    delays: BTreeMap<(Host, ConnId), Duration>,
+    /// Deliveries under way, by arrival (and then the order sent).
+    in_flight: BTreeMap<(Instant, u64), Delivery>,
+    sent_count: u64,
 }
 
 /// The wall clock (ms since the Unix epoch) when a simulation starts.
@@ -158,6 +167,26 @@ impl Sim {
             stale: BTreeSet::new(),
             timers: BinaryHeap::new(),
             armed: BTreeMap::new(),
+            latency: Duration::ZERO,
+            delays: BTreeMap::new(),
+            in_flight: BTreeMap::new(),
+            sent_count: 0,
+        }
+    }
+
+    /// Queues a delivery over a connection: at once, or after [`Sim::latency`].
+    fn carry(&mut self, d: Delivery) {
+        let to = match &d {
+            Delivery::Bytes { to, .. } | Delivery::Closed { to } => Some(*to),
+            _ => None,
+        };
+        match to.and_then(|to| self.delays.get(&to)) {
+            Some(&delay) => {
+                self.sent_count += 1;
+                let at = self.now + delay;
+                self.in_flight.insert((at, self.sent_count), d);
+            }
+            None => self.queue.push_back(d),
         }
     }
 
@@ -203,7 +232,7 @@ impl Sim {
         for end in ends {
             if let Some(to) = self.links.remove(&end) {
                 self.links.remove(&to);
-                self.queue.push_back(Delivery::Closed { to });
+                self.carry(Delivery::Closed { to });
             }
         }
     }
@@ -257,8 +286,8 @@ impl Sim {
         for (end, to) in ends {
             self.links.remove(&end);
             self.links.remove(&to);
-            self.queue.push_back(Delivery::Closed { to });
-            self.queue.push_back(Delivery::Closed { to: end });
+            self.carry(Delivery::Closed { to });
+            self.carry(Delivery::Closed { to: end });
         }
     }
 
@@ -331,10 +360,22 @@ impl Sim {
                 self.deliver(delivery);
                 continue;
             }
-            match self.next_wake_up() {
+            let next = self.next_wake_up();
+            let arrival = self.in_flight.keys().next().map(|&(at, _)| at);
+            let next = match (next, arrival) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            match next {
                 Some(t) if t <= until => {
                     self.now = self.now.max(t);
                     let now = self.now;
+                    while let Some(entry) = self.in_flight.first_entry() {
+                        if entry.key().0 > now {
+                            break;
+                        }
+                        self.queue.push_back(entry.remove());
+                    }
                     for host in self.due(now) {
                         let node = self.nodes.get_mut(&host).unwrap();
                         read_backlog(node, self.probe_backlog.remove(&host));
@@ -452,14 +493,14 @@ impl Sim {
                 if let Some(&to) = self.links.get(&(host, conn)) {
                     *self.sent_to.entry((host, to.0)).or_default() += 1;
                     if !self.apart(host, to.0) && !self.severed.contains(&(host, to.0)) {
-                        self.queue.push_back(Delivery::Bytes { to, bytes });
+                        self.carry(Delivery::Bytes { to, bytes });
                     }
                 }
             }
             Output::Close { conn } => {
                 if let Some(to) = self.links.remove(&(host, conn)) {
                     self.links.remove(&to);
-                    self.queue.push_back(Delivery::Closed { to });
+                    self.carry(Delivery::Closed { to });
                 }
             }
             Output::Dial { conn, addr: target } => {
@@ -480,6 +521,13 @@ impl Sim {
                     Some(peer) => {
                         self.links.insert((host, conn), peer);
                         self.links.insert(peer, (host, conn));
+                        if !self.latency.is_zero() {
+                            use rand_chacha::rand_core::RngCore;
+                            let us = self.latency.as_micros() as u64;
+                            let delay = Duration::from_micros(1 + self.rng.next_u64() % us);
+                            self.delays.insert((host, conn), delay);
+                            self.delays.insert(peer, delay);
+                        }
                         node.connected(now, conn);
                     }
                     None => node.dial_failed(now, conn),

@@ -321,17 +321,41 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
     }
 
     /// Answers a member's [`Message::AskMembers`]: every other member (suspects included:
-    /// they have not been removed), at most [`MAX_MEMBERS`].
+    /// they have not been removed), at most [`MAX_MEMBERS`], but those this node has told
+    /// of the asker already. One connection per pair: two newcomers that ask the same node
+    /// would otherwise each be told of the other and dial each other at once. Of the two,
+    /// the one answered first was told of the other if the other was a member by then (it
+    /// dials it), and the other is not told of it; otherwise the second is told of the
+    /// first. A member that never asks (a node found by a list or a beacon) is named to
+    /// every later asker, as before: the lists name no fewer pairs than they did.
     pub(super) fn tell_members(&mut self, now: Instant, conn: ConnId) {
-        let asker = self.membership[conn].peer_id();
-        let others: Vec<(NodeId, SocketAddr)> = self
+        let asker = &self.membership[conn];
+        let (asker_id, admitted) = (asker.peer_id(), asker.admitted_at);
+        let told_of_asker = |m: NodeId| {
+            let link = self.membership.member_link(m);
+            let told_at = link.and_then(|k| self.membership[k].told_at);
+            // Answered after the asker became a member: the asker was on its list.
+            told_at.is_some_and(|t| t > admitted)
+        };
+        let mut others: Vec<(NodeId, SocketAddr)> = self
             .members()
             .into_iter()
-            .filter(|m| Some(m.id) != asker)
-            .take(MAX_MEMBERS)
+            .filter(|m| Some(m.id) != asker_id && !told_of_asker(m.id))
             .map(|m| (m.id, m.dial_addr()))
             .collect();
+        if others.len() <= MAX_MEMBERS {
+            // A list cut short names not every member: nobody may count on it.
+            let at = self.tick_list_clock();
+            self.membership[conn].told_at = Some(at);
+        }
+        others.truncate(MAX_MEMBERS);
         self.send(now, conn, &Message::Members(others));
+    }
+
+    /// The next instant of this node's clock of admissions and answered member lists.
+    fn tick_list_clock(&mut self) -> u64 {
+        self.list_clock += 1;
+        self.list_clock
     }
 
     /// The peer of `conn` sent its profile, both ends having admitted each other: it is a
@@ -353,6 +377,8 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
             }
         };
         self.membership.introduced(id, conn);
+        let at = self.tick_list_clock();
+        self.membership[conn].admitted_at = at;
         self.discovery.admitted(id);
         // Whom else to connect to is asked, not told to everyone: the node that may not know
         // this peer's cluster asks it once (see `asks_members`), and nobody speaks about a

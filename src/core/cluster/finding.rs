@@ -1,19 +1,29 @@
 //! How this node finds peers and is found: the beacons it sends, the dials discovery asks
 //! for, and the addresses it learns from beacons and member lists.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use rand_core::{CryptoRng, RngCore};
 
-use super::{Cluster, Output};
+use super::{Cluster, ConnId, Output};
 use crate::core::beacon::{self, Beacon};
+use crate::core::crypto::Role;
 use crate::core::discovery::{Learned, Target};
+use crate::core::link::Link;
 use crate::core::node::{Candidate, NodeId};
 
 impl<R: RngCore + CryptoRng> Cluster<R> {
     /// Carries out the dials discovery wants now.
     pub(super) fn pump(&mut self, now: Instant) {
+        let released: Vec<NodeId> = self.releasable_holds().map(|(id, _)| id).collect();
+        for id in released {
+            self.discovery.release(now, id);
+        }
+        let released: Vec<SocketAddr> = self.releasable_scans().map(|(a, _)| a).collect();
+        for addr in released {
+            self.discovery.release_scan(addr);
+        }
         let scans = self.membership.scans_in_flight();
         let alone = !self.membership.has_members();
         for t in self
@@ -25,9 +35,71 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
                 // us is reached, or the first election would wait until it was given up.
                 self.discovery.reached(t.addr);
             } else if !self.knows(t.expect, t.addr) {
-                self.dial(now, t);
+                self.dial_unless_dialed(now, t);
             }
         }
+    }
+
+    /// Dials `target`; if it is a node learnt by id (from a beacon or a member list) or a
+    /// scanned address, not while a connection from its IP address is still before its
+    /// proof: that may be the node dialing us (see
+    /// [`crate::core::discovery::Discovery::hold`]). The dial is made once those
+    /// connections are proven (introduced, for a scan: the address is all it knows) or
+    /// gone, or after `handshake_timeout` at most.
+    fn dial_unless_dialed(&mut self, now: Instant, target: Target) {
+        let ip = target.addr.ip();
+        let wait = self.config.handshake_timeout;
+        if target.scan {
+            if let Some(newest) = self.accepted_unknown(ip, ConnId::MAX, true) {
+                if self.discovery.hold_scan(now, target.addr, newest, wait) {
+                    return;
+                }
+            }
+        } else if let (Some(id), false) = (target.expect, target.ask) {
+            if let Some(newest) = self.accepted_unknown(ip, ConnId::MAX, false) {
+                if self.discovery.hold(now, (id, target.addr), newest, wait) {
+                    return;
+                }
+            }
+            self.discovery.unhold(id);
+        }
+        self.dial(now, target);
+    }
+
+    /// The newest connection from `ip`, accepted up to `newest`, whose peer has not yet
+    /// proven its id (`or_introduced`: or not yet said where it listens).
+    fn accepted_unknown(&self, ip: IpAddr, newest: ConnId, or_introduced: bool) -> Option<ConnId> {
+        let unknown = |l: &Link| l.is_unproven() || (or_introduced && l.is_introducing());
+        let from_ip = |l: &Link| l.role == Role::Responder && unknown(l) && l.addr.ip() == ip;
+        self.membership
+            .conns()
+            .into_iter()
+            .filter(|&k| k <= newest && from_ip(&self.membership[k]))
+            .max()
+    }
+
+    /// Held dials whose connections are all proven or gone, and since when each was held.
+    fn releasable_holds(&self) -> impl Iterator<Item = (NodeId, Instant)> + '_ {
+        let holds = self.discovery.holds();
+        let free = holds
+            .filter(move |&(_, ip, newest, _)| self.accepted_unknown(ip, newest, false).is_none());
+        free.map(|(id, _, _, since)| (id, since))
+    }
+
+    /// Held scan dials whose connections are all introduced or gone, and since when.
+    fn releasable_scans(&self) -> impl Iterator<Item = (SocketAddr, Instant)> + '_ {
+        let holds = self.discovery.scan_holds();
+        let free = holds.filter(move |&(addr, newest, _)| {
+            self.accepted_unknown(addr.ip(), newest, true).is_none()
+        });
+        free.map(|(addr, _, since)| (addr, since))
+    }
+
+    /// When a held dial is to be released: at once (its time is past) if one can be.
+    pub(super) fn holds_due(&self) -> Option<Instant> {
+        let ids = self.releasable_holds().map(|(_, since)| since);
+        ids.chain(self.releasable_scans().map(|(_, since)| since))
+            .min()
     }
 
     /// The seeds are now `seeds` (the driver looks `network.peers` names up again now and
@@ -54,7 +126,7 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
             .discovery
             .learn(now, cfg, self.me.id, (id, addr), listed)
         {
-            Some(Learned::Dial) => self.dial(
+            Some(Learned::Dial) => self.dial_unless_dialed(
                 now,
                 Target {
                     addr,
@@ -82,9 +154,15 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         self.discovery.refused(now, peer.id, addr, by_us, jitter);
     }
 
-    /// True if we are, or are connecting to, node `id` or the node listening at `addr`.
+    /// True if we are, or are connecting to, node `id` or the node listening at `addr`:
+    /// also while a connection on which `id` has proven itself awaits its introduction
+    /// (another dial to it would cross that one).
     fn knows(&self, id: Option<NodeId>, addr: SocketAddr) -> bool {
-        self.is_own_addr(addr) || self.membership.is_known(id, addr)
+        let proven = |id| {
+            let mut links = self.membership.conns().into_iter();
+            links.any(|k| self.membership[k].proven_id() == Some(id))
+        };
+        self.is_own_addr(addr) || self.membership.is_known(id, addr) || id.is_some_and(proven)
     }
 
     /// True if `addr` is where this node listens (as configured, advertised, or found by

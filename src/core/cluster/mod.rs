@@ -14,10 +14,12 @@
 //! only the introductions and the verdicts cross; the peer's profile (metadata,
 //! eligibility), sent after both verdicts, makes it a member.
 //!
-//! One connection per pair: see [`super::discovery`] for who dials. If both dial anyway,
-//! both ends keep the connection initiated by the smaller id, a rule each end evaluates
-//! alike. A member's second connection is judged like any other and replaces the member's
-//! only once admitted; nothing passes from one connection to another.
+//! One connection per pair: see [`super::discovery`] for who dials (with `admission`'s
+//! member lists, which name each pair to one of its two nodes, and `finding`'s held
+//! dials). If both dial anyway, both ends keep the connection initiated by the smaller id,
+//! a rule each end evaluates alike. A member's second connection is judged like any other
+//! and replaces the member's only once admitted; nothing passes from one connection to
+//! another.
 //!
 //! A member whose connection drops without a goodbye becomes a suspect and is redialed at
 //! once: a crashed process refuses the redial and is removed within milliseconds, a
@@ -94,6 +96,9 @@ pub struct Cluster<R> {
     last_master: Option<NodeInfo>,
     /// Addresses that turned out to reach this very node (a seed naming us, say).
     own_addrs: BTreeSet<SocketAddr>,
+    /// Counts admissions and answered member lists, to tell which came first (see
+    /// `admission`'s `tell_members`).
+    list_clock: u64,
     beacons: BeaconSchedule,
     /// Counts our beacons, for their freshness stamp.
     beacon_seq: u64,
@@ -163,6 +168,7 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
             discovery: Discovery::default(),
             membership: Membership::default(),
             own_addrs: BTreeSet::new(),
+            list_clock: 0,
             beacons: BeaconSchedule::default(),
             beacon_seq: 0,
             beacon_freshness: beacon::Freshness::default(),
@@ -260,6 +266,7 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
             .into_iter()
             .chain(self.next_round())
             .chain(self.discovery.poll_timeout(&self.config.discovery))
+            .chain(self.holds_due())
             .chain(self.election.poll_timeout())
             .chain(self.beacons.next())
             .chain(self.held_master_deadline())
