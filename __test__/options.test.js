@@ -262,7 +262,7 @@ test('defaults are the original ones plus ours', () => {
     masterElectionTimeout: 1000,
     masterPollingFrequency: 5000,
     masterQuorum: 0,
-    sendPresenceFrequency: 400,
+    sendPresenceFrequency: 300,
     connectionFilterTimeout: 5000,
     maxMessageSize: 16 * 1024 * 1024,
     maxReceiveBuffer: 4 * 1024 * 1024,

@@ -507,7 +507,7 @@ function normalizeOptions(options) {
     masterPollingFrequency: given(top.master_polling_frequency, 5000, timer, 'master_polling_frequency'),
     // 0 = no quorum: a lone eligible node may be master (the original's behaviour).
     masterQuorum: given(top.master_quorum, 0, (n, v) => integer(n, v, 0, MAX_QUORUM), 'master_quorum'),
-    sendPresenceFrequency: given(top.send_presence_frequency, 400, timer, 'send_presence_frequency'),
+    sendPresenceFrequency: given(top.send_presence_frequency, 300, timer, 'send_presence_frequency'),
     connectionFilterTimeout: given(top.connection_filter_timeout, 5000, timer, 'connection_filter_timeout'),
     maxMessageSize: given(
       top.max_message_size,

@@ -1,9 +1,9 @@
 'use strict';
 
 // Failure detection on real hosts, with the default options (heartbeats and UDP probes every
-// 400 ms; a member silent for 2.2 s is removed): a 1.2 s link cut removes nobody and loses
+// 300 ms; a member silent for 1.9 s is removed): a 1 s link cut removes nobody and loses
 // none of the sends that resolved; a host whose link goes down for good, or whose process is
-// stopped (SIGSTOP), is removed by the others within 2.5 s; two hosts that cannot reach
+// stopped (SIGSTOP), is removed by the others within 2.2 s; two hosts that cannot reach
 // each other but reach the others are both kept (indirect probes). Needs root; fails where
 // namespaces cannot be made unless ESPIAL_SKIP_NETNS=1.
 
@@ -28,7 +28,11 @@ function dropBetween(bed, from, to) {
   return () => route('del');
 }
 
-test('a 1.2 s link cut removes nobody and loses none of the resolved sends', async (t) => {
+// The cut is 1 s: an outage under an interval + 1 s (1.3 s by default) removes nobody, and
+// moving the port and back takes some tens of ms more, more on a loaded machine.
+const CUT_MS = 1000;
+
+test('a 1 s link cut removes nobody and loses none of the resolved sends', async (t) => {
   await withTestbed(t, 3, async (bed) => {
     const setup = uniqueSetup();
     const nodes = await startAll(bed, [1, 2, 3], setup);
@@ -51,11 +55,11 @@ test('a 1.2 s link cut removes nobody and loses none of the resolved sends', asy
     // The cut: the host's port moves to the empty bridge and back, so its frames go nowhere
     // and nothing tells either side. (Not `ip link set down`: the host's own link would
     // lose carrier, and Linux then flushes the host's neighbour table and resolves its
-    // neighbours again only at its 1 s ARP retries, which stretches a 1.2 s cut to up to
-    // 2.2 s of silence: see README, Failure detection.)
+    // neighbours again only at its 1 s ARP retries, which stretches a 1 s cut to up to
+    // 2 s of silence: see README, Failure detection.)
     const cutAt = performance.now();
     bed.moveToBridge(cut.host, 'br1');
-    await delay(1200);
+    await delay(CUT_MS);
     bed.moveToBridge(cut.host, 'br0');
     t.diagnostic(`link of ${cut.name} down for ${Math.round(performance.now() - cutAt)} ms`);
     await delay(4000); // past the detector's bound after the cut, and the resends
@@ -89,13 +93,14 @@ async function removedWithin(t, survivors, lost, since, what) {
   for (const [i, { at }] of removals.entries()) {
     const elapsed = at - since;
     t.diagnostic(`${survivors[i].name} removed ${what} ${Math.round(elapsed)} ms after`);
-    // 2.2 s of silence at most, the last sign of life coming before the loss.
-    assert.ok(elapsed <= 2500, `${survivors[i].name} removed ${what} after ${Math.round(elapsed)} ms; expected within 2500 ms`);
+    // 1.9 s of silence at most, the last sign of life coming before the loss; 300 ms of
+    // slack for a loaded machine.
+    assert.ok(elapsed <= 2200, `${survivors[i].name} removed ${what} after ${Math.round(elapsed)} ms; expected within 2200 ms`);
     assert.ok(elapsed >= 1000, `removed after ${Math.round(elapsed)} ms: sooner than silence can tell`);
   }
 }
 
-test('a host whose link goes down for good is removed within 2.5 s with the default options', async (t) => {
+test('a host whose link goes down for good is removed within 2.2 s with the default options', async (t) => {
   await withTestbed(t, 3, async (bed) => {
     const setup = uniqueSetup();
     const nodes = await startAll(bed, [1, 2, 3], setup);
@@ -108,7 +113,7 @@ test('a host whose link goes down for good is removed within 2.5 s with the defa
   });
 });
 
-test('a host whose process is stopped (SIGSTOP) is removed within 2.5 s, and returns', async (t) => {
+test('a host whose process is stopped (SIGSTOP) is removed within 2.2 s, and returns', async (t) => {
   await withTestbed(t, 3, async (bed) => {
     const setup = uniqueSetup();
     const nodes = await startAll(bed, [1, 2, 3], setup);
@@ -136,7 +141,7 @@ test('one bad link between two hosts that both reach the others removes neither'
     const mends = [dropBetween(bed, a.host, b.host), dropBetween(bed, b.host, a.host)];
     const cutAt = performance.now();
     try {
-      await delay(6000); // well past the 2.2 s of silence that would remove a silent node
+      await delay(6000); // well past the 1.9 s of silence that would remove a silent node
     } finally {
       for (const mend of mends) mend();
     }
