@@ -303,18 +303,22 @@ fn formed_big(seed: u64, n: usize) -> Result<(Sim, Vec<Host>), String> {
 }
 
 /// What every node of an idle cluster sends in 10 s: probes stay under 9 an interval
-/// (25 intervals) whatever the cluster's size, no record goes on any connection while the
+/// (25 intervals) whatever the cluster's size, and as many answers where there is more than
+/// one round (a round's probes ask for one); no record goes on any connection while the
 /// probes answer, and nobody is asked for an answer.
 #[test]
 fn idle_probes_per_node_are_bounded_whatever_the_cluster_size() {
-    for n in [5, 25] {
+    for n in [5, 25, 40] {
         let (mut sim, hosts) = formed_big(11, n).unwrap();
         let before: Vec<_> = hosts.iter().map(|h| sim.nodes[h].stats().clone()).collect();
         sim.run_for(Duration::from_secs(10));
         for (i, &h) in hosts.iter().enumerate() {
             let s = sim.nodes[&h].stats();
             let probes = s.probes_sent - before[i].probes_sent;
-            let each = (n as u64 - 1).min(9);
+            // Pings, and with more than one round as many answers, about (each node is
+            // probed by 9 others an interval on average, in turns of its own).
+            let answered = if n > 10 { 2 } else { 1 };
+            let each = (n as u64 - 1).min(9) * answered;
             assert!(
                 probes <= each * 26,
                 "n = {n}: host {h} sent {probes} probes in 10 s"
@@ -330,6 +334,8 @@ fn idle_probes_per_node_are_bounded_whatever_the_cluster_size() {
             );
             let asked = s.indirect_probes - before[i].indirect_probes;
             assert_eq!(asked, 0, "n = {n}: host {h} asked relays");
+            let told = s.asks_told - before[i].asks_told;
+            assert_eq!(told, 0, "n = {n}: host {h} told it asks someone");
         }
         nobody_removed(&sim, "idle").unwrap();
     }
@@ -482,4 +488,47 @@ fn only_nodes_asked_for_answers_or_relaying_read_probes_as_they_come() {
     sim.run_for(Duration::from_secs(5));
     assert_eq!(prompt(&sim), [false; 4], "after the link mended");
     nobody_removed(&sim, "after the link mended").unwrap();
+}
+
+/// When each of `n - 1` hosts removed host `n - 1`, stopped for good (SIGSTOP: no close,
+/// silence only) at `offset` ms into the rounds, in ms after the stop (50 ms steps, up to
+/// 12 s); `None` for one that had not.
+fn silent_removal_times(seed: u64, n: usize, offset: u64) -> Result<Vec<Option<u64>>, String> {
+    let (mut sim, hosts) = formed_big(seed, n)?;
+    sim.poll_all_each_run = false;
+    sim.record_probes = false;
+    sim.run_for(Duration::from_millis(offset));
+    let lost = hosts[n - 1];
+    let gone = sim.id(lost);
+    sim.pause(lost);
+    let mut when = vec![None; n - 1];
+    for step in 1..=240u64 {
+        sim.run_for(Duration::from_millis(50));
+        for (h, w) in when.iter_mut().enumerate() {
+            if w.is_none() && sim.count(h, gone, removed) > 0 {
+                *w = Some(step * 50);
+            }
+        }
+        if when.iter().all(Option::is_some) {
+            break;
+        }
+    }
+    Ok(when)
+}
+
+#[test]
+fn silent_removal_baseline() {
+    for (n, seed) in [(40usize, 0u64), (100, 0)] {
+        let t = std::time::Instant::now();
+        let when = silent_removal_times(seed, n, seed * 137 % 1200).unwrap();
+        let got: Vec<u64> = when.iter().flatten().copied().collect();
+        eprintln!(
+            "n={n} seed={seed}: removed by {}/{} between {:?} and {:?} ms ({:?} wall)",
+            got.len(),
+            n - 1,
+            got.iter().min(),
+            got.iter().max(),
+            t.elapsed()
+        );
+    }
 }
