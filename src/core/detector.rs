@@ -404,4 +404,82 @@ mod tests {
         assert_eq!(l.deadline(&CFG), t0 + MS(1300));
         assert_eq!(l.silence(t0 + MS(40)), MS(40));
     }
+
+    #[test]
+    fn an_unanswered_round_probe_starts_asking_and_the_small_bound_counts_from_then() {
+        // 99 members: 11 rounds; silent for 6.2 s is dead by the rounds alone.
+        let c = CFG.for_members(99);
+        assert_eq!(c.answer_within(), MS(350));
+        assert_eq!(c.asked_dead_after(), MS(1300));
+        let t0 = Instant::now();
+        let mut l = Liveness::new(t0, &c);
+        l.in_rounds();
+        l.round_probe_sent(t0 + MS(100));
+        l.round_probe_sent(t0 + MS(200));
+        assert!(!l.round_probe_overdue(t0 + MS(300), &c), "not yet due");
+        assert!(l.round_probe_overdue(t0 + MS(450), &c), "the first probe's");
+        assert!(l.is_asking() && l.wants_answer(t0 + MS(450), &c));
+        assert!(!l.round_probe_overdue(t0 + MS(550), &c), "once");
+        assert_eq!(l.deadline(&c), t0 + MS(450) + MS(1300));
+        assert!(!l.is_dead(t0 + MS(1749), &c));
+        assert!(l.is_dead(t0 + MS(1750), &c));
+        // Heard: the ask is over, and the bound is the rounds' again.
+        l.heard(t0 + MS(1700));
+        assert!(!l.is_asking());
+        assert!(!l.wants_answer(t0 + MS(1800), &c));
+        assert_eq!(l.deadline(&c), t0 + MS(1700) + c.dead_after());
+    }
+
+    #[test]
+    fn a_round_probe_answered_in_time_starts_nothing() {
+        let c = CFG.for_members(30);
+        let t0 = Instant::now();
+        let mut l = Liveness::new(t0, &c);
+        l.round_probe_sent(t0 + MS(100));
+        l.probed(t0 + MS(420));
+        assert!(!l.round_probe_overdue(t0 + MS(500), &c));
+        assert!(!l.is_asking());
+        // Its answer came, so the next probe is the one awaited.
+        l.round_probe_sent(t0 + MS(600));
+        assert!(l.round_probe_overdue(t0 + MS(950), &c));
+    }
+
+    #[test]
+    fn a_members_word_starts_asking_at_most_once_an_interval() {
+        let c = CFG.for_members(99);
+        let t0 = Instant::now();
+        let mut l = Liveness::new(t0, &c);
+        l.in_rounds();
+        assert!(l.ask(t0 + MS(500), &c));
+        assert_eq!(l.deadline(&c), t0 + MS(500) + MS(1300));
+        assert!(!l.ask(t0 + MS(510), &c), "asking already");
+        l.heard(t0 + MS(520));
+        assert!(!l.ask(t0 + MS(580), &c), "one word an interval");
+        assert!(!l.is_asking());
+        assert!(l.ask(t0 + MS(600), &c));
+        // Heard at the very instant of the word: nothing to ask.
+        l.heard(t0 + MS(700));
+        assert!(!l.ask(t0 + MS(700), &c));
+        assert!(!l.is_dead(t0 + MS(2000), &c));
+    }
+
+    #[test]
+    fn our_own_pause_forgets_the_asks_and_tells_are_spaced_by_the_bound() {
+        let c = CFG.for_members(99);
+        let t0 = Instant::now();
+        let mut l = Liveness::new(t0, &c);
+        assert!(l.ask(t0 + MS(100), &c));
+        l.recheck(t0 + MS(5000), &c);
+        assert!(!l.is_asking());
+        assert!(!l.is_dead(t0 + MS(5000) + MS(299), &c));
+        assert!(l.tell_due(t0, &c));
+        assert!(!l.tell_due(t0 + c.dead_after() - MS(1), &c));
+        assert!(l.tell_due(t0 + c.dead_after(), &c));
+    }
+
+    #[test]
+    fn regular_probes_ask_for_answers_only_with_more_than_one_round() {
+        assert!(!CFG.for_members(9).round_answers());
+        assert!(CFG.for_members(10).round_answers());
+    }
 }
