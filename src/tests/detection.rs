@@ -710,3 +710,37 @@ fn a_partition_of_a_third_splits_within_the_bound_and_heals() {
     }
     complete(&sim, &hosts).unwrap();
 }
+
+/// What an idle node sends in 10 s at 25 and at 100 nodes (the answers to round probes
+/// included): datagrams and their bytes per node differ by less than 5 %, and no record
+/// goes on a connection. Prints the figures (docs/SCALING.md).
+#[test]
+fn idle_probe_bytes_per_node_are_the_same_at_25_and_100() {
+    let mut per_node = Vec::new();
+    for n in [25, 100] {
+        let (mut sim, _) = formed_big(6, n).unwrap();
+        let from = sim.probes_sent.len();
+        let records: u64 = sim.sent.values().map(|s| s.1).sum();
+        sim.run_for(Duration::from_secs(10));
+        let sent = &sim.probes_sent[from..];
+        let bytes: usize = sent.iter().map(|(_, _, b)| b.len()).sum();
+        let (count, bytes) = (sent.len() as f64 / n as f64, bytes as f64 / n as f64);
+        let records = sim.sent.values().map(|s| s.1).sum::<u64>() - records;
+        eprintln!(
+            "n={n}: per node per second {:.1} datagrams, {:.0} B of UDP payload ({:.0} B with IPv4 and UDP headers), {records} B of records in all",
+            count / 10.0,
+            bytes / 10.0,
+            (bytes + 28.0 * count) / 10.0
+        );
+        assert_eq!(
+            records, 0,
+            "n = {n}: records went on connections while idle"
+        );
+        per_node.push(bytes);
+    }
+    let ratio = per_node[1] / per_node[0];
+    assert!(
+        (0.95..1.05).contains(&ratio),
+        "idle probe bytes per node: {per_node:?}"
+    );
+}
