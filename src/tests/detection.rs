@@ -657,7 +657,7 @@ fn asking_about_itself_or_the_receiver_closes_the_connection() {
 fn a_partition_of_a_third_splits_within_the_bound_and_heals() {
     let d = Config::lan("sim").detector;
     let bound = d.interval * 2 + d.answer_within() + d.asked_dead_after();
-    let n = 40;
+    let n = std::env::var("ESPIAL_PARTITION_NODES").map_or(40, |v| v.parse().unwrap());
     let (mut sim, hosts) = formed_big(2, n).unwrap();
     let (third, rest) = hosts.split_at(n / 3);
     let mut seen: Vec<usize> = hosts.iter().map(|h| sim.events[h].len()).collect();
@@ -688,8 +688,14 @@ fn a_partition_of_a_third_splits_within_the_bound_and_heals() {
             break;
         }
     }
-    split.expect("each side alone within 10 s");
+    let split = split.expect("each side alone within 10 s");
     let bound = bound.as_millis() as u64;
+    let last = timed_out.values().max().copied().unwrap_or(0);
+    eprintln!(
+        "n={n}: partition of {}: removals for silence from {} to {last} ms, each side alone after {split} ms",
+        third.len(),
+        timed_out.values().min().copied().unwrap_or(0),
+    );
     for &a in third {
         for &b in rest {
             let ab = timed_out.get(&(a, sim.id(b)));
