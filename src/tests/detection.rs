@@ -505,6 +505,16 @@ fn silent_removal_times(seed: u64, n: usize, offset: u64) -> Result<Vec<Option<u
     sim.run_for(Duration::from_millis(offset));
     let lost = hosts[n - 1];
     let gone = sim.id(lost);
+    let records = |sim: &Sim| {
+        sim.sent
+            .values()
+            .fold((0, 0), |(r, b), &(r2, b2)| (r + r2, b + b2))
+    };
+    let (told, probes) = |sim: &Sim| -> (u64, u64) {
+        let s = sim.nodes.values().map(|c| c.stats());
+        s.fold((0, 0), |(t, p), s| (t + s.asks_told, p + s.probes_sent))
+    }(&sim);
+    let before = (records(&sim), told, probes);
     sim.pause(lost);
     let mut when = vec![None; n - 1];
     for step in 1..=240u64 {
@@ -518,6 +528,19 @@ fn silent_removal_times(seed: u64, n: usize, offset: u64) -> Result<Vec<Option<u
             break;
         }
     }
+    let ((r, b), (r0, b0)) = (records(&sim), before.0);
+    let (told, probes) = sim
+        .nodes
+        .values()
+        .map(|c| c.stats())
+        .fold((0, 0), |(t, p), s| (t + s.asks_told, p + s.probes_sent));
+    eprintln!(
+        "n={n} seed={seed}: until the last removal, per node: {:.1} records ({:.0} B), {:.1} Asking records, {:.1} probes",
+        (r - r0) as f64 / n as f64,
+        (b - b0) as f64 / n as f64,
+        (told - before.1) as f64 / n as f64,
+        (probes - before.2) as f64 / n as f64,
+    );
     Ok(when)
 }
 
@@ -538,6 +561,10 @@ fn a_silent_member_is_removed_everywhere_within_a_bound_independent_of_n() {
         let got: Vec<u64> = when.iter().flatten().copied().collect();
         assert_eq!(got.len(), n - 1, "n = {n}, seed {seed}: {when:?}");
         let last = got.iter().max().unwrap();
+        eprintln!(
+            "n={n} seed={seed}: removed by all {}-{last} ms after the stop",
+            got.iter().min().unwrap()
+        );
         assert!(
             *last <= bound,
             "n = {n}, seed {seed}: the last removal {last} ms after the stop"
