@@ -255,10 +255,13 @@ impl Liveness {
     }
 
     /// True if a `Ping` record is to go on the connection at `now`: no probe came from the
-    /// peer for `answer_after` (`asked`: the peer sent us a `Ping` record), and none went
-    /// in the last interval. Records it as sent.
+    /// peer for `answer_after`, or this node is asking it (`asked`: the peer sent us a
+    /// `Ping` record), and none went in the last interval. Records it as sent.
     pub fn record_due(&mut self, now: Instant, cfg: &DetectorConfig, asked: bool) -> bool {
-        let wanted = asked || now >= self.last_probe + cfg.answer_after();
+        // While asking, the connection is asked too: the asks' bound is shorter than
+        // `answer_after` with many rounds, and a member whose UDP stopped getting through
+        // must still be heard over TCP before it is removed.
+        let wanted = asked || now >= self.last_probe + cfg.answer_after() || self.is_asking();
         let spaced = self
             .last_record
             .is_none_or(|t| now + EARLY >= t + cfg.interval);

@@ -777,3 +777,24 @@ fn idle_probe_bytes_per_node_are_the_same_at_25_and_100() {
         "idle probe bytes per node: {per_node:?}"
     );
 }
+
+/// Among 70 (eight rounds), a member whose UDP stops getting through, both ways or its own
+/// probes only, while its connections still work: its members ask it and get no answer,
+/// yet none removes it, because while asking they send `Ping` records too, and it answers
+/// them (the asks' 2.2 s are shorter than the wait before records go otherwise, 3.6 s).
+#[test]
+fn among_70_a_member_whose_udp_stops_is_kept_by_records_while_asked() {
+    for one_way in [false, true] {
+        let (mut sim, hosts) = formed_big(8, 70).unwrap();
+        if one_way {
+            sim.lose_probes_from(69);
+        } else {
+            sim.lose_probes(69);
+        }
+        sim.run_for(Duration::from_secs(10));
+        let asked: u64 = hosts.iter().map(|h| sim.nodes[h].stats().asks_told).sum();
+        assert!(asked > 0, "one_way {one_way}: nobody asked it");
+        nobody_removed(&sim, &format!("one_way {one_way}")).unwrap();
+        complete(&sim, &hosts).unwrap();
+    }
+}
