@@ -27,8 +27,8 @@
 //! within about `interval + answer_within + asked_dead_after` of going, whatever N.
 //!
 //! No record goes on the connection while probes answer. A member from which no probe has
-//! come for `answer_after` (UDP filtered on the path) is sent a `Ping` record each interval
-//! instead, and a `Ping` record is answered with one (at most one an interval), so a node
+//! come for `answer_after` (UDP filtered on the path), or one this node is asking, is sent a
+//! `Ping` record each interval, and a `Ping` record is answered with one (at most one an interval), so a node
 //! whose probes do not reach its peer is still heard by it, over TCP.
 //!
 //! A timer of ours that fires far later than it was due means our own process did not run
