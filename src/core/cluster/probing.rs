@@ -1,9 +1,11 @@
 //! Liveness probes over UDP (formats and keys in [`crate::core::probe`], the silence rule
 //! in [`crate::core::detector`]): the probe round (each interval, the next
 //! [`DetectorConfig::per_interval`] members in an order of this node's own, so every member
-//! is probed once a round and the cost per node does not grow with the cluster), asking
-//! silent members for an answer directly and through others, `Ping` records where probes
-//! do not come, relaying for others, and taking datagrams in.
+//! is probed once a round and the cost per node does not grow with the cluster; with more
+//! than one round each asks for an answer), asking silent members for an answer directly
+//! and through others, telling the other members whom this node asks (`Asking` records) and
+//! asking on their word, `Ping` records where probes do not come, relaying for others, and
+//! taking datagrams in.
 //!
 //! Every datagram is hostile until it opens: its shape is checked, then that its source is
 //! an address some member has and its sender a member, then the replay window, and only
