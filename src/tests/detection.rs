@@ -689,6 +689,8 @@ fn a_partition_of_a_third_splits_within_the_bound_and_heals() {
     let (third, rest) = hosts.split_at(n / 3);
     let mut seen: Vec<usize> = hosts.iter().map(|h| sim.events[h].len()).collect();
     let mut timed_out = std::collections::BTreeMap::new();
+    let told = |sim: &Sim| -> u64 { sim.nodes.values().map(|c| c.stats().asks_told).sum() };
+    let told_before = told(&sim);
     sim.partition(third);
     let sees = |sim: &Sim, side: &[Host]| {
         side.iter()
@@ -719,9 +721,10 @@ fn a_partition_of_a_third_splits_within_the_bound_and_heals() {
     let bound = bound.as_millis() as u64;
     let last = timed_out.values().max().copied().unwrap_or(0);
     eprintln!(
-        "n={n}: partition of {}: removals for silence from {} to {last} ms, each side alone after {split} ms",
+        "n={n}: partition of {}: removals for silence from {} to {last} ms, each side alone after {split} ms; {:.0} Asking records per node",
         third.len(),
         timed_out.values().min().copied().unwrap_or(0),
+        (told(&sim) - told_before) as f64 / n as f64,
     );
     for &a in third {
         for &b in rest {
