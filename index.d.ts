@@ -57,9 +57,11 @@ declare namespace espial {
     master_quorum?: number;
     /**
      * Milliseconds between probe rounds (a UDP liveness probe to each of the next 9
-     * members); up to 10 nodes a node silent for 3 of them plus 1 s is removed (1.9 s with
-     * the default; 400 gives the previous default's 2.2 s), one interval more per further 9
-     * members (a crashed process is removed sooner, when its connection resets).
+     * members); a node silent for 3 of them plus 1 s is removed (1.9 s with the default;
+     * 400 gives the previous default's 2.2 s): up to 10 nodes counted from its last sign of
+     * life, with more from the first time a member asks it for an answer, about 2 intervals
+     * after it fell silent, whatever the cluster's size (a crashed process is removed
+     * sooner, when its connection resets).
      * @default 300
      */
     send_presence_frequency?: number;

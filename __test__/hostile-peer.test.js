@@ -107,3 +107,52 @@ test('a hostile peer cannot crash a node that has no error listener, nor forge i
     await survived('at the end');
   });
 });
+
+// The `Asking` record ("I am asking member X for an answer"), from an admitted member, over a
+// real socket: about a live member, 2 000 of them at once, it removes nobody and the
+// connection stays (the victim asks X itself, at most once an interval); about the sender
+// itself, or about the victim, it breaks the rule that a node speaks of a third member only:
+// refused (`messages_refused`) and the connection closed.
+test('a member saying it asks another removes nobody; about itself or the receiver, it is refused', async () => {
+  await withNodes(async (scope) => {
+    const cluster = uniqueCluster();
+    const [port, genuinePort] = randomPorts(2);
+    const victim = await scope.child(manualOptions({ port, cluster }), 'victim', { errorListener: false });
+    await victim.events.next('listening', 'the victim listening');
+    const genuine = scope.node(
+      manualOptions({ port: genuinePort, cluster, peers: [`127.0.0.1:${port}`] }),
+      'genuine',
+    );
+    const victimId = victim.node.id;
+    await genuine.events.until('the genuine node to see the victim', () =>
+      genuine.get_nodes().some((n) => n.id === victimId),
+    );
+    const genuineId = idOf(genuine);
+    const admitted = ['intro', '{"who":"adversary"}', 'verdict'];
+    const refusedBefore = (await victim.request('stats')).messages_refused;
+
+    // About a live member, as fast as a socket takes them: nothing refused, nothing removed.
+    assert.deepEqual(
+      await adversary(port, cluster, [...admitted, 'asking', genuineId, '2000', 'sleep', '1500', 'whoami']).then(
+        (out) => out.slice(0, 1),
+      ),
+      ['verdict true'],
+    );
+    assert.equal((await victim.request('stats')).messages_refused, refusedBefore);
+    assert.ok(genuine.get_nodes().some((n) => n.id === victimId), 'the genuine node lost the victim');
+    const removed = victim.events.seen('removed_node').map((n) => n.id);
+    assert.ok(!removed.includes(genuineId), 'the victim removed the live member');
+
+    // About itself, then about the victim: refused, closed.
+    for (const who of ['self', 'node']) {
+      assert.deepEqual(await adversary(port, cluster, [...admitted, 'asking', who, '1', 'closed']), [
+        'verdict true',
+        'closed',
+      ]);
+    }
+    const stats = await victim.request('stats');
+    assert.equal(stats.messages_refused, refusedBefore + 2, `messages_refused: ${stats.messages_refused}`);
+    assert.ok(!victim.events.seen('removed_node').some((n) => n.id === genuineId));
+    assert.ok(victim.proc.exitCode === null && victim.proc.signalCode === null, 'the victim ended');
+  });
+});

@@ -5,17 +5,30 @@
 //! members (10 nodes by default) every member is probed every interval, as before. Any
 //! authentic record or probe from the peer counts as a sign of life.
 //!
-//! With more members each is probed once every [`DetectorConfig::rounds`] intervals, and
-//! the bounds stretch by the rounds: a member silent for [`DetectorConfig::answer_after`]
-//! (its own probe is overdue) is probed directly with a ping that asks for an answer, and
-//! through [`RELAYS`] other members (an indirect probe, after SWIM), so one bad link
-//! between two nodes that still reach the others removes neither; a member silent for
-//! [`DetectorConfig::dead_after`], `(rounds - 1 + misses) × interval + grace`, is dead
-//! (with one round: the original's rule, 3 missed heartbeats + 1 s).
+//! With more members each is probed once every [`DetectorConfig::rounds`] intervals. A
+//! member silent for [`DetectorConfig::dead_after`], `(rounds - 1 + misses) × interval +
+//! grace`, is dead (with one round: the original's rule, 3 missed heartbeats + 1 s); a
+//! member silent for [`DetectorConfig::answer_after`] (its own probe is overdue) is probed
+//! directly with a ping that asks for an answer, and through [`RELAYS`] other members (an
+//! indirect probe, after SWIM), so one bad link between two nodes that still reach the
+//! others removes neither.
+//!
+//! Those bounds grow with the cluster; SWIM's do not, because its probes are answered and
+//! the first prober to miss an answer says so. So with more than one round a regular probe
+//! asks for an answer too (answered at the peer's next timer, no hurry: see
+//! [`super::probe::FLAG_ROUND`]). One not answered within [`DetectorConfig::answer_within`]
+//! makes this node *ask* the member (directly and through relays, each interval), and from
+//! then the member is dead for this node if nothing is heard from it for
+//! [`DetectorConfig::asked_dead_after`], `misses × interval + grace` (the small cluster's
+//! rule), whatever the rounds. The node tells its other members that it asks (each over its
+//! own connection: a statement about its own view, nothing else), and a member told so
+//! starts asking at once under the same rule, on its own account ([`Liveness::ask`]): it
+//! removes the member only on its own silence. So a silent member is removed by everyone
+//! within about `interval + answer_within + asked_dead_after` of going, whatever N.
 //!
 //! No record goes on the connection while probes answer. A member from which no probe has
-//! come for `answer_after` (UDP filtered on the path) is sent a `Ping` record each interval
-//! instead, and a `Ping` record is answered with one (at most one an interval), so a node
+//! come for `answer_after` (UDP filtered on the path), or one this node is asking, is sent a
+//! `Ping` record each interval, and a `Ping` record is answered with one (at most one an interval), so a node
 //! whose probes do not reach its peer is still heard by it, over TCP.
 //!
 //! A timer of ours that fires far later than it was due means our own process did not run
@@ -79,7 +92,29 @@ impl DetectorConfig {
     pub fn late_after(&self) -> Duration {
         self.interval.max(Duration::from_millis(250))
     }
+
+    /// True if regular probes ask for an answer: with more than one round, where the
+    /// silence bound alone would grow with the members.
+    pub fn round_answers(&self) -> bool {
+        self.rounds > 1
+    }
+
+    /// How long a regular probe's answer may take: the member reads it at its next timer,
+    /// at most an interval on, and that timer may be late by [`DetectorConfig::late_after`]
+    /// before anyone calls it paused.
+    pub fn answer_within(&self) -> Duration {
+        self.interval + self.late_after()
+    }
+
+    /// How long a member this node asks for an answer may stay silent from the first ask:
+    /// `misses` intervals plus the grace period, whatever the rounds.
+    pub fn asked_dead_after(&self) -> Duration {
+        self.interval * self.misses + self.grace
+    }
 }
+
+/// A tick is never early by more than a millisecond's rounding of the driver's timer.
+const EARLY: Duration = Duration::from_millis(5);
 
 /// Liveness of one peer.
 #[derive(Debug, Clone)]
@@ -92,6 +127,16 @@ pub struct Liveness {
     last_probe: Instant,
     /// The last `Ping` record we sent it.
     last_record: Option<Instant>,
+    /// When the oldest regular probe that asked for an answer, and has had none since,
+    /// went out.
+    awaiting: Option<Instant>,
+    /// Since when this node asks the peer for an answer (a regular probe went unanswered,
+    /// or a member said it asks): over once anything is heard from the peer after it.
+    asking: Option<Instant>,
+    /// When a member's word that it asks the peer was last acted on.
+    hinted: Option<Instant>,
+    /// When this node last told its members that it asks the peer.
+    told: Option<Instant>,
 }
 
 impl Liveness {
@@ -101,6 +146,10 @@ impl Liveness {
             last_heard: now,
             last_probe: now,
             last_record: None,
+            awaiting: None,
+            asking: None,
+            hinted: None,
+            told: None,
         }
     }
 
@@ -127,23 +176,95 @@ impl Liveness {
         if let Some(from) = now.checked_sub(cfg.grace) {
             self.last_heard = self.last_heard.max(from);
         }
+        // What our probes went unanswered by, and what we asked, is as unsure as the rest.
+        self.awaiting = None;
+        self.asking = None;
     }
 
     /// True if the peer has been silent long enough to be asked for an answer, directly
-    /// and through others.
+    /// and through others: past [`DetectorConfig::answer_after`], or since this node began
+    /// to ask it.
     pub fn wants_answer(&self, now: Instant, cfg: &DetectorConfig) -> bool {
-        now >= self.last_heard + cfg.answer_after()
+        now >= self.last_heard + cfg.answer_after() || self.is_asking()
+    }
+
+    /// True while this node asks the peer for an answer and has heard nothing since.
+    pub fn is_asking(&self) -> bool {
+        self.asking.is_some_and(|since| self.last_heard < since)
+    }
+
+    /// A regular probe that asks for an answer went to the peer at `now`.
+    pub fn round_probe_sent(&mut self, now: Instant) {
+        if self.awaiting.is_none_or(|sent| self.last_heard >= sent) {
+            self.awaiting = Some(now);
+        }
+    }
+
+    /// True if a regular probe's answer is overdue at `now` (nothing heard from the peer
+    /// for [`DetectorConfig::answer_within`] since it went) and this node begins to ask
+    /// the peer on its own account: from now its silence bound is
+    /// [`DetectorConfig::asked_dead_after`].
+    pub fn round_probe_overdue(&mut self, now: Instant, cfg: &DetectorConfig) -> bool {
+        let Some(sent) = self.awaiting else {
+            return false;
+        };
+        if self.last_heard >= sent {
+            self.awaiting = None;
+            return false;
+        }
+        if now + EARLY < sent + cfg.answer_within() {
+            return false;
+        }
+        self.awaiting = None;
+        self.begin_asking(now)
+    }
+
+    /// A member says it asks the peer for an answer: this node asks too, on its own account
+    /// and under its own bound (true: it begins now, and sends its first ask). At most one
+    /// such word is acted on an interval, whoever says it.
+    pub fn ask(&mut self, now: Instant, cfg: &DetectorConfig) -> bool {
+        if self.hinted.is_some_and(|t| now + EARLY < t + cfg.interval) {
+            return false;
+        }
+        self.hinted = Some(now);
+        self.begin_asking(now)
+    }
+
+    fn begin_asking(&mut self, now: Instant) -> bool {
+        if self.is_asking() {
+            return false;
+        }
+        self.asking = Some(now);
+        self.is_asking()
+    }
+
+    /// True if this node is to tell its members that it asks the peer (and records it as
+    /// told): once per [`DetectorConfig::dead_after`] at most, so that a peer that answers
+    /// others and not us (one bad path) costs the cluster a bounded number of words.
+    pub fn tell_due(&mut self, now: Instant, cfg: &DetectorConfig) -> bool {
+        if self.told.is_some_and(|t| now < t + cfg.dead_after()) {
+            return false;
+        }
+        self.told = Some(now);
+        true
+    }
+
+    /// How long it is since the last authentic probe datagram from the peer.
+    pub fn probe_silence(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.last_probe)
     }
 
     /// True if a `Ping` record is to go on the connection at `now`: no probe came from the
-    /// peer for `answer_after` (`asked`: the peer sent us a `Ping` record), and none went
-    /// in the last interval. Records it as sent.
+    /// peer for `answer_after`, or this node is asking it (`asked`: the peer sent us a
+    /// `Ping` record), and none went in the last interval. Records it as sent.
     pub fn record_due(&mut self, now: Instant, cfg: &DetectorConfig, asked: bool) -> bool {
-        let wanted = asked || now >= self.last_probe + cfg.answer_after();
-        // A tick is never early by more than a millisecond's rounding of the driver's timer.
+        // While asking, the connection is asked too: the asks' bound is shorter than
+        // `answer_after` with many rounds, and a member whose UDP stopped getting through
+        // must still be heard over TCP before it is removed.
+        let wanted = asked || now >= self.last_probe + cfg.answer_after() || self.is_asking();
         let spaced = self
             .last_record
-            .is_none_or(|t| now + Duration::from_millis(5) >= t + cfg.interval);
+            .is_none_or(|t| now + EARLY >= t + cfg.interval);
         if wanted && spaced {
             self.last_record = Some(now);
             return true;
@@ -151,9 +272,19 @@ impl Liveness {
         false
     }
 
-    /// True if the peer has been silent too long.
+    /// True if the peer has been silent too long: past [`DetectorConfig::dead_after`], or
+    /// past [`DetectorConfig::asked_dead_after`] from the first ask of this node's.
     pub fn is_dead(&self, now: Instant, cfg: &DetectorConfig) -> bool {
-        now >= self.last_heard + cfg.dead_after()
+        now >= self.death(cfg)
+    }
+
+    /// When the peer is dead if nothing is heard from it before.
+    fn death(&self, cfg: &DetectorConfig) -> Instant {
+        let silent = self.last_heard + cfg.dead_after();
+        match self.asking.filter(|_| self.is_asking()) {
+            Some(since) => silent.min(since + cfg.asked_dead_after()),
+            None => silent,
+        }
     }
 
     /// How long the peer has been silent at `now`.
@@ -163,7 +294,7 @@ impl Liveness {
 
     /// The next instant this liveness needs attention.
     pub fn deadline(&self, cfg: &DetectorConfig) -> Instant {
-        let dead = self.last_heard + cfg.dead_after();
+        let dead = self.death(cfg);
         self.first_round.map_or(dead, |t| t.min(dead))
     }
 }
@@ -275,5 +406,83 @@ mod tests {
         l.in_rounds();
         assert_eq!(l.deadline(&CFG), t0 + MS(1300));
         assert_eq!(l.silence(t0 + MS(40)), MS(40));
+    }
+
+    #[test]
+    fn an_unanswered_round_probe_starts_asking_and_the_small_bound_counts_from_then() {
+        // 99 members: 11 rounds; silent for 6.2 s is dead by the rounds alone.
+        let c = CFG.for_members(99);
+        assert_eq!(c.answer_within(), MS(350));
+        assert_eq!(c.asked_dead_after(), MS(1300));
+        let t0 = Instant::now();
+        let mut l = Liveness::new(t0, &c);
+        l.in_rounds();
+        l.round_probe_sent(t0 + MS(100));
+        l.round_probe_sent(t0 + MS(200));
+        assert!(!l.round_probe_overdue(t0 + MS(300), &c), "not yet due");
+        assert!(l.round_probe_overdue(t0 + MS(450), &c), "the first probe's");
+        assert!(l.is_asking() && l.wants_answer(t0 + MS(450), &c));
+        assert!(!l.round_probe_overdue(t0 + MS(550), &c), "once");
+        assert_eq!(l.deadline(&c), t0 + MS(450) + MS(1300));
+        assert!(!l.is_dead(t0 + MS(1749), &c));
+        assert!(l.is_dead(t0 + MS(1750), &c));
+        // Heard: the ask is over, and the bound is the rounds' again.
+        l.heard(t0 + MS(1700));
+        assert!(!l.is_asking());
+        assert!(!l.wants_answer(t0 + MS(1800), &c));
+        assert_eq!(l.deadline(&c), t0 + MS(1700) + c.dead_after());
+    }
+
+    #[test]
+    fn a_round_probe_answered_in_time_starts_nothing() {
+        let c = CFG.for_members(30);
+        let t0 = Instant::now();
+        let mut l = Liveness::new(t0, &c);
+        l.round_probe_sent(t0 + MS(100));
+        l.probed(t0 + MS(420));
+        assert!(!l.round_probe_overdue(t0 + MS(500), &c));
+        assert!(!l.is_asking());
+        // Its answer came, so the next probe is the one awaited.
+        l.round_probe_sent(t0 + MS(600));
+        assert!(l.round_probe_overdue(t0 + MS(950), &c));
+    }
+
+    #[test]
+    fn a_members_word_starts_asking_at_most_once_an_interval() {
+        let c = CFG.for_members(99);
+        let t0 = Instant::now();
+        let mut l = Liveness::new(t0, &c);
+        l.in_rounds();
+        assert!(l.ask(t0 + MS(500), &c));
+        assert_eq!(l.deadline(&c), t0 + MS(500) + MS(1300));
+        assert!(!l.ask(t0 + MS(510), &c), "asking already");
+        l.heard(t0 + MS(520));
+        assert!(!l.ask(t0 + MS(580), &c), "one word an interval");
+        assert!(!l.is_asking());
+        assert!(l.ask(t0 + MS(600), &c));
+        // Heard at the very instant of the word: nothing to ask.
+        l.heard(t0 + MS(700));
+        assert!(!l.ask(t0 + MS(700), &c));
+        assert!(!l.is_dead(t0 + MS(2000), &c));
+    }
+
+    #[test]
+    fn our_own_pause_forgets_the_asks_and_tells_are_spaced_by_the_bound() {
+        let c = CFG.for_members(99);
+        let t0 = Instant::now();
+        let mut l = Liveness::new(t0, &c);
+        assert!(l.ask(t0 + MS(100), &c));
+        l.recheck(t0 + MS(5000), &c);
+        assert!(!l.is_asking());
+        assert!(!l.is_dead(t0 + MS(5000) + MS(299), &c));
+        assert!(l.tell_due(t0, &c));
+        assert!(!l.tell_due(t0 + c.dead_after() - MS(1), &c));
+        assert!(l.tell_due(t0 + c.dead_after(), &c));
+    }
+
+    #[test]
+    fn regular_probes_ask_for_answers_only_with_more_than_one_round() {
+        assert!(!CFG.for_members(9).round_answers());
+        assert!(CFG.for_members(10).round_answers());
     }
 }

@@ -579,6 +579,55 @@ impl Link {
         }
     }
 
+    /// True while this node asks the member for an answer: see [`Liveness::is_asking`].
+    pub fn is_asking(&self) -> bool {
+        match &self.stage {
+            Stage::Member { liveness, .. } => liveness.is_asking(),
+            _ => false,
+        }
+    }
+
+    /// A regular probe asking for an answer went to the member: see
+    /// [`Liveness::round_probe_sent`].
+    pub fn round_probe_sent(&mut self, now: Instant) {
+        if let Stage::Member { liveness, .. } = &mut self.stage {
+            liveness.round_probe_sent(now);
+        }
+    }
+
+    /// True if this node begins to ask the member, its regular probe unanswered: see
+    /// [`Liveness::round_probe_overdue`].
+    pub fn round_probe_overdue(&mut self, now: Instant, detector: &DetectorConfig) -> bool {
+        match &mut self.stage {
+            Stage::Member { liveness, .. } => liveness.round_probe_overdue(now, detector),
+            _ => false,
+        }
+    }
+
+    /// Another member asks this one: see [`Liveness::ask`].
+    pub fn ask(&mut self, now: Instant, detector: &DetectorConfig) -> bool {
+        match &mut self.stage {
+            Stage::Member { liveness, .. } => liveness.ask(now, detector),
+            _ => false,
+        }
+    }
+
+    /// See [`Liveness::tell_due`].
+    pub fn tell_due(&mut self, now: Instant, detector: &DetectorConfig) -> bool {
+        match &mut self.stage {
+            Stage::Member { liveness, .. } => liveness.tell_due(now, detector),
+            _ => false,
+        }
+    }
+
+    /// How long since the member's last authentic probe datagram (`None`: not a member).
+    pub fn probe_silence(&self, now: Instant) -> Option<Duration> {
+        match &self.stage {
+            Stage::Member { liveness, .. } => Some(liveness.probe_silence(now)),
+            _ => None,
+        }
+    }
+
     /// How long the member has been silent at `now` (`None`: not a member).
     pub fn silence(&self, now: Instant) -> Option<Duration> {
         match &self.stage {

@@ -39,6 +39,7 @@ mod tag {
     pub const REQUEST: u8 = 18;
     pub const REPLY: u8 = 19;
     pub const ASK_MEMBERS: u8 = 20;
+    pub const ASKING: u8 = 21;
 }
 
 /// What the first byte of a body kept in a stream (see `sessions`) says beyond a custom
@@ -113,6 +114,10 @@ pub enum Message<'a> {
     Leave,
     /// A heartbeat: the sender is alive.
     Ping,
+    /// "I am asking this member for an answer": the sender's regular probe to it went
+    /// unanswered (see `detector`). Its own view, nothing more: the receiver changes
+    /// nothing about the member but its own probing (it asks too, under its own bound).
+    Asking(NodeId),
     /// Nodes the sender is connected to, so the receiver can connect to them too: the
     /// answer to [`Message::AskMembers`].
     Members(Vec<(NodeId, SocketAddr)>),
@@ -248,6 +253,7 @@ impl<'a> Message<'a> {
             }
             Message::Leave => vec![tag::LEAVE],
             Message::Ping => vec![tag::PING],
+            Message::Asking(id) => [&[tag::ASKING][..], &id.0].concat(),
             Message::AskMembers => vec![tag::ASK_MEMBERS],
             Message::Members(list) => {
                 let mut out = Vec::with_capacity(3 + list.len() * 35);
@@ -391,6 +397,7 @@ impl<'a> Message<'a> {
             },
             tag::LEAVE => Message::Leave,
             tag::PING => Message::Ping,
+            tag::ASKING => Message::Asking(NodeId(r.array("asking id")?)),
             tag::ASK_MEMBERS => Message::AskMembers,
             tag::MEMBERS => {
                 let count = u16::from_be_bytes(r.array("count")?) as usize;
@@ -632,6 +639,7 @@ mod tests {
             Message::Verdict { accepted: false },
             Message::Leave,
             Message::Ping,
+            Message::Asking(NodeId([9; 16])),
             Message::AskMembers,
             Message::Members(vec![
                 (NodeId([1; 16]), "10.0.0.1:27272".parse().unwrap()),
@@ -755,6 +763,15 @@ mod tests {
         for cut in 0..reply.len() {
             assert!(Message::decode(&reply[..cut], 1024).is_err(), "cut {cut}");
         }
+        let asking = Message::Asking(NodeId([9; 16])).encode();
+        assert_eq!(asking.len(), 17);
+        for cut in 1..asking.len() {
+            assert_eq!(
+                Message::decode(&asking[..cut], 1024),
+                Err(DecodeError::Truncated("asking id"))
+            );
+        }
+        assert!(Message::decode(&[&asking[..], &[0]].concat(), 1024).is_err());
     }
 
     #[test]

@@ -235,6 +235,12 @@ pub struct Stats {
     pub probes_relayed: u64,
     /// Relay requests sent: a member silent for two intervals probed through others.
     pub indirect_probes: u64,
+    /// `Asking` records sent: this node's regular probe to a member went unanswered, and it
+    /// told each other member it hears that it asks that one.
+    pub asks_told: u64,
+    /// `Asking` records acted on: a member said it asks another, and this node began to
+    /// ask it too (at most one an interval per member asked about).
+    pub asks_taken: u64,
     /// Lookups of `network.peers` names that failed (no answer, no address, or an error);
     /// counted by the driver, which does the lookups.
     pub seed_lookups_failed: u64,

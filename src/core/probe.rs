@@ -13,7 +13,8 @@
 //! ciphertext | tag (16)`; the first 44 bytes are the AES-128-GCM associated data and the
 //! nonce is `0u32 || counter`. Kinds:
 //! - `PING`: plaintext `flags (1)`; flag 1 asks for an `ACK` to the datagram's source
-//!   (set on pings sent through a relay).
+//!   (set on asks, direct or sent through a relay); flag 2, with flag 1, says it is a
+//!   regular probe of a round, whose answer may wait for the receiver's next timer.
 //! - `ACK`: plaintext `flags (1)` (0).
 //! - `RELAY`: plaintext is a whole `PING` datagram from `from` to a third member, sealed
 //!   with the pair key of those two: the relay can check who asks, not forge the answer.
@@ -51,6 +52,10 @@ pub const WINDOW: u64 = 64;
 
 /// Ping flag: answer with an `ACK` to the address the ping came from.
 pub const FLAG_ANSWER: u8 = 1;
+/// Ping flag, beside [`FLAG_ANSWER`]: a regular probe of the sender's round (see
+/// [`super::detector`]), not an ask: its answer is wanted within an interval, so the
+/// receiver need not read its probes as they come for it.
+pub const FLAG_ROUND: u8 = 2;
 
 /// A datagram's clear header, checked for shape only: nothing in it is authentic until
 /// the body opens under the key of the pair it names.

@@ -14,6 +14,8 @@
 //!                        the kinds of every message the node sent it, comma-separated
 //!   update <metadata>    send an Update with this metadata, verbatim
 //!   event <name> <text>  send custom event <name> with these bytes as its JSON text
+//!   asking <who> <n>     send <n> (at most 10 000) `Asking` records at once, about <who>:
+//!                        `self` (its own id), `node` (the node's), or a node id
 //!   closed               wait for the node to close the connection; prints `closed`
 //!   sleep <ms>           wait (at most 10 s)
 //!   whoami               prints `id <its id>` and `node <the id the node proved>`
@@ -169,6 +171,17 @@ fn run(args: &[String]) -> Result<(), String> {
             "event" => {
                 let name = arg("event")?;
                 peer.send_event(name, false, arg("event")?.as_bytes());
+            }
+            "asking" => {
+                let about = match arg("asking")? {
+                    "self" => peer.id,
+                    "node" => peer.node_id,
+                    id => id.parse().map_err(|_| "asking: not a node id")?,
+                };
+                let n: u32 = arg("asking")?.parse().map_err(|_| "asking: bad count")?;
+                for _ in 0..n.min(10_000) {
+                    peer.send(&Message::Asking(about));
+                }
             }
             "heard" => {
                 peer.read_until_closed()?;

@@ -1,9 +1,11 @@
 //! Liveness probes over UDP (formats and keys in [`crate::core::probe`], the silence rule
 //! in [`crate::core::detector`]): the probe round (each interval, the next
 //! [`DetectorConfig::per_interval`] members in an order of this node's own, so every member
-//! is probed once a round and the cost per node does not grow with the cluster), asking
-//! silent members for an answer directly and through others, `Ping` records where probes
-//! do not come, relaying for others, and taking datagrams in.
+//! is probed once a round and the cost per node does not grow with the cluster; with more
+//! than one round each asks for an answer), asking silent members for an answer directly
+//! and through others, telling the other members whom this node asks (`Asking` records) and
+//! asking on their word, `Ping` records where probes do not come, relaying for others, and
+//! taking datagrams in.
 //!
 //! Every datagram is hostile until it opens: its shape is checked, then that its source is
 //! an address some member has and its sender a member, then the replay window, and only
@@ -18,6 +20,7 @@ use rand_core::{CryptoRng, RngCore};
 
 use super::{Cluster, ConnId, Output};
 use crate::core::detector::{DetectorConfig, RELAYS};
+use crate::core::message::Message;
 use crate::core::node::NodeId;
 use crate::core::probe::{self, Header, Refused};
 
@@ -78,6 +81,13 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         for &conn in &members {
             self.membership[conn].in_rounds();
         }
+        // Regular probes whose answer is overdue: this node asks those members from now,
+        // and tells the others so (see `detector`).
+        let overdue: Vec<ConnId> = members
+            .iter()
+            .copied()
+            .filter(|&c| self.membership[c].round_probe_overdue(now, &detector))
+            .collect();
         // Silent members are asked for an answer, the longest silent first.
         let mut silent: Vec<ConnId> = members
             .iter()
@@ -101,7 +111,12 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
             if silent.contains(&conn) {
                 continue;
             }
-            self.send_ping(conn, 0);
+            if detector.round_answers() {
+                self.send_ping(conn, probe::FLAG_ANSWER | probe::FLAG_ROUND);
+                self.membership[conn].round_probe_sent(now);
+            } else {
+                self.send_ping(conn, 0);
+            }
         }
         self.probe_cursor = last;
         // Records where probes do not come (UDP filtered), one an interval.
@@ -112,6 +127,10 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
                     Err(e) => self.fail(now, conn, e.into()),
                 }
             }
+        }
+        // Last: a record that cannot be sealed fails its link, which `members` still names.
+        for &conn in &overdue {
+            self.tell_asking(now, conn, &members, &detector);
         }
     }
 
@@ -154,6 +173,56 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
             };
             self.stats.indirect_probes += 1;
             self.send_probe(relay, relay_id, probe::RELAY, &inner, relay_addr);
+        }
+    }
+
+    /// This node begins to ask member `conn` (its regular probe went unanswered): it tells
+    /// the members it hears, each over its own connection, at most once per silence bound
+    /// (see [`crate::core::detector::Liveness::tell_due`]). Only while probes from others
+    /// reach it: a node that hears no probe at all is more likely cut off itself (or has
+    /// UDP filtered) than the member gone, and keeps its doubt to itself. Members it asks
+    /// itself are not told: it has no word of them either.
+    fn tell_asking(&mut self, now: Instant, conn: ConnId, members: &[ConnId], d: &DetectorConfig) {
+        let Some(about) = self.membership.get(conn).and_then(|l| l.peer_id()) else {
+            return;
+        };
+        let hears = |c: ConnId| {
+            let silence = self.membership.get(c).and_then(|l| l.probe_silence(now));
+            silence.is_some_and(|s| s < d.answer_within())
+        };
+        if !members.iter().any(|&c| c != conn && hears(c)) {
+            return;
+        }
+        if !self
+            .membership
+            .get_mut(conn)
+            .is_some_and(|l| l.tell_due(now, d))
+        {
+            return;
+        }
+        let msg = Message::Asking(about);
+        for &c in members {
+            let told = self.membership.get(c).is_some_and(|l| !l.is_asking());
+            if c != conn && told {
+                self.stats.asks_told += 1;
+                self.send(now, c, &msg);
+            }
+        }
+    }
+
+    /// Member `from` says it asks member `about` for an answer. Its own view only: this
+    /// node changes nothing about `about` but its own probing, asking it directly at once
+    /// (through relays from the next round, if it stays silent) under its own bound, at
+    /// most once an interval whoever says it (see [`crate::core::detector::Liveness::ask`]).
+    /// A member unknown here is skipped: views differ for a moment as members come and go.
+    pub(super) fn member_asks(&mut self, now: Instant, about: NodeId) {
+        let Some(conn) = self.membership.member_link(about) else {
+            return;
+        };
+        let detector = self.detector();
+        if self.membership[conn].ask(now, &detector) {
+            self.stats.asks_taken += 1;
+            self.send_ping(conn, probe::FLAG_ANSWER);
         }
     }
 
@@ -248,10 +317,14 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         link.probed(now);
         match h.kind {
             probe::PING => {
-                if plain.first().is_some_and(|f| f & probe::FLAG_ANSWER != 0) {
+                let flags = plain.first().copied().unwrap_or(0);
+                if flags & probe::FLAG_ANSWER != 0 {
                     // Answered to where it came from: the relay that brought it.
                     self.send_probe(conn, h.from, probe::ACK, &[0], from);
-                    self.asked(now);
+                    // A round's probe may wait for our next timer; an ask may not.
+                    if flags & probe::FLAG_ROUND == 0 {
+                        self.asked(now);
+                    }
                 }
                 Ok(true)
             }

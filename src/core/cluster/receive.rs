@@ -204,6 +204,18 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
                 self.answer_ping(now, conn);
                 Ok(())
             }
+            Message::Asking(about) => {
+                // The sender asks a third member; about itself, or about us, it would be
+                // asking the one it talks to or a node that hears its own silence.
+                if Some(about) == from {
+                    return Err(self.refuse("asking about itself"));
+                }
+                if about == self.me.id {
+                    return Err(self.refuse("asking the receiver about itself"));
+                }
+                self.member_asks(now, about);
+                Ok(())
+            }
             Message::Event {
                 seq,
                 name,
