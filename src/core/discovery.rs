@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use super::due_map::DueMap;
 use super::node::NodeId;
 use super::output::ConnId;
 
@@ -210,7 +211,7 @@ impl DialBudget {
 pub struct Discovery {
     /// Nodes heard of by id, and when they are due for our dial: after `fallback_after`
     /// for a node that should dial us, at once for one the dial budget deferred.
-    heard: BTreeMap<NodeId, (Instant, SocketAddr)>,
+    heard: DueMap<NodeId, SocketAddr>,
     /// Dials held back, each also in `heard` and due at the hold's end (at most
     /// [`MAX_HEARD`]; a hold is forgotten once its dial is made).
     holds: BTreeMap<NodeId, Hold>,
@@ -415,9 +416,7 @@ impl Discovery {
     pub fn release(&mut self, now: Instant, id: NodeId) {
         if let Some(h) = self.holds.get_mut(&id) {
             h.spent = true;
-            if let Some(entry) = self.heard.get_mut(&id) {
-                entry.0 = now;
-            }
+            self.heard.set_due(&id, now);
         }
     }
 
@@ -574,12 +573,7 @@ impl Discovery {
         alone: bool,
     ) -> Vec<Target> {
         let mut out = Vec::new();
-        let overdue: Vec<NodeId> = self
-            .heard
-            .iter()
-            .filter(|(_, (due, _))| *due <= now)
-            .map(|(&id, _)| id)
-            .collect();
+        let overdue = self.heard.due(now);
         for id in overdue {
             if self.in_backoff(now, id) {
                 self.heard.remove(&id);
@@ -691,7 +685,7 @@ impl Discovery {
         let _ = cfg;
         // A dial due but over the budget waits for the next token, not a busy loop.
         let next_token = self.budget.next();
-        let heard = self.heard.values().map(|(due, _)| *due).min();
+        let heard = self.heard.earliest();
         let heard = heard.map(|due| next_token.map_or(due, |t| due.max(t)));
         heard
             .into_iter()

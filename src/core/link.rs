@@ -287,6 +287,14 @@ impl Link {
         }
     }
 
+    /// A member's liveness (what [`Link::poll_timeout`] reads for a member).
+    pub fn liveness(&self) -> Option<&Liveness> {
+        match &self.stage {
+            Stage::Member { liveness, .. } => Some(liveness),
+            _ => None,
+        }
+    }
+
     /// The address this node itself dials or probes the peer at, when known: see
     /// [`own_dial_addr`].
     pub fn listen_addr(&self) -> Option<SocketAddr> {
