@@ -217,6 +217,7 @@ impl Link {
     }
 
     /// The peer has said who it is (admitting or member).
+    #[cfg(test)]
     pub fn is_introduced(&self) -> bool {
         self.peer_id().is_some()
     }

@@ -346,7 +346,12 @@ impl LinkIndex {
 
     /// The newest accepted link from `ip`, up to `newest`, not yet proven
     /// (`or_introducing`: or proven and not yet introduced).
-    pub fn accepted_unknown(&self, ip: IpAddr, newest: ConnId, or_introducing: bool) -> Option<ConnId> {
+    pub fn accepted_unknown(
+        &self,
+        ip: IpAddr,
+        newest: ConnId,
+        or_introducing: bool,
+    ) -> Option<ConnId> {
         let range = |s: &BTreeSet<(IpAddr, ConnId)>| {
             let mut r = s.range((ip, ConnId::MIN)..=(ip, newest));
             r.next_back().map(|&(_, k)| k)
