@@ -292,6 +292,16 @@ impl Liveness {
         now.saturating_duration_since(self.last_heard)
     }
 
+    /// When the node's probe round is first due for this member, until it takes it in.
+    pub fn first_round(&self) -> Option<Instant> {
+        self.first_round
+    }
+
+    /// The last sign of life: the silence bound runs from here.
+    pub fn last_heard(&self) -> Instant {
+        self.last_heard
+    }
+
     /// The next instant this liveness needs attention.
     pub fn deadline(&self, cfg: &DetectorConfig) -> Instant {
         let dead = self.death(cfg);

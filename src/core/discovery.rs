@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use super::due_map::DueMap;
 use super::node::NodeId;
 use super::output::ConnId;
 
@@ -197,6 +198,13 @@ impl DialBudget {
         true
     }
 
+    /// A dial taken reached the node it was meant for: its token goes back.
+    fn give_back(&mut self, now: Instant) {
+        self.refill(now);
+        let full = u64::from(DIAL_BUDGET_BURST) * 1000;
+        self.milli = (self.milli + 1000).min(full);
+    }
+
     /// When the next whole dial is there.
     fn next(&self) -> Option<Instant> {
         let missing = 1000u64.saturating_sub(self.milli);
@@ -210,7 +218,7 @@ impl DialBudget {
 pub struct Discovery {
     /// Nodes heard of by id, and when they are due for our dial: after `fallback_after`
     /// for a node that should dial us, at once for one the dial budget deferred.
-    heard: BTreeMap<NodeId, (Instant, SocketAddr)>,
+    heard: DueMap<NodeId, SocketAddr>,
     /// Dials held back, each also in `heard` and due at the hold's end (at most
     /// [`MAX_HEARD`]; a hold is forgotten once its dial is made).
     holds: BTreeMap<NodeId, Hold>,
@@ -415,9 +423,7 @@ impl Discovery {
     pub fn release(&mut self, now: Instant, id: NodeId) {
         if let Some(h) = self.holds.get_mut(&id) {
             h.spent = true;
-            if let Some(entry) = self.heard.get_mut(&id) {
-                entry.0 = now;
-            }
+            self.heard.set_due(&id, now);
         }
     }
 
@@ -515,6 +521,18 @@ impl Discovery {
         self.heard.insert(id, (now + cfg.redial_backoff, addr));
     }
 
+    /// Our dial to a node learnt by id (from a beacon or a member list, within the dial
+    /// budget) reached that very node: the handshake proved the id it was dialed for. Its
+    /// token goes back, so that the budget bounds the learnt dials not yet proven, at
+    /// [`DIAL_BUDGET_BURST`], and those that never prove the id they were made for
+    /// (another host's address, a forged hint, a node with another id) at
+    /// [`DIAL_BUDGET_PER_SEC`] past the burst, rather than every dial: a newcomer, or the
+    /// smallest id of a cluster of hundreds forming by multicast, dials at the pace its
+    /// handshakes complete instead of 16 a second.
+    pub fn dial_proven(&mut self, now: Instant) {
+        self.budget.give_back(now);
+    }
+
     /// A connection to `id` got as far as its introduction.
     pub fn connected(&mut self, id: NodeId) {
         self.retries.remove(&id);
@@ -574,12 +592,7 @@ impl Discovery {
         alone: bool,
     ) -> Vec<Target> {
         let mut out = Vec::new();
-        let overdue: Vec<NodeId> = self
-            .heard
-            .iter()
-            .filter(|(_, (due, _))| *due <= now)
-            .map(|(&id, _)| id)
-            .collect();
+        let overdue = self.heard.due(now);
         for id in overdue {
             if self.in_backoff(now, id) {
                 self.heard.remove(&id);
@@ -691,7 +704,7 @@ impl Discovery {
         let _ = cfg;
         // A dial due but over the budget waits for the next token, not a busy loop.
         let next_token = self.budget.next();
-        let heard = self.heard.values().map(|(due, _)| *due).min();
+        let heard = self.heard.earliest();
         let heard = heard.map(|due| next_token.map_or(due, |t| due.max(t)));
         heard
             .into_iter()
@@ -923,6 +936,42 @@ mod tests {
             d.due(second, &cfg, 0, false).len(),
             DIAL_BUDGET_PER_SEC as usize
         );
+    }
+
+    #[test]
+    fn a_proven_dial_gives_its_token_back_up_to_the_burst() {
+        let cfg = DiscoveryConfig::lan();
+        let t0 = Instant::now();
+        let mut d = Discovery::default();
+        let learn = |d: &mut Discovery, n: u8| d.learn(t0, &cfg, id(1), (id(n), addr(n)), true);
+        for n in 2..2 + DIAL_BUDGET_BURST as u8 {
+            assert_eq!(learn(&mut d, n), Some(Learned::Dial));
+        }
+        let next = 2 + DIAL_BUDGET_BURST as u8;
+        assert_eq!(
+            learn(&mut d, next),
+            Some(Learned::Deferred),
+            "the burst is spent"
+        );
+        // Two dials reach their nodes: two dials are there again, at once.
+        d.dial_proven(t0);
+        d.dial_proven(t0);
+        assert_eq!(d.due(t0, &cfg, 0, false).len(), 1, "the deferred one first");
+        assert_eq!(learn(&mut d, next + 1), Some(Learned::Dial));
+        assert_eq!(learn(&mut d, next + 2), Some(Learned::Deferred));
+        // Never more than the burst, however many are proven.
+        for _ in 0..2 * DIAL_BUDGET_BURST {
+            d.dial_proven(t0);
+        }
+        let mut dials = 0;
+        for i in 0..2 * DIAL_BUDGET_BURST {
+            let mut b = [0xff; 16];
+            b[12..].copy_from_slice(&i.to_be_bytes());
+            let at = SocketAddr::from(([10, 1, (i >> 8) as u8, i as u8], 27272));
+            let learnt = d.learn(t0, &cfg, id(1), (NodeId(b), at), true);
+            dials += u32::from(learnt == Some(Learned::Dial));
+        }
+        assert_eq!(dials, DIAL_BUDGET_BURST);
     }
 
     #[test]

@@ -251,12 +251,13 @@ impl Election {
     /// quarter of the timeout after start (time enough for the start burst of beacons to
     /// bring in whoever else is there).
     fn hasten(&mut self, now: Instant) {
-        let all_reported = self.members.keys().all(|m| self.reported.contains(m));
+        // Members walked last: on every member's word, and a walk over all of them.
+        let all_reported = || self.members.keys().all(|m| self.reported.contains(m));
         if !self.first_wait
             || self.claim.is_some()
             || self.pending.is_some()
             || self.members.is_empty()
-            || !all_reported
+            || !all_reported()
         {
             return;
         }

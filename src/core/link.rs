@@ -217,6 +217,7 @@ impl Link {
     }
 
     /// The peer has said who it is (admitting or member).
+    #[cfg(test)]
     pub fn is_introduced(&self) -> bool {
         self.peer_id().is_some()
     }
@@ -284,6 +285,14 @@ impl Link {
         match &self.stage {
             Stage::Member { liveness, .. } => Some(liveness.deadline(detector)),
             _ => self.deadline(),
+        }
+    }
+
+    /// A member's liveness (what [`Link::poll_timeout`] reads for a member).
+    pub fn liveness(&self) -> Option<&Liveness> {
+        match &self.stage {
+            Stage::Member { liveness, .. } => Some(liveness),
+            _ => None,
         }
     }
 

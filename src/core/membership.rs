@@ -9,8 +9,15 @@
 //! link lingers): that link, a challenger, is judged like any other and stays out of the
 //! index until it is admitted and replaces the member's link. If the member's link goes
 //! first, the challenger takes its place in the index.
+//!
+//! What every input asks of the links (the next wake-up, whether a node is known, whether
+//! formation is over) is answered from [`LinkIndex`], kept up to date as links are handed
+//! out for change, so that it costs O(log N), not a walk over every link. In debug builds,
+//! up to [`CHECK_INDEX_UP_TO`] links, each answer is checked against the walk it replaces,
+//! and every [`CHECK_INDEX_EVERY`]th the whole index against one built afresh.
 
-use std::collections::BTreeMap;
+use std::cell::{Cell, Ref, RefCell};
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 use std::ops::{Index, IndexMut};
 use std::time::Instant;
@@ -19,8 +26,19 @@ use super::crypto::Role;
 use super::detector::DetectorConfig;
 use super::error::SendError;
 use super::link::{Link, Timer};
+use super::link_index::LinkIndex;
 use super::node::{NodeId, NodeInfo};
 use super::output::ConnId;
+
+/// Links up to which debug builds check the index against one built afresh, and the walks
+/// it replaces (above it, those checks would cost more than the walks).
+pub const CHECK_INDEX_UP_TO: usize = 48;
+
+/// Answers of the index between two checks against one built afresh, in debug builds (at
+/// every answer that check made the simulation tests five times slower). A link handed
+/// out for change and not marked stays wrong in the index until it is marked, so a later
+/// check still finds it.
+pub const CHECK_INDEX_EVERY: u32 = 16;
 
 /// A member whose connection dropped without a goodbye, being redialed until `deadline`.
 struct Suspect {
@@ -34,6 +52,12 @@ pub struct Membership {
     /// The link on which each node introduced itself (admitting or member).
     link_of: BTreeMap<NodeId, ConnId>,
     suspects: BTreeMap<NodeId, Suspect>,
+    /// The suspects by deadline.
+    suspect_deadlines: BTreeSet<(Instant, NodeId)>,
+    /// Indexes over the links, brought up to date (from `&self`) before they answer.
+    index: RefCell<LinkIndex>,
+    /// Answers of the index since it was last checked (debug builds).
+    unchecked: Cell<u32>,
 }
 
 impl Default for Membership {
@@ -43,6 +67,9 @@ impl Default for Membership {
             next_conn: 1,
             link_of: BTreeMap::new(),
             suspects: BTreeMap::new(),
+            suspect_deadlines: BTreeSet::new(),
+            index: RefCell::default(),
+            unchecked: Cell::new(0),
         }
     }
 }
@@ -57,6 +84,7 @@ impl Index<ConnId> for Membership {
 
 impl IndexMut<ConnId> for Membership {
     fn index_mut(&mut self, conn: ConnId) -> &mut Link {
+        self.mark(conn);
         self.links.get_mut(&conn).expect("a live link")
     }
 }
@@ -67,7 +95,36 @@ impl Membership {
         let conn = self.next_conn;
         self.next_conn += 1;
         self.links.insert(conn, link);
+        self.mark(conn);
         conn
+    }
+
+    /// `conn` is handed out for change: the index reads it again before it next answers.
+    fn mark(&mut self, conn: ConnId) {
+        let links = self.links.len();
+        self.index.get_mut().mark(conn, links);
+    }
+
+    /// The index, up to date.
+    fn index(&self) -> Ref<'_, LinkIndex> {
+        {
+            let mut index = self.index.borrow_mut();
+            if index.is_stale() {
+                index.sync(&self.links);
+            }
+            if cfg!(debug_assertions) && self.links.len() <= CHECK_INDEX_UP_TO {
+                let n = self.unchecked.get() + 1;
+                self.unchecked.set(n % CHECK_INDEX_EVERY);
+                if n == CHECK_INDEX_EVERY {
+                    assert_eq!(
+                        *index,
+                        LinkIndex::build(&self.links),
+                        "the link index is stale"
+                    );
+                }
+            }
+        }
+        self.index.borrow()
     }
 
     pub fn get(&self, conn: ConnId) -> Option<&Link> {
@@ -75,10 +132,12 @@ impl Membership {
     }
 
     pub fn get_mut(&mut self, conn: ConnId) -> Option<&mut Link> {
+        self.mark(conn);
         self.links.get_mut(&conn)
     }
 
     pub fn iter_mut(&mut self) -> impl Iterator<Item = (ConnId, &mut Link)> {
+        self.index.get_mut().mark_all();
         self.links.iter_mut().map(|(&k, l)| (k, l))
     }
 
@@ -90,6 +149,7 @@ impl Membership {
     /// indexed instead).
     pub fn remove(&mut self, conn: ConnId) -> Option<Link> {
         let link = self.links.remove(&conn)?;
+        self.index.get_mut().put(conn, None);
         if let Some(id) = link.peer_id() {
             if self.link_of.get(&id) == Some(&conn) {
                 self.link_of.remove(&id);
@@ -105,11 +165,22 @@ impl Membership {
     /// documentation), other than `except`.
     pub fn challenger_of(&self, id: NodeId, except: Option<ConnId>) -> Option<ConnId> {
         let indexed = self.link_of(id);
-        let mut others = self
-            .links
-            .iter()
-            .filter(|&(&k, l)| l.peer_id() == Some(id) && Some(k) != indexed && Some(k) != except);
-        others.next().map(|(&k, _)| k)
+        let found = self
+            .index()
+            .links_of(id)
+            .find(|&k| Some(k) != indexed && Some(k) != except);
+        debug_assert!(
+            self.links.len() > CHECK_INDEX_UP_TO
+                || found
+                    == self
+                        .links
+                        .iter()
+                        .find(|&(&k, l)| l.peer_id() == Some(id)
+                            && Some(k) != indexed
+                            && Some(k) != except)
+                        .map(|(&k, _)| k)
+        );
+        found
     }
 
     /// Records that node `id` introduced itself on `conn`; its previous link, if any, must
@@ -135,8 +206,20 @@ impl Membership {
         members.map(|(&k, _)| k).collect()
     }
 
+    /// Puts in `out` the IP addresses members have, if they changed since `seen` (a count
+    /// of changes this returned before); returns the count now.
+    pub fn member_ips(&self, seen: Option<u64>, out: &mut BTreeSet<IpAddr>) -> u64 {
+        let index = self.index();
+        let (ips, changes) = index.member_ips();
+        if seen != Some(changes) {
+            out.clear();
+            out.extend(ips);
+        }
+        changes
+    }
+
     pub fn has_members(&self) -> bool {
-        self.links.values().any(Link::is_member)
+        self.index().members() > 0
     }
 
     /// True if the index names exactly the introduced links but challengers, and a
@@ -190,40 +273,67 @@ impl Membership {
         if id.is_some_and(linked_or_suspect) {
             return true;
         }
-        self.links
-            .values()
-            .any(|l| (id.is_some() && l.expect == id) || l.listen_addr() == Some(addr))
+        let index = self.index();
+        let known = id.is_some_and(|id| index.expects(id)) || index.listens_at(addr);
+        debug_assert!(
+            self.links.len() > CHECK_INDEX_UP_TO
+                || known
+                    == self
+                        .links
+                        .values()
+                        .any(|l| (id.is_some() && l.expect == id) || l.listen_addr() == Some(addr))
+        );
+        known
+    }
+
+    /// True if a link carries a peer that has proven it is node `id` (introduced or not).
+    pub fn is_proven(&self, id: NodeId) -> bool {
+        self.index().proven(id)
     }
 
     /// Links whose peer has introduced itself (being admitted or a member), but for node
     /// `except`'s (a reconnection replaces it): how many in all, and from `ip`.
     pub fn introduced_counts(&self, ip: IpAddr, except: NodeId) -> (usize, usize) {
-        let introduced = self
-            .links
-            .values()
-            .filter(|l| l.is_introduced() && l.peer_id() != Some(except));
-        introduced.fold((0, 0), |(all, from), l| {
-            (all + 1, from + usize::from(l.addr.ip() == ip))
-        })
+        self.index().introduced_counts(ip, except)
     }
 
     /// Links still on their way to membership.
     pub fn pending(&self) -> usize {
-        self.links.values().filter(|l| l.is_pending()).count()
+        self.index().pending()
     }
 
     /// True while a connection is on its way to membership, scan dials not yet answered
     /// aside (most addresses of a scanned subnet never answer): formation is not over.
     pub fn forming(&self) -> bool {
-        self.links
-            .values()
-            .any(|l| l.is_pending() && !(l.scan && l.is_dialing()))
+        self.index().forming()
     }
 
     /// Our dials still on their way to membership.
     pub fn pending_dials(&self) -> usize {
-        let dials = self.links.values().filter(|l| l.role == Role::Initiator);
-        dials.filter(|l| l.is_pending()).count()
+        self.index().pending_dials()
+    }
+
+    /// The newest link accepted from `ip`, up to `newest`, whose peer has not yet proven
+    /// its id (`or_introducing`: or not yet said where it listens).
+    pub fn accepted_unknown(
+        &self,
+        ip: IpAddr,
+        newest: ConnId,
+        or_introducing: bool,
+    ) -> Option<ConnId> {
+        let found = self.index().accepted_unknown(ip, newest, or_introducing);
+        debug_assert!(
+            self.links.len() > CHECK_INDEX_UP_TO
+                || found == {
+                    let unknown =
+                        |l: &Link| l.is_unproven() || (or_introducing && l.is_introducing());
+                    let from_ip =
+                        |l: &Link| l.role == Role::Responder && unknown(l) && l.addr.ip() == ip;
+                    let mut links = self.links.range(..=newest).filter(|&(_, l)| from_ip(l));
+                    links.next_back().map(|(&k, _)| k)
+                }
+        );
+        found
     }
 
     fn pending_accepts(&self) -> impl Iterator<Item = (ConnId, &Link)> {
@@ -235,8 +345,7 @@ impl Membership {
 
     /// Accepted links from `ip` still on their way to membership.
     pub fn pending_accepts_from(&self, ip: IpAddr) -> usize {
-        let from_ip = self.pending_accepts().filter(|(_, l)| l.addr.ip() == ip);
-        from_ip.count()
+        self.index().pending_accepts_from(ip)
     }
 
     /// The accepted link nearest its deadline that is not yet being admitted.
@@ -247,25 +356,65 @@ impl Membership {
 
     /// Subnet-scan dials not connected yet.
     pub fn scans_in_flight(&self) -> usize {
-        let scans = self.links.values().filter(|l| l.scan);
-        scans.filter(|l| l.is_dialing()).count()
+        self.index().scans_dialing()
     }
 
-    /// Links whose deadline ran out by `now`, and which one.
+    /// Links whose deadline ran out by `now`, and which one, in id order.
     pub fn expired(&self, now: Instant) -> Vec<(ConnId, Timer)> {
-        let expired = self
-            .links
-            .iter()
-            .filter_map(|(&k, l)| Some((k, l.expired(now)?)));
-        expired.collect()
+        let conns = self.index().expired(now);
+        let timer = |k| self.links[&k].expired(now).expect("an indexed deadline");
+        let expired: Vec<_> = conns.into_iter().map(|k| (k, timer(k))).collect();
+        debug_assert!(
+            self.links.len() > CHECK_INDEX_UP_TO
+                || expired
+                    == self
+                        .links
+                        .iter()
+                        .filter_map(|(&k, l)| Some((k, l.expired(now)?)))
+                        .collect::<Vec<_>>()
+        );
+        expired
     }
 
-    /// The earliest wake-up a link or a suspect needs.
+    /// Members silent past the detector's bound at `now`, in id order.
+    pub fn dead(&self, now: Instant, detector: &DetectorConfig) -> Vec<ConnId> {
+        let bound = detector.dead_after();
+        let dead = self.index().heard_before(|heard| now >= heard + bound);
+        debug_assert!(
+            self.links.len() > CHECK_INDEX_UP_TO
+                || dead
+                    == self
+                        .links
+                        .iter()
+                        .filter(|(_, l)| l.is_dead(now, detector))
+                        .map(|(&k, _)| k)
+                        .collect::<Vec<_>>()
+        );
+        dead
+    }
+
+    /// The earliest wake-up a link or a suspect needs: a deadline of a link not yet a
+    /// member, a member's first round, the silence bound of the member heard from least
+    /// recently (the bound is the same for every member), a suspect's deadline.
     pub fn poll_timeout(&self, detector: &DetectorConfig) -> Option<Instant> {
-        let links = self.links.values().filter_map(|l| l.poll_timeout(detector));
-        links
-            .chain(self.suspects.values().map(|s| s.deadline))
-            .min()
+        let index = self.index();
+        let silence = index.earliest_heard().map(|t| t + detector.dead_after());
+        let suspect = self.suspect_deadlines.first().map(|&(t, _)| t);
+        let at = [index.earliest_fixed(), silence, suspect]
+            .into_iter()
+            .flatten()
+            .min();
+        debug_assert!(
+            self.links.len() > CHECK_INDEX_UP_TO
+                || at
+                    == self
+                        .links
+                        .values()
+                        .filter_map(|l| l.poll_timeout(detector))
+                        .chain(self.suspects.values().map(|s| s.deadline))
+                        .min()
+        );
+        at
     }
 
     /// Puts in `out` the links custom event `name` of `len` bytes goes on: those of
@@ -317,7 +466,11 @@ impl Membership {
     }
 
     pub fn suspect(&mut self, info: NodeInfo, deadline: Instant) {
-        self.suspects.insert(info.id, Suspect { info, deadline });
+        let id = info.id;
+        if let Some(old) = self.suspects.insert(id, Suspect { info, deadline }) {
+            self.suspect_deadlines.remove(&(old.deadline, id));
+        }
+        self.suspect_deadlines.insert((deadline, id));
     }
 
     pub fn is_suspect(&self, id: NodeId) -> bool {
@@ -326,20 +479,25 @@ impl Membership {
 
     /// No longer a suspect (back, or given up); what was known of it.
     pub fn clear_suspect(&mut self, id: NodeId) -> Option<NodeInfo> {
-        self.suspects.remove(&id).map(|s| s.info)
+        let s = self.suspects.remove(&id)?;
+        self.suspect_deadlines.remove(&(s.deadline, id));
+        Some(s.info)
     }
 
     pub fn clear_suspects(&mut self) {
         self.suspects.clear();
+        self.suspect_deadlines.clear();
     }
 
-    /// Suspects whose deadline has passed at `now`.
+    /// Suspects whose deadline has passed at `now`, in id order.
     pub fn overdue_suspects(&self, now: Instant) -> Vec<NodeId> {
-        self.suspects
+        let due = self
+            .suspect_deadlines
             .iter()
-            .filter(|(_, s)| s.deadline <= now)
-            .map(|(&id, _)| id)
-            .collect()
+            .take_while(|&&(t, _)| t <= now);
+        let mut ids: Vec<NodeId> = due.map(|&(_, id)| id).collect();
+        ids.sort_unstable();
+        ids
     }
 }
 

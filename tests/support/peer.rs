@@ -135,7 +135,7 @@ impl Peer {
     ) -> Result<Peer, Refused> {
         listener.set_nonblocking(true).unwrap();
         let deadline = Instant::now() + WAIT;
-        let mut stream = loop {
+        let stream = loop {
             match listener.accept() {
                 Ok((s, _)) => break s,
                 Err(e) if e.kind() == ErrorKind::WouldBlock && Instant::now() < deadline => {
@@ -144,6 +144,19 @@ impl Peer {
                 Err(e) => return Err(Refused::Failed(format!("no dial came: {e}"))),
             }
         };
+        let port = listener.local_addr().unwrap().port();
+        Peer::answer(stream, port, cluster, key, identity)
+    }
+
+    /// Runs the handshake on `stream`, a node's dial accepted on our `port`, as its
+    /// responder, proving `identity`. `Err` if the node refuses or does not check out.
+    pub fn answer(
+        mut stream: TcpStream,
+        port: u16,
+        cluster: &str,
+        key: Option<&ClusterKey>,
+        identity: Identity,
+    ) -> Result<Peer, Refused> {
         stream.set_nonblocking(false).unwrap();
         stream.set_read_timeout(Some(WAIT)).unwrap();
         let (hs, hello) = Handshake::start(Role::Responder, cluster, key, &mut OsRng);
@@ -160,7 +173,6 @@ impl Peer {
             .confirmation
             .expect("a responder confirms once verified");
         stream.write_all(&ours).unwrap();
-        let port = listener.local_addr().unwrap().port();
         Ok(Peer::ready(stream, done.session, identity, done.peer, port))
     }
 

@@ -135,6 +135,11 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
             return Err(HandshakeError::UnexpectedIdentity { expected, proven }.into());
         }
         self.stats.handshakes_completed += 1;
+        let link = &self.membership[conn];
+        if link.role == Role::Initiator && link.expect == Some(id) && !link.ask && !link.scan {
+            // A dial within the dial budget (to a node learnt by id) reached its node.
+            self.discovery.dial_proven(now);
+        }
         if let Some(confirmation) = ours {
             self.transmit(conn, confirmation);
         }

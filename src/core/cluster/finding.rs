@@ -8,9 +8,7 @@ use rand_core::{CryptoRng, RngCore};
 
 use super::{Cluster, ConnId, Output};
 use crate::core::beacon::{self, Beacon};
-use crate::core::crypto::Role;
 use crate::core::discovery::{Learned, Target};
-use crate::core::link::Link;
 use crate::core::node::{Candidate, NodeId};
 
 impl<R: RngCore + CryptoRng> Cluster<R> {
@@ -69,13 +67,7 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
     /// The newest connection from `ip`, accepted up to `newest`, whose peer has not yet
     /// proven its id (`or_introduced`: or not yet said where it listens).
     fn accepted_unknown(&self, ip: IpAddr, newest: ConnId, or_introduced: bool) -> Option<ConnId> {
-        let unknown = |l: &Link| l.is_unproven() || (or_introduced && l.is_introducing());
-        let from_ip = |l: &Link| l.role == Role::Responder && unknown(l) && l.addr.ip() == ip;
-        self.membership
-            .conns()
-            .into_iter()
-            .filter(|&k| k <= newest && from_ip(&self.membership[k]))
-            .max()
+        self.membership.accepted_unknown(ip, newest, or_introduced)
     }
 
     /// Held dials whose connections are all proven or gone, and since when each was held.
@@ -158,10 +150,7 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
     /// also while a connection on which `id` has proven itself awaits its introduction
     /// (another dial to it would cross that one).
     fn knows(&self, id: Option<NodeId>, addr: SocketAddr) -> bool {
-        let proven = |id| {
-            let mut links = self.membership.conns().into_iter();
-            links.any(|k| self.membership[k].proven_id() == Some(id))
-        };
+        let proven = |id| self.membership.is_proven(id);
         self.is_own_addr(addr) || self.membership.is_known(id, addr) || id.is_some_and(proven)
     }
 

@@ -88,16 +88,12 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
     pub(super) fn remove_silent(&mut self, now: Instant) {
         let detector = self.detector();
         let excused = self.reading_paused;
-        let mut dead = Vec::new();
-        for (conn, link) in self.membership.iter_mut() {
-            if excused {
+        if excused {
+            for (_, link) in self.membership.iter_mut() {
                 link.excuse_silence(now);
             }
-            if link.is_dead(now, &detector) {
-                dead.push(conn);
-            }
         }
-        for conn in dead {
+        for conn in self.membership.dead(now, &detector) {
             self.lose(now, conn, Loss::Dead);
         }
     }

@@ -126,6 +126,8 @@ pub struct Cluster<R> {
     relays: BTreeMap<(NodeId, NodeId), Instant>,
     /// Addresses members have, rebuilt each tick: probes from others are dropped unread.
     member_ips: BTreeSet<IpAddr>,
+    /// The membership's count of changes to those addresses when they were last copied.
+    member_ips_seen: Option<u64>,
     /// When the next probe round is due (`None`: no member at the last one).
     next_round: Option<Instant>,
     /// Members at the last probe round: the detector's bounds stretch with them.
@@ -182,6 +184,7 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
             suspect_why: BTreeMap::new(),
             relays: BTreeMap::new(),
             member_ips: BTreeSet::new(),
+            member_ips_seen: None,
             next_round: None,
             probe_members: 0,
             probe_salt,

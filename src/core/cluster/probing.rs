@@ -13,6 +13,7 @@
 //! a datagram that does not open, except the relay table's entries, which only an
 //! authentic request from a member makes ([`MAX_RELAYS`] at most).
 
+use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
@@ -260,12 +261,18 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
     /// (probes from any other address are dropped unread).
     pub(super) fn tidy_probes(&mut self, now: Instant) {
         self.relays.retain(|_, until| *until > now);
-        self.member_ips.clear();
-        for conn in self.membership.member_links() {
-            if let Some(peer) = self.membership[conn].peer() {
-                self.member_ips.insert(peer.ip);
-            }
-        }
+        let seen = self.member_ips_seen;
+        self.member_ips_seen = Some(self.membership.member_ips(seen, &mut self.member_ips));
+        debug_assert!(
+            self.membership.member_links().len() > crate::core::membership::CHECK_INDEX_UP_TO
+                || self.member_ips
+                    == self
+                        .membership
+                        .member_links()
+                        .iter()
+                        .filter_map(|&c| self.membership[c].peer().map(|p| p.ip))
+                        .collect::<BTreeSet<_>>()
+        );
     }
 
     /// True while probes are to be read as they arrive rather than at the next timer: an

@@ -1,0 +1,388 @@
+//! Indexes over a node's links, so that what every input asks of them (the next wake-up,
+//! whether a beacon names a node already linked, whether formation is over) costs
+//! O(log N) instead of a walk over every link: at a thousand members that walk, on each of
+//! the hundreds of beacons a node hears a second, was most of a node's work.
+//!
+//! Links change stage through `&mut Link` handed out by [`super::membership::Membership`],
+//! which cannot see what changed; it marks every link it hands out so as *dirty*, and the
+//! index reads each dirty link again ([`Keys::of`]) before it next answers. A link read
+//! again and found unchanged costs a comparison. The index holds one entry per link in
+//! each of its maps (the links' own bound, README "Limits"), and at most as many dirty
+//! marks as links plus [`DIRTY_SLACK`]: past that, every link is read again once.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+
+use super::crypto::Role;
+use super::link::Link;
+use super::node::NodeId;
+use super::output::ConnId;
+
+/// Dirty marks kept beyond one per link before the index gives up on them and reads every
+/// link again.
+pub const DIRTY_SLACK: usize = 64;
+
+/// What one link contributes to the indexes, as read off it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Keys {
+    /// The running deadline of a link not yet a member.
+    deadline: Option<Instant>,
+    /// A member's first probe round, until the round takes it in.
+    first_round: Option<Instant>,
+    /// A member's last sign of life: its silence bound runs from there.
+    heard: Option<Instant>,
+    expect: Option<NodeId>,
+    listen: Option<SocketAddr>,
+    proven: Option<NodeId>,
+    /// The node the peer introduced itself as (admitting or member).
+    peer: Option<NodeId>,
+    /// A member's IP address.
+    member_ip: Option<IpAddr>,
+    ip: IpAddr,
+    role: Role,
+    member: bool,
+    pending: bool,
+    /// On its way to membership, a scan dial not yet answered aside.
+    forming: bool,
+    scan_dialing: bool,
+    /// Accepted and not yet proven.
+    unproven_accept: bool,
+    /// Accepted, proven, and its introduction awaited.
+    introducing_accept: bool,
+}
+
+impl Keys {
+    pub fn of(link: &Link) -> Keys {
+        let liveness = link.liveness();
+        let pending = link.is_pending();
+        let accepted = link.role == Role::Responder;
+        Keys {
+            deadline: link.deadline(),
+            first_round: liveness.and_then(|l| l.first_round()),
+            heard: liveness.map(|l| l.last_heard()),
+            expect: link.expect,
+            listen: link.listen_addr(),
+            proven: link.proven_id(),
+            peer: link.peer_id(),
+            member_ip: link.peer().map(|p| p.ip),
+            ip: link.addr.ip(),
+            role: link.role,
+            member: link.is_member(),
+            pending,
+            forming: pending && !(link.scan && link.is_dialing()),
+            scan_dialing: link.scan && link.is_dialing(),
+            unproven_accept: accepted && link.is_unproven(),
+            introducing_accept: accepted && link.is_introducing(),
+        }
+    }
+}
+
+/// The indexes, and the links to read again before they answer.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct LinkIndex {
+    keys: BTreeMap<ConnId, Keys>,
+    /// Deadlines of links not yet members.
+    deadlines: BTreeSet<(Instant, ConnId)>,
+    first_rounds: BTreeSet<(Instant, ConnId)>,
+    heard: BTreeSet<(Instant, ConnId)>,
+    expects: BTreeMap<NodeId, u32>,
+    listens: BTreeMap<SocketAddr, u32>,
+    proven: BTreeMap<NodeId, u32>,
+    /// Introduced links by the id the peer gave.
+    by_peer: BTreeSet<(NodeId, ConnId)>,
+    introduced_from: BTreeMap<IpAddr, u32>,
+    introduced: usize,
+    pending_accepts_from: BTreeMap<IpAddr, u32>,
+    unproven_accepts: BTreeSet<(IpAddr, ConnId)>,
+    introducing_accepts: BTreeSet<(IpAddr, ConnId)>,
+    members: usize,
+    pending: usize,
+    pending_dials: usize,
+    forming: usize,
+    scans_dialing: usize,
+    /// Members by IP address, and a count of changes to the set of addresses.
+    member_ips: BTreeMap<IpAddr, u32>,
+    member_ips_changes: Changes,
+    dirty: Vec<ConnId>,
+    all_dirty: bool,
+}
+
+/// A count of changes, which says when a copy is out of date; not part of what the index
+/// says (an index built afresh equals one kept whatever their counts).
+#[derive(Debug, Default, Clone, Copy)]
+struct Changes(u64);
+
+impl PartialEq for Changes {
+    fn eq(&self, _: &Changes) -> bool {
+        true
+    }
+}
+
+impl Eq for Changes {}
+
+fn set<T: Ord>(s: &mut BTreeSet<T>, v: T, add: bool) {
+    if add {
+        s.insert(v);
+    } else {
+        s.remove(&v);
+    }
+}
+
+/// Counts `v` in or out of `m`; true if that put it in or took it out.
+fn count<T: Ord>(m: &mut BTreeMap<T, u32>, v: T, add: bool) -> bool {
+    use std::collections::btree_map::Entry;
+    match m.entry(v) {
+        Entry::Vacant(e) => {
+            debug_assert!(add, "a count below zero");
+            if add {
+                e.insert(1);
+            }
+            add
+        }
+        Entry::Occupied(mut e) if add => {
+            *e.get_mut() += 1;
+            false
+        }
+        Entry::Occupied(mut e) => {
+            *e.get_mut() -= 1;
+            if *e.get() == 0 {
+                e.remove();
+                return true;
+            }
+            false
+        }
+    }
+}
+
+fn tally(n: &mut usize, on: bool, add: bool) {
+    if on {
+        if add {
+            *n += 1;
+        } else {
+            *n -= 1;
+        }
+    }
+}
+
+impl LinkIndex {
+    /// The index of `links`, read from scratch (what the kept one must equal).
+    pub fn build(links: &BTreeMap<ConnId, Link>) -> LinkIndex {
+        let mut ix = LinkIndex::default();
+        for (&conn, link) in links {
+            ix.put(conn, Some(Keys::of(link)));
+        }
+        ix
+    }
+
+    /// `conn` may have changed: read it again before the next answer.
+    pub fn mark(&mut self, conn: ConnId, links: usize) {
+        if self.all_dirty {
+            return;
+        }
+        if self.dirty.len() >= links + DIRTY_SLACK {
+            self.dirty.clear();
+            self.all_dirty = true;
+        } else {
+            self.dirty.push(conn);
+        }
+    }
+
+    /// Every link may have changed.
+    pub fn mark_all(&mut self) {
+        self.dirty.clear();
+        self.all_dirty = true;
+    }
+
+    pub fn is_stale(&self) -> bool {
+        self.all_dirty || !self.dirty.is_empty()
+    }
+
+    /// Reads the dirty links again.
+    pub fn sync(&mut self, links: &BTreeMap<ConnId, Link>) {
+        if std::mem::take(&mut self.all_dirty) {
+            self.dirty.clear();
+            for (&conn, link) in links {
+                self.put(conn, Some(Keys::of(link)));
+            }
+            return;
+        }
+        let dirty = std::mem::take(&mut self.dirty);
+        for &conn in &dirty {
+            self.put(conn, links.get(&conn).map(Keys::of));
+        }
+        // Keep the allocation: marks come back with the next input.
+        self.dirty = dirty;
+        self.dirty.clear();
+    }
+
+    /// `conn`'s keys are now `keys` (`None`: the link is gone).
+    pub fn put(&mut self, conn: ConnId, keys: Option<Keys>) {
+        let old = self.keys.get(&conn).copied();
+        if old == keys {
+            return;
+        }
+        if let Some(k) = old {
+            self.apply(conn, &k, false);
+            self.keys.remove(&conn);
+        }
+        if let Some(k) = keys {
+            self.apply(conn, &k, true);
+            self.keys.insert(conn, k);
+        }
+    }
+
+    fn apply(&mut self, conn: ConnId, k: &Keys, add: bool) {
+        if let Some(t) = k.deadline {
+            set(&mut self.deadlines, (t, conn), add);
+        }
+        if let Some(t) = k.first_round {
+            set(&mut self.first_rounds, (t, conn), add);
+        }
+        if let Some(t) = k.heard {
+            set(&mut self.heard, (t, conn), add);
+        }
+        if let Some(id) = k.expect {
+            count(&mut self.expects, id, add);
+        }
+        if let Some(a) = k.listen {
+            count(&mut self.listens, a, add);
+        }
+        if let Some(id) = k.proven {
+            count(&mut self.proven, id, add);
+        }
+        if let Some(id) = k.peer {
+            set(&mut self.by_peer, (id, conn), add);
+            count(&mut self.introduced_from, k.ip, add);
+            tally(&mut self.introduced, true, add);
+        }
+        if k.pending && k.role == Role::Responder {
+            count(&mut self.pending_accepts_from, k.ip, add);
+        }
+        if k.unproven_accept {
+            set(&mut self.unproven_accepts, (k.ip, conn), add);
+        }
+        if k.introducing_accept {
+            set(&mut self.introducing_accepts, (k.ip, conn), add);
+        }
+        tally(&mut self.members, k.member, add);
+        tally(&mut self.pending, k.pending, add);
+        let dial = k.pending && k.role == Role::Initiator;
+        tally(&mut self.pending_dials, dial, add);
+        tally(&mut self.forming, k.forming, add);
+        tally(&mut self.scans_dialing, k.scan_dialing, add);
+        if let Some(ip) = k.member_ip {
+            if count(&mut self.member_ips, ip, add) {
+                self.member_ips_changes.0 += 1;
+            }
+        }
+    }
+
+    /// The earliest deadline of a link not yet a member, and of a member's first round.
+    pub fn earliest_fixed(&self) -> Option<Instant> {
+        let deadline = self.deadlines.first().map(|&(t, _)| t);
+        let round = self.first_rounds.first().map(|&(t, _)| t);
+        deadline.into_iter().chain(round).min()
+    }
+
+    /// The earliest last sign of life of a member.
+    pub fn earliest_heard(&self) -> Option<Instant> {
+        self.heard.first().map(|&(t, _)| t)
+    }
+
+    /// Links whose deadline (not yet members) is at or before `now`, in id order.
+    pub fn expired(&self, now: Instant) -> Vec<ConnId> {
+        let due = self.deadlines.iter().take_while(|&&(t, _)| t <= now);
+        let mut conns: Vec<ConnId> = due.map(|&(_, k)| k).collect();
+        conns.sort_unstable();
+        conns
+    }
+
+    /// Members whose last sign of life `t` has `past(t)`, in id order.
+    pub fn heard_before(&self, past: impl Fn(Instant) -> bool) -> Vec<ConnId> {
+        let due = self.heard.iter().take_while(|&&(t, _)| past(t));
+        let mut conns: Vec<ConnId> = due.map(|&(_, k)| k).collect();
+        conns.sort_unstable();
+        conns
+    }
+
+    pub fn expects(&self, id: NodeId) -> bool {
+        self.expects.contains_key(&id)
+    }
+
+    pub fn listens_at(&self, addr: SocketAddr) -> bool {
+        self.listens.contains_key(&addr)
+    }
+
+    pub fn proven(&self, id: NodeId) -> bool {
+        self.proven.contains_key(&id)
+    }
+
+    /// Introduced links of node `id`, in id order.
+    pub fn links_of(&self, id: NodeId) -> impl Iterator<Item = ConnId> + '_ {
+        let range = self.by_peer.range((id, ConnId::MIN)..=(id, ConnId::MAX));
+        range.map(|&(_, k)| k)
+    }
+
+    /// Introduced links (how many in all, and from `ip`), but node `except`'s.
+    pub fn introduced_counts(&self, ip: IpAddr, except: NodeId) -> (usize, usize) {
+        let (mut all, mut from) = (self.introduced, self.count_from(&self.introduced_from, ip));
+        for k in self.links_of(except) {
+            all -= 1;
+            if self.keys[&k].ip == ip {
+                from -= 1;
+            }
+        }
+        (all, from)
+    }
+
+    fn count_from(&self, m: &BTreeMap<IpAddr, u32>, ip: IpAddr) -> usize {
+        m.get(&ip).map_or(0, |&n| n as usize)
+    }
+
+    pub fn pending_accepts_from(&self, ip: IpAddr) -> usize {
+        self.count_from(&self.pending_accepts_from, ip)
+    }
+
+    /// The newest accepted link from `ip`, up to `newest`, not yet proven
+    /// (`or_introducing`: or proven and not yet introduced).
+    pub fn accepted_unknown(
+        &self,
+        ip: IpAddr,
+        newest: ConnId,
+        or_introducing: bool,
+    ) -> Option<ConnId> {
+        let range = |s: &BTreeSet<(IpAddr, ConnId)>| {
+            let mut r = s.range((ip, ConnId::MIN)..=(ip, newest));
+            r.next_back().map(|&(_, k)| k)
+        };
+        let unproven = range(&self.unproven_accepts);
+        let introducing = or_introducing.then(|| range(&self.introducing_accepts));
+        unproven.into_iter().chain(introducing.flatten()).max()
+    }
+
+    pub fn members(&self) -> usize {
+        self.members
+    }
+
+    /// The IP addresses members have, and how many times that set has changed.
+    pub fn member_ips(&self) -> (impl Iterator<Item = IpAddr> + '_, u64) {
+        (self.member_ips.keys().copied(), self.member_ips_changes.0)
+    }
+
+    pub fn pending(&self) -> usize {
+        self.pending
+    }
+
+    pub fn pending_dials(&self) -> usize {
+        self.pending_dials
+    }
+
+    pub fn forming(&self) -> bool {
+        self.forming > 0
+    }
+
+    pub fn scans_dialing(&self) -> usize {
+        self.scans_dialing
+    }
+}
