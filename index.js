@@ -38,7 +38,11 @@ class Espial extends EventEmitter {
     super();
     const nativeOptions = normalizeOptions(options);
     this.version = version;
-    this.#native = new NativeNode(nativeOptions, (events) => this.#dispatchAll(events));
+    // The addon calls back with a batch of events, or, for a batch that is one run of
+    // custom event messages and nothing else, with that run's parts (see #deliverRun).
+    this.#native = new NativeNode(nativeOptions, (events, strings, count, data) =>
+      events === null ? this.#deliverRun(strings, count, data) : this.#dispatchAll(events),
+    );
     this.#info = this.#native.info();
     this.#eligible = nativeOptions.masterEligible;
     this.#filterTimeout = nativeOptions.connectionFilterTimeout;
@@ -68,6 +72,17 @@ class Espial extends EventEmitter {
       } catch (err) {
         process.nextTick(rethrow, err);
       }
+    }
+  }
+
+  // A batch that is one run of custom event messages, as its parts: what a `messages`
+  // event carries (lib/packed.js), without the two objects around them.
+  #deliverRun(strings, count, data) {
+    if (this.#left) return;
+    try {
+      forEachDelivery({ strings, count, data }, this.#deliver);
+    } catch (err) {
+      process.nextTick(rethrow, err);
     }
   }
 

@@ -104,7 +104,15 @@ class FakeNative {
       if (last && last.kind === 'messages') last.run.push(e);
       else out.push({ kind: 'messages', run: [e] });
     }
-    this.onEvents(out.map((e) => (e.kind === 'messages' ? { kind: 'messages', messages: packDeliveries(e.run) } : e)));
+    const batch = out.map((e) => (e.kind === 'messages' ? { kind: 'messages', messages: packDeliveries(e.run) } : e));
+    // As the addon does (src/binding/delivery.rs): a batch that is one run of messages and
+    // nothing else comes as that run's parts.
+    if (batch.length === 1 && batch[0].kind === 'messages') {
+      const { strings, count, data } = batch[0].messages;
+      this.onEvents(null, strings, count, data);
+      return;
+    }
+    this.onEvents(batch);
   }
 }
 

@@ -23,6 +23,12 @@ const RESOLVED = Promise.resolve();
 // A loop awaiting every send then yields once per SETTLE_RUN sends, which costs it about
 // one event-loop turn per SETTLE_RUN messages.
 const SETTLE_RUN = 256;
+// The turn is watched (a setImmediate) only once this many batches have settled since the
+// count was last reset: watching it for every batch cost a message sent one per turn (a
+// ping-pong) an immediate of its own. The count then spans turns, so it can only reach
+// SETTLE_RUN sooner than a count per turn would: a loop still yields at least once per
+// SETTLE_RUN sends.
+const WATCH_AFTER = 32;
 
 class SendQueue {
   #handOver; // (batch) => the addon's answer; see the constructor
@@ -32,7 +38,7 @@ class SendQueue {
   #inFlight = new Map(); // batch id -> { settle, count, outcome } until it settles, in send order
   #heldBatch = 0; // keys below 0 in #inFlight: outcomes known at once, held behind waiting batches
   #flushLater = () => this.flush();
-  #settledInTurn = 0; // batches settled since the event loop last turned
+  #settledInTurn = 0; // batches settled since the count was reset by a turn of the event loop
   #watchingTurn = false; // a setImmediate is pending that marks the next turn
   #deferred = []; // settle, outcome, settle, outcome, …: batches waiting for the next turn
   #onTurn = () => this.#turned();
@@ -134,8 +140,7 @@ class SendQueue {
   // settled since it last turned (and then every later one too, until that turn: order).
   #settle(resolve, outcome) {
     if (this.#deferred.length === 0 && this.#settledInTurn < SETTLE_RUN) {
-      this.#settledInTurn++;
-      this.#watchTurn();
+      if (++this.#settledInTurn >= WATCH_AFTER) this.#watchTurn();
       settle(resolve, outcome);
     } else {
       this.#deferred.push(resolve, outcome);

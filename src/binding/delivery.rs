@@ -13,10 +13,16 @@
 //! takes for writing). One wake-up drains every batch queued meanwhile, in one call into
 //! JavaScript, in order.
 //!
+//! A step made by the JavaScript thread itself, in a poll callback of `readpoll.rs` (it
+//! read the socket while idle), delivers without the wake-up: its batches are queued and
+//! handed to JavaScript by that callback as soon as the step is over ([`reading`]), not one
+//! eventfd write, one more turn of the loop and one eventfd read later.
+//!
 //! libuv's functions are the ones Node.js exports to every addon (as node-gyp addons use
 //! them); Windows, where napi-rs loads Node's symbols at run time, keeps the threadsafe
 //! function.
 
+use std::cell::{Cell, RefCell};
 use std::ffi::c_void;
 use std::os::raw::c_int;
 use std::ptr;
@@ -54,6 +60,39 @@ struct Shared {
     /// `None` once closed. Signalling holds it for reading; only closing, on the
     /// JavaScript thread, takes it for writing.
     handle: RwLock<Option<Handle>>,
+    /// The event loop the handle is on: deliveries made by a callback of this loop, on its
+    /// thread, are handed over by that callback (see [`reading`]).
+    event_loop: usize,
+    /// The JavaScript side (the handle's `data`), to be touched on the loop's thread only,
+    /// and only while the handle is open.
+    js: std::sync::atomic::AtomicPtr<Js>,
+}
+
+thread_local! {
+    /// The loop whose poll callback is reading on this thread, while it does.
+    static READING: Cell<usize> = const { Cell::new(0) };
+    /// The sinks that queued batches meanwhile, without a wake-up.
+    static QUEUED: RefCell<Vec<Arc<Shared>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `read` (a poll callback's read, which steps the node) on the thread of
+/// `event_loop`, then hands what its step delivered to JavaScript at once, in order after
+/// anything queued before it. Not while `read` runs: its step holds the order lock of the
+/// node (`driver::node::Step`), which a listener's `send()` takes too.
+///
+/// # Safety
+/// On the JavaScript thread of `event_loop`, in a libuv callback (not inside JavaScript).
+pub(super) unsafe fn reading<T>(event_loop: *mut sys::uv_loop_s, read: impl FnOnce() -> T) -> T {
+    let previous = READING.with(|r| r.replace(event_loop as usize));
+    let result = read();
+    READING.with(|r| r.set(previous));
+    if previous == 0 {
+        let queued = QUEUED.with(|q| std::mem::take(&mut *q.borrow_mut()));
+        for shared in queued {
+            shared.hand_over();
+        }
+    }
+    result
 }
 
 #[derive(Default)]
@@ -64,6 +103,24 @@ struct Queue {
 }
 
 impl Shared {
+    /// On the loop's thread, outside JavaScript: delivers what is queued now, as a wake-up
+    /// would (and one still pending finds nothing).
+    unsafe fn hand_over(&self) {
+        {
+            let handle = self.handle.read().unwrap_or_else(|e| e.into_inner());
+            if handle.is_none() {
+                return;
+            }
+        }
+        // Open, so `js` is alive: it is freed in the close callback, on this thread.
+        let js = &mut *self.js.load(std::sync::atomic::Ordering::Relaxed);
+        let batches =
+            std::mem::take(&mut self.queue.lock().unwrap_or_else(|e| e.into_inner()).batches);
+        if !batches.is_empty() && !js.released {
+            js.call(batches);
+        }
+    }
+
     fn signal(&self) {
         let handle = self.handle.read().unwrap_or_else(|e| e.into_inner());
         if let Some(h) = &*handle {
@@ -130,6 +187,8 @@ impl LoopSink {
             let shared = Arc::new(Shared {
                 queue: Mutex::new(Queue::default()),
                 handle: RwLock::new(None),
+                event_loop: event_loop as usize,
+                js: std::sync::atomic::AtomicPtr::new(ptr::null_mut()),
             });
             let js = Box::into_raw(Box::new(Js {
                 shared: shared.clone(),
@@ -142,6 +201,7 @@ impl LoopSink {
             }));
             // `data` is the first field of every libuv handle.
             *handle.cast::<*mut Js>() = js;
+            shared.js.store(js, std::sync::atomic::Ordering::Relaxed);
             if uv_async_init(event_loop, handle, on_wake) != 0 {
                 (*js).release();
                 std::alloc::dealloc(handle.cast(), layout);
@@ -164,6 +224,18 @@ impl LoopSink {
             .unwrap_or_else(|e| e.into_inner())
             .batches
             .push((events, receipt));
+        // A poll callback of our loop is reading on this thread: it hands the batch over
+        // once its step is over (see `reading`).
+        let inline = READING.with(|r| r.get() == self.0.event_loop);
+        if inline {
+            QUEUED.with(|q| {
+                let mut q = q.borrow_mut();
+                if !q.iter().any(|s| Arc::ptr_eq(s, &self.0)) {
+                    q.push(self.0.clone());
+                }
+            });
+            return;
+        }
         self.0.signal();
     }
 }
@@ -224,7 +296,7 @@ impl Js {
         }
         let mut callback = ptr::null_mut();
         let mut global = ptr::null_mut();
-        if let Ok(array) = Vec::<NativeEvent>::to_napi_value(env, events) {
+        if let Some(args) = arguments(env, events) {
             if sys::napi_get_reference_value(env, self.callback, &mut callback)
                 == sys::Status::napi_ok
                 && sys::napi_get_global(env, &mut global) == sys::Status::napi_ok
@@ -237,8 +309,8 @@ impl Js {
                     self.context,
                     global,
                     callback,
-                    1,
-                    &array,
+                    args.len(),
+                    args.as_ptr(),
                     &mut result,
                 );
                 if status == sys::Status::napi_pending_exception {
@@ -252,6 +324,33 @@ impl Js {
         sys::napi_close_handle_scope(env, scope);
         drop(receipts);
     }
+}
+
+/// The callback's arguments for `events`: `(events)`, or, when they are one run of custom
+/// event messages and nothing else (a message of a ping-pong, a stream's read), the run's
+/// parts as they are, `(null, strings, count, data)`: the two objects around them (the
+/// event and its `messages`) and their properties cost the JavaScript thread more than the
+/// rest of the crossing.
+unsafe fn arguments(
+    env: sys::napi_env,
+    mut events: Vec<NativeEvent>,
+) -> Option<Vec<sys::napi_value>> {
+    let run_only =
+        events.len() == 1 && events[0].kind == "messages" && events[0].messages.is_some();
+    if !run_only {
+        return Vec::<NativeEvent>::to_napi_value(env, events)
+            .ok()
+            .map(|a| vec![a]);
+    }
+    let run = events.pop()?.messages?;
+    let mut null = ptr::null_mut();
+    if sys::napi_get_null(env, &mut null) != sys::Status::napi_ok {
+        return None;
+    }
+    let strings = Vec::<String>::to_napi_value(env, run.strings).ok()?;
+    let count = u32::to_napi_value(env, run.count).ok()?;
+    let data = super::packed::DeliveredBytes::to_napi_value(env, run.data).ok()?;
+    Some(vec![null, strings, count, data])
 }
 
 /// The loop was signalled: deliver what is queued; close once the sink is gone.

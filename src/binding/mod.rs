@@ -134,7 +134,7 @@ impl NativeNode {
     /// Prepares a node; `start()` starts it. Invalid options throw.
     #[napi(
         constructor,
-        ts_args_type = "options: NativeOptions, onEvents: (events: Array<NativeEvent>) => void"
+        ts_args_type = "options: NativeOptions, onEvents: (events: Array<NativeEvent> | null, strings?: Array<string>, count?: number, data?: Buffer) => void"
     )]
     pub fn new(env: Env, options: NativeOptions, on_events: Function<'_>) -> Result<Self> {
         let config = convert::node_config(options)?;

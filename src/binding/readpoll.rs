@@ -294,6 +294,14 @@ unsafe extern "C" fn on_wake(handle: *mut c_void) {
 /// The socket is readable (or in error, which the read then finds): the loop is idle.
 unsafe extern "C" fn on_poll(poll: *mut c_void, status: c_int, _events: c_int) {
     let watch = *poll.cast::<*mut Watch>();
+    let event_loop = (*(*watch).js).event_loop;
+    // What the read's step delivers is handed to JavaScript right after this, here, not
+    // through the delivery's wake-up (see `delivery::reading`).
+    super::delivery::reading(event_loop, || after_read(poll, watch, status));
+}
+
+/// Reads, then does with the watch what the read says.
+unsafe fn after_read(poll: *mut c_void, watch: *mut Watch, status: c_int) {
     // A panic must not unwind into libuv; the node's lock is poisoned then anyway, and the
     // watch is closed.
     let read = || (*watch).read.on_readable(&(*watch).socket);

@@ -42,13 +42,22 @@ impl NodeId {
 
 impl fmt::Display for NodeId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Written into one buffer and handed over once: every delivery to JavaScript and
+        // every log line names its sender, and the formatter's 16 calls cost more than the
+        // rest of a small message's conversion.
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut out = [0u8; 36];
+        let mut at = 0;
         for (i, byte) in self.0.iter().enumerate() {
             if matches!(i, 4 | 6 | 8 | 10) {
-                f.write_str("-")?;
+                out[at] = b'-';
+                at += 1;
             }
-            write!(f, "{byte:02x}")?;
+            out[at] = HEX[usize::from(byte >> 4)];
+            out[at + 1] = HEX[usize::from(byte & 0x0f)];
+            at += 2;
         }
-        Ok(())
+        f.write_str(std::str::from_utf8(&out).expect("ASCII"))
     }
 }
 
@@ -71,15 +80,33 @@ impl fmt::Display for InvalidNodeId {
 impl FromStr for NodeId {
     type Err = InvalidNodeId;
 
+    /// 32 hex digits and 4 dashes (anywhere), 36 characters: the way ids are shown, and
+    /// what `send()` and `request()` name their targets with (parsed for every batch).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let hex: Vec<u8> = s.bytes().filter(|&c| c != b'-').collect();
-        if hex.len() != 32 || s.len() != 36 {
+        if s.len() != 36 {
             return Err(InvalidNodeId);
         }
+        let digit = |c: u8| match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            b'A'..=b'F' => Some(c - b'A' + 10),
+            _ => None,
+        };
         let mut out = [0u8; 16];
-        for (i, pair) in hex.chunks(2).enumerate() {
-            let text = std::str::from_utf8(pair).map_err(|_| InvalidNodeId)?;
-            out[i] = u8::from_str_radix(text, 16).map_err(|_| InvalidNodeId)?;
+        let mut nibbles = 0;
+        for &c in s.as_bytes() {
+            if c == b'-' {
+                continue;
+            }
+            let d = digit(c).ok_or(InvalidNodeId)?;
+            if nibbles == 32 {
+                return Err(InvalidNodeId);
+            }
+            out[nibbles / 2] |= if nibbles % 2 == 0 { d << 4 } else { d };
+            nibbles += 1;
+        }
+        if nibbles != 32 {
+            return Err(InvalidNodeId);
         }
         Ok(NodeId(out))
     }
@@ -155,5 +182,24 @@ mod tests {
         assert_eq!(&text[14..15], "4");
         assert_eq!(text.parse::<NodeId>(), Ok(id));
         assert_eq!("nope".parse::<NodeId>(), Err(InvalidNodeId));
+        let fixed = NodeId(std::array::from_fn(|i| (i as u8) * 17));
+        assert_eq!(fixed.to_string(), "00112233-4455-6677-8899-aabbccddeeff");
+        assert_eq!(
+            format!("{fixed:?}"),
+            "NodeId(00112233-4455-6677-8899-aabbccddeeff)"
+        );
+        // Upper case too, as before; 36 characters of which 32 hex digits, nothing else.
+        assert_eq!("00112233-4455-6677-8899-AABBCCDDEEFF".parse(), Ok(fixed));
+        for bad in [
+            "00112233-4455-6677-8899-aabbccddeef",   // 35
+            "00112233-4455-6677-8899-aabbccddeeff0", // 37
+            "00112233-4455-6677-8899aaabbccddeeff",  // 33 digits, 3 dashes
+            "00112233-4455-6677-8899-aabbccddee-f",  // 31 digits, 5 dashes
+            "00112233-4455-6677-8899-aabbccddeefg",
+            "00112233-4455-6677-8899-aabbccddee+f",
+            "00112233-4455-6677-8899-aabbccddeé",
+        ] {
+            assert_eq!(bad.parse::<NodeId>(), Err(InvalidNodeId), "{bad}");
+        }
     }
 }
