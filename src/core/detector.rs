@@ -193,6 +193,11 @@ impl Liveness {
         self.asking.is_some_and(|since| self.last_heard < since)
     }
 
+    /// Since when this node asks the peer for an answer, while it does.
+    pub fn asking_since(&self) -> Option<Instant> {
+        self.asking.filter(|_| self.is_asking())
+    }
+
     /// A regular probe that asks for an answer went to the peer at `now`.
     pub fn round_probe_sent(&mut self, now: Instant) {
         if self.awaiting.is_none_or(|sent| self.last_heard >= sent) {
@@ -281,7 +286,7 @@ impl Liveness {
     /// When the peer is dead if nothing is heard from it before.
     fn death(&self, cfg: &DetectorConfig) -> Instant {
         let silent = self.last_heard + cfg.dead_after();
-        match self.asking.filter(|_| self.is_asking()) {
+        match self.asking_since() {
             Some(since) => silent.min(since + cfg.asked_dead_after()),
             None => silent,
         }

@@ -32,6 +32,9 @@ pub struct Keys {
     first_round: Option<Instant>,
     /// A member's last sign of life: its silence bound runs from there.
     heard: Option<Instant>,
+    /// Since when this node asks a silent member for an answer: its shorter bound runs
+    /// from there.
+    asking: Option<Instant>,
     expect: Option<NodeId>,
     listen: Option<SocketAddr>,
     proven: Option<NodeId>,
@@ -61,6 +64,7 @@ impl Keys {
             deadline: link.deadline(),
             first_round: liveness.and_then(|l| l.first_round()),
             heard: liveness.map(|l| l.last_heard()),
+            asking: liveness.and_then(|l| l.asking_since()),
             expect: link.expect,
             listen: link.listen_addr(),
             proven: link.proven_id(),
@@ -86,6 +90,7 @@ pub struct LinkIndex {
     deadlines: BTreeSet<(Instant, ConnId)>,
     first_rounds: BTreeSet<(Instant, ConnId)>,
     heard: BTreeSet<(Instant, ConnId)>,
+    asking: BTreeSet<(Instant, ConnId)>,
     expects: BTreeMap<NodeId, u32>,
     listens: BTreeMap<SocketAddr, u32>,
     proven: BTreeMap<NodeId, u32>,
@@ -242,6 +247,9 @@ impl LinkIndex {
         if let Some(t) = k.heard {
             set(&mut self.heard, (t, conn), add);
         }
+        if let Some(t) = k.asking {
+            set(&mut self.asking, (t, conn), add);
+        }
         if let Some(id) = k.expect {
             count(&mut self.expects, id, add);
         }
@@ -290,6 +298,11 @@ impl LinkIndex {
         self.heard.first().map(|&(t, _)| t)
     }
 
+    /// Since when this node has asked the member it began to ask first, of those it asks.
+    pub fn earliest_asking(&self) -> Option<Instant> {
+        self.asking.first().map(|&(t, _)| t)
+    }
+
     /// Links whose deadline (not yet members) is at or before `now`, in id order.
     pub fn expired(&self, now: Instant) -> Vec<ConnId> {
         let due = self.deadlines.iter().take_while(|&&(t, _)| t <= now);
@@ -298,11 +311,18 @@ impl LinkIndex {
         conns
     }
 
-    /// Members whose last sign of life `t` has `past(t)`, in id order.
-    pub fn heard_before(&self, past: impl Fn(Instant) -> bool) -> Vec<ConnId> {
-        let due = self.heard.iter().take_while(|&&(t, _)| past(t));
-        let mut conns: Vec<ConnId> = due.map(|&(_, k)| k).collect();
+    /// Members whose last sign of life `t` has `silent(t)`, or that this node has asked
+    /// since `t` with `asked(t)`, in id order.
+    pub fn silent(
+        &self,
+        silent: impl Fn(Instant) -> bool,
+        asked: impl Fn(Instant) -> bool,
+    ) -> Vec<ConnId> {
+        let heard = self.heard.iter().take_while(|&&(t, _)| silent(t));
+        let asking = self.asking.iter().take_while(|&&(t, _)| asked(t));
+        let mut conns: Vec<ConnId> = heard.chain(asking).map(|&(_, k)| k).collect();
         conns.sort_unstable();
+        conns.dedup();
         conns
     }
 

@@ -379,7 +379,11 @@ impl Membership {
     /// Members silent past the detector's bound at `now`, in id order.
     pub fn dead(&self, now: Instant, detector: &DetectorConfig) -> Vec<ConnId> {
         let bound = detector.dead_after();
-        let dead = self.index().heard_before(|heard| now >= heard + bound);
+        let asked_bound = detector.asked_dead_after();
+        let dead = self.index().silent(
+            |heard| now >= heard + bound,
+            |since| now >= since + asked_bound,
+        );
         debug_assert!(
             self.links.len() > CHECK_INDEX_UP_TO
                 || dead
@@ -395,12 +399,16 @@ impl Membership {
 
     /// The earliest wake-up a link or a suspect needs: a deadline of a link not yet a
     /// member, a member's first round, the silence bound of the member heard from least
-    /// recently (the bound is the same for every member), a suspect's deadline.
+    /// recently (the bound is the same for every member), the shorter bound of the member
+    /// this node has asked for an answer the longest, a suspect's deadline.
     pub fn poll_timeout(&self, detector: &DetectorConfig) -> Option<Instant> {
         let index = self.index();
         let silence = index.earliest_heard().map(|t| t + detector.dead_after());
+        let asked = index
+            .earliest_asking()
+            .map(|t| t + detector.asked_dead_after());
         let suspect = self.suspect_deadlines.first().map(|&(t, _)| t);
-        let at = [index.earliest_fixed(), silence, suspect]
+        let at = [index.earliest_fixed(), silence, asked, suspect]
             .into_iter()
             .flatten()
             .min();
