@@ -15,7 +15,7 @@ export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-was
  */
 export declare class NativeNode {
   /** Prepares a node; `start()` starts it. Invalid options throw. */
-  constructor(options: NativeOptions, onEvents: (events: Array<NativeEvent>) => void)
+  constructor(options: NativeOptions, onEvents: (events: Array<NativeEvent> | null, strings?: Array<string>, count?: number, data?: Buffer) => void)
   /**
    * Starts the node: failures to bind arrive as an `error` event. Does nothing once
    * started or exited.
