@@ -20,16 +20,21 @@ use support::{Peer, Target};
 const NAMED: usize = 200;
 const WINDOW: Duration = Duration::from_millis(1500);
 
-#[test]
-fn member_lists_naming_another_hosts_ports_are_dialed_within_the_budget() {
-    let mut target = Target::start(&["evt"]);
-    let listeners: Vec<TcpListener> = (0..NAMED)
+/// `NAMED` listeners on 127.0.0.99, the other host's ports the lists name.
+fn named_listeners() -> Vec<TcpListener> {
+    (0..NAMED)
         .map(|_| {
             let l = TcpListener::bind("127.0.0.99:0").expect("bind 127.0.0.99");
             l.set_nonblocking(true).unwrap();
             l
         })
-        .collect();
+        .collect()
+}
+
+#[test]
+fn member_lists_naming_another_hosts_ports_are_dialed_within_the_budget() {
+    let mut target = Target::start(&["evt"]);
+    let listeners = named_listeners();
     let addrs: Vec<SocketAddr> = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
     let mut attacker = Peer::join(&mut target);
     // Ids above any the target could have below them, so that the target is the one to
@@ -92,13 +97,7 @@ fn answer_listed_dials(
     listed: impl Fn(usize, &Identity) -> NodeId,
 ) -> (usize, usize, u64) {
     let mut target = Target::start(&["evt"]);
-    let listeners: Vec<TcpListener> = (0..NAMED)
-        .map(|_| {
-            let l = TcpListener::bind("127.0.0.99:0").expect("bind 127.0.0.99");
-            l.set_nonblocking(true).unwrap();
-            l
-        })
-        .collect();
+    let listeners = named_listeners();
     let identities: Vec<Identity> = (0..NAMED).map(|_| Identity::generate(&mut OsRng)).collect();
     let mut attacker = Peer::join(&mut target);
     let start = Instant::now();
