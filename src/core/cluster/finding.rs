@@ -8,6 +8,7 @@ use rand_core::{CryptoRng, RngCore};
 
 use super::{Cluster, ConnId, Output};
 use crate::core::beacon::{self, Beacon};
+use crate::core::beacon_schedule;
 use crate::core::discovery::{Learned, Target};
 use crate::core::node::{Candidate, NodeId};
 
@@ -177,7 +178,9 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         );
         self.outputs.push_back(Output::Beacon(bytes));
         self.stats.beacons_sent += 1;
-        let (burst, interval) = (&self.config.beacon_burst, self.config.beacon_interval);
+        let members = self.membership.member_count();
+        let interval = beacon_schedule::spread(self.config.beacon_interval, members);
+        let burst = &self.config.beacon_burst;
         self.beacons.sent(now, burst, interval, &mut self.rng);
     }
 }
