@@ -8,6 +8,7 @@
 // loopback addresses 127.0.0.K inside `unshare -n`. Nothing is sent anywhere else.
 // Prints one markdown table per scenario: medians over the repetitions, and espial / other.
 //   npm run bench -- --scale [--scale-sizes 25,50,100] [--reps N] [--scale-form-ms 90000]
+//                    [--scale-trace] [--log-dir DIR]
 // espial alone at scale (issue 19), each node a process on 127.0.0.K inside `unshare -n`:
 // formation, the join of one more node, a kill -9 of the master, and the idle cost per node.
 
@@ -95,6 +96,12 @@ const SCALE_IDLE_MS = Number(value('scale-idle-ms', 10_000));
 const SCALE_FIRST_MS = 3000;
 // How long --scale waits for formation and for agreement after a join or a crash.
 const SCALE_FORM_MS = Number(value('scale-form-ms', 90_000));
+// --scale-trace: after each kill -9, one line per run with when the survivors saw the master
+// removed and the new master (quantiles from the kill), and whose was last: what a total
+// alone cannot tell on a shared machine.
+const SCALE_TRACE = flag('scale-trace');
+// --log-dir DIR: each worker's whole stderr (with DEBUG=espial, its log) to DIR/<k>.log.
+const LOG_DIR = value('log-dir', null);
 const HOSTS = Math.max(...FORMATION_SIZES, ...(SCALE ? SCALE_SIZES : []), 7, 11) + 1;
 if (SCALE && HOSTS > 254) throw new Error('--scale-sizes: at most 253 nodes (127.0.0.1-254)');
 
@@ -144,6 +151,7 @@ class Worker {
     const keep = (text) => (this.output = (this.output + text).slice(-4000));
     this.proc.stdout.setEncoding('utf8').on('data', keep);
     this.proc.stderr.setEncoding('utf8').on('data', keep);
+    if (LOG_DIR) this.proc.stderr.pipe(fs.createWriteStream(path.join(LOG_DIR, `${system}-${k}.log`), { flags: 'a' }));
     this.exited = new Promise((resolve) => this.proc.once('exit', resolve));
     this.alive = true;
     this.proc.once('exit', () => (this.alive = false));
@@ -172,6 +180,7 @@ class Worker {
         break;
       case 'state':
         this.state = msg;
+        this.trace?.push(msg);
         break;
       case 'promotion':
         this.promotions.push(msg.t);
@@ -770,15 +779,47 @@ async function scale(n) {
     const victim = group.find((w) => w.id === master);
     if (victim) {
       const survivors = group.filter((w) => w !== victim);
+      for (const w of survivors) w.trace = [];
+      const cpu0 = survivors.map((w) => cpuNs(w.pid));
       const t = now();
       victim.kill9();
       const agreed = await waitConverged(survivors, SCALE_FORM_MS, master);
+      // CPU time (user + sys, all threads) the survivors spent from the kill to agreement:
+      // the cost of a failover, which wall-clock time on 2 shared cores follows.
+      const cpu1 = survivors.map((w) => cpuNs(w.pid));
       sample.crash = agreed === null ? null : Math.max(0, agreed - t);
+      sample.crashCpu = agreed === null ? null : cpu1.reduce((sum, c, i) => sum + c - cpu0[i], 0) / 1e6;
+      if (SCALE_TRACE) traceCrash(survivors, victim, t, agreed);
+      for (const w of survivors) w.trace = null;
     }
     return sample;
   } finally {
     await stopAll(group);
   }
+}
+
+// One line about a kill -9: from the kill, when each survivor reported the master gone and
+// when it reported the new master (quantiles over survivors, ms), who was last.
+function traceCrash(survivors, victim, t, agreed) {
+  const at = (w, pred) => {
+    const s = w.trace.find(pred);
+    return s ? s.t - t : null;
+  };
+  const removed = survivors.map((w) => at(w, (s) => !s.members.includes(victim.id)));
+  const master = survivors.find((w) => w.state?.master && w.state.master !== victim.id)?.state.master;
+  const follows = survivors.map((w) => at(w, (s) => s.master === master));
+  const q = (xs) => {
+    const v = xs.filter((x) => x !== null).sort((a, b) => a - b);
+    return `${[0.1, 0.5, 0.9, 1].map((p) => fmt(quantile(v, p), 0)).join('/')}${v.length < xs.length ? ` (${xs.length - v.length} never)` : ''}`;
+  };
+  const last = (xs) => survivors[xs.indexOf(Math.max(...xs.filter((x) => x !== null)))];
+  const newMaster = survivors.find((w) => w.id === master);
+  console.error(
+    `kill -9 of ${victim.ip} (n = ${survivors.length} survivors), ms from the kill, p10/p50/p90/max: ` +
+      `master removed ${q(removed)} (last ${last(removed).ip}); new master followed ${q(follows)} ` +
+      `(last ${last(follows).ip}); new master ${newMaster?.ip} promoted at ${fmt(newMaster ? at(newMaster, (s) => s.master === master) : null, 0)}; ` +
+      `agreed ${agreed === null ? 'never' : fmt(agreed - t, 0)} (kill at ${t.toFixed(1)} ms of the monotonic clock)`,
+  );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -902,6 +943,7 @@ async function main() {
       ['join of one more node (ms)', 'join', 0],
       ['join: bytes on the wire, whole cluster (kB)', 'joinKb', 0],
       ['kill -9 of the master: new master agreed (ms)', 'crash', 0],
+      ['kill -9: CPU of all survivors until then (ms, user + sys)', 'crashCpu', 0],
       [`idle CPU per node, settled (% of a core, median node; from ${Math.max(IDLE_SETTLE_MS, SCALE_FIRST_MS + SCALE_IDLE_MS) / 1000} s after formation)`, 'idleCpu', 3],
       ['idle CPU, busiest node, settled (%)', 'idleCpuMax', 3],
       [`idle CPU per node, first ${SCALE_IDLE_MS / 1000} s (from ${SCALE_FIRST_MS / 1000} s after formation, V8's start-up collections included)`, 'idleCpuFirst', 3],
