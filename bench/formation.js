@@ -139,6 +139,10 @@ async function main() {
       // Every node joined once: the bytes a join cost, all nodes together.
       bytes_per_join: Math.round(bytes / n),
       extra_handshakes: Math.round(handshakes - links),
+      // Probes asked of others for a silent member (each ask sends 3): asks during
+      // formation mean answers came late, which a loaded host makes more likely.
+      indirect_probes: stats.reduce((t, s) => t + s.stats.indirect_probes, 0),
+      probes_sent_per_process: Math.round(stats.reduce((t, s) => t + s.stats.probes_sent, 0) / n),
     };
     console.log(JSON.stringify(result));
   } finally {

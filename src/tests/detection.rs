@@ -836,3 +836,44 @@ fn among_70_a_member_whose_udp_stops_is_kept_by_records_while_asked() {
         complete(&sim, &hosts).unwrap();
     }
 }
+
+/// While a node is still forming (here: a newcomer that stopped reading holds a handshake
+/// open with every member; handshake_timeout is 5 s), its regular probes ask for no
+/// answer, so a member that falls silent for 2 s makes nobody ask it on that account or
+/// say so (no `Asking` word anywhere); once formation is over, the same silence does. (On
+/// a loaded host forming, answers come late, and each late one started asks and words:
+/// 100 processes forming on 2 cores made 7 000-9 000 relay requests.) While forming,
+/// silence is judged by the rounds' bound, 3.1 s at 40 nodes: nobody is removed in 2 s.
+#[test]
+fn a_node_still_forming_asks_nobody_for_an_answer() {
+    let n = 40;
+    let (mut sim, hosts) = formed_big(12, n).unwrap();
+    let words = |sim: &Sim| -> u64 { hosts.iter().map(|h| sim.nodes[h].stats().asks_told).sum() };
+    // A newcomer that reads nothing: every member's handshake with it stays open.
+    let newcomer = sim.add(Config::lan("sim"));
+    sim.stop_reading(newcomer, false);
+    sim.run_for(Duration::from_millis(200));
+    let before = words(&sim);
+    sim.pause(n - 1);
+    sim.run_for(Duration::from_secs(2));
+    let forming = words(&sim) - before;
+    sim.resume(n - 1);
+    sim.run_for(Duration::from_secs(1));
+    nobody_removed(&sim, "while forming").unwrap();
+    // Formation over: the newcomer's connections close, and its redials (3, a second
+    // apart) fail. The same silence is asked about.
+    sim.crash(newcomer);
+    sim.run_for(Duration::from_secs(6));
+    let before = words(&sim);
+    sim.pause(n - 1);
+    sim.run_for(Duration::from_secs(2));
+    let formed = words(&sim) - before;
+    eprintln!(
+        "Asking words in 2 s of a member's silence: {forming} while forming, {formed} once formed"
+    );
+    assert_eq!(forming, 0, "Asking words while forming");
+    assert!(
+        formed > 0,
+        "no Asking words once formed: the count cannot fail"
+    );
+}

@@ -385,8 +385,14 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
     /// given up on, nodes heard of and not dialed, connections on their way to membership
     /// (see [`Election::set_forming`]).
     fn update_forming(&mut self, now: Instant) {
-        let forming = self.discovery.forming() || self.membership.forming();
+        let forming = self.forming();
         self.election.set_forming(now, forming);
+    }
+
+    /// True while formation is not over: a connection on its way to membership, a seed
+    /// not yet reached or given up on, a node heard of waiting for its dial.
+    fn forming(&self) -> bool {
+        self.discovery.forming() || self.membership.forming()
     }
 
     /// A peer connected to our listener. Returns the id to use for it, or `None` if the
