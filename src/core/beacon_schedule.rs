@@ -64,21 +64,6 @@ impl BeaconSchedule {
     }
 }
 
-/// Beacons a node hears each `beacon_interval` from the members of its own cluster, about,
-/// whatever the cluster's size: a node with more members beacons less often.
-pub const BEACONS_PER_INTERVAL: usize = 16;
-
-/// The period of a node with `members` members: `interval` in a cluster of up to
-/// [`BEACONS_PER_INTERVAL`] nodes, one more `interval` per further 16. The cluster as a
-/// whole still beacons about 16 times an interval, so a node outside it (a newcomer, the
-/// other side of a healed partition) hears it as soon as before, while the beacons each
-/// member receives stop growing with N (N / 2 a second at 2 s, 500 a second at 1 000).
-pub fn spread(interval: Duration, members: usize) -> Duration {
-    let nodes = members.saturating_add(1);
-    let share = nodes.div_ceil(BEACONS_PER_INTERVAL).max(1);
-    interval.saturating_mul(u32::try_from(share).unwrap_or(u32::MAX))
-}
-
 /// `d` ±10%, so nodes started together do not beacon in lockstep forever.
 fn jittered(d: Duration, rng: &mut impl RngCore) -> Duration {
     let tenth = d / 10;
@@ -131,24 +116,6 @@ mod tests {
         s.sent(t0 + MS(80), &[MS(0), MS(50)], MS(1000), &mut rng);
         let gap = s.next().unwrap() - (t0 + MS(80));
         assert!(gap >= MS(900) && gap < MS(1100), "gap {gap:?}");
-    }
-
-    #[test]
-    fn a_larger_cluster_spreads_its_beacons_so_each_node_hears_about_16_an_interval() {
-        let i = MS(2000);
-        assert_eq!(spread(i, 0), i, "alone");
-        assert_eq!(spread(i, 15), i, "16 nodes");
-        assert_eq!(spread(i, 16), MS(4000), "17 nodes");
-        assert_eq!(spread(i, 99), MS(14_000), "100 nodes");
-        assert_eq!(spread(i, 999), MS(126_000), "1 000 nodes");
-        for n in [1usize, 10, 16, 17, 50, 100, 500, 1000] {
-            let heard_per_interval = n as f64 * i.as_secs_f64() / spread(i, n - 1).as_secs_f64();
-            assert!(heard_per_interval <= 16.0, "{n}: {heard_per_interval}");
-            assert!(
-                heard_per_interval >= n.min(8) as f64,
-                "{n}: {heard_per_interval}"
-            );
-        }
     }
 
     #[test]

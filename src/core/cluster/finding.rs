@@ -8,7 +8,6 @@ use rand_core::{CryptoRng, RngCore};
 
 use super::{Cluster, ConnId, Output};
 use crate::core::beacon::{self, Beacon};
-use crate::core::beacon_schedule;
 use crate::core::discovery::{Learned, Target};
 use crate::core::node::{Candidate, NodeId};
 
@@ -178,9 +177,7 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         );
         self.outputs.push_back(Output::Beacon(bytes));
         self.stats.beacons_sent += 1;
-        let members = self.membership.member_count();
-        let interval = beacon_schedule::spread(self.config.beacon_interval, members);
-        let burst = &self.config.beacon_burst;
+        let (burst, interval) = (&self.config.beacon_burst, self.config.beacon_interval);
         self.beacons.sent(now, burst, interval, &mut self.rng);
     }
 }
