@@ -100,7 +100,8 @@ const SCALE_FORM_MS = Number(value('scale-form-ms', 90_000));
 // removed and the new master (quantiles from the kill), and whose was last: what a total
 // alone cannot tell on a shared machine.
 const SCALE_TRACE = flag('scale-trace');
-// --log-dir DIR: each worker's whole stderr (with DEBUG=espial, its log) to DIR/<k>.log.
+// --log-dir DIR: each worker's whole stderr (with DEBUG=espial, its log) to
+// DIR/<system>-<k>.log (k: the worker's number, from 1).
 const LOG_DIR = value('log-dir', null);
 const HOSTS = Math.max(...FORMATION_SIZES, ...(SCALE ? SCALE_SIZES : []), 7, 11) + 1;
 if (SCALE && HOSTS > 254) throw new Error('--scale-sizes: at most 253 nodes (127.0.0.1-254)');
@@ -812,12 +813,16 @@ function traceCrash(survivors, victim, t, agreed) {
     const v = xs.filter((x) => x !== null).sort((a, b) => a - b);
     return `${[0.1, 0.5, 0.9, 1].map((p) => fmt(quantile(v, p), 0)).join('/')}${v.length < xs.length ? ` (${xs.length - v.length} never)` : ''}`;
   };
-  const last = (xs) => survivors[xs.indexOf(Math.max(...xs.filter((x) => x !== null)))];
+  // The survivor that reported last, or 'none' when no survivor reported at all.
+  const last = (xs) => {
+    const seen = xs.filter((x) => x !== null);
+    return seen.length ? survivors[xs.indexOf(Math.max(...seen))].ip : 'none';
+  };
   const newMaster = survivors.find((w) => w.id === master);
   console.error(
     `kill -9 of ${victim.ip} (n = ${survivors.length} survivors), ms from the kill, p10/p50/p90/max: ` +
-      `master removed ${q(removed)} (last ${last(removed).ip}); new master followed ${q(follows)} ` +
-      `(last ${last(follows).ip}); new master ${newMaster?.ip} promoted at ${fmt(newMaster ? at(newMaster, (s) => s.master === master) : null, 0)}; ` +
+      `master removed ${q(removed)} (last ${last(removed)}); new master followed ${q(follows)} ` +
+      `(last ${last(follows)}); new master ${newMaster?.ip} promoted at ${fmt(newMaster ? at(newMaster, (s) => s.master === master) : null, 0)}; ` +
       `agreed ${agreed === null ? 'never' : fmt(agreed - t, 0)} (kill at ${t.toFixed(1)} ms of the monotonic clock)`,
   );
 }

@@ -1,8 +1,18 @@
 //! Master election: exactly one eligible master per connected cluster, agreed by all.
 //!
 //! The master holds a *claim* `(master, term)`. Every node says which claim it follows (or
-//! none) to each new member and to all whenever that changes, so every node knows each
-//! claim's *support*: how many nodes in its view follow it.
+//! none) to each new member, and, whenever that changes, to those who act on it (not to
+//! every member: that made a failover cost N^2 messages): a master taking or giving up
+//! mastership tells everyone; a follower tells the master it leaves, the one it joins,
+//! and its *successor*, the smallest eligible member other than its master, the node
+//! that elects if the master is lost ([`Election::successor`]); a new successor is told
+//! too. So a master knows its claim's *support* (how many nodes in its view follow it),
+//! and a successor knows whether its members still follow a master it lost. What other
+//! members last heard of a node may be stale: there it decides no more than whether to
+//! nominate (the nominee weighs that by its own view) until they become its master or
+//! successor, when they are told. (In a mesh not yet whole, a node
+//! whose members see a smaller eligible node than it does may miss a member's change:
+//! the worst it can do is elect once too early, settled by the term as any failover.)
 //!
 //! - On joining, members tell each other their claim (or that they have none), so a
 //!   newcomer adopts the cluster's master: joins never move mastership.
@@ -164,6 +174,8 @@ pub struct Election {
     forming: bool,
     /// An election came due while forming: it is held until formation is over.
     held: bool,
+    /// The successor (see [`Election::successor`]) last told what this node follows.
+    told_successor: Option<NodeId>,
     effects: VecDeque<Effect>,
 }
 
@@ -196,6 +208,7 @@ impl Election {
             first_wait: false,
             forming: false,
             held: false,
+            told_successor: None,
             effects: VecDeque::new(),
         }
     }
@@ -284,6 +297,10 @@ impl Election {
         self.lost.remove(&id);
         self.effects
             .push_back(Effect::SendTo(id, ElectionMsg::State(self.claim)));
+        if self.successor() == Some(id) {
+            self.told_successor = Some(id);
+        }
+        self.tell_successor();
     }
 
     /// A node left or failed.
@@ -305,6 +322,7 @@ impl Election {
         self.prune_lost();
         self.settle_heal();
         self.elect(now);
+        self.tell_successor();
     }
 
     /// A member came back on a new connection without having been removed here (it may
@@ -686,6 +704,68 @@ impl Election {
         }
     }
 
+    /// Says what this node now follows to those who need it, not to every member: a
+    /// failover would otherwise cost every survivor two messages to every other, N^2 in
+    /// all, which at 100 processes is most of the failover's time (CPU-bound).
+    /// - A master that takes or gives up mastership tells everyone: its followers follow
+    ///   on its own word, and a node following nobody adopts a master whose word it has.
+    /// - A follower tells the master it leaves and the one it joins, so a master knows
+    ///   its support (the heal rule), and its successor, the node that would elect if the
+    ///   master were lost (the pre-vote waits on what the successor has heard).
+    ///
+    /// Other members' view of it may be stale; they are told when it matters to them: when
+    /// they become its successor or its master, or when they join.
+    fn tell_change(&mut self, previous: Option<Claim>, claim: Option<Claim>) {
+        let mastership = |c: Option<Claim>| c.is_some_and(|c| c.master == self.me);
+        if mastership(previous) || mastership(claim) {
+            self.effects
+                .push_back(Effect::SendAll(ElectionMsg::State(claim)));
+            self.told_successor = self.successor();
+            return;
+        }
+        let successor = self.successor();
+        let mut told = Vec::with_capacity(3);
+        let whom = [
+            previous.map(|c| c.master),
+            claim.map(|c| c.master),
+            successor,
+        ];
+        for m in whom.into_iter().flatten() {
+            if self.members.contains_key(&m) && !told.contains(&m) {
+                told.push(m);
+                self.effects
+                    .push_back(Effect::SendTo(m, ElectionMsg::State(claim)));
+            }
+        }
+        self.told_successor = successor;
+    }
+
+    /// The node that would elect if this node's master were lost: the smallest eligible
+    /// member other than that master (or than this node: it knows its own word). Its
+    /// pre-vote waits while a member it hears still follows the lost master, so it must
+    /// hear each change of what its members follow.
+    fn successor(&self) -> Option<NodeId> {
+        let master = self.master();
+        self.members
+            .iter()
+            .filter(|&(&id, &eligible)| eligible && Some(id) != master)
+            .map(|(&id, _)| id)
+            .next()
+    }
+
+    /// A new successor (members came or went, the master changed) is told what this node
+    /// follows: the member it replaces may have been the only one that knew.
+    fn tell_successor(&mut self) {
+        let successor = self.successor();
+        if successor != self.told_successor {
+            if let Some(s) = successor {
+                self.effects
+                    .push_back(Effect::SendTo(s, ElectionMsg::State(self.claim)));
+            }
+            self.told_successor = successor;
+        }
+    }
+
     fn set_claim(&mut self, claim: Option<Claim>) {
         let previous = self.master();
         let previous_claim = self.claim;
@@ -695,14 +775,8 @@ impl Election {
             self.deadline = None;
             self.pending = None;
         }
-        // Every node says what it follows whenever that changes, so each claim's support
-        // is known everywhere (the heal rule) and a node that lost its master sees whether
-        // the others still have one (the pre-vote). A master that yields says so too: a
-        // node that saw the new claim first holds its news back until the old master is
-        // gone or speaks (see cluster::master).
         if previous_claim != claim {
-            self.effects
-                .push_back(Effect::SendAll(ElectionMsg::State(claim)));
+            self.tell_change(previous_claim, claim);
         }
         if previous != self.master() {
             self.effects.push_back(Effect::MasterChanged {
@@ -812,6 +886,66 @@ mod tests {
                 term: 5
             })
         );
+    }
+
+    #[test]
+    fn a_follower_tells_its_masters_and_its_successor_not_every_member() {
+        let t0 = Instant::now();
+        let mut e = Election::new(id(5), CFG);
+        e.start(t0);
+        for n in [1, 2, 3, 4, 6, 7] {
+            e.member_added(t0, id(n), n != 2);
+            e.handle(t0, id(n), ElectionMsg::State(None)).unwrap();
+        }
+        drain(&mut e);
+        let one = Claim {
+            master: id(1),
+            term: 1,
+        };
+        e.handle(t0, id(1), ElectionMsg::State(Some(one))).unwrap();
+        // Its master, and node 3: the smallest eligible member but the master (2 is not
+        // eligible), which would elect were node 1 lost.
+        let adopted = ElectionMsg::State(Some(one));
+        assert_eq!(
+            drain(&mut e),
+            vec![
+                Effect::SendTo(id(1), adopted),
+                Effect::SendTo(id(3), adopted),
+                Effect::MasterChanged {
+                    previous: None,
+                    current: Some(id(1))
+                },
+            ]
+        );
+        // The master is lost: node 3 is told, and waits for nobody else's word from us.
+        e.member_removed(t0, id(1));
+        let sent: Vec<_> = drain(&mut e)
+            .into_iter()
+            .filter(|f| !matches!(f, Effect::MasterChanged { .. }))
+            .collect();
+        assert_eq!(sent, vec![Effect::SendTo(id(3), ElectionMsg::State(None))]);
+        // Node 3 takes over: we tell it, and our next successor, node 4.
+        let three = Claim {
+            master: id(3),
+            term: 2,
+        };
+        e.handle(t0, id(3), ElectionMsg::State(Some(three)))
+            .unwrap();
+        let sent: Vec<_> = drain(&mut e)
+            .into_iter()
+            .filter(|f| !matches!(f, Effect::MasterChanged { .. }))
+            .collect();
+        let followed = ElectionMsg::State(Some(three));
+        assert_eq!(
+            sent,
+            vec![
+                Effect::SendTo(id(3), followed),
+                Effect::SendTo(id(4), followed)
+            ]
+        );
+        // Node 4 leaves: node 6 is our successor now, and hears what we follow.
+        e.member_removed(t0, id(4));
+        assert_eq!(drain(&mut e), vec![Effect::SendTo(id(6), followed)]);
     }
 
     #[test]

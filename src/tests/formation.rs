@@ -436,6 +436,50 @@ fn a_join_costs_no_message_among_the_members() {
 }
 
 #[test]
+fn a_failover_costs_each_survivor_a_few_election_messages_not_one_to_every_member() {
+    // The same seeded 30-node cluster twice, once with its master crashed: what the
+    // survivors send each other in the next 300 ms may grow by a few transmits per survivor
+    // (its loss of the master to its successor, its new master to the master and to the
+    // next successor, the new master's claim to all: 113 in all, about 4 each; 6 each
+    // allowed), not by one to every member twice (1 624 before).
+    let n = 30;
+    let run = |crash: bool| {
+        let mut sim = Sim::new(12);
+        form(&mut sim, 12, n, Found::Multicast, Duration::ZERO, false).unwrap();
+        sim.run_for(Duration::from_millis(50));
+        let master = sim.nodes[&0].master().unwrap();
+        let victim = (0..n).find(|&h| sim.id(h) == master).unwrap();
+        let before = sim.sent_to.clone();
+        if crash {
+            sim.crash(victim);
+        }
+        sim.run_for(Duration::from_millis(300));
+        let survivors: Vec<Host> = (0..n).filter(|&h| h != victim).collect();
+        if crash {
+            assert!(agree(&sim, &survivors, n - 2), "no failover within 300 ms");
+        }
+        let among = |(from, to): &(Host, Host)| *from != victim && *to != victim;
+        let sent: u64 = sim
+            .sent_to
+            .iter()
+            .filter(|(k, _)| among(k))
+            .map(|(k, v)| v - before.get(k).copied().unwrap_or(0))
+            .sum();
+        sent
+    };
+    let quiet = run(false);
+    let failover = run(true);
+    let survivors = (n - 1) as u64;
+    eprintln!(
+        "{survivors} survivors: {failover} transmits among them after the crash, {quiet} without"
+    );
+    assert!(
+        failover <= quiet + 6 * survivors,
+        "the survivors sent each other {failover} transmits after the crash, {quiet} without it"
+    );
+}
+
+#[test]
 fn a_second_ask_for_the_member_list_closes_the_connection() {
     let mut sim = Sim::new(9);
     form(&mut sim, 9, 3, Found::Seeds, Duration::ZERO, false).unwrap();

@@ -118,6 +118,39 @@ fn cut_node_returns(seed: u64) -> Result<(), String> {
         .map_err(|e| format!("cut {cut:?} of host {away}: {e}"))
 }
 
+/// The link between the master and its successor (the node that would elect were the
+/// master lost) breaks both ways for 4 s: the successor removes the master while every
+/// other node still follows it. The pre-vote holds the successor back (its members say they
+/// still follow the master), so nobody's master changes but the successor's own. Its
+/// members told it what they follow when they adopted the master, not to every member.
+fn successor_loses_master(seed: u64) -> Result<(), String> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let n = 4 + (rng.next_u32() % 3) as usize;
+    let (mut sim, hosts, m) = formed(seed, n);
+    let successor = hosts
+        .iter()
+        .copied()
+        .filter(|&h| h != m)
+        .min_by_key(|&h| sim.id(h))
+        .unwrap();
+    let before = marks(&sim, &hosts);
+    sim.reset_link(successor, m);
+    sim.sever(successor, m);
+    sim.sever(m, successor);
+    sim.run_for(Duration::from_secs(4));
+    // Control: the successor did lose the master, so its pre-vote was put to the test.
+    let removed = |e: &Event| matches!(e, Event::NodeRemoved(i) if i.id == sim.id(m));
+    if !sim.events[&successor][before[hosts.iter().position(|&h| h == successor).unwrap()]..]
+        .iter()
+        .any(removed)
+    {
+        return Err(format!("host {successor} never removed the master {m}"));
+    }
+    sim.mend();
+    sim.run_for(Duration::from_secs(20));
+    master_kept(&sim, &hosts, m, successor, &before)
+}
+
 fn partition_heals(seed: u64) -> Result<(), String> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let (mut sim, hosts, _) = formed(seed, 5);
@@ -248,4 +281,9 @@ fn a_partition_heal_keeps_the_larger_sides_master_with_one_demotion() {
 #[test]
 fn a_node_that_sees_its_cluster_whole_sees_its_master_within_milliseconds() {
     over_seeds(SEEDS, blip_sees_master_at_once);
+}
+
+#[test]
+fn a_successor_that_loses_only_the_master_does_not_take_mastership() {
+    over_seeds(SEEDS, successor_loses_master);
 }
