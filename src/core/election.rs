@@ -10,9 +10,9 @@
 //! and a successor knows whether its members still follow a master it lost. What other
 //! members last heard of a node may be stale: there it decides no more than whether to
 //! nominate (the nominee weighs that by its own view) until they become its master or
-//! successor, when they are told. (In a mesh not yet whole, a node
-//! whose members see a smaller eligible node than it does may miss a member's change:
-//! the worst it can do is elect once too early, settled by the term as any failover.)
+//! successor, when they are told. (In a mesh not yet whole, a node whose members see a
+//! smaller eligible node than it does may miss a member's change: the worst it can do is
+//! elect once too early, settled by the term as any failover.)
 //!
 //! - On joining, members tell each other their claim (or that they have none), so a
 //!   newcomer adopts the cluster's master: joins never move mastership.
@@ -297,10 +297,12 @@ impl Election {
         self.lost.remove(&id);
         self.effects
             .push_back(Effect::SendTo(id, ElectionMsg::State(self.claim)));
+        // Told just now, if it is the successor.
         if self.successor() == Some(id) {
             self.told_successor = Some(id);
+        } else {
+            self.tell_successor();
         }
-        self.tell_successor();
     }
 
     /// A node left or failed.
@@ -709,6 +711,8 @@ impl Election {
     /// all, which at 100 processes is most of the failover's time (CPU-bound).
     /// - A master that takes or gives up mastership tells everyone: its followers follow
     ///   on its own word, and a node following nobody adopts a master whose word it has.
+    ///   (A node that hears a new master before the old one is gone holds its news back:
+    ///   see `cluster::master`.)
     /// - A follower tells the master it leaves and the one it joins, so a master knows
     ///   its support (the heal rule), and its successor, the node that would elect if the
     ///   master were lost (the pre-vote waits on what the successor has heard).
@@ -741,7 +745,7 @@ impl Election {
     }
 
     /// The node that would elect if this node's master were lost: the smallest eligible
-    /// member other than that master (or than this node: it knows its own word). Its
+    /// member other than that master (never this node, which knows its own word). Its
     /// pre-vote waits while a member it hears still follows the lost master, so it must
     /// hear each change of what its members follow.
     fn successor(&self) -> Option<NodeId> {
@@ -888,6 +892,14 @@ mod tests {
         );
     }
 
+    /// The messages among the effects drained.
+    fn sends(e: &mut Election) -> Vec<Effect> {
+        drain(e)
+            .into_iter()
+            .filter(|f| !matches!(f, Effect::MasterChanged { .. }))
+            .collect()
+    }
+
     #[test]
     fn a_follower_tells_its_masters_and_its_successor_not_every_member() {
         let t0 = Instant::now();
@@ -919,10 +931,7 @@ mod tests {
         );
         // The master is lost: node 3 is told, and waits for nobody else's word from us.
         e.member_removed(t0, id(1));
-        let sent: Vec<_> = drain(&mut e)
-            .into_iter()
-            .filter(|f| !matches!(f, Effect::MasterChanged { .. }))
-            .collect();
+        let sent = sends(&mut e);
         assert_eq!(sent, vec![Effect::SendTo(id(3), ElectionMsg::State(None))]);
         // Node 3 takes over: we tell it, and our next successor, node 4.
         let three = Claim {
@@ -931,10 +940,7 @@ mod tests {
         };
         e.handle(t0, id(3), ElectionMsg::State(Some(three)))
             .unwrap();
-        let sent: Vec<_> = drain(&mut e)
-            .into_iter()
-            .filter(|f| !matches!(f, Effect::MasterChanged { .. }))
-            .collect();
+        let sent = sends(&mut e);
         let followed = ElectionMsg::State(Some(three));
         assert_eq!(
             sent,
