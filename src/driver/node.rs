@@ -872,6 +872,8 @@ pub async fn run(shared: Arc<Shared>, start: Box<Start>) {
         }
     };
     let mut core_config = config.core;
+    // Whether the core may count on its beacons being heard (see `discovery::Hint`).
+    core_config.discovery.multicast = beacons_out.is_some();
     let notes = vec![Notification::Listening { port }];
     // Addresses are seeds from the start; names follow as their lookups answer.
     let seeds = Seeds::new(&config.seeds, config.seeds_resolve_interval, now());

@@ -33,9 +33,17 @@ enum Delivery {
     Closed {
         to: (Host, ConnId),
     },
+    /// A multicast beacon: to every host on `from`'s side of a partition, or (delayed by
+    /// [`Sim::beacon_delay`]) to `to` alone.
     Beacon {
         from: Host,
+        to: Option<Host>,
         bytes: Vec<u8>,
+    },
+    /// A dial reaching its listener late (see [`Sim::accept_delay`]).
+    Dial {
+        from: (Host, ConnId),
+        target: SocketAddr,
     },
     /// A UDP probe datagram: lost across a partition or a severed link, and to a paused
     /// host; not held back while a host stops reading its connections.
@@ -118,6 +126,14 @@ pub struct Sim {
     pub latency: Duration,
     /// Each connection end's delay, drawn when it opens (with a latency).
     delays: BTreeMap<(Host, ConnId), Duration>,
+    /// The most a beacon takes to be read by each host (zero: by all at once). Each host
+    /// draws its own delay for each beacon: a loaded host reads its multicast socket late,
+    /// and hosts hear a newcomer in any order.
+    pub beacon_delay: Duration,
+    /// The most a dial takes to reach its listener (zero: at once), drawn for each: a
+    /// loaded host accepts late, so two dials can cross, each made before the other
+    /// arrived.
+    pub accept_delay: Duration,
     /// Deliveries under way, by arrival (and then the order sent).
     in_flight: BTreeMap<(Instant, u64), Delivery>,
     sent_count: u64,
@@ -169,6 +185,8 @@ impl Sim {
             armed: BTreeMap::new(),
             latency: Duration::ZERO,
             delays: BTreeMap::new(),
+            beacon_delay: Duration::ZERO,
+            accept_delay: Duration::ZERO,
             in_flight: BTreeMap::new(),
             sent_count: 0,
         }
@@ -200,8 +218,7 @@ impl Sim {
     /// Adds a node with multicast off (it neither sends nor hears beacons).
     pub fn add_manual(&mut self, config: Config) -> Host {
         let host = self.next_host;
-        self.manual.insert(host);
-        self.start_at(host, config);
+        self.add_at(host, config, true);
         host
     }
 
@@ -291,8 +308,10 @@ impl Sim {
         }
     }
 
-    fn start_at(&mut self, host: Host, config: Config) {
+    fn start_at(&mut self, host: Host, mut config: Config) {
         self.next_host = self.next_host.max(host + 1);
+        // Its beacons go nowhere and it hears none: the core is told, as the driver tells it.
+        config.discovery.multicast &= !self.manual.contains(&host);
         use rand_chacha::rand_core::RngCore;
         let mut rng = ChaCha20Rng::seed_from_u64(self.rng.next_u64());
         let me = NodeInfo {
@@ -504,34 +523,18 @@ impl Sim {
                 }
             }
             Output::Dial { conn, addr: target } => {
-                let listener = self.host_at(target);
-                if listener.is_some_and(|h| self.apart(host, h) || self.paused.contains(&h)) {
-                    // No answer at all: the core's dial timeout decides.
-                    return;
+                if self.accept_delay.is_zero() {
+                    return self.open(host, conn, target);
                 }
-                let accepted = listener.and_then(|h| {
-                    let from = SocketAddr::new(addr(host).ip(), 40000 + conn as u16);
-                    self.touch(h);
-                    let peer_conn = self.nodes.get_mut(&h).unwrap().accept(now, from)?;
-                    Some((h, peer_conn))
-                });
-                self.touch(host);
-                let node = self.nodes.get_mut(&host).unwrap();
-                match accepted {
-                    Some(peer) => {
-                        self.links.insert((host, conn), peer);
-                        self.links.insert(peer, (host, conn));
-                        if !self.latency.is_zero() {
-                            use rand_chacha::rand_core::RngCore;
-                            let us = self.latency.as_micros() as u64;
-                            let delay = Duration::from_micros(1 + self.rng.next_u64() % us);
-                            self.delays.insert((host, conn), delay);
-                            self.delays.insert(peer, delay);
-                        }
-                        node.connected(now, conn);
-                    }
-                    None => node.dial_failed(now, conn),
-                }
+                use rand_chacha::rand_core::RngCore;
+                let us = self.accept_delay.as_micros() as u64;
+                let delay = Duration::from_micros(1 + self.rng.next_u64() % us);
+                self.sent_count += 1;
+                let d = Delivery::Dial {
+                    from: (host, conn),
+                    target,
+                };
+                self.in_flight.insert((now + delay, self.sent_count), d);
             }
             Output::Probe {
                 addr: target,
@@ -555,7 +558,29 @@ impl Sim {
             }
             Output::Beacon(bytes) => {
                 if !self.manual.contains(&host) {
-                    self.queue.push_back(Delivery::Beacon { from: host, bytes });
+                    if self.beacon_delay.is_zero() {
+                        let to = None;
+                        self.queue.push_back(Delivery::Beacon {
+                            from: host,
+                            to,
+                            bytes,
+                        });
+                    } else {
+                        use rand_chacha::rand_core::RngCore;
+                        let us = self.beacon_delay.as_micros() as u64;
+                        let hosts: Vec<Host> = self.nodes.keys().copied().collect();
+                        for h in hosts.into_iter().filter(|&h| h != host) {
+                            let delay = Duration::from_micros(self.rng.next_u64() % us);
+                            self.sent_count += 1;
+                            let to = Some(h);
+                            let d = Delivery::Beacon {
+                                from: host,
+                                to,
+                                bytes: bytes.clone(),
+                            };
+                            self.in_flight.insert((now + delay, self.sent_count), d);
+                        }
+                    }
                 }
             }
             Output::AskAdmission { conn, node } => {
@@ -654,17 +679,59 @@ impl Sim {
         self.severed.clear();
     }
 
+    /// Host `host`'s dial `conn` to `target` reaches the listener there (if any answers).
+    fn open(&mut self, host: Host, conn: ConnId, target: SocketAddr) {
+        let now = self.now;
+        let listener = self.host_at(target);
+        if listener.is_some_and(|h| self.apart(host, h) || self.paused.contains(&h)) {
+            // No answer at all: the core's dial timeout decides.
+            return;
+        }
+        let accepted = listener.and_then(|h| {
+            let from = SocketAddr::new(addr(host).ip(), 40000 + conn as u16);
+            self.touch(h);
+            let peer_conn = self.nodes.get_mut(&h).unwrap().accept(now, from)?;
+            Some((h, peer_conn))
+        });
+        self.touch(host);
+        let node = self.nodes.get_mut(&host).unwrap();
+        match accepted {
+            Some(peer) => {
+                self.links.insert((host, conn), peer);
+                self.links.insert(peer, (host, conn));
+                if !self.latency.is_zero() {
+                    use rand_chacha::rand_core::RngCore;
+                    let us = self.latency.as_micros() as u64;
+                    let delay = Duration::from_micros(1 + self.rng.next_u64() % us);
+                    self.delays.insert((host, conn), delay);
+                    self.delays.insert(peer, delay);
+                }
+                node.connected(now, conn);
+            }
+            None => node.dial_failed(now, conn),
+        }
+    }
+
     fn deliver(&mut self, d: Delivery) {
         let now = self.now;
         let to = match &d {
             Delivery::Bytes { to, .. } | Delivery::Closed { to } => Some(to.0),
-            Delivery::Beacon { .. } | Delivery::Probe { .. } => None,
+            Delivery::Beacon { .. } | Delivery::Probe { .. } | Delivery::Dial { .. } => None,
         };
         if let Some(held) = to.and_then(|h| self.held.get_mut(&h)) {
             held.push_back(d);
             return;
         }
         match d {
+            Delivery::Dial {
+                from: (host, conn),
+                target,
+            } => {
+                // A dialer gone meanwhile (crashed) dials nobody.
+                if self.nodes.contains_key(&host) {
+                    self.open(host, conn, target);
+                }
+            }
             Delivery::Bytes { to: (h, c), bytes } => {
                 if let Some(n) = self.nodes.get_mut(&h) {
                     n.handle_bytes(now, c, &bytes);
@@ -691,13 +758,13 @@ impl Sim {
                     }
                 }
             }
-            Delivery::Beacon { from, bytes } => {
+            Delivery::Beacon { from, to, bytes } => {
                 let src = SocketAddr::new(addr(from).ip(), 50000);
                 let from_side = self.side.get(&from).copied().unwrap_or(0);
                 for (h, node) in self.nodes.iter_mut() {
                     let side = self.side.get(h).copied().unwrap_or(0);
                     let listening = !self.manual.contains(h) && !self.paused.contains(h);
-                    if listening && side == from_side {
+                    if listening && side == from_side && to.is_none_or(|to| to == *h) {
                         node.handle_beacon(now, src, &bytes);
                         self.dirty.insert(*h);
                         self.stale.insert(*h);

@@ -8,7 +8,7 @@ use rand_core::{CryptoRng, RngCore};
 
 use super::{Cluster, ConnId, Output};
 use crate::core::beacon::{self, Beacon};
-use crate::core::discovery::{Learned, Target};
+use crate::core::discovery::{Hint, Learned, Target};
 use crate::core::node::{Candidate, NodeId};
 
 impl<R: RngCore + CryptoRng> Cluster<R> {
@@ -108,16 +108,13 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         }
     }
 
-    /// Node `id` listens at `addr`, from a beacon or (`listed`) a member list.
-    pub(super) fn learn(&mut self, now: Instant, id: NodeId, addr: SocketAddr, listed: bool) {
+    /// Node `id` listens at `addr`, as a beacon or a member list said (`hint`).
+    pub(super) fn learn(&mut self, now: Instant, id: NodeId, addr: SocketAddr, hint: Hint) {
         if id == self.me.id || self.knows(Some(id), addr) {
             return;
         }
         let cfg = &self.config.discovery;
-        match self
-            .discovery
-            .learn(now, cfg, self.me.id, (id, addr), listed)
-        {
+        match self.discovery.learn(now, cfg, self.me.id, (id, addr), hint) {
             Some(Learned::Dial) => self.dial_unless_dialed(
                 now,
                 Target {

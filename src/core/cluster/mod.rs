@@ -57,7 +57,7 @@ use super::beacon_schedule::BeaconSchedule;
 use super::calls::Calls;
 use super::config::Config;
 use super::crypto::Identity;
-use super::discovery::Discovery;
+use super::discovery::{Discovery, Hint};
 use super::election::{Election, PromoteError};
 use super::error::ConnectionError;
 use super::link::Timer;
@@ -365,7 +365,7 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
             self.push_event(Event::BeaconRefused { addr: from, reason });
             return;
         }
-        self.learn(now, found.id, found.addr, false);
+        self.learn(now, found.id, found.addr, Hint::Beacon);
         self.update_forming(now);
     }
 

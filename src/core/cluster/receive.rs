@@ -7,6 +7,7 @@ use rand_core::{CryptoRng, RngCore};
 
 use super::loss::Loss;
 use super::{Cluster, ConnId, Event};
+use crate::core::discovery::Hint;
 use crate::core::error::{ConnectionError, DecodeError, HandshakeError};
 use crate::core::json::{is_json, is_json_object};
 use crate::core::message::Message;
@@ -302,8 +303,13 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
             }
             Message::Members(list) => {
                 // Hints only: each dial must prove the id it was made for.
+                let hint = if self.config.discovery.multicast && !self.membership[conn].ask {
+                    Hint::ListInReach
+                } else {
+                    Hint::List
+                };
                 for (id, addr) in list {
-                    self.learn(now, id, addr, true);
+                    self.learn(now, id, addr, hint);
                 }
                 Ok(())
             }
