@@ -112,7 +112,7 @@ fn the_claim_reaches_other_members_as_a_hint_only() {
     // A newcomer that asks is told where the attacker asks to be dialed: a hint it dials within its
     // budget, expecting the attacker's id (which 127.0.0.99 cannot prove).
     let mut newcomer = Peer::join(&mut target);
-    // Member lists are sent on request (`AskMembers`), once per connection.
+    // Member lists are sent on request (`AskMembers`), at most one per 10 s on a connection.
     newcomer.send(&espial::core::message::Message::AskMembers);
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut told = None;

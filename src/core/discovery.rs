@@ -51,6 +51,17 @@ pub const SEED_RETRY_TRIES: u32 = 7;
 /// seeds-only discovery nobody else would tell us of it again.
 pub const LEARNT_RETRIES: u32 = 3;
 
+/// With multicast off, one member, in turn, is asked for its member list again this
+/// often: manual discovery has no beacon that would bring two nodes together again, and a
+/// pair whose dials all failed while the cluster formed (handshakes timing out on a loaded
+/// host) would stay apart for good. A node named that we neither know nor dial is dialed.
+pub const RESYNC_INTERVAL: Duration = Duration::from_secs(30);
+
+/// A connection carries at most one `AskMembers` per this long (a list costs up to
+/// `MAX_MEMBERS` entries); an earlier one is refused and closes the connection. Honest
+/// nodes ask at a member's admission and then every [`RESYNC_INTERVAL`] at most.
+pub const ASK_MEMBERS_GAP: Duration = Duration::from_secs(10);
+
 /// Most nodes remembered as refused at once ([`Discovery::refused`]); past the bound the
 /// entry whose hold ends soonest goes.
 pub const MAX_REFUSALS: usize = 1024;

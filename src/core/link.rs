@@ -91,8 +91,11 @@ pub struct Link {
     pub scan: bool,
     /// We ask the peer for its member list once it is a member (see [`Target::ask`]).
     pub ask: bool,
-    /// The peer asked for our member list and had it: once per connection.
-    pub told_members: bool,
+    /// When the peer last asked for our member list and had it (at most once per
+    /// [`ASK_MEMBERS_GAP`](crate::core::discovery::ASK_MEMBERS_GAP)).
+    pub told_members_at: Option<Instant>,
+    /// When we last asked the peer for its member list.
+    pub asked_members_at: Option<Instant>,
     /// When the peer became our member, on this node's clock of admissions and answered
     /// member lists (see `Cluster::tell_members`).
     pub admitted_at: u64,
@@ -117,7 +120,8 @@ impl Link {
             expect: None,
             scan: false,
             ask: false,
-            told_members: false,
+            told_members_at: None,
+            asked_members_at: None,
             admitted_at: 0,
             told_at: None,
             subscriptions: Subscriptions::default(),

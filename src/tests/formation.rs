@@ -14,6 +14,7 @@ use rand_chacha::ChaCha20Rng;
 use super::sim::{addr, over_seeds, promoted, Host, Sim};
 use crate::core::beacon::{self, Beacon};
 use crate::core::config::Config;
+use crate::core::discovery::{ASK_MEMBERS_GAP, RESYNC_INTERVAL};
 use crate::core::message::Message;
 
 /// How nodes find each other.
@@ -568,8 +569,10 @@ fn a_failover_costs_each_survivor_a_few_election_messages_not_one_to_every_membe
     );
 }
 
+/// A list costs up to 4 096 entries: a member may ask for it once per `ASK_MEMBERS_GAP`
+/// on its connection (honest nodes ask at admission, then every `RESYNC_INTERVAL` at most).
 #[test]
-fn a_second_ask_for_the_member_list_closes_the_connection() {
+fn an_ask_for_the_member_list_sooner_than_the_gap_after_the_last_closes_the_connection() {
     let mut sim = Sim::new(9);
     form(&mut sim, 9, 3, Found::Seeds, Duration::ZERO, false).unwrap();
     let id1 = sim.id(1);
@@ -580,10 +583,55 @@ fn a_second_ask_for_the_member_list_closes_the_connection() {
         sim.member_ids(2).contains(&id1),
         "the first ask is answered"
     );
+    sim.run_for(ASK_MEMBERS_GAP);
+    sim.inject(1, 2, &Message::AskMembers);
+    sim.run_for(Duration::from_millis(10));
+    assert_eq!(
+        sim.nodes[&2].stats().messages_refused,
+        refused,
+        "one a gap later is answered"
+    );
+    assert!(sim.member_ids(2).contains(&id1));
+    sim.run_for(ASK_MEMBERS_GAP - Duration::from_millis(20));
     sim.inject(1, 2, &Message::AskMembers);
     sim.run_for(Duration::from_millis(10));
     let stats = sim.nodes[&2].stats().clone();
     assert_eq!(stats.messages_refused, refused + 1, "{stats:?}");
+}
+
+/// Manual discovery has no beacon to bring two nodes together again: a pair whose dials
+/// all failed while the cluster formed (here every byte between them is lost until all
+/// their retries are spent) is linked by a member's list asked again
+/// (`RESYNC_INTERVAL`), within one round of asks over the members.
+#[test]
+fn with_multicast_off_a_pair_that_failed_to_link_at_formation_is_linked_by_a_later_list() {
+    over_seeds(8, |seed| {
+        let mut sim = Sim::new(seed);
+        let n = 5;
+        sim.add_at(0, config(Found::Seeds), true);
+        sim.sever(1, 2);
+        sim.sever(2, 1);
+        for h in 1..n {
+            sim.add_at(h, config(Found::Seeds), true);
+        }
+        // Past every retry of theirs (a handshake times out in 5 s, three retries).
+        sim.run_for(Duration::from_secs(28));
+        let apart = !sim.member_ids(1).contains(&sim.id(2));
+        let others = (3..n).all(|h| sim.member_ids(h).len() == n - 1);
+        if !apart || !others {
+            return Err(format!(
+                "not the case under test: apart {apart}, others whole {others}"
+            ));
+        }
+        sim.mend();
+        // Each node asks one of its n - 2 members every interval, in turn.
+        sim.run_for(RESYNC_INTERVAL * (n as u32 - 1));
+        if !formed(&sim, n) {
+            let seen: Vec<usize> = (0..n).map(|h| sim.member_ids(h).len()).collect();
+            return Err(format!("still apart: members seen {seen:?}"));
+        }
+        Ok(())
+    });
 }
 
 /// CPU time this thread has used (Linux; zero elsewhere): the figure to quote for how long

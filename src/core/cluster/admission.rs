@@ -17,7 +17,7 @@ use rand_core::{CryptoRng, RngCore};
 
 use super::{Cluster, ConnId, Event, Output};
 use crate::core::crypto::{Handshake, Role};
-use crate::core::discovery::Target;
+use crate::core::discovery::{Target, ASK_MEMBERS_GAP, RESYNC_INTERVAL};
 use crate::core::error::{ConnectionError, HandshakeError};
 use crate::core::link::Link;
 use crate::core::message::{Message, MAX_MEMBERS};
@@ -325,6 +325,28 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         (link.role == Role::Initiator && link.ask) || first || came_back
     }
 
+    /// Asks the member on `conn` for its member list.
+    pub(super) fn ask_members(&mut self, now: Instant, conn: ConnId) {
+        self.membership[conn].asked_members_at = Some(now);
+        self.send(now, conn, &Message::AskMembers);
+    }
+
+    /// With multicast off, asks one member, in turn, for its member list again
+    /// ([`RESYNC_INTERVAL`]); not one asked within [`ASK_MEMBERS_GAP`] (it would refuse).
+    pub(super) fn resync(&mut self, now: Instant) {
+        self.next_resync = Some(now + RESYNC_INTERVAL);
+        let links = self.membership.member_links();
+        if links.is_empty() {
+            return;
+        }
+        self.resync_turn = self.resync_turn.wrapping_add(1);
+        let conn = links[self.resync_turn % links.len()];
+        let asked = self.membership[conn].asked_members_at;
+        if asked.is_none_or(|t| now >= t + ASK_MEMBERS_GAP) {
+            self.ask_members(now, conn);
+        }
+    }
+
     /// Answers a member's [`Message::AskMembers`]: every other member (suspects included:
     /// they have not been removed), at most [`MAX_MEMBERS`], but those this node has told
     /// of the asker already. One connection per pair: two newcomers that ask the same node
@@ -333,10 +355,16 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
     /// dials it), and the other is not told of it; otherwise the second is told of the
     /// first. A member that never asks (a node found by a list or a beacon) is named to
     /// every later asker, as before: the lists name no fewer pairs than they did.
-    pub(super) fn tell_members(&mut self, now: Instant, conn: ConnId) {
+    ///
+    /// A member asking `again` on its connection (a resync: see [`RESYNC_INTERVAL`]) is
+    /// told of every member: it looks for nodes it missed, and dials only those.
+    pub(super) fn tell_members(&mut self, now: Instant, conn: ConnId, again: bool) {
         let asker = &self.membership[conn];
         let (asker_id, admitted) = (asker.peer_id(), asker.admitted_at);
         let told_of_asker = |m: NodeId| {
+            if again {
+                return false;
+            }
             let link = self.membership.member_link(m);
             let told_at = link.and_then(|k| self.membership[k].told_at);
             // Answered after the asker became a member: the asker was on its list.
@@ -389,7 +417,7 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         // this peer's cluster asks it once (see `asks_members`), and nobody speaks about a
         // newcomer to the others: it dials each member its list names itself.
         if self.asks_members(conn, previous.is_some()) {
-            self.send(now, conn, &Message::AskMembers);
+            self.ask_members(now, conn);
         }
         match previous {
             Some(old) if old.ip == peer.ip && old.master_eligible == peer.master_eligible => {

@@ -57,7 +57,7 @@ use super::beacon_schedule::BeaconSchedule;
 use super::calls::Calls;
 use super::config::Config;
 use super::crypto::Identity;
-use super::discovery::{Discovery, Hint};
+use super::discovery::{Discovery, Hint, RESYNC_INTERVAL};
 use super::election::{Election, PromoteError};
 use super::error::ConnectionError;
 use super::link::Timer;
@@ -99,6 +99,10 @@ pub struct Cluster<R> {
     /// Counts admissions and answered member lists, to tell which came first (see
     /// `admission`'s `tell_members`).
     list_clock: u64,
+    /// With multicast off, when a member is next asked for its list again (see
+    /// `admission`'s `resync`), and the turn of the member asked.
+    next_resync: Option<Instant>,
+    resync_turn: usize,
     beacons: BeaconSchedule,
     /// Counts our beacons, for their freshness stamp.
     beacon_seq: u64,
@@ -171,6 +175,8 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
             membership: Membership::default(),
             own_addrs: BTreeSet::new(),
             list_clock: 0,
+            next_resync: None,
+            resync_turn: 0,
             beacons: BeaconSchedule::default(),
             beacon_seq: 0,
             beacon_freshness: beacon::Freshness::default(),
@@ -237,6 +243,9 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
     pub fn start(&mut self, now: Instant) {
         self.beacons.start(now);
         self.discovery.start(now, &self.config.discovery);
+        if !self.config.discovery.multicast {
+            self.next_resync = Some(now + RESYNC_INTERVAL);
+        }
         self.election.start(now);
         self.pump(now);
     }
@@ -275,6 +284,7 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
             .chain(self.held_master_deadline())
             .chain(self.sessions.next_ack())
             .chain(self.calls.next_deadline())
+            .chain(self.next_resync)
             .min()
     }
 
@@ -321,6 +331,9 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
             self.pump(now);
             if self.beacons.is_due(now) {
                 self.send_beacon(now);
+            }
+            if self.next_resync.is_some_and(|t| t <= now) {
+                self.resync(now);
             }
         }
         self.debug_check_index();
@@ -447,6 +460,7 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
     pub fn leave(&mut self, _now: Instant) {
         self.leaving = true;
         self.beacons.stop();
+        self.next_resync = None;
         self.discovery.stop();
         self.membership.clear_suspects();
         self.suspect_why.clear();

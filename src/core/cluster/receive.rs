@@ -7,7 +7,7 @@ use rand_core::{CryptoRng, RngCore};
 
 use super::loss::Loss;
 use super::{Cluster, ConnId, Event};
-use crate::core::discovery::Hint;
+use crate::core::discovery::{Hint, ASK_MEMBERS_GAP};
 use crate::core::error::{ConnectionError, DecodeError, HandshakeError};
 use crate::core::json::{is_json, is_json_object};
 use crate::core::message::Message;
@@ -314,12 +314,14 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
                 Ok(())
             }
             Message::AskMembers => {
-                // Answered once per connection: an honest node asks once, and a list costs
-                // up to `MAX_MEMBERS` entries.
-                if std::mem::replace(&mut self.membership[conn].told_members, true) {
-                    return Err(self.refuse("asked for the member list twice"));
+                // A list costs up to `MAX_MEMBERS` entries: an honest node asks at admission,
+                // then every `RESYNC_INTERVAL` at most.
+                let told = &mut self.membership[conn].told_members_at;
+                if told.is_some_and(|t| now < t + ASK_MEMBERS_GAP) {
+                    return Err(self.refuse("asked for the member list again too soon"));
                 }
-                self.tell_members(now, conn);
+                let again = told.replace(now).is_some();
+                self.tell_members(now, conn, again);
                 Ok(())
             }
             // An introduction, a verdict or a profile from a member: admission is over.
