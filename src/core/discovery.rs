@@ -847,7 +847,7 @@ mod tests {
             vec![(Some(id(2)), addr(2))],
             "only the one that never dialed"
         );
-        // A list out of reach (from a seed, or with no beacon heard) is dialed whole.
+        // A list out of reach (from a seed, or with multicast off) is dialed whole.
         let mut d = Discovery::default();
         let listed = d.learn(t0, &cfg, me, (id(2), addr(2)), Hint::List);
         assert_eq!(listed, Some(Learned::Dial));
