@@ -137,6 +137,9 @@ pub struct Sim {
     /// Deliveries under way, by arrival (and then the order sent).
     in_flight: BTreeMap<(Instant, u64), Delivery>,
     sent_count: u64,
+    /// Dials on their way to their listener (with an accept delay), until they arrive or
+    /// their dialer closes them.
+    dialing: BTreeSet<(Host, ConnId)>,
 }
 
 /// The wall clock (ms since the Unix epoch) when a simulation starts.
@@ -189,6 +192,7 @@ impl Sim {
             accept_delay: Duration::ZERO,
             in_flight: BTreeMap::new(),
             sent_count: 0,
+            dialing: BTreeSet::new(),
         }
     }
 
@@ -199,13 +203,22 @@ impl Sim {
             _ => None,
         };
         match to.and_then(|to| self.delays.get(&to)) {
-            Some(&delay) => {
-                self.sent_count += 1;
-                let at = self.now + delay;
-                self.in_flight.insert((at, self.sent_count), d);
-            }
+            Some(&delay) => self.deliver_later(delay, d),
             None => self.queue.push_back(d),
         }
+    }
+
+    /// Queues `d` to arrive `delay` from now, after whatever is due at the same instant.
+    fn deliver_later(&mut self, delay: Duration, d: Delivery) {
+        self.sent_count += 1;
+        self.in_flight
+            .insert((self.now + delay, self.sent_count), d);
+    }
+
+    /// A delay drawn below `max` (which is not zero), to the microsecond.
+    fn draw_delay(&mut self, max: Duration) -> Duration {
+        use rand_chacha::rand_core::RngCore;
+        Duration::from_micros(self.rng.next_u64() % max.as_micros() as u64)
     }
 
     /// Adds and starts a node with the given core configuration.
@@ -240,6 +253,7 @@ impl Sim {
         self.dirty.remove(&host);
         self.stale.remove(&host);
         self.armed.remove(&host);
+        self.dialing.retain(|&(h, _)| h != host);
         let ends: Vec<_> = self
             .links
             .keys()
@@ -517,6 +531,8 @@ impl Sim {
                 }
             }
             Output::Close { conn } => {
+                // A dial given up before it reached its listener never reaches it.
+                self.dialing.remove(&(host, conn));
                 if let Some(to) = self.links.remove(&(host, conn)) {
                     self.links.remove(&to);
                     self.carry(Delivery::Closed { to });
@@ -526,15 +542,13 @@ impl Sim {
                 if self.accept_delay.is_zero() {
                     return self.open(host, conn, target);
                 }
-                use rand_chacha::rand_core::RngCore;
-                let us = self.accept_delay.as_micros() as u64;
-                let delay = Duration::from_micros(1 + self.rng.next_u64() % us);
-                self.sent_count += 1;
+                let delay = Duration::from_micros(1) + self.draw_delay(self.accept_delay);
+                self.dialing.insert((host, conn));
                 let d = Delivery::Dial {
                     from: (host, conn),
                     target,
                 };
-                self.in_flight.insert((now + delay, self.sent_count), d);
+                self.deliver_later(delay, d);
             }
             Output::Probe {
                 addr: target,
@@ -566,19 +580,16 @@ impl Sim {
                             bytes,
                         });
                     } else {
-                        use rand_chacha::rand_core::RngCore;
-                        let us = self.beacon_delay.as_micros() as u64;
                         let hosts: Vec<Host> = self.nodes.keys().copied().collect();
                         for h in hosts.into_iter().filter(|&h| h != host) {
-                            let delay = Duration::from_micros(self.rng.next_u64() % us);
-                            self.sent_count += 1;
+                            let delay = self.draw_delay(self.beacon_delay);
                             let to = Some(h);
                             let d = Delivery::Beacon {
                                 from: host,
                                 to,
                                 bytes: bytes.clone(),
                             };
-                            self.in_flight.insert((now + delay, self.sent_count), d);
+                            self.deliver_later(delay, d);
                         }
                     }
                 }
@@ -694,21 +705,18 @@ impl Sim {
             Some((h, peer_conn))
         });
         self.touch(host);
-        let node = self.nodes.get_mut(&host).unwrap();
         match accepted {
             Some(peer) => {
                 self.links.insert((host, conn), peer);
                 self.links.insert(peer, (host, conn));
                 if !self.latency.is_zero() {
-                    use rand_chacha::rand_core::RngCore;
-                    let us = self.latency.as_micros() as u64;
-                    let delay = Duration::from_micros(1 + self.rng.next_u64() % us);
+                    let delay = Duration::from_micros(1) + self.draw_delay(self.latency);
                     self.delays.insert((host, conn), delay);
                     self.delays.insert(peer, delay);
                 }
-                node.connected(now, conn);
+                self.nodes.get_mut(&host).unwrap().connected(now, conn);
             }
-            None => node.dial_failed(now, conn),
+            None => self.nodes.get_mut(&host).unwrap().dial_failed(now, conn),
         }
     }
 
@@ -727,8 +735,8 @@ impl Sim {
                 from: (host, conn),
                 target,
             } => {
-                // A dialer gone meanwhile (crashed) dials nobody.
-                if self.nodes.contains_key(&host) {
+                // A dialer gone meanwhile (crashed, or it gave the dial up) dials nobody.
+                if self.dialing.remove(&(host, conn)) {
                     self.open(host, conn, target);
                 }
             }
