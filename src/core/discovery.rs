@@ -9,7 +9,7 @@
 //! node known by id waits, a bounded time, while that node may be dialing us already
 //! ([`Discovery::hold`]): one connection per pair, one handshake.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -253,6 +253,9 @@ pub struct Discovery {
     holds: BTreeMap<NodeId, Hold>,
     /// Scan dials held back alike, by address (at most one per scanned address).
     scan_holds: BTreeMap<SocketAddr, Hold>,
+    /// Scanned addresses whose dial, once made, gave way to a connection from their IP
+    /// ([`Discovery::give_way_scan`]): once each per scan (at most one per scanned address).
+    scans_given_way: BTreeSet<SocketAddr>,
     budget: DialBudget,
     backoff: BTreeMap<NodeId, Instant>,
     /// Nodes refused at admission, by us or by them: held back with a wait that doubles
@@ -420,6 +423,31 @@ impl Discovery {
             newest,
             since: now,
             until,
+            addr,
+            spent: false,
+        };
+        self.scan_holds.insert(addr, hold);
+        true
+    }
+
+    /// Our scan dial to `addr`, already made, gives way to connections from its IP address
+    /// accepted up to `newest`: held as [`Discovery::hold_scan`] holds one not made yet.
+    /// Once per address in a scan, so that connections that never prove themselves
+    /// delay the scan once and no more. Returns false if the dial is to stand.
+    pub fn give_way_scan(
+        &mut self,
+        now: Instant,
+        addr: SocketAddr,
+        newest: ConnId,
+        wait: Duration,
+    ) -> bool {
+        if !self.scans_given_way.insert(addr) {
+            return false;
+        }
+        let hold = Hold {
+            newest,
+            since: now,
+            until: now + wait,
             addr,
             spent: false,
         };
@@ -690,6 +718,7 @@ impl Discovery {
         }
         if self.next_scan.is_some_and(|t| t <= now) {
             self.next_scan = None;
+            self.scans_given_way.clear();
             for subnet in &cfg.subnets {
                 let [a, b, c, _] = subnet.octets();
                 for d in 1..=254 {

@@ -51,6 +51,8 @@ pub struct Keys {
     scan_dialing: bool,
     /// Accepted and not yet proven.
     unproven_accept: bool,
+    /// Our scan dial, not yet proven.
+    unproven_scan: bool,
     /// Accepted, proven, and its introduction awaited.
     introducing_accept: bool,
 }
@@ -77,6 +79,7 @@ impl Keys {
             forming: pending && !(link.scan && link.is_dialing()),
             scan_dialing: link.scan && link.is_dialing(),
             unproven_accept: accepted && link.is_unproven(),
+            unproven_scan: !accepted && link.scan && link.is_unproven(),
             introducing_accept: accepted && link.is_introducing(),
         }
     }
@@ -100,6 +103,8 @@ pub struct LinkIndex {
     introduced: usize,
     pending_accepts_from: BTreeMap<IpAddr, u32>,
     unproven_accepts: BTreeSet<(IpAddr, ConnId)>,
+    /// Our scan dials not yet proven, by the IP address dialed.
+    unproven_scans: BTreeSet<(IpAddr, ConnId)>,
     introducing_accepts: BTreeSet<(IpAddr, ConnId)>,
     members: usize,
     pending: usize,
@@ -270,6 +275,9 @@ impl LinkIndex {
         if k.unproven_accept {
             set(&mut self.unproven_accepts, (k.ip, conn), add);
         }
+        if k.unproven_scan {
+            set(&mut self.unproven_scans, (k.ip, conn), add);
+        }
         if k.introducing_accept {
             set(&mut self.introducing_accepts, (k.ip, conn), add);
         }
@@ -379,6 +387,14 @@ impl LinkIndex {
         let unproven = range(&self.unproven_accepts);
         let introducing = or_introducing.then(|| range(&self.introducing_accepts));
         unproven.into_iter().chain(introducing.flatten()).max()
+    }
+
+    /// Our scan dials to `ip` not yet proven.
+    pub fn unproven_scans_to(&self, ip: IpAddr) -> impl Iterator<Item = ConnId> + '_ {
+        let range = self
+            .unproven_scans
+            .range((ip, ConnId::MIN)..=(ip, ConnId::MAX));
+        range.map(|&(_, k)| k)
     }
 
     pub fn members(&self) -> usize {

@@ -354,6 +354,23 @@ impl Membership {
         unadmitted.min_by_key(|(_, l)| l.deadline()).map(|(k, _)| k)
     }
 
+    /// Our scan dials to `ip` whose peer has not yet proven its id.
+    pub fn unproven_scans_to(&self, ip: IpAddr) -> Vec<ConnId> {
+        let found: Vec<ConnId> = self.index().unproven_scans_to(ip).collect();
+        debug_assert!(
+            self.links.len() > CHECK_INDEX_UP_TO
+                || found
+                    == self
+                        .links
+                        .iter()
+                        .filter(|(_, l)| l.role == Role::Initiator && l.scan && l.is_unproven())
+                        .filter(|(_, l)| l.addr.ip() == ip)
+                        .map(|(&k, _)| k)
+                        .collect::<Vec<_>>()
+        );
+        found
+    }
+
     /// Subnet-scan dials not connected yet.
     pub fn scans_in_flight(&self) -> usize {
         self.index().scans_dialing()

@@ -88,6 +88,7 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         let deadline = now + self.config.handshake_timeout;
         let conn = self.membership.add(Link::accepted(addr, hs, deadline));
         self.transmit(conn, wire::frame(&hello));
+        self.yield_crossing_scans(now, addr.ip(), conn);
         Some(conn)
     }
 
@@ -193,6 +194,7 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         let deadline = now + self.config.admission_timeout;
         self.membership[conn].introduced(candidate.clone(), deadline);
         self.discovery.connected(id);
+        self.drop_scans_not_connected(SocketAddr::new(ip, candidate.port));
         if !self.resolve_duplicate(conn, id) {
             return Ok(());
         }

@@ -64,6 +64,40 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         self.dial(now, target);
     }
 
+    /// A connection from `ip` was accepted (`inbound`) while our own scan dials to `ip` are
+    /// before their proof: it may be the node there dialing us, each dial made before the
+    /// other arrived (nodes scanning each other as they start together). The end with the
+    /// larger IP address gives its dial up, as if the connection had come before it
+    /// (see [`Cluster::dial_unless_dialed`]); the other keeps its own, which is that
+    /// connection at this end. Once per scanned address in a scan, so connections that
+    /// never prove themselves, or prove to be another node, delay the scan once,
+    /// `handshake_timeout` at most.
+    pub(super) fn yield_crossing_scans(&mut self, now: Instant, ip: IpAddr, inbound: ConnId) {
+        if !yields_to(self.me.ip, ip) {
+            return;
+        }
+        let wait = self.config.handshake_timeout;
+        for conn in self.membership.unproven_scans_to(ip) {
+            let addr = self.membership[conn].addr;
+            if self.discovery.give_way_scan(now, addr, inbound, wait) {
+                self.close(conn);
+            }
+        }
+    }
+
+    /// A peer introduced itself as listening at `addr`: our scan dials there that have not
+    /// connected yet are given up (they would only reach it again). One that has connected
+    /// is left to [`Cluster::yield_crossing_scans`] at the other end: each end dropping its
+    /// own connected dial could leave the pair with none.
+    pub(super) fn drop_scans_not_connected(&mut self, addr: SocketAddr) {
+        for conn in self.membership.unproven_scans_to(addr.ip()) {
+            let link = &self.membership[conn];
+            if link.addr == addr && link.is_dialing() {
+                self.close(conn);
+            }
+        }
+    }
+
     /// The newest connection from `ip`, accepted up to `newest`, whose peer has not yet
     /// proven its id (`or_introduced`: or not yet said where it listens).
     fn accepted_unknown(&self, ip: IpAddr, newest: ConnId, or_introduced: bool) -> Option<ConnId> {
@@ -177,4 +211,11 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         let (burst, interval) = (&self.config.beacon_burst, self.config.beacon_interval);
         self.beacons.sent(now, burst, interval, &mut self.rng);
     }
+}
+
+/// Of two nodes at `ours` and `theirs` whose dials to each other cross, whether ours is
+/// the one to give way: the larger address does. Nothing is decided between addresses of
+/// different families, or from an address we do not know (listening on every address).
+fn yields_to(ours: IpAddr, theirs: IpAddr) -> bool {
+    !ours.is_unspecified() && ours.is_ipv4() == theirs.is_ipv4() && ours > theirs
 }
