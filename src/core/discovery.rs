@@ -175,6 +175,20 @@ struct Hold {
     spent: bool,
 }
 
+impl Hold {
+    /// A dial to `addr` held from `now` for connections accepted up to `newest`, `wait`
+    /// at most.
+    fn new(now: Instant, addr: SocketAddr, newest: ConnId, wait: Duration) -> Hold {
+        Hold {
+            newest,
+            since: now,
+            until: now + wait,
+            addr,
+            spent: false,
+        }
+    }
+}
+
 /// A node refused at admission.
 #[derive(Debug, Clone, Copy)]
 struct Refusal {
@@ -253,8 +267,9 @@ pub struct Discovery {
     holds: BTreeMap<NodeId, Hold>,
     /// Scan dials held back alike, by address (at most one per scanned address).
     scan_holds: BTreeMap<SocketAddr, Hold>,
-    /// Scanned addresses whose dial, once made, gave way to a connection from their IP
-    /// ([`Discovery::give_way_scan`]): once each per scan (at most one per scanned address).
+    /// Scanned addresses whose dial waited for a connection from their IP, held before it
+    /// was made ([`Discovery::hold_scan`]) or given way after ([`Discovery::give_way_scan`]):
+    /// once each per scan (at most one per scanned address).
     scans_given_way: BTreeSet<SocketAddr>,
     budget: DialBudget,
     backoff: BTreeMap<NodeId, Instant>,
@@ -392,16 +407,9 @@ impl Discovery {
         if !room || self.holds.len() >= MAX_HEARD {
             return false;
         }
-        let until = now + wait;
-        let hold = Hold {
-            newest,
-            since: now,
-            until,
-            addr,
-            spent: false,
-        };
+        let hold = Hold::new(now, addr, newest, wait);
         self.holds.insert(id, hold);
-        self.heard.insert(id, (until, addr));
+        self.heard.insert(id, (hold.until, addr));
         true
     }
 
@@ -418,15 +426,10 @@ impl Discovery {
         if self.scan_holds.remove(&addr).is_some() {
             return false;
         }
-        let until = now + wait;
-        let hold = Hold {
-            newest,
-            since: now,
-            until,
-            addr,
-            spent: false,
-        };
-        self.scan_holds.insert(addr, hold);
+        self.scan_holds
+            .insert(addr, Hold::new(now, addr, newest, wait));
+        // Held once: the dial made after this wait does not give way as well.
+        self.scans_given_way.insert(addr);
         true
     }
 
@@ -444,14 +447,8 @@ impl Discovery {
         if !self.scans_given_way.insert(addr) {
             return false;
         }
-        let hold = Hold {
-            newest,
-            since: now,
-            until: now + wait,
-            addr,
-            spent: false,
-        };
-        self.scan_holds.insert(addr, hold);
+        self.scan_holds
+            .insert(addr, Hold::new(now, addr, newest, wait));
         true
     }
 
