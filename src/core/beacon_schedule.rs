@@ -1,10 +1,26 @@
 //! When this node multicasts its next beacon: a quick burst at start so a cluster forms
 //! fast, then a jittered period so late nodes and healed partitions are found, and an early
 //! beacon to answer a newcomer that waits to hear us before it dials.
+//!
+//! The period grows with the node's members ([`period`]): every node hears every beacon of
+//! its cluster, so with one period for all a node would hear N/2 beacons a second (500 at
+//! 1 000 nodes). Spread out, the cluster as a whole sends about [`BEACONS_PER_INTERVAL`]
+//! per base interval whatever N, and a node hears a constant number a second.
 
 use std::time::{Duration, Instant};
 
 use rand_core::RngCore;
+
+/// Beacons the whole cluster sends per base interval, about: past this many nodes each
+/// one's period is the base interval times `ceil((members + 1) / BEACONS_PER_INTERVAL)`
+/// (2 s up to 15 members, 14 s at 100 nodes, 126 s at 1 000 with the default 2 s).
+pub const BEACONS_PER_INTERVAL: usize = 16;
+
+/// A node's beacon period with `members` members (see [`BEACONS_PER_INTERVAL`]).
+pub fn period(base: Duration, members: usize) -> Duration {
+    let nodes = members.saturating_add(1);
+    base.saturating_mul(u32::try_from(nodes.div_ceil(BEACONS_PER_INTERVAL)).unwrap_or(u32::MAX))
+}
 
 /// The beacon timer of one node.
 #[derive(Debug, Default)]
@@ -37,12 +53,16 @@ impl BeaconSchedule {
     }
 
     /// A beacon went out at `now`. The next follows the burst's offsets from the start
-    /// while they lie ahead, then `interval` ±10%.
+    /// while they lie ahead, then `period` later: ±10% while it is the `base` interval,
+    /// and anywhere from half to one and a half times it when spread out (more members):
+    /// nodes started together, or that lost their members together, would otherwise
+    /// beacon in waves one long period apart, and a partition healing between two waves
+    /// would hear no beacon across for seconds.
     pub fn sent(
         &mut self,
         now: Instant,
         burst: &[Duration],
-        interval: Duration,
+        (base, period): (Duration, Duration),
         rng: &mut impl RngCore,
     ) {
         self.sent += 1;
@@ -50,8 +70,21 @@ impl BeaconSchedule {
         let started = self.started.unwrap_or(now);
         self.next = Some(match burst.get(self.sent) {
             Some(&offset) if started + offset > now => started + offset,
-            _ => now + jittered(interval, rng),
+            _ if period <= base => now + jittered(period, rng),
+            _ => now + period / 2 + up_to(period, rng),
         });
+    }
+
+    /// The period is now `period` (the node lost members): a next beacon planned further
+    /// off than `period` from now is drawn again, at a random point within `period` from
+    /// now. Not at once nor at the same offset from the last beacon: the nodes of a side
+    /// cut off together lose their members together, and nodes started together sent
+    /// their last beacon (the burst's) together. A node cut off from most of its cluster
+    /// goes back to beaconing as often as a small cluster's node does.
+    pub fn period_at_most(&mut self, now: Instant, period: Duration, rng: &mut impl RngCore) {
+        if self.next.is_some_and(|next| next > now + period) {
+            self.next = Some(now + up_to(period, rng));
+        }
     }
 
     /// A node with a smaller id waits to hear us before it dials: beacon as soon as
@@ -67,8 +100,13 @@ impl BeaconSchedule {
 /// `d` ±10%, so nodes started together do not beacon in lockstep forever.
 fn jittered(d: Duration, rng: &mut impl RngCore) -> Duration {
     let tenth = d / 10;
-    let span = tenth.as_millis().max(1) as u64 * 2;
-    d - tenth + Duration::from_millis(rng.next_u64() % span)
+    d - tenth + up_to(tenth * 2, rng)
+}
+
+/// A random duration from 0 to `d`, by the millisecond.
+fn up_to(d: Duration, rng: &mut impl RngCore) -> Duration {
+    let span = d.as_millis().max(1) as u64;
+    Duration::from_millis(rng.next_u64() % span)
 }
 
 #[cfg(test)]
@@ -93,15 +131,15 @@ mod tests {
     fn the_burst_follows_its_offsets_from_the_start_then_the_interval_is_jittered() {
         let (mut s, mut rng, t0) = started(1);
         let burst = [MS(0), MS(50), MS(150)];
-        s.sent(t0, &burst, MS(2000), &mut rng);
+        s.sent(t0, &burst, (MS(2000), MS(2000)), &mut rng);
         assert_eq!(s.next(), Some(t0 + MS(50)));
         // A late beacon does not shift the burst: offsets count from the start.
-        s.sent(t0 + MS(60), &burst, MS(2000), &mut rng);
+        s.sent(t0 + MS(60), &burst, (MS(2000), MS(2000)), &mut rng);
         assert_eq!(s.next(), Some(t0 + MS(150)));
         let mut gaps = std::collections::BTreeSet::new();
         let mut now = t0 + MS(150);
         for _ in 0..50 {
-            s.sent(now, &burst, MS(2000), &mut rng);
+            s.sent(now, &burst, (MS(2000), MS(2000)), &mut rng);
             let gap = s.next().unwrap() - now;
             assert!(gap >= MS(1800) && gap < MS(2200), "gap {gap:?}");
             gaps.insert(gap);
@@ -113,15 +151,79 @@ mod tests {
     #[test]
     fn a_burst_offset_already_past_gives_way_to_the_interval() {
         let (mut s, mut rng, t0) = started(2);
-        s.sent(t0 + MS(80), &[MS(0), MS(50)], MS(1000), &mut rng);
+        s.sent(
+            t0 + MS(80),
+            &[MS(0), MS(50)],
+            (MS(1000), MS(1000)),
+            &mut rng,
+        );
         let gap = s.next().unwrap() - (t0 + MS(80));
         assert!(gap >= MS(900) && gap < MS(1100), "gap {gap:?}");
     }
 
     #[test]
+    fn the_period_grows_with_the_members_so_the_cluster_beacons_at_a_constant_rate() {
+        let base = MS(2000);
+        assert_eq!(period(base, 0), base);
+        assert_eq!(period(base, 15), base);
+        assert_eq!(period(base, 16), MS(4000));
+        assert_eq!(period(base, 99), MS(14_000));
+        assert_eq!(period(base, 999), MS(126_000));
+        // The cluster's beacons per base interval: N nodes, each once per its period.
+        for n in [16usize, 17, 50, 100, 500, 1000] {
+            let per_base = n as f64 * base.as_secs_f64() / period(base, n - 1).as_secs_f64();
+            assert!((8.0..=16.0).contains(&per_base), "{n} nodes: {per_base}");
+        }
+    }
+
+    #[test]
+    fn a_spread_period_is_drawn_from_half_to_one_and_a_half_times_itself() {
+        let (mut s, mut rng, t0) = started(5);
+        let mut now = t0;
+        let (mut least, mut most, mut sum) = (MS(u64::MAX / 2), MS(0), MS(0));
+        for _ in 0..200 {
+            s.sent(now, &[], (MS(2000), MS(14_000)), &mut rng);
+            let gap = s.next().unwrap() - now;
+            (least, most, sum) = (least.min(gap), most.max(gap), sum + gap);
+            now += gap;
+        }
+        assert!(least >= MS(7000) && least < MS(8000), "least {least:?}");
+        assert!(most < MS(21_000) && most > MS(20_000), "most {most:?}");
+        let mean = sum / 200;
+        assert!(mean > MS(13_000) && mean < MS(15_000), "mean {mean:?}");
+    }
+
+    #[test]
+    fn a_shorter_period_draws_the_next_beacon_within_it_from_now_once() {
+        // Nodes cut off together lose their members together, and nodes started together
+        // sent their last beacon together: at once, or a period after the last, would put
+        // them back in step.
+        let mut draws = std::collections::BTreeSet::new();
+        for seed in 0..20 {
+            let (mut s, mut rng, t0) = started(100 + seed);
+            s.sent(t0, &[], (MS(2000), MS(26_000)), &mut rng);
+            let planned = s.next().unwrap();
+            assert!(planned >= t0 + MS(13_000));
+            let now = t0 + MS(3000);
+            s.period_at_most(now, MS(40_000), &mut rng);
+            assert_eq!(s.next(), Some(planned), "a longer period changes nothing");
+            s.period_at_most(now, MS(10_000), &mut rng);
+            let next = s.next().unwrap();
+            assert!(next >= now && next < now + MS(10_000), "{:?}", next - now);
+            // One member after another is removed: the draw stands.
+            for _ in 0..50 {
+                s.period_at_most(now, MS(10_000), &mut rng);
+            }
+            assert_eq!(s.next(), Some(next));
+            draws.insert(next - now);
+        }
+        assert!(draws.len() > 15, "drawn, not at once: {draws:?}");
+    }
+
+    #[test]
     fn an_announce_is_answered_no_sooner_than_the_least_gap() {
         let (mut s, mut rng, t0) = started(3);
-        s.sent(t0, &[], MS(2000), &mut rng);
+        s.sent(t0, &[], (MS(2000), MS(2000)), &mut rng);
         s.answer_announce(t0 + MS(10), MS(50));
         assert_eq!(s.next(), Some(t0 + MS(50)));
         s.answer_announce(t0 + MS(70), MS(50));

@@ -223,6 +223,11 @@ impl Election {
         self.claim
     }
 
+    /// True once member `id` has reported what it follows since it was added (or relinked).
+    pub fn has_reported(&self, id: NodeId) -> bool {
+        self.reported.contains(&id)
+    }
+
     pub fn is_master(&self) -> bool {
         self.master() == Some(self.me)
     }

@@ -222,6 +222,11 @@ impl Membership {
         self.index().members() > 0
     }
 
+    /// How many members (both ends admitted), from the index.
+    pub fn member_count(&self) -> usize {
+        self.index().members()
+    }
+
     /// True if the index names exactly the introduced links but challengers, and a
     /// challenger only ever stands beside a member's link.
     pub fn index_agrees(&self) -> bool {

@@ -241,6 +241,9 @@ pub struct Stats {
     /// `Asking` records acted on: a member said it asks another, and this node began to
     /// ask it too (at most one an interval per member asked about).
     pub asks_taken: u64,
+    /// Member lists asked of a new member that follows another master (a healed
+    /// partition): at most one per `beacon_interval`.
+    pub lists_asked_across: u64,
     /// Lookups of `network.peers` names that failed (no answer, no address, or an error);
     /// counted by the driver, which does the lookups.
     pub seed_lookups_failed: u64,

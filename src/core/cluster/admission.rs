@@ -18,6 +18,7 @@ use rand_core::{CryptoRng, RngCore};
 use super::{Cluster, ConnId, Event, Output};
 use crate::core::crypto::{Handshake, Role};
 use crate::core::discovery::{Target, ASK_MEMBERS_GAP, RESYNC_INTERVAL};
+use crate::core::election::ElectionMsg;
 use crate::core::error::{ConnectionError, HandshakeError};
 use crate::core::link::Link;
 use crate::core::message::{Message, MAX_MEMBERS};
@@ -325,6 +326,38 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
             .into_iter()
             .all(|c| c == conn);
         (link.role == Role::Initiator && link.ask) || first || came_back
+    }
+
+    /// True if `msg` is member `from`'s first word on its link of what it follows (each
+    /// end tells the other when it adds it) and names a master, not ours: it comes from
+    /// another cluster, a partition healing, whose members we have not met.
+    pub(super) fn follows_another_master(&self, from: NodeId, msg: &ElectionMsg) -> bool {
+        let ElectionMsg::State(Some(claim)) = msg else {
+            return false;
+        };
+        !self.election.has_reported(from) && Some(claim.master) != self.election.master()
+    }
+
+    /// Asks member `conn`, of another cluster (see [`Cluster::follows_another_master`]),
+    /// for its member list, so that one link across a healed partition mends every pair:
+    /// our beacons are spread out with the members (see `beacon_schedule`), and without
+    /// the list each pair would wait to hear the other's beacon. The list is taken as
+    /// beacons heard ([`crate::core::discovery::Hint::ListInReach`]): we dial its larger ids, and announce
+    /// ourselves to the smaller ones, which dial us. At most one such ask per
+    /// `beacon_interval`, and none on a link already asked: a peer that claims another
+    /// master on every new link costs us one list (a bounded one) per interval, and its
+    /// entries are dials under the dial budget like any beacon's. Multicast only: in
+    /// manual mode lost members are dialed again by address (`probe_lost`).
+    pub(super) fn ask_across(&mut self, now: Instant, conn: ConnId) {
+        let gap = self.config.beacon_interval;
+        let recent = self.asked_across_at.is_some_and(|t| now < t + gap);
+        let asked = self.membership[conn].asked_members_at.is_some();
+        if !self.config.discovery.multicast || recent || asked {
+            return;
+        }
+        self.asked_across_at = Some(now);
+        self.stats.lists_asked_across += 1;
+        self.ask_members(now, conn);
     }
 
     /// Asks the member on `conn` for its member list.

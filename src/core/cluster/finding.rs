@@ -2,12 +2,13 @@
 //! for, and the addresses it learns from beacons and member lists.
 
 use std::net::{IpAddr, SocketAddr};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rand_core::{CryptoRng, RngCore};
 
 use super::{Cluster, ConnId, Output};
 use crate::core::beacon::{self, Beacon};
+use crate::core::beacon_schedule;
 use crate::core::discovery::{Hint, Learned, Target};
 use crate::core::node::{Candidate, NodeId};
 
@@ -208,8 +209,16 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         );
         self.outputs.push_back(Output::Beacon(bytes));
         self.stats.beacons_sent += 1;
-        let (burst, interval) = (&self.config.beacon_burst, self.config.beacon_interval);
-        self.beacons.sent(now, burst, interval, &mut self.rng);
+        let periods = (self.config.beacon_interval, self.beacon_period());
+        self.beacons
+            .sent(now, &self.config.beacon_burst, periods, &mut self.rng);
+    }
+
+    /// Our beacon period now: the longer the more members we have (see
+    /// [`beacon_schedule::period`]).
+    pub(super) fn beacon_period(&self) -> Duration {
+        let members = self.membership.member_count();
+        beacon_schedule::period(self.config.beacon_interval, members)
     }
 }
 

@@ -113,6 +113,10 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         self.release_master(id);
         self.election.member_removed(now, id);
         self.run_election(now);
+        // Fewer members, a shorter beacon period: a node cut off from most of its cluster
+        // is heard again as soon as a small cluster's node would be.
+        let period = self.beacon_period();
+        self.beacons.period_at_most(now, period, &mut self.rng);
     }
 
     /// Removes a connection that ended; if it carried a member, deals with the loss.

@@ -103,6 +103,9 @@ pub struct Cluster<R> {
     /// `admission`'s `resync`), and the turn of the member asked.
     next_resync: Option<Instant>,
     resync_turn: usize,
+    /// When we last asked a new member from another cluster for its list (see
+    /// `admission`'s `ask_across`).
+    asked_across_at: Option<Instant>,
     beacons: BeaconSchedule,
     /// Counts our beacons, for their freshness stamp.
     beacon_seq: u64,
@@ -176,6 +179,7 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
             own_addrs: BTreeSet::new(),
             list_clock: 0,
             next_resync: None,
+            asked_across_at: None,
             resync_turn: 0,
             beacons: BeaconSchedule::default(),
             beacon_seq: 0,

@@ -295,10 +295,14 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
                 // The peer speaks for itself only: a message that breaks the election's
                 // rules changes nothing and closes this connection.
                 let from = from.expect("members are introduced");
+                let across = self.follows_another_master(from, &m);
                 let heard = self.election.handle(now, from, m);
                 self.run_election(now);
                 // It speaks, so it has not departed: a change of master held for it is told.
                 self.release_master(from);
+                if across && heard.is_ok() {
+                    self.ask_across(now, conn);
+                }
                 heard.map_err(|crate::core::election::Refused(rule)| self.refuse(rule))
             }
             Message::Members(list) => {
