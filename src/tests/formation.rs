@@ -1058,3 +1058,31 @@ fn heal_by_lists(seed: u64, n: usize) {
         "seed {seed}: {lists} lists asked across in {healed:?}: none, or more than one per node per interval"
     );
 }
+
+/// A newcomer by multicast asks one member for the list, at admission. Its other members'
+/// first `State`s name a master it may not follow yet: that is no partition healing, and
+/// a list asked across on top (about 100 entries at 100 nodes) is counted toward the
+/// gap of [`Cluster::ask_across`](crate::core::cluster::Cluster) like any list asked.
+#[test]
+fn a_newcomer_by_multicast_asks_no_list_across() {
+    over_seeds(6, |seed| {
+        let n = 30;
+        let mut sim = Sim::new(seed);
+        sim.record_probes = false;
+        form(&mut sim, seed, n, Found::Multicast, Duration::ZERO, false)?;
+        sim.run_for(Duration::from_millis(200));
+        sim.add_at(n, config(Found::Multicast), false);
+        let joined = until(
+            &mut sim,
+            Duration::from_millis(5),
+            Duration::from_secs(5),
+            |sim| formed(sim, n + 1),
+        );
+        joined.ok_or("the newcomer did not join within 5 s")?;
+        let across = sim.nodes[&n].stats().lists_asked_across;
+        if across != 0 {
+            return Err(format!("the newcomer asked {across} list(s) across"));
+        }
+        Ok(())
+    });
+}

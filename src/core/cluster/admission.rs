@@ -360,8 +360,11 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         self.ask_members(now, conn);
     }
 
-    /// Asks the member on `conn` for its member list.
+    /// Asks the member on `conn` for its member list. Every list counts toward the gap of
+    /// [`Cluster::ask_across`]: a newcomer's other members name a master it does not follow
+    /// yet, and the list it asked at admission is the one it needs.
     pub(super) fn ask_members(&mut self, now: Instant, conn: ConnId) {
+        self.asked_across_at = Some(now);
         self.membership[conn].asked_members_at = Some(now);
         self.send(now, conn, &Message::AskMembers);
     }

@@ -103,8 +103,8 @@ pub struct Cluster<R> {
     /// `admission`'s `resync`), and the turn of the member asked.
     next_resync: Option<Instant>,
     resync_turn: usize,
-    /// When we last asked a new member from another cluster for its list (see
-    /// `admission`'s `ask_across`).
+    /// When we last asked any member for its list: the gap of `admission`'s `ask_across`
+    /// runs from it.
     asked_across_at: Option<Instant>,
     beacons: BeaconSchedule,
     /// Counts our beacons, for their freshness stamp.
