@@ -2,12 +2,14 @@
 
 // Formation at scale (issue 19): N node processes, each on its own loopback address
 // 127.0.0.K (all on one port), started at the same instant, finding each other by one seed
-// (127.0.0.1) or by multicast. Prints, from the last `listening`: when every node saw every
+// (127.0.0.1) or by multicast. Without multicast every node also scans the /24 of its address
+// (manual discovery's default: 254 dials a node, most refused); --seeds-only turns the scan
+// off (`network.subnets: []`), as the issue's "seeds only" rows were. Prints, from the last `listening`: when every node saw every
 // other under one master, how many nodes emitted `promotion`, and what the formation cost:
 // CPU (user + sys) per process and per link, bytes sent per node and per join, handshakes
 // beyond the N(N-1)/2 pairs. Run inside a network namespace of its own:
 //
-//   unshare -n -- bash -c 'ip link set lo up && node bench/formation.js --nodes 100 [--multicast]'
+//   unshare -n -- bash -c 'ip link set lo up && node bench/formation.js --nodes 100 [--multicast | --seeds-only]'
 //
 // CPU time, not wall-clock, is the figure to compare on a shared machine.
 //
@@ -58,6 +60,7 @@ if (CHILD) {
 async function main() {
   const n = Number(flag('nodes', 10));
   const multicast = args.includes('--multicast');
+  const seedsOnly = args.includes('--seeds-only');
   const limitMs = Number(flag('limit', 60_000));
   const port = 20000 + crypto.randomInt(12000);
   const cluster = `formation-${crypto.randomBytes(4).toString('hex')}`;
@@ -81,7 +84,7 @@ async function main() {
       const address = `127.0.0.${k + 1}`;
       const network = multicast
         ? { port, address: { local: address }, multicast_interface: address, multicast_port: port + 1 }
-        : { port, address: { local: address }, multicast: false, peers: [`127.0.0.1:${port}`] };
+        : { port, address: { local: address }, multicast: false, peers: [`127.0.0.1:${port}`], ...(seedsOnly ? { subnets: [] } : {}) };
       const child = fork(__filename, [], {
         env: { ...process.env, ESPIAL_FORMATION_CHILD: JSON.stringify({ network, cluster }) },
         stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
@@ -131,7 +134,7 @@ async function main() {
     if (args.includes('--cpu-each')) console.error(stats.map((s) => s.cpu_ms.toFixed(0)).join(' '));
     const result = {
       nodes: n,
-      discovery: multicast ? 'multicast' : 'seeds',
+      discovery: multicast ? 'multicast' : seedsOnly ? 'seeds only' : 'seeds and /24 scan',
       formed_ms_after_last_listening: formedAt - lastListening,
       promotions: state.reduce((t, s) => t + s.promotions, 0),
       cpu_ms_per_process: +(cpu / n).toFixed(1),
