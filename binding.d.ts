@@ -213,6 +213,7 @@ export interface NativeStats {
   probesRejected: number
   probesRelayed: number
   indirectProbes: number
+  answersAsked: number
   pausesNoticed: number
   requestsOut: number
   requestsIn: number

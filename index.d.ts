@@ -400,6 +400,8 @@ declare namespace espial {
     probes_relayed: number;
     /** Relay requests sent: a member silent past its probe round probed through others. */
     indirect_probes: number;
+    /** Pings asking a silent member for an answer, sent to it directly (relayed asks are `indirect_probes`). */
+    answers_asked: number;
     /** Times this node's own process was found to have been paused (a timer fired far too late). */
     pauses_noticed: number;
     /** Requests sent (one per target) and received for a handler of this node. */

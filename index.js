@@ -259,6 +259,7 @@ class Espial extends EventEmitter {
       probes_rejected: s.probesRejected,
       probes_relayed: s.probesRelayed,
       indirect_probes: s.indirectProbes,
+      answers_asked: s.answersAsked,
       pauses_noticed: s.pausesNoticed,
       requests_out: s.requestsOut,
       requests_in: s.requestsIn,

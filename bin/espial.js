@@ -250,17 +250,40 @@ function nodeOptions(command, values) {
   return options;
 }
 
-// A free TCP port on `address`, for an observer that was given no --port.
-function freePort(address) {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.unref();
-    server.once('error', reject);
-    server.listen(0, address, () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
+// A port number free on `address` for TCP and for UDP, for an observer that was given no
+// --port: the node listens on TCP and takes the same number for its probe socket (UDP),
+// which another socket may hold. A TCP port the OS chose whose number is taken on UDP is
+// kept open while the next is drawn, so each try draws another; 16 tries.
+const FREE_PORT_TRIES = 16;
+
+async function freePort(address) {
+  const dgram = require('node:dgram');
+  const listen = () =>
+    new Promise((resolve, reject) => {
+      const server = net.createServer();
+      server.unref();
+      server.once('error', reject);
+      server.listen(0, address, () => resolve(server));
     });
-  });
+  const udpFree = (port) =>
+    new Promise((resolve) => {
+      const socket = dgram.createSocket(net.isIPv6(address) ? 'udp6' : 'udp4');
+      socket.unref();
+      socket.once('error', () => resolve(false));
+      socket.bind(port, address, () => socket.close(() => resolve(true)));
+    });
+  const held = [];
+  try {
+    for (let i = 0; i < FREE_PORT_TRIES; i++) {
+      const server = await listen();
+      held.push(server);
+      const { port } = server.address();
+      if (await udpFree(port)) return port;
+    }
+    throw new Error(`no port free for both TCP and UDP on ${address} in ${FREE_PORT_TRIES} tries`);
+  } finally {
+    await Promise.all(held.map((server) => new Promise((resolve) => server.close(() => resolve()))));
+  }
 }
 
 // What a peer must not get to a terminal as it is (a forged line, an escape sequence,

@@ -235,6 +235,9 @@ pub struct Stats {
     pub probes_relayed: u64,
     /// Relay requests sent: a member silent for two intervals probed through others.
     pub indirect_probes: u64,
+    /// Pings asking a silent member for an answer, sent to it directly (its relayed asks
+    /// are `indirect_probes`).
+    pub answers_asked: u64,
     /// `Asking` records sent: this node's regular probe to a member went unanswered, and it
     /// told each other member it hears that it asks that one.
     pub asks_told: u64,

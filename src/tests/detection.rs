@@ -852,3 +852,30 @@ fn a_node_still_forming_asks_nobody_for_an_answer() {
         "no Asking words once formed: the count cannot fail"
     );
 }
+
+/// A node back from a pause asks an answer of no member at once where the rounds bring a
+/// sign of life from each before its silence could count (30 nodes: four rounds,
+/// `answer_after` 1.5 s, over the 1 s `grace` its silences are cut to). It asked every
+/// member directly before (29 asks, and 29 members then reading probes promptly for
+/// `dead_after`), which 100 processes forming on 2 cores, each starved a few hundred ms
+/// at a time, did 179-208 times. Its members ask it meanwhile (it was silent): that is
+/// theirs to do, and nobody is removed.
+#[test]
+fn a_node_back_from_a_pause_asks_no_member_at_once_in_a_cluster_of_thirty() {
+    over_seeds(|seed| {
+        let (mut sim, hosts) = formed_big(seed, 30)?;
+        let asked = |sim: &Sim| sim.nodes[&0].stats().answers_asked;
+        let before = asked(&sim);
+        sim.pause(0);
+        sim.run_for(Duration::from_millis(1000));
+        // Its overdue round runs on resuming, before anything else is read.
+        sim.resume(0);
+        let noticed = sim.nodes[&0].stats().pauses_noticed;
+        check(noticed == 1, || format!("pauses noticed: {noticed}"))?;
+        let at_once = asked(&sim) - before;
+        check(at_once == 0, || format!("{at_once} members asked at once"))?;
+        sim.run_for(Duration::from_secs(10));
+        nobody_removed(&sim, "after a 1 s pause")?;
+        complete(&sim, &hosts)
+    });
+}
