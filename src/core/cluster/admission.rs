@@ -350,12 +350,12 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
     /// manual mode lost members are dialed again by address (`probe_lost`).
     pub(super) fn ask_across(&mut self, now: Instant, conn: ConnId) {
         let gap = self.config.beacon_interval;
-        let recent = self.asked_across_at.is_some_and(|t| now < t + gap);
+        let recent = self.list_asked_at.is_some_and(|t| now < t + gap);
         let asked = self.membership[conn].asked_members_at.is_some();
         if !self.config.discovery.multicast || recent || asked {
             return;
         }
-        self.asked_across_at = Some(now);
+        self.list_asked_at = Some(now);
         self.stats.lists_asked_across += 1;
         self.ask_members(now, conn);
     }
@@ -364,7 +364,7 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
     /// [`Cluster::ask_across`]: a newcomer's other members name a master it does not follow
     /// yet, and the list it asked at admission is the one it needs.
     pub(super) fn ask_members(&mut self, now: Instant, conn: ConnId) {
-        self.asked_across_at = Some(now);
+        self.list_asked_at = Some(now);
         self.membership[conn].asked_members_at = Some(now);
         self.send(now, conn, &Message::AskMembers);
     }

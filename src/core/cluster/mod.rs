@@ -105,8 +105,13 @@ pub struct Cluster<R> {
     resync_turn: usize,
     /// When we last asked any member for its list: the gap of `admission`'s `ask_across`
     /// runs from it.
-    asked_across_at: Option<Instant>,
+    list_asked_at: Option<Instant>,
     beacons: BeaconSchedule,
+    /// The newcomers (id, where they listen) the answer planned in `beacons` is owed to,
+    /// [`finding::MAX_ANSWERING`] at most; `answering_full`: one more was owed one (the answer goes
+    /// out whatever, see [`BeaconSchedule::drop_answer`]).
+    answering: Vec<(NodeId, SocketAddr)>,
+    answering_full: bool,
     /// Counts our beacons, for their freshness stamp.
     beacon_seq: u64,
     /// The last counter of each keyed beacon sender (see [`beacon::Freshness`]).
@@ -179,9 +184,11 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
             own_addrs: BTreeSet::new(),
             list_clock: 0,
             next_resync: None,
-            asked_across_at: None,
+            list_asked_at: None,
             resync_turn: 0,
             beacons: BeaconSchedule::default(),
+            answering: Vec::new(),
+            answering_full: false,
             beacon_seq: 0,
             beacon_freshness: beacon::Freshness::default(),
             wall_clock: None,
@@ -277,18 +284,26 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
 
     /// When [`Cluster::handle_timeout`] must next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
+        // What `handle_timeout` runs only while we are not leaving: a timer of theirs left
+        // due as we leave (an election a member's loss started) would wake us for nothing.
+        let running = (!self.leaving).then(|| {
+            self.discovery
+                .poll_timeout(&self.config.discovery)
+                .into_iter()
+                .chain(self.holds_due())
+                .chain(self.election.poll_timeout())
+                .chain(self.beacons.next())
+                .chain(self.next_resync)
+                .min()
+        });
         self.membership
             .poll_timeout(&self.detector())
             .into_iter()
             .chain(self.next_round())
-            .chain(self.discovery.poll_timeout(&self.config.discovery))
-            .chain(self.holds_due())
-            .chain(self.election.poll_timeout())
-            .chain(self.beacons.next())
+            .chain(running.flatten())
             .chain(self.held_master_deadline())
             .chain(self.sessions.next_ack())
             .chain(self.calls.next_deadline())
-            .chain(self.next_resync)
             .min()
     }
 
@@ -333,6 +348,10 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
             self.election.handle_timeout(now);
             self.run_election(now);
             self.pump(now);
+            if self.beacons.only_answer_due(now) && !self.answer_owed() {
+                self.beacons.drop_answer();
+                self.answering.clear();
+            }
             if self.beacons.is_due(now) {
                 self.send_beacon(now);
             }

@@ -263,9 +263,9 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
     /// runs) or within `answer_after` needs no ask, and above 18 members (three rounds or
     /// more: `answer_after` over `grace`) nobody is asked at once: the regular probes bring
     /// a sign of life from each member (at 99, one every 3.3 s) before its silence could
-    /// count (`dead_after` − `grace`, 3.9 s). On a loaded host a "pause" is a process starved a few hundred ms: 100
-    /// processes forming on 2 cores noticed 179-208 of them, and each asked all its members,
-    /// who then read probes promptly for `dead_after`.
+    /// count (`dead_after` − `grace`, 3.9 s). On a loaded host a "pause" is a process
+    /// starved a few hundred ms: 100 processes forming on 2 cores noticed 179-208 of them,
+    /// and each asked all its members, who then read probes promptly for `dead_after`.
     pub(super) fn notice_pause(&mut self, now: Instant) {
         self.stats.pauses_noticed += 1;
         let detector = self.detector();
