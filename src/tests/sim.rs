@@ -19,6 +19,7 @@ use rand_chacha::ChaCha20Rng;
 
 use crate::core::cluster::{Cluster, ConnId, Event, Output};
 use crate::core::config::Config;
+use crate::core::crypto::Identity;
 use crate::core::message::Message;
 use crate::core::node::{Candidate, NodeId, NodeInfo};
 
@@ -322,14 +323,39 @@ impl Sim {
         }
     }
 
-    fn start_at(&mut self, host: Host, mut config: Config) {
+    fn start_at(&mut self, host: Host, config: Config) {
+        use rand_chacha::rand_core::RngCore;
+        let mut rng = ChaCha20Rng::seed_from_u64(self.rng.next_u64());
+        // Drawn before the identity, as always: every seeded run stays the run it was.
+        let _ = NodeId::random(&mut rng);
+        let identity = Identity::generate(&mut rng);
+        self.start_as(host, config, identity, rng);
+    }
+
+    /// Adds a node (multicast on) whose id is smaller than every running node's: nobody
+    /// dials it on hearing its beacon, it dials those who answer it.
+    pub fn add_below_all(&mut self, config: Config) -> Host {
+        use rand_chacha::rand_core::RngCore;
+        let least = self.nodes.values().map(|n| n.me().id).min();
+        let host = self.next_host;
+        // Bounded: an id below the least of N is drawn once in N + 1 tries on average.
+        for _ in 0..100_000 {
+            let mut rng = ChaCha20Rng::seed_from_u64(self.rng.next_u64());
+            let identity = Identity::generate(&mut rng);
+            if least.is_none_or(|least| identity.id() < least) {
+                self.start_as(host, config, identity, rng);
+                return host;
+            }
+        }
+        panic!("no id below {least:?} in 100 000 draws");
+    }
+
+    fn start_as(&mut self, host: Host, mut config: Config, identity: Identity, rng: ChaCha20Rng) {
         self.next_host = self.next_host.max(host + 1);
         // Its beacons go nowhere and it hears none: the core is told, as the driver tells it.
         config.discovery.multicast &= !self.manual.contains(&host);
-        use rand_chacha::rand_core::RngCore;
-        let mut rng = ChaCha20Rng::seed_from_u64(self.rng.next_u64());
         let me = NodeInfo {
-            id: NodeId::random(&mut rng),
+            id: identity.id(),
             host_name: format!("host-{host}"),
             ip: addr(host).ip(),
             port: addr(host).port(),
@@ -337,7 +363,7 @@ impl Sim {
             metadata: format!("{{\"n\":{host}}}"),
             master_eligible: config.election.eligible,
         };
-        let mut node = Cluster::new(me, config, rng);
+        let mut node = Cluster::with_identity(identity, me, config, rng);
         node.set_wall_clock(self.now, self.wall_ms(host));
         node.start(self.now);
         self.nodes.insert(host, node);
