@@ -7,9 +7,12 @@
 //! each (100 processes forming by multicast sent 5 000 beacons, 4 000 of them answers).
 //! Above [`BEACONS_PER_INTERVAL`] members each member waits a random part of a window that
 //! grows with its members ([`announce_spread`]) and answers only if the newcomer has not
-//! linked with it meanwhile: the first answers make the newcomer dial, its first member's
-//! list names the rest, and their answers are dropped (mDNS delays its shared answers for
-//! the same reason, RFC 6762 §6).
+//! linked with it and no other member has beaconed meanwhile: the first answer makes the
+//! newcomer dial, its first member's list names the rest, and their answers are dropped
+//! (mDNS delays its shared answers, and drops one another responder has given, for the
+//! same reason: RFC 6762 §6, §7.4). The rule is the cluster's (`Cluster::answer_owed`);
+//! this schedule only keeps the answer apart from the regular beacons, so that dropping
+//! it leaves them where they were.
 //!
 //! The period grows with the node's members ([`period`]): every node hears every beacon of
 //! its cluster, so with one period for all a node would hear N/2 beacons a second (500 at
