@@ -1087,17 +1087,23 @@ fn a_newcomer_by_multicast_asks_no_list_across() {
     });
 }
 
-/// A newcomer found by multicast joins a formed cluster of `n`; returns the beacons the
-/// members sent in the second after it started, less the regular ones (the cluster's own
-/// rate over the ten seconds before), and how long it took to be a member everywhere.
-fn answers_to_a_newcomer(seed: u64, n: usize) -> Result<(i64, Duration), String> {
+/// `n` nodes formed by multicast (2 ms of latency), then left 30 s: past the beacon
+/// periods planned while forming (see the beacons' test above).
+fn settled_by_multicast(seed: u64, n: usize) -> Result<Sim, String> {
     let mut sim = Sim::new(seed);
     sim.poll_all_each_run = false;
     sim.record_probes = false;
     sim.latency = Duration::from_millis(2);
     form(&mut sim, seed, n, Found::Multicast, Duration::ZERO, false)?;
-    // Past the periods planned while forming (see the beacons' test above).
     sim.run_for(Duration::from_secs(30));
+    Ok(sim)
+}
+
+/// A newcomer found by multicast joins a formed cluster of `n`; returns the beacons the
+/// members sent in the second after it started, less the regular ones (the cluster's own
+/// rate over the ten seconds before), and how long it took to be a member everywhere.
+fn answers_to_a_newcomer(seed: u64, n: usize) -> Result<(i64, Duration), String> {
+    let mut sim = settled_by_multicast(seed, n)?;
     let hosts: Vec<Host> = (0..n).collect();
     let second = Duration::from_secs(1);
     let before = beacons_sent(&sim, &hosts);
@@ -1137,14 +1143,9 @@ fn members_answer_a_newcomers_beacon_a_few_times_not_once_each() {
 /// a member's beacon) takes to be a member everywhere in a formed cluster of `n`; with
 /// `forger`, someone on the LAN sends every member, every millisecond, a beacon in the name of
 /// another member (its id, from its address), which makes every member drop the answer it
-/// planned ([`Cluster::answered_by_member`]).
+/// planned (`Cluster::answered_by_member`).
 fn smallest_newcomer_joins(seed: u64, n: usize, forger: bool) -> Result<Duration, String> {
-    let mut sim = Sim::new(seed);
-    sim.poll_all_each_run = false;
-    sim.record_probes = false;
-    sim.latency = Duration::from_millis(2);
-    form(&mut sim, seed, n, Found::Multicast, Duration::ZERO, false)?;
-    sim.run_for(Duration::from_secs(30));
+    let mut sim = settled_by_multicast(seed, n)?;
     let newcomer = sim.add_below_all(config(Found::Multicast));
     let start = sim.now;
     let limit = Duration::from_secs(6);
