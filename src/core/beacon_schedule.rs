@@ -6,8 +6,8 @@
 //! owes one: at once, a join of a node into N would make about N/2 beacons heard by N nodes
 //! each (100 processes forming by multicast sent 5 000 beacons, 4 000 of them answers).
 //! Above [`BEACONS_PER_INTERVAL`] members each member waits a random part of a window that
-//! grows with its members ([`announce_spread`]) and answers only if the newcomer has not
-//! linked with it and no other member has beaconed meanwhile: the first answer makes the
+//! grows with its members ([`announce_spread`]), and at any size it answers only if the
+//! newcomer has not linked with it and no other member has beaconed meanwhile: the first answer makes the
 //! newcomer dial, its first member's list names the rest, and their answers are dropped
 //! (mDNS delays its shared answers, and drops one another responder has given, for the
 //! same reason: RFC 6762 §6, §7.4). The rule is the cluster's (`Cluster::answer_owed`);
