@@ -1146,6 +1146,8 @@ fn members_answer_a_newcomers_beacon_a_few_times_not_once_each() {
 /// planned (`Cluster::answered_by_member`).
 fn smallest_newcomer_joins(seed: u64, n: usize, forger: bool) -> Result<Duration, String> {
     let mut sim = settled_by_multicast(seed, n)?;
+    // The forger's beacons are handed to the nodes directly: their wake-ups move.
+    sim.poll_all_each_run = forger;
     let newcomer = sim.add_below_all(config(Found::Multicast));
     let start = sim.now;
     let limit = Duration::from_secs(6);
