@@ -10,18 +10,26 @@
 //! newcomer has not linked with it and no other member has beaconed meanwhile: the first answer makes the
 //! newcomer dial, its first member's list names the rest, and their answers are dropped
 //! (mDNS delays its shared answers, and drops one another responder has given, for the
-//! same reason: RFC 6762 §6, §7.4). The rule is the cluster's (`Cluster::answer_owed`);
-//! this schedule only keeps the answer apart from the regular beacons, so that dropping
-//! it leaves them where they were.
+//! same reason: RFC 6762 §6, §7.4). The answer is kept apart from the regular beacons, so
+//! that dropping it leaves them where they were, and with the newcomers it is owed to,
+//! so that it is dropped with them (what "linked with us" means is the cluster's).
 //!
 //! The period grows with the node's members ([`period`]): every node hears every beacon of
 //! its cluster, so with one period for all a node would hear N/2 beacons a second (500 at
 //! 1 000 nodes). Spread out, the cluster as a whole sends about [`BEACONS_PER_INTERVAL`]
 //! per base interval whatever N, and a node hears a constant number a second.
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use rand_core::RngCore;
+
+use crate::core::node::NodeId;
+
+/// Newcomers an answer tracks (see [`BeaconSchedule::answer_owed`]): beyond it, the answer
+/// planned goes out whatever (a flood of beacons under made-up ids can neither grow the
+/// list nor cancel the answer).
+pub const MAX_ANSWERING: usize = 64;
 
 /// Beacons the whole cluster sends per base interval, about: past this many nodes each
 /// one's period is the base interval times `ceil((members + 1) / BEACONS_PER_INTERVAL)`
@@ -51,9 +59,18 @@ pub struct BeaconSchedule {
     sent: usize,
     last: Option<Instant>,
     next: Option<Instant>,
-    /// An answer planned to a newcomer's beacon, apart from the regular schedule: it may
-    /// be dropped if no longer owed ([`BeaconSchedule::drop_answer`]).
-    answer: Option<Instant>,
+    /// An answer planned to newcomers' beacons, apart from the regular schedule.
+    answer: Option<Answer>,
+}
+
+/// A beacon planned early, to answer newcomers that wait to hear us before they dial.
+#[derive(Debug)]
+struct Answer {
+    at: Instant,
+    /// The newcomers (id, where they listen) it is owed to, [`MAX_ANSWERING`] at most.
+    to: Vec<(NodeId, SocketAddr)>,
+    /// More were owed one than `to` holds: the answer goes out whatever.
+    overflow: bool,
 }
 
 impl BeaconSchedule {
@@ -71,7 +88,11 @@ impl BeaconSchedule {
 
     /// When the next beacon is due, if one is planned.
     pub fn next(&self) -> Option<Instant> {
-        self.next.into_iter().chain(self.answer).min()
+        self.next.into_iter().chain(self.answer_at()).min()
+    }
+
+    fn answer_at(&self) -> Option<Instant> {
+        self.answer.as_ref().map(|a| a.at)
     }
 
     pub fn is_due(&self, now: Instant) -> bool {
@@ -80,12 +101,34 @@ impl BeaconSchedule {
 
     /// True if only an answer is due at `now`, not the regular schedule's beacon.
     pub fn only_answer_due(&self, now: Instant) -> bool {
-        self.answer.is_some_and(|t| t <= now) && self.next.is_none_or(|t| t > now)
+        self.answer_at().is_some_and(|t| t <= now) && self.next.is_none_or(|t| t > now)
+    }
+
+    /// True if the answer planned is still owed: one of its newcomers has not linked with
+    /// us (`linked`), or more were owed it than it tracks.
+    pub fn answer_owed(&self, linked: impl Fn(NodeId, SocketAddr) -> bool) -> bool {
+        self.answer
+            .as_ref()
+            .is_some_and(|a| a.overflow || a.to.iter().any(|&(id, addr)| !linked(id, addr)))
     }
 
     /// The answer planned is no longer owed: the regular schedule goes on as planned.
     pub fn drop_answer(&mut self) {
         self.answer = None;
+    }
+
+    /// A member's beacon was heard: our newcomers heard it too (one group), so the answer
+    /// is dropped, unless it owes more newcomers than it tracks.
+    pub fn answered_by_member(&mut self) {
+        if self.answer.as_ref().is_some_and(|a| !a.overflow) {
+            self.answer = None;
+        }
+    }
+
+    /// How many newcomers the answer planned tracks, and whether more were owed it.
+    #[cfg(test)]
+    pub fn answer_tracks(&self) -> Option<(usize, bool)> {
+        self.answer.as_ref().map(|a| (a.to.len(), a.overflow))
     }
 
     /// A beacon went out at `now`. The next follows the burst's offsets from the start
@@ -124,16 +167,40 @@ impl BeaconSchedule {
         }
     }
 
-    /// A node with a smaller id waits to hear us before it dials: beacon `wait` from now,
-    /// or as soon as `min_gap` after the last one allows, rather than at the next periodic
-    /// beacon (unless one is planned sooner).
-    pub fn answer_announce(&mut self, now: Instant, min_gap: Duration, wait: Duration) {
+    /// Node `newcomer` has a smaller id and waits to hear us before it dials: beacon
+    /// `wait` from now, or as soon as `min_gap` after the last one allows, rather than at
+    /// the next periodic beacon (unless one is planned sooner: it answers, and no answer
+    /// needs planning).
+    pub fn answer_announce(
+        &mut self,
+        now: Instant,
+        (min_gap, wait): (Duration, Duration),
+        newcomer: (NodeId, SocketAddr),
+    ) {
         let soonest = self
             .last
             .map_or(now, |t| (t + min_gap).max(now))
             .max(now + wait);
-        if self.next().is_none_or(|t| t > soonest) {
-            self.answer = Some(soonest);
+        let sooner = self.next.is_none_or(|t| t > soonest);
+        let answer = match &mut self.answer {
+            Some(answer) => answer,
+            None if sooner => self.answer.insert(Answer {
+                at: soonest,
+                to: Vec::new(),
+                overflow: false,
+            }),
+            None => return,
+        };
+        if sooner {
+            answer.at = answer.at.min(soonest);
+        }
+        if answer.to.contains(&newcomer) {
+            return;
+        }
+        if answer.to.len() < MAX_ANSWERING {
+            answer.to.push(newcomer);
+        } else {
+            answer.overflow = true;
         }
     }
 }
@@ -265,9 +332,9 @@ mod tests {
     fn an_announce_is_answered_no_sooner_than_the_least_gap() {
         let (mut s, mut rng, t0) = started(3);
         s.sent(t0, &[], (MS(2000), MS(2000)), &mut rng);
-        s.answer_announce(t0 + MS(10), MS(50), MS(0));
+        s.answer_announce(t0 + MS(10), (MS(50), MS(0)), newcomer(1));
         assert_eq!(s.next(), Some(t0 + MS(50)));
-        s.answer_announce(t0 + MS(70), MS(50), MS(0));
+        s.answer_announce(t0 + MS(70), (MS(50), MS(0)), newcomer(1));
         assert_eq!(s.next(), Some(t0 + MS(50)), "an earlier beacon stays");
         s.stop();
         assert_eq!(s.next(), None);
@@ -279,18 +346,54 @@ mod tests {
         let (mut s, mut rng, t0) = started(4);
         s.sent(t0, &[], (MS(2000), MS(2000)), &mut rng);
         let regular = s.next().unwrap();
-        s.answer_announce(t0 + MS(10), MS(50), MS(300));
+        s.answer_announce(t0 + MS(10), (MS(50), MS(300)), newcomer(1));
         assert_eq!(s.next(), Some(t0 + MS(310)));
         assert!(!s.is_due(t0 + MS(309)) && s.only_answer_due(t0 + MS(310)));
         // Another newcomer's beacon, a shorter draw: the sooner answer serves both.
-        s.answer_announce(t0 + MS(20), MS(50), MS(100));
+        s.answer_announce(t0 + MS(20), (MS(50), MS(100)), newcomer(2));
         assert_eq!(s.next(), Some(t0 + MS(120)));
         s.drop_answer();
         assert_eq!(s.next(), Some(regular), "the regular schedule is untouched");
         assert!(!s.only_answer_due(regular) && s.is_due(regular));
         // A regular beacon due first serves as the answer.
-        s.answer_announce(regular - MS(1), MS(50), MS(500));
+        s.answer_announce(regular - MS(1), (MS(50), MS(500)), newcomer(1));
         assert_eq!(s.next(), Some(regular));
+    }
+
+    /// Newcomer `i`, listening at 10.0.0.`i`.
+    fn newcomer(i: u8) -> (NodeId, SocketAddr) {
+        (NodeId([i; 16]), SocketAddr::from(([10, 0, 0, i], 7000)))
+    }
+
+    #[test]
+    fn an_answer_is_owed_until_its_newcomers_have_linked_and_a_flood_of_them_keeps_it_owed() {
+        let (mut s, mut rng, t0) = started(6);
+        s.sent(t0, &[], (MS(2000), MS(2000)), &mut rng);
+        assert!(!s.answer_owed(|_, _| false), "no answer planned");
+        s.answer_announce(t0 + MS(10), (MS(50), MS(300)), newcomer(1));
+        s.answer_announce(t0 + MS(20), (MS(50), MS(300)), newcomer(2));
+        s.answer_announce(t0 + MS(30), (MS(50), MS(300)), newcomer(2));
+        assert_eq!(s.answer_tracks(), Some((2, false)), "each newcomer once");
+        assert!(
+            s.answer_owed(|id, _| id == newcomer(1).0),
+            "newcomer 2 has not linked"
+        );
+        assert!(!s.answer_owed(|_, _| true), "both have");
+        s.answered_by_member();
+        assert_eq!(s.answer_tracks(), None, "a member's beacon answered them");
+        // Made-up newcomers, more than tracked: the list stops growing and the answer goes
+        // out whatever, even once a member has beaconed (who was owed it is not known).
+        for i in 0..=255u8 {
+            s.answer_announce(t0 + MS(40), (MS(50), MS(300)), newcomer(i));
+        }
+        assert_eq!(s.answer_tracks(), Some((MAX_ANSWERING, true)));
+        assert!(s.answer_owed(|_, _| true));
+        s.answered_by_member();
+        assert!(s.answer_owed(|_, _| true), "kept");
+        let at = s.next().unwrap();
+        assert!(s.only_answer_due(at));
+        s.sent(at, &[], (MS(2000), MS(2000)), &mut rng);
+        assert_eq!(s.answer_tracks(), None, "sent: owed no more");
     }
 
     #[test]

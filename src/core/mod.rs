@@ -8,7 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod beacon;
-mod beacon_schedule;
+pub(crate) mod beacon_schedule;
 pub mod calls;
 pub mod cluster;
 pub mod config;

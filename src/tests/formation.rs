@@ -1143,7 +1143,7 @@ fn members_answer_a_newcomers_beacon_a_few_times_not_once_each() {
 /// a member's beacon) takes to be a member everywhere in a formed cluster of `n`; with
 /// `forger`, someone on the LAN sends every member, every millisecond, a beacon in the name of
 /// another member (its id, from its address), which makes every member drop the answer it
-/// planned (`Cluster::answered_by_member`).
+/// planned (`BeaconSchedule::answered_by_member`).
 fn smallest_newcomer_joins(seed: u64, n: usize, forger: bool) -> Result<Duration, String> {
     let mut sim = settled_by_multicast(seed, n)?;
     // The forger's beacons are handed to the nodes directly: their wake-ups move.
@@ -1194,4 +1194,51 @@ fn a_newcomer_nobody_dials_is_answered_soon_even_with_every_answer_cancelled_by_
         }
         Ok(())
     });
+}
+
+/// The bound on the newcomers an answer tracks (`beacon_schedule::MAX_ANSWERING`),
+/// attacked: someone on the LAN sends a member of 30 beacons under 1 000 made-up ids below
+/// the member's, from 1 000 addresses, then one in another member's name (which drops an
+/// answer whose newcomers all heard it). The member tracks 64 of them, and as it cannot
+/// tell whom else it owes an answer it keeps the answer and sends it within its draw
+/// (`announce_spread`: under 350 ms with 29 members). Ignoring the overflow, the forged
+/// member beacon cancels it: no beacon in that time.
+#[test]
+fn a_flood_of_made_up_newcomers_is_tracked_up_to_the_bound_and_still_answered() {
+    use crate::core::beacon_schedule::MAX_ANSWERING;
+    use rand_chacha::rand_core::SeedableRng;
+    let n = 30;
+    let mut sim = settled_by_multicast(7, n).unwrap();
+    // The forged beacons are handed to the node directly: its wake-ups move.
+    sim.poll_all_each_run = true;
+    let target: Host = (0..n).max_by_key(|&h| sim.id(h)).unwrap();
+    let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(7);
+    let before = sim.nodes[&target].stats().beacons_sent;
+    let mut forged = 0;
+    for _ in 0..2_000 {
+        let id = crate::core::node::NodeId::random(&mut rng);
+        if id >= sim.id(target) {
+            continue;
+        }
+        let [a, b] = (forged as u16).to_be_bytes();
+        beacon_of(&mut sim, target, id, SocketAddr::from(([10, 9, a, b], 7000)));
+        forged += 1;
+        if forged == 1_000 {
+            break;
+        }
+    }
+    assert_eq!(forged, 1_000);
+    let other = (target + 1) % n;
+    let id = sim.id(other);
+    beacon_of(&mut sim, target, id, addr(other));
+    assert_eq!(
+        sim.nodes[&target].answer_tracks(),
+        Some((MAX_ANSWERING, true)),
+        "tracks the bound, knows it overflowed"
+    );
+    sim.run_for(Duration::from_millis(400));
+    let sent = sim.nodes[&target].stats().beacons_sent - before;
+    assert_eq!(sent, 1, "the answer went out");
+    assert_eq!(sim.nodes[&target].answer_tracks(), None);
+    assert!(formed(&sim, n), "the cluster is whole");
 }

@@ -12,10 +12,6 @@ use crate::core::beacon_schedule;
 use crate::core::discovery::{Hint, Learned, Target};
 use crate::core::node::{Candidate, NodeId};
 
-/// Newcomers whose answer is tracked at once (see `Cluster::answer_owed`): beyond it, the
-/// answer planned goes out whatever.
-pub const MAX_ANSWERING: usize = 64;
-
 impl<R: RngCore + CryptoRng> Cluster<R> {
     /// Carries out the dials discovery wants now.
     pub(super) fn pump(&mut self, now: Instant) {
@@ -151,7 +147,11 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
     pub(super) fn learn(&mut self, now: Instant, id: NodeId, addr: SocketAddr, hint: Hint) {
         if id == self.me.id || self.knows(Some(id), addr) {
             if hint == Hint::Beacon && self.membership.member_link(id).is_some() {
-                self.answered_by_member();
+                // A member's beacon: the newcomers we owe an answer heard it too, and each
+                // links with that member, whose list names us. Should one not have heard
+                // it, we dial it at `fallback_after`, as for any beacon whose sender does
+                // not dial.
+                self.beacons.answered_by_member();
             }
             return;
         }
@@ -169,17 +169,10 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
             Some(Learned::Deferred) => self.stats.dials_skipped += 1,
             Some(Learned::Announce) => {
                 // It has the smaller id and dials us once it hears us.
-                if self.answering.len() < MAX_ANSWERING {
-                    if !self.answering.contains(&(id, addr)) {
-                        self.answering.push((id, addr));
-                    }
-                } else {
-                    self.answering_full = true;
-                }
                 let gap = self.config.beacon_min_gap;
                 let spread = beacon_schedule::announce_spread(gap, self.membership.member_count());
                 let wait = beacon_schedule::up_to(spread, &mut self.rng);
-                self.beacons.answer_announce(now, gap, wait);
+                self.beacons.answer_announce(now, (gap, wait), (id, addr));
             }
             None => {}
         }
@@ -210,32 +203,15 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
             || self.own_addrs.contains(&addr)
     }
 
-    /// A member's beacon was heard: the newcomers we owe an answer heard it too (one
-    /// group), and the one with the smaller id dials, so each links with that member and
-    /// its list names us (see [`beacon_schedule`]). Our answer is owed no more. Should the
-    /// newcomer not have heard it, we dial it ourselves at `fallback_after`, as for any
-    /// beacon whose sender does not dial.
-    fn answered_by_member(&mut self) {
-        if !self.answering_full && !self.answering.is_empty() {
-            self.answering.clear();
-            self.beacons.drop_answer();
-        }
-    }
-
     /// True if the answer planned is still owed: a newcomer it answers has not linked
     /// with us (nor we with it) meanwhile (see [`beacon_schedule`]).
     pub(super) fn answer_owed(&self) -> bool {
-        self.answering_full
-            || self
-                .answering
-                .iter()
-                .any(|&(id, addr)| !self.knows(Some(id), addr))
+        self.beacons
+            .answer_owed(|id, addr| self.knows(Some(id), addr))
     }
 
     /// Broadcasts our beacon and schedules the next one.
     pub(super) fn send_beacon(&mut self, now: Instant) {
-        self.answering.clear();
-        self.answering_full = false;
         self.beacon_seq += 1;
         let bytes = beacon::encode(
             &self.config.cluster,

@@ -107,11 +107,6 @@ pub struct Cluster<R> {
     /// runs from it.
     list_asked_at: Option<Instant>,
     beacons: BeaconSchedule,
-    /// The newcomers (id, where they listen) the answer planned in `beacons` is owed to,
-    /// [`finding::MAX_ANSWERING`] at most; `answering_full`: one more was owed one (the answer goes
-    /// out whatever, see [`BeaconSchedule::drop_answer`]).
-    answering: Vec<(NodeId, SocketAddr)>,
-    answering_full: bool,
     /// Counts our beacons, for their freshness stamp.
     beacon_seq: u64,
     /// The last counter of each keyed beacon sender (see [`beacon::Freshness`]).
@@ -187,8 +182,6 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
             list_asked_at: None,
             resync_turn: 0,
             beacons: BeaconSchedule::default(),
-            answering: Vec::new(),
-            answering_full: false,
             beacon_seq: 0,
             beacon_freshness: beacon::Freshness::default(),
             wall_clock: None,
@@ -350,7 +343,6 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
             self.pump(now);
             if self.beacons.only_answer_due(now) && !self.answer_owed() {
                 self.beacons.drop_answer();
-                self.answering.clear();
             }
             if self.beacons.is_due(now) {
                 self.send_beacon(now);
@@ -543,6 +535,12 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
     pub(crate) fn stream_to(&mut self, peer: NodeId) -> Option<(u64, usize)> {
         let out = self.sessions.outbound_of(peer)?;
         Some((out.stream, out.unacked()))
+    }
+
+    /// How many newcomers the answer planned tracks, and whether more were owed it.
+    #[cfg(test)]
+    pub(crate) fn answer_tracks(&self) -> Option<(usize, bool)> {
+        self.beacons.answer_tracks()
     }
 
     /// The claim this node follows.
