@@ -18,6 +18,9 @@
 //   --profile-node K --perf /tmp/node.perf.data [--perf-args "--call-graph dwarf"]
 // `perf record` follows that node's process from its fork until it is told to exit; the
 // node arguments go to that process only. --cpu-each prints every node's CPU time.
+// `last_listening_epoch_ms` lines a system-wide profile up with the run:
+//   perf record -a -g -k CLOCK_REALTIME -o F -- sleep 36 & (then this benchmark), and
+//   perf report -i F --time T,T+formed (T the last listening, in seconds).
 
 const { fork, spawn } = require('node:child_process');
 const crypto = require('node:crypto');
@@ -151,6 +154,7 @@ async function main() {
       pairs_seen_at_last_listening: seenAtLastListening,
       ms_to_90_percent: seenAt[90] - lastListening,
       ms_to_99_percent: seenAt[99] - lastListening,
+      last_listening_epoch_ms: lastListening,
       promotions: state.reduce((t, s) => t + s.promotions, 0),
       cpu_ms_per_process: +(cpu / n).toFixed(1),
       cpu_ms_per_link: +(cpu / links).toFixed(2),

@@ -1221,7 +1221,12 @@ fn a_flood_of_made_up_newcomers_is_tracked_up_to_the_bound_and_still_answered() 
             continue;
         }
         let [a, b] = (forged as u16).to_be_bytes();
-        beacon_of(&mut sim, target, id, SocketAddr::from(([10, 9, a, b], 7000)));
+        beacon_of(
+            &mut sim,
+            target,
+            id,
+            SocketAddr::from(([10, 9, a, b], 7000)),
+        );
         forged += 1;
         if forged == 1_000 {
             break;

@@ -11,8 +11,9 @@
 //! (its batch inversion is not exposed), 1 024 inversions (~10 ms) per process, against a
 //! quarter more work per addition (full instead of mixed additions).
 //!
-//! A signature check's other product, `u2·Q`, is of public values only: [`mul_public`]
-//! computes it in variable time (width-5 NAF). [`mul_generator`] is constant time as
+//! A signature check's products are of public values only: [`mul_generator_public`]
+//! reads the table directly and [`mul_public`] computes `u2·Q` in variable time (width-5
+//! NAF). [`mul_generator`] is constant time as
 //! p256's own multiplication is: each row is read whole, the entry wanted
 //! chosen with `subtle`'s conditional selection, and the additions are the complete
 //! formulas p256 uses (no branch on the identity or on equal points).
@@ -61,6 +62,22 @@ pub fn mul_generator(k: &Scalar) -> ProjectivePoint {
             t.conditional_assign(point, nibble.ct_eq(&(j as u8)));
         }
         acc += t;
+    }
+    acc
+}
+
+/// `k·G` for a public `k` (a signature check's `u1`): not constant time. Each row's
+/// entry is read directly, not chosen by a scan of the whole row (15 conditional
+/// selections of a point a row), and zero nibbles add nothing.
+pub fn mul_generator_public(k: &Scalar) -> ProjectivePoint {
+    let bytes = <[u8; 32]>::from(k.to_bytes());
+    let mut acc = ProjectivePoint::IDENTITY;
+    for (i, row) in table().iter().enumerate() {
+        let byte = bytes[31 - i / 2];
+        let nibble = if i % 2 == 0 { byte & 0x0f } else { byte >> 4 };
+        if nibble != 0 {
+            acc += row[usize::from(nibble)];
+        }
     }
     acc
 }
@@ -159,6 +176,7 @@ mod tests {
         for k in scalars {
             let expected = (ProjectivePoint::GENERATOR * k).to_affine();
             assert_eq!(mul_generator(&k).to_affine(), expected, "k = {k:?}");
+            assert_eq!(mul_generator_public(&k).to_affine(), expected, "k = {k:?}");
             let expected = (p * k).to_affine();
             assert_eq!(mul_public(&p, &k).to_affine(), expected, "k = {k:?}");
             assert_eq!(

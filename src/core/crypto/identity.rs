@@ -19,7 +19,7 @@ use rand_core::{CryptoRng, RngCore};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use super::generator::{mul_generator, mul_public};
+use super::generator::{mul_generator, mul_generator_public, mul_public};
 use crate::core::node::NodeId;
 
 /// Bytes of a SEC1-compressed P-256 public key, as identity keys travel.
@@ -142,7 +142,9 @@ pub(crate) fn verify(public: &[u8], msg: &[u8], sig: &[u8]) -> bool {
     let s_inv = *s.invert_vartime();
     let (u1, u2) = (z * s_inv, *r * s_inv);
     let q = ProjectivePoint::from(*key.as_affine());
-    let x = (mul_generator(&u1) + mul_public(&q, &u2)).to_affine().x();
+    let x = (mul_generator_public(&u1) + mul_public(&q, &u2))
+        .to_affine()
+        .x();
     *r == <Scalar as Reduce<U256>>::reduce_bytes(&x)
 }
 
