@@ -18,7 +18,8 @@
 //   --profile-node K --perf /tmp/node.perf.data [--perf-args "--call-graph dwarf"]
 // `perf record` follows that node's process from its fork until it is told to exit; the
 // node arguments go to that process only. --cpu-each prints every node's CPU time.
-// `last_listening_epoch_ms` lines a system-wide profile up with the run:
+// `calibration_ms` is the VM's speed on the day (see calibrationMs). `last_listening_epoch_ms`
+// lines a system-wide profile up with the run:
 //   perf record -a -g -k CLOCK_REALTIME -o F -- sleep 36 & (then this benchmark), and
 //   perf report -i F --time T,T+formed (T the last listening, in seconds).
 
@@ -60,8 +61,30 @@ if (CHILD) {
   });
 }
 
+// This VM's speed on the day, from work that is not ours: the CPU time of 300 P-256 key
+// exchanges by Node's own OpenSSL (two key pairs and a shared secret each), the least of
+// three tries. The same espial build took 190 ms of CPU per process to form 100 on one day
+// and 375-414 on another (BENCHMARKS.md): figures from different days compare only
+// alongside this.
+function calibrationMs() {
+  let least = Infinity;
+  for (let round = 0; round < 3; round++) {
+    const start = process.cpuUsage();
+    for (let i = 0; i < 300; i++) {
+      const a = crypto.createECDH('prime256v1');
+      const b = crypto.createECDH('prime256v1');
+      a.generateKeys();
+      a.computeSecret(b.generateKeys());
+    }
+    const used = process.cpuUsage(start);
+    least = Math.min(least, (used.user + used.system) / 1000);
+  }
+  return +least.toFixed(1);
+}
+
 async function main() {
   const n = Number(flag('nodes', 10));
+  const calibration = calibrationMs();
   const multicast = args.includes('--multicast');
   const seedsOnly = args.includes('--seeds-only');
   const limitMs = Number(flag('limit', 60_000));
@@ -155,6 +178,7 @@ async function main() {
       ms_to_90_percent: seenAt[90] - lastListening,
       ms_to_99_percent: seenAt[99] - lastListening,
       last_listening_epoch_ms: lastListening,
+      calibration_ms: calibration,
       promotions: state.reduce((t, s) => t + s.promotions, 0),
       cpu_ms_per_process: +(cpu / n).toFixed(1),
       cpu_ms_per_link: +(cpu / links).toFixed(2),
