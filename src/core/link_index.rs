@@ -184,13 +184,11 @@ impl Diff<'_> {
     }
 }
 
-fn tally(n: &mut usize, on: bool, add: bool) {
-    if on {
-        if add {
-            *n += 1;
-        } else {
-            *n -= 1;
-        }
+fn tally(n: &mut usize, add: bool) {
+    if add {
+        *n += 1;
+    } else {
+        *n -= 1;
     }
 }
 
@@ -285,7 +283,7 @@ impl LinkIndex {
             |(id, ip), add| {
                 set(&mut self.by_peer, (id, conn), add);
                 count(&mut self.introduced_from, ip, add);
-                tally(&mut self.introduced, true, add);
+                tally(&mut self.introduced, add);
             },
         );
         let pending_accept = |k: &Keys| (k.pending && k.role == Role::Responder).then_some(k.ip);
@@ -303,21 +301,15 @@ impl LinkIndex {
             set(&mut self.introducing_accepts, (ip, conn), add)
         });
         let flag = |on: fn(&Keys) -> bool| move |k: &Keys| on(k).then_some(());
-        d.part(flag(|k| k.member), |(), add| {
-            tally(&mut self.members, true, add)
-        });
-        d.part(flag(|k| k.pending), |(), add| {
-            tally(&mut self.pending, true, add)
-        });
+        d.part(flag(|k| k.member), |(), add| tally(&mut self.members, add));
+        d.part(flag(|k| k.pending), |(), add| tally(&mut self.pending, add));
         d.part(
             flag(|k| k.pending && k.role == Role::Initiator),
-            |(), add| tally(&mut self.pending_dials, true, add),
+            |(), add| tally(&mut self.pending_dials, add),
         );
-        d.part(flag(|k| k.forming), |(), add| {
-            tally(&mut self.forming, true, add)
-        });
+        d.part(flag(|k| k.forming), |(), add| tally(&mut self.forming, add));
         d.part(flag(|k| k.scan_dialing), |(), add| {
-            tally(&mut self.scans_dialing, true, add)
+            tally(&mut self.scans_dialing, add)
         });
         d.part(
             |k| k.member_ip,
@@ -455,5 +447,99 @@ impl LinkIndex {
 
     pub fn scans_dialing(&self) -> usize {
         self.scans_dialing
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand_chacha::rand_core::{RngCore, SeedableRng};
+    use rand_chacha::ChaCha20Rng;
+    use std::time::Duration;
+
+    /// Keys with each part drawn from a few values, so that changes touch one part, some
+    /// or all of them, and values repeat across links (the counted maps).
+    fn random_keys(rng: &mut ChaCha20Rng, t0: Instant) -> Keys {
+        let mut pick = |n: u64| rng.next_u64() % n;
+        let time = |p: u64| (p > 0).then_some(t0 + Duration::from_millis(p * 10));
+        let id = |v: u64| (v > 0).then_some(NodeId([v as u8; 16]));
+        let ip = |v: u64| IpAddr::from([127, 0, 0, v as u8]);
+        let (d, f, h, a) = (pick(3), pick(3), pick(4), pick(3));
+        let (e, l, p, pe, mi) = (pick(3), pick(3), pick(3), pick(3), pick(3));
+        let listen = (l > 0).then_some(SocketAddr::new(ip(l), 7000));
+        Keys {
+            deadline: time(d),
+            first_round: time(f),
+            heard: time(h),
+            asking: time(a),
+            expect: id(e),
+            listen,
+            proven: id(p),
+            peer: id(pe),
+            member_ip: (mi > 0).then_some(ip(mi)),
+            ip: ip(pick(3) + 1),
+            role: if pick(2) == 0 {
+                Role::Initiator
+            } else {
+                Role::Responder
+            },
+            member: pick(2) == 0,
+            pending: pick(2) == 0,
+            forming: pick(2) == 0,
+            scan_dialing: pick(2) == 0,
+            unproven_accept: pick(2) == 0,
+            unproven_scan: pick(2) == 0,
+            introducing_accept: pick(2) == 0,
+        }
+    }
+
+    /// `put` moves only the parts of a link's keys that changed; whatever the order of
+    /// changes and removals, the index equals one built afresh from the keys left.
+    #[test]
+    fn moving_only_the_changed_parts_leaves_the_index_a_fresh_build_would_make() {
+        let t0 = Instant::now();
+        let mut rng = ChaCha20Rng::seed_from_u64(3);
+        for _ in 0..200 {
+            let mut kept = LinkIndex::default();
+            let mut now: BTreeMap<ConnId, Keys> = BTreeMap::new();
+            for _ in 0..40 {
+                let conn = rng.next_u64() % 6;
+                let keys = (rng.next_u64() % 5 != 0).then(|| {
+                    let mut k = now
+                        .get(&conn)
+                        .copied()
+                        .unwrap_or_else(|| random_keys(&mut rng, t0));
+                    // Often one part only, as most inputs do.
+                    if rng.next_u64() % 2 == 0 {
+                        k.heard = Some(t0 + Duration::from_millis(rng.next_u64() % 50));
+                    } else {
+                        k = random_keys(&mut rng, t0);
+                    }
+                    k
+                });
+                kept.put(conn, keys);
+                match keys {
+                    Some(k) => now.insert(conn, k),
+                    None => now.remove(&conn),
+                };
+                let mut fresh = LinkIndex::default();
+                for (&c, &k) in &now {
+                    fresh.put(c, Some(k));
+                }
+                assert_eq!(kept, fresh);
+                // And against the keys themselves, for a few parts.
+                let count = |on: fn(&Keys) -> bool| now.values().filter(|k| on(k)).count();
+                assert_eq!(kept.members, count(|k| k.member));
+                assert_eq!(kept.introduced, count(|k| k.peer.is_some()));
+                assert_eq!(kept.heard.len(), count(|k| k.heard.is_some()));
+                let dials = count(|k| k.pending && k.role == Role::Initiator);
+                assert_eq!(kept.pending_dials, dials);
+                let heard: BTreeSet<_> = now
+                    .iter()
+                    .filter_map(|(&c, k)| Some((k.heard?, c)))
+                    .collect();
+                assert_eq!(kept.heard, heard);
+            }
+        }
     }
 }
