@@ -182,13 +182,18 @@ impl Diff<'_> {
             }
         }
     }
+
+    /// Counts the link in `n` or out of it if whether it is `on` changed.
+    fn tally(&self, on: fn(&Keys) -> bool, n: &mut usize) {
+        self.part(|k| on(k).then_some(()), |(), add| *n = tallied(*n, add));
+    }
 }
 
-fn tally(n: &mut usize, add: bool) {
+fn tallied(n: usize, add: bool) -> usize {
     if add {
-        *n += 1;
+        n + 1
     } else {
-        *n -= 1;
+        n - 1
     }
 }
 
@@ -283,14 +288,14 @@ impl LinkIndex {
             |(id, ip), add| {
                 set(&mut self.by_peer, (id, conn), add);
                 count(&mut self.introduced_from, ip, add);
-                tally(&mut self.introduced, add);
+                self.introduced = tallied(self.introduced, add);
             },
         );
-        let pending_accept = |k: &Keys| (k.pending && k.role == Role::Responder).then_some(k.ip);
-        d.part(pending_accept, |ip, add| {
-            _ = count(&mut self.pending_accepts_from, ip, add)
-        });
         let ip_if = |on: fn(&Keys) -> bool| move |k: &Keys| on(k).then_some(k.ip);
+        d.part(
+            ip_if(|k| k.pending && k.role == Role::Responder),
+            |ip, add| _ = count(&mut self.pending_accepts_from, ip, add),
+        );
         d.part(ip_if(|k| k.unproven_accept), |ip, add| {
             set(&mut self.unproven_accepts, (ip, conn), add)
         });
@@ -300,17 +305,14 @@ impl LinkIndex {
         d.part(ip_if(|k| k.introducing_accept), |ip, add| {
             set(&mut self.introducing_accepts, (ip, conn), add)
         });
-        let flag = |on: fn(&Keys) -> bool| move |k: &Keys| on(k).then_some(());
-        d.part(flag(|k| k.member), |(), add| tally(&mut self.members, add));
-        d.part(flag(|k| k.pending), |(), add| tally(&mut self.pending, add));
-        d.part(
-            flag(|k| k.pending && k.role == Role::Initiator),
-            |(), add| tally(&mut self.pending_dials, add),
+        d.tally(|k| k.member, &mut self.members);
+        d.tally(|k| k.pending, &mut self.pending);
+        d.tally(
+            |k| k.pending && k.role == Role::Initiator,
+            &mut self.pending_dials,
         );
-        d.part(flag(|k| k.forming), |(), add| tally(&mut self.forming, add));
-        d.part(flag(|k| k.scan_dialing), |(), add| {
-            tally(&mut self.scans_dialing, add)
-        });
+        d.tally(|k| k.forming, &mut self.forming);
+        d.tally(|k| k.scan_dialing, &mut self.scans_dialing);
         d.part(
             |k| k.member_ip,
             |ip, add| {

@@ -55,8 +55,7 @@ pub fn mul_generator(k: &Scalar) -> ProjectivePoint {
     let bytes = Zeroizing::new(<[u8; 32]>::from(k.to_bytes()));
     let mut acc = ProjectivePoint::IDENTITY;
     for (i, row) in table().iter().enumerate() {
-        let byte = bytes[31 - i / 2];
-        let nibble = if i % 2 == 0 { byte & 0x0f } else { byte >> 4 };
+        let nibble = nibble(&bytes, i);
         let mut t = ProjectivePoint::IDENTITY;
         for (j, point) in row.iter().enumerate().skip(1) {
             t.conditional_assign(point, nibble.ct_eq(&(j as u8)));
@@ -73,13 +72,22 @@ pub fn mul_generator_public(k: &Scalar) -> ProjectivePoint {
     let bytes = <[u8; 32]>::from(k.to_bytes());
     let mut acc = ProjectivePoint::IDENTITY;
     for (i, row) in table().iter().enumerate() {
-        let byte = bytes[31 - i / 2];
-        let nibble = if i % 2 == 0 { byte & 0x0f } else { byte >> 4 };
+        let nibble = nibble(&bytes, i);
         if nibble != 0 {
             acc += row[usize::from(nibble)];
         }
     }
     acc
+}
+
+/// The `i`-th 4-bit window of big-endian `bytes`, least significant first: row `i`'s entry.
+fn nibble(bytes: &[u8; 32], i: usize) -> u8 {
+    let byte = bytes[31 - i / 2];
+    if i.is_multiple_of(2) {
+        byte & 0x0f
+    } else {
+        byte >> 4
+    }
 }
 
 /// `k·p` for a public `k` and `p` (a signature check's): not constant time. Width-5 NAF,
