@@ -27,7 +27,6 @@
 //! for exactly one exchange; [`Confirming::verify`] consumes what it returned.
 
 use hkdf::Hkdf;
-use p256::elliptic_curve::sec1::ToEncodedPoint;
 use p256::{PublicKey, SecretKey};
 use rand_core::{CryptoRng, RngCore};
 use sha2::{Digest, Sha256};
@@ -35,6 +34,7 @@ use zeroize::Zeroizing;
 
 use super::generator::mul_generator;
 use super::identity::{self, Identity, PUBLIC_KEY_LEN, SIGNATURE_LEN};
+use super::jacobian::{mul_x, Affine};
 use super::session::Session;
 use super::ClusterKey;
 use crate::core::error::{ConnectionError, HandshakeError, RecordError};
@@ -133,11 +133,10 @@ impl Handshake {
         // The table's product, not `secret.public_key()`: the same point, a fifth of the
         // work (see `super::generator`).
         let scalar = Zeroizing::new(secret.to_nonzero_scalar());
-        let point = mul_generator(&scalar).to_affine().to_encoded_point(false);
-        let our_pubkey: [u8; PUBKEY_LEN] = point
-            .as_bytes()
-            .try_into()
-            .expect("an uncompressed P-256 point is 65 bytes");
+        let our_pubkey: [u8; PUBKEY_LEN] = mul_generator(&scalar)
+            .to_affine()
+            .expect("k·G is not the identity: 0 < k < n")
+            .to_uncompressed();
         let mut hello = Vec::with_capacity(5 + cluster.len() + PUBKEY_LEN + RANDOM_LEN);
         hello.push(kind::HELLO);
         hello.push(PROTOCOL_VERSION);
@@ -199,22 +198,24 @@ impl Handshake {
         if (parsed.flags & FLAG_KEYED != 0) != self.key.is_some() {
             return Err(HandshakeError::KeyMismatch);
         }
+        // p256 checks that the key is a point of the curve (not the identity: that has no
+        // uncompressed encoding); the product is ours (`super::jacobian`), a third cheaper.
+        PublicKey::from_sec1_bytes(parsed.pubkey).map_err(|_| HandshakeError::BadPublicKey)?;
         let peer_key =
-            PublicKey::from_sec1_bytes(parsed.pubkey).map_err(|_| HandshakeError::BadPublicKey)?;
-        // The scalar's copy is zeroized as the key it came from is; the shared secret
-        // zeroizes itself.
+            Affine::from_uncompressed(parsed.pubkey).ok_or(HandshakeError::BadPublicKey)?;
+        // The scalar's copy and the shared secret are zeroized as the key they came from is.
         let scalar = Zeroizing::new(self.secret.to_nonzero_scalar());
-        let shared = p256::ecdh::diffie_hellman(&*scalar, peer_key.as_affine());
+        let shared = mul_x(&peer_key, &scalar);
 
         let (initiator_hello, responder_hello) = match self.role {
             Role::Initiator => (&self.our_hello[..], peer_hello),
             Role::Responder => (peer_hello, &self.our_hello[..]),
         };
         let transcript = transcript_hash(initiator_hello, responder_hello);
-        let (k_i2r, k_r2i) = session_keys(&transcript, shared.raw_secret_bytes(), &self.key);
+        let (k_i2r, k_r2i) = session_keys(&transcript, &shared, &self.key);
         let (p_i2r, p_r2i) = derive_pair(
             &transcript,
-            shared.raw_secret_bytes(),
+            &shared,
             &self.key,
             [PROBE_I2R_LABEL, PROBE_R2I_LABEL],
         );

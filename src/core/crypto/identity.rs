@@ -12,14 +12,14 @@
 
 use p256::ecdsa::{Signature, SigningKey, VerifyingKey};
 use p256::elliptic_curve::ops::{Invert, Reduce};
-use p256::elliptic_curve::point::AffineCoordinates;
 use p256::elliptic_curve::{Curve, FieldBytesEncoding, PrimeField};
-use p256::{NistP256, ProjectivePoint, Scalar, U256};
+use p256::{NistP256, Scalar, U256};
 use rand_core::{CryptoRng, RngCore};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use super::generator::{mul_generator, mul_generator_public, mul_public};
+use super::generator::{self, mul_generator};
+use super::jacobian::Affine;
 use crate::core::node::NodeId;
 
 /// Bytes of a SEC1-compressed P-256 public key, as identity keys travel.
@@ -97,8 +97,10 @@ impl Identity {
         );
         let k_inv = Zeroizing::new(Option::<Scalar>::from(k.invert()).expect("k is not zero"));
         let z = <Scalar as Reduce<U256>>::reduce_bytes(&digest);
-        let big_r = mul_generator(&k).to_affine();
-        let r = <Scalar as Reduce<U256>>::reduce_bytes(&big_r.x());
+        let big_r = mul_generator(&k)
+            .to_affine()
+            .expect("k·G is not the identity: 0 < k < n");
+        let r = <Scalar as Reduce<U256>>::reduce_bytes(&big_r.x_bytes());
         let s = *k_inv * (z + r * d.as_ref());
         // Zero r or s: probability about 2^-256; p256's own `sign` panics then too.
         let sig = Signature::from_scalars(r, s).expect("r and s are not zero");
@@ -126,8 +128,9 @@ pub fn id_of(public: &[u8; PUBLIC_KEY_LEN]) -> NodeId {
 
 /// Whether `sig` is `public`'s signature of `msg`. A key that is not a valid compressed
 /// point, or a signature out of range, is simply not one. ECDSA verification as p256's
-/// `VerifyingKey::verify` does it, with `u1·G` from the generator's table and `u2·Q` in
-/// variable time, all of it public (same test).
+/// `VerifyingKey::verify` does it, with `u1·G` from the generator's table, `u2·Q` in
+/// variable time and x compared without an inversion, all of it public
+/// (`super::generator::check`; same test).
 pub(crate) fn verify(public: &[u8], msg: &[u8], sig: &[u8]) -> bool {
     let Ok(key) = VerifyingKey::from_sec1_bytes(public) else {
         return false;
@@ -141,11 +144,10 @@ pub(crate) fn verify(public: &[u8], msg: &[u8], sig: &[u8]) -> bool {
     // Everything here is public: no need for constant time.
     let s_inv = *s.invert_vartime();
     let (u1, u2) = (z * s_inv, *r * s_inv);
-    let q = ProjectivePoint::from(*key.as_affine());
-    let x = (mul_generator_public(&u1) + mul_public(&q, &u2))
-        .to_affine()
-        .x();
-    *r == <Scalar as Reduce<U256>>::reduce_bytes(&x)
+    let Some(q) = Affine::from_uncompressed(key.to_encoded_point(false).as_bytes()) else {
+        return false; // a valid key: never
+    };
+    generator::check(&q, &u1, &u2, &r)
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@
 mod generator;
 pub mod handshake;
 pub mod identity;
+mod jacobian;
 pub mod session;
 
 use std::sync::Mutex;
