@@ -271,6 +271,11 @@ pub struct Discovery {
     /// was made ([`Discovery::hold_scan`]) or given way after ([`Discovery::give_way_scan`]):
     /// once each per scan (at most one per scanned address).
     scans_given_way: BTreeSet<SocketAddr>,
+    /// Nodes learnt by id whose dial has waited for connections from their IP address,
+    /// held before it was made ([`Discovery::hold`]) or given way after
+    /// ([`Discovery::give_way`]): a dial gives way only to a node not in here. Cleared as
+    /// each connects (at most [`MAX_HEARD`]).
+    waited: BTreeSet<NodeId>,
     budget: DialBudget,
     backoff: BTreeMap<NodeId, Instant>,
     /// Nodes refused at admission, by us or by them: held back with a wait that doubles
@@ -409,6 +414,9 @@ impl Discovery {
         }
         let hold = Hold::new(now, addr, newest, wait);
         self.holds.insert(id, hold);
+        if self.waited.len() < MAX_HEARD {
+            self.waited.insert(id);
+        }
         self.heard.insert(id, (hold.until, addr));
         true
     }
@@ -450,6 +458,25 @@ impl Discovery {
         self.scan_holds
             .insert(addr, Hold::new(now, addr, newest, wait));
         true
+    }
+
+    /// Our dial to node `id` at `addr`, already made, gives way to connections from its IP
+    /// address accepted up to `newest`: held as [`Discovery::hold`] holds one not made
+    /// yet, and made again once those are proven or gone, `wait` at most. Not for a node
+    /// whose dial has waited already, before or after it was made, until it connects: so
+    /// connections that never prove themselves (another process on the host) delay our
+    /// dials to a node once and no more. Returns false if the dial is to stand.
+    pub fn give_way(
+        &mut self,
+        now: Instant,
+        (id, addr): (NodeId, SocketAddr),
+        newest: ConnId,
+        wait: Duration,
+    ) -> bool {
+        if self.waited.contains(&id) || self.waited.len() >= MAX_HEARD {
+            return false;
+        }
+        self.hold(now, (id, addr), newest, wait)
     }
 
     /// Held scan dials: address, the newest connection holding it, since when.
@@ -595,6 +622,7 @@ impl Discovery {
 
     /// A connection to `id` got as far as its introduction.
     pub fn connected(&mut self, id: NodeId) {
+        self.waited.remove(&id);
         self.retries.remove(&id);
         self.heard.remove(&id);
         self.holds.remove(&id);
@@ -604,6 +632,7 @@ impl Discovery {
 
     /// Node `id` is gone for good (another node answers at its address).
     pub fn forget(&mut self, id: NodeId) {
+        self.waited.remove(&id);
         self.heard.remove(&id);
         self.holds.remove(&id);
         self.refusals.remove(&id);

@@ -239,6 +239,14 @@ impl Link {
         )
     }
 
+    /// Our dial that the peer may be crossing with its own, each made before the other
+    /// arrived: a scan (the peer may be scanning us), or a dial to a node learnt by id (a
+    /// beacon, a list: it may have learnt of us alike). Not a seed's nor a lost member's:
+    /// the application named those, and the peer holds no rule to leave them to us.
+    pub fn may_cross(&self) -> bool {
+        self.role == Role::Initiator && (self.scan || (self.expect.is_some() && !self.ask))
+    }
+
     /// Nothing proves yet that the peer is the node it was dialed for.
     pub fn is_unproven(&self) -> bool {
         matches!(

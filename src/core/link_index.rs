@@ -51,8 +51,8 @@ pub struct Keys {
     scan_dialing: bool,
     /// Accepted and not yet proven.
     unproven_accept: bool,
-    /// Our scan dial, not yet proven.
-    unproven_scan: bool,
+    /// Our dial that one of the peer's may cross (see [`Link::may_cross`]), not yet proven.
+    unproven_dial: bool,
     /// Accepted, proven, and its introduction awaited.
     introducing_accept: bool,
 }
@@ -79,7 +79,7 @@ impl Keys {
             forming: pending && !(link.scan && link.is_dialing()),
             scan_dialing: link.scan && link.is_dialing(),
             unproven_accept: accepted && link.is_unproven(),
-            unproven_scan: !accepted && link.scan && link.is_unproven(),
+            unproven_dial: link.may_cross() && link.is_unproven(),
             introducing_accept: accepted && link.is_introducing(),
         }
     }
@@ -103,8 +103,8 @@ pub struct LinkIndex {
     introduced: usize,
     pending_accepts_from: BTreeMap<IpAddr, u32>,
     unproven_accepts: BTreeSet<(IpAddr, ConnId)>,
-    /// Our scan dials not yet proven, by the IP address dialed.
-    unproven_scans: BTreeSet<(IpAddr, ConnId)>,
+    /// Our dials that the peer's may cross, not yet proven, by the IP address dialed.
+    unproven_dials: BTreeSet<(IpAddr, ConnId)>,
     introducing_accepts: BTreeSet<(IpAddr, ConnId)>,
     members: usize,
     pending: usize,
@@ -299,8 +299,8 @@ impl LinkIndex {
         d.part(ip_if(|k| k.unproven_accept), |ip, add| {
             set(&mut self.unproven_accepts, (ip, conn), add)
         });
-        d.part(ip_if(|k| k.unproven_scan), |ip, add| {
-            set(&mut self.unproven_scans, (ip, conn), add)
+        d.part(ip_if(|k| k.unproven_dial), |ip, add| {
+            set(&mut self.unproven_dials, (ip, conn), add)
         });
         d.part(ip_if(|k| k.introducing_accept), |ip, add| {
             set(&mut self.introducing_accepts, (ip, conn), add)
@@ -418,10 +418,10 @@ impl LinkIndex {
         unproven.into_iter().chain(introducing.flatten()).max()
     }
 
-    /// Our scan dials to `ip` not yet proven.
-    pub fn unproven_scans_to(&self, ip: IpAddr) -> impl Iterator<Item = ConnId> + '_ {
+    /// Our dials to `ip` that the peer's may cross, not yet proven.
+    pub fn unproven_dials_to(&self, ip: IpAddr) -> impl Iterator<Item = ConnId> + '_ {
         let range = self
-            .unproven_scans
+            .unproven_dials
             .range((ip, ConnId::MIN)..=(ip, ConnId::MAX));
         range.map(|&(_, k)| k)
     }
@@ -490,7 +490,7 @@ mod tests {
             forming: pick(2) == 0,
             scan_dialing: pick(2) == 0,
             unproven_accept: pick(2) == 0,
-            unproven_scan: pick(2) == 0,
+            unproven_dial: pick(2) == 0,
             introducing_accept: pick(2) == 0,
         }
     }

@@ -359,16 +359,17 @@ impl Membership {
         unadmitted.min_by_key(|(_, l)| l.deadline()).map(|(k, _)| k)
     }
 
-    /// Our scan dials to `ip` whose peer has not yet proven its id.
-    pub fn unproven_scans_to(&self, ip: IpAddr) -> Vec<ConnId> {
-        let found: Vec<ConnId> = self.index().unproven_scans_to(ip).collect();
+    /// Our dials to `ip` that the peer's may cross ([`Link::may_cross`]) whose peer has not
+    /// yet proven its id.
+    pub fn unproven_dials_to(&self, ip: IpAddr) -> Vec<ConnId> {
+        let found: Vec<ConnId> = self.index().unproven_dials_to(ip).collect();
         debug_assert!(
             self.links.len() > CHECK_INDEX_UP_TO
                 || found
                     == self
                         .links
                         .iter()
-                        .filter(|(_, l)| l.role == Role::Initiator && l.scan && l.is_unproven())
+                        .filter(|(_, l)| l.may_cross() && l.is_unproven())
                         .filter(|(_, l)| l.addr.ip() == ip)
                         .map(|(&k, _)| k)
                         .collect::<Vec<_>>()

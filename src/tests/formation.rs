@@ -292,11 +292,12 @@ fn scans_crossing_on_loaded_hosts(
     seed: u64,
     n: usize,
     accept_delay: Duration,
+    spread: Duration,
 ) -> Result<u64, String> {
     let mut sim = Sim::new(seed);
     sim.latency = Duration::from_millis(1);
     sim.accept_delay = accept_delay;
-    form(&mut sim, seed, n, Found::Scan, Duration::ZERO, false)?;
+    form(&mut sim, seed, n, Found::Scan, spread, false)?;
     sim.run_for(Duration::from_secs(5));
     let pairs = (n * (n - 1) / 2) as u64;
     Ok(pair_handshakes(&sim, n) - pairs)
@@ -457,6 +458,54 @@ fn a_listed_node_whose_beacon_was_heard_there_is_left_to_dial_then_dialed_at_the
     assert!(sim.member_ids(x).contains(&id));
 }
 
+/// The same attack on a dial already made: X, the larger address, dials M (listed) at
+/// once, and a stalled connection from M's host arrives before that dial is proven. X gives
+/// its dial up for it (it may be M's own dial crossing), and dials again once that one
+/// runs out, `handshake_timeout` at most; the stalls that keep coming meanwhile and after
+/// do not make it give way again. It links with M within one timeout and a step.
+#[test]
+fn stalled_connections_from_a_nodes_address_make_a_dial_made_give_way_once_at_most() {
+    let (mut sim, x, m) = (30..62)
+        .map(x_with_f_and_m_alone)
+        .find(|&(_, x, _)| x == 2)
+        .expect("a seed where host 2 has the larger id");
+    assert!(addr(x).ip() > addr(m).ip());
+    let id = sim.id(m);
+    let stall = |sim: &mut Sim, port: u16| {
+        let now = sim.now;
+        let from = SocketAddr::new(addr(m).ip(), port);
+        sim.nodes.get_mut(&x).unwrap().accept(now, from).unwrap();
+    };
+    // Each delivery takes up to 5 ms: the stall comes while X's dial is on its way.
+    sim.latency = Duration::from_millis(5);
+    let start = sim.now;
+    let links = sim.open_links();
+    sim.inject(0, x, &Message::Members(vec![(id, addr(m))]));
+    while sim.open_links() == links && sim.now - start < Duration::from_millis(20) {
+        sim.run_for(Duration::from_millis(1));
+    }
+    assert!(sim.open_links() > links, "X dialed M");
+    assert!(!sim.member_ids(x).contains(&id));
+    stall(&mut sim, 45000);
+    let timeout = Config::lan("sim").handshake_timeout;
+    let step = Duration::from_millis(250);
+    let mut port = 45001;
+    while sim.now - start < timeout + 2 * step && !sim.member_ids(x).contains(&id) {
+        sim.run_for(step);
+        stall(&mut sim, port);
+        port += 1;
+    }
+    let waited = sim.now - start;
+    assert!(
+        sim.member_ids(x).contains(&id),
+        "not linked after {waited:?}"
+    );
+    assert!(
+        waited >= timeout - step,
+        "gave way for {waited:?}: not at all?"
+    );
+}
+
 #[test]
 fn stalled_connections_from_a_nodes_address_hold_its_dial_one_handshake_timeout_at_most() {
     let (mut sim, x, m) = x_with_f_and_m_alone(23);
@@ -496,11 +545,32 @@ fn stalled_connections_from_a_nodes_address_hold_its_dial_one_handshake_timeout_
 #[test]
 fn scans_of_loaded_hosts_started_together_mostly_complete_one_handshake_per_pair() {
     over_seeds(4, |seed| {
-        match scans_crossing_on_loaded_hosts(seed, 30, Duration::from_millis(100))? {
+        match scans_crossing_on_loaded_hosts(seed, 30, Duration::from_millis(100), Duration::ZERO)?
+        {
             extra if extra <= 10 => Ok(()),
             extra => Err(format!("{extra} handshakes beyond one per pair")),
         }
     });
+}
+
+/// Staggered starts on loaded hosts (30 nodes over 300 ms, up to 100 ms of accept delay per
+/// dial): besides scans crossing scans, a newcomer's scan crosses the list dial of a node
+/// started just before it, and two newcomers named to each other by different members'
+/// lists dial each other. The larger address giving way only for scans left 40 / 71 / 48 /
+/// 58 handshakes too many (seeds 0 to 3, 435 pairs); giving way for dials to nodes learnt
+/// by id as well, 27 / 31 / 15 / 24. What is left: one end's dial proven before the
+/// other's arrives (resolved after the handshakes, PROTOCOL.md "One connection per pair").
+#[test]
+fn staggered_scans_and_lists_of_loaded_hosts_give_way_by_address() {
+    let extra: Vec<u64> = (0..4)
+        .map(|seed| {
+            let (accept_delay, spread) = (Duration::from_millis(100), Duration::from_millis(300));
+            scans_crossing_on_loaded_hosts(seed, 30, accept_delay, spread)
+                .unwrap_or_else(|e| panic!("seed {seed}: {e}"))
+        })
+        .collect();
+    let mean = extra.iter().sum::<u64>() / extra.len() as u64;
+    assert!(mean <= 35, "handshakes beyond one per pair: {extra:?}");
 }
 
 /// The giving way cannot be used to keep two nodes apart: an attacker on A's host opens

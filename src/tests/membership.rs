@@ -195,11 +195,12 @@ fn when_both_nodes_dial_at_once_both_keep_the_same_single_connection() {
         assert_eq!(sim.count(small, sim.id(large), added), 1);
         assert_eq!(sim.count(large, sim.id(small), added), 1);
         assert_eq!(sim.count(small, sim.id(large), removed), 0);
-        assert_eq!(
-            sim.nodes[&small].stats().handshakes_completed,
-            2,
-            "both dials completed"
-        );
+        // The larger address gave its dial up when the other's arrived (PROTOCOL.md,
+        // "Dials that cross"); before, both dials completed and one was dropped after.
+        for h in [small, large] {
+            let done = sim.nodes[&h].stats().handshakes_completed;
+            assert_eq!(done, 1, "seed {seed}: one handshake, not one per dial");
+        }
     }
 }
 

@@ -89,7 +89,7 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         let deadline = now + self.config.handshake_timeout;
         let conn = self.membership.add(Link::accepted(addr, hs, deadline));
         self.transmit(conn, wire::frame(&hello));
-        self.yield_crossing_scans(now, addr.ip(), conn);
+        self.yield_crossing_dials(now, addr.ip(), conn);
         Some(conn)
     }
 

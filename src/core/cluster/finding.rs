@@ -65,22 +65,32 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         self.dial(now, target);
     }
 
-    /// A connection from `ip` was accepted (`inbound`) while our own scan dials to `ip` are
-    /// before their proof: it may be the node there dialing us, each dial made before the
-    /// other arrived (nodes scanning each other as they start together). The end with the
-    /// larger IP address gives its dial up, as if the connection had come before it
-    /// (see [`Cluster::dial_unless_dialed`]); the other keeps its own, which is that
-    /// connection at this end. Once per scanned address in a scan, so connections that
-    /// never prove themselves, or prove to be another node, delay the scan once,
-    /// `handshake_timeout` at most.
-    pub(super) fn yield_crossing_scans(&mut self, now: Instant, ip: IpAddr, inbound: ConnId) {
+    /// A connection from `ip` was accepted (`inbound`) while our own dials to `ip` that
+    /// it may cross (scans, dials to nodes learnt by id) are before their proof: it may be
+    /// the node there dialing us, each dial made before the other arrived (nodes scanning
+    /// each other as they start together, two newcomers named to each other by different
+    /// members' lists, a scan and a list). The end with the larger IP address gives its
+    /// dial up, as if the connection had come before it (see
+    /// [`Cluster::dial_unless_dialed`]); the other keeps its own, which is that connection
+    /// at this end. Once per scanned address in a scan, and once per node learnt by id
+    /// until it connects, so connections that never prove themselves, or prove to be
+    /// another node, delay the dial once, `handshake_timeout` at most.
+    pub(super) fn yield_crossing_dials(&mut self, now: Instant, ip: IpAddr, inbound: ConnId) {
         if !yields_to(self.me.ip, ip) {
             return;
         }
         let wait = self.config.handshake_timeout;
-        for conn in self.membership.unproven_scans_to(ip) {
-            let addr = self.membership[conn].addr;
-            if self.discovery.give_way_scan(now, addr, inbound, wait) {
+        for conn in self.membership.unproven_dials_to(ip) {
+            let link = &self.membership[conn];
+            let given_way = match (link.scan, link.expect) {
+                (true, _) => self.discovery.give_way_scan(now, link.addr, inbound, wait),
+                (false, Some(id)) => {
+                    let addr = link.addr;
+                    self.discovery.give_way(now, (id, addr), inbound, wait)
+                }
+                (false, None) => false,
+            };
+            if given_way {
                 self.close(conn);
             }
         }
@@ -88,12 +98,12 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
 
     /// A peer introduced itself as listening at `addr`: our scan dials there that have not
     /// connected yet are given up (they would only reach it again). One that has connected
-    /// is left to [`Cluster::yield_crossing_scans`] at the other end: each end dropping its
+    /// is left to [`Cluster::yield_crossing_dials`] at the other end: each end dropping its
     /// own connected dial could leave the pair with none.
     pub(super) fn drop_scans_not_connected(&mut self, addr: SocketAddr) {
-        for conn in self.membership.unproven_scans_to(addr.ip()) {
+        for conn in self.membership.unproven_dials_to(addr.ip()) {
             let link = &self.membership[conn];
-            if link.addr == addr && link.is_dialing() {
+            if link.scan && link.addr == addr && link.is_dialing() {
                 self.close(conn);
             }
         }
