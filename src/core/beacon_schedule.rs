@@ -31,6 +31,12 @@ use crate::core::node::NodeId;
 /// list nor cancel the answer).
 pub const MAX_ANSWERING: usize = 64;
 
+/// How soon we dial a newcomer whose answer we dropped for a member's beacon, if it has
+/// not linked with us by then (instead of `fallback_after`): the newcomer asks only its
+/// first member for a list, and one that joined with the cluster still forming may name
+/// few of us. 100 processes by multicast waited up to 4 s for those last pairs.
+pub const DROPPED_ANSWER_DIAL_AFTER: Duration = Duration::from_secs(1);
+
 /// Beacons the whole cluster sends per base interval, about: past this many nodes each
 /// one's period is the base interval times `ceil((members + 1) / BEACONS_PER_INTERVAL)`
 /// (2 s up to 15 members, 14 s at 100 nodes, 126 s at 1 000 with the default 2 s).
@@ -118,11 +124,13 @@ impl BeaconSchedule {
     }
 
     /// A member's beacon was heard: our newcomers heard it too (one group), so the answer
-    /// is dropped, unless it owes more newcomers than it tracks.
-    pub fn answered_by_member(&mut self) {
+    /// is dropped, unless it owes more newcomers than it tracks. Returns the newcomers it
+    /// was owed to.
+    pub fn answered_by_member(&mut self) -> Vec<(NodeId, SocketAddr)> {
         if self.answer.as_ref().is_some_and(|a| !a.overflow) {
-            self.answer = None;
+            return self.answer.take().map(|a| a.to).unwrap_or_default();
         }
+        Vec::new()
     }
 
     /// How many newcomers the answer planned tracks, and whether more were owed it.

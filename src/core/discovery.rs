@@ -494,6 +494,13 @@ impl Discovery {
         }
     }
 
+    /// Our fallback dial to `id`, if one is planned, is made by `due` at the latest.
+    pub fn hasten(&mut self, id: NodeId, due: Instant) {
+        if self.heard.get(&id).is_some_and(|&(d, _)| d > due) && !self.holds.contains_key(&id) {
+            self.heard.set_due(&id, due);
+        }
+    }
+
     /// Our dial to `id` is made now, held back or not.
     pub fn unhold(&mut self, id: NodeId) {
         self.holds.remove(&id);

@@ -158,10 +158,14 @@ impl<R: RngCore + CryptoRng> Cluster<R> {
         if id == self.me.id || self.knows(Some(id), addr) {
             if hint == Hint::Beacon && self.membership.member_link(id).is_some() {
                 // A member's beacon: the newcomers we owe an answer heard it too, and each
-                // links with that member, whose list names us. Should one not have heard
-                // it, we dial it at `fallback_after`, as for any beacon whose sender does
-                // not dial.
-                self.beacons.answered_by_member();
+                // links with that member, whose list names us, or with its first member,
+                // whose list does unless it was taken while the cluster was forming. So
+                // should one not dial us, we dial it soon (`DROPPED_ANSWER_DIAL_AFTER`),
+                // not at `fallback_after` as for any other beacon whose sender does not.
+                let soon = now + beacon_schedule::DROPPED_ANSWER_DIAL_AFTER;
+                for (id, _) in self.beacons.answered_by_member() {
+                    self.discovery.hasten(id, soon);
+                }
             }
             return;
         }
