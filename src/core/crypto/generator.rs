@@ -37,11 +37,11 @@
 use std::sync::OnceLock;
 
 use p256::elliptic_curve::sec1::ToEncodedPoint;
-use p256::elliptic_curve::subtle::{Choice, ConditionallySelectable, ConstantTimeEq};
+use p256::elliptic_curve::subtle::{Choice, ConstantTimeEq};
 use p256::{ProjectivePoint, Scalar};
 use zeroize::Zeroizing;
 
-use super::jacobian::{to_affine_all, window, Affine, Point};
+use super::jacobian::{select, to_affine_all, window, Affine, Point};
 
 /// 4-bit windows of a 256-bit scalar.
 const ROWS: usize = 64;
@@ -87,12 +87,8 @@ pub fn mul_generator(k: &Scalar) -> Point {
     let mut acc_is_identity = Choice::from(1);
     for (i, row) in table().iter().enumerate() {
         let digit = window(&bytes, i);
-        let mut entry = row[0];
-        for (j, point) in row.iter().enumerate().skip(1) {
-            entry.conditional_assign(point, digit.ct_eq(&(j as u8 + 1)));
-        }
         let zero = digit.ct_eq(&0);
-        acc = acc.add_affine_ct(acc_is_identity, &entry, zero);
+        acc = acc.add_affine_ct(acc_is_identity, &select(row, digit), zero);
         acc_is_identity &= zero;
     }
     acc

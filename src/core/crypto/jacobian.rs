@@ -221,6 +221,14 @@ impl Point {
     /// `self + q` in constant time, for `self ≠ ±q` (the caller's argument): the identity
     /// on either side is handled by selection (`self_is_identity`, `q_is_zero`: add
     /// nothing).
+    pub fn add_ct(&self, self_is_identity: Choice, q: &Point, q_is_zero: Choice) -> Point {
+        let mut sum = self.add::<false>(q);
+        sum.conditional_assign(q, self_is_identity);
+        sum.conditional_assign(self, q_is_zero);
+        sum
+    }
+
+    /// [`Point::add_ct`] for an affine `q`.
     pub fn add_affine_ct(&self, self_is_identity: Choice, q: &Affine, q_is_zero: Choice) -> Point {
         let mut sum = self.add_affine::<false>(q);
         sum.conditional_assign(&Point::from(q), self_is_identity);
@@ -323,15 +331,8 @@ pub(crate) fn mul_x(p: &Affine, k: &Scalar) -> Zeroizing<FieldBytes> {
             acc = acc.double().double().double().double();
         }
         let digit = window(&bytes, i);
-        let mut entry = table[0];
-        for (j, point) in table.iter().enumerate().skip(1) {
-            entry.conditional_assign(point, digit.ct_eq(&(j as u8 + 1)));
-        }
         let zero = digit.ct_eq(&0);
-        let mut sum = acc.add::<false>(&entry);
-        sum.conditional_assign(&entry, acc_is_identity);
-        sum.conditional_assign(&acc, zero);
-        acc = sum;
+        acc = acc.add_ct(acc_is_identity, &select(&table, digit), zero);
         acc_is_identity &= zero;
     }
     let x = acc
@@ -339,6 +340,17 @@ pub(crate) fn mul_x(p: &Affine, k: &Scalar) -> Zeroizing<FieldBytes> {
         .expect("k·p is not the identity: 0 < k < n and p has order n")
         .x_bytes();
     Zeroizing::new(x)
+}
+
+/// The multiple `digit` (1 to 15) of a table holding it at `digit − 1`, by a scan of the
+/// whole table: which entry is read does not show. For 0 it is the first entry, which the
+/// caller adds nothing of.
+pub(crate) fn select<T: ConditionallySelectable>(table: &[T; 15], digit: u8) -> T {
+    let mut entry = table[0];
+    for (j, point) in table.iter().enumerate().skip(1) {
+        entry.conditional_assign(point, digit.ct_eq(&(j as u8 + 1)));
+    }
+    entry
 }
 
 /// The `i`-th 4-bit window of a big-endian scalar, least significant first.
